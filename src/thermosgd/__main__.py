@@ -1,0 +1,5 @@
+import sys
+
+from thermosgd.cli import main
+
+sys.exit(main())

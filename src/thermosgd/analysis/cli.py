@@ -1,0 +1,91 @@
+"""``thermosgd collapse``: fit and plot the scaling collapse of a finished sweep."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from thermosgd.analysis.collapse import EXPONENT_SYMBOL, SWEEP_OVER, CollapseFit, fit_collapse, parse_window
+from thermosgd.errors import UsageError
+
+_SEE_ALSO = "Exit code 2 on bad input (unknown metric, missing dimension, too few values or seeds)."
+
+
+def register(subparsers) -> None:
+    """Add the ``collapse`` subcommand to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "collapse",
+        help="fit the exponent that collapses a sweep's curves (t·η^α or t·|B|^-β)",
+        description=(
+            "Fit the exponent that makes the seed-averaged curves of METRIC overlap when plotted "
+            "against t·(η/η_ref)^α (--over lr) or t·(|B|/|B|_ref)^-β (--over batch_size); "
+            "report a bootstrap interval over seeds and write a figure. " + _SEE_ALSO
+        ),
+    )
+    parser.add_argument("results", metavar="RESULTS_DIR", help="results folder (or its results.nc)")
+    parser.add_argument("--metric", required=True, help="data variable, e.g. activation_rate or v_norm")
+    parser.add_argument("--over", required=True, choices=SWEEP_OVER, help="swept parameter to fit")
+    parser.add_argument(
+        "--window",
+        metavar="START:END",
+        help="compare curves only for START <= τ <= END, τ in iterations of the reference run "
+        "(either side may be empty, e.g. 200:)",
+    )
+    parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over seeds (0: no interval)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--figure", metavar="STEM", help="figure path without suffix (default RESULTS_DIR/figures/...)")
+    parser.add_argument("--no-figure", action="store_true", help="do not write a figure")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; returns the exit code."""
+    from thermosgd.sweep.store import load
+
+    if args.n_boot < 0:
+        raise UsageError("--n-boot must be >= 0")
+    window = parse_window(args.window)
+    ds = load(args.results)
+    fit = fit_collapse(ds, args.metric, args.over, window=window, n_boot=args.n_boot, seed=args.seed)
+    figures: list[Path] = []
+    if not args.no_figure:
+        from thermosgd.figures.collapse import collapse_figure, save_figure
+
+        stem = Path(args.figure) if args.figure else _default_stem(Path(args.results), fit)
+        figures = save_figure(collapse_figure(ds, fit), stem)
+    if args.json:
+        out = fit.to_dict()
+        out["figures"] = [str(p) for p in figures]
+        print(json.dumps(out))
+    else:
+        print(format_table(fit, figures))
+    return 0
+
+
+def _default_stem(results: Path, fit: CollapseFit) -> Path:
+    folder = results if results.is_dir() else results.parent
+    return folder / "figures" / f"collapse_{fit.metric}_{fit.over}"
+
+
+def format_table(fit: CollapseFit, figures: list[Path] = ()) -> str:
+    """Human-readable summary of a fit, one quantity per line."""
+    symbol = EXPONENT_SYMBOL[fit.over]
+    if fit.n_boot:
+        ci = f"{100 * fit.ci_level:.0f}% CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}] ({fit.n_boot} resamples of {fit.n_seeds} seeds)"
+    else:
+        ci = "no interval (n_boot = 0)"
+    start, end = fit.window
+    window = "all" if start is None and end is None else f"{'' if start is None else f'{start:g}'}:{'' if end is None else f'{end:g}'}"
+    rows = [
+        ("metric", fit.metric),
+        ("over", f"{fit.over} = {', '.join(f'{v:g}' for v in fit.values)} (reference {fit.reference:g})"),
+        (symbol, f"{fit.exponent:.3f}  {ci}"),
+        ("paper", f"{symbol} = {fit.predicted:g}"),
+        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled"),
+        ("window", window),
+    ]
+    rows += [("figure", str(p)) for p in figures]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

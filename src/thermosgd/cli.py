@@ -1,0 +1,69 @@
+"""Command-line interface: argument parsing and error-to-exit-code mapping only.
+
+Every subcommand lives beside the code it drives and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable
+taking the parsed ``argparse.Namespace`` and returning an exit code or None).
+Any :class:`thermosgd.errors.UsageError` (and argparse's own errors) ends the
+program with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from thermosgd.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from thermosgd import reproduction
+    from thermosgd.sweep import cli as sweep_cli
+
+    parser = _Parser(
+        prog="thermosgd",
+        description="Thermophoresis of SGD (Wei & Schwab): simulate, measure, fit, reproduce.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    reproduction.register(sub)
+    sweep_cli.register(sub)
+    for name in ("thermosgd.walk.cli", "thermosgd.analysis.cli", "thermosgd.instruments.cli"):
+        _register_optional(name, sub)
+    return parser
+
+
+def _register_optional(module: str, sub) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a real import failure inside the module
+            raise
+        return
+    mod.register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        code = args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work units are kept, re-run the same command to resume", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""``thermosgd reproduce``: run the paper's experiments and write their figures.
+
+Data flows one way: preset → sweep (results on disk) → figures read from the
+results. Plain ``thermosgd reproduce`` runs the default set (every figure that
+needs no downloaded data) at a small size under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from thermosgd import presets
+from thermosgd.errors import UsageError
+from thermosgd.figures import sweep_figure
+from thermosgd.sweep.run import run_sweep
+
+
+def reproduce_twolayer(
+    preset: presets.Preset,
+    out: Path,
+    *,
+    seeds: int | None = None,
+    steps: int | None = None,
+    progress: bool = True,
+    **executor,
+) -> list[Path]:
+    """Run a two-layer preset's sweep into ``out`` and draw all figures of its experiment."""
+    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps)
+    ds = run_sweep(cfg, out, progress=progress, **executor)
+    files = []
+    for p in presets.experiment_presets(preset):
+        files += twolayer_figure(ds, p, out / "figures")
+    summary = summarize(ds, preset.over)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return files
+
+
+def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path) -> list[Path]:
+    """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
+    extra, extra_title = _collapse_panel(ds, preset)
+    return sweep_figure(
+        ds, preset.metric, over=preset.over, out_stem=folder / preset.name,
+        title=f"{preset.name}: {preset.description}", extra_panel=extra, extra_title=extra_title,
+    )
+
+
+def _collapse_panel(ds, preset):
+    """A panel rescaled by the fitted exponent, when the collapse module is available."""
+    try:
+        from thermosgd.analysis import fit_collapse
+        from thermosgd.figures.collapse import collapse_panel
+    except ImportError:
+        return None, None
+    if ds.sizes[preset.over] < 2 or ds.sizes["seed"] < 2:
+        return None, None
+    fit = fit_collapse(ds, preset.metric, preset.over)
+    sym = "α" if preset.over == "lr" else "β"
+    title = f"fitted {sym} = {fit.exponent:.2f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}] (95% bootstrap)"
+    return (lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, fit.exponent)), title
+
+
+def summarize(ds: xr.Dataset, over: str) -> dict:
+    """Initial and final seed-mean of the main metrics for each swept value."""
+    out = {"over": over, "steps": int(ds["step"].values[-1]), "seeds": int(ds.sizes["seed"]),
+           "diverged": int(ds["diverged"].values.sum()), "metrics": {}}
+    for metric in ("activation_rate", "v_norm", "bias_mean", "loss"):
+        if metric not in ds:
+            continue
+        m = ds[metric].where(~ds["diverged"]).mean("seed", skipna=True)
+        rows = {}
+        for v in ds[over].values:
+            series = m.sel({over: v}).squeeze(drop=True)
+            if series.ndim != 1:
+                continue
+            valid = series.dropna("step")
+            if valid.sizes["step"] == 0:
+                continue
+            rows[f"{float(v):g}"] = {"initial": float(valid[0]), "final": float(valid[-1])}
+        out["metrics"][metric] = rows
+    return out
+
+
+def reproduce(
+    names: list[str] | None,
+    *,
+    out: Path | None = None,
+    seeds: int | None = None,
+    steps: int | None = None,
+    data_dir: Path | None = None,
+    progress: bool = True,
+    **executor,
+) -> dict[str, Path]:
+    """Run presets; returns {preset name: its results folder}.
+
+    With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
+    several or none (the default set), each experiment gets ``out/NAME``
+    (``out`` defaults to ``runs``).
+    """
+    chosen = [presets.get(n) for n in names] if names else [
+        p for p in presets.PRESETS.values() if p.in_default_set
+    ]
+    # One run per experiment: fig3 also writes fig4's figure.
+    runs: dict[str, presets.Preset] = {}
+    for p in chosen:
+        runs.setdefault(p.experiment, p)
+    single = names is not None and len(names) == 1
+    base = Path(out) if out is not None else Path("runs")
+    done = {}
+    for p in runs.values():
+        folder = base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
+        _check_writable(folder)
+        if progress:
+            print(f"[{p.name}] {p.description}")
+        if p.kind == "twolayer":
+            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, progress=progress, **executor)
+        elif p.kind == "walk":
+            from thermosgd.walk import reproduce as walk_reproduce
+
+            walk_reproduce(folder, quick=bool(steps is not None and steps < 200))
+        elif p.kind == "deep":
+            from thermosgd.deep.experiments import run_deep_preset
+
+            run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress)
+        if progress:
+            print(f"[{p.name}] results and figures in {folder}")
+        done[p.name] = folder
+    return done
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"cannot write to output folder {folder}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run the paper's experiments and write results + figures",
+        description="Run preset experiments of the paper. Without NAME: the default set "
+        "(all figures that need no downloaded data) at a small size, under runs/.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="preset(s); see --list")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
+    p.add_argument("--steps", type=int, help="SGD iterations (default: the preset's)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)")
+    _executor_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where work units run")
+    g.add_argument("--executor", choices=["inline", "processes", "dask"], default="inline")
+    g.add_argument("--workers", type=int, help="worker processes (implies a local Dask cluster "
+                   "unless --executor processes)")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
+
+
+def executor_kwargs(args) -> dict:
+    kind = args.executor
+    if args.workers is not None and kind == "inline":
+        kind = "dask"
+    return {"executor": kind, "workers": args.workers, "scheduler": args.scheduler}
+
+
+def _run(args) -> int:
+    if args.list:
+        width = max(len(n) for n in presets.PRESETS)
+        for p in presets.PRESETS.values():
+            mark = "*" if p.in_default_set else " "
+            print(f"{mark} {p.name:<{width}}  [{p.kind}] {p.description}")
+        print("(* = in the default set run by plain `thermosgd reproduce`)")
+        return 0
+    for flag in ("seeds", "steps"):
+        v = getattr(args, flag)
+        if v is not None and v <= 0:
+            raise UsageError(f"--{flag} must be positive, got {v}")
+    data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
+    reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
+              progress=not args.no_progress, **executor_kwargs(args))
+    return 0
+
+
+__all__ = ["reproduce", "reproduce_twolayer", "summarize", "np"]

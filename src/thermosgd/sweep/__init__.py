@@ -1,0 +1,1 @@
+"""Sweeps: config schema, work units, executors, results store."""

@@ -1,0 +1,60 @@
+"""``thermosgd sweep`` and ``thermosgd status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from thermosgd.errors import UsageError
+from thermosgd.sweep.config import load_toml
+from thermosgd.sweep.units import plan_units
+
+
+def register(sub) -> None:
+    from thermosgd.reproduction import _executor_args
+
+    p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
+                       description="Run (or resume) the sweep described by CONFIG.toml into --out.")
+    p.add_argument("config", type=Path, metavar="CONFIG.toml")
+    p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and number of units, run nothing")
+    _executor_args(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_sweep)
+
+    s = sub.add_parser("status", help="how many units of a sweep folder are done, missing, corrupt")
+    s.add_argument("folder", type=Path)
+    s.set_defaults(func=_status)
+
+
+def _sweep(args) -> int:
+    from thermosgd.figures import sweep_figure
+    from thermosgd.reproduction import executor_kwargs
+    from thermosgd.sweep.run import run_sweep
+
+    cfg = load_toml(args.config)
+    units = plan_units(cfg)
+    t = cfg.train
+    if args.dry_run:
+        print(f"lr          {list(t.lr)}")
+        print(f"batch_size  {list(t.batch_size)}")
+        print(f"seeds       {list(t.seeds)}")
+        print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
+        print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
+        print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+        return 0
+    if args.out is None:
+        raise UsageError("--out DIR is required (or use --dry-run)")
+    ds = run_sweep(cfg, args.out, progress=not args.no_progress, **executor_kwargs(args))
+    for over in ("lr", "batch_size"):
+        if ds.sizes[over] > 1:
+            for metric in ("activation_rate", "v_norm"):
+                sweep_figure(ds, metric, over=over, out_stem=args.out / "figures" / f"{metric}-vs-{over}")
+    print(f"results in {args.out}")
+    return 0
+
+
+def _status(args) -> int:
+    from thermosgd.sweep.run import status
+
+    print(status(args.folder).line())
+    return 0

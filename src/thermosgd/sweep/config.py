@@ -1,0 +1,281 @@
+"""One schema for every sweep configuration (TOML files, presets, Python).
+
+A configuration has four sections::
+
+    [model]  inputs, hidden, bias, init, init_scale
+    [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
+    [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
+             seed, share_init, share_data, dtype
+    [sweep]  seeds_per_unit
+
+Every key has a default (see the dataclasses below). Unknown keys, wrong types
+and values outside the allowed set raise :class:`UsageError` naming the key and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thermosgd.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Two-layer ReLU net f(x) = V σ(W x + b) (Sec. 4.1), scalar output.
+
+    Attributes:
+        inputs: input dimension M.
+        hidden: hidden units N.
+        bias: train a first-layer bias b (False: b ≡ 0, as in Eq. 64).
+        init: "torch" = PyTorch's ``nn.Linear`` default, W, b ~ U(-1/√M, 1/√M),
+            V ~ U(-1/√N, 1/√N); "gaussian" = W ~ N(0, 1/M), b = 0, V ~ N(0, 1/N).
+        init_scale: multiplies every initial parameter.
+    """
+
+    inputs: int = 10
+    hidden: int = 10
+    bias: bool = True
+    init: str = "torch"
+    init_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where samples come from.
+
+    Attributes:
+        inputs: "gaussian" (x ~ N(0, I)) or "uniform" (x ~ U(0,1)^M, App. A.6).
+        labels: "random" (y ~ Bernoulli(1/2), balanced in expectation; exactly
+            balanced for a finite set) or "teacher" (y = 1[f*(x - E x) > 0] for a
+            fixed random two-layer teacher f* with ``teacher_hidden`` units: a
+            learnable task).
+        train_size: 0 = online (fresh samples every step); n > 0 = a finite
+            training set of n samples, minibatches drawn i.i.d. with replacement.
+        probe_size: samples used for probe-set instruments (loss, gradient
+            variance, Monte-Carlo activation rate): fresh samples for online
+            training, else a fixed subset of the training set (all of it if
+            smaller).
+        test_size: held-out samples for ``test_error`` / ``test_loss`` (0 = none).
+        teacher_hidden: hidden units of the teacher.
+    """
+
+    inputs: str = "gaussian"
+    labels: str = "random"
+    train_size: int = 0
+    probe_size: int = 256
+    test_size: int = 0
+    teacher_hidden: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Plain SGD (Eq. 13) over a grid of learning rates × batch sizes × seeds.
+
+    Attributes:
+        loss: "bce" (binary cross-entropy on logit f, Eq. 15–16) or "mse" (½(f−y)²).
+        lr: learning rates η (each > 0).
+        batch_size: batch sizes |B| (each ≥ 1).
+        seeds: number of seeds (0, 1, ..., seeds-1) or an explicit list.
+        steps: SGD iterations T.
+        record_every: record the cheap instruments every k steps (k = 1 allowed).
+        probe_every: record the probe-set instruments (loss, error, gradient
+            variance) every k steps; 0 = same as ``record_every``. Must be a
+            multiple of ``record_every``; at other recorded steps they are NaN.
+        seed: master seed; every random draw derives from (seed, replica seed).
+        share_init: replicas with the same seed share their initialization.
+        share_data: replicas with the same seed share their data stream (|B|=b
+            uses the first b samples of the largest batch), so their curves
+            differ only by the hyperparameter.
+        dtype: "float32" or "float64".
+    """
+
+    loss: str = "bce"
+    lr: tuple[float, ...] = (0.05,)
+    batch_size: tuple[int, ...] = (1,)
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 1000
+    record_every: int = 1
+    probe_every: int = 0
+    seed: int = 0
+    share_init: bool = True
+    share_data: bool = True
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    """How a sweep is cut into work units (one unit = a block of seeds).
+
+    Attributes:
+        seeds_per_unit: seeds trained together in one vectorized unit. Results
+            do not depend on it only up to floating-point summation order, so it
+            is part of the configuration (resume needs identical units).
+    """
+
+    seeds_per_unit: int = 8
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: UnitConfig = field(default_factory=UnitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"]["lr"] = list(self.train.lr)
+        out["train"]["batch_size"] = list(self.train.batch_size)
+        out["train"]["seeds"] = list(self.train.seeds)
+        return out
+
+    @property
+    def probe_every_steps(self) -> int:
+        return self.train.probe_every or self.train.record_every
+
+    def replace(self, **sections: dict[str, Any]) -> "SweepConfig":
+        """Return a copy with some keys changed: ``cfg.replace(train={"steps": 10})``."""
+        raw = self.to_dict()
+        for section, values in sections.items():
+            if section not in raw:
+                raise UsageError(f"unknown config section [{section}]; allowed: {', '.join(raw)}")
+            raw[section].update(values)
+        return from_dict(raw)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sweep": UnitConfig}
+_CHOICES = {
+    ("model", "init"): ("torch", "gaussian"),
+    ("data", "inputs"): ("gaussian", "uniform"),
+    ("data", "labels"): ("random", "teacher"),
+    ("train", "loss"): ("bce", "mse"),
+    ("train", "dtype"): ("float32", "float64"),
+}
+_POSITIVE = {
+    ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
+    ("train", "steps"), ("train", "record_every"), ("sweep", "seeds_per_unit"),
+}
+_NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every")}
+
+
+def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
+    where = f"[{section}] {key}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise UsageError(f"{where} must be a string, got {value!r}")
+        return value
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _as_tuple(section: str, key: str, value: Any, kind: type) -> tuple:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if len(items) == 0:
+        raise UsageError(f"[{section}] {key} must not be empty")
+    out = tuple(_check_scalar(section, key, v, kind) for v in items)
+    if len(set(out)) != len(out):
+        raise UsageError(f"[{section}] {key} has repeated values: {list(out)}")
+    return out
+
+
+def from_dict(raw: dict[str, Any]) -> SweepConfig:
+    """Validate a nested dict (as read from TOML) into a :class:`SweepConfig`."""
+    if not isinstance(raw, dict):
+        raise UsageError("config must be a table of sections")
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise UsageError(
+            f"unknown config section [{sorted(unknown)[0]}]; allowed: {', '.join(_SECTIONS)}"
+        )
+    built = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {}) or {}
+        if not isinstance(values, dict):
+            raise UsageError(f"[{section}] must be a table")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        bad = set(values) - set(fields)
+        if bad:
+            raise UsageError(
+                f"unknown key [{section}] {sorted(bad)[0]}; allowed: {', '.join(fields)}"
+            )
+        kwargs = {}
+        for key, value in values.items():
+            kwargs[key] = _convert(section, key, value, fields[key])
+        built[section] = cls(**kwargs)
+    cfg = SweepConfig(**built)
+    _check_values(cfg)
+    return cfg
+
+
+def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
+    if (section, key) == ("train", "seeds"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise UsageError(f"[train] seeds must be positive, got {value}")
+            return tuple(range(value))
+        out = _as_tuple(section, key, value, int)
+        if min(out) < 0:
+            raise UsageError(f"[train] seeds must be nonnegative integers, got {list(out)}")
+        return out
+    if key in ("lr", "batch_size") and section == "train":
+        return _as_tuple(section, key, value, float if key == "lr" else int)
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[fld.type]
+    return _check_scalar(section, key, value, kind)
+
+
+def _check_values(cfg: SweepConfig) -> None:
+    for (section, key), allowed in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise UsageError(f"[{section}] {key} = {value!r} is not one of: {', '.join(allowed)}")
+    for section, key in _POSITIVE:
+        value = getattr(getattr(cfg, section), key)
+        if value <= 0:
+            raise UsageError(f"[{section}] {key} must be positive, got {value}")
+    for section, key in _NONNEGATIVE:
+        value = getattr(getattr(cfg, section), key)
+        if value < 0:
+            raise UsageError(f"[{section}] {key} must be nonnegative, got {value}")
+    t = cfg.train
+    if any(not (lr > 0) or lr == float("inf") for lr in t.lr):
+        raise UsageError(f"[train] lr must be positive and finite, got {list(t.lr)}")
+    if any(b < 1 for b in t.batch_size):
+        raise UsageError(f"[train] batch_size must be ≥ 1, got {list(t.batch_size)}")
+    if t.probe_every and t.probe_every % t.record_every:
+        raise UsageError(
+            f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
+        )
+    if cfg.model.init_scale < 0:
+        raise UsageError(f"[model] init_scale must be nonnegative, got {cfg.model.init_scale}")
+    if cfg.data.train_size and cfg.data.train_size < 2:
+        raise UsageError("[data] train_size must be 0 (online) or at least 2")
+
+
+def load_toml(path: str | Path) -> SweepConfig:
+    """Read and validate a TOML sweep configuration."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"malformed TOML in {path}: {exc}") from None
+    return from_dict(raw)

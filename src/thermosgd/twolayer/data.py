@@ -1,0 +1,116 @@
+"""Seeded sample streams for the two-layer experiments (Sec. 4.1, App. A.6).
+
+Every random draw comes from a ``torch.Generator`` whose seed is derived from
+``(master seed, replica seed, stream id[, lr index, batch-size index])`` with
+NumPy's ``SeedSequence``. A replica's numbers therefore depend on its
+coordinates only, never on which other replicas are trained with it or in which
+order work units run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from thermosgd.sweep.config import SweepConfig
+
+INIT, DATA, PROBE, TEACHER, TRAINSET, TEST = range(6)
+
+
+def derive_seed(*coords: int) -> int:
+    """A 63-bit seed from nonnegative integer coordinates (order matters)."""
+    state = np.random.SeedSequence([int(c) for c in coords]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def generator(*coords: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*coords))
+
+
+class Teacher:
+    """A fixed random two-layer ReLU teacher: y = 1[f*(x − E x) > 0].
+
+    W* ~ N(0, I/M), b* = 0, V* = ±1/√N* with alternating signs, so that about
+    half of the inputs get each label.
+    """
+
+    def __init__(self, inputs: int, hidden: int, gen: torch.Generator, dtype: torch.dtype):
+        self.W = torch.randn(hidden, inputs, generator=gen, dtype=dtype) / math.sqrt(inputs)
+        signs = torch.tensor([(-1.0) ** i for i in range(hidden)], dtype=dtype)
+        self.V = signs / math.sqrt(hidden)
+
+    def __call__(self, x: torch.Tensor, center: float) -> torch.Tensor:
+        return ((torch.relu((x - center) @ self.W.T) @ self.V) > 0).to(x.dtype)
+
+
+class SampleStream:
+    """Samples (x, y) of one replica seed's task.
+
+    Args:
+        cfg: the sweep configuration (model.inputs, data.*).
+        master: master seed; seed: replica seed; extra: further coordinates
+            (lr and batch-size indices) when data streams are not shared.
+    """
+
+    def __init__(self, cfg: SweepConfig, master: int, seed: int, *extra: int, dtype=torch.float32):
+        self.cfg, self.dtype = cfg, dtype
+        self.M = cfg.model.inputs
+        self._coords = (master, seed)
+        self._gen = generator(master, seed, DATA, *extra)
+        d = cfg.data
+        self.center = 0.0 if d.inputs == "gaussian" else 0.5
+        self.teacher = (
+            Teacher(self.M, d.teacher_hidden, generator(master, seed, TEACHER), dtype)
+            if d.labels == "teacher"
+            else None
+        )
+        self.train_x = self.train_y = None
+        if d.train_size:
+            g = generator(master, seed, TRAINSET)
+            self.train_x, self.train_y = self.sample(d.train_size, g, balanced=True)
+
+    def inputs(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.cfg.data.inputs == "gaussian":
+            return torch.randn(n, self.M, generator=gen, dtype=self.dtype)
+        return torch.rand(n, self.M, generator=gen, dtype=self.dtype)
+
+    def sample(self, n: int, gen: torch.Generator, balanced: bool = False):
+        """Fresh samples: x (n, M), y (n,) in {0, 1}."""
+        x = self.inputs(n, gen)
+        if self.teacher is not None:
+            return x, self.teacher(x, self.center)
+        if balanced:
+            y = (torch.arange(n) % 2).to(self.dtype)[torch.randperm(n, generator=gen)]
+        else:
+            y = torch.randint(0, 2, (n,), generator=gen).to(self.dtype)
+        return x, y
+
+    def batches(self, steps: int, batch: int):
+        """The next ``steps`` minibatches: x (steps, batch, M), y (steps, batch)."""
+        if self.train_x is None:
+            x, y = self.sample(steps * batch, self._gen)
+        else:
+            idx = torch.randint(0, len(self.train_y), (steps * batch,), generator=self._gen)
+            x, y = self.train_x[idx], self.train_y[idx]
+        return x.view(steps, batch, self.M), y.view(steps, batch)
+
+    def probe(self):
+        """Probe set (P, M), (P,): fixed fresh samples, or a training subset."""
+        master, seed = self._coords
+        P = self.cfg.data.probe_size
+        g = generator(master, seed, PROBE)
+        if self.train_x is None:
+            return self.sample(P, g, balanced=True)
+        if len(self.train_y) <= P:
+            return self.train_x, self.train_y
+        idx = torch.randperm(len(self.train_y), generator=g)[:P]
+        return self.train_x[idx], self.train_y[idx]
+
+    def test(self):
+        master, seed = self._coords
+        n = self.cfg.data.test_size
+        if not n:
+            return None
+        return self.sample(n, generator(master, seed, TEST), balanced=True)

@@ -1,0 +1,47 @@
+import pytest
+
+from thermosgd.errors import UsageError
+from thermosgd.sweep.config import from_dict, load_toml
+
+
+def test_defaults_and_seed_count():
+    cfg = from_dict({"train": {"seeds": 3, "lr": 0.1}})
+    assert cfg.train.seeds == (0, 1, 2)
+    assert cfg.train.lr == (0.1,)
+    assert cfg.model.hidden == 10
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"train": {"lr": [0.1, -0.2]}}, "[train] lr"),
+        ({"train": {"lr": [0.0]}}, "[train] lr"),
+        ({"train": {"batch_size": [0]}}, "[train] batch_size"),
+        ({"train": {"steps": 0}}, "[train] steps"),
+        ({"train": {"steps": 1.5}}, "[train] steps"),
+        ({"train": {"loss": "hinge"}}, "bce, mse"),
+        ({"data": {"inputs": "cauchy"}}, "gaussian, uniform"),
+        ({"model": {"widht": 3}}, "[model] widht"),
+        ({"optimizer": {}}, "[optimizer]"),
+        ({"train": {"seeds": 0}}, "[train] seeds"),
+        ({"train": {"record_every": 3, "probe_every": 4}}, "multiple"),
+        ({"model": {"bias": "yes"}}, "[model] bias"),
+    ],
+)
+def test_bad_values_name_the_key(raw, words):
+    with pytest.raises(UsageError, match=r".*") as info:
+        from_dict(raw)
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_toml(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nlr = [0.05, 0.1]\nseeds = 2\n[model]\ninputs = 3\n')
+    cfg = load_toml(p)
+    assert cfg.train.lr == (0.05, 0.1) and cfg.model.inputs == 3
+    p.write_text("[train\nlr = ")
+    with pytest.raises(UsageError, match="malformed TOML"):
+        load_toml(p)
+    with pytest.raises(UsageError, match="cannot read"):
+        load_toml(tmp_path / "missing.toml")

@@ -1,0 +1,97 @@
+"""The command line: presets at tiny size, custom sweeps, and bad input → exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import thermosgd
+from thermosgd import presets
+from thermosgd.cli import main
+
+TWOLAYER = [p.name for p in presets.PRESETS.values() if p.kind == "twolayer"]
+
+
+def test_list(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ["fig2-top", "fig3", "fig10", "walk", "fig2-middle", "fig11"]:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", TWOLAYER)
+def test_every_twolayer_preset_tiny(name, tmp_path):
+    out = tmp_path / name
+    assert main(["reproduce", name, "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]) == 0
+    ds = thermosgd.load(out)
+    p = presets.get(name)
+    assert ds.sizes["seed"] == 2 and int(ds.step.values[-1]) == 20
+    assert ds.sizes[p.over] == len(p.config["train"][p.over if p.over == "lr" else "batch_size"])
+    assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    assert (out / "figures" / f"{name}.pdf").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2
+
+
+def test_sweep_command_and_dry_run(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\nlr = [0.05, 0.1]\nseeds = 3\nsteps = 20\n[sweep]\nseeds_per_unit = 2\n')
+    assert main(["sweep", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "units       2" in out and "replicas    6" in out
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert (tmp_path / "r" / "figures" / "activation_rate-vs-lr.png").exists()
+    assert main(["status", str(tmp_path / "r")]) == 0
+    assert "2/2 units done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["reproduce", "fig99"], "unknown preset"),
+        (["reproduce", "fig3", "--steps", "0"], "--steps must be positive"),
+        (["reproduce", "fig3", "--seeds", "-1"], "--seeds must be positive"),
+        (["reproduce", "fig3", "--steps", "ten"], "invalid int"),
+        (["sweep", "missing.toml", "--out", "x"], "cannot read config"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_toml_and_bad_value(tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nlr = [-0.1]\n")
+    assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 2
+    assert "[train] lr" in capsys.readouterr().err
+    p.write_text("[train\n")
+    assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 2
+    assert "malformed TOML" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert main(["reproduce", "fig3", "--steps", "5", "--seeds", "1", "--out", str(ro / "x")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_output_path_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["reproduce", "fig3", "--steps", "5", "--seeds", "1", "--out", str(f / "sub")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_subprocess_exit_code():
+    r = subprocess.run([sys.executable, "-m", "thermosgd", "reproduce", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: unknown preset")
