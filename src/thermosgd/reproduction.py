@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 from thermosgd import presets
@@ -30,39 +29,72 @@ def reproduce_twolayer(
     progress: bool = True,
     **executor,
 ) -> list[Path]:
-    """Run a two-layer preset's sweep into ``out`` and draw all figures of its experiment."""
+    """Run a two-layer preset's sweep into ``out``; draw and fit every figure of its experiment.
+
+    Writes ``figures/NAME.{png,pdf}`` (the paper's panels plus one rescaled by the
+    fitted exponent), ``summary.json`` and ``report.md`` (initial/final values and
+    the fitted exponents next to the paper's prediction: α = 2, β = 1).
+    """
     cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps)
     ds = run_sweep(cfg, out, progress=progress, **executor)
-    files = []
+    files, fits = [], {}
     for p in presets.experiment_presets(preset):
-        files += twolayer_figure(ds, p, out / "figures")
+        fit = collapse_fit(ds, p)
+        fits[p.metric] = fit
+        files += twolayer_figure(ds, p, out / "figures", fit)
     summary = summarize(ds, preset.over)
+    summary["collapse"] = {m: (f.to_dict() if f is not None else None) for m, f in fits.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(preset, summary))
     return files
 
 
-def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path) -> list[Path]:
+def collapse_fit(ds: xr.Dataset, preset: presets.Preset):
+    """The fitted collapse exponent for one preset's metric, or None if not fittable."""
+    from thermosgd.analysis import fit_collapse
+
+    if ds.sizes[preset.over] < 2 or ds.sizes["seed"] < 2:
+        return None
+    try:
+        return fit_collapse(ds, preset.metric, preset.over)
+    except UsageError:  # e.g. every replica of a value diverged
+        return None
+
+
+def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, fit=None) -> list[Path]:
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
-    extra, extra_title = _collapse_panel(ds, preset)
+    from thermosgd.figures.collapse import collapse_panel
+
+    extra = extra_title = None
+    if fit is not None:
+        sym = "α" if preset.over == "lr" else "β"
+        extra_title = f"fitted {sym} = {fit.exponent:.2f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}] (95% bootstrap)"
+        extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, fit.exponent)  # noqa: E731
     return sweep_figure(
         ds, preset.metric, over=preset.over, out_stem=folder / preset.name,
         title=f"{preset.name}: {preset.description}", extra_panel=extra, extra_title=extra_title,
     )
 
 
-def _collapse_panel(ds, preset):
-    """A panel rescaled by the fitted exponent, when the collapse module is available."""
-    try:
-        from thermosgd.analysis import fit_collapse
-        from thermosgd.figures.collapse import collapse_panel
-    except ImportError:
-        return None, None
-    if ds.sizes[preset.over] < 2 or ds.sizes["seed"] < 2:
-        return None, None
-    fit = fit_collapse(ds, preset.metric, preset.over)
-    sym = "α" if preset.over == "lr" else "β"
-    title = f"fitted {sym} = {fit.exponent:.2f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}] (95% bootstrap)"
-    return (lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, fit.exponent)), title
+def report_markdown(preset: presets.Preset, summary: dict) -> str:
+    """A short human-readable report: values per swept setting and fitted exponents."""
+    sym, predicted = ("η", 2.0) if preset.over == "lr" else ("|B|", 1.0)
+    lines = [f"# {preset.experiment}: {preset.description}", "",
+             f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
+    for metric, rows in summary["metrics"].items():
+        lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
+        lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
+        lines.append("")
+    lines += ["## Collapse fit", "", "| metric | fitted exponent | 95% CI | paper | score (0 = perfect) |",
+              "|---|---|---|---|---|"]
+    for metric, fit in summary["collapse"].items():
+        if fit is None:
+            lines.append(f"| {metric} | n/a (needs ≥ 2 swept values and ≥ 2 seeds) | | {predicted:g} | |")
+        else:
+            lines.append(f"| {metric} | {fit['exponent']:.3f} | [{fit['ci_low']:.3f}, {fit['ci_high']:.3f}] "
+                         f"| {predicted:g} | {fit['score']:.2e} |")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def summarize(ds: xr.Dataset, over: str) -> dict:
@@ -193,4 +225,4 @@ def _run(args) -> int:
     return 0
 
 
-__all__ = ["reproduce", "reproduce_twolayer", "summarize", "np"]
+__all__ = ["reproduce", "reproduce_twolayer", "summarize"]

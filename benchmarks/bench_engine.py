@@ -1,0 +1,79 @@
+"""Ensemble engine vs a per-run PyTorch loop, on the fig3 and fig2-top workloads.
+
+Run by hand (not a test):  .venv/bin/python benchmarks/bench_engine.py [--quick]
+
+The baseline is the loop a paper author writes: ``nn.Module`` + ``torch.optim.SGD``,
+a fresh sample each step, the activation rate on a probe batch and ‖V‖ recorded
+every step, one run after another. The engine trains the whole grid
+(η × |B| × seeds) at once and records the activation rate (exact for Gaussian
+inputs), ‖V‖, ‖W‖ and the mean bias every step; probe-set instruments (loss,
+gradient variance) only at the start and end. Both use one intra-op thread.
+Throughput is replica-steps per second (one replica advanced by one SGD step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+
+from thermosgd.presets import get, twolayer_config
+from thermosgd.twolayer.engine import train
+
+
+def baseline(M: int, N: int, lrs, steps: int, probe_size: int = 256) -> float:
+    """Replica-steps/s of one-run-at-a-time training over all lrs."""
+    t0 = time.perf_counter()
+    for i, lr in enumerate(lrs):
+        torch.manual_seed(i)
+        model = nn.Sequential(nn.Linear(M, N), nn.ReLU(), nn.Linear(N, 1, bias=False))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        lossf = nn.BCEWithLogitsLoss()
+        probe = torch.randn(probe_size, M)
+        rates, norms = [], []
+        for _ in range(steps):
+            x = torch.randn(1, M)
+            y = torch.randint(0, 2, (1,)).float()
+            loss = lossf(model(x).squeeze(-1), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                rates.append((model[0](probe) > 0).float().mean().item())
+                norms.append(model[2].weight.norm().item())
+    return len(lrs) * steps / (time.perf_counter() - t0)
+
+
+def engine(name: str, seeds: int, steps: int) -> tuple[float, int]:
+    cfg = twolayer_config(get(name), seeds=seeds, steps=steps)
+    cfg = cfg.replace(train={"record_every": 1, "probe_every": steps})
+    train(cfg.replace(train={"steps": 20, "probe_every": 20}))  # warm-up
+    t0 = time.perf_counter()
+    train(cfg)
+    dt = time.perf_counter() - t0
+    R = len(cfg.train.lr) * len(cfg.train.batch_size) * len(cfg.train.seeds)
+    return R * steps / dt, R
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer steps (noisier)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    steps = 300 if args.quick else 1500
+    print(f"torch {torch.__version__}, threads = {torch.get_num_threads()}")
+    rows = []
+    for name, M, seeds in [("fig3", 10, 512), ("fig2-top", 100, 64)]:
+        p = get(name)
+        lrs = p.config["train"]["lr"]
+        base = baseline(M, M, lrs, steps)
+        eng, R = engine(name, seeds, steps)
+        rows.append((name, R, eng, base, eng / base))
+        print(f"{name:9s} replicas={R:5d}  engine {eng:12,.0f} replica-steps/s   "
+              f"per-run loop {base:9,.0f} replica-steps/s   ratio {eng / base:7.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

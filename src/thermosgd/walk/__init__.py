@@ -1,0 +1,29 @@
+"""The random walk of Sec. 3 (Eq. 4, 8) and its theory (Eq. 9-12, 34-36).
+
+- :func:`simulate` runs many particles at once in a :class:`Free`, :class:`Periodic`
+  or :class:`Reflect` domain and counts crossings of :class:`Planes`.
+- :mod:`~thermosgd.walk.theory` evaluates Eq. 9, 10, 11, 34 for any g by autograd,
+  plus the Fokker-Planck limit of the same walk (labelled as such).
+- :func:`parse_g` compiles a safe formula in ``q`` to a torch function.
+- :func:`run_suite` and :func:`reproduce` put measurement next to prediction.
+"""
+
+from thermosgd.walk import theory
+from thermosgd.walk.compare import CASES, Case, reproduce, run_suite
+from thermosgd.walk.expr import parse_g
+from thermosgd.walk.simulate import Free, Periodic, Planes, Reflect, WalkResult, simulate
+
+__all__ = [
+    "CASES",
+    "Case",
+    "Free",
+    "Periodic",
+    "Planes",
+    "Reflect",
+    "WalkResult",
+    "parse_g",
+    "reproduce",
+    "run_suite",
+    "simulate",
+    "theory",
+]
