@@ -24,7 +24,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from thermosgd import reproduction
+    from thermosgd.analysis import cli as collapse_cli
+    from thermosgd.analysis import experiments_cli
     from thermosgd.sweep import cli as sweep_cli
+    from thermosgd.walk import cli as walk_cli
 
     parser = _Parser(
         prog="thermosgd",
@@ -32,23 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    reproduction.register(sub)
-    sweep_cli.register(sub)
-    for name in ("thermosgd.walk.cli", "thermosgd.analysis.cli", "thermosgd.instruments.cli"):
-        _register_optional(name, sub)
+    for module in (reproduction, sweep_cli, walk_cli, collapse_cli, experiments_cli):
+        module.register(sub)
     return parser
-
-
-def _register_optional(module: str, sub) -> None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # a real import failure inside the module
-            raise
-        return
-    mod.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,7 +107,18 @@ DEEP = [
     Preset(name="fig14", kind="deep", experiment="fig14", in_default_set=False,
            description="two-layer, 300 hidden, CIFAR-10, η=0.02, |B| sweep: ‖V‖"),
 ]
-for _p in [WALK, *DEEP]:
+ANALYSIS = [
+    Preset(name="drift", kind="analysis", experiment="drift", in_default_set=False,
+           description="beyond the figures (Sec. 5, Eq. 27): measured excess drift of b and V² "
+           "vs the predicted thermophoretic drift, its η and |B| exponents, and err2 over time"),
+    Preset(name="equal-error", kind="analysis", experiment="equal-error", in_default_set=False,
+           description="Sec. 5 after Eq. 28: activation rate and ‖V‖ when each η first reaches "
+           "the same training error on a teacher task"),
+    Preset(name="generalization", kind="analysis", experiment="generalization", in_default_set=False,
+           description="beyond the paper: test accuracy vs final activation rate and ‖V‖ over an "
+           "(η, |B|) grid on a teacher task"),
+]
+for _p in [WALK, *DEEP, *ANALYSIS]:
     PRESETS[_p.name] = _p
 
 

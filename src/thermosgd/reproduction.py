@@ -125,6 +125,7 @@ def reproduce(
     seeds: int | None = None,
     steps: int | None = None,
     data_dir: Path | None = None,
+    substitute_digits: bool = False,
     progress: bool = True,
     **executor,
 ) -> dict[str, Path]:
@@ -158,7 +159,18 @@ def reproduce(
         elif p.kind == "deep":
             from thermosgd.deep.experiments import run_deep_preset
 
-            run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress)
+            run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                            dataset="digits" if substitute_digits else None)
+        elif p.kind == "analysis":
+            from thermosgd.analysis import experiments_cli
+
+            runner = {"drift": experiments_cli.run_drift, "equal-error": experiments_cli.run_equal_error,
+                      "generalization": experiments_cli.run_generalization}[p.name]
+            quick = steps is not None and steps < 200
+            overrides = {} if quick or steps is None else {"steps": steps}
+            if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
+                overrides["seeds"] = seeds
+            runner(folder, quick=quick, **overrides)
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
@@ -187,6 +199,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)")
+    p.add_argument("--substitute-digits", action="store_true",
+                   help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
+                   "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)")
     _executor_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
@@ -221,7 +236,7 @@ def _run(args) -> int:
             raise UsageError(f"--{flag} must be positive, got {v}")
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
     reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
-              progress=not args.no_progress, **executor_kwargs(args))
+              substitute_digits=args.substitute_digits, progress=not args.no_progress, **executor_kwargs(args))
     return 0
 
 

@@ -106,8 +106,18 @@ def activation_rate(W, b) -> Tensor:
 
 
 def _second_moment_relu(b: Tensor, s: Tensor, a: Tensor) -> Tensor:
-    """``E σ(z)²`` for ``z ~ N(b, s²)``."""
-    return (b * b + s * s) * torch.special.ndtr(a) + b * s * _pdf(a)
+    """``E σ(z)²`` for ``z ~ N(b, s²)``: ``s² [(1 + a²) Φ(a) + a φ(a)]``.
+
+    For ``a < 0`` the two terms nearly cancel (the result decays like
+    ``2 s² φ(a)/|a|³``), so there it is computed as ``s² φ(a) [(1 + a²) R(a) + a]``
+    with the Mills ratio ``R(a) = Φ(a)/φ(a) = √(π/2) erfcx(−a/√2)``, which keeps
+    it positive and accurate far into the tail.
+    """
+    direct = (b * b + s * s) * torch.special.ndtr(a) + b * s * _pdf(a)
+    neg = torch.clamp(a, max=0.0)  # keep the unused branch finite for autograd
+    mills = math.sqrt(math.pi / 2) * torch.special.erfcx(-neg / math.sqrt(2))
+    tail = s * s * _pdf(neg) * ((1 + neg * neg) * mills + neg)
+    return torch.where(a < 0, tail, direct).clamp_min(0.0)
 
 
 def h_v(V, W, b) -> Tensor:
@@ -219,7 +229,10 @@ def _psi_formula(V, p1, p2, dp1, dp2, rho) -> Tensor:
     """The printed ψ (A.7 Eq. 38 of the long version; Eq. 27 here is garbled)."""
     V = _t(V)
     numerator = V * p1 * p2**2 + V * p1 * p2 * dp1 + V**3 * p2**2 * dp2
-    return numerator / (2.0 * torch.sqrt(p1**2 + V**2 * p2**2)) * _t(rho)
+    norm = torch.sqrt(p1**2 + V**2 * p2**2)
+    # No gradient noise in U (g = 0): no walk and no flow; avoid 0/0.
+    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.where(norm > 0, numerator / (2.0 * safe), torch.zeros_like(norm)) * _t(rho)
 
 
 def psi(V, W, b, err2, rho=1.0) -> Tensor:

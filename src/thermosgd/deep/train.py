@@ -1,0 +1,171 @@
+"""Plain SGD on any ``nn.Module`` with instruments recorded on a schedule.
+
+One run = one (lr, batch_size, seed); a sweep is a loop over runs, merged into the
+project's results format (dims ``lr, batch_size, seed, step``). Every random draw comes
+from generators seeded by the run's seed: the same seed gives the same initial
+weights, training set and minibatch sequence for every lr and batch size (common
+random numbers, so curves differ only by the swept hyperparameter).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm.auto import tqdm
+
+from thermosgd.errors import UsageError
+from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """A finite training set, kept in its stored dtype and scaled per minibatch.
+
+    Attributes:
+        inputs: ``(n, *input_shape)``, any dtype (uint8 images stay uint8 in memory).
+        targets: ``(n, *target_shape)``.
+        scale: float inputs are ``inputs.float() * scale``.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float inputs ``(len(index), *input_shape)`` and their targets."""
+        return self.inputs[index].to(torch.float32) * self.scale, self.targets[index]
+
+
+@dataclass
+class Run:
+    """What one run needs, built fresh from its seed by the sweep's ``setup`` callable.
+
+    Attributes:
+        model: freshly initialized network.
+        data: its training set.
+        instruments: variable name -> ``fn(model) -> result``, recorded on the schedule.
+    """
+
+    model: nn.Module
+    data: TrainSet
+    instruments: Mapping[str, Instrument]
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """Independent 63-bit seed for random stream ``stream`` of run seed ``seed``."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def train_run(
+    run: Run,
+    loss_fn: LossFn,
+    *,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    schedule: Schedule,
+    record_steps: Sequence[int],
+    bar: tqdm | None = None,
+) -> xr.Dataset:
+    """Train ``run.model`` with plain SGD and return its recorded instruments.
+
+    Minibatches are drawn uniformly with replacement from ``run.data``. A run whose
+    loss or weights become NaN/inf stops; it is marked ``diverged`` and its later
+    values are NaN.
+
+    Args:
+        run: model, data and instruments.
+        loss_fn: ``loss_fn(model(x), y) -> scalar`` (mean over the minibatch).
+        lr: learning rate eta.
+        batch_size: minibatch size |B|.
+        steps: number of SGD updates.
+        seed: run seed (minibatch draws use its stream 1).
+        schedule: ``step -> bool``, when to record (step s = after s updates).
+        record_steps: all steps the schedule selects in ``0..steps`` (the dataset's step axis).
+        bar: progress bar advanced by one per update.
+
+    Returns:
+        Dataset with dims ``(lr, batch_size, seed, step)``, each of the first three of size 1.
+    """
+    if batch_size < 1 or batch_size > len(run.data):
+        raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
+    recorder = Recorder(run.instruments, schedule)
+    gen = torch.Generator().manual_seed(stream_seed(seed, 1))
+    opt = torch.optim.SGD(run.model.parameters(), lr=lr)
+    diverged = False
+    for step in range(steps + 1):
+        recorder(step, run.model)
+        if step == steps:
+            break
+        x, y = run.data.batch(torch.randint(len(run.data), (batch_size,), generator=gen))
+        loss = loss_fn(run.model(x), y)
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if bar is not None:
+            bar.update(1)
+        if not _finite(run.model):
+            diverged = True
+            break
+    if diverged and bar is not None:
+        bar.update(steps - step)
+    return recorder.to_dataset(lr=lr, batch_size=batch_size, seed=seed, steps=record_steps, diverged=diverged)
+
+
+def train_sweep(
+    setup: Callable[[int], Run],
+    loss_fn: LossFn,
+    *,
+    lrs: Sequence[float],
+    batch_sizes: Sequence[int],
+    seeds: Sequence[int],
+    steps: int,
+    schedule: Schedule,
+    config: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> xr.Dataset:
+    """Every (lr, batch_size, seed) run, one after the other, merged into one Dataset.
+
+    Args:
+        setup: ``seed -> Run``; called once per run, so each run starts from fresh
+            weights (identical for equal seeds).
+        loss_fn: training loss, ``loss_fn(outputs, targets) -> scalar``.
+        lrs, batch_sizes, seeds: the grid.
+        steps: SGD updates per run.
+        schedule: ``step -> bool``, when instruments run.
+        config: stored as JSON in ``attrs["config"]``.
+        progress: show a tqdm bar over all updates of all runs.
+
+    Returns:
+        Dataset with dims ``(lr, batch_size, seed, step)`` plus the ``diverged`` flags,
+        ``attrs["kind"] == "deep"``.
+    """
+    record_steps = [s for s in range(steps + 1) if schedule(s)]
+    grid = list(itertools.product(lrs, batch_sizes, seeds))
+    runs = []
+    with tqdm(total=steps * len(grid), desc=desc, unit="step", disable=not progress, leave=False) as bar:
+        for lr, bsz, seed in grid:
+            runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
+                                  seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar))
+    return combine_runs(runs, config=config, kind="deep")

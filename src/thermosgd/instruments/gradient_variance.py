@@ -1,0 +1,288 @@
+"""Variance of per-sample gradients (the quantity SGD's thermophoresis decreases, Sec. 5).
+
+Normalization (``convention``):
+
+* ``"unbiased"`` (default): ``g_i`` is the gradient of the loss on sample ``i`` alone,
+  and for every parameter entry the variance is the unbiased sample variance
+  ``1/(N-1) * sum_i (g_i - mean_g)**2`` over the ``N`` samples of the batch.
+  This estimates ``var[grad of one sample's loss]``; the variance of a size-``B``
+  minibatch gradient is this divided by ``B`` (Eq. 17-18).
+* ``"backpack"``: BackPACK's ``Variance`` extension. It uses the individual
+  gradients of the *mean* loss, ``g_i / N``, and the biased ``1/N`` normalization:
+  ``1/N * sum_i (g_i/N - mean_g/N)**2 = (N-1)/N**3 * unbiased``.
+
+Both are averaged over all parameter entries (every entry weighs the same) for the
+headline number, and over the entries of each layer for the per-layer breakdown.
+
+Per-sample gradients come from ``torch.func`` (vmap over grad) for any model. When all
+trainable parameters sit in ``nn.Linear`` and ``nn.Conv2d`` layers, one batched backward
+pass with layer inputs and output gradients from hooks suffices (BackPACK's method):
+closed-form sums for Linear, per-sample gradients by one bmm per kernel offset for Conv2d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from thermosgd.errors import UsageError
+from thermosgd.instruments._checks import batch_size, layer_of, per_sample_safe, trainable_parameters
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Convention = Literal["unbiased", "backpack"]
+
+
+@dataclass(frozen=True)
+class GradientVariance:
+    """Result of :func:`gradient_variance`.
+
+    Attributes:
+        value: mean over all trainable parameter entries of the per-entry variance.
+        per_layer: module name -> mean of the per-entry variance over that module's
+            trainable parameters (weight and bias together).
+        batch_size: number of samples ``N`` the variance was taken over.
+        convention: ``"unbiased"`` or ``"backpack"`` (see the module docstring).
+    """
+
+    value: float
+    per_layer: dict[str, float]
+    batch_size: int
+    convention: str
+
+    def to_record(self, name: str) -> dict[str, float | dict[str, float]]:
+        return {name: self.value, f"{name}_layer": self.per_layer}
+
+
+def _one_sample_loss(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scalar loss of one sample; ``output`` already has its batch dim of 1, ``target`` not."""
+    loss = loss_fn(output, target.unsqueeze(0))
+    if loss.numel() != 1:
+        raise UsageError(f"gradient_variance: loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+    return loss.sum()
+
+
+def per_sample_gradients(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Gradient of the loss on each sample alone, with ``torch.func`` (vmap over grad).
+
+    Args:
+        model: any module whose forward treats samples independently (no BatchNorm or
+            Dropout in training mode).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, e.g. ``nn.CrossEntropyLoss()``;
+            it is called on batches of one sample, so "mean" and "sum" reductions agree.
+        inputs: ``(N, *input_shape)``.
+        targets: ``(N, *target_shape)``.
+        chunk_size: samples per vmap chunk, to bound memory (``None``: all at once).
+
+    Returns:
+        Trainable parameter name -> ``(N, *param.shape)`` per-sample gradients.
+    """
+    name = "per_sample_gradients"
+    params = trainable_parameters(model, name)
+    batch_size(inputs, targets, name)
+    per_sample_safe(model, name)
+    params = {k: p.detach() for k, p in params.items()}
+    frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
+    buffers = {k: b.detach() for k, b in model.named_buffers()}
+
+    def sample_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _one_sample_loss(loss_fn, functional_call(model, (p, frozen, buffers), (x.unsqueeze(0),)), y)
+
+    try:
+        return vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs, targets)
+    except UsageError:
+        raise
+    except RuntimeError as exc:  # an op torch.func cannot batch, or a shape error in the model
+        raise UsageError(f"{name}: cannot compute per-sample gradients for this model: {exc}") from exc
+
+
+def _moments_vmap(model, loss_fn, inputs, targets, chunk_size) -> dict[str, tuple[float, int]]:
+    """Per parameter: summed squared deviations ``M2 = sum_entries sum_i (g_i - mean)^2`` and size.
+
+    Chunks of per-sample gradients (torch.func) are merged with Chan et al.'s pairwise
+    update, so only one chunk is in memory at a time.
+    """
+    n = inputs.shape[0]
+    step = n if chunk_size is None else max(1, int(chunk_size))
+    means: dict[str, torch.Tensor] = {}
+    m2: dict[str, float] = {}
+    seen = 0
+    for start in range(0, n, step):
+        grads = per_sample_gradients(model, loss_fn, inputs[start:start + step], targets[start:start + step])
+        k = next(iter(grads.values())).shape[0]
+        for pname, g in grads.items():
+            mean = g.mean(dim=0)
+            dev = float(torch.sub(g, mean).square_().sum())  # faster than torch.var on CPU
+            if seen == 0:
+                means[pname], m2[pname] = mean, dev
+            else:
+                delta = mean - means[pname]
+                total = seen + k
+                m2[pname] += dev + float(delta.square().sum()) * seen * k / total
+                means[pname] = means[pname] + delta * (k / total)
+        seen += k
+    return {pname: (m2[pname], means[pname].numel()) for pname in means}
+
+
+def _supported(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+def _conv2d_weight_grads(x: torch.Tensor, delta: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Per-sample Conv2d weight gradients ``(N, C_out, C_in, kh, kw)``.
+
+    One bmm per kernel offset: ``G[n, :, :, i, j] = delta_n (C_out, L) @ x_n[:, shifted (i, j)]^T``;
+    on CPU this is several times faster than im2col (``F.unfold``) and than vmap's grouped
+    convolutions.
+    """
+    n, c_out, h_out, w_out = delta.shape
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = conv.padding
+    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    d = delta.reshape(n, c_out, h_out * w_out)
+    out = delta.new_empty(n, c_out, x.shape[1], kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, :, i * dh: i * dh + sh * (h_out - 1) + 1: sh, j * dw: j * dw + sw * (w_out - 1) + 1: sw]
+            out[:, :, :, i, j] = torch.bmm(d, window.reshape(n, x.shape[1], h_out * w_out).transpose(1, 2))
+    return out
+
+
+def _two_pass(g: torch.Tensor) -> float:
+    """``sum_entries sum_i (g_i - mean)^2`` for per-sample values ``g: (N, ...)``."""
+    return float(torch.sub(g, g.mean(dim=0)).square_().sum())
+
+
+def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, int]] | None:
+    """Same as :func:`_moments_vmap` from one batched backward pass, or None if not applicable.
+
+    Applies when every trainable parameter is the weight or bias of an ``nn.Linear`` or
+    ``nn.Conv2d`` (groups 1, zero padding) that is called once per forward. With
+    ``delta_i`` the gradient of sample i's loss with respect to the layer output:
+
+    * Linear on ``(N, features)``: the per-sample weight gradient is ``delta_i x_i^T``, and
+      ``sum_i ||delta_i x_i^T - mean||^2 = sum_i ||delta_i||^2 ||x_i||^2 - N ||mean||^2``
+      (float64; per-sample gradients never formed);
+    * Linear on ``(N, ..., features)``: ``delta_i^T x_i`` summed over the extra dims, by bmm;
+    * Conv2d: per-sample gradients by one bmm per kernel offset (:func:`_conv2d_weight_grads`).
+    """
+    params = {id(p): name for name, p in model.named_parameters() if p.requires_grad}
+    owners: dict[int, list[tuple[str, nn.Module]]] = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        for p in module._parameters.values():
+            if p is not None and id(p) in params:
+                owners.setdefault(id(p), []).append((mname, module))
+    layers: dict[str, nn.Module] = {}
+    for found in owners.values():
+        if len(found) != 1 or not _supported(found[0][1]):
+            return None
+        layers[found[0][0]] = found[0][1]
+    seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
+
+    def hook_for(name: str):
+        def hook(module, args, output):
+            seen[name].append((args[0], output))
+            return output.clone()  # later in-place ops act on the clone, not on what we differentiate
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in layers.items()]
+    try:
+        with torch.enable_grad():
+            out = model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    if any(len(calls) != 1 for calls in seen.values()):
+        return None  # a layer applied several times: its per-sample gradient sums the calls
+    losses = vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t))(out, targets)
+    deltas = torch.autograd.grad(losses.sum(), [seen[name][0][1] for name in layers])
+    n = inputs.shape[0]
+    result: dict[str, tuple[float, int]] = {}
+    for (name, module), delta in zip(layers.items(), deltas):
+        x = seen[name][0][0].detach()
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Conv2d):
+            weight_m2 = (lambda x=x, delta=delta, module=module: _two_pass(_conv2d_weight_grads(x, delta, module)))
+            bias_g = delta.sum((2, 3))
+        elif x.ndim == 2:
+            x64, d64 = x.to(torch.float64), delta.to(torch.float64)
+
+            def weight_m2(x64=x64, d64=d64):
+                mean = d64.T @ x64 / n
+                return max(float(((d64 * d64).sum(1) * (x64 * x64).sum(1)).sum() - n * (mean * mean).sum()), 0.0)
+
+            bias_g = delta
+        else:
+            x3, d3 = x.reshape(n, -1, x.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
+            weight_m2 = (lambda: _two_pass(d3.transpose(1, 2) @ x3))
+            bias_g = d3.sum(1)
+        if module.weight.requires_grad:
+            result[prefix + "weight"] = (weight_m2(), module.weight.numel())
+        if module.bias is not None and module.bias.requires_grad:
+            result[prefix + "bias"] = (_two_pass(bias_g), module.bias.numel())
+    order = [name for name, p in model.named_parameters() if p.requires_grad]
+    return {name: result[name] for name in order}
+
+
+def gradient_variance(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    convention: Convention = "unbiased",
+    chunk_size: int | None = None,
+    fast: bool = True,
+) -> GradientVariance:
+    """Variance of the per-sample gradients over a batch, averaged over parameter entries.
+
+    Args:
+        model: module whose trainable parameters are measured (its weights are not changed,
+            and no ``.grad`` is written).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` (mean or sum reduction).
+        inputs: ``(N, *input_shape)`` with ``N >= 2``.
+        targets: ``(N, *target_shape)``.
+        convention: ``"unbiased"`` (1/(N-1), per-sample losses) or ``"backpack"``
+            (1/N, individual gradients of the mean loss, as BackPACK's ``Variance``).
+        chunk_size: samples whose gradients are held in memory at once (``None``: all);
+            chunks are merged exactly (pairwise mean/variance update).
+        fast: when all trainable parameters sit in ``nn.Linear`` or ``nn.Conv2d`` layers,
+            use one batched backward pass with closed forms (Linear) or bmm (Conv2d)
+            instead of vmap (same numbers, several times faster; ``False`` forces torch.func).
+
+    Returns:
+        :class:`GradientVariance` with the overall mean and the per-layer means.
+    """
+    if convention not in ("unbiased", "backpack"):
+        raise UsageError(f"gradient_variance: convention must be 'unbiased' or 'backpack', got {convention!r}")
+    n = batch_size(inputs, targets, "gradient_variance", at_least=2)
+    trainable_parameters(model, "gradient_variance")
+    per_sample_safe(model, "gradient_variance")
+    moments = _moments_hooks(model, loss_fn, inputs, targets) if fast else None
+    if moments is None:
+        moments = _moments_vmap(model, loss_fn, inputs, targets, chunk_size)
+    norm = (n - 1) if convention == "unbiased" else n**3  # backpack: (1/N) sum (g_i/N - mean/N)^2
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for pname, (m2, size) in moments.items():
+        layer = layer_of(pname)
+        sums[layer] = sums.get(layer, 0.0) + m2 / norm
+        counts[layer] = counts.get(layer, 0) + size
+    total = sum(sums.values()) / sum(counts.values())
+    per_layer = {layer: sums[layer] / counts[layer] for layer in sums}
+    return GradientVariance(value=total, per_layer=per_layer, batch_size=n, convention=convention)

@@ -1,0 +1,53 @@
+"""Weight norms per layer (the paper's ``||V||`` is the last layer's)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from thermosgd.errors import UsageError
+
+
+@dataclass(frozen=True)
+class WeightNorms:
+    """Result of :func:`weight_norms`.
+
+    Attributes:
+        value: Frobenius norm of all weights together, ``sqrt(sum_l ||W_l||_F**2)``.
+        per_layer: module name -> Frobenius norm of its ``weight`` parameter, in model order.
+    """
+
+    value: float
+    per_layer: dict[str, float]
+
+    @property
+    def last(self) -> float:
+        """Norm of the last layer's weight (``||V||`` for ``f(x) = V relu(Wx + b)``)."""
+        return next(reversed(self.per_layer.values()))
+
+    def to_record(self, name: str) -> dict[str, float | dict[str, float]]:
+        return {name: self.value, f"{name}_layer": self.per_layer}
+
+
+def weight_norms(model: nn.Module) -> WeightNorms:
+    """Frobenius norm ``||W||_F`` of each module's ``weight`` parameter (biases excluded).
+
+    Args:
+        model: any module; every submodule with a parameter called ``weight`` counts
+            (Linear, Conv*, also normalization layers if present).
+
+    Returns:
+        :class:`WeightNorms`.
+    """
+    per_layer: dict[str, float] = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            w = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+            if isinstance(w, torch.Tensor):
+                per_layer[name or "weight"] = float(torch.linalg.vector_norm(w.to(torch.float64)))
+    if not per_layer:
+        raise UsageError(f"weight_norms: {type(model).__name__} has no submodule with a 'weight' parameter")
+    return WeightNorms(value=math.sqrt(sum(v * v for v in per_layer.values())), per_layer=per_layer)

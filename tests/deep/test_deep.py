@@ -1,0 +1,127 @@
+"""Deep models, the SGD loop, and every deep preset at tiny size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from thermosgd.deep import DEEP_PRESETS, Run, TrainSet, run_deep_preset, train_sweep
+from thermosgd.deep.models import cnn, mlp, two_layer
+from thermosgd.errors import UsageError
+from thermosgd.instruments import every, weight_norms
+from thermosgd.sweep.store import load
+
+
+def test_paper_architectures():
+    fc = mlp(100, 100, 6, 1, seed=0)
+    assert sum(isinstance(m, nn.Linear) for m in fc) == 6 and fc(torch.randn(2, 100)).shape == (2, 1)
+    conv = cnn(1, 28, 10, seed=0)
+    convs = [m for m in conv if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 5 and all(c.out_channels == 10 and c.kernel_size == (5, 5) and c.stride == (1, 1)
+                                   for c in convs)
+    assert isinstance(conv[-1], nn.Linear) and conv(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert cnn(1, 8, 10, seed=0, padding=2)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    net = two_layer(3072, 300, 10, seed=0)
+    assert net[-1].bias is None and net[-1].weight.shape == (10, 300)
+
+
+def test_models_are_seeded_without_touching_global_state():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b, c = mlp(4, 5, 3, 1, seed=7), mlp(4, 5, 3, 1, seed=7), mlp(4, 5, 3, 1, seed=8)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[1].weight, c[1].weight)
+
+
+def _setup(seed):
+    gen = torch.Generator().manual_seed(seed)
+    data = TrainSet(torch.randn(32, 3, generator=gen), torch.randint(0, 2, (32, 1), generator=gen).float())
+    return Run(mlp(3, 4, 2, 1, seed=seed), data, {"w": lambda m: weight_norms(m).value})
+
+
+def test_divergent_run_is_marked_and_others_continue():
+    ds = train_sweep(_setup, nn.BCEWithLogitsLoss(), lrs=(0.1, 1e30), batch_sizes=(4,), seeds=(0,), steps=6,
+                     schedule=every(1), progress=False)
+    assert ds["diverged"].sel(lr=1e30).item() and not ds["diverged"].sel(lr=0.1).item()
+    assert np.isfinite(ds["w"].sel(lr=0.1)).all()
+    tail = ds["w"].sel(lr=1e30).squeeze().values
+    assert np.isfinite(tail[0]) and np.isnan(tail[-1])
+
+
+def test_sweep_is_reproducible():
+    kwargs = dict(lrs=(0.1,), batch_sizes=(2, 4), seeds=(0, 1), steps=5, schedule=every(5), progress=False)
+    a = train_sweep(_setup, nn.BCEWithLogitsLoss(), **kwargs)
+    b = train_sweep(_setup, nn.BCEWithLogitsLoss(), **kwargs)
+    np.testing.assert_array_equal(a["w"].values, b["w"].values)
+    assert a["w"].dims == ("lr", "batch_size", "seed", "step") and a.sizes["seed"] == 2
+
+
+def _check(out, name, over):
+    ds = load(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == name and ds.attrs["kind"] == "deep"
+    assert ds["loss"].dims == ("lr", "batch_size", "seed", "step") and ds["step"].values[0] == 0
+    assert ds.sizes[over] == 2 and np.isfinite(ds[config["figures"][0]]).all()
+    assert any(p.suffix == ".png" for p in (out / "figures").iterdir())
+    return ds, config
+
+
+def test_fig2_middle_tiny(tmp_path):
+    ds, config = _check(run_deep_preset("fig2-middle", out=tmp_path, tiny=True, progress=False), "fig2-middle", "lr")
+    assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
+
+
+def test_fig2_bottom_tiny_on_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    n = 48
+    header = bytes.fromhex("00000803") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (data / "train-images-idx3-ubyte").write_bytes(header + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
+    labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
+    (data / "train-labels-idx1-ubyte").write_bytes(labels)
+    ds, config = _check(run_deep_preset("fig2-bottom", out=tmp_path / "out", tiny=True, progress=False,
+                                        data_dir=data), "fig2-bottom", "lr")
+    assert config["dataset"] == "fashion-mnist" and "cross-entropy" in config["labels"]
+
+
+@pytest.mark.parametrize("name", ["fig11", "fig12"])
+def test_fig11_fig12_tiny_on_cifar_binary(tmp_path, name):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}.bin").write_bytes(_cifar_records(rng, 10))
+    ds, config = _check(run_deep_preset(name, out=tmp_path / "out", tiny=True, progress=False,
+                                        data_dir=tmp_path), name, "lr")
+    assert "v_norm" in ds and "activation_rate" in ds and config["dataset"] == "cifar10"
+
+
+def _cifar_records(rng, n):
+    records = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
+    records[:, 0] = rng.integers(0, 10, n)
+    return records.tobytes()
+
+
+@pytest.mark.parametrize("name", ["fig13", "fig14"])
+def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
+    ds, config = _check(run_deep_preset(name, out=tmp_path, tiny=True, progress=False, dataset="digits"),
+                        name, "batch_size")
+    assert config["substitute"] and "SUBSTITUTE" in config["note"]
+    assert all("digits-substitute" in p.name for p in (tmp_path / "figures").iterdir())
+
+
+def test_missing_data_and_bad_names(tmp_path, monkeypatch):
+    monkeypatch.delenv("THERMOSGD_DATA", raising=False)
+    with pytest.raises(UsageError, match=r"data_batch_1.bin.*THERMOSGD_DATA|THERMOSGD_DATA.*digits"):
+        run_deep_preset("fig11", out=tmp_path, tiny=True, progress=False)
+    with pytest.raises(UsageError, match=rf"searched {tmp_path}.*digits"):
+        run_deep_preset("fig2-bottom", out=tmp_path, tiny=True, progress=False, data_dir=tmp_path)
+    with pytest.raises(UsageError, match="unknown deep preset"):
+        run_deep_preset("fig99", out=tmp_path)
+    with pytest.raises(UsageError, match="no data-set substitute"):
+        run_deep_preset("fig2-middle", out=tmp_path, dataset="digits")
+    assert set(DEEP_PRESETS) == {"fig2-middle", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
