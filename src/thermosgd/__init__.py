@@ -10,13 +10,22 @@ Public entry points:
 """
 
 from thermosgd.errors import UsageError
-from thermosgd.reproduction import reproduce
 from thermosgd.sweep.config import SweepConfig, from_dict as config_from_dict, load_toml as load_config
 from thermosgd.sweep.run import run_sweep as sweep, status
 from thermosgd.sweep.store import load
 from thermosgd.twolayer.engine import train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `reproduce` pulls in matplotlib; import it only when asked for, so that
+    # `import thermosgd` (and every Dask / process worker) stays light.
+    if name == "reproduce":
+        from thermosgd.reproduction import reproduce
+
+        return reproduce
+    raise AttributeError(f"module 'thermosgd' has no attribute {name!r}")
 
 __all__ = [
     "SweepConfig", "UsageError", "config_from_dict", "load", "load_config", "reproduce",

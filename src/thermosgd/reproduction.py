@@ -16,7 +16,6 @@ import xarray as xr
 
 from thermosgd import presets
 from thermosgd.errors import UsageError
-from thermosgd.figures import sweep_figure
 from thermosgd.sweep.run import run_sweep
 
 
@@ -63,6 +62,7 @@ def collapse_fit(ds: xr.Dataset, preset: presets.Preset):
 
 def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, fit=None) -> list[Path]:
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
+    from thermosgd.figures import sweep_figure
     from thermosgd.figures.collapse import collapse_panel
 
     extra = extra_title = None

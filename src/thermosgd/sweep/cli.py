@@ -6,6 +6,7 @@ from pathlib import Path
 
 from thermosgd.errors import UsageError
 from thermosgd.sweep.config import load_toml
+from thermosgd.sweep.store import CONFIG_FILE
 from thermosgd.sweep.units import plan_units
 
 
@@ -21,7 +22,9 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
-    s = sub.add_parser("status", help="how many units of a sweep folder are done, missing, corrupt")
+    s = sub.add_parser("status", help="how many units of a sweep folder are done, missing, corrupt",
+                       description="Units done, missing and corrupt, diverged replicas, and whether a "
+                       "sweep is writing to FOLDER now. Reads only.")
     s.add_argument("folder", type=Path)
     s.set_defaults(func=_status)
 
@@ -32,15 +35,8 @@ def _sweep(args) -> int:
     from thermosgd.sweep.run import run_sweep
 
     cfg = load_toml(args.config)
-    units = plan_units(cfg)
-    t = cfg.train
     if args.dry_run:
-        print(f"lr          {list(t.lr)}")
-        print(f"batch_size  {list(t.batch_size)}")
-        print(f"seeds       {list(t.seeds)}")
-        print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
-        print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
-        print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+        _dry_run(cfg, args.out)
         return 0
     if args.out is None:
         raise UsageError("--out DIR is required (or use --dry-run)")
@@ -51,6 +47,24 @@ def _sweep(args) -> int:
                 sweep_figure(ds, metric, over=over, out_stem=args.out / "figures" / f"{metric}-vs-{over}")
     print(f"results in {args.out}")
     return 0
+
+
+def _dry_run(cfg, out: Path | None) -> None:
+    """Print the grid and the units; with --out, what a real run would still do there."""
+    from thermosgd.sweep.run import check_config, status
+
+    units = plan_units(cfg)
+    t = cfg.train
+    print(f"lr          {list(t.lr)}")
+    print(f"batch_size  {list(t.batch_size)}")
+    print(f"seeds       {list(t.seeds)}")
+    print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
+    print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
+    print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+    if out is not None and (out / CONFIG_FILE).exists():
+        check_config(out, cfg)  # the refusal a real run would give
+        st = status(out)
+        print(f"done        {st.done} of {st.units} units already in {out}")
 
 
 def _status(args) -> int:

@@ -5,15 +5,25 @@
 - Dask distributed: ``workers=N`` starts a local Dask cluster, ``scheduler=
   "tcp://HOST:PORT"`` connects to a running one. A Dask ``Client`` exposes the
   ``concurrent.futures.Executor`` API through ``client.get_executor()``.
+
+Whatever the executor, a unit's results are the same bits (see ``units``); the
+executor only decides where and when it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Iterator
 
 from thermosgd.errors import UsageError
+
+KINDS = ("inline", "processes", "dask")
+CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
 
 
 class InlineExecutor(Executor):
@@ -23,11 +33,55 @@ class InlineExecutor(Executor):
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - delivered through the future
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        except Exception as exc:  # noqa: BLE001 - delivered through the future
             fut.set_exception(exc)
         return fut
+
+
+def resolve_kind(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
+    """Check the executor arguments before anything runs; returns the kind used."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if scheduler:
+        if kind == "processes":
+            raise UsageError("--scheduler runs units on Dask; it cannot be combined with --executor processes")
+        if workers is not None:
+            raise UsageError("--workers starts a local cluster; with --scheduler the cluster's own workers are used")
+        return "dask"
+    return kind
+
+
+def _exit_with(parent: int) -> None:
+    """Worker-process initializer: exit once the sweep process is gone.
+
+    After ``kill -9`` of the sweep, pool workers would otherwise finish their
+    unit for nothing and then wait forever on their task queue.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # pragma: no cover - pid reused by another user
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+@contextlib.contextmanager
+def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
+    """Yield ``ex``; on an error or Ctrl-C, drop the units not yet started."""
+    try:
+        yield ex
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
 
 
 @contextlib.contextmanager
@@ -36,33 +90,50 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
 
     Args:
         kind: "inline", "processes" or "dask".
-        workers: worker count for "processes" / a local Dask cluster.
-        scheduler: address of a running Dask scheduler (implies "dask").
+        workers: worker count for "processes" (default: CPU count) or a local
+            Dask cluster (default 2).
+        scheduler: address of a running Dask scheduler, ``tcp://HOST:PORT``
+            (implies "dask").
+
+    Raises:
+        UsageError: bad arguments or an unreachable scheduler.
     """
-    if scheduler:
-        kind = "dask"
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    kind = resolve_kind(kind, workers=workers, scheduler=scheduler)
     if kind == "inline":
         yield InlineExecutor()
     elif kind == "processes":
-        with ProcessPoolExecutor(max_workers=workers) as ex:
+        # forkserver, not fork: a forked worker would inherit the folder lock and
+        # torch's thread state. The server imports the engine once, so workers
+        # start by forking it instead of each importing torch.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["thermosgd.twolayer.engine"])
+        ex = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),),
+        )
+        with _shutdown_on_exit(ex):
             yield ex
-    elif kind == "dask":
+    else:
         from distributed import Client, LocalCluster
 
+        # set_as_default=False: the client serves only as our executor. As the
+        # default it would route every dask computation of this process through
+        # the cluster (xarray's NetCDF writes included), and a failed connection
+        # would leave that default behind, broken.
         if scheduler:
             try:
-                client = Client(scheduler, timeout="10s")
-            except OSError as exc:
+                client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+            except (OSError, ValueError, TypeError) as exc:
                 raise UsageError(f"cannot reach Dask scheduler {scheduler}: {exc}") from None
             with client:
-                yield client.get_executor()
+                ex = client.get_executor()
+                try:
+                    yield ex
+                except BaseException:
+                    ex.shutdown(wait=False)  # cancels what is still queued on the cluster
+                    raise
         else:
             with LocalCluster(
                 n_workers=workers or 2, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=40,
-            ) as cluster, Client(cluster) as client:
+            ) as cluster, Client(cluster, set_as_default=False) as client:
                 yield client.get_executor()
-    else:
-        raise UsageError(f"unknown executor {kind!r}; allowed: inline, processes, dask")

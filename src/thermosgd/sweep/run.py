@@ -3,6 +3,14 @@
 Re-running the same command on the same folder after any interruption
 (Ctrl-C, ``kill -9``, a lost Dask worker) finishes only the missing or corrupt
 units; the merged ``results.nc`` is bit-identical to an uninterrupted run.
+
+Layout of a sweep folder (see also ``store``)::
+
+    DIR/
+      .lock           flock'ed by the process writing to DIR (holds its pid)
+      config.json     the configuration; another config is refused
+      units/          unit-00000.nc + unit-00000.nc.sha256, ... (see ``units``)
+      results.nc      all units merged along ``seed``, written last
 """
 
 from __future__ import annotations
@@ -11,7 +19,8 @@ import errno
 import fcntl
 import json
 import os
-from concurrent.futures import FIRST_COMPLETED, wait
+import time
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,30 +32,37 @@ from tqdm.auto import tqdm
 
 from thermosgd.errors import UsageError
 from thermosgd.sweep.config import SweepConfig
-from thermosgd.sweep.executors import open_executor
+from thermosgd.sweep.executors import open_executor, resolve_kind
 from thermosgd.sweep.store import CONFIG_FILE, RESULTS_FILE, save_dataset, write_config
-from thermosgd.sweep.units import compute_unit, plan_units, read_unit, unit_state, write_unit
+from thermosgd.sweep.units import (
+    CORRUPT, DONE, MISSING, Unit, compute_unit, plan_units, read_unit, stale_temporaries, unit_state,
+    write_unit,
+)
 
 LOCK_FILE = ".lock"
+_LOCK_PATIENCE = 0.5  # seconds a sweep waits for the lock (``status`` holds it for microseconds)
 
 
 @contextmanager
 def folder_lock(out: Path) -> Iterator[None]:
-    """Exclusive lock on a results folder; released by the OS if the process dies."""
+    """Exclusive lock on a results folder; released by the OS if the process dies.
+
+    A lock file left behind by a killed process does not block: ``flock`` locks
+    belong to open files, and the kernel drops them with the process.
+    """
+    out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         fh = open(out / LOCK_FILE, "a+")
     except OSError as exc:
         raise UsageError(f"cannot write to output folder {out}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    if not _try_flock(fh, fcntl.LOCK_EX, patience=_LOCK_PATIENCE):
         fh.close()
-        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise UsageError(
-                f"another thermosgd process is writing to {out}; wait for it or choose another --out"
-            ) from None
-        raise
+        pid = _lock_pid(out)
+        raise UsageError(
+            f"another thermosgd process{f' (pid {pid})' if pid else ''} is writing to {out}; "
+            "wait for it or choose another --out"
+        )
     try:
         fh.seek(0)
         fh.truncate()
@@ -56,6 +72,44 @@ def folder_lock(out: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _try_flock(fh, mode: int, patience: float = 0.0) -> bool:
+    """Take ``mode`` on ``fh`` without blocking; retry for ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _lock_pid(out: Path) -> int | None:
+    try:
+        return int((out / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def lock_holder(out: str | os.PathLike) -> int | None:
+    """Pid of the process writing to ``out`` (0 if unknown), or None when nobody holds the lock."""
+    path = Path(out) / LOCK_FILE
+    try:
+        fh = open(path, "r")
+    except OSError:
+        return None
+    with fh:
+        # A shared lock is granted unless a sweep holds the exclusive one. It is
+        # dropped at once; a sweep starting meanwhile waits _LOCK_PATIENCE for it.
+        if not _try_flock(fh, fcntl.LOCK_SH):
+            return _lock_pid(Path(out)) or 0
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
 
 
 def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
@@ -70,15 +124,22 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
+def _read_config(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} is not a sweep configuration; choose a new --out folder")
+    return raw
+
+
 def check_config(out: Path, cfg: SweepConfig) -> None:
     """Refuse a folder that holds results of another configuration."""
-    path = out / CONFIG_FILE
+    path = Path(out) / CONFIG_FILE
     if not path.exists():
         return
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
+    old = _read_config(path)
     new = json.loads(json.dumps(cfg.to_dict()))
     if old != new:
         raise UsageError(
@@ -89,6 +150,21 @@ def check_config(out: Path, cfg: SweepConfig) -> None:
 
 @dataclass(frozen=True)
 class SweepStatus:
+    """How far a sweep folder has got.
+
+    Attributes:
+        units: units in the plan; done + missing + corrupt == units.
+        done: units whose file and checksum are in place.
+        missing: units never written.
+        corrupt: unit files that fail their checksum (or lack one): recomputed
+            on the next run.
+        replicas: replicas (lr × batch size × seed) in the done units.
+        diverged: of those, replicas that diverged (recorded, then frozen).
+        merged: ``results.nc`` exists.
+        running: pid of the process writing to the folder now (0 if unknown),
+            None when none is.
+    """
+
     units: int
     done: int
     missing: int
@@ -96,37 +172,45 @@ class SweepStatus:
     replicas: int
     diverged: int
     merged: bool
+    running: int | None = None
 
     def line(self) -> str:
+        if self.running is None:
+            state = f"results.nc {'written' if self.merged else 'not yet written'}"
+        else:
+            state = f"a sweep is running on it{f' (pid {self.running})' if self.running else ''}"
         return (
             f"{self.done}/{self.units} units done, {self.missing} missing, {self.corrupt} corrupt; "
-            f"{self.diverged} of {self.replicas} replicas in finished units diverged; "
-            f"results.nc {'written' if self.merged else 'not yet written'}"
+            f"{self.diverged} of {self.replicas} replicas in finished units diverged; {state}"
         )
 
 
 def status(out: str | os.PathLike) -> SweepStatus:
-    """How far a results folder has got (reads config.json and the unit files)."""
+    """How far a results folder has got (reads config.json and the unit files; writes nothing)."""
     from thermosgd.sweep.config import from_dict
 
     out = Path(out)
     path = out / CONFIG_FILE
     if not path.exists():
         raise UsageError(f"{out} is not a sweep folder (no {CONFIG_FILE})")
-    cfg = from_dict(json.loads(path.read_text()))
+    cfg = from_dict(_read_config(path))
     units = plan_units(cfg)
-    states = [unit_state(out, u) for u in units]
+    states = []
     diverged = replicas = 0
-    for u, s in zip(units, states):
-        if s == "done":
-            ds = read_unit(out, u)
-            if ds is not None:
-                diverged += int(ds["diverged"].values.astype(bool).sum())
+    for u in units:
+        state = unit_state(out, u)
+        if state == DONE:
+            ds = read_unit(out, u, cfg)
+            if ds is None:  # checksum fine but not this config's unit
+                state = CORRUPT
+            else:
+                diverged += int(ds["diverged"].values.sum())
                 replicas += int(ds["diverged"].size)
+        states.append(state)
     return SweepStatus(
-        units=len(units), done=states.count("done"), missing=states.count("missing"),
-        corrupt=states.count("corrupt"), replicas=replicas, diverged=diverged,
-        merged=(out / RESULTS_FILE).exists(),
+        units=len(units), done=states.count(DONE), missing=states.count(MISSING),
+        corrupt=states.count(CORRUPT), replicas=replicas, diverged=diverged,
+        merged=(out / RESULTS_FILE).exists(), running=lock_holder(out),
     )
 
 
@@ -148,40 +232,104 @@ def run_sweep(
         workers: worker count for processes / a local Dask cluster.
         scheduler: address of a running Dask scheduler.
         progress: progress bars over units (and steps, inline).
+
+    Returns:
+        The merged Dataset, dims (lr, batch_size, seed, step), as
+        :func:`thermosgd.load` returns it from ``out``.
+
+    Raises:
+        UsageError: the folder is locked by another process, holds another
+            config, or a unit failed (finished units stay on disk).
     """
     out = Path(out)
+    kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output path {out} exists and is not a folder")
     with folder_lock(out):
         check_config(out, cfg)
         write_config(cfg.to_dict(), out)
+        for tmp in stale_temporaries(out):  # we hold the lock: their writers are dead
+            tmp.unlink(missing_ok=True)
         units = plan_units(cfg)
-        todo = [u for u in units if unit_state(out, u) != "done"]
-        cfg_dict = cfg.to_dict()
-        inline = executor == "inline" and not scheduler
-        bar = tqdm(total=len(units), initial=len(units) - len(todo), desc="units", unit="unit",
-                   disable=not progress or len(units) <= 1)
+        have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
+        todo = [u for u in units if u.index not in have]
         if todo:
-            with open_executor(executor, workers=workers, scheduler=scheduler) as ex:
-                futures = {
-                    ex.submit(compute_unit, cfg_dict, u.seeds, progress and inline): u for u in todo
-                }
-                pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        write_unit(fut.result(), out, futures[fut])
-                        bar.update(1)
-        bar.close()
-        parts = []
-        for u in units:
-            ds = read_unit(out, u)
-            if ds is None:  # vanished or corrupted while we ran: recompute here
-                ds = compute_unit(cfg_dict, u.seeds)
-                write_unit(ds, out, u)
-            parts.append(ds)
-        merged = xr.concat(parts, dim="seed", data_vars="all", join="exact") if len(parts) > 1 else parts[0]
-        merged = merged.sel(seed=np.array(cfg.train.seeds, dtype=merged["seed"].dtype))
-        merged.attrs = parts[0].attrs
+            with open_executor(kind, workers=workers, scheduler=scheduler) as ex, tqdm(
+                total=len(units), initial=len(have), desc="units", unit="unit",
+                disable=not progress or len(units) <= 1,
+            ) as bar:
+                _run_units(ex, todo, cfg, out, bar, window=1 if kind == "inline" else len(todo),
+                           step_progress=progress and kind == "inline")
+        merged = _merge(cfg, out, units, have)
         save_dataset(merged, out / RESULTS_FILE)
+    return merged
+
+
+def _run_units(ex: Executor, todo: list[Unit], cfg: SweepConfig, out: Path, bar, *, window: int,
+               step_progress: bool) -> None:
+    """Run ``todo`` on ``ex`` and write each unit as soon as it finishes.
+
+    At most ``window`` units are in flight (1 inline: a unit is on disk before
+    the next one starts). After a failure no new unit starts, the running ones
+    are still written, then the failure is raised as one line.
+    """
+    cfg_dict = cfg.to_dict()
+    queue = iter(todo)
+    pending: dict[Future, Unit] = {}
+    failed: tuple[Unit, BaseException] | None = None
+
+    def fill() -> None:
+        while failed is None and len(pending) < window:
+            unit = next(queue, None)
+            if unit is None:
+                return
+            pending[ex.submit(compute_unit, cfg_dict, unit.seeds, step_progress)] = unit
+
+    fill()
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in sorted(finished, key=lambda f: pending[f].index):
+            unit = pending.pop(fut)
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if exc is None:
+                try:
+                    write_unit(fut.result(), out, unit)
+                except OSError as err:
+                    raise UsageError(f"cannot write {unit.describe()} to {out}: {err.strerror or err}") from err
+                bar.update(1)
+            elif failed is None:
+                failed = (unit, exc)
+                for other in pending:
+                    other.cancel()  # those not started yet; running ones finish and are kept
+        fill()
+    if failed is not None:
+        unit, exc = failed
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(
+            f"{unit.describe()} failed: {type(exc).__name__}{': ' + msg if msg else ''} "
+            f"(finished units are kept; re-run the same command to resume)"
+        ) from exc
+
+
+def _merge(cfg: SweepConfig, out: Path, units: list[Unit], have: dict[int, xr.Dataset]) -> xr.Dataset:
+    """Concatenate the units along ``seed`` in the config's seed order (``have``: already read)."""
+    parts = []
+    for u in units:
+        ds = have[u.index] if u.index in have else read_unit(out, u, cfg)
+        if ds is None:  # vanished or corrupted since it was written: recompute here
+            write_unit(compute_unit(cfg.to_dict(), u.seeds), out, u)
+            ds = read_unit(out, u, cfg)
+            if ds is None:
+                raise UsageError(f"{u.describe()} cannot be stored in {out}: it reads back corrupt")
+        parts.append(ds)
+    if len(parts) == 1:
+        merged = parts[0]
+    else:
+        # Every keyword spelled out: xarray is changing the defaults of concat.
+        merged = xr.concat(parts, dim="seed", data_vars="all", coords="minimal", compat="equals",
+                           join="exact", combine_attrs="override")
+    merged = merged.sel(seed=np.array(cfg.train.seeds, dtype=merged["seed"].dtype))
+    merged.attrs = dict(parts[0].attrs)
     return merged

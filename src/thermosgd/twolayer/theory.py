@@ -197,7 +197,8 @@ def phi2(W, b, err2) -> Tensor:
     Returns:
         ``(...)``.
     """
-    return torch.sqrt(_t(err2) * activation_rate(W, b))
+    W, b, s, a = _gaussian_stats(W, b)
+    return torch.sqrt(_t(err2)) * torch.exp(0.5 * torch.special.log_ndtr(a))  # no underflow of Φ
 
 
 def dphi1_db(W, b, err2) -> Tensor:
@@ -222,7 +223,9 @@ def dphi2_db(W, b, err2) -> Tensor:
     """
     W, b, s, a = _gaussian_stats(W, b)
     err2 = _t(err2)
-    return err2 * _pdf(a) / (2.0 * s * torch.sqrt(err2 * torch.special.ndtr(a)))
+    # φ(a)/√Φ(a) in logs: both factors underflow far in the lower tail.
+    log_ratio = -0.5 * a * a + math.log(_INV_SQRT_2PI) - 0.5 * torch.special.log_ndtr(a)
+    return torch.sqrt(err2) * torch.exp(log_ratio) / (2.0 * s)
 
 
 def _psi_formula(V, p1, p2, dp1, dp2, rho) -> Tensor:
