@@ -10,6 +10,8 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 EXPECT = {
     "walk_soret.py": ["measured  k =", "Eq. 10    k = 1.000"],
     "two_layer_quickstart.py": ["fitted collapse exponent"],
+    "drift_vs_theory.py": ["Itô"],
+    "instruments_in_your_loop.py": ["grad_var"],
 }
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,21 +20,14 @@ from thermosgd.analysis.drift import (
     trajectory_drift,
     window_drift,
 )
-from thermosgd.analysis.experiments_cli import register
+from thermosgd.cli import main
 from thermosgd.errors import UsageError
 from thermosgd.twolayer import theory
 from thermosgd.twolayer.engine import dloss_df, loss_value
 
 F64 = torch.float64
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "drift_vs_theory.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_noiseless_gradient_descent_has_zero_excess():
@@ -209,16 +199,6 @@ def test_summary_end_to_end_small():
             assert v == pytest.approx(by[("V2_var", w, lr, bs)] + by[("V2_shift", w, lr, bs)], rel=1e-9, abs=1e-15)
 
 
-def _main(argv):
-    parser = argparse.ArgumentParser(prog="thermosgd")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except UsageError:
-        return 2
-    except SystemExit as exc:
-        return exc.code
 
 
 @pytest.mark.parametrize("argv", [
@@ -230,18 +210,13 @@ def _main(argv):
     ["drift", "--steps", "abc"],
 ])
 def test_drift_cli_bad_input_exits_2(argv):
-    assert _main(argv) == 2
+    assert main(argv) == 2
 
 
 def test_drift_cli_quick_json_and_files(tmp_path, capsys):
-    assert _main(["drift", "--quick", "--steps", "40", "--record-every", "5", "--replicas", "8", "--clones", "64",
+    assert main(["drift", "--quick", "--steps", "40", "--record-every", "5", "--replicas", "8", "--clones", "64",
                   "--out", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["experiment"] == "drift" and out["fits"]["b_early"]["sign"] in (-1, 0, 1)
     for suffix in ("png", "pdf", "md", "json"):
         assert (tmp_path / f"drift.{suffix}").stat().st_size > 0
-
-
-def test_example_runs(capsys):
-    runpy.run_path(str(EXAMPLE), run_name="__main__")
-    assert "Itô" in capsys.readouterr().out

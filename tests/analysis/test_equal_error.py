@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,8 +10,7 @@ import torch
 import xarray as xr
 
 from thermosgd.analysis.equal_error import at_first_crossing, equal_error_summary, first_crossing
-from thermosgd.analysis.experiments_cli import register
-from thermosgd.errors import UsageError
+from thermosgd.cli import main
 
 
 def test_first_crossing_hand_made():
@@ -66,16 +64,6 @@ def test_diverged_replicas_never_reach():
     assert at_first_crossing(ds, 0.1)["step_at_target"].values[0, 0, 0] == -1
 
 
-def _main(argv):
-    parser = argparse.ArgumentParser(prog="thermosgd")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except UsageError:
-        return 2
-    except SystemExit as exc:
-        return exc.code
 
 
 @pytest.mark.parametrize("argv", [
@@ -86,14 +74,14 @@ def _main(argv):
     ["equal-error", "--seeds", "many"],
 ])
 def test_cli_bad_input_exits_2(argv):
-    assert _main(argv) == 2
+    assert main(argv) == 2
 
 
 def test_cli_quick_json(capsys):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert _main(["equal-error", "--quick", "--steps", "400", "--target", "0.3", "--json"]) == 0
+        assert main(["equal-error", "--quick", "--steps", "400", "--target", "0.3", "--json"]) == 0
     finally:
         torch.set_num_threads(before)
     out = json.loads(capsys.readouterr().out)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-from thermosgd.analysis.experiments_cli import register, run_generalization
+from thermosgd.analysis.experiments_cli import run_generalization
+from thermosgd.cli import main
 from thermosgd.analysis.generalization import final_values, generalization_summary
 from thermosgd.errors import UsageError
 
@@ -71,16 +71,6 @@ def test_tiny_real_grid():
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["activation_rate"] <= 1 and r["v_norm"] > 0
 
 
-def _main(argv):
-    parser = argparse.ArgumentParser(prog="thermosgd")
-    register(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
-    except UsageError:
-        return 2
-    except SystemExit as exc:
-        return exc.code
 
 
 @pytest.mark.parametrize("argv", [
@@ -91,4 +81,4 @@ def _main(argv):
     ["generalization", "--lr", "nan", "0.1"],
 ])
 def test_cli_bad_input_exits_2(argv):
-    assert _main(argv) == 2
+    assert main(argv) == 2

@@ -1,8 +1,6 @@
 """Schedules, the Recorder, the results format, and the example script."""
 
 import json
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from thermosgd.errors import UsageError
 from thermosgd.instruments import Recorder, activation_rates, combine_runs, every, log_spaced, weight_norms
 from thermosgd.sweep.store import load, save_dataset
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "instruments_in_your_loop.py"
 
 
 def test_schedules():
@@ -55,9 +52,3 @@ def test_recorder_rejects_unusable_results():
     rec = Recorder({"bad": lambda m: "text"}, every(1))
     with pytest.raises(UsageError, match="instrument 'bad' returned str"):
         rec(0, nn.Linear(1, 1))
-
-
-def test_example_script_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(EXAMPLE), run_name="__main__")
-    assert "grad_var" in capsys.readouterr().out

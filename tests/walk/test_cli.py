@@ -5,17 +5,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from thermosgd.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_reflecting_walk_json(capsys):

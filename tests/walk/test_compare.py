@@ -16,13 +16,6 @@ from thermosgd.walk.compare import fit_stationary_exponent, measure_plane_flux
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a busy 2-core machine torch's second thread makes small ops 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.4])

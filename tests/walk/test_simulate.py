@@ -18,13 +18,6 @@ from thermosgd.walk.simulate import _count_axis, _count_general
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a busy 2-core machine torch's second thread makes small ops 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def const(value):
