@@ -45,7 +45,27 @@ def reproduce_twolayer(
     summary["collapse"] = {m: (f.to_dict() if f is not None else None) for m, f in fits.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary))
+    if progress:
+        for metric, fit in fits.items():
+            print(f"[{preset.name}] {metric}: {verdict(fit, preset.over)}")
     return files
+
+
+def verdict(fit, over: str) -> str:
+    """One line: fitted exponent, its CI, and whether the paper's value lies inside."""
+    sym, predicted = ("α", 2.0) if over == "lr" else ("β", 1.0)
+    if fit is None:
+        return "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)"
+    inside = fit.ci_low <= predicted <= fit.ci_high
+    edge = " (the CI reaches the search bound: the curves barely constrain it)" if (
+        fit.ci_low <= fit.bounds[0] + 1e-9 or fit.ci_high >= fit.bounds[1] - 1e-9) else ""
+    return (f"fitted {sym} = {fit.exponent:.2f}, 95% CI [{fit.ci_low:.2f}, {fit.ci_high:.2f}]{edge}; paper {sym} = "
+            f"{predicted:g}: " + ("consistent" if inside else
+                                  f"DISAGREES (paper's value outside the CI by {_gap(fit, predicted):.2f})"))
+
+
+def _gap(fit, predicted: float) -> float:
+    return fit.ci_low - predicted if predicted < fit.ci_low else predicted - fit.ci_high
 
 
 def collapse_fit(ds: xr.Dataset, preset: presets.Preset):
@@ -85,14 +105,15 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
         lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
         lines.append("")
-    lines += ["## Collapse fit", "", "| metric | fitted exponent | 95% CI | paper | score (0 = perfect) |",
-              "|---|---|---|---|---|"]
+    lines += ["## Collapse fit", "", "| metric | fitted exponent | 95% CI | paper | paper inside CI? | score (0 = perfect) |",
+              "|---|---|---|---|---|---|"]
     for metric, fit in summary["collapse"].items():
         if fit is None:
-            lines.append(f"| {metric} | n/a (needs ≥ 2 swept values and ≥ 2 seeds) | | {predicted:g} | |")
+            lines.append(f"| {metric} | n/a (needs ≥ 2 swept values and ≥ 2 seeds) | | {predicted:g} | | |")
         else:
+            inside = "yes" if fit["ci_low"] <= predicted <= fit["ci_high"] else "**no**"
             lines.append(f"| {metric} | {fit['exponent']:.3f} | [{fit['ci_low']:.3f}, {fit['ci_high']:.3f}] "
-                         f"| {predicted:g} | {fit['score']:.2e} |")
+                         f"| {predicted:g} | {inside} | {fit['score']:.2e} |")
     lines.append("")
     return "\n".join(lines)
 

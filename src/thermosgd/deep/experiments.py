@@ -97,24 +97,24 @@ DEEP_PRESETS: dict[str, DeepPreset] = {
         DeepPreset("fig2-bottom", _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, "
                    "5x5 kernels, stride 1, then fully connected) on Fashion-MNIST, |B| = 32",
                    model="cnn", dataset="fashion-mnist", over="lr", lrs=(0.025, 0.05, 0.1), batch_sizes=(32,),
-                   seeds=1, steps=600, figures=("grad_var",), n_train=None, probe_size=128, points=20),
+                   seeds=2, steps=600, figures=("grad_var",), n_train=None, probe_size=128, points=20),
         DeepPreset("fig11", "Fig. 11: activation rate vs (rescaled) iterations, eta sweep; two-layer net with "
                    "300 hidden units on CIFAR-10, |B| = 1000",
                    model="two-layer", dataset="cifar10", over="lr", lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,),
-                   seeds=1, steps=150, figures=("activation_rate",), probe_size=1000, points=20, width=300),
+                   seeds=2, steps=150, figures=("activation_rate",), probe_size=1000, points=20, width=300),
         DeepPreset("fig12", "Fig. 12: ||V|| vs (rescaled) iterations, eta sweep; two-layer net with "
                    "300 hidden units on CIFAR-10, |B| = 1000",
                    model="two-layer", dataset="cifar10", over="lr", lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,),
-                   seeds=1, steps=150, figures=("v_norm",), probe_size=1000, points=20, width=300),
+                   seeds=2, steps=150, figures=("v_norm",), probe_size=1000, points=20, width=300),
         DeepPreset("fig13", "Fig. 13: activation rate vs (rescaled) iterations, |B| sweep at eta = 0.02; "
                    "two-layer net with 300 hidden units on CIFAR-10",
                    model="two-layer", dataset="cifar10", over="batch_size", lrs=(0.02,),
-                   batch_sizes=(250, 500, 1000), seeds=1, steps=150, figures=("activation_rate",),
+                   batch_sizes=(250, 500, 1000), seeds=2, steps=150, figures=("activation_rate",),
                    probe_size=1000, points=20, width=300),
         DeepPreset("fig14", "Fig. 14: ||V|| vs (rescaled) iterations, |B| sweep at eta = 0.02; "
                    "two-layer net with 300 hidden units on CIFAR-10",
                    model="two-layer", dataset="cifar10", over="batch_size", lrs=(0.02,),
-                   batch_sizes=(250, 500, 1000), seeds=1, steps=150, figures=("v_norm",),
+                   batch_sizes=(250, 500, 1000), seeds=2, steps=150, figures=("v_norm",),
                    probe_size=1000, points=20, width=300),
     ]
 }
