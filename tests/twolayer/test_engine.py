@@ -40,7 +40,9 @@ def test_sgd_step_matches_autograd(loss, bias):
     for r in range(R):
         wl[r, : bss[r]] = lrs[r] / bss[r]
     expect = [_autograd_step(W[r], b[r], V[r], x[r], y[r], lrs[r], bss[r], loss, bias) for r in range(R)]
-    sgd_step(W, b, V, x, y, wl, loss, bias)
+    r2 = W.pow(2).sum(-1)
+    sgd_step(W, b, V, x, y, wl, loss, bias, row_norms2=r2)
+    torch.testing.assert_close(r2, W.pow(2).sum(-1), rtol=1e-12, atol=1e-12)  # running ‖W_i‖²
     for r in range(R):
         torch.testing.assert_close(W[r], expect[r][0], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(b[r], expect[r][1], rtol=1e-12, atol=1e-12)
@@ -129,6 +131,30 @@ def test_shared_init_and_data_make_replicas_differ_only_by_hyperparameter():
     np.testing.assert_allclose(a.values, b.values, rtol=1e-9)
     # Different seeds really differ.
     assert not np.allclose(ds.v_norm.isel(lr=0, seed=0).values, ds.v_norm.isel(lr=0, seed=1).values)
+
+
+def test_running_row_norms_match_recomputed_ones():
+    """record_every=1 tracks ‖W_i‖ incrementally; it must agree with a pass over W."""
+    cfg = _cfg(steps=300, batch_size=[1, 3], record_every=1)
+    every_step = train(cfg)
+    sparse = train(cfg.replace(train={"record_every": 50}))
+    dense = every_step.sel(step=sparse.step)
+    for name in ("w_norm", "activation_rate"):
+        np.testing.assert_allclose(dense[name].values, sparse[name].values, rtol=1e-10)
+
+
+def test_seed_blocks_give_the_same_results(monkeypatch):
+    """Large grids run in blocks of seeds (cache); the results must not change."""
+    import thermosgd.twolayer.engine as engine
+
+    cfg = _cfg(seeds=[0, 1, 2, 3, 4], record_every=10)
+    whole = train(cfg)
+    monkeypatch.setattr(engine, "_BLOCK_ENTRIES", 2 * (2 * 2 * 5 * 4))  # two seeds (80 W entries each) per block
+    blocked = train(cfg)
+    assert list(blocked.seed.values) == [0, 1, 2, 3, 4]
+    for name in whole.data_vars:
+        np.testing.assert_allclose(blocked[name].values, whole[name].values, rtol=1e-12, err_msg=name)
+    assert blocked.attrs == whole.attrs
 
 
 def test_unshared_streams_differ_per_replica():

@@ -26,6 +26,10 @@ from thermosgd.sweep.config import SweepConfig
 from thermosgd.twolayer.data import INIT, SampleStream, generator
 
 _CHUNK = 256  # minibatches drawn per stream at once
+# First-layer weights trained together at most (1M float32 = 4 MiB): beyond this the
+# step is bound by memory traffic (measured on the fig2-top grid: 162k replica-steps/s
+# with 128 replicas of 100×100, 103k with 512).
+_BLOCK_ENTRIES = 1 << 20
 
 
 @dataclass
@@ -67,7 +71,7 @@ def loss_value(f: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 
 
 def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-             wl: torch.Tensor, loss: str, bias: bool = True) -> None:
+             wl: torch.Tensor, loss: str, bias: bool = True, row_norms2: torch.Tensor | None = None) -> None:
     """One plain SGD step (Eq. 13, 16) for R replicas, in place.
 
     Args:
@@ -77,6 +81,9 @@ def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor,
             samples and 0 for the rest (0 everywhere freezes a replica).
         loss: "bce" or "mse".
         bias: update b (False: b stays fixed).
+        row_norms2: optional (R, N) running ‖W_i‖², updated in place exactly
+            (from the identity below) so that recording ‖W_i‖ at every step
+            needs no extra pass over W.
 
     The gradient is written out by hand: with e = ∂ℓ/∂f and s = σ'(z),
     ∂ℓ/∂V = e σ(z), ∂ℓ/∂b = e s ⊙ V =: δ, ∂ℓ/∂W = δ xᵀ; folding η/|B| into e
@@ -84,11 +91,16 @@ def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor,
     """
     z = torch.baddbmm(b.unsqueeze(1), x, W.mT)  # (R, B, N)
     s = z > 0
+    wx = z - b.unsqueeze(1) if row_norms2 is not None else None  # W x before the update
     a = z.clamp_min_(0.0)
     f = torch.bmm(a, V.unsqueeze(-1)).squeeze(-1)  # (R, B)
     el = dloss_df(f, y, loss).mul_(wl)
     gV = torch.bmm(el.unsqueeze(1), a).squeeze(1)  # (R, N)
     delta = (el.unsqueeze(-1) * V.unsqueeze(1)).mul_(s)  # (R, B, N)
+    if row_norms2 is not None:
+        # ‖W_i − Σ_j δ_ji x_j‖² = ‖W_i‖² − 2 Σ_j δ_ji (W x_j)_i + Σ_jl δ_ji δ_li (x_j · x_l)
+        row_norms2.sub_(2.0 * (delta * wx).sum(1))
+        row_norms2.add_((delta * torch.bmm(torch.bmm(x, x.mT), delta)).sum(1))
     B = x.shape[1]
     if B <= 4:
         # Rank-1 updates as one elementwise pass over W each: for small matrices
@@ -126,6 +138,11 @@ def _threads_for(work: int):
         torch.set_num_threads(old)
 
 
+def record_every_small(t) -> bool:
+    """Track ‖W_i‖ incrementally when recording at (almost) every step."""
+    return t.record_every <= 4
+
+
 def record_steps(steps: int, every: int) -> np.ndarray:
     s = np.arange(0, steps + 1, every)
     return s if s[-1] == steps else np.append(s, steps)
@@ -144,10 +161,23 @@ def train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | N
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
     """
     t = cfg.train
-    n_seeds = len(t.seeds if seeds is None else seeds)
-    work = len(t.lr) * len(t.batch_size) * n_seeds * max(t.batch_size) * cfg.model.hidden * cfg.model.inputs
+    seeds = list(t.seeds if seeds is None else seeds)
+    per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
+    block = max(1, _BLOCK_ENTRIES // per_seed)
+    work = per_seed * min(block, len(seeds)) * max(t.batch_size)
     with _threads_for(work):
-        return _train(cfg, seeds, progress=progress, desc=desc)
+        if len(seeds) <= block:
+            return _train(cfg, seeds, progress=progress, desc=desc)
+        # Replicas never interact, so blocks of seeds can run one after another:
+        # the same numbers, with each block's weights small enough to stay in cache.
+        parts = [
+            _train(cfg, seeds[i : i + block], progress=progress,
+                   desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]")
+            for i in range(0, len(seeds), block)
+        ]
+    out = xr.concat(parts, dim="seed", data_vars="all", coords="different", compat="equals", join="exact")
+    out.attrs = parts[0].attrs
+    return out
 
 
 def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | None = None) -> xr.Dataset:
@@ -209,22 +239,29 @@ def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | 
     if tx is not None:
         names += ["test_loss", "test_error"]
     rec = _Recorder(names, len(steps_rec), (R,), dtype)
-    diverged_step = torch.full((R,), -1, dtype=torch.int64)
+
+    # Running ‖W_i‖² for the exact activation rate at every recorded step without a
+    # pass over W (which for large N·M costs more than the SGD step itself);
+    # recomputed from W at every chunk so rounding cannot accumulate.
+    row_norms2 = p.W.pow(2).sum(-1) if record_every_small(t) else None
+
+    def freeze_diverged():
+        """Freeze replicas whose parameters overflowed: NaN from here on, step size 0.
+
+        Replicas never mix, so this only saves work and keeps inf − inf out of the
+        arithmetic; when a replica diverged is read off the records at the end.
+        """
+        norms = p.V.sum(-1) + p.b.sum(-1) + (p.W.sum((-1, -2)) if row_norms2 is None else row_norms2.sum(-1))
+        bad = ~torch.isfinite(norms)
+        if bool(bad.any()):
+            for x in (p.W, p.b, p.V) if row_norms2 is None else (p.W, p.b, p.V, row_norms2):
+                x[bad] = float("nan")
+            wl[bad] = 0.0
 
     def measure(i: int, step: int):
-        v_norm = p.V.norm(dim=-1)
-        row_norm = p.W.norm(dim=-1)  # ‖W_i‖, (R, N)
-        w_norm = row_norm.norm(dim=-1)
-        b_mean = p.b.mean(-1)
-        finite = torch.isfinite(v_norm) & torch.isfinite(w_norm) & torch.isfinite(b_mean)
-        newly = ~finite & (diverged_step < 0)
-        if bool(newly.any()):
-            diverged_step[newly] = step
-            for x in (p.W, p.b, p.V):
-                x[newly] = float("nan")
-            wl[newly] = 0.0
-        values = {"v_norm": v_norm, "w_norm": w_norm, "bias_mean": b_mean}
         do_probe = step % probe_every == 0 or step == t.steps
+        row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
+        values = {"v_norm": p.V.norm(dim=-1), "w_norm": row_norm.norm(dim=-1), "bias_mean": p.b.mean(-1)}
         if gaussian:
             # x ~ N(0, I): unit i's pre-activation is N(b_i, ‖W_i‖²), active w.p. Φ(b_i/‖W_i‖).
             values["activation_rate"] = torch.special.ndtr(p.b / row_norm).mean(-1)
@@ -244,8 +281,11 @@ def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | 
     while step < t.steps:
         n = min(_CHUNK, t.steps - step)
         xs, ys = _draw(streams, n, B, L, K, S, t.share_data)  # (n, R, B, M), (n, R, B)
+        if row_norms2 is not None:
+            torch.sum(p.W.pow(2), -1, out=row_norms2)
+        freeze_diverged()
         for c in range(n):
-            sgd_step(p.W, p.b, p.V, xs[c], ys[c], wl, t.loss, cfg.model.bias)
+            sgd_step(p.W, p.b, p.V, xs[c], ys[c], wl, t.loss, cfg.model.bias, row_norms2)
             step += 1
             if ri < len(steps_rec) and step == steps_rec[ri]:
                 measure(ri, step)
@@ -257,7 +297,10 @@ def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | 
     data = {k: (dims, v.T.reshape(L, K, S, -1).numpy()) for k, v in rec.buf.items()}
     if not cfg.model.bias:
         data["grad_var_b"] = (data["grad_var_b"][0], np.full_like(data["grad_var_b"][1], np.nan))
-    diverged_step = diverged_step.view(L, K, S).numpy()
+    # A replica diverged at the first recorded step where a parameter norm is not finite.
+    bad = ~(torch.isfinite(rec.buf["v_norm"]) & torch.isfinite(rec.buf["w_norm"]) & torch.isfinite(rec.buf["bias_mean"]))
+    first = torch.where(bad.any(0), bad.to(torch.int8).argmax(0), torch.tensor(-1))
+    diverged_step = np.where(first.numpy() >= 0, steps_rec[first.clamp_min(0).numpy()], -1).reshape(L, K, S)
     data["diverged"] = (("lr", "batch_size", "seed"), diverged_step >= 0)
     data["diverged_step"] = (("lr", "batch_size", "seed"), diverged_step.astype(np.int32))
     ds = xr.Dataset(
