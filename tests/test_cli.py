@@ -95,3 +95,12 @@ def test_subprocess_exit_code():
     r = subprocess.run([sys.executable, "-m", "thermosgd", "reproduce", "nope"], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.startswith("error: unknown preset")
+
+
+@pytest.mark.parametrize("name", ["fig2-bottom", "drift", "equal-error", "generalization"])
+def test_reproduce_wiring_quick(name, tmp_path):
+    """The deep and analysis presets run through `thermosgd reproduce` (smoke size)."""
+    out = tmp_path / name
+    assert main(["reproduce", name, "--quick", "--substitute-digits", "--out", str(out), "--no-progress"]) == 0
+    written = [p for p in out.rglob("*") if p.suffix in (".png", ".json", ".nc")]
+    assert any(p.suffix == ".png" for p in written) and any(p.stat().st_size > 0 for p in written)

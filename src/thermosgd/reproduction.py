@@ -147,10 +147,15 @@ def reproduce(
     steps: int | None = None,
     data_dir: Path | None = None,
     substitute_digits: bool = False,
+    quick: bool = False,
     progress: bool = True,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
+
+    ``quick`` runs every preset at a seconds-long smoke-test size (two-layer: 2
+    seeds × 100 steps unless given; deep: the tiny version; walk and analysis:
+    their quick versions).
 
     With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
     several or none (the default set), each experiment gets ``out/NAME``
@@ -172,23 +177,25 @@ def reproduce(
         if progress:
             print(f"[{p.name}] {p.description}")
         if p.kind == "twolayer":
-            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, progress=progress, **executor)
+            reproduce_twolayer(p, folder, seeds=seeds or (2 if quick else None),
+                               steps=steps or (100 if quick else None), progress=progress, **executor)
         elif p.kind == "walk":
             from thermosgd.walk import reproduce as walk_reproduce
 
-            walk_reproduce(folder, quick=bool(steps is not None and steps < 200))
+            if progress and (seeds or steps):
+                print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
+            walk_reproduce(folder, quick=quick)
         elif p.kind == "deep":
             from thermosgd.deep.experiments import run_deep_preset
 
             run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
-                            dataset="digits" if substitute_digits else None)
+                            tiny=quick, dataset="digits" if substitute_digits else None)
         elif p.kind == "analysis":
             from thermosgd.analysis import experiments_cli
 
             runner = {"drift": experiments_cli.run_drift, "equal-error": experiments_cli.run_equal_error,
                       "generalization": experiments_cli.run_generalization}[p.name]
-            quick = steps is not None and steps < 200
-            overrides = {} if quick or steps is None else {"steps": steps}
+            overrides = {} if steps is None else {"steps": steps}
             if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
                 overrides["seeds"] = seeds
             runner(folder, quick=quick, **overrides)
@@ -224,6 +231,8 @@ def register(sub) -> None:
                    help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
                    "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)")
     _executor_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="seconds-long smoke-test size for every preset (not for conclusions)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -257,7 +266,8 @@ def _run(args) -> int:
             raise UsageError(f"--{flag} must be positive, got {v}")
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
     reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
-              substitute_digits=args.substitute_digits, progress=not args.no_progress, **executor_kwargs(args))
+              substitute_digits=args.substitute_digits, quick=args.quick, progress=not args.no_progress,
+              **executor_kwargs(args))
     return 0
 
 
