@@ -104,3 +104,32 @@ def test_reproduce_wiring_quick(name, tmp_path):
     assert main(["reproduce", name, "--quick", "--substitute-digits", "--out", str(out), "--no-progress"]) == 0
     written = [p for p in out.rglob("*") if p.suffix in (".png", ".json", ".nc")]
     assert any(p.suffix == ".png" for p in written) and any(p.stat().st_size > 0 for p in written)
+
+
+def test_collapse_on_probe_metric_and_unwritable_figure(tmp_path, capsys):
+    """Probe-set metrics (recorded every probe_every steps, NaN between) can be fitted;
+    an unwritable figure path is one line and exit 2."""
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "fig3", "--seeds", "3", "--steps", "200", "--out", str(out), "--no-progress"]) == 0
+    ds = thermosgd.load(out)
+    assert ds.loss.isnull().any() and ds.loss.notnull().any()  # probe_every > record_every
+    capsys.readouterr()
+    assert main(["collapse", str(out), "--metric", "loss", "--over", "lr", "--n-boot", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric"] == "loss"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["collapse", str(out), "--metric", "loss", "--over", "lr", "--n-boot", "0",
+                 "--figure", str(blocker / "fig")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+
+
+def test_presets_do_not_overwrite_other_runs(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["reproduce", "fig3", "--quick", "--out", str(out), "--no-progress"]) == 0
+    assert main(["reproduce", "equal-error", "--quick", "--out", str(out), "--no-progress"]) == 2
+    assert "already holds other files" in capsys.readouterr().err
+    other = tmp_path / "y"
+    assert main(["reproduce", "equal-error", "--quick", "--out", str(other), "--no-progress"]) == 0
+    assert main(["reproduce", "equal-error", "--quick", "--seeds", "3", "--out", str(other), "--no-progress"]) == 2
+    assert "another run" in capsys.readouterr().err

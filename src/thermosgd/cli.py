@@ -51,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # unwritable figure path, full disk, ...: the environment, not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; reduce the problem size (particles, seeds, probe size, ...)", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "allocate" not in str(exc):
+            raise
+        print("error: out of memory (" + str(exc).splitlines()[0][:200] + "); reduce the problem size", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished work units are kept, re-run the same command to resume", file=sys.stderr)
         return 130

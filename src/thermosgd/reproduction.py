@@ -16,7 +16,7 @@ import xarray as xr
 
 from thermosgd import presets
 from thermosgd.errors import UsageError
-from thermosgd.sweep.run import run_sweep
+from thermosgd.sweep.run import folder_lock, run_sweep
 
 
 def reproduce_twolayer(
@@ -99,8 +99,10 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, fit=No
 def report_markdown(preset: presets.Preset, summary: dict) -> str:
     """A short human-readable report: values per swept setting and fitted exponents."""
     sym, predicted = ("η", 2.0) if preset.over == "lr" else ("|B|", 1.0)
-    lines = [f"# {preset.experiment}: {preset.description}", "",
-             f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
+    lines = [f"# {preset.experiment}: {preset.description}", ""]
+    if summary["seeds"] <= 2 or summary["steps"] <= 100:
+        lines += ["> **Smoke-test size** (few seeds or steps): the fits below are not for conclusions.", ""]
+    lines += [f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
     for metric, rows in summary["metrics"].items():
         lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
         lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
@@ -176,33 +178,71 @@ def reproduce(
         _check_writable(folder)
         if progress:
             print(f"[{p.name}] {p.description}")
-        if p.kind == "twolayer":
+        if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds or (2 if quick else None),
                                steps=steps or (100 if quick else None), progress=progress, **executor)
-        elif p.kind == "walk":
-            from thermosgd.walk import reproduce as walk_reproduce
-
-            if progress and (seeds or steps):
-                print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
-            walk_reproduce(folder, quick=quick)
-        elif p.kind == "deep":
-            from thermosgd.deep.experiments import run_deep_preset
-
-            run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
-                            tiny=quick, dataset="digits" if substitute_digits else None)
-        elif p.kind == "analysis":
-            from thermosgd.analysis import experiments_cli
-
-            runner = {"drift": experiments_cli.run_drift, "equal-error": experiments_cli.run_equal_error,
-                      "generalization": experiments_cli.run_generalization}[p.name]
-            overrides = {} if steps is None else {"steps": steps}
-            if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
-                overrides["seeds"] = seeds
-            runner(folder, quick=quick, **overrides)
+        else:
+            run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
+                   "substitute_digits": substitute_digits}
+            with folder_lock(folder):
+                fresh = _claim_folder(folder, run)
+                try:
+                    _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                except BaseException:
+                    if fresh:  # e.g. missing data files: let the user retry with other options
+                        (folder / MARKER).unlink(missing_ok=True)
+                    raise
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
     return done
+
+
+MARKER = ".thermosgd-run.json"
+
+
+def _claim_folder(folder: Path, run: dict) -> bool:
+    """Refuse a folder that holds another run; mark it as this run's.
+
+    Two-layer sweeps are guarded by their config.json; the walk, deep and
+    analysis presets write this marker instead, so that no preset silently
+    overwrites the results of another run. Returns True if the folder was new.
+    """
+    marker = folder / MARKER
+    if marker.exists():
+        old = json.loads(marker.read_text())
+        if old != run:
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in run.items() if old.get(k) != v)
+            raise UsageError(f"{folder} holds results of another run ({diff}); choose a new --out folder")
+        return False
+    if any(f.name != ".lock" for f in folder.iterdir()):
+        raise UsageError(f"{folder} already holds other files; choose a new --out folder")
+    marker.write_text(json.dumps(run) + "\n")
+    return True
+
+
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> None:
+    quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
+    if p.kind == "walk":
+        from thermosgd.walk import reproduce as walk_reproduce
+
+        if progress and (seeds or steps):
+            print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
+        walk_reproduce(folder, quick=quick)
+    elif p.kind == "deep":
+        from thermosgd.deep.experiments import run_deep_preset
+
+        run_deep_preset(p.name, out=folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                        tiny=quick, dataset="digits" if run["substitute_digits"] else None)
+    elif p.kind == "analysis":
+        from thermosgd.analysis import experiments_cli
+
+        runner = {"drift": experiments_cli.run_drift, "equal-error": experiments_cli.run_equal_error,
+                  "generalization": experiments_cli.run_generalization}[p.name]
+        overrides = {} if steps is None else {"steps": steps}
+        if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
+            overrides["seeds"] = seeds
+        runner(folder, quick=quick, **overrides)
 
 
 def _check_writable(folder: Path) -> None:

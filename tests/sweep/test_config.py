@@ -26,6 +26,12 @@ def test_defaults_and_seed_count():
         ({"train": {"seeds": 0}}, "[train] seeds"),
         ({"train": {"record_every": 3, "probe_every": 4}}, "multiple"),
         ({"model": {"bias": "yes"}}, "[model] bias"),
+        ({"train": {"seed": -1}}, "[train] seed"),
+        ({"data": {"probe_size": 1}}, "[data] probe_size"),
+        ({"train": {"seeds": [2**64]}}, "below 2^63"),
+        ({"train": {"lr": [1e308]}}, "[train] lr"),
+        ({"train": {"lr": [float("nan")]}}, "[train] lr"),
+        ({"model": {"init_scale": float("nan")}}, "[model] init_scale"),
     ],
 )
 def test_bad_values_name_the_key(raw, words):

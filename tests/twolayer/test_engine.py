@@ -8,7 +8,7 @@ import torch
 
 from thermosgd.sweep.config import from_dict
 from thermosgd.twolayer.data import INIT, SampleStream, generator
-from thermosgd.twolayer.engine import init_params, probe_metrics, Params, sgd_step, train
+from thermosgd.twolayer.engine import _CHUNK, Params, init_params, probe_metrics, sgd_step, train
 
 
 def _autograd_step(W, b, V, x, y, lr, bs, loss, bias=True):
@@ -63,7 +63,7 @@ def test_whole_run_matches_plain_loop():
     for seed in t.seeds:
         W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), torch.float64)
         stream = SampleStream(cfg, t.seed, seed, dtype=torch.float64)
-        xs, ys = stream.batches(t.steps, max(t.batch_size))
+        xs, ys = stream.batches(_CHUNK, max(t.batch_size))  # the engine draws whole chunks
         for lr in t.lr:
             for bs in t.batch_size:
                 W, b, V = W0, b0, V0
@@ -82,8 +82,6 @@ def test_exact_activation_rate_matches_monte_carlo():
     """
     cfg = _cfg(steps=50, record_every=50)
     ds = train(cfg)
-    uni = train(cfg.replace(data={"inputs": "gaussian", "probe_size": 200_000}))
-    # probe-based MC activation rate is only computed for non-Gaussian inputs, so count here.
     g = torch.Generator().manual_seed(3)
     x = torch.randn(200_000, 4, generator=g, dtype=torch.float64)
     t = cfg.train
@@ -92,7 +90,27 @@ def test_exact_activation_rate_matches_monte_carlo():
     counted = ((x @ W0.T + b0) > 0).double().mean()
     assert abs(float(exact) - float(counted)) < 4 * math.sqrt(0.25 / (200_000 * 5))
     np.testing.assert_allclose(ds.activation_rate.isel(step=0).sel(seed=0).values, float(exact), rtol=1e-12)
-    np.testing.assert_allclose(uni.activation_rate.values, ds.activation_rate.values)
+
+
+def test_monte_carlo_activation_rate_is_a_direct_count_on_the_probe_set():
+    """Non-Gaussian inputs: the engine's activation rate equals counting active units on its probe set."""
+    cfg = _cfg(steps=30, record_every=10).replace(data={"inputs": "uniform", "probe_size": 64})
+    ds = train(cfg)
+    t = cfg.train
+    for seed in t.seeds:
+        W, b, _ = init_params(cfg, generator(t.seed, seed, INIT), torch.float64)
+        px, _ = SampleStream(cfg, t.seed, seed, dtype=torch.float64).probe()
+        count = sum(float(px[i] @ W[j] + b[j] > 0) for i in range(64) for j in range(W.shape[0])) / (64 * W.shape[0])
+        got = ds.activation_rate.isel(step=0).sel(seed=seed).values
+        np.testing.assert_allclose(got, count, rtol=1e-12)
+
+
+def test_first_steps_do_not_depend_on_the_run_length():
+    cfg = _cfg(steps=300, record_every=10)
+    short = train(cfg.replace(train={"steps": 100}))
+    longer = train(cfg).sel(step=short.step)
+    for name in ("v_norm", "w_norm", "activation_rate"):
+        np.testing.assert_array_equal(short[name].values, longer[name].values)
 
 
 def test_probe_gradient_variance_matches_per_sample_loop():

@@ -168,6 +168,8 @@ def _check_window(window) -> tuple[float | None, float | None]:
     if window is None:
         return (None, None)
     start, end = window
+    if any(v is not None and not math.isfinite(v) for v in (start, end)):
+        raise UsageError(f"fit window ends must be finite numbers (got {start}:{end})")
     if start is not None and end is not None and start >= end:
         raise UsageError(f"fit window start {start} must be below its end {end}")
     return (start, end)
@@ -216,6 +218,9 @@ def sweep_data(ds: xr.Dataset, metric: str, over: str) -> SweepData:
                 f"select one {dim} first (e.g. ds.sel({dim}=...))"
             )
     da = da.squeeze(extra, drop=True).transpose(over, "seed", "step")
+    # Probe-set metrics are recorded only every probe_every steps (NaN in between):
+    # keep the steps where the metric was recorded at all.
+    da = da.dropna("step", how="all")
     data = np.asarray(da.values, float)
     alive = np.ones(data.shape[:2], dtype=bool)
     if "diverged" in ds:
@@ -393,7 +398,9 @@ def fit_collapse(
     if np.any(values <= 0):
         raise UsageError(f"{over} values must be positive for a power-law rescaling")
     if n_boot > 0 and n_seeds < 2:
-        raise UsageError(f"a bootstrap over seeds needs at least 2 seeds (the sweep has {n_seeds}); use n_boot=0")
+        raise UsageError(f"a bootstrap over seeds needs at least 2 seeds (the sweep has {n_seeds}); use --n-boot 0")
+    if n_boot == 1 or n_boot < 0:
+        raise UsageError(f"--n-boot must be 0 (no confidence interval) or at least 2, got {n_boot}")
     if reference is None:
         reference = default_reference(values)
     grid = _grid(steps, window, n_grid)  # the reference run's own span: its τ is t

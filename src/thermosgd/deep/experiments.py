@@ -235,6 +235,12 @@ def run_deep_preset(
     schedule = log_spaced(preset.steps, preset.points)
     ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
                      steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=name)
+    if "grad_var" in ds:
+        # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
+        ds.attrs["grad_var_definition"] = (
+            "mean over parameter entries of the unbiased per-sample gradient variance over the "
+            f"probe set ({preset.probe_size} samples), not divided by |B|"
+        )
     out = Path(out)
     save_dataset(ds, out / "results.nc")
     write_config(config, out)

@@ -160,7 +160,8 @@ _POSITIVE = {
     ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
     ("train", "steps"), ("train", "record_every"), ("sweep", "seeds_per_unit"),
 }
-_NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every")}
+_NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
+_MAX_SEED = 2**63 - 1
 
 
 def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
@@ -253,16 +254,20 @@ def _check_values(cfg: SweepConfig) -> None:
         if value < 0:
             raise UsageError(f"[{section}] {key} must be nonnegative, got {value}")
     t = cfg.train
-    if any(not (lr > 0) or lr == float("inf") for lr in t.lr):
-        raise UsageError(f"[train] lr must be positive and finite, got {list(t.lr)}")
+    if any(not (0 < lr < 1e30) for lr in t.lr):
+        raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
+    if t.seed > _MAX_SEED or max(t.seeds) > _MAX_SEED:
+        raise UsageError(f"[train] seed and seeds must be below 2^63, got {t.seed} and max {max(t.seeds)}")
+    if cfg.data.probe_size < 2:
+        raise UsageError(f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}")
     if any(b < 1 for b in t.batch_size):
         raise UsageError(f"[train] batch_size must be ≥ 1, got {list(t.batch_size)}")
     if t.probe_every and t.probe_every % t.record_every:
         raise UsageError(
             f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
         )
-    if cfg.model.init_scale < 0:
-        raise UsageError(f"[model] init_scale must be nonnegative, got {cfg.model.init_scale}")
+    if not (0 <= cfg.model.init_scale < float("inf")):
+        raise UsageError(f"[model] init_scale must be nonnegative and finite, got {cfg.model.init_scale}")
     if cfg.data.train_size and cfg.data.train_size < 2:
         raise UsageError("[data] train_size must be 0 (online) or at least 2")
 

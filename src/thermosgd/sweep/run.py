@@ -193,7 +193,10 @@ def status(out: str | os.PathLike) -> SweepStatus:
     path = out / CONFIG_FILE
     if not path.exists():
         raise UsageError(f"{out} is not a sweep folder (no {CONFIG_FILE})")
-    cfg = from_dict(_read_config(path))
+    try:
+        cfg = from_dict(_read_config(path))
+    except UsageError as exc:
+        raise UsageError(f"{out} is not a two-layer sweep folder ({str(exc).split('; choose')[0]})") from None
     units = plan_units(cfg)
     states = []
     diverged = replicas = 0

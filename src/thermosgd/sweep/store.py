@@ -76,12 +76,14 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     file = path / RESULTS_FILE if path.is_dir() else path
     if not file.exists():
-        raise UsageError(f"no results found at {path} (expected {file})")
+        where = f"{path} (no {RESULTS_FILE} in it)" if path.is_dir() else f"{path} (no such file or folder)"
+        raise UsageError(f"no results found at {where}")
     try:
         with xr.open_dataset(file, engine="scipy") as ds:
             out = ds.load()
     except Exception as exc:  # corrupt or foreign file
-        raise UsageError(f"cannot read results file {file}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot read results file {file}: {first}") from None
     for name in ("diverged",):
         if name in out:
             out[name] = out[name].astype(bool)

@@ -385,8 +385,13 @@ def _replicate(v: torch.Tensor, L: int, K: int) -> torch.Tensor:
 
 
 def _draw(streams, n, B, L, K, S, shared):
-    """Minibatches for n steps: x (n, R, B, M), y (n, R, B)."""
-    xs, ys = zip(*(st.batches(n, B) for st in streams))
+    """Minibatches for n ≤ _CHUNK steps: x (n, R, B, M), y (n, R, B).
+
+    Always draws a whole chunk and keeps the first n steps: torch's vectorized
+    samplers give different numbers for different request sizes, and a run of T
+    steps must see the same first T minibatches as a longer run.
+    """
+    xs, ys = zip(*(tuple(v[:n] for v in st.batches(_CHUNK, B)) for st in streams))
     x, y = torch.stack(xs, 1), torch.stack(ys, 1)  # (n, streams, B, M)
     if shared:  # streams are the S seeds
         x = x.unsqueeze(1).expand(n, L * K, *x.shape[1:]).reshape(n, L * K * S, B, -1)
