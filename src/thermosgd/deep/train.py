@@ -124,9 +124,10 @@ def train_run(
         opt.step()
         if bar is not None:
             bar.update(1)
-        if not _finite(run.model):
-            diverged = True
-            break
+    # Non-finite parameters give a non-finite loss at the next step, so only the
+    # final state needs a look at the parameters themselves.
+    if not diverged and not _finite(run.model):
+        diverged = True
     if diverged and bar is not None:
         bar.update(steps - step)
     return recorder.to_dataset(lr=lr, batch_size=batch_size, seed=seed, steps=record_steps, diverged=diverged)
