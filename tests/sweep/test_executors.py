@@ -69,6 +69,19 @@ def test_running_scheduler_matches_inline(inline, tmp_path):
     assert_identical(thermosgd.load(tmp_path), inline)
 
 
+def test_scheduler_without_workers_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(executors, "WORKER_TIMEOUT", 1)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nsteps = 5\n")
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        code = main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--scheduler", cluster.scheduler_address])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "has no workers" in err and err.count("\n") == 1
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -24,6 +24,7 @@ from thermosgd.errors import UsageError
 
 KINDS = ("inline", "processes", "dask")
 CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
+WORKER_TIMEOUT = 60  # seconds to wait for a scheduler's first worker
 
 
 class InlineExecutor(Executor):
@@ -125,6 +126,12 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
             except (OSError, ValueError, TypeError) as exc:
                 raise UsageError(f"cannot reach Dask scheduler {scheduler}: {exc}") from None
             with client:
+                try:  # a scheduler without workers would leave every unit queued forever
+                    client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+                except (TimeoutError, OSError) as exc:
+                    raise UsageError(
+                        f"Dask scheduler {scheduler} has no workers (none joined within {WORKER_TIMEOUT} s): {exc}"
+                    ) from None
                 ex = client.get_executor()
                 try:
                     yield ex
