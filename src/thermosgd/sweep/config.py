@@ -62,6 +62,11 @@ class DataConfig:
             smaller).
         test_size: held-out samples for ``test_error`` / ``test_loss`` (0 = none).
         teacher_hidden: hidden units of the teacher.
+        file: with ``inputs = "file"`` and ``labels = "file"``: an ``.npz`` with
+            arrays ``x`` (n, M) and ``y`` (n,) (labels in {0, 1} for BCE), and
+            optionally ``x_test``, ``y_test``; read without pickle. It is the
+            finite training set (``train_size`` is ignored); in Python, pass
+            tensors to ``thermosgd.train(cfg, data=(x, y))`` instead.
     """
 
     inputs: str = "gaussian"
@@ -70,6 +75,7 @@ class DataConfig:
     probe_size: int = 256
     test_size: int = 0
     teacher_hidden: int = 8
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,8 +157,8 @@ class SweepConfig:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sweep": UnitConfig}
 _CHOICES = {
     ("model", "init"): ("torch", "gaussian"),
-    ("data", "inputs"): ("gaussian", "uniform"),
-    ("data", "labels"): ("random", "teacher"),
+    ("data", "inputs"): ("gaussian", "uniform", "file"),
+    ("data", "labels"): ("random", "teacher", "file"),
     ("train", "loss"): ("bce", "mse"),
     ("train", "dtype"): ("float32", "float64"),
 }
@@ -268,6 +274,11 @@ def _check_values(cfg: SweepConfig) -> None:
         )
     if not (0 <= cfg.model.init_scale < float("inf")):
         raise UsageError(f"[model] init_scale must be nonnegative and finite, got {cfg.model.init_scale}")
+    d = cfg.data
+    if (d.inputs == "file") != (d.labels == "file"):
+        raise UsageError('[data] inputs = "file" and labels = "file" go together (both come from [data] file)')
+    if d.file and d.inputs != "file":
+        raise UsageError('[data] file is read only with inputs = "file" and labels = "file"')
     if cfg.data.train_size and cfg.data.train_size < 2:
         raise UsageError("[data] train_size must be 0 (online) or at least 2")
 
@@ -283,4 +294,11 @@ def load_toml(path: str | Path) -> SweepConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed TOML in {path}: {exc}") from None
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("file"), str) and data["file"]:
+        # A data file is relative to the config file, not to where the command runs.
+        file = (path.parent / data["file"]).resolve()
+        if not file.is_file():
+            raise UsageError(f"[data] file {data['file']!r} not found (looked for {file})")
+        data["file"] = str(file)
     return from_dict(raw)

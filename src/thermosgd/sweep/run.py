@@ -246,6 +246,10 @@ def run_sweep(
     """
     out = Path(out)
     kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
+    if cfg.data.inputs == "file":  # check the user's data file before anything is written
+        from thermosgd.twolayer.engine import load_user_data
+
+        load_user_data(cfg, None, None)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output path {out} exists and is not a folder")
     with folder_lock(out):

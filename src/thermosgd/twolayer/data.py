@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from thermosgd.errors import UsageError
 from thermosgd.sweep.config import SweepConfig
 
 INIT, DATA, PROBE, TEACHER, TRAINSET, TEST = range(6)
@@ -54,7 +55,8 @@ class SampleStream:
             (lr and batch-size indices) when data streams are not shared.
     """
 
-    def __init__(self, cfg: SweepConfig, master: int, seed: int, *extra: int, dtype=torch.float32):
+    def __init__(self, cfg: SweepConfig, master: int, seed: int, *extra: int, dtype=torch.float32,
+                 dataset: "UserData | None" = None):
         self.cfg, self.dtype = cfg, dtype
         self.M = cfg.model.inputs
         self._coords = (master, seed)
@@ -67,7 +69,10 @@ class SampleStream:
             else None
         )
         self.train_x = self.train_y = None
-        if d.train_size:
+        self.user = dataset
+        if dataset is not None:
+            self.train_x, self.train_y = dataset.x.to(dtype), dataset.y.to(dtype)
+        elif d.train_size:
             g = generator(master, seed, TRAINSET)
             self.train_x, self.train_y = self.sample(d.train_size, g, balanced=True)
 
@@ -109,8 +114,58 @@ class SampleStream:
         return self.train_x[idx], self.train_y[idx]
 
     def test(self):
+        if self.user is not None:
+            return None if self.user.x_test is None else (self.user.x_test.to(self.dtype), self.user.y_test.to(self.dtype))
         master, seed = self._coords
         n = self.cfg.data.test_size
         if not n:
             return None
         return self.sample(n, generator(master, seed, TEST), balanced=True)
+
+
+class UserData:
+    """A user's data set: x (n, M), y (n,), optional held-out x_test, y_test.
+
+    Args:
+        x, y: training inputs and labels (labels in {0, 1} for the BCE loss).
+        x_test, y_test: optional held-out set for ``test_loss`` / ``test_error``.
+        inputs: the model's input dimension M (checked).
+        loss: "bce" or "mse" (BCE needs labels in {0, 1}).
+    """
+
+    def __init__(self, x, y, x_test=None, y_test=None, *, inputs: int, loss: str):
+        self.x, self.y = _check_pair(x, y, inputs, loss, "x", "y")
+        self.x_test = self.y_test = None
+        if (x_test is None) != (y_test is None):
+            raise UsageError("give both x_test and y_test, or neither")
+        if x_test is not None:
+            self.x_test, self.y_test = _check_pair(x_test, y_test, inputs, loss, "x_test", "y_test")
+
+    @classmethod
+    def from_npz(cls, path: str, *, inputs: int, loss: str) -> "UserData":
+        """Read ``x``, ``y`` (and ``x_test``, ``y_test`` if present) from an .npz, without pickle."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read [data] file {path}: {str(exc).splitlines()[0]}") from None
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if missing:
+            raise UsageError(f"[data] file {path} lacks array(s) {', '.join(missing)} (has: {', '.join(arrays)})")
+        return cls(arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), inputs=inputs, loss=loss)
+
+
+def _check_pair(x, y, inputs: int, loss: str, xname: str, yname: str):
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    if x.ndim != 2 or x.shape[1] != inputs:
+        raise UsageError(f"{xname} must have shape (n, {inputs}) for [model] inputs = {inputs}, got {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise UsageError(f"{yname} must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.shape[0] < 2:
+        raise UsageError(f"{xname} needs at least 2 samples")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise UsageError(f"{xname} and {yname} must be finite")
+    if loss == "bce" and not bool(((y == 0) | (y == 1)).all()):
+        raise UsageError(f"{yname} must be 0 or 1 for the BCE loss")
+    return x, y

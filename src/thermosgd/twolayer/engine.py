@@ -23,7 +23,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from thermosgd.sweep.config import SweepConfig
-from thermosgd.twolayer.data import INIT, SampleStream, generator
+from thermosgd.errors import UsageError
+from thermosgd.twolayer.data import INIT, SampleStream, UserData, generator
 
 _CHUNK = 256  # minibatches drawn per stream at once
 # First-layer weights trained together at most (1M float32 = 4 MiB): beyond this the
@@ -148,13 +149,20 @@ def record_steps(steps: int, every: int) -> np.ndarray:
     return s if s[-1] == steps else np.append(s, steps)
 
 
-def train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | None = None) -> xr.Dataset:
+def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: bool = False,
+          desc: str | None = None) -> xr.Dataset:
     """Train the grid ``cfg.train.lr × cfg.train.batch_size × seeds`` in one go.
 
     Args:
         cfg: validated configuration.
         seeds: the replica seeds to train (default: all of ``cfg.train.seeds``);
             a work unit passes a block of them.
+        data: optional (x (n, M), y (n,)) tensors or arrays: train on this finite
+            set instead of the configured distribution (needs ``inputs = "file"``
+            and ``labels = "file"`` in [data]; without ``data`` those read
+            ``[data] file``). The activation rate is then counted on the probe
+            set, a fixed subset of ``x``.
+        test_data: optional held-out (x, y) for ``test_loss`` / ``test_error``.
         progress: show a progress bar over steps.
 
     Returns:
@@ -162,16 +170,17 @@ def train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | N
     """
     t = cfg.train
     seeds = list(t.seeds if seeds is None else seeds)
+    user = load_user_data(cfg, data, test_data)
     per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
     block = max(1, _BLOCK_ENTRIES // per_seed)
     work = per_seed * min(block, len(seeds)) * max(t.batch_size)
     with _threads_for(work):
         if len(seeds) <= block:
-            return _train(cfg, seeds, progress=progress, desc=desc)
+            return _train(cfg, seeds, user, progress=progress, desc=desc)
         # Replicas never interact, so blocks of seeds can run one after another:
         # the same numbers, with each block's weights small enough to stay in cache.
         parts = [
-            _train(cfg, seeds[i : i + block], progress=progress,
+            _train(cfg, seeds[i : i + block], user, progress=progress,
                    desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]")
             for i in range(0, len(seeds), block)
         ]
@@ -180,7 +189,22 @@ def train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | N
     return out
 
 
-def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | None = None) -> xr.Dataset:
+def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
+    """The user's data set, from tensors or from ``[data] file``."""
+    if cfg.data.inputs != "file":
+        if data is not None or test_data is not None:
+            raise UsageError('data=... needs [data] inputs = "file" and labels = "file" in the config')
+        return None
+    if data is None:
+        if not cfg.data.file:
+            raise UsageError('[data] inputs = "file" needs [data] file = "PATH.npz" (or data=(x, y) in Python)')
+        return UserData.from_npz(cfg.data.file, inputs=cfg.model.inputs, loss=cfg.train.loss)
+    test = (None, None) if test_data is None else test_data
+    return UserData(*data, *test, inputs=cfg.model.inputs, loss=cfg.train.loss)
+
+
+def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
+           desc: str | None = None) -> xr.Dataset:
     """Body of :func:`train`."""
     t = cfg.train
     seeds = list(t.seeds if seeds is None else seeds)
@@ -209,13 +233,13 @@ def _train(cfg: SweepConfig, seeds=None, *, progress: bool = False, desc: str | 
     del init
 
     if t.share_data:
-        streams = [SampleStream(cfg, t.seed, s, dtype=dtype) for s in seeds]
+        streams = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
     else:
         streams = [
-            SampleStream(cfg, t.seed, s, li, ki, dtype=dtype)
+            SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user)
             for li in range(L) for ki in range(K) for s in seeds
         ]
-    probes = streams if t.share_data else [SampleStream(cfg, t.seed, s, dtype=dtype) for s in seeds]
+    probes = streams if t.share_data else [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
     px, py = (torch.stack(v) for v in zip(*(st.probe() for st in probes)))  # (S, P, M), (S, P)
     px, py = _replicate(px, L, K), _replicate(py, L, K)  # (R, P, M), (R, P)
     tests = [st.test() for st in probes]
