@@ -256,6 +256,27 @@ def _ratio(m, m_se, p):
     return (m / p, abs(m_se / p)) if p != 0 else (float("nan"), float("nan"))
 
 
+def _flux_row(offsets, measured, stderr, mean, mean_se, eq, fp) -> dict:
+    """Measured plane fluxes beside Eq. 10 and the Fokker-Planck prediction, with ratios."""
+    r_eq, r_eq_se = _ratio(mean, mean_se, float(eq.mean()))
+    r_fp, r_fp_se = _ratio(mean, mean_se, float(fp.mean()))
+    return {
+        "offsets": offsets.tolist(),
+        "measured": measured.tolist(),
+        "stderr": stderr.tolist(),
+        "eq10": eq.tolist(),
+        "fokker_planck": fp.tolist(),
+        "mean_measured": mean,
+        "mean_stderr": mean_se,
+        "mean_eq10": float(eq.mean()),
+        "mean_fokker_planck": float(fp.mean()),
+        "ratio_eq10": r_eq,
+        "ratio_eq10_stderr": r_eq_se,
+        "ratio_fokker_planck": r_fp,
+        "ratio_fokker_planck_stderr": r_fp_se,
+    }
+
+
 def thermophoretic_flux(case: Case, *, particles: int, seed: int = 0, noise: str = "binary") -> dict:
     """(a) and (d): thermophoretic flux at uniform density for ``case.etas`` (and ``case.eta``).
 
@@ -282,24 +303,8 @@ def thermophoretic_flux(case: Case, *, particles: int, seed: int = 0, noise: str
             eta,
         )
         eq, fp = pred["eq10_thermophoretic"], pred["fp_thermophoretic"]
-        r_eq, r_eq_se = _ratio(float(m["mean"]), float(m["mean_stderr"]), float(eq.mean()))
-        r_fp, r_fp_se = _ratio(float(m["mean"]), float(m["mean_stderr"]), float(fp.mean()))
-        by_eta.append({
-            "eta": eta,
-            "offsets": offsets.tolist(),
-            "measured": m["flux"].tolist(),
-            "stderr": m["stderr"].tolist(),
-            "eq10": eq.tolist(),
-            "fokker_planck": fp.tolist(),
-            "mean_measured": float(m["mean"]),
-            "mean_stderr": float(m["mean_stderr"]),
-            "mean_eq10": float(eq.mean()),
-            "mean_fokker_planck": float(fp.mean()),
-            "ratio_eq10": r_eq,
-            "ratio_eq10_stderr": r_eq_se,
-            "ratio_fokker_planck": r_fp,
-            "ratio_fokker_planck_stderr": r_fp_se,
-        })
+        by_eta.append({"eta": eta, **_flux_row(offsets, m["flux"], m["stderr"], float(m["mean"]),
+                                               float(m["mean_stderr"]), eq, fp)})
     x = np.log([b["eta"] for b in by_eta])
     m = np.abs([b["mean_measured"] for b in by_eta])
     if np.all(m > 0):  # a zero count (tiny runs) leaves the exponent undefined
@@ -350,25 +355,8 @@ def diffusive_flux(case: Case, *, particles: int, seed: int = 0, noise: str = "b
         case.eta,
     )
     eq, fp = pred["eq10_diffusion"], pred["fp_diffusion"]
-    r_eq, r_eq_se = _ratio(mean_m, mean_se, float(eq.mean()))
-    r_fp, r_fp_se = _ratio(mean_m, mean_se, float(fp.mean()))
-    return {
-        "eta": case.eta,
-        "relative_gradient": beta,
-        "offsets": offsets.tolist(),
-        "measured": measured.tolist(),
-        "stderr": stderr.tolist(),
-        "eq10": eq.tolist(),
-        "fokker_planck": fp.tolist(),
-        "mean_measured": mean_m,
-        "mean_stderr": mean_se,
-        "mean_eq10": float(eq.mean()),
-        "mean_fokker_planck": float(fp.mean()),
-        "ratio_eq10": r_eq,
-        "ratio_eq10_stderr": r_eq_se,
-        "ratio_fokker_planck": r_fp,
-        "ratio_fokker_planck_stderr": r_fp_se,
-    }
+    return {"eta": case.eta, "relative_gradient": beta,
+            **_flux_row(offsets, measured, stderr, mean_m, mean_se, eq, fp)}
 
 
 # --------------------------------------------------------------------------- (c)
