@@ -144,5 +144,4 @@ def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | No
     raw = {k: dict(v) for k, v in preset.config.items()}
     every = max(1, steps // 500)
     raw["train"].update(seeds=seeds, steps=steps, record_every=every, probe_every=10 * every)
-    raw["sweep"] = {"seeds_per_unit": 8}
-    return from_dict(raw)
+    return from_dict(raw)  # [sweep] seeds_per_unit = "auto": units sized by work

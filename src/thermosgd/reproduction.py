@@ -279,7 +279,9 @@ def register(sub) -> None:
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where work units run")
-    g.add_argument("--executor", choices=["inline", "processes", "dask"], default="inline")
+    g.add_argument("--executor", choices=["auto", "inline", "processes", "dask"], default="auto",
+                   help="auto (default): worker processes on every core when the sweep is long enough "
+                   "for that to pay, else in this process")
     g.add_argument("--workers", type=int, help="worker processes (implies a local Dask cluster "
                    "unless --executor processes)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
@@ -287,7 +289,7 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
 
 def executor_kwargs(args) -> dict:
     kind = args.executor
-    if args.workers is not None and kind == "inline":
+    if args.workers is not None and kind == "auto":
         kind = "dask"
     return {"executor": kind, "workers": args.workers, "scheduler": args.scheduler}
 

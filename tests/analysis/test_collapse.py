@@ -165,3 +165,38 @@ def test_panel_and_figure(lr_sweep, lr_fit, tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
     batch_fit = fit_collapse(synthetic_sweep(1.0, "batch_size"), "activation_rate", "batch_size", n_boot=0)
     assert len(collapse_figure(synthetic_sweep(1.0, "batch_size"), batch_fit).axes) == 3
+
+
+@pytest.mark.parametrize("over", ["lr", "batch_size"])
+def test_vectorized_scan_equals_the_one_exponent_score(over):
+    """The fit scans exponents with ``collapse_scores``; its twin is ``collapse_score``
+    called once per exponent (window, a NaN curve point and the bounds included)."""
+    from thermosgd.analysis.collapse import _grid, _scale, collapse_score, collapse_scores, mean_curves, sweep_data
+
+    ds = synthetic_sweep(1.0 if over == "batch_size" else 2.0, over=over)
+    values, steps, raw, alive = sweep_data(ds, "activation_rate", over)
+    curves = mean_curves(raw, alive)
+    curves[1, 7] = np.nan  # a recording gap in one curve
+    for window in [(None, None), (200.0, 800.0)]:
+        grid = _grid(steps, window, 200)
+        scale = _scale(curves, steps, window)
+        exps = np.linspace(-2.0, 5.0, 71)
+        fast = collapse_scores(curves, steps, values, over, exps, float(values[1]), grid, scale)
+        slow = np.array([collapse_score(curves, steps, values, over, e, float(values[1]), grid, scale) for e in exps])
+        np.testing.assert_allclose(fast, slow, rtol=1e-9)
+
+
+def test_bootstrap_weights_equal_resampled_means(lr_sweep):
+    """The bootstrap averages with draw counts as weights; twin: indexing the resample."""
+    from thermosgd.analysis.collapse import _weighted_means, mean_curves, sweep_data
+
+    _, _, raw, alive = sweep_data(lr_sweep, "activation_rate", "lr")
+    alive = alive.copy()
+    alive[0, 2] = False  # a diverged replica
+    alive[2, :] = False  # a swept value with no survivor: NaN either way
+    masked = np.where(alive[..., None], raw, 0.0)
+    for seed in range(5):
+        idx = np.random.default_rng(seed).integers(0, raw.shape[1], raw.shape[1])
+        fast = _weighted_means(masked, alive, np.bincount(idx, minlength=raw.shape[1]))
+        np.testing.assert_allclose(fast, mean_curves(raw, alive, idx), rtol=1e-12)
+        assert np.isnan(fast[2]).all()

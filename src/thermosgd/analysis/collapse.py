@@ -78,6 +78,7 @@ __all__ = [
     "CollapseFit",
     "fit_collapse",
     "collapse_score",
+    "collapse_scores",
     "rescaled_time",
     "mean_curves",
     "parse_window",
@@ -253,6 +254,15 @@ def mean_curves(data: np.ndarray, alive: np.ndarray, seeds: np.ndarray | None = 
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def _weighted_means(masked: np.ndarray, alive: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``mean_curves(data, alive, idx)`` from ``masked = where(alive, data, 0)`` ``(K, S, T)``
+    and ``counts = bincount(idx)`` ``(S,)``: a weighted sum instead of a copy of the resample."""
+    w = (alive * counts[None, :]).astype(float)  # (K, S)
+    count = w.sum(axis=1)[:, None]
+    total = np.matmul(w[:, None, :], masked)[:, 0]
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def rescaled_time(steps: np.ndarray, values: np.ndarray, over: str, exponent: float, reference: float) -> np.ndarray:
     """``τ`` for every swept value: ``(K, T)`` from steps ``(T,)`` and values ``(K,)``."""
     factor = (np.asarray(values, float) / reference) ** (SIGN[over] * exponent)
@@ -328,10 +338,46 @@ def collapse_score(
     return float(sq / (n[use] - 1).sum() / scale)
 
 
-def _best_exponent(score_fn, bounds: tuple[float, float]) -> float:
+def collapse_scores(
+    curves: np.ndarray,
+    steps: np.ndarray,
+    values: np.ndarray,
+    over: str,
+    exponents: np.ndarray,
+    reference: float,
+    grid: np.ndarray,
+    scale: float,
+) -> np.ndarray:
+    """:func:`collapse_score` at many exponents at once, ``(E,)`` from ``exponents (E,)``.
+
+    Curve ``k`` at rescaled time ``τ = f_k·t`` is interpolated at ``t = τ/f_k`` on
+    its own steps, so one ``np.interp`` call per curve serves every exponent. Equal
+    to :func:`collapse_score` up to rounding (tested).
+    """
+    exponents = np.asarray(exponents, float)
+    factor = (np.asarray(values, float) / reference)[None, :] ** (SIGN[over] * exponents[:, None])  # (E, K)
+    E, K, G = exponents.size, len(values), grid.size
+    covered = (grid >= factor[..., None] * steps[0]) & (grid <= factor[..., None] * steps[-1])  # (E, K, G)
+    interp = np.full((E, K, G), np.nan)
+    for k in range(K):
+        q = grid[None, :] / factor[:, k, None]
+        interp[:, k] = np.where(covered[:, k], np.interp(q, steps, curves[k]), np.nan)
+    present = np.isfinite(interp)
+    n = present.sum(axis=1)  # (E, G)
+    use = n >= 2
+    filled = np.where(present, interp, 0.0)
+    mean = filled.sum(axis=1) / np.maximum(n, 1)
+    sq = np.where(present & use[:, None, :], (filled - mean[:, None, :]) ** 2, 0.0).sum(axis=(1, 2))
+    dof = np.where(use, n - 1, 0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(dof > 0, sq / np.maximum(dof, 1) / scale, np.inf)
+
+
+def _best_exponent(score_fn, bounds: tuple[float, float], scan=None) -> float:
+    """Grid scan in steps of 0.1 (``scan``: the vectorized scores), then Brent around the best."""
     lo, hi = bounds
     grid = np.linspace(lo, hi, max(3, int(round((hi - lo) / _GRID_STEP)) + 1))
-    scores = np.array([score_fn(e) for e in grid])
+    scores = scan(grid) if scan is not None else np.array([score_fn(e) for e in grid])
     i = int(np.argmin(scores))
     a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
     res = minimize_scalar(score_fn, bounds=(a, b), method="bounded", options={"xatol": 1e-4})
@@ -407,20 +453,25 @@ def fit_collapse(
 
     def scorer(curves: np.ndarray):
         scale = _scale(curves, steps, window)
-        return lambda e: collapse_score(curves, steps, values, over, e, reference, grid, scale)
+        return (lambda e: collapse_score(curves, steps, values, over, e, reference, grid, scale),
+                lambda es: collapse_scores(curves, steps, values, over, es, reference, grid, scale))
 
-    score_at = scorer(mean_curves(raw, alive))
-    exponent = _best_exponent(score_at, bounds)
+    score_at, scan = scorer(mean_curves(raw, alive))
+    exponent = _best_exponent(score_at, bounds, scan)
 
     boots = []
     if n_boot > 0:
         rng = np.random.default_rng(seed)
+        # A resample's seed mean is a weighted sum over seeds (weights = how often each
+        # seed was drawn): one small matrix product instead of copying the data.
+        masked = np.where(alive[..., None], raw, 0.0)  # (K, S, T)
         for _ in range(n_boot):
             idx = rng.integers(0, n_seeds, size=n_seeds)
-            resampled = mean_curves(raw, alive, idx)
+            resampled = _weighted_means(masked, alive, np.bincount(idx, minlength=n_seeds))
             if np.isnan(resampled).all(axis=1).any():
                 continue  # a swept value lost all its replicas in this resample
-            boots.append(_best_exponent(scorer(resampled), bounds))
+            score_fn, scan_fn = scorer(resampled)
+            boots.append(_best_exponent(score_fn, bounds, scan_fn))
     boots = np.asarray(boots)
     if boots.size:
         tail = 100 * (1 - ci_level) / 2

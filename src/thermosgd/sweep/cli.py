@@ -7,7 +7,6 @@ from pathlib import Path
 from thermosgd.errors import UsageError
 from thermosgd.sweep.config import load_toml
 from thermosgd.sweep.store import CONFIG_FILE
-from thermosgd.sweep.units import plan_units
 
 
 def register(sub) -> None:
@@ -17,7 +16,8 @@ def register(sub) -> None:
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
     p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and number of units, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid, its units and estimated memory and time; run nothing")
     _executor_args(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
@@ -36,7 +36,7 @@ def _sweep(args) -> int:
 
     cfg = load_toml(args.config)
     if args.dry_run:
-        _dry_run(cfg, args.out)
+        _dry_run(cfg, args.out, executor_kwargs(args))
         return 0
     if args.out is None:
         raise UsageError("--out DIR is required (or use --dry-run)")
@@ -49,18 +49,25 @@ def _sweep(args) -> int:
     return 0
 
 
-def _dry_run(cfg, out: Path | None) -> None:
-    """Print the grid and the units; with --out, what a real run would still do there."""
-    from thermosgd.sweep.run import check_config, status
+def _dry_run(cfg, out: Path | None, executor: dict) -> None:
+    """Print the grid, the units and the estimated cost; with --out, what a real run would
+    still do there. Refuses (like a real run) a sweep that would not fit."""
+    from thermosgd.sweep.run import check_config, plan_sweep, status
 
-    units = plan_units(cfg)
+    plan = plan_sweep(cfg, **executor)
+    units = plan.units
     t = cfg.train
+    seeds = list(t.seeds) if len(t.seeds) <= 20 else f"{t.seeds[0]} … {t.seeds[-1]} ({len(t.seeds)} seeds)"
     print(f"lr          {list(t.lr)}")
     print(f"batch_size  {list(t.batch_size)}")
-    print(f"seeds       {list(t.seeds)}")
+    print(f"seeds       {seeds}")
     print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
-    print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+    per_unit = len(units[0].seeds)
+    auto = ", auto" if cfg.sweep.seeds_per_unit == "auto" else ""
+    print(f"units       {len(units)} ({per_unit} seeds per unit{auto}; engine calls of {plan.call_seeds} seeds)")
+    where = plan.executor if plan.workers is None else f"{plan.executor}, {plan.workers} workers"
+    print(f"estimate    {plan.cost.describe()} ({where}; engine model, ±2×)")
     if out is not None and (out / CONFIG_FILE).exists():
         check_config(out, cfg)  # the refusal a real run would give
         st = status(out)

@@ -118,12 +118,15 @@ class UnitConfig:
     """How a sweep is cut into work units (one unit = a block of seeds).
 
     Attributes:
-        seeds_per_unit: seeds trained together in one vectorized unit. Results
-            do not depend on it only up to floating-point summation order, so it
-            is part of the configuration (resume needs identical units).
+        seeds_per_unit: ``"auto"`` (default): units sized by work, each big
+            enough to run at engine speed and short enough (about a minute on
+            one core, unless one engine call alone takes longer) that a killed
+            sweep loses little; or a positive integer: that many seeds per unit.
+            Results are the same bits either way (see ``thermosgd.sweep.units``);
+            it only decides what is written together and what a resume redoes.
     """
 
-    seeds_per_unit: int = 8
+    seeds_per_unit: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,19 @@ _CHOICES = {
 }
 _POSITIVE = {
     ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
-    ("train", "steps"), ("train", "record_every"), ("sweep", "seeds_per_unit"),
+    ("train", "steps"), ("train", "record_every"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
 _MAX_SEED = 2**63 - 1
+# Replica seeds are stored as int32 coordinates.
+_MAX_REPLICA_SEED = 2**31 - 1
+# Hard bounds, checked before anything is built: a config naming more would spend
+# minutes and gigabytes just listing its seeds or steps. What a grid within them
+# costs in memory and time is checked against this machine before it runs
+# (``thermosgd.twolayer.budget``).
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10**12
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
@@ -231,11 +243,22 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
 
 
 def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
+    if (section, key) == ("sweep", "seeds_per_unit"):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f'[sweep] seeds_per_unit must be "auto" or a positive integer, got {value!r}')
+        return value
     if (section, key) == ("train", "seeds"):
         if isinstance(value, int) and not isinstance(value, bool):
             if value <= 0:
                 raise UsageError(f"[train] seeds must be positive, got {value}")
+            if value > MAX_SEEDS:
+                raise UsageError(f"[train] seeds = {value} is more than the {MAX_SEEDS} seeds a sweep can hold; "
+                                 f"use at most seeds = {MAX_SEEDS}")
             return tuple(range(value))
+        if isinstance(value, (list, tuple)) and len(value) > MAX_SEEDS:
+            raise UsageError(f"[train] seeds lists {len(value)} seeds, more than the {MAX_SEEDS} a sweep can hold")
         out = _as_tuple(section, key, value, int)
         if min(out) < 0:
             raise UsageError(f"[train] seeds must be nonnegative integers, got {list(out)}")
@@ -262,8 +285,12 @@ def _check_values(cfg: SweepConfig) -> None:
     t = cfg.train
     if any(not (0 < lr < 1e30) for lr in t.lr):
         raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
-    if t.seed > _MAX_SEED or max(t.seeds) > _MAX_SEED:
-        raise UsageError(f"[train] seed and seeds must be below 2^63, got {t.seed} and max {max(t.seeds)}")
+    if t.seed > _MAX_SEED:
+        raise UsageError(f"[train] seed must be below 2^63, got {t.seed}")
+    if max(t.seeds) > _MAX_REPLICA_SEED:
+        raise UsageError(f"[train] seeds must be below 2^31, got {max(t.seeds)}")
+    if t.steps > MAX_STEPS:
+        raise UsageError(f"[train] steps = {t.steps} is more than {MAX_STEPS:.0e}; use fewer steps")
     if cfg.data.probe_size < 2:
         raise UsageError(f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}")
     if any(b < 1 for b in t.batch_size):
@@ -284,12 +311,20 @@ def _check_values(cfg: SweepConfig) -> None:
 
 
 def load_toml(path: str | Path) -> SweepConfig:
-    """Read and validate a TOML sweep configuration."""
+    """Read and validate a TOML sweep configuration (at most 1 MiB, UTF-8)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
+            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration "
+                         "is a few lines of TOML")
+    try:
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

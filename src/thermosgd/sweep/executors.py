@@ -1,6 +1,9 @@
 """Where work units run: one ``concurrent.futures.Executor`` interface.
 
-- ``inline`` (default): in this process, one unit after another.
+- ``auto`` (default of ``sweep`` and ``reproduce``): ``processes`` on every
+  core when the sweep has several units and enough work for that to pay,
+  else ``inline`` (decided by ``thermosgd.sweep.run.plan_sweep``).
+- ``inline``: in this process, one unit after another.
 - ``processes``: local worker processes (``ProcessPoolExecutor``).
 - Dask distributed: ``workers=N`` starts a local Dask cluster, ``scheduler=
   "tcp://HOST:PORT"`` connects to a running one. A Dask ``Client`` exposes the
@@ -22,7 +25,7 @@ from typing import Iterator
 
 from thermosgd.errors import UsageError
 
-KINDS = ("inline", "processes", "dask")
+KINDS = ("auto", "inline", "processes", "dask")
 CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
 WORKER_TIMEOUT = 60  # seconds to wait for a scheduler's first worker
 
@@ -39,7 +42,7 @@ class InlineExecutor(Executor):
         return fut
 
 
-def resolve_kind(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
+def resolve_kind(kind: str = "auto", *, workers: int | None = None, scheduler: str | None = None) -> str:
     """Check the executor arguments before anything runs; returns the kind used."""
     if kind not in KINDS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
@@ -86,11 +89,12 @@ def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
 
 
 @contextlib.contextmanager
-def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
+def open_executor(kind: str = "auto", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
     """Context manager yielding an Executor.
 
     Args:
-        kind: "inline", "processes" or "dask".
+        kind: "inline", "processes" or "dask" ("auto" is resolved by the sweep's
+            plan; here it means inline).
         workers: worker count for "processes" (default: CPU count) or a local
             Dask cluster (default 2).
         scheduler: address of a running Dask scheduler, ``tcp://HOST:PORT``
@@ -100,7 +104,7 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
         UsageError: bad arguments or an unreachable scheduler.
     """
     kind = resolve_kind(kind, workers=workers, scheduler=scheduler)
-    if kind == "inline":
+    if kind in ("inline", "auto"):
         yield InlineExecutor()
     elif kind == "processes":
         # forkserver, not fork: a forked worker would inherit the folder lock and

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from thermosgd.sweep.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.twolayer import budget
 from thermosgd.twolayer.data import INIT, SampleStream, UserData, generator
 
 _CHUNK = 256  # minibatches drawn per stream at once
@@ -167,9 +168,14 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
+
+    Raises:
+        UsageError: bad data, or a grid that would not fit in memory or would
+            run longer than 30 days (checked before anything is built).
     """
     t = cfg.train
     seeds = list(t.seeds if seeds is None else seeds)
+    budget.check_train(cfg, len(seeds))
     user = load_user_data(cfg, data, test_data)
     per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
     block = max(1, _BLOCK_ENTRIES // per_seed)
