@@ -263,8 +263,8 @@ def check(g: Grid, cost_of, *, what: str, netcdf: bool = False) -> Cost:
     Args:
         g: the grid's sizes.
         cost_of: ``Grid -> Cost`` for the way it will run (in memory, inline
-            sweep, worker processes); called again on smaller grids to find one
-            that fits.
+            sweep, worker processes); called again on smaller grids to find
+            settings that fit.
         what: how the run is named in the message (``"the sweep"``, ``"train()"``).
         netcdf: the results go to NetCDF-3 files, whose variables must stay below 4 GiB.
 
@@ -272,40 +272,41 @@ def check(g: Grid, cost_of, *, what: str, netcdf: bool = False) -> Cost:
         The estimate, when it fits.
 
     Raises:
-        UsageError: one line with the estimate and a smaller setting that fits.
+        UsageError: one line with the estimate and smaller settings that pass
+            every one of these checks.
     """
-    if netcdf:
-        def small(x: Grid) -> bool:
-            return results_bytes(x, x.replicas) // N_METRICS <= NETCDF3_VARIABLE_BYTES
-
-        if not small(g):
-            var = results_bytes(g, g.replicas) // N_METRICS
-            raise UsageError(
-                f"{what} would write {human_bytes(var)} per variable ({g.words()}), more than NetCDF-3 "
-                f"files hold (4 GiB); use {_fitting(g, small)}"
-            )
-    cost = cost_of(g)
     avail = available_memory()
-    if avail is not None and cost.memory > avail:
-        raise UsageError(
-            f"{what} needs {human_bytes(cost.memory)} of memory ({g.words()}) and {human_bytes(avail)} "
-            f"are available; use {_fitting(g, lambda x: cost_of(x).memory <= avail)}"
-        )
-    if cost.seconds > MAX_SECONDS:
-        def quick(x: Grid) -> bool:
-            return cost_of(x).seconds <= MAX_SECONDS
 
-        steps = _largest(lambda n: quick(g.with_(steps=n, record_every=min(g.record_every, n),
-                                                 probe_every=min(g.probe_every, n))), g.steps)
+    def variable_ok(x: Grid) -> bool:
+        return not netcdf or results_bytes(x, x.replicas) // N_METRICS <= NETCDF3_VARIABLE_BYTES
+
+    def ok(x: Grid) -> bool:
+        if not variable_ok(x):
+            return False
+        c = cost_of(x)
+        return (avail is None or c.memory <= avail) and c.seconds <= MAX_SECONDS
+
+    if not variable_ok(g):
+        var = results_bytes(g, g.replicas) // N_METRICS
+        raise UsageError(f"{what} would write {human_bytes(var)} per variable ({g.words()}), more than "
+                         f"NetCDF-3 files hold (4 GiB); use {_fitting(g, ok)}")
+    cost = cost_of(g)
+    if avail is not None and cost.memory > avail:
+        raise UsageError(f"{what} needs {human_bytes(cost.memory)} of memory ({g.words()}) and "
+                         f"{human_bytes(avail)} are available; use {_fitting(g, ok)}")
+    if cost.seconds > MAX_SECONDS:
+        steps = _largest(lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n),
+                                              probe_every=min(g.probe_every, n))), g.steps)
+        fewer = f"at most {steps} steps, or " if steps else ""
         raise UsageError(
             f"{what} would run for about {human_seconds(cost.seconds)} on this machine ({g.words()}), more "
-            f"than {MAX_SECONDS / 86400:.0f} days; use at most {steps} steps, or fewer seeds or learning rates"
+            f"than {MAX_SECONDS / 86400:.0f} days; use {fewer}fewer seeds or learning rates"
         )
     return cost
 
 
 def _fitting(g: Grid, ok) -> str:
-    """The settings that make ``ok`` hold: fewer seeds, or recording less often."""
+    """Settings with which ``ok`` holds: fewer seeds, recording less often, or fewer steps."""
     options = []
     seeds = _largest(lambda s: ok(g.with_(seeds=s)), g.seeds)
     if seeds:
@@ -313,6 +314,11 @@ def _fitting(g: Grid, ok) -> str:
     every = _smallest_every(g, ok)
     if every:
         options.append(f"record_every = {every}")
+    if not options:
+        steps = _largest(lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n),
+                                              probe_every=min(g.probe_every, n))), g.steps)
+        if steps:
+            options.append(f"at most {steps} steps")
     if not options:
         return "a smaller model, batch, probe or test set (one seed alone does not fit)"
     return " or ".join(options)
