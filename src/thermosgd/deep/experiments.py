@@ -27,13 +27,14 @@ from thermosgd.data import ImageData, load_dataset
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.deep.train import Run, TrainSet, stream_seed, train_sweep
 from thermosgd.errors import UsageError
-from thermosgd.instruments import (
-    activation_rates,
-    gradient_variance,
-    hessian_trace_bound,
-    log_spaced,
-    weight_norms,
+from thermosgd.deep.ensemble import (
+    LastWeightNorm,
+    ProbeActivationRates,
+    ProbeGradientVariance,
+    ProbeLoss,
+    ProbeTraceBound,
 )
+from thermosgd.instruments import log_spaced
 from thermosgd.sweep.store import save_dataset, write_config
 
 PAPER = "Wei & Schwab, Implicit Regularization of SGD via Thermophoresis"
@@ -147,20 +148,17 @@ def _model(preset: DeepPreset, shape: tuple[int, ...], out_dim: int, seed: int) 
 
 
 def _instruments(preset: DeepPreset, model: nn.Module, data: TrainSet, loss_fn) -> dict:
+    """The preset's instruments on its probe set (called on one module, each is the
+    ``thermosgd.instruments`` function it names; an ensemble measures all replicas at once)."""
     probe = torch.arange(min(preset.probe_size, len(data)))
     xp, yp = data.batch(probe)
-
-    def probe_loss(m: nn.Module) -> float:
-        with torch.no_grad():
-            return float(loss_fn(m(xp), yp))
-
-    tools = {"loss": probe_loss, "activation_rate": lambda m: activation_rates(m, xp)}
+    tools = {"loss": ProbeLoss(loss_fn, xp, yp), "activation_rate": ProbeActivationRates(xp)}
     if "grad_var" in preset.figures or preset.model != "two-layer":
-        tools["grad_var"] = lambda m: gradient_variance(m, loss_fn, xp, yp)
+        tools["grad_var"] = ProbeGradientVariance(loss_fn, xp, yp)
     if preset.model == "two-layer":
-        tools["v_norm"] = lambda m: weight_norms(m).last
+        tools["v_norm"] = LastWeightNorm()
     if preset.model in ("mlp", "two-layer"):
-        tools["trace_bound"] = lambda m: hessian_trace_bound(m, loss_fn, xp)
+        tools["trace_bound"] = ProbeTraceBound(loss_fn, xp)
     return tools
 
 
@@ -174,6 +172,7 @@ def run_deep_preset(
     progress: bool = True,
     tiny: bool = False,
     dataset: str | None = None,
+    ensemble: bool = True,
 ) -> Path:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
 
@@ -187,6 +186,8 @@ def run_deep_preset(
         tiny: a few-second version (for tests and smoke runs).
         dataset: replace the image data set, e.g. ``"digits"`` for scikit-learn's 8x8
             digits as a labeled substitute when the paper's files are not available.
+        ensemble: train all seeds × lrs of a batch size as one ensemble (default);
+            False: one run after another (the reference; same curves to tolerance).
 
     Returns:
         ``out``.
@@ -234,7 +235,8 @@ def run_deep_preset(
         config["note"] = f"SUBSTITUTE DATA: {source} instead of the paper's {preset.dataset}"
     schedule = log_spaced(preset.steps, preset.points)
     ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
-                     steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=name)
+                     steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=name,
+                     ensemble=ensemble)
     if "grad_var" in ds:
         # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
         ds.attrs["grad_var_definition"] = (
