@@ -14,6 +14,7 @@ tested against (same seeds, same curves to floating-point tolerance).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -214,7 +215,7 @@ def train_ensemble(
     Returns:
         One single-run Dataset per replica (as :func:`train_run` returns).
     """
-    from thermosgd.deep.ensemble import Ensemble, record_ensemble
+    from thermosgd.deep.ensemble import Ensemble
 
     grid = [(float(lr), int(seed)) for lr in lrs for seed in seeds]
     runs = [setup(seed) for _, seed in grid]
@@ -222,6 +223,30 @@ def train_ensemble(
         if batch_size < 1 or batch_size > len(run.data):
             raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
     ens = Ensemble([run.model for run in runs], batched=batched)
+    work = len(grid) * batch_size * sum(p[0].numel() for p in ens.params.values())
+    with _threads_for(work):
+        return _train_ensemble(ens, runs, grid, loss_fn, batch_size=batch_size, seeds=seeds, steps=steps,
+                               schedule=schedule, record_steps=record_steps, bar=bar)
+
+
+@contextlib.contextmanager
+def _threads_for(work: int):
+    """One intra-op thread when a step's multiply-adds are few: splitting small batched
+    ops over threads costs more than it saves, and on a busy machine many times more
+    (fig2-middle's ensemble: 6× slower with 2 threads on a loaded 2-core machine)."""
+    old = torch.get_num_threads()
+    if work < 4_000_000 and old > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, schedule, record_steps, bar):
+    """The body of :func:`train_ensemble`."""
+    from thermosgd.deep.ensemble import record_ensemble
+
     recorders = [Recorder(run.instruments, schedule) for run in runs]
     lr = torch.tensor([g[0] for g in grid], dtype=next(iter(ens.params.values())).dtype)
     seed_list = list(dict.fromkeys(int(s) for s in seeds))
