@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from thermosgd.sweep.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.progress import bar as progress_bar
 from thermosgd.twolayer.data import INIT, SampleStream, UserData, generator
 
 _CHUNK = 256  # minibatches drawn per stream at once
@@ -297,7 +297,7 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
             values["test_error"] = ((f > 0).to(dtype) != ty).to(dtype).mean(-1)
         rec.put(i, **values)
 
-    bar = tqdm(total=t.steps, desc=desc or "train", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     ri = 0
     measure(ri, 0)
     ri += 1
