@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.progress import bar as progress_bar
 from thermosgd.twolayer.data import INIT, SampleStream, UserData, generator
