@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from thermosgd import fmt
-from thermosgd.report.catalogue import EXPERIMENTS, OPTIONAL, Experiment, by_key
+from thermosgd import fmt, presets
+from thermosgd.report.catalogue import Experiment, by_key, experiments, preset_of
 from thermosgd.report.records import (
     AGREES,
     DISAGREES,
@@ -38,15 +38,27 @@ from thermosgd.report.records import (
 __all__ = ["collect", "identify", "classify_interval"]
 
 _SYMBOL = {"lr": "η", "batch_size": "|B|"}
-_EXPONENT = {"lr": "α", "batch_size": "β"}
-_PAPER_EXPONENT = {"lr": 2.0, "batch_size": 1.0}
+_EXPONENT = presets.EXPONENT_SYMBOL
+_PAPER_EXPONENT = presets.PAPER_EXPONENT
 _METRIC = {"activation_rate": "activation rate", "v_norm": "‖V‖", "bias_mean": "mean b", "loss": "loss",
            "grad_var": "gradient variance", "error": "error", "w_norm": "‖W‖"}
-_FIGURE_METRICS = {"fig3": "activation_rate", "fig4": "v_norm", "fig5": "activation_rate", "fig6": "v_norm",
-                   "fig7": "activation_rate", "fig8": "v_norm", "fig9": "activation_rate", "fig10": "v_norm",
-                   "fig2-top": "activation_rate"}
 _Z95 = 1.959964  # two-sided 95% normal quantile: "agrees" = within 1.96 standard errors
 _MAX_POINTS = 300  # per interactive curve
+WALL_TIME = ".thermosgd-wall.json"  # written by thermosgd.reproduce after each run
+# The comparisons of the experiments without a swept exponent, for their "not measured" rows.
+_WALK_CLAIMS = (("thermophoretic flux, measured / Eq. 10", "1"), ("η exponent of the thermophoretic flux", "2"),
+                ("diffusive flux, measured / Eq. 10", "1"), ("stationary density ρ ∝ g^(−k): k", "1 (Eq. 10)"))
+_DRIFT = (("b_early", "drift of b (early window)"), ("V2_shift_early", "drift of V², mean-shift part (early window)"))
+_EXPECTED = {
+    "walk": _WALK_CLAIMS,
+    "drift": tuple((f"{what}: {_SYMBOL[o]} exponent {_EXPONENT[o]}", f"{_EXPONENT[o]} = {_PAPER_EXPONENT[o]:g}")
+                   for _, what in _DRIFT for o in ("lr", "batch_size")),
+    "equal-error": (("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
+                    ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0")),
+    "generalization": (("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
+                       ("test accuracy rises as the activation rate falls", "Spearman ρ < 0"),
+                       ("test accuracy rises as ‖V‖ falls", "Spearman ρ < 0")),
+}
 
 
 def collect(runs_dir: str | os.PathLike) -> Report:
@@ -57,12 +69,14 @@ def collect(runs_dir: str | os.PathLike) -> Report:
 
     Returns:
         Sections in the paper's order: one per result folder found, plus a
-        "not measured" section for each experiment of the paper without one.
+        "not measured" section for each experiment of the paper without one
+        (none when ``runs_dir`` is itself one result folder).
     """
     runs_dir = Path(runs_dir)
     found: dict[str, list[Path]] = {}
     unrecognized = []
-    folders = [runs_dir] if identify(runs_dir) else sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    single = identify(runs_dir) is not None  # one result folder: its section only
+    folders = [runs_dir] if single else sorted(p for p in runs_dir.iterdir() if p.is_dir())
     for folder in folders:
         key = identify(folder)
         if key is None:
@@ -71,11 +85,10 @@ def collect(runs_dir: str | os.PathLike) -> Report:
             continue
         found.setdefault(key, []).append(folder)
     sections, used_ids = [], set()
-    for exp in EXPERIMENTS:
-        exp = _with_preset_claim(exp)
+    for exp in experiments():
         for folder in found.get(exp.key, []):
             sections.append(_section(exp, folder, runs_dir, used_ids))
-        if exp.key not in found and exp.key not in OPTIONAL:
+        if exp.key not in found and not exp.optional and not single:
             sections.append(_missing(exp, runs_dir, used_ids))
     return Report(runs_dir=str(runs_dir), generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                   sections=sections, environment=environment(), unrecognized=unrecognized)
@@ -108,7 +121,7 @@ def _experiment_of(name) -> str | None:
         return None
     if by_key(name):
         return name
-    for exp in EXPERIMENTS:
+    for exp in experiments():
         if name in exp.figures or name == exp.name:
             return exp.key
     return None
@@ -116,14 +129,10 @@ def _experiment_of(name) -> str | None:
 
 def _twolayer_by_config(config: dict) -> str | None:
     """Match a sweep's model, inputs and grid against the two-layer presets."""
-    try:
-        from thermosgd import presets
-    except ImportError:  # pragma: no cover - the package always has it
-        return None
     model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
     for p in presets.PRESETS.values():
-        raw = getattr(p, "config", None) or {}
-        if getattr(p, "kind", "") != "twolayer" or not raw:
+        raw = p.params
+        if p.kind != "twolayer" or not raw:
             continue
         pm, pd, pt = raw.get("model", {}), raw.get("data", {}), raw.get("train", {})
         same = (all(model.get(k) == v for k, v in pm.items()) and data.get("inputs") == pd.get("inputs")
@@ -134,22 +143,6 @@ def _twolayer_by_config(config: dict) -> str | None:
     return None
 
 
-def _with_preset_claim(exp: Experiment) -> Experiment:
-    """Use the preset table's claim text when it has one."""
-    try:
-        from thermosgd import presets
-
-        preset = presets.PRESETS.get(exp.name)
-    except ImportError:  # pragma: no cover
-        preset = None
-    claim = getattr(preset, "claim", None)
-    if isinstance(claim, str) and claim.strip():
-        from dataclasses import replace
-
-        return replace(exp, claim=claim.strip())
-    return exp
-
-
 # ---------------------------------------------------------------------------- sections
 
 
@@ -158,10 +151,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
                   name=exp.name, title=exp.title, claim=exp.claim, source=exp.source, folder=str(folder),
                   measured=True)
     reader = {"walk": _walk, "drift": _drift, "equal-error": _equal_error, "generalization": _generalization,
-              "mechanism": _generic}.get(exp.key)
-    if reader is None:
-        config = _json(folder / "config.json") or {}
-        reader = _deep if config.get("kind") == "deep" or "lrs" in config else _twolayer
+              }.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
     try:
         reader(sec, exp, folder)
     except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
@@ -171,7 +161,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
         sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, "no measured value in this folder"))
     sec.figures = _figures(folder)
     sec.details += _markdown_details(folder)
-    sec.wall_time = sec.wall_time or _wall_time(folder)
+    sec.wall_time = _recorded_wall_time(folder) or sec.wall_time or _wall_time(folder)
     if not sec.command:
         sec.command = _command(exp, folder)
     return sec
@@ -187,7 +177,16 @@ def _missing(exp: Experiment, runs_dir: Path, used_ids: set) -> Section:
     sec = Section(id=_unique_id(exp.name, used_ids), experiment=exp.key, name=exp.name, title=exp.title,
                   claim=exp.claim, source=exp.source, measured=False,
                   command=f"thermosgd reproduce {exp.name} --out {out}")
-    sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, f"not run: no results folder{needs}"))
+    why = f"not run: no results folder{needs}"
+    for name in exp.figures:
+        p = preset_of(name)
+        if p is not None and p.over in _SYMBOL:
+            sec.claims.append(Claim(_exponent_label(p.metric, p.over, name), f"{_EXPONENT[p.over]} = "
+                                    f"{fmt.sig(_PAPER_EXPONENT[p.over])}", fmt.NA, NOT_MEASURED, why))
+    for label, paper in _EXPECTED.get(exp.key, ()):
+        sec.claims.append(Claim(label, paper, fmt.NA, NOT_MEASURED, why))
+    if not sec.claims:
+        sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, why))
     sec.notes.append(f"No results for this experiment under {runs_dir}{needs}. "
                      f"Run `{sec.command}`, then `thermosgd report {runs_dir}`.")
     return sec
@@ -213,10 +212,7 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
     metrics += [m for m in fits if m not in metrics]
     for metric in metrics:
         figure = next((f for f in exp.figures if _preset_metric(f) == metric), None)
-        label = f"{_METRIC.get(metric, metric)}: {_SYMBOL[over]} exponent {_EXPONENT[over]}"
-        if figure:
-            label += f" ({_figure_label(figure)})"
-        sec.claims.append(fit_claim(label, fits.get(metric), over, summary))
+        sec.claims.append(fit_claim(_exponent_label(metric, over, figure), fits.get(metric), over, summary))
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
     sec.collapses += _collapses(sec, folder, metrics, over, fits)
@@ -378,12 +374,11 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         ("steps", str(config.get("steps", "?"))),
         ("noise model", str(config.get("optimizer", "plain SGD"))),
     )]
-    metrics = list(config.get("figures") or [])
+    metrics = [m for m in [_preset_metric(exp.name)] if m] or list(config.get("figures") or [])
     fits = summary.get("collapse") or {}
     metrics += [m for m in fits if m not in metrics]
     for metric in metrics:
-        claim = fit_claim(f"{_METRIC.get(metric, metric)}: {_SYMBOL[over]} exponent {_EXPONENT[over]} "
-                          f"({_figure_label(exp.name)})", fits.get(metric), over, summary)
+        claim = fit_claim(_exponent_label(metric, over, exp.name), fits.get(metric), over, summary)
         if metric not in fits and not summary:
             claim.note = "no fitted exponent in this run (summary.json absent)"
         sec.claims.append(claim)
@@ -418,21 +413,17 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
         d = d or {}
         return d.get(key), d.get(key + "_stderr")
 
-    claims = [
-        ("thermophoretic flux, measured / Eq. 10", "1",
-         [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in cases]),
-        ("η exponent of the thermophoretic flux", "2",
-         [(c.get("name"), (c.get("thermophoretic") or {}).get("exponent"),
-           (c.get("thermophoretic") or {}).get("exponent_stderr"),
-           (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0)) for c in cases]),
-        ("diffusive flux, measured / Eq. 10", "1",
-         [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in cases]),
-        ("stationary density ρ ∝ g^(−k): k", "1 (Eq. 10)",
-         [(c.get("name"), (c.get("stationary") or {}).get("k_fit"), (c.get("stationary") or {}).get("k_stderr"),
-           (c.get("stationary") or {}).get("k_eq10")) for c in cases if c.get("stationary")]),
+    items = [
+        [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in cases],
+        [(c.get("name"), (c.get("thermophoretic") or {}).get("exponent"),
+          (c.get("thermophoretic") or {}).get("exponent_stderr"),
+          (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0)) for c in cases],
+        [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in cases],
+        [(c.get("name"), (c.get("stationary") or {}).get("k_fit"), (c.get("stationary") or {}).get("k_stderr"),
+          (c.get("stationary") or {}).get("k_eq10")) for c in cases if c.get("stationary")],
     ]
-    for label, paper, items in claims:
-        sec.claims.append(_pooled_claim(label, paper, items))
+    for (label, paper), rows in zip(_WALK_CLAIMS, items):
+        sec.claims.append(_pooled_claim(label, paper, rows))
     rows = []
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
@@ -481,8 +472,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.config = _pretty(settings)
     sec.run = _settings_rows(settings)
     fits = rep.get("fits") or {}
-    for key, what in (("b_early", "drift of b (early window)"), ("V2_shift_early", "drift of V², mean-shift part "
-                                                                                   "(early window)")):
+    for key, what in _DRIFT:
         fit = fits.get(key)
         for exp_key, sym, over in (("alpha", "α", "lr"), ("beta", "β", "batch_size")):
             label = f"{what}: {_SYMBOL[over]} exponent {sym}"
@@ -567,7 +557,8 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
     cells = (rep.get("correlations") or {}).get("cells") or {}
     for key, label, expect in (("activation_rate~eta2_over_B", "activation rate falls as η²/|B| grows", -1),
                                ("test_accuracy~activation_rate", "test accuracy rises as the activation rate falls",
-                                -1)):
+                                -1),
+                               ("test_accuracy~v_norm", "test accuracy rises as ‖V‖ falls", -1)):
         c = cells.get(key)
         if not isinstance(c, dict) or _num(c.get("rho")) is None:
             sec.claims.append(Claim(label, "Spearman ρ < 0", fmt.NA, NOT_MEASURED, "not in this run"))
@@ -781,13 +772,17 @@ def _cells(line: str) -> list[str]:
     return [re.sub(r"\*\*|`", "", p.strip().replace("\\|", "|")) for p in parts]
 
 
+def _recorded_wall_time(folder: Path) -> str:
+    """The wall time ``thermosgd reproduce`` recorded for its last run on this folder, or ""."""
+    data = _json(folder / WALL_TIME) or {}
+    if _num(data.get("seconds")) is None:
+        return ""
+    when = f", finished {data['finished']}" if data.get("finished") else ""
+    return f"{fmt.fixed(data['seconds'], 1)} s{when}"
+
+
 def _wall_time(folder: Path) -> str:
-    """Wall time as recorded by the run, else the span of the folder's file times."""
-    for name in ("summary.json", "run.json", ".thermosgd-run.json"):
-        data = _json(folder / name) or {}
-        for key in ("wall_seconds", "seconds", "wall_time"):
-            if _num(data.get(key)) is not None:
-                return f"{fmt.fixed(data[key], 1)} s"
+    """A wall time the run did not record: the span of the folder's file times."""
     times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file() and p.name != ".lock"]
     if len(times) < 2:
         return "not recorded"
@@ -877,15 +872,13 @@ def _pretty(obj) -> str:
 
 
 def _preset_metric(name: str) -> str | None:
-    try:
-        from thermosgd import presets
+    p = preset_of(name)
+    return p.metric if p is not None and p.over else None
 
-        p = presets.PRESETS.get(name)
-        if p is not None and getattr(p, "kind", "") == "twolayer":
-            return p.metric
-    except ImportError:  # pragma: no cover
-        pass
-    return _FIGURE_METRICS.get(name)
+
+def _exponent_label(metric: str, over: str, figure: str | None) -> str:
+    label = f"{_METRIC.get(metric, metric)}: {_SYMBOL.get(over, over)} exponent {_EXPONENT.get(over, '')}".rstrip()
+    return f"{label} ({_figure_label(figure)})" if figure else label
 
 
 def _figure_label(name: str) -> str:

@@ -21,6 +21,9 @@ def summary_table(report: Report, *, width: int = 48) -> str:
     """
     rows = []
     for s in report.sections:
+        if not s.measured:  # not run here: one line, not one per claim
+            rows.append((s.name, _cut(s.title, width), "-", "not run", s.claims[0].verdict if s.claims else ""))
+            continue
         for i, c in enumerate(s.claims):
             rows.append((s.name if i == 0 else "", _cut(c.label, width), c.paper or "-", _cut(c.measured, width),
                          c.verdict))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from thermosgd import presets
@@ -17,6 +19,8 @@ from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
+from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.collect import WALL_TIME
 from thermosgd.sweep.run import folder_lock
 
 
@@ -59,6 +63,7 @@ def reproduce(
         _check_writable(folder)
         if progress:
             print(f"[{p.name}] {p.description}")
+        start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick, progress=progress, **executor)
         else:
@@ -72,10 +77,24 @@ def reproduce(
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
                     raise
+        _record_wall_time(folder, time.perf_counter() - start)
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
+    # One page for everything under the runs folder (or for the one folder given with --out).
+    pages = base if single and out is not None else (Path("runs") if single else base)
+    report = collect(pages)
+    page = write_report(pages, report)
+    if progress:
+        print("\n" + summary_table(report))
+        print(f"\nreport: {page}")
     return done
+
+
+def _record_wall_time(folder: Path, seconds: float) -> None:
+    """The run's wall time, for the report's provenance (the last run on this folder)."""
+    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
 MARKER = ".thermosgd-run.json"

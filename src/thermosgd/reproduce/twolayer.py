@@ -11,7 +11,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from thermosgd import presets
+from thermosgd import fmt, presets
 from thermosgd.analysis import fit_collapse
 from thermosgd.errors import UsageError
 from thermosgd.figures import sweep_figure
@@ -60,9 +60,9 @@ def verdict(fit, over: str) -> str:
     inside = fit.ci_low <= predicted <= fit.ci_high
     edge = " (the CI reaches the search bound: the curves barely constrain it)" if (
         fit.ci_low <= fit.bounds[0] + 1e-9 or fit.ci_high >= fit.bounds[1] - 1e-9) else ""
-    return (f"fitted {sym} = {fit.exponent:.2f}, 95% CI [{fit.ci_low:.2f}, {fit.ci_high:.2f}]{edge}; paper {sym} = "
-            f"{predicted:g}: " + ("consistent" if inside else
-                                  f"DISAGREES (paper's value outside the CI by {_gap(fit, predicted):.2f})"))
+    return (f"fitted {sym} = {fmt.exponent(fit.exponent)}, 95% CI {fmt.interval(fit.ci_low, fit.ci_high)}{edge}; "
+            f"paper {sym} = {fmt.sig(predicted)}: " + ("consistent" if inside else "DISAGREES (paper's value "
+                                                       f"outside the CI by {fmt.exponent(_gap(fit, predicted))})"))
 
 
 def _gap(fit, predicted: float) -> float:

@@ -66,24 +66,28 @@
 
   Plot.prototype.set = function (v) { this.slider.value = v; this.draw(); };
 
-  // Paper and fitted values (and the fitted CI) marked under the slider.
+  // Paper and fitted values (and the fitted CI) marked under the slider's track.
   Plot.prototype.marks = function () {
     var box = this.fig.querySelector(".marks"), d = this.d, lo = d.bounds[0], hi = d.bounds[1];
+    // The thumb's centre travels from 8 px to width - 8 px (a 16 px thumb).
     function pos(v) { var f = (v - lo) / (hi - lo); return "calc(" + (100 * f) + "% + " + (8 - 16 * f) + "px)"; }
     if (d.ci && d.ci[0] !== null && d.ci[1] !== null) {
+      var a = Math.max(lo, d.ci[0]), b = Math.min(hi, d.ci[1]);
       var ci = document.createElement("span");
       ci.className = "ci";
-      ci.style.left = pos(Math.max(lo, d.ci[0]));
-      ci.style.width = "calc(" + (100 * (Math.min(hi, d.ci[1]) - Math.max(lo, d.ci[0])) / (hi - lo)) + "% )";
+      ci.style.left = pos(a);
+      ci.style.width = "calc(" + (100 * (b - a) / (hi - lo)) + "% - " + (16 * (b - a) / (hi - lo)) + "px)";
       ci.title = "95% CI of the fitted exponent";
       box.appendChild(ci);
     }
-    var items = [[d.paper, "▲ paper"]];
-    if (d.fitted !== null) { items.push([d.fitted, "▲ fitted"]); }
+    var items = [[d.paper, "paper"]];
+    if (d.fitted !== null) { items.push([d.fitted, "fitted"]); }
     items.forEach(function (it) {
       var s = document.createElement("span");
+      s.className = "mk " + it[1];
       s.style.left = pos(it[0]);
-      s.textContent = it[1];
+      s.title = it[1] + " " + d.exponent_symbol + " = " + it[0];
+      s.textContent = "▲";
       box.appendChild(s);
     });
   };
