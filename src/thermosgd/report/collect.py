@@ -35,7 +35,8 @@ from thermosgd.report.records import (
     Table,
 )
 
-__all__ = ["collect", "identify", "classify_interval"]
+__all__ = ["collect", "identify", "classify_interval", "fit_claim", "collapse_data", "environment", "markdown_tables",
+           "WALL_TIME"]
 
 _SYMBOL = {"lr": "η", "batch_size": "|B|"}
 _EXPONENT = presets.EXPONENT_SYMBOL
@@ -162,6 +163,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
     sec.figures = _figures(folder)
     sec.details += _markdown_details(folder)
     sec.wall_time = _recorded_wall_time(folder) or sec.wall_time or _wall_time(folder)
+    sec.machine = _recorded_machine(folder)
     if not sec.command:
         sec.command = _command(exp, folder)
     return sec
@@ -182,11 +184,11 @@ def _missing(exp: Experiment, runs_dir: Path, used_ids: set) -> Section:
         p = preset_of(name)
         if p is not None and p.over in _SYMBOL:
             sec.claims.append(Claim(_exponent_label(p.metric, p.over, name), f"{_EXPONENT[p.over]} = "
-                                    f"{fmt.sig(_PAPER_EXPONENT[p.over])}", fmt.NA, NOT_MEASURED, why))
+                                    f"{fmt.sig(_PAPER_EXPONENT[p.over])}", "not run", NOT_MEASURED, why))
     for label, paper in _EXPECTED.get(exp.key, ()):
-        sec.claims.append(Claim(label, paper, fmt.NA, NOT_MEASURED, why))
+        sec.claims.append(Claim(label, paper, "not run", NOT_MEASURED, why))
     if not sec.claims:
-        sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, why))
+        sec.claims.append(Claim("the paper's claim", "", "not run", NOT_MEASURED, why))
     sec.notes.append(f"No results for this experiment under {runs_dir}{needs}. "
                      f"Run `{sec.command}`, then `thermosgd report {runs_dir}`.")
     return sec
@@ -781,6 +783,13 @@ def _recorded_wall_time(folder: Path) -> str:
     return f"{fmt.fixed(data['seconds'], 1)} s{when}"
 
 
+def _recorded_machine(folder: Path) -> str:
+    machine = (_json(folder / WALL_TIME) or {}).get("machine")
+    if not isinstance(machine, dict):
+        return ""
+    return "; ".join(f"{k} {v}" for k, v in machine.items())
+
+
 def _wall_time(folder: Path) -> str:
     """A wall time the run did not record: the span of the folder's file times."""
     times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file() and p.name != ".lock"]
@@ -815,8 +824,12 @@ def _cpu_name() -> str:
 
 
 def _gpu() -> str:
+    import sys
+
+    torch = sys.modules.get("torch")  # loading torch only to ask would cost `thermosgd report` seconds
+    if torch is None:
+        return "not checked (torch not loaded); see each run's machine"
     try:
-        import torch
 
         if torch.cuda.is_available():
             return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))

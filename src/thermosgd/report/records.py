@@ -94,6 +94,7 @@ class Section:
     config: str = ""
     command: str = ""
     wall_time: str = ""
+    machine: str = ""
 
 
 @dataclass

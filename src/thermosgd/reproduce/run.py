@@ -20,7 +20,7 @@ from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.report import collect, summary_table, write_report
-from thermosgd.report.collect import WALL_TIME
+from thermosgd.report.collect import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
 
 
@@ -93,7 +93,9 @@ def reproduce(
 
 def _record_wall_time(folder: Path, seconds: float) -> None:
     """The run's wall time, for the report's provenance (the last run on this folder)."""
-    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    machine = dict(environment())
+    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine}}
     (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
