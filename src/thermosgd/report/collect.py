@@ -408,8 +408,8 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
                ("η (flux)", fmt.sig((first.get("thermophoretic") or {}).get("main", {}).get("eta"))),
                ("stationary run", f"{stat.get('particles', '?')} particles × {stat.get('steps', '?')} steps"
                                   f" at η = {fmt.sig(stat.get('eta'))}")]
-    sec.notes.append("Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
-                     "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper.")
+    sec.reading.append("Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
+                       "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper.")
 
     def ratio(d, key="ratio_eq10"):
         d = d or {}
@@ -506,7 +506,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
                                 "paper's Eq. 27 on the same grid",
                                 ["quantity", "α", "95% CI", "β", "95% CI", "sign", "bootstrap draws with one sign"],
                                 rows))
-    sec.notes += [str(n) for n in rep.get("notes", [])]
+    sec.reading += [str(n) for n in rep.get("notes", [])]
     _analysis_command(sec, exp, folder)
 
 

@@ -86,7 +86,8 @@ class Section:
     measured: bool = False
     run: list[tuple[str, str]] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings: smoke size, substitute data, missing files
+    reading: list[str] = field(default_factory=list)  # how to read the numbers (definitions)
     tables: list[Table] = field(default_factory=list)
     details: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)

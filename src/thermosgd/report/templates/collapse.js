@@ -13,14 +13,15 @@
     return e;
   }
 
-  function fmtTick(v) {
+  // Enough digits to tell neighbouring ticks apart (step = tick spacing).
+  function fmtTick(v, step) {
     if (v === 0) { return "0"; }
-    var a = Math.abs(v);
+    var a = Math.abs(v), e = Math.floor(Math.log10(a));
+    var digits = Math.max(0, e - Math.floor(Math.log10(step || a)));
     if (a >= 1e4 || a < 1e-3) {
-      var s = v.toExponential(1).replace(".0e", "e").replace("e+", "e");
-      return s;
+      return v.toExponential(Math.min(digits, 6)).replace(/\.?0+e/, "e").replace("e+", "e");
     }
-    return String(+v.toPrecision(3));
+    return String(+v.toPrecision(Math.min(digits + 1, 12)));
   }
 
   function linearTicks(lo, hi, n) {
@@ -142,11 +143,13 @@
     var xt = log ? logTicks(x0, x1) : linearTicks(x0, x1, 6), yt = linearTicks(y0, y1, 5);
     xt.forEach(function (v) {
       el("line", { "class": "grid", x1: X(v), x2: X(v), y1: M.t, y2: H - M.b }, svg);
-      el("text", { x: X(v), y: H - M.b + 16, "text-anchor": "middle", "class": "xtick" }, svg).textContent = fmtTick(v);
+      el("text", { x: X(v), y: H - M.b + 16, "text-anchor": "middle", "class": "xtick" }, svg).textContent =
+        fmtTick(v, log ? v : xt.length > 1 ? xt[1] - xt[0] : v);
     });
     yt.forEach(function (v) {
       el("line", { "class": "grid", x1: M.l, x2: W - M.r, y1: Y(v), y2: Y(v) }, svg);
-      el("text", { x: M.l - 6, y: Y(v) + 4, "text-anchor": "end" }, svg).textContent = fmtTick(v);
+      el("text", { x: M.l - 6, y: Y(v) + 4, "text-anchor": "end" }, svg).textContent =
+        fmtTick(v, yt.length > 1 ? yt[1] - yt[0] : v);
     });
     el("rect", { "class": "axis", x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b, fill: "none" }, svg);
     var g = el("g", { "clip-path": "url(#" + clipId + ")" }, svg);
