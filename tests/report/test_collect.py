@@ -38,7 +38,7 @@ def test_twolayer_verdicts_from_the_fits(fake_runs):
     assert "outside the 95% CI (by 1.50)" in fig3[1].note
     fig5 = _claims(report, "fig5")
     assert [c.verdict for c in fig5] == ["inconclusive", "not measured"]
-    assert "search bound" in fig5[0].note and "3 diverged replica(s) left out" in fig5[0].note
+    assert "search bound" in fig5[0].note and fig5[0].left_out == "3 replicas left out"
 
 
 @pytest.mark.parametrize("predicted, lo, hi, bounds, verdict", [
@@ -56,11 +56,23 @@ def test_classify_interval(predicted, lo, hi, bounds, verdict):
 
 
 def test_left_out_replicas_per_value_are_stated():
-    fit = {"exponent": 1.99, "ci_low": 1.96, "ci_high": 2.03, "predicted": 2.0, "bounds": [-2, 5],
-           "left_out": {"0.1": {"count": 8, "total": 8, "reason": "unstable from step ~900"}, "0.05": 0}}
-    claim = fit_claim("activation rate", fit, "lr", {"diverged": 8})
-    assert claim.verdict == "agrees"
-    assert "η = 0.1: 8/8 (unstable from step ~900)" in claim.note and "η = 0.05: 0" in claim.note
+    fit = {"exponent": 1.99, "ci_low": 1.96, "ci_high": 2.03, "predicted": 2.0, "bounds": [-2, 5]}
+    verdict = {"metric": "activation_rate", "status": "agrees", "paper": 2.0, "exponent": 1.99, "ci_low": 1.96,
+               "ci_high": 2.03, "fit": fit, "included_diverged": False,
+               "left_out": [{"value": 0.1, "count": 8, "of": 8, "median_step": 900, "reason": "loss > 10× initial",
+                             "step_size_load": 10.0}]}
+    claim = fit_claim("activation rate", None, "lr", {"diverged": 8}, verdict)
+    assert claim.verdict == "agrees" and claim.measured == "α = 1.99 [1.96, 2.03]"
+    assert "η = 0.1: 8/8 from step ~900 (loss > 10× initial, η·E‖x‖² ≈ 10)" in claim.note
+    assert claim.left_out == "8 replicas left out"
+    # Without a verdict record: the run's count of diverged replicas.
+    assert fit_claim("activation rate", fit, "lr", {"diverged": 3}).left_out == "3 replicas left out"
+    # A verdict that left nothing out says nothing, whatever the old count.
+    assert fit_claim("a", None, "lr", {"diverged": 3}, {**verdict, "left_out": []}).left_out == ""
+    # Not measured: the verdict's own reason.
+    none = fit_claim("a", None, "lr", {}, {"metric": "a", "status": "not measured", "paper": 2.0,
+                                           "note": "needs ≥ 2 swept values of lr and ≥ 2 seeds"})
+    assert none.verdict == "not measured" and "needs ≥ 2 swept values" in none.note
 
 
 def test_walk_claims_pool_the_cases(fake_runs):

@@ -64,14 +64,12 @@ def test_collapse_data_survives_any_text():
 
 
 def test_numbers_are_the_cli_verdict_numbers(fake_runs):
-    from thermosgd.analysis.collapse import CollapseFit
-    from thermosgd.reproduce.twolayer import verdict
+    from thermosgd.analysis.verdict import Verdict
 
     fit = json.loads((fake_runs / "fig3" / "summary.json").read_text())["collapse"]["activation_rate"]
-    fields = {**fit, "score_raw": 0.1, "score_predicted": 0.02, "n_boot": 200, "values": (0.025, 0.1),
-              "reference": 0.05, "window": (None, None), "boot_std": 0.1}
-    line = verdict(CollapseFit(**fields), "lr")
-    assert "fitted α = 1.95, 95% CI [1.70, 2.20]" in line
+    line = Verdict(preset="fig3", metric="activation_rate", over="lr", status="agrees", paper=2.0,
+                   exponent=fit["exponent"], ci_low=fit["ci_low"], ci_high=fit["ci_high"], fit=fit).line()
+    assert "fitted α = 1.95, 95% CI [1.70, 2.20]; paper α = 2" in line
     page = write_report(fake_runs).read_text(encoding="utf-8")
     assert "α = 1.95 [1.70, 2.20]" in page
 

@@ -206,15 +206,17 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
     if smoke:
         sec.notes.append("Smoke-test size (few seeds or steps): the verdicts below are not for conclusions.")
     fits = summary.get("collapse") or {}
+    verdicts = _verdicts(summary)
     metrics = []
     for name in exp.figures:
         metric = _preset_metric(name)
         if metric and metric not in metrics:
             metrics.append(metric)
-    metrics += [m for m in fits if m not in metrics]
+    metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
         figure = next((f for f in exp.figures if _preset_metric(f) == metric), None)
-        sec.claims.append(fit_claim(_exponent_label(metric, over, figure), fits.get(metric), over, summary))
+        sec.claims.append(fit_claim(_exponent_label(metric, over, figure), fits.get(metric), over, summary,
+                                    verdicts.get(metric)))
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
     sec.collapses += _collapses(sec, folder, metrics, over, fits)
@@ -264,33 +266,40 @@ def _noise(train: dict) -> str:
     return text
 
 
-def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = None) -> Claim:
-    """A collapse-fit record (``CollapseFit.to_dict()``) as a claim row.
+def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = None,
+              verdict: dict | None = None) -> Claim:
+    """A collapse fit as a claim row.
 
     Args:
         label: what was fitted.
-        fit: the fit's dict; None when no fit was made.
+        fit: the fit's dict (``CollapseFit.to_dict()``); None when no fit was made.
         over: ``"lr"`` or ``"batch_size"``.
-        summary: the run's summary (for the count of left-out replicas).
+        summary: the run's summary (its ``diverged`` count, when there is no verdict record).
+        verdict: the run's verdict record (``Verdict.to_dict()``); preferred, as it names
+            the replicas left out per swept value.
     """
+    v = verdict if isinstance(verdict, dict) else {}
+    if isinstance(v.get("fit"), dict):
+        fit = v["fit"]
+    f = fit if isinstance(fit, dict) else {}
     sym = _EXPONENT.get(over, "exponent")
-    predicted = _PAPER_EXPONENT.get(over)
-    if isinstance(fit, dict) and _num(fit.get("predicted")) is not None:
-        predicted = float(fit["predicted"])
+    predicted = next((_num(x) for x in (v.get("paper"), f.get("predicted"), _PAPER_EXPONENT.get(over))
+                      if _num(x) is not None), None)
     paper = f"{sym} = {fmt.sig(predicted)}" if predicted is not None else fmt.NA
-    left_out = _left_out(fit, summary or {}, over)
-    if not isinstance(fit, dict) or _num(fit.get("exponent")) is None:
-        why = "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)"
-        if isinstance(fit, dict) and fit.get("reason"):
-            why = str(fit["reason"])
-        return Claim(label, paper, fmt.NA, NOT_MEASURED, "; ".join(filter(None, [why, left_out])))
-    lo, hi = fit.get("ci_low"), fit.get("ci_high")
-    measured = f"{sym} = {fmt.exponent(fit['exponent'])} {fmt.interval(lo, hi)}"
-    verdict, why = classify_interval(predicted, lo, hi, fit.get("bounds"))
-    level = _num(fit.get("ci_level"))
+    detail, short = _left_out(v, f, summary or {}, over)
+    exponent = _num(v.get("exponent", f.get("exponent")))
+    lo, hi = v.get("ci_low", f.get("ci_low")), v.get("ci_high", f.get("ci_high"))
+    if exponent is None:
+        why = str(v.get("note") or f.get("reason") or "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)")
+        return Claim(label, paper, fmt.NA, NOT_MEASURED, "; ".join(filter(None, [why, detail])), short)
+    measured = f"{sym} = {fmt.exponent(exponent)} {fmt.interval(lo, hi)}"
+    verdict_word, why = classify_interval(predicted, lo, hi, f.get("bounds"))
+    if verdict_word == NOT_MEASURED and v.get("note"):
+        why = str(v["note"])
+    level = _num(f.get("ci_level"))
     if level is not None:
         why = why.replace("the CI", f"the {fmt.fixed(100 * level, 0)}% CI", 1)
-    return Claim(label, paper, measured, verdict, "; ".join(filter(None, [why, left_out])))
+    return Claim(label, paper, measured, verdict_word, "; ".join(filter(None, [why, detail])), short)
 
 
 def classify_interval(predicted, low, high, bounds=None) -> tuple[str, str]:
@@ -315,28 +324,43 @@ def classify_interval(predicted, low, high, bounds=None) -> tuple[str, str]:
     return AGREES, "the paper's value lies inside the CI"
 
 
-def _left_out(fit, summary: dict, over: str) -> str:
-    """Replicas left out of the fit, as far as the records say."""
+def _left_out(verdict: dict, fit: dict, summary: dict, over: str) -> tuple[str, str]:
+    """Replicas left out of the fit: ``(per swept value with why, short count)``, as far as the records say."""
     sym = _SYMBOL.get(over, over)
-    for source in (fit if isinstance(fit, dict) else {}, summary):
-        value = source.get("left_out")
-        if isinstance(value, dict) and value:
-            parts = []
-            for k, v in value.items():
-                if isinstance(v, dict):
-                    count = v.get("count", v.get("left_out"))
-                    total, why = v.get("total", v.get("of")), v.get("reason", "")
-                    text = f"{count}/{total}" if total is not None else f"{count}"
-                    parts.append(f"{sym} = {k}: {text}" + (f" ({why})" if why else ""))
-                else:
-                    parts.append(f"{sym} = {k}: {v}")
-            return "left out: " + ", ".join(parts)
-        if isinstance(value, (int, str)) and str(value) not in ("", "0"):
-            return f"left out: {value}"
+    kept = bool(verdict.get("included_diverged"))
+    rows = verdict.get("left_out", fit.get("left_out"))
+    if isinstance(rows, dict):  # {value: count} or {value: {count, of, reason}}
+        rows = [{"value": k, **(x if isinstance(x, dict) else {"count": x})} for k, x in rows.items()]
+    if isinstance(rows, list):
+        parts, total = [], 0
+        for r in rows:
+            if not isinstance(r, dict):
+                continue
+            count, of = r.get("count"), r.get("of", r.get("total"))
+            total += count if isinstance(count, int) else 0
+            when = f" from step ~{r['median_step']}" if r.get("median_step") is not None else ""
+            load = (f", η·E‖x‖² ≈ {fmt.sig(r['step_size_load'])}"
+                    if _num(r.get("step_size_load")) is not None else "")
+            why = f" ({r['reason']}{load})" if r.get("reason") else ""
+            value = fmt.sig(r["value"]) if _num(r.get("value")) is not None else str(r.get("value"))
+            parts.append(f"{sym} = {value}: {count}/{of if of is not None else '?'}{when}{why}")
+        if parts:
+            verb = "kept (--include-diverged)" if kept else "left out"
+            short = f"{total} diverged replica{'s' if total != 1 else ''} kept" if kept else \
+                f"{total} replica{'s' if total != 1 else ''} left out"
+            return f"{verb}: " + "; ".join(parts), short
+        if verdict:
+            return "", ""
     diverged = summary.get("diverged")
     if isinstance(diverged, int) and diverged > 0:
-        return f"{diverged} diverged replica(s) left out"
-    return ""
+        return f"{diverged} diverged replica(s) left out", f"{diverged} replica{'s' if diverged != 1 else ''} left out"
+    return "", ""
+
+
+def _verdicts(summary: dict) -> dict:
+    """The run's verdict records by metric (``summary.json`` ``verdicts``), if it has them."""
+    rows = summary.get("verdicts")
+    return {v["metric"]: v for v in rows if isinstance(v, dict) and v.get("metric")} if isinstance(rows, list) else {}
 
 
 def _initial_final(summary: dict, over: str) -> Table:
@@ -378,9 +402,11 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
     )]
     metrics = [m for m in [_preset_metric(exp.name)] if m] or list(config.get("figures") or [])
     fits = summary.get("collapse") or {}
-    metrics += [m for m in fits if m not in metrics]
+    verdicts = _verdicts(summary)
+    metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
-        claim = fit_claim(_exponent_label(metric, over, exp.name), fits.get(metric), over, summary)
+        claim = fit_claim(_exponent_label(metric, over, exp.name), fits.get(metric), over, summary,
+                          verdicts.get(metric))
         if metric not in fits and not summary:
             claim.note = "no fitted exponent in this run (summary.json absent)"
         sec.claims.append(claim)

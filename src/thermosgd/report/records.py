@@ -27,7 +27,8 @@ class Claim:
         paper: the paper's value, e.g. "α = 2".
         measured: e.g. "α = 1.52 [1.10, 3.86]".
         verdict: one of :data:`VERDICTS`.
-        note: why, or what was left out.
+        note: why, and what was left out per swept value.
+        left_out: short count of replicas left out, e.g. "8 replicas left out" ("" if none).
     """
 
     label: str
@@ -35,6 +36,7 @@ class Claim:
     measured: str
     verdict: str
     note: str = ""
+    left_out: str = ""
 
 
 @dataclass

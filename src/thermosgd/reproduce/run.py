@@ -33,10 +33,15 @@ def reproduce(
     data_dir: Path | None = None,
     substitute_digits: bool = False,
     quick: bool = False,
+    include_diverged: bool = False,
     progress: bool = True,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
+
+    Every fitted claim gets a verdict (printed, and in each folder's ``summary.json``
+    and ``report.md``); a run ends with the table of all verdicts.
+    ``include_diverged`` keeps replicas flagged as diverged in the fits.
 
     ``quick`` runs every preset at a seconds-long smoke-test size (two-layer: 2
     seeds × 100 steps unless given; deep: the tiny version; walk and analysis:
@@ -65,10 +70,11 @@ def reproduce(
             print(f"[{p.name}] {p.description}")
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick, progress=progress, **executor)
+            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
+                               include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
-                   "substitute_digits": substitute_digits}
+                   "substitute_digits": substitute_digits, "include_diverged": include_diverged}
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
@@ -81,7 +87,8 @@ def reproduce(
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
-    # One page for everything under the runs folder (or for the one folder given with --out).
+    # One page for everything under the runs folder (or for the one folder given with --out),
+    # and its summary table as the run's closing table.
     pages = base if single and out is not None else (Path("runs") if single else base)
     report = collect(pages)
     page = write_report(pages, report)
@@ -92,7 +99,7 @@ def reproduce(
 
 
 def _record_wall_time(folder: Path, seconds: float) -> None:
-    """The run's wall time, for the report's provenance (the last run on this folder)."""
+    """The run's wall time and machine, for the report's provenance (the last run on this folder)."""
     machine = dict(environment())
     info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine}}
@@ -122,15 +129,17 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> None:
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
             print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
         reproduce_walk(folder, quick=quick)
+        return []
     elif p.kind == "deep":
-        reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress, quick=quick,
-                       dataset="digits" if run["substitute_digits"] else None)
+        return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                              quick=quick, dataset="digits" if run["substitute_digits"] else None,
+                              include_diverged=run["include_diverged"])
     elif p.kind == "analysis":
         runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
                   "generalization": experiments.run_generalization}[p.name]
@@ -138,6 +147,8 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
+        return []
+    raise AssertionError(f"no runner for preset kind {p.kind!r}")
 
 
 def _check_writable(folder: Path) -> None:
