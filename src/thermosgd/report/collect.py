@@ -52,7 +52,7 @@ _WALK_CLAIMS = (("thermophoretic flux, measured / Eq. 10", "1"), ("η exponent o
 _DRIFT = (("b_early", "drift of b (early window)"), ("V2_shift_early", "drift of V², mean-shift part (early window)"))
 _EXPECTED = {
     "walk": _WALK_CLAIMS,
-    "drift": tuple((f"{what}: {_SYMBOL[o]} exponent {_EXPONENT[o]}", f"{_EXPONENT[o]} = {_PAPER_EXPONENT[o]:g}")
+    "drift": tuple((f"{what}: {_SYMBOL[o]} exponent {_EXPONENT[o]}", f"{_EXPONENT[o]} = {fmt.sig(_PAPER_EXPONENT[o])}")
                    for _, what in _DRIFT for o in ("lr", "batch_size")),
     "equal-error": (("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
                     ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0")),
@@ -104,7 +104,8 @@ def identify(folder: Path) -> str | None:
     if by_key(str(marker.get("experiment", ""))):
         return marker["experiment"]
     config = _json(folder / "config.json") or {}
-    for name in (config.get("preset"), config.get("experiment")):
+    summary = _json(folder / "summary.json") or {}
+    for name in (config.get("preset"), summary.get("experiment"), summary.get("preset")):
         key = _experiment_of(name)
         if key:
             return key
@@ -152,7 +153,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
                   name=exp.name, title=exp.title, claim=exp.claim, source=exp.source, folder=str(folder),
                   measured=True)
     reader = {"walk": _walk, "drift": _drift, "equal-error": _equal_error, "generalization": _generalization,
-              }.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
+              "mechanism": _generic}.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
     try:
         reader(sec, exp, folder)
     except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
