@@ -182,3 +182,17 @@ def test_summary_table_one_line_per_claim(fake_runs):
     not_run = sum(1 for s in report.sections if not s.measured)
     assert len(lines) == 2 + measured + not_run
     assert lines[0].split() == ["experiment", "what", "is", "compared", "paper", "measured", "verdict"]
+
+
+def test_walk_dimensions_judged_apart(fake_runs):
+    path = fake_runs / "walk" / "walk_report.json"
+    rep = json.loads(path.read_text())
+    two = json.loads(json.dumps(rep["cases"][0]))
+    two.update(name="2d-shared", dim=2, stationary=None)
+    two["thermophoretic"]["main"].update(ratio_eq10=1.5, ratio_eq10_stderr=0.05)
+    rep["cases"].append(two)
+    path.write_text(json.dumps(rep))
+    claims = {c.label: c.verdict for c in _claims(collect(fake_runs), "walk")}
+    assert claims["thermophoretic flux, measured / Eq. 10 (1-D)"] == "agrees"
+    assert claims["thermophoretic flux, measured / Eq. 10 (2-D)"] == "disagrees"
+    assert "stationary density ρ ∝ g^(−k): k (1-D)" in claims and "stationary density ρ ∝ g^(−k): k (2-D)" not in claims

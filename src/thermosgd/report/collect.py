@@ -442,17 +442,27 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
         d = d or {}
         return d.get(key), d.get(key + "_stderr")
 
-    items = [
-        [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in cases],
-        [(c.get("name"), (c.get("thermophoretic") or {}).get("exponent"),
-          (c.get("thermophoretic") or {}).get("exponent_stderr"),
-          (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0)) for c in cases],
-        [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in cases],
-        [(c.get("name"), (c.get("stationary") or {}).get("k_fit"), (c.get("stationary") or {}).get("k_stderr"),
-          (c.get("stationary") or {}).get("k_eq10")) for c in cases if c.get("stationary")],
-    ]
-    for (label, paper), rows in zip(_WALK_CLAIMS, items):
-        sec.claims.append(_pooled_claim(label, paper, rows))
+    def items(group):
+        return [
+            [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
+            [(c.get("name"), (c.get("thermophoretic") or {}).get("exponent"),
+              (c.get("thermophoretic") or {}).get("exponent_stderr"),
+              (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0)) for c in group],
+            [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in group],
+            [(c.get("name"), (c.get("stationary") or {}).get("k_fit"), (c.get("stationary") or {}).get("k_stderr"),
+              (c.get("stationary") or {}).get("k_eq10")) for c in group if c.get("stationary")],
+        ]
+
+    # One claim per dimension: a 1-D result should not be judged together with a 2-D one.
+    dims = sorted({c.get("dim") for c in cases}, key=str) or [None]
+    for k, (label, paper) in enumerate(_WALK_CLAIMS):
+        for dim in dims:
+            group = [c for c in cases if c.get("dim") == dim]
+            rows = items(group)[k]
+            if not rows and len(dims) > 1:
+                continue
+            tag = f" ({dim}-D)" if len(dims) > 1 else ""
+            sec.claims.append(_pooled_claim(label + tag, paper, rows))
     rows = []
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
