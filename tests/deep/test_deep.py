@@ -61,7 +61,12 @@ def test_sweep_is_reproducible():
     assert a["w"].dims == ("lr", "batch_size", "seed", "step") and a.sizes["seed"] == 2
 
 
-def _check(out, name, over):
+def _check(verdicts, out, name, over):
+    """The folder holds the results, config, figures and a verdict on the plotted metric."""
+    assert len(verdicts) == 1 and verdicts[0].preset == name and verdicts[0].over == over
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"][0]["status"] == verdicts[0].status
+    assert "Collapse fit" in (out / "report.md").read_text()
     ds = load(out)
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == name and ds.attrs["kind"] == "deep"
@@ -72,7 +77,7 @@ def _check(out, name, over):
 
 
 def test_fig2_middle_tiny(tmp_path):
-    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), "fig2-middle", "lr")
+    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr")
     assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
 
 
@@ -86,7 +91,7 @@ def test_fig2_bottom_tiny_on_idx_files(tmp_path):
     labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
     (data / "train-labels-idx1-ubyte").write_bytes(labels)
     ds, config = _check(reproduce_deep("fig2-bottom", tmp_path / "out", quick=True, progress=False,
-                                        data_dir=data), "fig2-bottom", "lr")
+                                        data_dir=data), tmp_path / "out", "fig2-bottom", "lr")
     assert config["dataset"] == "fashion-mnist" and "cross-entropy" in config["labels"]
 
 
@@ -98,7 +103,7 @@ def test_fig11_fig12_tiny_on_cifar_binary(tmp_path, name):
     for i in range(1, 6):
         (folder / f"data_batch_{i}.bin").write_bytes(_cifar_records(rng, 10))
     ds, config = _check(reproduce_deep(name, tmp_path / "out", quick=True, progress=False,
-                                        data_dir=tmp_path), name, "lr")
+                                        data_dir=tmp_path), tmp_path / "out", name, "lr")
     assert "v_norm" in ds and "activation_rate" in ds and config["dataset"] == "cifar10"
 
 
@@ -111,7 +116,7 @@ def _cifar_records(rng, n):
 @pytest.mark.parametrize("name", ["fig13", "fig14"])
 def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
     ds, config = _check(reproduce_deep(name, tmp_path, quick=True, progress=False, dataset="digits"),
-                        name, "batch_size")
+                        tmp_path, name, "batch_size")
     assert config["substitute"] and "SUBSTITUTE" in config["note"]
     assert all("digits-substitute" in p.name for p in (tmp_path / "figures").iterdir())
 

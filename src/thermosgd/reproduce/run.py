@@ -29,10 +29,15 @@ def reproduce(
     data_dir: Path | None = None,
     substitute_digits: bool = False,
     quick: bool = False,
+    include_diverged: bool = False,
     progress: bool = True,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
+
+    Every fitted claim gets a verdict (printed, and in each folder's ``summary.json``
+    and ``report.md``); a run ends with the table of all verdicts.
+    ``include_diverged`` keeps replicas flagged as diverged in the fits.
 
     ``quick`` runs every preset at a seconds-long smoke-test size (two-layer: 2
     seeds × 100 steps unless given; deep: the tiny version; walk and analysis:
@@ -54,20 +59,22 @@ def reproduce(
     single = names is not None and len(names) == 1
     base = Path(out) if out is not None else Path("runs")
     done = {}
+    verdicts: list = []
     for p in runs.values():
         folder = base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
         _check_writable(folder)
         if progress:
             print(f"[{p.name}] {p.description}")
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick, progress=progress, **executor)
+            verdicts += reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
+                                           include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
-                   "substitute_digits": substitute_digits}
+                   "substitute_digits": substitute_digits, "include_diverged": include_diverged}
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                    verdicts += _run_other(p, folder, run, data_dir=data_dir, progress=progress)
                 except BaseException:
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
@@ -75,7 +82,22 @@ def reproduce(
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
+    if progress and verdicts:
+        print(verdict_summary(verdicts))
     return done
+
+
+def verdict_summary(verdicts: list) -> str:
+    """The closing table of a run: one line per fitted claim."""
+    width = max(len(v.preset) for v in verdicts)
+    lines = ["", "verdicts (paper's exponent inside the 95% CI = agrees):"]
+    for v in verdicts:
+        fit = "" if v.exponent is None or v.ci_low is None else (
+            f"{v.symbol} = {v.exponent:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}] vs {v.paper:g}")
+        gone = sum(x.count for x in v.left_out)
+        extra = f", {gone} replicas left out" if gone else ""
+        lines.append(f"  {v.preset:<{width}}  {v.metric:<16} {v.status:<13} {fit}{extra}")
+    return "\n".join(lines)
 
 
 MARKER = ".thermosgd-run.json"
@@ -101,15 +123,17 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> None:
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
             print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
         reproduce_walk(folder, quick=quick)
+        return []
     elif p.kind == "deep":
-        reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress, quick=quick,
-                       dataset="digits" if run["substitute_digits"] else None)
+        return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                              quick=quick, dataset="digits" if run["substitute_digits"] else None,
+                              include_diverged=run["include_diverged"])
     elif p.kind == "analysis":
         runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
                   "generalization": experiments.run_generalization}[p.name]
@@ -117,6 +141,8 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
+        return []
+    raise AssertionError(f"no runner for preset kind {p.kind!r}")
 
 
 def _check_writable(folder: Path) -> None:
