@@ -21,7 +21,7 @@ from thermosgd.twolayer.drift import (
 from thermosgd.cli import main
 from thermosgd.errors import UsageError
 from thermosgd.twolayer import theory
-from thermosgd.twolayer.engine import dloss_df, loss_value
+from thermosgd.twolayer.losses import dloss_df, loss_value
 
 F64 = torch.float64
 

@@ -50,6 +50,8 @@ _TITLE = {
     "uniform-lr": ("Two-layer net, U(0,1) inputs, learning-rate sweep", "App. A.6, Figs. 7–8"),
     "uniform-batch": ("Two-layer net, U(0,1) inputs, batch-size sweep", "App. A.6, Figs. 9–10"),
     "fig2-middle": ("Deep fully connected net, learning-rate sweep", "Sec. 6, Fig. 2 middle"),
+    "fig2-middle-online": ("Deep fully connected net, online data, learning-rate sweep",
+                           "Sec. 6, Fig. 2 middle (fresh samples every step)"),
     "fig2-bottom": ("Deep CNN on Fashion-MNIST, learning-rate sweep", "Sec. 6, Fig. 2 bottom"),
     "fig11": ("CIFAR-10, two-layer net, learning-rate sweep: activation rate", "App. A.6, Fig. 11"),
     "fig12": ("CIFAR-10, two-layer net, learning-rate sweep: ‖V‖", "App. A.6, Fig. 12"),

@@ -393,7 +393,8 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         sec.notes.append("Smoke-test size (--quick): not for conclusions.")
     sec.run = [(k, v) for k, v in (
         ("model", f"{config.get('model', '?')} (width {config.get('width', '?')})"),
-        ("data", f"{dataset}" + (f", {config['n_train']} training samples" if config.get("n_train") else "")),
+        ("data", f"{dataset}" + (", online (fresh samples every step)" if config.get("online") else
+                                 f", {config['n_train']} training samples" if config.get("n_train") else "")),
         ("labels", str(config.get("labels", "?"))),
         ("η", ", ".join(f"{v:g}" for v in config.get("lrs", []))),
         ("|B|", ", ".join(str(v) for v in config.get("batch_sizes", []))),

@@ -61,7 +61,9 @@ from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig, from_dict
 from thermosgd.twolayer import theory
 from thermosgd.twolayer.data import DATA, INIT, PROBE, SampleStream, generator
-from thermosgd.twolayer.engine import dloss_df, init_params, sgd_step
+from thermosgd.twolayer.losses import dloss_df
+from thermosgd.twolayer.params import init_params
+from thermosgd.twolayer.steps import sgd_step
 
 __all__ = [
     "DriftSetup",
