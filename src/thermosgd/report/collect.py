@@ -412,6 +412,8 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         if metric not in fits and not summary:
             claim.note = "no fitted exponent in this run (summary.json absent)"
         sec.claims.append(claim)
+    if summary.get("metrics"):
+        sec.tables.append(_initial_final(summary, over))
     sec.collapses += _collapses(sec, folder, metrics, over, fits)
     marker = _json(folder / ".thermosgd-run.json")
     if marker is None and config.get("seeds") and config.get("steps"):
