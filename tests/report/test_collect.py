@@ -10,7 +10,9 @@ import pytest
 
 from thermosgd.report import collect, summary_table
 from thermosgd.report.catalogue import experiments
-from thermosgd.report.collect import classify_interval, collapse_data, fit_claim, markdown_tables
+from thermosgd.report.curves import collapse_data
+from thermosgd.report.provenance import markdown_tables
+from thermosgd.report.verdicts import classify_interval, fit_claim
 
 
 def _claims(report, name):

@@ -20,7 +20,7 @@ from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.report import collect, summary_table, write_report
-from thermosgd.report.collect import WALL_TIME, environment
+from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
 
 
