@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from thermosgd.sweep.config import from_dict
+from thermosgd.config import from_dict
 from thermosgd.twolayer.data import INIT, SampleStream, generator
 from thermosgd.twolayer.engine import _CHUNK, Params, init_params, probe_metrics, sgd_step, train
 

@@ -54,7 +54,7 @@ import torch
 import xarray as xr
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig, from_dict
+from thermosgd.config import SweepConfig, from_dict
 from thermosgd.twolayer import theory
 from thermosgd.twolayer.data import DATA, INIT, PROBE, SampleStream, generator
 from thermosgd.twolayer.engine import dloss_df, init_params, sgd_step
@@ -92,7 +92,7 @@ class DriftSetup:
         labels: "random" (the paper's setting: y ~ Bernoulli(½) independent of x)
             or "teacher" (a learnable task, so that err2 falls during training).
         loss: "bce" or "mse".
-        init: "torch" or "gaussian" (see :class:`thermosgd.sweep.config.ModelConfig`).
+        init: "torch" or "gaussian" (see :class:`thermosgd.config.ModelConfig`).
         init_scale: multiplies the initial parameters.
         seed: master seed of the initialization, the data and the teacher.
     """

@@ -22,7 +22,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.twolayer.data import INIT, SampleStream, UserData, generator
 
