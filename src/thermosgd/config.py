@@ -5,7 +5,7 @@ A configuration has four sections::
     [model]  inputs, hidden, bias, init, init_scale
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
-             seed, share_init, share_data, dtype
+             seed, share_init, share_data, dtype, runaway_factor
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -98,6 +98,11 @@ class TrainConfig:
             uses the first b samples of the largest batch), so their curves
             differ only by the hyperparameter.
         dtype: "float32" or "float64".
+        runaway_factor: k of the divergence criterion. A replica is marked
+            ``diverged`` (and frozen) at the first recorded step where its
+            parameters are not finite, its parameter norm ‖θ‖ (‖θ‖² = ‖W‖_F² +
+            ‖b‖² + ‖V‖²) exceeds k × its value at step 0, or its probe loss
+            exceeds k × its value at step 0. 0 = catch non-finite values only.
     """
 
     loss: str = "bce"
@@ -111,6 +116,7 @@ class TrainConfig:
     share_init: bool = True
     share_data: bool = True
     dtype: str = "float32"
+    runaway_factor: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,8 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(
             f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
         )
+    if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):
+        raise UsageError(f"[train] runaway_factor must be 0 (off) or a finite number above 1, got {t.runaway_factor}")
     if not (0 <= cfg.model.init_scale < float("inf")):
         raise UsageError(f"[model] init_scale must be nonnegative and finite, got {cfg.model.init_scale}")
     d = cfg.data

@@ -27,10 +27,11 @@ from tqdm.auto import tqdm
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
+from thermosgd.twolayer import divergence
 from thermosgd.twolayer.data import SampleStream, UserData
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.params import Params, init_ensemble
-from thermosgd.twolayer.results import Records, diverged_steps, to_dataset
+from thermosgd.twolayer.results import Records, to_dataset
 from thermosgd.twolayer.steps import minibatch_weights, sgd_step
 
 _CHUNK = 256  # minibatches drawn per stream at once
@@ -127,11 +128,14 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # recomputed from W at every chunk so rounding cannot accumulate.
     row_norms2 = p.W.pow(2).sum(-1) if _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
+    watch = divergence.Watch(t.runaway_factor, L * K * S)
 
     def measure_at(i: int, step: int) -> None:
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
-        records.put(i, measure(p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian,
-                               with_probe=probe_due(step)))
+        values = measure(p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian,
+                         with_probe=probe_due(step))
+        records.put(i, values)
+        _freeze(watch.update(step, values), p, wl, row_norms2)  # recorded, then frozen
 
     bar = tqdm(total=t.steps, desc=desc or "train", unit="step", disable=not progress, leave=False)
     measure_at(0, 0)
@@ -152,7 +156,8 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     bar.close()
     method = ("exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)" if gaussian
               else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples")
-    return to_dataset(cfg, seeds, records, diverged_steps(records), activation_rate_method=method)
+    return to_dataset(cfg, seeds, records, watch.step, activation_rate_method=method,
+                      divergence_criterion=divergence.describe(t.runaway_factor))
 
 
 def _dense(steps: np.ndarray, total: int) -> bool:
@@ -161,13 +166,20 @@ def _dense(steps: np.ndarray, total: int) -> bool:
 
 
 def _freeze_nonfinite(p: Params, wl: torch.Tensor, row_norms2: torch.Tensor | None) -> None:
-    """Freeze replicas whose parameters overflowed: NaN from here on, step size 0.
+    """Freeze replicas whose parameters overflowed between records (see :func:`_freeze`).
 
-    Replicas never mix, so this only saves work and keeps inf − inf out of the
-    arithmetic; when a replica diverged is read off the records at the end.
+    This only saves work and keeps inf − inf out of the arithmetic; the replica is
+    marked diverged at the next recorded step, where its norms read NaN.
     """
     norms = p.V.sum(-1) + p.b.sum(-1) + (p.W.sum((-1, -2)) if row_norms2 is None else row_norms2.sum(-1))
-    bad = ~torch.isfinite(norms)
+    _freeze(~torch.isfinite(norms), p, wl, row_norms2)
+
+
+def _freeze(bad: torch.Tensor, p: Params, wl: torch.Tensor, row_norms2: torch.Tensor | None) -> None:
+    """Freeze the replicas in the (R,) mask ``bad``: NaN parameters from here on, step size 0.
+
+    Replicas never mix, so the others go on unchanged.
+    """
     if bool(bad.any()):
         for x in (p.W, p.b, p.V) if row_norms2 is None else (p.W, p.b, p.V, row_norms2):
             x[bad] = float("nan")
