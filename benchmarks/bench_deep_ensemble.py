@@ -33,15 +33,15 @@ import dataclasses, json, resource, sys, time
 import torch
 from torch import nn
 from thermosgd.data import load_dataset
-from thermosgd.deep.experiments import DEEP_PRESETS, _gaussian_set, _image_set, _instruments, _model
+from thermosgd import presets
+from thermosgd.deep.runs import DeepSpec, _gaussian_set, _image_set, _instruments, _model
 from thermosgd.deep.train import Run, train_sweep
 from thermosgd.instruments import log_spaced
 from thermosgd.sweep.store import save_dataset
 name, seeds, steps, ensemble, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
 if sys.argv[6] != "default":
     torch.set_num_threads(int(sys.argv[6]))
-p = DEEP_PRESETS[name]
-p = dataclasses.replace(p, seeds=seeds or p.seeds, steps=steps or p.steps)
+p = DeepSpec.from_preset(presets.get(name), seeds=seeds or None, steps=steps or None)
 if p.dataset == "gaussian":
     images, shape, out_dim, loss_fn = None, (p.gaussian_dim,), 1, nn.BCEWithLogitsLoss()
 else:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from thermosgd.deep import DEEP_PRESETS, Run, TrainSet, train_sweep
+from thermosgd import presets
+from thermosgd.deep import Run, TrainSet, train_sweep
 from thermosgd.deep.ensemble import (
     Ensemble,
     LastWeightNorm,
@@ -24,7 +25,7 @@ from thermosgd.deep.ensemble import (
     output_gradient,
     replica_losses,
 )
-from thermosgd.deep.experiments import _gaussian_set, _image_set, _instruments, _model
+from thermosgd.deep.runs import DeepSpec, _gaussian_set, _image_set, _instruments, _model
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.instruments import every, log_spaced, weight_norms
 
@@ -34,7 +35,7 @@ RTOL = 1e-4
 def _preset_setup(name, dataset=None, **changes):
     from thermosgd.data import load_dataset
 
-    p = dataclasses.replace(DEEP_PRESETS[name], **changes)
+    p = dataclasses.replace(DeepSpec.from_preset(presets.get(name)), **changes)
     if p.dataset == "gaussian":
         images, shape, out_dim, loss_fn = None, (p.gaussian_dim,), 1, nn.BCEWithLogitsLoss()
     else:

@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 from thermosgd.sweep import units
-from thermosgd.sweep.config import from_dict
+from thermosgd.config import from_dict
 from thermosgd.sweep.run import plan_sweep, run_sweep
 from thermosgd.sweep.units import call_seeds, compute_unit, engine_calls, plan_units
 from thermosgd.twolayer import budget

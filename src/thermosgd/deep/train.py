@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
 from thermosgd.errors import UsageError
+from thermosgd.progress import bar as progress_bar
 from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -88,7 +88,7 @@ def train_run(
     seed: int,
     schedule: Schedule,
     record_steps: Sequence[int],
-    bar: tqdm | None = None,
+    bar=None,
 ) -> xr.Dataset:
     """Train ``run.model`` with plain SGD and return its recorded instruments.
 
@@ -163,7 +163,7 @@ def train_sweep(
         steps: SGD updates per run.
         schedule: ``step -> bool``, when instruments run.
         config: stored as JSON in ``attrs["config"]``.
-        progress: show a tqdm bar over all updates of all runs.
+        progress: show progress over all updates of all runs (see thermosgd.progress).
         ensemble: train all seeds × lrs of a batch size at once (default);
             False: one run after another with ``torch.optim.SGD`` (the reference).
 
@@ -174,7 +174,7 @@ def train_sweep(
     record_steps = [s for s in range(steps + 1) if schedule(s)]
     grid = list(itertools.product(lrs, batch_sizes, seeds))
     runs = []
-    with tqdm(total=steps * len(grid), desc=desc, unit="step", disable=not progress, leave=False) as bar:
+    with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
         if ensemble:
             for bsz in batch_sizes:
                 runs += train_ensemble(setup, loss_fn, lrs=lrs, batch_size=int(bsz), seeds=seeds, steps=steps,
@@ -196,7 +196,7 @@ def train_ensemble(
     steps: int,
     schedule: Schedule,
     record_steps: Sequence[int],
-    bar: tqdm | None = None,
+    bar=None,
     batched: bool = True,
 ) -> list[xr.Dataset]:
     """Train the runs ``lrs × seeds`` at one batch size as one ensemble.
@@ -256,7 +256,7 @@ def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, sched
     alive = torch.ones(len(grid), dtype=torch.bool)
     # Minibatches are drawn for a chunk of steps at once (torch.randint gives the same
     # numbers in one call as in many), at most ~64 MiB of inputs per chunk.
-    sample = runs[0].data.inputs[0].numel()
+    sample = runs[0].data.batch(torch.zeros(1, dtype=torch.long))[0].numel()
     chunk = max(1, min(256, (1 << 24) // max(1, len(grid) * batch_size * sample)))
     for step in range(steps + 1):
         if schedule(step):

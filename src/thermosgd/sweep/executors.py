@@ -1,8 +1,8 @@
 """Where work units run: one ``concurrent.futures.Executor`` interface.
 
-- ``auto`` (default of ``sweep`` and ``reproduce``): ``processes`` on every
-  core when the sweep has several units and enough work for that to pay,
-  else ``inline`` (decided by ``thermosgd.sweep.run.plan_sweep``).
+- ``auto`` (default): ``processes`` on every core when the sweep has several
+  units and enough work for that to pay, else ``inline`` (decided by
+  ``thermosgd.sweep.run.plan_sweep``).
 - ``inline``: in this process, one unit after another.
 - ``processes``: local worker processes (``ProcessPoolExecutor``).
 - Dask distributed: ``workers=N`` starts a local Dask cluster, ``scheduler=
@@ -42,10 +42,17 @@ class InlineExecutor(Executor):
         return fut
 
 
-def resolve_kind(kind: str = "auto", *, workers: int | None = None, scheduler: str | None = None) -> str:
+def resolve_kind(kind: str | None = "auto", *, workers: int | None = None, scheduler: str | None = None) -> str:
     """Check the executor arguments before anything runs; returns the kind used."""
+    # The one place where the rules live: --workers alone means a local Dask
+    # cluster, --scheduler means Dask, and neither means "auto": worker processes
+    # on every core when that pays, else this process (decided by the sweep's plan).
+    if kind is None:
+        kind = "auto"
     if kind not in KINDS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
+    if kind in ("auto", "inline") and workers is not None and not scheduler:
+        kind = "dask"
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if scheduler:

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 
 # Time model (seconds), see the module docstring. Fitted on an unloaded core.
 _STEP_FIXED = 55e-6  # per SGD step of one engine call: ~15 torch calls
@@ -65,7 +65,9 @@ class Grid:
     """The sizes of a two-layer grid that its cost depends on (cheap to vary, unlike a config).
 
     Attributes:
-        seeds: S; lrs: L; batch_sizes: the |B| values; steps, record_every,
+        seeds: S; lrs: L; batch_sizes: the |B| values; batch: samples one step
+        of a replica sees (max |B|, or ``gd_batch`` for the noise-model
+        controls); chunk: steps of samples drawn at once; steps, record_every,
         probe_every (0 = record_every); inputs M, hidden N; probe, test and
         train_size (0 = online) samples; dtype_bytes 4 or 8; share_data.
     """
@@ -73,6 +75,9 @@ class Grid:
     seeds: int
     lrs: int
     batch_sizes: tuple[int, ...]
+    batch: int
+    chunk: int
+    tracks_norms: bool
     steps: int
     record_every: int
     probe_every: int
@@ -87,8 +92,12 @@ class Grid:
     @classmethod
     def of(cls, cfg: SweepConfig, seeds: int | None = None) -> "Grid":
         t, d = cfg.train, cfg.data
+        batch = max(t.batch_size) if t.noise == "sgd" else t.gd_batch
+        # engine: _CHUNK steps of minibatches, or ~2^18 input numbers per stream for G-sample steps
+        chunk = _CHUNK if t.noise == "sgd" else max(1, min(_CHUNK, (1 << 18) // (batch * cfg.model.inputs)))
         return cls(
             seeds=len(t.seeds) if seeds is None else seeds, lrs=len(t.lr), batch_sizes=tuple(t.batch_size),
+            batch=batch, chunk=chunk, tracks_norms=t.noise == "sgd" and 4 * (t.steps // t.record_every) >= t.steps,
             steps=t.steps, record_every=t.record_every, probe_every=cfg.probe_every_steps,
             inputs=cfg.model.inputs, hidden=cfg.model.hidden, probe=d.probe_size, test=d.test_size,
             train_size=d.train_size, dtype_bytes=8 if t.dtype == "float64" else 4, share_data=t.share_data,
@@ -108,8 +117,8 @@ class Grid:
 
     @property
     def work(self) -> int:
-        """w = N·M·|B|max: multiply-adds of one replica's forward pass."""
-        return self.hidden * self.inputs * max(self.batch_sizes)
+        """w = N·M·batch: multiply-adds of one replica's forward pass in one step."""
+        return self.hidden * self.inputs * self.batch
 
     @property
     def records(self) -> int:
@@ -174,12 +183,14 @@ def results_bytes(g: Grid, replicas: int) -> int:
 
 def call_bytes(g: Grid, seeds: int) -> int:
     """Working memory of one engine call training ``seeds`` seeds, records and results included."""
-    N, M, B, P = g.hidden, g.inputs, max(g.batch_sizes), g.probe
+    N, M, B, P = g.hidden, g.inputs, g.batch, g.probe
     R = seeds * g.per_seed
     streams = seeds if g.share_data else R
     total = 2 * R * (N * M + 2 * N)  # parameters and the initialization they come from
-    total += 2 * _CHUNK * (R + streams) * B * (M + 1)  # minibatches: drawn per stream, then per replica
-    total += 8 * R * B * N + R * B * B  # per-step temporaries
+    total += 2 * g.chunk * streams * B * (M + 1) + 2 * R * B * (M + 1)  # a chunk of samples per stream; one step's per replica
+    total += 8 * R * B * N  # per-step temporaries
+    if g.tracks_norms:
+        total += 2 * R * B * B  # x xᵀ of the running ‖W_i‖² update
     total += R * P * (M + 1) + seeds * P * (M + 1) + 6 * R * P * N  # probe set per replica, probe pass
     total += R * g.test * (M + 1) + 2 * R * g.test * N
     total += streams * g.train_size * (M + 1)  # each stream's finite training set

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from thermosgd.cli.common import add_executor_args, executor_kwargs
+from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import load_toml
-from thermosgd.sweep.store import CONFIG_FILE
 
 
 def register(sub) -> None:
-    from thermosgd.reproduction import _executor_args
-
     p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
     p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid, its units and estimated memory and time; run nothing")
-    _executor_args(p)
+    add_executor_args(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
@@ -31,7 +29,6 @@ def register(sub) -> None:
 
 def _sweep(args) -> int:
     from thermosgd.figures import sweep_figure
-    from thermosgd.reproduction import executor_kwargs
     from thermosgd.sweep.run import run_sweep
 
     cfg = load_toml(args.config)
@@ -53,6 +50,7 @@ def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     """Print the grid, the units and the estimated cost; with --out, what a real run would
     still do there. Refuses (like a real run) a sweep that would not fit."""
     from thermosgd.sweep.run import check_config, plan_sweep, status
+    from thermosgd.sweep.store import CONFIG_FILE
 
     plan = plan_sweep(cfg, **executor)
     units = plan.units
@@ -63,9 +61,9 @@ def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     print(f"seeds       {seeds}")
     print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
-    per_unit = len(units[0].seeds)
     auto = ", auto" if cfg.sweep.seeds_per_unit == "auto" else ""
-    print(f"units       {len(units)} ({per_unit} seeds per unit{auto}; engine calls of {plan.call_seeds} seeds)")
+    print(f"units       {len(units)} ({len(units[0].seeds)} seeds per unit{auto}; "
+          f"engine calls of {plan.call_seeds} seeds)")
     where = plan.executor if plan.workers is None else f"{plan.executor}, {plan.workers} workers"
     print(f"estimate    {plan.cost.describe()} ({where}; engine model, ±2×)")
     if out is not None and (out / CONFIG_FILE).exists():
