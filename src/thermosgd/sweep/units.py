@@ -81,7 +81,7 @@ MIN_UNITS = 16  # auto: at least this many units when there are that many engine
 def call_seeds(cfg: SweepConfig) -> int:
     """Seeds per engine call, ``c``: a function of the grid only, never of the unit layout.
 
-    Enough replicas for a step to run at ~90% engine efficiency
+    Enough replicas for a step to run at ~80% engine efficiency
     (:func:`budget.efficient_replicas`), at most the engine's cache block,
     spread evenly over the calls the seeds need, and rounded up to whole
     lanes of 64 replicas when that at most doubles the call.

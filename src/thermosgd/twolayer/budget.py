@@ -14,9 +14,9 @@ measurements of this run:
   per-step and probe temporaries, the records) plus the results held at the end
   and a fixed allowance for the interpreter and torch;
 * time: ``steps × (A + R·C·w^0.6)`` for ``R`` replicas of per-step work
-  ``w = N·M·|B|``, plus the recording and probe passes, with constants fitted on
-  one core of a 2-core Xeon (Sapphire Rapids, AVX-512) with the benchmarks in
-  ``benchmarks/``; on other machines expect a factor of 2 either way.
+  ``w = N·M·|B|``, plus the recording and probe passes, with constants fitted to
+  the CPU time of engine runs on one core of a 2-core Xeon (Sapphire Rapids,
+  AVX-512); within 0.5–1.6× there, on other machines expect more.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
 
-# Time model (seconds), see the module docstring. Fitted on an unloaded core.
-_STEP_FIXED = 55e-6  # per SGD step of one engine call: ~15 torch calls
-_STEP_PER_REPLICA = 0.045e-6  # × w^0.6 per replica
-_RECORD_FIXED = 65e-6
-_RECORD_PER_REPLICA = 0.011e-6  # × (N·M)^0.75
+# Time model (seconds), see the module docstring. Fitted to the CPU time of single-thread
+# engine runs (R = 4…512 replicas of 10×10, 30×30 and 100×100, |B| = 1 and 3, recording
+# every step to never): the model is within 0.5–1.6× of each.
+_STEP_FIXED = 90e-6  # per SGD step of one engine call: ~15 torch calls
+_STEP_PER_REPLICA = 0.04e-6  # × w^0.6 per replica
+_RECORD_FIXED = 150e-6
+_RECORD_PER_REPLICA = 0.06e-6  # × (N·M)^0.75
 _PROBE_FIXED = 700e-6
 _PROBE_PER_SAMPLE = 0.010e-6  # × (N·M)^0.55 per replica and probe sample
 _SETUP_PER_SEED = 2e-4  # generators, initialization and probe set of one seed
@@ -150,7 +152,7 @@ def human_seconds(s: float) -> str:
     return f"{s:.1f} s"
 
 
-def efficient_replicas(g: Grid, efficiency: float = 0.9) -> float:
+def efficient_replicas(g: Grid, efficiency: float = 0.8) -> float:
     """Replicas one engine call needs so that the per-step fixed cost (Python and
     dispatch of ~15 torch calls) is at most ``1 - efficiency`` of a step."""
     return efficiency / (1 - efficiency) * _STEP_FIXED / (_STEP_PER_REPLICA * g.work**0.6)
