@@ -115,11 +115,25 @@ def test_auto_executor_uses_every_core_only_when_it_pays(monkeypatch):
 
     monkeypatch.setattr(run, "usable_cores", lambda: 2)
     small = from_dict({"train": {"seeds": 8, "steps": 300}})
-    assert plan_sweep(small).executor == "inline"
+    assert plan_sweep(small, executor="auto").executor == "inline"
     big = from_dict({"train": {"lr": [0.025, 0.05, 0.075, 0.1], "seeds": 256, "steps": 20000,
                                "record_every": 40, "probe_every": 400}})
-    plan = plan_sweep(big)
+    plan = plan_sweep(big, executor="auto")
     assert (plan.executor, plan.workers, len(plan.units)) == ("processes", 2, 2)
+    assert plan_sweep(big).executor == "inline"  # Python's default: no processes unless asked
     monkeypatch.setattr(run, "usable_cores", lambda: 1)
-    assert plan_sweep(big).executor == "inline"
-    assert plan_sweep(big, executor="inline").executor == "inline"
+    assert plan_sweep(big, executor="auto").executor == "inline"
+
+
+def test_cli_default_is_auto(tmp_path, capsys, monkeypatch):
+    from thermosgd.cli import main
+    from thermosgd.sweep import run
+
+    monkeypatch.setattr(run, "usable_cores", lambda: 2)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nlr = [0.025, 0.05, 0.075, 0.1]\nseeds = 256\nsteps = 20000\nrecord_every = 40\n")
+    assert main(["sweep", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "(processes, 2 workers;" in out
+    assert main(["sweep", str(cfg), "--dry-run", "--executor", "inline"]) == 0
+    assert "(inline;" in capsys.readouterr().out

@@ -26,4 +26,4 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 
 def executor_kwargs(args: argparse.Namespace) -> dict:
     """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
-    return {"executor": args.executor, "workers": args.workers, "scheduler": args.scheduler}
+    return {"executor": args.executor or "auto", "workers": args.workers, "scheduler": args.scheduler}

@@ -1,9 +1,9 @@
 """Where work units run: one ``concurrent.futures.Executor`` interface.
 
-- ``auto`` (default): ``processes`` on every core when the sweep has several
-  units and enough work for that to pay, else ``inline`` (decided by
+- ``auto`` (the CLI's default): ``processes`` on every core when the sweep has
+  several units and enough work for that to pay, else ``inline`` (decided by
   ``thermosgd.sweep.run.plan_sweep``).
-- ``inline``: in this process, one unit after another.
+- ``inline`` (the Python default): in this process, one unit after another.
 - ``processes``: local worker processes (``ProcessPoolExecutor``).
 - Dask distributed: ``workers=N`` starts a local Dask cluster, ``scheduler=
   "tcp://HOST:PORT"`` connects to a running one. A Dask ``Client`` exposes the
@@ -42,13 +42,16 @@ class InlineExecutor(Executor):
         return fut
 
 
-def resolve_kind(kind: str | None = "auto", *, workers: int | None = None, scheduler: str | None = None) -> str:
+def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
     """Check the executor arguments before anything runs; returns the kind used."""
     # The one place where the rules live: --workers alone means a local Dask
-    # cluster, --scheduler means Dask, and neither means "auto": worker processes
-    # on every core when that pays, else this process (decided by the sweep's plan).
+    # cluster, --scheduler means Dask, and neither means units run in this process
+    # (in Python; the CLI passes "auto": worker processes on every core when that
+    # pays, decided by the sweep's plan). Worker processes re-import a Python
+    # script's main module, which must then guard its work with
+    # `if __name__ == "__main__":`, so Python code asks for them explicitly.
     if kind is None:
-        kind = "auto"
+        kind = "inline"
     if kind not in KINDS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
     if kind in ("auto", "inline") and workers is not None and not scheduler:
@@ -96,7 +99,7 @@ def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
 
 
 @contextlib.contextmanager
-def open_executor(kind: str = "auto", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
+def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
     """Context manager yielding an Executor.
 
     Args:

@@ -251,7 +251,7 @@ class SweepPlan:
     cost: budget.Cost
 
 
-def plan_sweep(cfg: SweepConfig, *, executor: str = "auto", workers: int | None = None,
+def plan_sweep(cfg: SweepConfig, *, executor: str | None = "inline", workers: int | None = None,
                scheduler: str | None = None) -> SweepPlan:
     """Units, where they run (``executor="auto"``: worker processes on every core when that
     pays, else inline) and what that costs; refuses a sweep that would not fit.
@@ -297,7 +297,7 @@ def run_sweep(
     cfg: SweepConfig,
     out: str | os.PathLike,
     *,
-    executor: str = "auto",
+    executor: str | None = "inline",
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
@@ -307,9 +307,11 @@ def run_sweep(
     Args:
         cfg: validated configuration.
         out: results folder (created; must not hold another config's results).
-        executor: "auto" (worker processes on every core when the sweep is long
-            enough for that to pay, else inline), "inline", "processes" or
-            "dask" (see ``open_executor``).
+        executor: "inline" (default), "auto" (worker processes on every core
+            when the sweep is long enough for that to pay, else inline; the
+            CLI's default), "processes" or "dask" (see ``open_executor``).
+            Worker processes re-import a script's main module: guard the
+            script's work with ``if __name__ == "__main__":``.
         workers: worker count for processes / a local Dask cluster.
         scheduler: address of a running Dask scheduler.
         progress: progress bars over units (and steps, inline).
