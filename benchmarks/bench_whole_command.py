@@ -121,7 +121,7 @@ def main(argv=None) -> None:
 
         plan = subprocess.run([py, "-c", (
             "import sys; from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import plan_sweep;"
-            f"p = plan_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}));"
+            f"p = plan_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}), executor='auto');"
             "print(len(p.units), p.call_seeds, p.executor, p.workers, p.cost.describe())")],
             capture_output=True, text=True, env=env).stdout.split(maxsplit=4)
         cmd = [py, "-m", "thermosgd", "reproduce", args.preset, "--seeds", str(args.seeds), "--steps",

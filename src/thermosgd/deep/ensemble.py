@@ -97,7 +97,6 @@ class Ensemble:
         self.by_hand = self.layers is not None and all(
             type(layer) in (nn.Linear, nn.ReLU, nn.Flatten) for _, layer in self.layers)
         self._steps: list[tuple] | None = None
-        self._scales: tuple | None = None
 
     def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
         """Outputs ``(E, B, ...)`` for inputs ``(E, B, *input_shape)``.
@@ -143,93 +142,100 @@ class Ensemble:
         return replica_losses(loss_fn, self.forward(x), y)
 
     def step(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
-             alive: torch.Tensor) -> torch.Tensor:
-        """One plain SGD step of every live replica; returns the ``(E,)`` losses before it.
+             alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One plain SGD step of every live replica.
 
         Args:
             x, y: minibatches ``(E, B, ...)``.
             lr: ``(E,)`` learning rates.
-            alive: ``(E,)`` bool; other replicas are not updated. A replica whose
-                loss is not finite is not updated either (the caller marks it).
+            alive: ``(E,)`` bool; other replicas are not updated.
+
+        Returns:
+            The ``(E,)`` losses before the step, and which replicas were updated: the
+            live ones whose loss is finite (a non-finite loss stops a replica, as in
+            :func:`thermosgd.deep.train.train_run`).
         """
-        params = list(self.params.values())
         if self.by_hand:
-            losses, grads = self._backprop(loss_fn, x, y)
-        else:
-            losses = self.losses(loss_fn, x, y)
-            grads = torch.autograd.grad(losses.sum(), params)
+            return self._sgd_by_hand(loss_fn, x, y, lr, alive)
+        params = list(self.params.values())
+        losses = self.losses(loss_fn, x, y)
+        grads = torch.autograd.grad(losses.sum(), params)
         update = alive & torch.isfinite(losses.detach())
         with torch.no_grad():
-            if bool(update.all()):
-                if self._scales is None or self._scales[0] is not lr:
-                    self._scales = (lr, [lr.view(-1, *[1] * (p.dim() - 1)) for p in params])
-                scales = self._scales[1]
-            else:  # frozen replicas: step 0, and no NaN × 0
+            if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
                 lr = torch.where(update, lr, 0.0)
                 grads = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
-                scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
+            scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             torch._foreach_addcmul_(params, grads, scales, value=-1.0)  # p -= lr * grad
-        return losses.detach()
+        return losses.detach(), update
 
     def _plan(self) -> list[tuple]:
-        """The Linear/ReLU/Flatten stack as (kind, weight name, bias name or None, flatten dims)."""
+        """The Linear/ReLU/Flatten stack as (kind, weight, bias or None, flatten dims, in-place ReLU)."""
         plan = []
-        for name, layer in self.layers:
+        for i, (name, layer) in enumerate(self.layers):
             prefix = f"{name}." if name else ""
             if isinstance(layer, nn.Linear):
-                bias = prefix + "bias" if prefix + "bias" in self.params else None
-                plan.append(("linear", prefix + "weight", bias, None))
+                plan.append(("linear", self.params[prefix + "weight"], self.params.get(prefix + "bias"), None, False))
             elif isinstance(layer, nn.ReLU):
-                plan.append(("relu", None, None, None))
+                # In place on a Linear's output (only this ReLU reads it, and backward
+                # needs the ReLU's output alone); never on the input or a view of it.
+                plan.append(("relu", None, None, None, i > 0 and isinstance(self.layers[i - 1][1], nn.Linear)))
             else:
                 start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
                 end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
-                plan.append(("flatten", None, None, (start, end)))
+                plan.append(("flatten", None, None, (start, end), False))
         return plan
 
-    def _backprop(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor):
-        """Losses ``(E,)`` and gradients (in ``self.params`` order) of a Linear/ReLU/Flatten
-        stack, written out: ``dW = δᵀh``, ``db = Σ δ``, ``δ ← (δ W) ⊙ 1[h > 0]``; the
-        loss's derivative with respect to the outputs comes from :func:`output_gradient`."""
+    def _sgd_by_hand(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
+                     alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` for a Linear/ReLU/Flatten stack, written out.
+
+        Forward, then backward with the learning rate folded into the output
+        gradient (backpropagation is linear in it): ``δ = η ∂ℓ/∂out``, and layer by
+        layer ``W ← W − δᵀh``, ``b ← b − Σ δ``, ``δ ← (δ W) ⊙ 1[h > 0]`` (with W
+        before its update), in place; the loss's derivative comes from
+        :func:`output_gradient`.
+        """
         if self._steps is None:
             self._steps = self._plan()
-        E, P = self.size, self.params
+        E = self.size
         with torch.no_grad():
             acts = [x]  # input of each layer
             h = x
-            for kind, w, b, dims in self._steps:
-                fresh = acts[-1] is not x and kind == "relu" and self._steps[len(acts) - 2][0] == "linear"
+            for kind, W, b, dims, in_place in self._steps:
                 if kind == "linear":
-                    W = P[w]
-                    flat = h.reshape(E, -1, h.shape[-1])
-                    out = torch.bmm(flat, W.mT) if b is None else torch.baddbmm(P[b].unsqueeze(1), flat, W.mT)
+                    flat = h if h.dim() == 3 else h.reshape(E, -1, h.shape[-1])
+                    out = torch.bmm(flat, W.mT) if b is None else torch.baddbmm(b.unsqueeze(1), flat, W.mT)
                     h = out if h.dim() == 3 else out.reshape(*h.shape[:-1], W.shape[1])
                 elif kind == "relu":
-                    # In place when h is a Linear output (only the ReLU reads it, and backward
-                    # needs the ReLU's output alone); never on the input or a view of it.
-                    h = h.relu_() if fresh else torch.relu(h)
+                    h = h.relu_() if in_place else torch.relu(h)
                 else:
                     h = h.flatten(*dims)
                 acts.append(h)
             losses, delta = output_gradient(loss_fn, h, y)
-            grads: dict[str, torch.Tensor] = {}
+            update = alive & torch.isfinite(losses)
+            view = (E,) + (1,) * (delta.dim() - 1)
+            if bool(update.all()):
+                delta = delta.mul_(lr.view(view))
+            else:  # frozen replicas: step 0, and no NaN × 0
+                delta = torch.where(update.view(view), delta * lr.view(view), 0.0)
             for i in range(len(self._steps) - 1, -1, -1):
-                kind, w, b, _ = self._steps[i]
+                kind, W, b, _, _ = self._steps[i]
                 h_in = acts[i]
                 if kind == "linear":
                     d = delta if delta.dim() == 3 else delta.reshape(E, -1, delta.shape[-1])
-                    grads[w] = torch.bmm(d.mT, h_in if h_in.dim() == 3 else h_in.reshape(E, -1, h_in.shape[-1]))
-                    if b is not None:
-                        grads[b] = d.sum(1)
                     if i > 0:
-                        delta = torch.bmm(d, P[w])
+                        delta = torch.bmm(d, W)  # with W before its update
                         if h_in.dim() != 3:
                             delta = delta.reshape(h_in.shape)
+                    W.baddbmm_(d.mT, h_in if h_in.dim() == 3 else h_in.reshape(E, -1, h_in.shape[-1]), alpha=-1.0)
+                    if b is not None:
+                        b.sub_(d.sum(1))
                 elif kind == "relu":  # δ ⊙ 1[h > 0] in one pass (what autograd's ReLU backward calls)
                     delta = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)
                 else:
                     delta = delta.reshape(h_in.shape)
-        return losses, [grads[k] for k in P]
+        return losses, update
 
     def load_into(self, model: nn.Module, e: int) -> nn.Module:
         """Copy replica ``e``'s parameters and buffers into ``model`` (same architecture)."""

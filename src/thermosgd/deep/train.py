@@ -272,8 +272,7 @@ def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, sched
                 xs.append(x.reshape(n, batch_size, *x.shape[1:]))
                 ys.append(y.reshape(n, batch_size, *y.shape[1:]))
             xc, yc = torch.stack(xs, 1)[:, which], torch.stack(ys, 1)[:, which]  # (n, E, B, ...)
-        losses = ens.step(loss_fn, xc[step % chunk], yc[step % chunk], lr, alive)
-        alive &= torch.isfinite(losses)
+        _, alive = ens.step(loss_fn, xc[step % chunk], yc[step % chunk], lr, alive)
         if not bool(alive.any()):
             if bar is not None:
                 bar.update(len(grid) * (steps - step))

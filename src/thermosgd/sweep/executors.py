@@ -67,12 +67,20 @@ def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, sch
     return kind
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with(parent: int, inherited: tuple[int, ...] = ()) -> None:
     """Worker-process initializer: exit once the sweep process is gone.
 
     After ``kill -9`` of the sweep, pool workers would otherwise finish their
-    unit for nothing and then wait forever on their task queue.
+    unit for nothing and then wait forever on their task queue. A forked worker
+    also closes the file descriptors it inherited in ``inherited`` (the folder
+    lock): an ``flock`` lasts while any descriptor of its open file is open, so
+    a killed sweep's folder is free again at once, not when its workers notice.
     """
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
     def watch() -> None:
         while True:
@@ -87,6 +95,21 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+def _process_context():
+    """fork when this process has no other thread (workers start in milliseconds, with
+    torch already imported), else a forkserver that imports the engine once (~2 s).
+
+    Forking a process with threads can deadlock the child, and with torch's threads
+    started it would copy their state: a unit pins one intra-op thread
+    (``units._one_thread``), which PyTorch's own fork-based DataLoader workers rely on too.
+    """
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["thermosgd.twolayer.engine"])
+    return ctx
+
+
 @contextlib.contextmanager
 def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
     """Yield ``ex``; on an error or Ctrl-C, drop the units not yet started."""
@@ -99,7 +122,8 @@ def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
 
 
 @contextlib.contextmanager
-def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
+def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None,
+                  inherited: tuple[int, ...] = ()) -> Iterator[Executor]:
     """Context manager yielding an Executor.
 
     Args:
@@ -109,6 +133,8 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
             Dask cluster (default 2).
         scheduler: address of a running Dask scheduler, ``tcp://HOST:PORT``
             (implies "dask").
+        inherited: file descriptors a forked worker process closes first (the
+            folder lock).
 
     Raises:
         UsageError: bad arguments or an unreachable scheduler.
@@ -117,13 +143,10 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
     if kind in ("inline", "auto"):
         yield InlineExecutor()
     elif kind == "processes":
-        # forkserver, not fork: a forked worker would inherit the folder lock and
-        # torch's thread state. The server imports the engine once, so workers
-        # start by forking it instead of each importing torch.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["thermosgd.twolayer.engine"])
+        ctx = _process_context()
         ex = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),),
+            max_workers=workers, mp_context=ctx, initializer=_exit_with,
+            initargs=(os.getpid(), tuple(inherited) if ctx.get_start_method() == "fork" else ()),
         )
         with _shutdown_on_exit(ex):
             yield ex

@@ -45,8 +45,10 @@ _LOCK_PATIENCE = 0.5  # seconds a sweep waits for the lock (``status`` holds it 
 
 
 @contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
+def folder_lock(out: Path) -> Iterator[int]:
     """Exclusive lock on a results folder; released by the OS if the process dies.
+
+    Yields the lock file's descriptor (forked worker processes close their copy).
 
     A lock file left behind by a killed process does not block: ``flock`` locks
     belong to open files, and the kernel drops them with the process.
@@ -69,7 +71,7 @@ def folder_lock(out: Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
-        yield
+        yield fh.fileno()
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
@@ -334,7 +336,7 @@ def run_sweep(
         load_user_data(cfg, None, None)
     if out.exists() and not out.is_dir():
         raise UsageError(f"output path {out} exists and is not a folder")
-    with folder_lock(out):
+    with folder_lock(out) as lock_fd:
         check_config(out, cfg)
         write_config(cfg.to_dict(), out)
         for tmp in stale_temporaries(out):  # we hold the lock: their writers are dead
@@ -343,7 +345,7 @@ def run_sweep(
         have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
         todo = [u for u in units if u.index not in have]
         if todo:
-            with open_executor(kind, workers=workers, scheduler=scheduler) as ex, progress_bar(
+            with open_executor(kind, workers=workers, scheduler=scheduler, inherited=(lock_fd,)) as ex, progress_bar(
                 len(units), initial=len(have), desc="units", unit="unit",
                 enabled=progress and len(units) > 1, lines=True,
             ) as bar:
