@@ -76,8 +76,12 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Wall seconds, peak tree RSS (bytes) and stdout of ``cmd``."""
+def run(cmd: list[str], env: dict) -> tuple[float, int, str, float]:
+    """Wall seconds, peak tree RSS (bytes), stdout and CPU seconds (user + system, the
+    process and every descendant it waited for) of ``cmd``."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = [0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -94,7 +98,9 @@ def run(cmd: list[str], env: dict) -> tuple[float, int, str]:
     t.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    return wall, peak[0], out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, peak[0], out, cpu
 
 
 def main(argv=None) -> None:
@@ -110,14 +116,14 @@ def main(argv=None) -> None:
           f"load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        wall, peak, out = run([py, "-c", TRAIN_SCRIPT, args.preset, str(args.seeds), str(args.steps),
-                               str(tmp / "train.nc")], env)
+        wall, peak, out, cpu = run([py, "-c", TRAIN_SCRIPT, args.preset, str(args.seeds), str(args.steps),
+                                    str(tmp / "train.nc")], env)
         info = json.loads(out.strip().splitlines()[-1])
         rs = info["replicas"] * args.steps
         base = rs / info["seconds"]
         print(f"train() in memory      {info['seconds']:7.2f} s  {base / 1e6:6.3f} M replica-steps/s  "
               f"peak {peak / 2**20:6.0f} MiB  ({info['replicas']} replicas, {info['threads']} thread(s); "
-              f"process {wall:.1f} s with imports)")
+              f"process {wall:.1f} s with imports and warm-up, {cpu:.1f} CPU s)")
 
         plan = subprocess.run([py, "-c", (
             "import sys; from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import plan_sweep;"
@@ -126,10 +132,11 @@ def main(argv=None) -> None:
             capture_output=True, text=True, env=env).stdout.split(maxsplit=4)
         cmd = [py, "-m", "thermosgd", "reproduce", args.preset, "--seeds", str(args.seeds), "--steps",
                str(args.steps), "--out", str(tmp / "cmd"), "--no-progress"]
-        wall, peak, _ = run(cmd, env)
+        wall, peak, _, cpu = run(cmd, env)
         print(f"reproduce (whole)      {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s  "
               f"peak {peak / 2**20:6.0f} MiB  ({plan[0]} units, engine calls of {plan[1]} seeds, "
-              f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; estimated {plan[4]})")
+              f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
+              f"estimated {plan[4].strip()})")
         print(f"ratio command / train() = {base and rs / wall / base:.2f}")
 
         import numpy as np
@@ -144,7 +151,7 @@ def main(argv=None) -> None:
                    f"cfg = twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps});"
                    f"run_sweep(cfg.replace(sweep={{'seeds_per_unit': 8}}), '{tmp / 'old'}', executor='inline',"
                    f" progress=False)")
-            wall, peak, _ = run([py, "-c", old], env)
+            wall, peak, _, cpu = run([py, "-c", old], env)
             print(f"sweep only, 8 seeds/unit inline (old layout) {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s "
                   f" peak {peak / 2**20:6.0f} MiB")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
