@@ -15,6 +15,7 @@ from thermosgd import presets
 from thermosgd.errors import UsageError
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.sweep.run import folder_lock
@@ -68,6 +69,9 @@ def reproduce(
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             verdicts += reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
                                            include_diverged=include_diverged, progress=progress, **executor)
+        elif p.kind == "mechanism":  # one sweep per noise model, each locked and checked by run_sweep
+            verdicts += reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
+                                            include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}
