@@ -214,3 +214,14 @@ def test_noise_config_is_validated(bad):
 
     with pytest.raises(UsageError, match="noise|gd_batch"):
         from_dict({"train": bad})
+
+
+def test_seed_blocks_give_the_same_results(monkeypatch):
+    import thermosgd.twolayer.engine as engine
+
+    cfg = _cfg("frozen", seeds=[0, 1, 2], steps=12, record_every=4, gd_batch=8)
+    whole = train(cfg)
+    monkeypatch.setattr(engine, "_BLOCK_ENTRIES", 1)  # one seed per block
+    blocked = train(cfg)
+    for name in ("v_norm", "w_norm", "bias_mean", "activation_rate"):
+        np.testing.assert_array_equal(blocked[name].values, whole[name].values, err_msg=name)

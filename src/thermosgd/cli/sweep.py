@@ -57,6 +57,7 @@ def _dry_run(cfg, out: Path | None) -> None:
     print(f"batch_size  {list(t.batch_size)}")
     print(f"seeds       {list(t.seeds)}")
     print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
+    print(f"noise       {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch} samples per step)"))
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
     print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
     if out is not None and (out / CONFIG_FILE).exists():

@@ -39,9 +39,10 @@ from thermosgd.twolayer.results import Records, to_dataset
 from thermosgd.twolayer.steps import frozen_step, gaussian_step, gd_step, minibatch_weights, sgd_step
 
 _CHUNK = 256  # minibatches drawn per stream at once
-# First-layer weights trained together at most (1M float32 = 4 MiB): beyond this the
-# step is bound by memory traffic (measured on the fig2-top grid: 162k replica-steps/s
-# with 128 replicas of 100×100, 103k with 512).
+# First-layer weights (plus, for the G-sample noise models, per-step intermediates)
+# trained together at most (1M float32 = 4 MiB): beyond this the step is bound by
+# memory traffic (measured on the fig2-top grid: 162k replica-steps/s with 128
+# replicas of 100×100, 103k with 512).
 _BLOCK_ENTRIES = 1 << 20
 
 
@@ -80,9 +81,12 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
     t = cfg.train
     seeds = list(t.seeds if seeds is None else seeds)
     user = load_user_data(cfg, data, test_data)
-    per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
+    N, M = cfg.model.hidden, cfg.model.inputs
+    per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
+    if t.noise != "sgd":  # the G-sample steps' intermediates (R, G, N) and (R, G, M) dominate
+        per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
     block = max(1, _BLOCK_ENTRIES // per_seed)
-    work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else t.gd_batch)
+    work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     with _threads_for(work):
         if len(seeds) <= block:
             return _train(cfg, seeds, user, progress=progress, desc=desc)
