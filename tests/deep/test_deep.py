@@ -1,6 +1,7 @@
 """Deep models, the SGD loop, and every deep preset at tiny size."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -131,4 +132,25 @@ def test_missing_data_and_bad_names(tmp_path, monkeypatch):
         reproduce_deep("fig99", tmp_path)
     with pytest.raises(UsageError, match="no data-set substitute"):
         reproduce_deep("fig2-middle", tmp_path, dataset="digits")
-    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-middle-online", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+
+
+def test_online_gaussian_is_fresh_per_index_and_reproducible():
+    from thermosgd.deep.runs import OnlineGaussian
+
+    a, b = OnlineGaussian(5, seed=3), OnlineGaussian(5, seed=3)
+    x1, y1 = a.batch(torch.tensor([7, 8, 7]))
+    x2, _ = b.batch(torch.tensor([7]))
+    assert torch.equal(x1[0], x1[2]) and torch.equal(x1[0], x2[0])  # a sample is a function of its index
+    assert not torch.equal(x1[0], x1[1]) and set(y1.flatten().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(OnlineGaussian(5, seed=4).batch(torch.tensor([7]))[0], x2)
+    # Fresh samples: over many indices the inputs are standard normal (mean 0, var 1; 4000 draws, 5 s.e.).
+    x, y = a.batch(torch.arange(1000, 1800))
+    assert abs(float(x.mean())) < 5 / math.sqrt(x.numel()) and abs(float(x.var()) - 1) < 5 * math.sqrt(2 / x.numel())
+    assert abs(float(y.mean()) - 0.5) < 5 * 0.5 / math.sqrt(y.numel())
+
+
+def test_fig2_middle_online_preset(tmp_path):
+    ds, config = _check(reproduce_deep("fig2-middle-online", tmp_path, quick=True, progress=False), tmp_path,
+                        "fig2-middle-online", "lr")
+    assert config["online"] and "online" in config["labels"]

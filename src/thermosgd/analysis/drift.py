@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.errors import UsageError
+from thermosgd.fitting import loglog_regression, percentile_interval
 
 __all__ = ["window_drift", "excess_parts", "fit_scaling", "ScalingFit", "DriftSummary", "drift_summary",
            "drift_table"]
@@ -94,12 +95,6 @@ class ScalingFit:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def _loglog(lr, bs, values):
-    A = np.column_stack([np.ones_like(lr), np.log(lr), -np.log(bs)])
-    coef, *_ = np.linalg.lstsq(A, np.log(np.abs(values)), rcond=None)
-    return coef[1], coef[2]
-
-
 def fit_scaling(lr, bs, values, draws=None, level: float = 0.95) -> ScalingFit:
     """Fit ``|value| ∝ η^α |B|^(−β)`` over grid points.
 
@@ -123,7 +118,7 @@ def fit_scaling(lr, bs, values, draws=None, level: float = 0.95) -> ScalingFit:
     vary_lr, vary_bs = np.unique(lr).size > 1, np.unique(bs).size > 1
     lr_fit = lr if vary_lr else np.ones_like(lr)
     bs_fit = bs if vary_bs else np.ones_like(bs)
-    alpha, beta = _loglog(lr_fit, bs_fit, values)
+    alpha, beta = loglog_regression(lr_fit, bs_fit, values)
     a_ci = b_ci = (nan, nan)
     valid = 0.0
     n_boot = 0 if draws is None else len(draws)
@@ -132,10 +127,9 @@ def fit_scaling(lr, bs, values, draws=None, level: float = 0.95) -> ScalingFit:
         ok = np.all(np.sign(draws) == signs[0], axis=1)
         valid = float(ok.mean())
         if ok.sum() >= 10:
-            ab = np.array([_loglog(lr_fit, bs_fit, d) for d in draws[ok]])
-            q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-            a_ci = tuple(float(v) for v in np.percentile(ab[:, 0], q))
-            b_ci = tuple(float(v) for v in np.percentile(ab[:, 1], q))
+            ab = np.array([loglog_regression(lr_fit, bs_fit, d) for d in draws[ok]])
+            a_ci = percentile_interval(ab[:, 0], level)
+            b_ci = percentile_interval(ab[:, 1], level)
     if not vary_lr:
         alpha, a_ci = nan, (nan, nan)
     if not vary_bs:

@@ -25,11 +25,11 @@ import contextlib
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
+from thermosgd.progress import bar as progress_bar
 from thermosgd.twolayer import divergence
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
@@ -156,7 +156,7 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
         records.put(i, values)
         _freeze(watch.update(step, values), p, rates, row_norms2)  # recorded, then frozen
 
-    bar = tqdm(total=t.steps, desc=desc or "train", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     measure_at(0, 0)
     ri, step = 1, 0
     while step < t.steps:
