@@ -32,20 +32,20 @@ def _saturating(power):
 
 
 def test_a_fall_on_t_eta_squared_reproduces_the_effect():
-    a = assess(_family(_saturating(2.0)), "synthetic", "lr")
+    a = assess(_family(_saturating(2.0)), "synthetic", "lr", n_boot=50)
     assert a["falls"] and a["collapses"] == "yes" and a["reproduces"]
     assert a["verdict"].ci_low <= 2.0 <= a["verdict"].ci_high
     assert a["words"].startswith("reproduces the effect")
 
 
 def test_a_fall_on_t_eta_does_not():
-    a = assess(_family(_saturating(1.0)), "synthetic", "lr")
+    a = assess(_family(_saturating(1.0)), "synthetic", "lr", n_boot=50)
     assert a["falls"] and a["collapses"] == "no" and not a["reproduces"]
     assert "not on t·η²" in a["words"]
 
 
 def test_no_fall_is_not_the_effect_whatever_the_fit():
-    a = assess(_family(lambda t, lr: 0 * t, noise=0.01), "synthetic", "lr")
+    a = assess(_family(lambda t, lr: 0 * t, noise=0.01), "synthetic", "lr", n_boot=50)
     assert not a["falls"] and not a["reproduces"]
     assert a["words"].startswith("no significant fall")
 
@@ -63,7 +63,7 @@ def test_end_values_are_seed_means_of_the_kept_replicas():
 
 
 def test_plain_verdict_names_who_reproduces():
-    runs = {"sgd": assess(_family(_saturating(2.0)), "a", "lr"),
-            "gd": assess(_family(_saturating(1.0), seed=1), "b", "lr")}
+    runs = {"sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
+            "gd": assess(_family(_saturating(1.0), seed=1), "b", "lr", n_boot=50)}
     text = plain_verdict(runs, "fig3")
     assert "appears under sgd and not under gd" in text

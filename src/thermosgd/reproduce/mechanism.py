@@ -27,8 +27,10 @@ from thermosgd.sweep.run import run_sweep
 
 def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None = None, steps: int | None = None,
                         quick: bool = False, include_diverged: bool = False, progress: bool = True,
-                        **executor) -> list[Verdict]:
+                        n_boot: int = 200, **executor) -> list[Verdict]:
     """Run every (setting, noise model), assess them, draw one figure per setting, write the report.
+
+    ``n_boot`` bootstrap resamples give each collapse fit's interval.
 
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per run (preset ``mechanism/SETTING-NOISE``).
@@ -49,7 +51,8 @@ def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None 
                                                         progress=progress, **executor)
         over_of[setting] = over
 
-    assessed = {s: {n: assess(ds, f"mechanism/{s}-{n}", over_of[s], include_diverged=include_diverged)
+    assessed = {s: {n: assess(ds, f"mechanism/{s}-{n}", over_of[s], include_diverged=include_diverged,
+                              n_boot=n_boot)
                     for n, ds in by_noise.items()} for s, by_noise in runs.items()}
     for setting, by_noise in runs.items():
         labels = {n: _fit_label(a["verdict"]) for n, a in assessed[setting].items()}
@@ -74,16 +77,22 @@ def _fit_label(v: Verdict) -> str:
 
 
 def _summary(preset, assessed, over_of, *, seeds: int, steps: int, gd_batch: int) -> dict:
-    settings = {}
+    """``mechanism.json``: what was run (``settings``), per setting and noise model the numbers
+    (``results``), the activation-rate fits (``collapse``, keyed ``SETTING-NOISE``) and the verdict in words."""
+    results, collapse = {}, {}
     for setting, by_noise in assessed.items():
-        settings[setting] = {
+        results[setting] = {
             "over": over_of[setting],
             "noise_models": {n: {"rows": a["rows"], "verdict": a["verdict"].to_dict(), "falls": a["falls"],
                                  "collapses": a["collapses"], "reproduces": a["reproduces"], "words": a["words"]}
                              for n, a in by_noise.items()},
         }
+        collapse.update({f"{setting}-{n}": a["verdict"].fit for n, a in by_noise.items()})
+    params = preset.params
     return {"preset": preset.name, "claim": preset.claim, "seeds": seeds, "steps": steps, "gd_batch": gd_batch,
-            "settings": settings,
+            "settings": {"seeds": seeds, "steps": steps, "gd_batch": gd_batch, "settings": list(assessed),
+                         "noise_models": list(params["noises"]), "batch_sweep_noise_models": list(params["batch_noises"])},
+            "results": results, "collapse": collapse,
             "verdict": [plain_verdict(by_noise, s) for s, by_noise in assessed.items()]}
 
 
@@ -100,7 +109,7 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
     lines += ["", "## Collapse of the activation rate", "",
               "| setting | noise | fitted exponent [95% CI] | paper | collapses on the paper's scaling | falls | "
               "reproduces the effect | left out |", "|---|---|---|---|---|---|---|---|"]
-    for setting, s in summary["settings"].items():
+    for setting, s in summary["results"].items():
         for noise, a in s["noise_models"].items():
             v = a["verdict"]
             fit = "n/a" if v["ci_low"] is None else (
@@ -109,7 +118,7 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
             lines.append(f"| {setting} | {noise} | {fit} | {v['paper']:g} | {a['collapses']} | "
                          f"{'yes' if a['falls'] else 'no'} | {'**yes**' if a['reproduces'] else 'no'} | {gone} |")
     lines += ["", "## End of run", ""]
-    for setting, s in summary["settings"].items():
+    for setting, s in summary["results"].items():
         sym = "η" if s["over"] == "lr" else "|B|"
         lines += [f"### {setting}", "",
                   f"| noise | {sym} | activation rate | change | ‖V‖ | change | mean b | change | replicas |",
