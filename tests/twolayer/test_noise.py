@@ -13,7 +13,7 @@ import torch
 
 from thermosgd.config import from_dict
 from thermosgd.twolayer.data import INIT, NOISE, NOISE_INIT, SampleStream, generator
-from thermosgd.twolayer.engine import _chunk_steps, train
+from thermosgd.twolayer.engine import _CHUNK, train
 from thermosgd.twolayer.noise import per_sample_variance
 from thermosgd.twolayer.params import init_params
 from thermosgd.twolayer.steps import frozen_step, gaussian_step, gd_step
@@ -161,7 +161,7 @@ def test_engine_run_matches_a_per_replica_loop(noise):
     cfg = _cfg(noise)
     ds = train(cfg)
     t, G = cfg.train, cfg.train.gd_batch
-    chunk = _chunk_steps(G, cfg.model.inputs)
+    chunk = min(_CHUNK, (1 << 18) // (G * cfg.model.inputs))  # the engine draws about 2^18 inputs at once
     assert chunk >= t.steps
     for seed in t.seeds:
         W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), F64)
