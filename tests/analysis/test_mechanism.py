@@ -67,3 +67,15 @@ def test_plain_verdict_names_who_reproduces():
             "gd": assess(_family(_saturating(1.0), seed=1), "b", "lr", n_boot=50)}
     text = plain_verdict(runs, "fig3")
     assert "appears under sgd and not under gd" in text
+
+
+def test_versus_sgd_matches_the_same_family_and_not_a_weaker_one():
+    from thermosgd.analysis.mechanism import versus
+
+    runs = {"sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
+            "twin": assess(_family(_saturating(2.0), seed=2), "b", "lr", n_boot=50),
+            "weak": assess(_family(lambda t, lr: 0.5 * _saturating(2.0)(t, lr), seed=3), "c", "lr", n_boot=50)}
+    vs = versus(runs)
+    assert vs["sgd"]["fall_ratio"] == 1.0
+    assert vs["twin"]["matches"] and abs(vs["twin"]["fall_ratio"] - 1) < 0.05
+    assert not vs["weak"]["matches"] and abs(vs["weak"]["fall_ratio"] - 0.5) < 0.05

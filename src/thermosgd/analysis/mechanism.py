@@ -12,7 +12,11 @@ rate (:func:`~thermosgd.analysis.verdict.judge`), and a plain reading:
   exponent lies inside the 95% CI and 0 does not; "no" when the paper's
   exponent lies outside; "undetermined" when the CI holds both, or reaches the
   fit's search bound (the curves do not tell rescalings apart);
-* **reproduces the paper's effect**: it falls and collapses ("yes").
+* **reproduces the paper's effect**: it falls and collapses ("yes");
+* against "sgd" (:func:`versus`): the ratio of the falls, and whether a control
+  **matches SGD** (falls within 3 combined standard errors, overlapping
+  exponent CIs) — the question of the ablation, independent of how exactly the
+  paper's exponent holds.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import xarray as xr
 from thermosgd.analysis.verdict import Verdict, judge
 from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
 
-__all__ = ["end_values", "assess", "plain_verdict", "METRICS"]
+__all__ = ["end_values", "assess", "versus", "plain_verdict", "METRICS"]
 
 #: Reported at the end of each run, with their change from initialization.
 METRICS = ("activation_rate", "v_norm", "bias_mean")
@@ -118,11 +122,45 @@ def _words(a: dict, over: str, strongest: dict) -> str:
     return f"falls, scaling undetermined: {fall}; {fit} is too wide to single out a scaling"
 
 
+def versus(assessed: dict[str, dict], reference: str = "sgd") -> dict[str, dict]:
+    """Each noise model's activation-rate fall against the reference model's, at the strongest swept value.
+
+    Returns:
+        {noise model: ``{"fall_ratio", "fall_ratio_se", "matches"}``}: the ratio
+        of the two falls (first-order standard error), and whether the model
+        matches the reference: falls differing by less than 3 combined standard
+        errors and overlapping exponent CIs. Empty without the reference model.
+    """
+    if reference not in assessed:
+        return {}
+    ref = assessed[reference]
+    r_fall, r_se = _fall(ref)
+    out = {}
+    for noise, a in assessed.items():
+        fall, se = _fall(a)
+        ratio = fall / r_fall if r_fall else math.nan
+        ratio_se = abs(ratio) * math.hypot(se / fall, r_se / r_fall) if fall and r_fall else math.nan
+        if noise == reference:
+            ratio_se = 0.0
+        v, rv = a["verdict"], ref["verdict"]
+        overlap = (v.ci_low is not None and rv.ci_low is not None
+                   and v.ci_low <= rv.ci_high and rv.ci_low <= v.ci_high)
+        out[noise] = {"fall_ratio": ratio, "fall_ratio_se": ratio_se,
+                      "matches": bool(abs(fall - r_fall) <= _SIGNIFICANCE * math.hypot(se, r_se) and overlap)}
+    return out
+
+
+def _fall(a: dict) -> tuple[float, float]:
+    rows = a["rows"]
+    c = (rows[-1] if a["verdict"].over == "lr" else rows[0])["activation_rate"]
+    return c["change"], c["change_se"]
+
+
 def plain_verdict(assessed: dict[str, dict], setting: str) -> str:
-    """One paragraph: which noise models reproduce the paper's effect in one setting.
+    """One paragraph: which noise models reproduce the paper's effect, and SGD's fall, in one setting.
 
     Args:
-        assessed: {noise model: :func:`assess` result}.
+        assessed: {noise model: :func:`assess` result}, with "sgd" among them for the comparison.
         setting: the setting's name, e.g. ``"fig3"``.
     """
     yes = [n for n, a in assessed.items() if a["reproduces"]]
@@ -132,4 +170,10 @@ def plain_verdict(assessed: dict[str, dict], setting: str) -> str:
         head += "appears under none of the noise models"
     else:
         head += f"appears under {', '.join(yes)}" + (f" and not under {', '.join(no)}" if no else "")
+    vs = versus(assessed)
+    if vs:
+        same = [n for n, c in vs.items() if n != "sgd" and c["matches"]]
+        head += ("; SGD's own fall is matched by " + (", ".join(same) if same else "none of the controls") + " ("
+                 + ", ".join(f"{n}: {c['fall_ratio']:.3f} ± {c['fall_ratio_se']:.3f} × sgd's fall"
+                             for n, c in vs.items() if n != "sgd") + ")")
     return head + ". " + " ".join(f"{n}: {a['words']}." for n, a in assessed.items())

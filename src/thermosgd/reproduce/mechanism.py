@@ -17,7 +17,7 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.mechanism import METRICS, assess, plain_verdict
+from thermosgd.analysis.mechanism import METRICS, assess, plain_verdict, versus
 from thermosgd.analysis.verdict import Verdict
 from thermosgd.figures.mechanism import noise_models_figure
 from thermosgd.figures.save import save_figure
@@ -81,10 +81,12 @@ def _summary(preset, assessed, over_of, *, seeds: int, steps: int, gd_batch: int
     (``results``), the activation-rate fits (``collapse``, keyed ``SETTING-NOISE``) and the verdict in words."""
     results, collapse = {}, {}
     for setting, by_noise in assessed.items():
+        vs = versus(by_noise)
         results[setting] = {
             "over": over_of[setting],
             "noise_models": {n: {"rows": a["rows"], "verdict": a["verdict"].to_dict(), "falls": a["falls"],
-                                 "collapses": a["collapses"], "reproduces": a["reproduces"], "words": a["words"]}
+                                 "collapses": a["collapses"], "reproduces": a["reproduces"], "words": a["words"],
+                                 "versus_sgd": vs.get(n)}
                              for n, a in by_noise.items()},
         }
         collapse.update({f"{setting}-{n}": a["verdict"].fit for n, a in by_noise.items()})
@@ -108,15 +110,20 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
     lines += [f"- {v}" for v in summary["verdict"]]
     lines += ["", "## Collapse of the activation rate", "",
               "| setting | noise | fitted exponent [95% CI] | paper | collapses on the paper's scaling | falls | "
-              "reproduces the effect | left out |", "|---|---|---|---|---|---|---|---|"]
+              "reproduces the effect | fall / sgd's fall | matches sgd | left out |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for setting, s in summary["results"].items():
         for noise, a in s["noise_models"].items():
             v = a["verdict"]
             fit = "n/a" if v["ci_low"] is None else (
                 f"{v['symbol']} = {v['exponent']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]")
             gone = sum(x["count"] for x in v["left_out"])
+            c = a["versus_sgd"] or {}
+            ratio = "" if not c else f"{c['fall_ratio']:.3f} ± {c['fall_ratio_se']:.3f}"
+            match = "" if not c or noise == "sgd" else ("**yes**" if c["matches"] else "no")
             lines.append(f"| {setting} | {noise} | {fit} | {v['paper']:g} | {a['collapses']} | "
-                         f"{'yes' if a['falls'] else 'no'} | {'**yes**' if a['reproduces'] else 'no'} | {gone} |")
+                         f"{'yes' if a['falls'] else 'no'} | {'**yes**' if a['reproduces'] else 'no'} | {ratio} | "
+                         f"{match} | {gone} |")
     lines += ["", "## End of run", ""]
     for setting, s in summary["results"].items():
         sym = "η" if s["over"] == "lr" else "|B|"
