@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thermosgd.sweep.config import from_dict
+from thermosgd.config import from_dict
 from thermosgd.sweep.run import run_sweep
 
 

@@ -28,7 +28,7 @@ def test_every_twolayer_preset_tiny(name, tmp_path):
     ds = thermosgd.load(out)
     p = presets.get(name)
     assert ds.sizes["seed"] == 2 and int(ds.step.values[-1]) == 20
-    assert ds.sizes[p.over] == len(p.config["train"][p.over if p.over == "lr" else "batch_size"])
+    assert ds.sizes[p.over] == len(p.params["train"][p.over if p.over == "lr" else "batch_size"])
     assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     assert (out / "figures" / f"{name}.pdf").exists()
     summary = json.loads((out / "summary.json").read_text())

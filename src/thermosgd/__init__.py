@@ -2,32 +2,52 @@
 
 Public entry points:
 
-- :func:`load` — a sweep's results as an ``xarray.Dataset`` (lr, batch_size, seed, step).
-- :func:`sweep` — run or resume a two-layer sweep into a results folder.
 - :func:`train` — train a two-layer ensemble in memory (no files).
+- :func:`sweep` — run or resume a two-layer sweep into a results folder; :func:`status`.
+- :func:`load` — a sweep's results as an ``xarray.Dataset`` (lr, batch_size, seed, step).
+- :func:`fit_collapse` — the exponent that collapses a sweep's curves, with its interval.
+- :mod:`instruments` — instruments for any ``nn.Module``.
+- :mod:`walk` — the random walk of Sec. 3.
+- :func:`reproduce` — the paper's presets end to end.
 - :class:`SweepConfig`, :func:`config_from_dict`, :func:`load_config` — the one config schema.
-- :func:`reproduce` — the paper's figures.
 """
 
+from thermosgd.config import SweepConfig, from_dict as config_from_dict, load_toml as load_config
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig, from_dict as config_from_dict, load_toml as load_config
-from thermosgd.sweep.run import run_sweep as sweep, status
-from thermosgd.sweep.store import load
-from thermosgd.twolayer.engine import train
 
 __version__ = "0.1.0"
 
+# Heavy parts (torch, xarray, matplotlib) load on first use, so that `import
+# thermosgd`, the CLI's --help and every Dask / process worker start fast.
+_LAZY = {
+    "train": ("thermosgd.twolayer.engine", "train"),
+    "sweep": ("thermosgd.sweep.run", "run_sweep"),
+    "status": ("thermosgd.sweep.run", "status"),
+    "load": ("thermosgd.sweep.store", "load"),
+    "fit_collapse": ("thermosgd.analysis.collapse", "fit_collapse"),
+    "reproduce": ("thermosgd.reproduce.run", "reproduce"),
+    "instruments": ("thermosgd.instruments", None),
+    "walk": ("thermosgd.walk", None),
+}
+
 
 def __getattr__(name: str):
-    # `reproduce` pulls in matplotlib; import it only when asked for, so that
-    # `import thermosgd` (and every Dask / process worker) stays light.
-    if name == "reproduce":
-        from thermosgd.reproduction import reproduce
+    if name in _LAZY:
+        import importlib
 
-        return reproduce
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'thermosgd' has no attribute {name!r}")
 
+
+def __dir__():
+    return sorted(__all__)
+
+
 __all__ = [
-    "SweepConfig", "UsageError", "config_from_dict", "load", "load_config", "reproduce",
-    "status", "sweep", "train", "__version__",
+    "SweepConfig", "UsageError", "config_from_dict", "fit_collapse", "instruments", "load", "load_config",
+    "reproduce", "status", "sweep", "train", "walk", "__version__",
 ]

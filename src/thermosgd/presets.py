@@ -1,148 +1,343 @@
-"""The paper's experiments as data: one entry per figure.
+"""The experiment table: every preset of ``thermosgd reproduce``, described once.
+
+Each :class:`Preset` holds everything about one reproducible figure or
+experiment: its kind, what it shows, the paper's claim (with the equation or
+figure it comes from), the exponent the paper predicts, its parameters, its
+default size and its quick (smoke-test) size, and the figures it draws. Adding a
+preset means adding one entry to :data:`TABLE`.
 
 Figure numbers follow the fuller version of the paper (``001_…``); Fig. 2's top
 row is Fig. 1's top row in the earlier version (``000_…``). Default sizes are
 small so that ``thermosgd reproduce`` finishes in minutes on two cores; pass
 ``--seeds`` and ``--steps`` for paper-sized runs.
+
+This module is pure data (no torch, no xarray): ``thermosgd reproduce --list``
+reads it without importing the numerics.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig, from_dict
 
-ETAS = [0.025, 0.05, 0.075, 0.1]
+#: The paper's scaling exponents (Eq. 27-28: rate ∝ η²/|B|): t·η^α with α = 2 for an η
+#: sweep, t·|B|^-β with β = 1 for a batch-size sweep.
+PAPER_EXPONENT: Mapping[str, float] = MappingProxyType({"lr": 2.0, "batch_size": 1.0})
+#: The exponent's symbol per swept hyperparameter.
+EXPONENT_SYMBOL: Mapping[str, str] = MappingProxyType({"lr": "α", "batch_size": "β"})
+
+ETAS = (0.025, 0.05, 0.075, 0.1)
+
+#: Upper bounds on the size of any run, checked once for every entry point.
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10**9
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One reproducible figure.
+    """One reproducible figure or experiment.
 
     Attributes:
-        name: CLI name, e.g. "fig3".
-        kind: "twolayer" (vectorized engine), "deep" (instruments on deep nets)
-            or "walk" (random-walk lab).
+        name: CLI name, e.g. ``"fig3"``.
+        kind: ``"twolayer"`` (vectorized engine), ``"deep"`` (instruments on deep
+            nets), ``"walk"`` (random-walk lab) or ``"analysis"`` (an experiment
+            beyond the figures: drift, equal error, generalization).
         description: what the figure shows.
+        claim: the paper's claim the preset tests, in one sentence, with its source.
         experiment: presets sharing an experiment share one run; running any of
             them writes all of the experiment's figures.
-        over: the swept hyperparameter, "lr" or "batch_size".
-        metric: the metric this figure plots.
-        config: raw configuration sections (two-layer presets).
-        seeds, steps: default size.
+        over: the swept hyperparameter (``"lr"`` or ``"batch_size"``), or None.
+        metric: the metric this figure plots and fits.
+        params: kind-specific parameters (two-layer: raw config sections; deep:
+            model and data; walk and analysis: their experiment's settings).
+        seeds, steps: default size (None where the kind has no such notion).
+        quick: the smoke-test size: overrides of ``seeds``, ``steps`` and ``params``.
+        figures: the figure files' stems this preset draws.
         in_default_set: part of plain ``thermosgd reproduce`` (needs no data files).
     """
 
     name: str
     kind: str
     description: str
+    claim: str
     experiment: str = ""
-    over: str = "lr"
+    over: str | None = "lr"
     metric: str = "activation_rate"
-    config: dict = field(default_factory=dict)
-    seeds: int = 8
-    steps: int = 3000
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seeds: int | None = 8
+    steps: int | None = 3000
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    figures: tuple[str, ...] = ()
     in_default_set: bool = True
 
+    @property
+    def paper_exponent(self) -> float | None:
+        """The exponent the paper predicts for this preset's sweep, or None."""
+        return PAPER_EXPONENT.get(self.over) if self.over else None
 
-def _twolayer(name, description, experiment, over, metric, *, M, N, inputs, bias, lr, bs, steps=3000, default=True):
+    def size(self, *, seeds: int | None = None, steps: int | None = None, quick: bool = False) -> tuple:
+        """``(seeds, steps)`` to run: explicit values win, then the quick size, then the default."""
+        base_seeds = self.quick.get("seeds", self.seeds) if quick else self.seeds
+        base_steps = self.quick.get("steps", self.steps) if quick else self.steps
+        seeds = base_seeds if seeds is None else check_count("seeds", seeds, MAX_SEEDS)
+        steps = base_steps if steps is None else check_count("steps", steps, MAX_STEPS)
+        return seeds, steps
+
+    def settings(self, *, quick: bool = False) -> dict:
+        """The preset's parameters with the quick overrides applied (a fresh, mutable copy)."""
+        out = _deep_copy(self.params)
+        if quick:
+            out.update(_deep_copy({k: v for k, v in self.quick.items() if k not in ("seeds", "steps")}))
+        return out
+
+
+def check_count(flag: str, value, maximum: int) -> int:
+    """The one check of ``--seeds`` / ``--steps``: a positive integer within bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value <= 0:
+        raise UsageError(f"--{flag} must be positive, got {value}")
+    if value > maximum:
+        raise UsageError(f"--{flag} = {value} is beyond the supported maximum {maximum}")
+    return value
+
+
+def _deep_copy(obj):
+    if isinstance(obj, Mapping):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- claims
+
+_CLAIM_RATE_LR = ("The activation rate decreases at a rate ∝ η² (Eq. 27–28): curves for different η "
+                  "overlap against t·η² ({fig}).")
+_CLAIM_V_LR = ("‖V‖ decreases at a rate ∝ η² (Eq. 27–28): curves for different η overlap against t·η² ({fig}).")
+_CLAIM_RATE_B = ("The activation rate decreases at a rate ∝ 1/|B| (Eq. 27–28): curves for different |B| "
+                 "overlap against t/|B| ({fig}).")
+_CLAIM_V_B = "‖V‖ decreases at a rate ∝ 1/|B| (Eq. 27–28): curves for different |B| overlap against t/|B| ({fig})."
+_CLAIM_GV = ("SGD's thermophoretic force lowers the gradient variance, faster for larger η; curves overlap "
+             "against t·η² ({fig}, Sec. 6).")
+
+
+# --------------------------------------------------------------------------- two-layer presets
+
+
+def _twolayer(name, description, claim, experiment, over, metric, *, M, N, inputs, bias, lr, bs, default=True):
     return Preset(
-        name=name, kind="twolayer", description=description, experiment=experiment, over=over,
-        metric=metric, steps=steps, in_default_set=default,
-        config={
+        name=name, kind="twolayer", description=description, claim=claim, experiment=experiment, over=over,
+        metric=metric, in_default_set=default, seeds=8, steps=3000, quick={"seeds": 2, "steps": 100},
+        figures=(name,),
+        params={
             "model": {"inputs": M, "hidden": N, "bias": bias},
             "data": {"inputs": inputs, "labels": "random"},
-            "train": {"loss": "bce", "lr": lr, "batch_size": bs},
+            "train": {"loss": "bce", "lr": list(lr), "batch_size": list(bs)},
         },
     )
 
 
 _G = dict(M=10, N=10, inputs="gaussian", bias=True)
 _U = dict(M=10, N=10, inputs="uniform", bias=False)
-TWOLAYER = [
+_TWOLAYER = [
     _twolayer("fig2-top", "activation rate, 100 inputs × 100 hidden, Gaussian inputs, |B|=1, η sweep "
-              "(Fig. 2 top of 001 = Fig. 1 top of 000)", "fig2-top", "lr", "activation_rate",
-              M=100, N=100, inputs="gaussian", bias=True, lr=ETAS, bs=[1]),
+              "(Fig. 2 top of 001 = Fig. 1 top of 000)", _CLAIM_RATE_LR.format(fig="Fig. 2 top"),
+              "fig2-top", "lr", "activation_rate", M=100, N=100, inputs="gaussian", bias=True, lr=ETAS, bs=[1]),
     _twolayer("fig3", "activation rate, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
-              "gauss-lr", "lr", "activation_rate", lr=ETAS, bs=[1], **_G),
+              _CLAIM_RATE_LR.format(fig="Fig. 3, App. A.6"), "gauss-lr", "lr", "activation_rate",
+              lr=ETAS, bs=[1], **_G),
     _twolayer("fig4", "‖V‖₂, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
-              "gauss-lr", "lr", "v_norm", lr=ETAS, bs=[1], default=False, **_G),
+              _CLAIM_V_LR.format(fig="Fig. 4, App. A.6"), "gauss-lr", "lr", "v_norm",
+              lr=ETAS, bs=[1], default=False, **_G),
     _twolayer("fig5", "activation rate, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
-              "gauss-batch", "batch_size", "activation_rate", lr=[0.05], bs=[1, 2, 3], **_G),
+              _CLAIM_RATE_B.format(fig="Fig. 5, App. A.6"), "gauss-batch", "batch_size", "activation_rate",
+              lr=[0.05], bs=[1, 2, 3], **_G),
     _twolayer("fig6", "‖V‖₂, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
-              "gauss-batch", "batch_size", "v_norm", lr=[0.05], bs=[1, 2, 3], default=False, **_G),
+              _CLAIM_V_B.format(fig="Fig. 6, App. A.6"), "gauss-batch", "batch_size", "v_norm",
+              lr=[0.05], bs=[1, 2, 3], default=False, **_G),
     _twolayer("fig7", "activation rate, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
-              "uniform-lr", "lr", "activation_rate", lr=ETAS, bs=[1], **_U),
+              _CLAIM_RATE_LR.format(fig="Fig. 7, App. A.6"), "uniform-lr", "lr", "activation_rate",
+              lr=ETAS, bs=[1], **_U),
     _twolayer("fig8", "‖V‖₂, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
-              "uniform-lr", "lr", "v_norm", lr=ETAS, bs=[1], default=False, **_U),
+              _CLAIM_V_LR.format(fig="Fig. 8, App. A.6"), "uniform-lr", "lr", "v_norm",
+              lr=ETAS, bs=[1], default=False, **_U),
     _twolayer("fig9", "activation rate, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
-              "uniform-batch", "batch_size", "activation_rate", lr=[0.05], bs=[1, 2, 3], **_U),
+              _CLAIM_RATE_B.format(fig="Fig. 9, App. A.6"), "uniform-batch", "batch_size", "activation_rate",
+              lr=[0.05], bs=[1, 2, 3], **_U),
     _twolayer("fig10", "‖V‖₂, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
-              "uniform-batch", "batch_size", "v_norm", lr=[0.05], bs=[1, 2, 3], default=False, **_U),
+              _CLAIM_V_B.format(fig="Fig. 10, App. A.6"), "uniform-batch", "batch_size", "v_norm",
+              lr=[0.05], bs=[1, 2, 3], default=False, **_U),
 ]
 
-PRESETS: dict[str, Preset] = {p.name: p for p in TWOLAYER}
+# --------------------------------------------------------------------------- random walk
 
-
-WALK = Preset(
-    name="walk", kind="walk", experiment="walk",
+_WALK = Preset(
+    name="walk", kind="walk", experiment="walk", over=None, metric="flux", seeds=None, steps=None,
     description="random-walk lab (Sec. 3): density evolution, measured vs Eq. 10 flux, "
     "stationary density vs g (log-log)",
+    claim="A walk q ← q − η g(q) ζ has a thermophoretic flux −η²ρ g∇g/… toward small g, ∝ η², as Eq. 10 "
+          "gives, and a stationary density ρ ∝ g⁻¹ (Sec. 3, Eq. 9–11).",
+    params={"flux_particles": 2_000_000, "box_particles": 20_000, "box_steps": 2_000, "seed": 0},
+    quick={"flux_particles": 200_000, "box_particles": 4_000, "box_steps": 600},
+    figures=("walk_density", "walk_flux", "walk_stationary"),
 )
-DEEP = [
-    Preset(name="fig2-middle", kind="deep", experiment="fig2-middle",
-           description="6-layer fully connected (width 100), Gaussian inputs, random labels, "
-           "η sweep: gradient variance vs rescaled iterations"),
-    Preset(name="fig2-bottom", kind="deep", experiment="fig2-bottom", in_default_set=False,
-           description="6-layer CNN (10 channels, 5×5, stride 1) on Fashion-MNIST, η sweep: "
-           "gradient variance (needs the IDX files)"),
-    Preset(name="fig11", kind="deep", experiment="fig11", in_default_set=False,
-           description="two-layer, 300 hidden, CIFAR-10, |B|=1000, η sweep: activation rate "
-           "(needs the CIFAR-10 binary files)"),
-    Preset(name="fig12", kind="deep", experiment="fig12", in_default_set=False,
-           description="two-layer, 300 hidden, CIFAR-10, |B|=1000, η sweep: ‖V‖"),
-    Preset(name="fig13", kind="deep", experiment="fig13", in_default_set=False,
-           description="two-layer, 300 hidden, CIFAR-10, η=0.02, |B| sweep: activation rate"),
-    Preset(name="fig14", kind="deep", experiment="fig14", in_default_set=False,
-           description="two-layer, 300 hidden, CIFAR-10, η=0.02, |B| sweep: ‖V‖"),
+
+# --------------------------------------------------------------------------- deep presets
+
+_FIG2 = "Fig. 2 {row}: gradient variance vs (rescaled) iterations for an eta sweep"
+_DEEP_QUICK = {"seeds": 1, "steps": 6, "n_train": 48, "probe_size": 8, "points": 4}
+
+
+def _deep(name, description, claim, *, over, metric, default=False, seeds=2, steps, quick_batch_sizes=(4,),
+          **params):
+    lrs = params["lrs"]
+    quick = {**_DEEP_QUICK, "lrs": list(lrs[:2]), "batch_sizes": list(quick_batch_sizes)}
+    params = {"n_train": None, "probe_size": 128, "points": 30, "width": 100, "gaussian_dim": 100, **params}
+    params["lrs"], params["batch_sizes"] = list(params["lrs"]), list(params["batch_sizes"])
+    return Preset(name=name, kind="deep", experiment=name, description=description, claim=claim, over=over,
+                  metric=metric, seeds=seeds, steps=steps, params=params, quick=quick, figures=(name,),
+                  in_default_set=default)
+
+
+_DEEP = [
+    _deep("fig2-middle", _FIG2.format(row="middle") + "; 6-layer fully connected net (width 100) on Gaussian "
+          "inputs with random binary labels, |B| = 1", _CLAIM_GV.format(fig="Fig. 2 middle"),
+          over="lr", metric="grad_var", default=True, steps=3000,
+          model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), n_train=1000),
+    _deep("fig2-middle-online", _FIG2.format(row="middle") + "; as fig2-middle, but online: fresh Gaussian "
+          "samples every step instead of a finite set of 1000 (no memorisation)", _CLAIM_GV.format(fig="Fig. 2 middle"),
+          over="lr", metric="grad_var", default=True, steps=3000,
+          model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), online=True),
+    _deep("fig2-bottom", _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, 5x5 kernels, "
+          "stride 1, then fully connected) on Fashion-MNIST, |B| = 32", _CLAIM_GV.format(fig="Fig. 2 bottom"),
+          over="lr", metric="grad_var", steps=600,
+          model="cnn", dataset="fashion-mnist", lrs=(0.025, 0.05, 0.1), batch_sizes=(32,), points=20),
+    _deep("fig11", "Fig. 11: activation rate vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden "
+          "units on CIFAR-10, |B| = 1000", _CLAIM_RATE_LR.format(fig="Fig. 11, CIFAR-10"),
+          over="lr", metric="activation_rate", steps=150, model="two-layer", dataset="cifar10",
+          lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,), probe_size=1000, points=20, width=300),
+    _deep("fig12", "Fig. 12: ||V|| vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden units on "
+          "CIFAR-10, |B| = 1000", _CLAIM_V_LR.format(fig="Fig. 12, CIFAR-10"),
+          over="lr", metric="v_norm", steps=150, model="two-layer", dataset="cifar10",
+          lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,), probe_size=1000, points=20, width=300),
+    _deep("fig13", "Fig. 13: activation rate vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net "
+          "with 300 hidden units on CIFAR-10", _CLAIM_RATE_B.format(fig="Fig. 13, CIFAR-10"),
+          over="batch_size", metric="activation_rate", steps=150, quick_batch_sizes=(4, 8),
+          model="two-layer", dataset="cifar10", lrs=(0.02,), batch_sizes=(250, 500, 1000), probe_size=1000,
+          points=20, width=300),
+    _deep("fig14", "Fig. 14: ||V|| vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net with 300 "
+          "hidden units on CIFAR-10", _CLAIM_V_B.format(fig="Fig. 14, CIFAR-10"),
+          over="batch_size", metric="v_norm", steps=150, quick_batch_sizes=(4, 8),
+          model="two-layer", dataset="cifar10", lrs=(0.02,), batch_sizes=(250, 500, 1000), probe_size=1000,
+          points=20, width=300),
 ]
-ANALYSIS = [
-    Preset(name="drift", kind="analysis", experiment="drift", in_default_set=False,
-           description="beyond the figures (Sec. 5, Eq. 27): measured excess drift of b and V² "
-           "vs the predicted thermophoretic drift, its η and |B| exponents, and err2 over time"),
-    Preset(name="equal-error", kind="analysis", experiment="equal-error", in_default_set=False,
-           description="Sec. 5 after Eq. 28: activation rate and ‖V‖ when each η first reaches "
-           "the same training error on a teacher task"),
-    Preset(name="generalization", kind="analysis", experiment="generalization", in_default_set=False,
-           description="beyond the paper: test accuracy vs final activation rate and ‖V‖ over an "
-           "(η, |B|) grid on a teacher task"),
+
+# --------------------------------------------------------------------------- beyond the figures
+
+_ANALYSIS = [
+    Preset(
+        name="drift", kind="analysis", experiment="drift", over=None, metric="drift", seeds=None, steps=800,
+        in_default_set=False, figures=("drift",),
+        description="beyond the figures (Sec. 5, Eq. 27): measured excess drift of b and V² vs the predicted "
+                    "thermophoretic drift, its η and |B| exponents, and err2 over time",
+        claim="The noise-induced drift of b and V² equals J_t = η²ψ/|B| (Eq. 27): negative, ∝ η² and ∝ 1/|B|, "
+              "strongest early in training (Sec. 5).",
+        params={"lrs": [0.025, 0.05, 0.1], "batch_sizes": [1, 2, 4], "blocks": 16, "per_block": 128,
+                "clones": 4096, "record_every": 20, "labels": "random", "seed": 1},
+        quick={"steps": 100, "lrs": [0.05, 0.1], "batch_sizes": [1, 2], "blocks": 4, "per_block": 32,
+               "clones": 512, "record_every": 10},
+    ),
+    Preset(
+        name="equal-error", kind="analysis", experiment="equal-error", over=None, metric="equal_error",
+        seeds=32, steps=8000, in_default_set=False, figures=("equal_error",),
+        description="Sec. 5 after Eq. 28: activation rate and ‖V‖ when each η first reaches the same training "
+                    "error on a teacher task",
+        claim="At equal training error, a larger η gives a lower activation rate and a smaller ‖V‖: "
+              "σ₁ ≥ σ₂ and v₁ ≥ v₂ for η₁ ≤ η₂ (Sec. 5, after Eq. 28).",
+        params={"lrs": [0.025, 0.05, 0.1, 0.2], "batch_size": 1, "record_every": 10, "target": 0.1,
+                "train_size": 256, "seed": 0},
+        quick={"seeds": 4, "steps": 1500, "lrs": [0.05, 0.2], "target": 0.2},
+    ),
+    Preset(
+        name="generalization", kind="analysis", experiment="generalization", over=None, metric="generalization",
+        seeds=16, steps=4000, in_default_set=False, figures=("generalization",),
+        description="beyond the paper: test accuracy vs final activation rate and ‖V‖ over an (η, |B|) grid on "
+                    "a teacher task",
+        claim="A sparser model (lower activation rate, smaller ‖V‖) generalizes better (Sec. 5, App. A.5: "
+              "a suggestion, not a theorem).",
+        params={"lrs": [0.025, 0.05, 0.1, 0.2], "batch_sizes": [1, 4, 16], "train_size": 256,
+                "test_size": 2000, "seed": 0},
+        quick={"seeds": 4, "steps": 300, "lrs": [0.05, 0.2], "batch_sizes": [1, 4], "test_size": 500},
+    ),
 ]
-for _p in [WALK, *DEEP, *ANALYSIS]:
-    PRESETS[_p.name] = _p
+
+#: Every preset, in the paper's order; ``thermosgd reproduce --list`` prints it.
+TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS)
+PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 
 
 def get(name: str) -> Preset:
+    """The preset called ``name``; a UsageError lists the known names otherwise."""
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; run `thermosgd reproduce --list` (known: {', '.join(PRESETS)})")
     return PRESETS[name]
 
 
+def default_set() -> list[Preset]:
+    """The presets plain ``thermosgd reproduce`` runs (those needing no data files)."""
+    return [p for p in TABLE if p.in_default_set]
+
+
 def experiment_presets(preset: Preset) -> list[Preset]:
-    """All presets that share ``preset``'s run, in registry order."""
-    return [p for p in PRESETS.values() if p.experiment == preset.experiment and p.kind == preset.kind]
+    """All presets that share ``preset``'s run, in table order."""
+    return [p for p in TABLE if p.experiment == preset.experiment and p.kind == preset.kind]
 
 
-def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | None = None) -> SweepConfig:
-    """The sweep configuration of a two-layer preset at the requested size."""
-    seeds = preset.seeds if seeds is None else seeds
-    steps = preset.steps if steps is None else steps
-    if seeds <= 0:
-        raise UsageError(f"--seeds must be positive, got {seeds}")
-    if steps <= 0:
-        raise UsageError(f"--steps must be positive, got {steps}")
-    raw = {k: dict(v) for k, v in preset.config.items()}
+def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | None = None, quick: bool = False):
+    """The :class:`~thermosgd.config.SweepConfig` of a two-layer preset at the requested size."""
+    from thermosgd.config import from_dict
+
+    if preset.kind != "twolayer":
+        raise UsageError(f"preset {preset.name} is a {preset.kind} preset, not a two-layer sweep")
+    seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
+    raw = preset.settings(quick=quick)
     every = max(1, steps // 500)
     raw["train"].update(seeds=seeds, steps=steps, record_every=every, probe_every=10 * every)
     raw["sweep"] = {"seeds_per_unit": 8}
     return from_dict(raw)
+
+
+def teacher_task_config(*, lrs, batch_size, seeds: int, steps: int, record_every: int = 10, inputs: int = 10,
+                        hidden: int = 10, train_size: int = 256, test_size: int = 1000, seed: int = 0):
+    """The equal-error and generalization experiments' configuration.
+
+    Teacher labels, a finite training set probed in full, a held-out set, shared
+    initialization and data across the grid (``batch_size`` may be a list).
+    """
+    from thermosgd.config import from_dict
+
+    if seeds < 2:
+        raise UsageError(f"--seeds must be >= 2, got {seeds}")
+    return from_dict({
+        "model": {"inputs": inputs, "hidden": hidden},
+        "data": {"inputs": "gaussian", "labels": "teacher", "train_size": train_size,
+                 "probe_size": train_size, "test_size": test_size},
+        "train": {"loss": "bce", "lr": list(lrs), "batch_size": batch_size, "seeds": seeds,
+                  "steps": steps, "record_every": record_every, "seed": seed,
+                  "share_init": True, "share_data": True},
+    })
+
+
+def listing() -> str:
+    """The ``--list`` text: one line per preset, ``*`` marks the default set."""
+    width = max(len(n) for n in PRESETS)
+    lines = [f"{'*' if p.in_default_set else ' '} {p.name:<{width}}  [{p.kind}] {p.description}" for p in TABLE]
+    lines.append("(* = in the default set run by plain `thermosgd reproduce`)")
+    return "\n".join(lines)
+

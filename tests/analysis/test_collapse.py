@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from thermosgd.analysis.collapse import CollapseFit, fit_collapse, parse_window
 from thermosgd.errors import UsageError
-from thermosgd.figures.collapse import collapse_figure, collapse_panel, save_figure
+from thermosgd.figures.collapse import collapse_figure, collapse_panel
+from thermosgd.figures.save import save_figure
 
 LRS = np.array([0.025, 0.05, 0.1])
 BATCHES = np.array([1, 2, 3, 4])

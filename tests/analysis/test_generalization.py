@@ -8,7 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
-from thermosgd.analysis.experiments_cli import run_generalization
+from thermosgd.reproduce.experiments import run_generalization
 from thermosgd.cli import main
 from thermosgd.analysis.generalization import final_values, generalization_summary
 from thermosgd.errors import UsageError

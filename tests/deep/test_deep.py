@@ -1,13 +1,16 @@
 """Deep models, the SGD loop, and every deep preset at tiny size."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from thermosgd.deep import DEEP_PRESETS, Run, TrainSet, run_deep_preset, train_sweep
+from thermosgd import presets
+from thermosgd.deep import Run, TrainSet, train_sweep
+from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.errors import UsageError
 from thermosgd.instruments import every, weight_norms
@@ -59,7 +62,12 @@ def test_sweep_is_reproducible():
     assert a["w"].dims == ("lr", "batch_size", "seed", "step") and a.sizes["seed"] == 2
 
 
-def _check(out, name, over):
+def _check(verdicts, out, name, over):
+    """The folder holds the results, config, figures and a verdict on the plotted metric."""
+    assert len(verdicts) == 1 and verdicts[0].preset == name and verdicts[0].over == over
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"][0]["status"] == verdicts[0].status
+    assert "Collapse fit" in (out / "report.md").read_text()
     ds = load(out)
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == name and ds.attrs["kind"] == "deep"
@@ -70,7 +78,7 @@ def _check(out, name, over):
 
 
 def test_fig2_middle_tiny(tmp_path):
-    ds, config = _check(run_deep_preset("fig2-middle", out=tmp_path, tiny=True, progress=False), "fig2-middle", "lr")
+    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr")
     assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
 
 
@@ -83,8 +91,8 @@ def test_fig2_bottom_tiny_on_idx_files(tmp_path):
     (data / "train-images-idx3-ubyte").write_bytes(header + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
     labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
     (data / "train-labels-idx1-ubyte").write_bytes(labels)
-    ds, config = _check(run_deep_preset("fig2-bottom", out=tmp_path / "out", tiny=True, progress=False,
-                                        data_dir=data), "fig2-bottom", "lr")
+    ds, config = _check(reproduce_deep("fig2-bottom", tmp_path / "out", quick=True, progress=False,
+                                        data_dir=data), tmp_path / "out", "fig2-bottom", "lr")
     assert config["dataset"] == "fashion-mnist" and "cross-entropy" in config["labels"]
 
 
@@ -95,8 +103,8 @@ def test_fig11_fig12_tiny_on_cifar_binary(tmp_path, name):
     folder.mkdir()
     for i in range(1, 6):
         (folder / f"data_batch_{i}.bin").write_bytes(_cifar_records(rng, 10))
-    ds, config = _check(run_deep_preset(name, out=tmp_path / "out", tiny=True, progress=False,
-                                        data_dir=tmp_path), name, "lr")
+    ds, config = _check(reproduce_deep(name, tmp_path / "out", quick=True, progress=False,
+                                        data_dir=tmp_path), tmp_path / "out", name, "lr")
     assert "v_norm" in ds and "activation_rate" in ds and config["dataset"] == "cifar10"
 
 
@@ -108,8 +116,8 @@ def _cifar_records(rng, n):
 
 @pytest.mark.parametrize("name", ["fig13", "fig14"])
 def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
-    ds, config = _check(run_deep_preset(name, out=tmp_path, tiny=True, progress=False, dataset="digits"),
-                        name, "batch_size")
+    ds, config = _check(reproduce_deep(name, tmp_path, quick=True, progress=False, dataset="digits"),
+                        tmp_path, name, "batch_size")
     assert config["substitute"] and "SUBSTITUTE" in config["note"]
     assert all("digits-substitute" in p.name for p in (tmp_path / "figures").iterdir())
 
@@ -117,11 +125,32 @@ def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
 def test_missing_data_and_bad_names(tmp_path, monkeypatch):
     monkeypatch.delenv("THERMOSGD_DATA", raising=False)
     with pytest.raises(UsageError, match=r"data_batch_1.bin.*THERMOSGD_DATA|THERMOSGD_DATA.*digits"):
-        run_deep_preset("fig11", out=tmp_path, tiny=True, progress=False)
+        reproduce_deep("fig11", tmp_path, quick=True, progress=False)
     with pytest.raises(UsageError, match=rf"searched {tmp_path}.*digits"):
-        run_deep_preset("fig2-bottom", out=tmp_path, tiny=True, progress=False, data_dir=tmp_path)
-    with pytest.raises(UsageError, match="unknown deep preset"):
-        run_deep_preset("fig99", out=tmp_path)
+        reproduce_deep("fig2-bottom", tmp_path, quick=True, progress=False, data_dir=tmp_path)
+    with pytest.raises(UsageError, match="unknown preset"):
+        reproduce_deep("fig99", tmp_path)
     with pytest.raises(UsageError, match="no data-set substitute"):
-        run_deep_preset("fig2-middle", out=tmp_path, dataset="digits")
-    assert set(DEEP_PRESETS) == {"fig2-middle", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+        reproduce_deep("fig2-middle", tmp_path, dataset="digits")
+    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-middle-online", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+
+
+def test_online_gaussian_is_fresh_per_index_and_reproducible():
+    from thermosgd.deep.runs import OnlineGaussian
+
+    a, b = OnlineGaussian(5, seed=3), OnlineGaussian(5, seed=3)
+    x1, y1 = a.batch(torch.tensor([7, 8, 7]))
+    x2, _ = b.batch(torch.tensor([7]))
+    assert torch.equal(x1[0], x1[2]) and torch.equal(x1[0], x2[0])  # a sample is a function of its index
+    assert not torch.equal(x1[0], x1[1]) and set(y1.flatten().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(OnlineGaussian(5, seed=4).batch(torch.tensor([7]))[0], x2)
+    # Fresh samples: over many indices the inputs are standard normal (mean 0, var 1; 4000 draws, 5 s.e.).
+    x, y = a.batch(torch.arange(1000, 1800))
+    assert abs(float(x.mean())) < 5 / math.sqrt(x.numel()) and abs(float(x.var()) - 1) < 5 * math.sqrt(2 / x.numel())
+    assert abs(float(y.mean()) - 0.5) < 5 * 0.5 / math.sqrt(y.numel())
+
+
+def test_fig2_middle_online_preset(tmp_path):
+    ds, config = _check(reproduce_deep("fig2-middle-online", tmp_path, quick=True, progress=False), tmp_path,
+                        "fig2-middle-online", "lr")
+    assert config["online"] and "online" in config["labels"]

@@ -1,7 +1,7 @@
 import pytest
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import from_dict, load_toml
+from thermosgd.config import from_dict, load_toml
 
 
 def test_defaults_and_seed_count():

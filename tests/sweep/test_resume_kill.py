@@ -17,7 +17,7 @@ import pytest
 
 import thermosgd
 from thermosgd.cli import main
-from thermosgd.sweep.config import load_toml
+from thermosgd.config import load_toml
 from thermosgd.sweep.run import LOCK_FILE, lock_holder, status
 from thermosgd.sweep.units import checksum_file, plan_units, stale_temporaries, unit_file, unit_state
 

@@ -6,7 +6,7 @@ import pytest
 import thermosgd
 from thermosgd.cli import main
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import from_dict, load_toml
+from thermosgd.config import from_dict, load_toml
 from thermosgd.sweep.run import folder_lock, run_sweep, status
 from thermosgd.sweep.units import checksum_file, plan_units, unit_file
 

@@ -6,7 +6,7 @@ import torch
 
 from thermosgd.cli import main
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import from_dict
+from thermosgd.config import from_dict
 from thermosgd.twolayer.data import SampleStream
 from thermosgd.twolayer.engine import train
 

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from thermosgd.walk import CASES, WalkResult, parse_g, reproduce
+from thermosgd.reproduce.walk import reproduce_walk
+from thermosgd.walk import CASES, WalkResult, parse_g
 from thermosgd.walk.compare import fit_stationary_exponent, measure_plane_flux
 
 F64 = torch.float64
@@ -60,7 +61,7 @@ def test_exponent_fit_recovers_k_from_exact_samples():
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("walk")
-    return out, reproduce(out, quick=True)
+    return out, reproduce_walk(out, quick=True)
 
 
 def test_reproduce_writes_report_and_figures(quick_report):

@@ -113,9 +113,10 @@ from scipy.stats import norm as _normal
 from scipy.stats import t as _student
 
 from thermosgd.errors import UsageError
+from thermosgd.presets import PAPER_EXPONENT
 
-SWEEP_OVER = ("lr", "batch_size")
-PREDICTED_EXPONENT = {"lr": 2.0, "batch_size": 1.0}
+SWEEP_OVER = tuple(PAPER_EXPONENT)
+PREDICTED_EXPONENT = PAPER_EXPONENT  # the one table of the paper's exponents lives in presets
 EXPONENT_SYMBOL = {"lr": "alpha", "batch_size": "beta"}
 # τ = t · (x / x_ref)^(SIGN · exponent)
 SIGN = {"lr": 1.0, "batch_size": -1.0}

@@ -26,9 +26,9 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig, from_dict
+from thermosgd.config import SweepConfig, from_dict
 
-__all__ = ["first_crossing", "at_first_crossing", "equal_error_config", "equal_error_summary", "equal_error_table"]
+__all__ = ["first_crossing", "at_first_crossing", "equal_error_summary", "equal_error_table"]
 
 
 def first_crossing(values, target: float) -> np.ndarray:
@@ -81,25 +81,6 @@ def at_first_crossing(ds: xr.Dataset, target: float, *, metric: str = "error",
     res = xr.Dataset(out, coords={d: ds[d] for d in dims})
     res.attrs.update(target=float(target), metric=metric)
     return res
-
-
-def equal_error_config(*, lrs=(0.025, 0.05, 0.1, 0.2), batch_size: int | list[int] = 1, seeds: int = 32,
-                       steps: int = 8000, record_every: int = 10, inputs: int = 10, hidden: int = 10,
-                       train_size: int = 256, test_size: int = 1000, seed: int = 0) -> SweepConfig:
-    """The default experiment: teacher labels, finite training set probed in full, shared init.
-
-    Also the generalization grid's configuration (``batch_size`` may be a list).
-    """
-    if seeds < 2:
-        raise UsageError(f"--seeds must be >= 2, got {seeds}")
-    return from_dict({
-        "model": {"inputs": inputs, "hidden": hidden},
-        "data": {"inputs": "gaussian", "labels": "teacher", "train_size": train_size,
-                 "probe_size": train_size, "test_size": test_size},
-        "train": {"loss": "bce", "lr": list(lrs), "batch_size": batch_size, "seeds": seeds,
-                  "steps": steps, "record_every": record_every, "seed": seed,
-                  "share_init": True, "share_data": True},
-    })
 
 
 def _mean_se(v: np.ndarray) -> tuple[float, float, int]:

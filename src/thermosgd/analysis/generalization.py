@@ -15,21 +15,12 @@ import numpy as np
 import xarray as xr
 from scipy import stats
 
-from thermosgd.analysis.equal_error import equal_error_config
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 
-__all__ = ["generalization_config", "final_values", "generalization_summary", "generalization_table"]
+__all__ = ["final_values", "generalization_summary", "generalization_table"]
 
 _METRICS = ("test_accuracy", "train_accuracy", "activation_rate", "v_norm")
-
-
-def generalization_config(*, lrs=(0.025, 0.05, 0.1, 0.2), batch_sizes=(1, 4, 16), seeds: int = 16,
-                          steps: int = 4000, inputs: int = 10, hidden: int = 10, train_size: int = 256,
-                          test_size: int = 2000, seed: int = 0) -> SweepConfig:
-    """The default experiment: teacher labels, 256 training samples, 2000 held out."""
-    return equal_error_config(lrs=lrs, batch_size=list(batch_sizes), seeds=seeds, steps=steps, record_every=steps,
-                              inputs=inputs, hidden=hidden, train_size=train_size, test_size=test_size, seed=seed)
 
 
 def final_values(ds: xr.Dataset) -> xr.Dataset:

@@ -153,13 +153,3 @@ def collapse_figure(ds: xr.Dataset, fit: CollapseFit) -> Figure:
     )
     fig.suptitle(f"{fit.metric}: collapse over {fit.over} (paper: {greek} = {fit.predicted:g})", fontsize="medium")
     return fig
-
-
-def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
-    """Write ``fig`` as ``STEM.png`` and ``STEM.pdf``; returns both paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths

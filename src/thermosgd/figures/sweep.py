@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from thermosgd.analysis.collapse import default_reference  # noqa: E402
+from thermosgd.analysis.collapse import default_reference
+from thermosgd.figures.save import save_figure
 
 LABELS = {
     "activation_rate": "activation rate",
@@ -75,14 +74,15 @@ def sweep_figure(
     """
     exponents = [0.0, 1.0, 2.0] if over == "lr" else [0.0, 1.0]
     n = len(exponents) + (extra_panel is not None)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), sharey=True, squeeze=False)
+    fig = Figure(figsize=(4.2 * n, 3.4))
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)
     axes = axes[0]
     div = ds["diverged"] if "diverged" in ds else None
     mean, sem = seed_summary(ds[metric], div)
     values = ds[over].values
     ref = default_reference(np.asarray(values, dtype=float))
     other = "batch_size" if over == "lr" else "lr"
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     steps = ds["step"].values.astype(float)
     for ax, expo in zip(axes, exponents):
         for i, v in enumerate(values):
@@ -106,13 +106,7 @@ def sweep_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    files = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
-    for f in files:
-        fig.savefig(f, dpi=130)
-    plt.close(fig)
-    return files
+    return save_figure(fig, Path(out_stem))
 
 
 def _label(dim: str, v) -> str:

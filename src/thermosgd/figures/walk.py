@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from thermosgd.figures.save import save_figure
 
 __all__ = ["plot_density_over_time", "plot_flux", "plot_stationary", "plot_eta_scaling", "write_figures"]
 
 
 def _save(fig, path: Path) -> list[str]:
-    out = []
-    for ext in (".png", ".pdf"):
-        p = Path(path).with_suffix(ext)
-        fig.savefig(p, dpi=120, bbox_inches="tight")
-        out.append(str(p))
-    plt.close(fig)
-    return out
+    return [str(p) for p in save_figure(fig, Path(path).with_suffix(""))]
 
 
 def plot_density_over_time(centers, times, rho_t, path: Path, *, title: str = "") -> list[str]:
@@ -31,8 +26,9 @@ def plot_density_over_time(centers, times, rho_t, path: Path, *, title: str = ""
         centers: Bin centers ``(B,)``. times: Steps ``(R,)``. rho_t: Densities ``(R, B)``.
         path: Output path without extension; writes .png and .pdf.
     """
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    colors = plt.cm.viridis(np.linspace(0, 1, len(times)))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(times)))
     for t, rho, col in zip(times, rho_t, colors):
         ax.plot(centers, rho, color=col, label=f"t = {t}")
     ax.set_xlabel("q")
@@ -45,7 +41,8 @@ def plot_density_over_time(centers, times, rho_t, path: Path, *, title: str = ""
 def plot_flux(suite: dict, path: Path) -> list[str]:
     """Measured plane fluxes next to Eq. 10 and Fokker-Planck, thermophoretic (top) and diffusive (bottom)."""
     cases = suite["cases"]
-    fig, axes = plt.subplots(2, len(cases), figsize=(4 * len(cases), 6), squeeze=False)
+    fig = Figure(figsize=(4 * len(cases), 6))
+    axes = fig.subplots(2, len(cases), squeeze=False)
     for j, c in enumerate(cases):
         for i, (key, part) in enumerate((("thermophoretic", c["thermophoretic"]["main"]), ("diffusive", c["diffusive"]))):
             ax = axes[i, j]
@@ -68,7 +65,8 @@ def plot_flux(suite: dict, path: Path) -> list[str]:
 def plot_stationary(suite: dict, path: Path) -> list[str]:
     """Stationary density against g on log-log axes, with the slopes -1 (Eq. 10) and -2 (Fokker-Planck)."""
     cases = [c for c in suite["cases"] if c["stationary"]]
-    fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(4 * max(1, len(cases)), 3.5), squeeze=False)
+    fig = Figure(figsize=(4 * max(1, len(cases)), 3.5))
+    axes = fig.subplots(1, max(1, len(cases)), squeeze=False)
     for ax, c in zip(axes[0], cases):
         st = c["stationary"]
         g, rho = np.asarray(st["g"]), np.asarray(st["rho"])
@@ -88,7 +86,8 @@ def plot_stationary(suite: dict, path: Path) -> list[str]:
 
 def plot_eta_scaling(suite: dict, path: Path) -> list[str]:
     """|thermophoretic flux| (plane average) against eta on log-log axes, with Eq. 10's eta^2."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for i, c in enumerate(suite["cases"]):
         sc = c["thermophoretic"]
         eta = np.array([b["eta"] for b in sc["by_eta"]])

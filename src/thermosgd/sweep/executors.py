@@ -39,10 +39,16 @@ class InlineExecutor(Executor):
         return fut
 
 
-def resolve_kind(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
+def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
     """Check the executor arguments before anything runs; returns the kind used."""
+    # The one place where the rules live: --workers alone means a local Dask
+    # cluster, --scheduler means Dask, and neither means units run in this process.
+    if kind is None:
+        kind = "inline"
     if kind not in KINDS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
+    if kind == "inline" and workers is not None and not scheduler:
+        kind = "dask"
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if scheduler:

@@ -31,7 +31,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 from thermosgd.sweep.executors import open_executor, resolve_kind
 from thermosgd.sweep.store import CONFIG_FILE, RESULTS_FILE, save_dataset, write_config
 from thermosgd.sweep.units import (
@@ -187,7 +187,7 @@ class SweepStatus:
 
 def status(out: str | os.PathLike) -> SweepStatus:
     """How far a results folder has got (reads config.json and the unit files; writes nothing)."""
-    from thermosgd.sweep.config import from_dict
+    from thermosgd.config import from_dict
 
     out = Path(out)
     path = out / CONFIG_FILE

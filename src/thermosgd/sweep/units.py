@@ -25,7 +25,7 @@ from typing import Iterator
 
 import xarray as xr
 
-from thermosgd.sweep.config import SweepConfig, from_dict
+from thermosgd.config import SweepConfig, from_dict
 from thermosgd.sweep.store import save_dataset
 
 UNITS_DIR = "units"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import SweepConfig
+from thermosgd.config import SweepConfig
 
 INIT, DATA, PROBE, TEACHER, TRAINSET, TEST = range(6)
 

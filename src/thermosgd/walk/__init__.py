@@ -5,25 +5,17 @@
 - :mod:`~thermosgd.walk.theory` evaluates Eq. 9, 10, 11, 34 for any g by autograd,
   plus the Fokker-Planck limit of the same walk (labelled as such).
 - :func:`parse_g` compiles a safe formula in ``q`` to a torch function.
-- :func:`run_suite` and :func:`reproduce` put measurement next to prediction.
+- :func:`run_suite` puts measurement next to prediction for the preset's cases;
+  :func:`run_walk` does it for one user-given g.
 """
 
 from thermosgd.walk import theory
-from thermosgd.walk.compare import CASES, Case, reproduce, run_suite
+from thermosgd.walk.compare import CASES, Case, run_suite
 from thermosgd.walk.expr import parse_g
+from thermosgd.walk.lab import run_walk
 from thermosgd.walk.simulate import Free, Periodic, Planes, Reflect, WalkResult, simulate
 
 __all__ = [
-    "CASES",
-    "Case",
-    "Free",
-    "Periodic",
-    "Planes",
-    "Reflect",
-    "WalkResult",
-    "parse_g",
-    "reproduce",
-    "run_suite",
-    "simulate",
-    "theory",
+    "CASES", "Case", "Free", "Periodic", "Planes", "Reflect", "WalkResult", "parse_g", "run_suite", "run_walk",
+    "simulate", "theory",
 ]

@@ -19,16 +19,15 @@ independent batches of particles (c).
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from thermosgd import presets
 from thermosgd.errors import UsageError
+from thermosgd.fitting import weighted_slope
 from thermosgd.walk import theory
 from thermosgd.walk.expr import parse_g
 from thermosgd.walk.simulate import Planes, Reflect, simulate
@@ -44,9 +43,6 @@ __all__ = [
     "local_thermophoretic_flux",
     "run_case",
     "run_suite",
-    "report_markdown",
-    "jsonable",
-    "reproduce",
 ]
 
 DTYPE = torch.float64
@@ -309,22 +305,11 @@ def thermophoretic_flux(case: Case, *, particles: int, seed: int = 0, noise: str
     m = np.abs([b["mean_measured"] for b in by_eta])
     if np.all(m > 0):  # a zero count (tiny runs) leaves the exponent undefined
         sy = np.array([b["mean_stderr"] for b in by_eta]) / m
-        slope, slope_se = _weighted_slope(x, np.log(m), sy)
+        slope, slope_se = weighted_slope(x, np.log(m), sy)
     else:
         slope, slope_se = float("nan"), float("nan")
     main = next(b for b in by_eta if b["eta"] == case.eta)
     return {"main": main, "by_eta": by_eta, "exponent": slope, "exponent_stderr": slope_se, "exponent_eq10": 2.0}
-
-
-def _weighted_slope(x, y, sy):
-    """Weighted least-squares slope of y on x and its standard error; (nan, nan) for fewer than two x."""
-    if len(set(np.round(x, 12))) < 2:
-        return float("nan"), float("nan")
-    w = 1.0 / np.maximum(sy, 1e-12) ** 2
-    xm = np.sum(w * x) / np.sum(w)
-    sxx = np.sum(w * (x - xm) ** 2)
-    slope = float(np.sum(w * (x - xm) * y) / sxx)
-    return slope, float(math.sqrt(1.0 / sxx))
 
 
 def diffusive_flux(case: Case, *, particles: int, seed: int = 0, noise: str = "binary") -> dict:
@@ -410,6 +395,8 @@ def fit_stationary_exponent(result, g, lo: float, hi: float, *, since: int, bins
         ok = counts > 0
         xc = x[ok] - x[ok].mean()
         y = torch.log(rho[ok])
+        # Same least-squares slope as fitting.weighted_slope (equal weights), kept in torch:
+        # NumPy's summation order differs in the last bits, and results stay bit-identical.
         return float(-(xc * (y - y.mean())).sum() / (xc * xc).sum()), rho
 
     batches = max(2, min(batches, snaps.shape[1]))
@@ -508,9 +495,9 @@ def _corners(dim: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- suite
 
 
-def run_case(case: Case, *, quick: bool = False, seed: int = 0) -> dict:
-    """(a)-(d) for one case; sizes chosen so the default suite takes seconds, ``quick`` less."""
-    n_flux = (200_000 if quick else 2_000_000) * (2 if case.dim > 1 else 1)
+def run_case(case: Case, *, sizes: dict, seed: int = 0) -> dict:
+    """(a)-(d) for one case at the given sizes (see the ``walk`` entry of :mod:`thermosgd.presets`)."""
+    n_flux = sizes["flux_particles"] * (2 if case.dim > 1 else 1)
     out = {"name": case.name, "g": case.g, "dim": case.dim, "shared": True, "noise": "binary", "point": list(case.point)}
     out["thermophoretic"] = thermophoretic_flux(case, particles=n_flux, seed=seed)
     out["diffusive"] = diffusive_flux(case, particles=n_flux, seed=seed)
@@ -518,7 +505,7 @@ def run_case(case: Case, *, quick: bool = False, seed: int = 0) -> dict:
         g = parse_g(case.g, 1)
         out["stationary"] = stationary_fit(
             g, *case.box, eta=case.box_eta,
-            particles=4_000 if quick else 20_000, steps=600 if quick else 2_000, seed=seed + 7,
+            particles=sizes["box_particles"], steps=sizes["box_steps"], seed=seed + 7,
         )
     else:
         out["stationary"] = None
@@ -529,86 +516,9 @@ def run_case(case: Case, *, quick: bool = False, seed: int = 0) -> dict:
     return out
 
 
-def run_suite(*, quick: bool = False, seed: int = 0, cases: tuple[Case, ...] = CASES) -> dict:
-    """All cases of :data:`CASES`; a JSON-ready dict."""
-    return {"quick": quick, "seed": seed, "cases": [run_case(c, quick=quick, seed=seed) for c in cases]}
-
-
-def jsonable(obj):
-    """The same structure with non-finite floats replaced by None (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj
-
-
-def _pm(value, err, digits=3):
-    return f"{value:.{digits}f} ± {err:.{digits}f}"
-
-
-def report_markdown(suite: dict) -> str:
-    """One table, measured next to Eq. 10 (and Fokker-Planck), from :func:`run_suite`'s dict."""
-    lines = [
-        "# Random walk (Sec. 3): simulation vs Eq. 10",
-        "",
-        f"Binary zeta, shared by all coordinates; {'quick' if suite['quick'] else 'default'} size, seed {suite['seed']}. "
-        "Ratios are measured / predicted; FP = Fokker-Planck (Ito) limit of the same walk, not from the paper. "
-        "Errors are one standard error.",
-        "",
-        "| case | g | (a) thermophoretic J: meas / Eq.10 | meas / FP | (b) diffusive J: meas / Eq.10 | meas / FP "
-        "| (c) k fitted | k Eq.10 | k FP | (d) eta exponent (Eq.10: 2) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for c in suite["cases"]:
-        a, b, st, sc = c["thermophoretic"]["main"], c["diffusive"], c["stationary"], c["thermophoretic"]
-        if st:
-            k = (_pm(st["k_fit"], st["k_stderr"]), f"{st['k_eq10']:.3f}", f"{st['k_fokker_planck']:.3f}")
-        else:
-            k = ("n/a", "n/a", "n/a")
-        lines.append(
-            f"| {c['name']} | `{c['g']}` | {_pm(a['ratio_eq10'], a['ratio_eq10_stderr'])} "
-            f"| {_pm(a['ratio_fokker_planck'], a['ratio_fokker_planck_stderr'])} "
-            f"| {_pm(b['ratio_eq10'], b['ratio_eq10_stderr'])} | {_pm(b['ratio_fokker_planck'], b['ratio_fokker_planck_stderr'])} "
-            f"| {k[0]} | {k[1]} | {k[2]} | {_pm(sc['exponent'], sc['exponent_stderr'])} |"
-        )
-    lines += ["", "Where they disagree:", ""]
-    for c in suite["cases"]:
-        a, b, st = c["thermophoretic"]["main"], c["diffusive"], c["stationary"]
-        parts = [
-            f"thermophoretic flux {a['ratio_eq10']:.2f}x Eq. 10",
-            f"diffusive flux {b['ratio_eq10']:.2f}x Eq. 10",
-        ]
-        if st:
-            parts.append(f"stationary k = {st['k_fit']:.2f} vs {st['k_eq10']:.0f} from Eq. 10 (ratio {st['ratio_eq10']:.2f})")
-        else:
-            parts.append("stationary density " + c["stationary_note"])
-        lines.append(f"- {c['name']}: " + "; ".join(parts) + ".")
-    return "\n".join(lines) + "\n"
-
-
-def reproduce(out_dir: Path, *, quick: bool = False, seed: int = 0) -> dict:
-    """Run the suite and write ``walk_report.json``, ``walk_report.md`` and ``figures/walk_*.{png,pdf}``.
-
-    Args:
-        out_dir: Output folder (created).
-        quick: Small sizes (seconds) instead of the default (well under a minute).
-        seed: Base seed.
-
-    Returns:
-        The suite dict plus ``files`` (paths written) and ``seconds``.
-    """
-    from thermosgd.figures import walk as walk_figures
-
-    out_dir = Path(out_dir)
-    start = time.perf_counter()
-    suite = run_suite(quick=quick, seed=seed)
-    suite["seconds"] = time.perf_counter() - start
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    files = walk_figures.write_figures(suite, out_dir / "figures")
-    (out_dir / "walk_report.json").write_text(json.dumps(jsonable(suite), indent=1))
-    (out_dir / "walk_report.md").write_text(report_markdown(suite))
-    files += [str(out_dir / "walk_report.json"), str(out_dir / "walk_report.md")]
-    return {**suite, "files": files}
+def run_suite(*, quick: bool = False, seed: int = 0, cases: tuple[Case, ...] = CASES, sizes: dict | None = None) -> dict:
+    """All cases of :data:`CASES`; a JSON-ready dict. Sizes default to the ``walk`` preset's (quick or not)."""
+    if sizes is None:
+        sizes = presets.get("walk").settings(quick=quick)
+    return {"quick": quick, "seed": seed,
+            "cases": [run_case(c, sizes=sizes, seed=seed) for c in cases]}

@@ -1,51 +1,21 @@
-"""``thermosgd walk``: run the walk of Eq. 8 for a formula g and put it next to Eq. 10.
-
-Arguments are checked here and bad ones raise :class:`~thermosgd.errors.UsageError`
-(one line, exit code 2, via the main CLI).
-"""
+"""One walk for a user's g, measured next to Eq. 10: what ``thermosgd walk`` runs."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from thermosgd.errors import UsageError
-from thermosgd.walk import compare, theory
+from thermosgd.walk import theory
+from thermosgd.walk.compare import fit_stationary_exponent, local_thermophoretic_flux
 from thermosgd.walk.expr import parse_g
 from thermosgd.walk.simulate import Free, Periodic, Reflect, simulate
 
-__all__ = ["register", "run", "parse_domain"]
+__all__ = ["parse_domain", "check_g_in_box", "run_walk"]
 
 _GRID_POINTS = 200_000  # points at which g > 0 is checked in a box
-
-
-def register(subparsers) -> None:
-    """Add the ``walk`` subcommand."""
-    p = subparsers.add_parser(
-        "walk",
-        help="simulate the random walk of Sec. 3 (Eq. 8) and compare with Eq. 10",
-        description=(
-            "Simulate q <- q - eta g(q) zeta for many particles and compare with the paper's Eq. 10. "
-            "Free walks start at the origin, box walks uniform in the box."
-        ),
-    )
-    p.add_argument("--g", required=True, metavar="EXPR", help="g as a formula in q, e.g. '1+0.5*sin(q)'; q[0], q[1] for --dim > 1")
-    p.add_argument("--domain", default="free", metavar="DOMAIN", help="free | periodic:LO,HI | reflect:LO,HI (default free)")
-    p.add_argument("--eta", type=float, required=True, help="step size (> 0)")
-    p.add_argument("--particles", type=int, default=10_000, help="number of particles (default 10000)")
-    p.add_argument("--steps", type=int, default=1_000, help="number of steps (default 1000)")
-    p.add_argument("--dim", type=int, default=1, help="number of coordinates D (default 1)")
-    p.add_argument("--noise", choices=("binary", "gaussian"), default="binary", help="law of zeta (default binary, Eq. 8)")
-    p.add_argument("--independent", action="store_true", help="one zeta per coordinate instead of one shared (Eq. 7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--out", type=Path, metavar="DIR", help="also write walk.json and a density figure into DIR")
-    p.set_defaults(func=run)
 
 
 def parse_domain(text: str):
@@ -63,19 +33,7 @@ def parse_domain(text: str):
     return Periodic(lo, hi) if kind == "periodic" else Reflect(lo, hi)
 
 
-def _check_args(args) -> None:
-    if not (math.isfinite(args.eta) and args.eta > 0):
-        raise UsageError(f"--eta must be positive, got {args.eta}")
-    for name in ("particles", "steps", "dim"):
-        if getattr(args, name) <= 0:
-            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.threads is not None and args.threads <= 0:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
-    if args.dim > 10:
-        raise UsageError(f"--dim must be at most 10, got {args.dim}")
-
-
-def _check_g_in_box(g, domain, dim: int) -> None:
+def check_g_in_box(g, domain, dim: int) -> None:
     """g > 0 and finite on a grid of the box (free domains are checked along the way)."""
     if isinstance(domain, Free):
         return
@@ -90,14 +48,30 @@ def _check_g_in_box(g, domain, dim: int) -> None:
         raise UsageError(f"g must be positive in the domain, but g({pts[n].tolist()}) = {gq[n].tolist()}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run one walk; print a summary (or JSON); return 0."""
-    _check_args(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 1, domain: str = "free",
+             noise: str = "binary", shared: bool = True, seed: int = 0) -> dict:
+    """One walk of Eq. 8 for a formula g, measured next to Eq. 10; a JSON-ready dict.
+
+    Args:
+        g_expr: g as a formula in ``q`` (see :func:`~thermosgd.walk.expr.parse_g`).
+        eta: step size.
+        particles: number of particles.
+        steps: number of steps.
+        dim: number of coordinates D.
+        domain: ``free``, ``periodic:LO,HI`` or ``reflect:LO,HI``.
+        noise: law of zeta, ``"binary"`` (Eq. 8) or ``"gaussian"``.
+        shared: one zeta shared by all coordinates (Eq. 7) or one per coordinate.
+        seed: seed of every random draw.
+
+    Returns:
+        Displacement moments, the thermophoretic flux at a point (measured, Eq. 10,
+        Fokker-Planck), the stationary exponent in a reflecting box, the density over time.
+    """
+    args = SimpleNamespace(g=g_expr, eta=eta, particles=particles, steps=steps, dim=dim, domain=domain,
+                           noise=noise, independent=not shared, seed=seed)
     domain = parse_domain(args.domain)
     g = parse_g(args.g, args.dim)
-    _check_g_in_box(g, domain, args.dim)
+    check_g_in_box(g, domain, args.dim)
     gen = torch.Generator().manual_seed(args.seed)
     dtype = torch.float64
     if isinstance(domain, Free):
@@ -135,19 +109,13 @@ def run(args: argparse.Namespace) -> int:
     keep = [i for i, t in enumerate(res.record_steps.tolist()) if t in shown]
     centers, rho_t = res.density_over_time(50, lo, hi)
     out["density"] = {"axis": 0, "centers": centers.tolist(), "steps": [shown[i] for i in range(len(keep))], "rho": rho_t[keep].tolist()}
-    if args.out is not None:
-        _write(args.out, out)
-    if args.json:
-        print(json.dumps(compare.jsonable(out)))
-    else:
-        _print_summary(out)
-    return 0
+    return out
 
 
 def _flux(args, point, max_half) -> dict:
     """(a) at ``point`` with the user's particles and eta (shared zeta, as in Eq. 10)."""
     try:
-        res = compare.local_thermophoretic_flux(
+        res = local_thermophoretic_flux(
             args.g, args.dim, point, args.eta, particles=args.particles, max_half=max_half,
             seed=args.seed + 2, noise=args.noise,
         )
@@ -174,7 +142,7 @@ def _stationary(args, g, domain, res, burn) -> dict:
     if args.dim != 1:
         return {**empty, "stationary_note": "only fitted for --dim 1"}
     try:
-        fit = compare.fit_stationary_exponent(res, g, domain.lo, domain.hi, since=burn)
+        fit = fit_stationary_exponent(res, g, domain.lo, domain.hi, since=burn)
     except UsageError as exc:
         grid = torch.linspace(domain.lo, domain.hi, 501, dtype=torch.float64)
         try:
@@ -211,37 +179,3 @@ def _range(domain, res):
     x = res.snapshots[..., 0]
     lo, hi = float(x.min()), float(x.max())
     return (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
-
-
-def _write(out_dir: Path, out: dict) -> None:
-    from thermosgd.figures.walk import plot_density_over_time
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-    (out_dir / "walk.json").write_text(json.dumps(compare.jsonable(out), indent=1))
-    d = out["density"]
-    plot_density_over_time(d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}")
-
-
-def _print_summary(out: dict) -> None:
-    f = out["thermophoretic_flux"]
-    print(f"walk g = {out['g']}  domain {out['domain']}  eta {out['eta']}  {out['particles']} particles x {out['steps']} steps")
-    print(f"mean displacement {out['mean_displacement']}  mean squared displacement {out['mean_squared_displacement']}")
-    if "measured" in f:
-        print(
-            f"thermophoretic flux at {f['point']}: measured {f['measured']:.4g} ± {f['measured_stderr']:.2g}, "
-            f"Eq. 10 {f['eq10']:.4g} (ratio {f['ratio_eq10']:.3g}), Fokker-Planck {f['fokker_planck']:.4g}"
-        )
-    else:
-        print(f"thermophoretic flux: {f['note']}")
-    if out["stationary_exponent"] is not None:
-        print(
-            f"stationary density rho ~ g^-k: k = {out['stationary_exponent']:.3f} ± {out['stationary_exponent_stderr']:.3f}, "
-            f"Eq. 10 implies k = {out['stationary_exponent_eq10']:.3g}, Fokker-Planck k = {out['stationary_exponent_fokker_planck']:.3g}"
-        )
-        if "WARNING" in out["stationary_note"]:
-            print(out["stationary_note"].split("; ", 1)[1])
-    else:
-        print(f"stationary exponent: {out['stationary_note']}")

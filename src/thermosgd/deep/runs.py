@@ -1,4 +1,6 @@
-"""The paper's deep-network experiments as data: Fig. 2 (middle, bottom), Figs. 11-14.
+"""Training runs of the paper's deep-network experiments: Fig. 2 (middle, bottom), Figs. 11-14.
+
+The presets themselves (sizes, data, models) are entries of :mod:`thermosgd.presets`.
 
 Labels:
     * Gaussian inputs (``fig2-middle``): random binary labels, balanced exactly
@@ -16,7 +18,6 @@ Instruments run on a fixed probe set: the first ``probe_size`` training samples.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,14 @@ from thermosgd.instruments import (
     log_spaced,
     weight_norms,
 )
-from thermosgd.sweep.store import save_dataset, write_config
+from thermosgd.presets import Preset
 
 PAPER = "Wei & Schwab, Implicit Regularization of SGD via Thermophoresis"
 
 
 @dataclass(frozen=True)
-class DeepPreset:
-    """One deep experiment of the paper, with modest default sizes.
+class DeepSpec:
+    """What one deep run trains: a preset's parameters at a chosen size.
 
     Attributes:
         name: preset name, e.g. ``"fig11"``.
@@ -60,6 +61,7 @@ class DeepPreset:
         points: about this many log-spaced recording steps.
         width: hidden width (mlp) or hidden units (two-layer).
         gaussian_dim: input dimension for Gaussian data.
+        online: Gaussian data only: fresh samples every step instead of a finite set.
     """
 
     name: str
@@ -77,50 +79,53 @@ class DeepPreset:
     points: int = 30
     width: int = 100
     gaussian_dim: int = 100
+    online: bool = False
 
-    def tiny(self) -> DeepPreset:
-        """A few-second version for tests: 2 sweep values, 1 seed, a handful of steps."""
-        return dataclasses.replace(
-            self, lrs=self.lrs[:2], seeds=1, steps=6, n_train=48, probe_size=8, points=4,
-            batch_sizes=(4, 8) if self.over == "batch_size" else (4,),
-        )
-
-
-_FIG2 = "Fig. 2 {row}: gradient variance vs (rescaled) iterations for an eta sweep"
-DEEP_PRESETS: dict[str, DeepPreset] = {
-    p.name: p
-    for p in [
-        DeepPreset("fig2-middle", _FIG2.format(row="middle") + "; 6-layer fully connected net (width 100) "
-                   "on Gaussian inputs with random binary labels, |B| = 1",
-                   model="mlp", dataset="gaussian", over="lr", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,),
-                   seeds=2, steps=3000, figures=("grad_var",), n_train=1000, probe_size=128),
-        DeepPreset("fig2-bottom", _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, "
-                   "5x5 kernels, stride 1, then fully connected) on Fashion-MNIST, |B| = 32",
-                   model="cnn", dataset="fashion-mnist", over="lr", lrs=(0.025, 0.05, 0.1), batch_sizes=(32,),
-                   seeds=2, steps=600, figures=("grad_var",), n_train=None, probe_size=128, points=20),
-        DeepPreset("fig11", "Fig. 11: activation rate vs (rescaled) iterations, eta sweep; two-layer net with "
-                   "300 hidden units on CIFAR-10, |B| = 1000",
-                   model="two-layer", dataset="cifar10", over="lr", lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,),
-                   seeds=2, steps=150, figures=("activation_rate",), probe_size=1000, points=20, width=300),
-        DeepPreset("fig12", "Fig. 12: ||V|| vs (rescaled) iterations, eta sweep; two-layer net with "
-                   "300 hidden units on CIFAR-10, |B| = 1000",
-                   model="two-layer", dataset="cifar10", over="lr", lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,),
-                   seeds=2, steps=150, figures=("v_norm",), probe_size=1000, points=20, width=300),
-        DeepPreset("fig13", "Fig. 13: activation rate vs (rescaled) iterations, |B| sweep at eta = 0.02; "
-                   "two-layer net with 300 hidden units on CIFAR-10",
-                   model="two-layer", dataset="cifar10", over="batch_size", lrs=(0.02,),
-                   batch_sizes=(250, 500, 1000), seeds=2, steps=150, figures=("activation_rate",),
-                   probe_size=1000, points=20, width=300),
-        DeepPreset("fig14", "Fig. 14: ||V|| vs (rescaled) iterations, |B| sweep at eta = 0.02; "
-                   "two-layer net with 300 hidden units on CIFAR-10",
-                   model="two-layer", dataset="cifar10", over="batch_size", lrs=(0.02,),
-                   batch_sizes=(250, 500, 1000), seeds=2, steps=150, figures=("v_norm",),
-                   probe_size=1000, points=20, width=300),
-    ]
-}
+    @classmethod
+    def from_preset(cls, preset: Preset, *, seeds: int | None = None, steps: int | None = None,
+                    quick: bool = False) -> DeepSpec:
+        """The spec of a deep preset of :mod:`thermosgd.presets` at the requested size."""
+        if preset.kind != "deep":
+            raise UsageError(f"preset {preset.name} is a {preset.kind} preset, not a deep one")
+        seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
+        p = preset.settings(quick=quick)
+        return cls(name=preset.name, description=preset.description, model=p["model"], dataset=p["dataset"],
+                   over=preset.over, lrs=tuple(p["lrs"]), batch_sizes=tuple(p["batch_sizes"]), seeds=seeds,
+                   steps=steps, figures=(preset.metric,), n_train=p["n_train"], probe_size=p["probe_size"],
+                   points=p["points"], width=p["width"], gaussian_dim=p["gaussian_dim"],
+                   online=bool(p.get("online", False)))
 
 
-def _gaussian_set(preset: DeepPreset, seed: int) -> TrainSet:
+class OnlineGaussian:
+    """An endless stream of fresh Gaussian samples with random balanced labels, addressed by index.
+
+    Sample ``i`` is ``x_i ~ N(0, I_dim)``, ``y_i ~ Bernoulli(½)``, drawn from a generator
+    seeded by ``(seed, i)`` alone, so any sampler of :class:`TrainSet` works unchanged:
+    with ``2**48`` addresses, minibatch indices drawn uniformly never repeat in practice
+    (a repeat within 10⁶ draws has probability < 2·10⁻³), which makes SGD online —
+    fresh samples every step. The probe set (indices ``0..n-1``) stays fixed.
+    """
+
+    SIZE = 2**48
+
+    def __init__(self, dim: int, seed: int):
+        self.dim, self.seed = dim, seed
+
+    def __len__(self) -> int:
+        return self.SIZE
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for i in index.tolist():
+            g = torch.Generator().manual_seed(stream_seed(self.seed, 3 + int(i)))
+            xs.append(torch.randn(self.dim, generator=g))
+            ys.append(torch.randint(2, (1,), generator=g).to(torch.float32))
+        return torch.stack(xs), torch.stack(ys)
+
+
+def _gaussian_set(preset: DeepSpec, seed: int) -> TrainSet | OnlineGaussian:
+    if preset.online:
+        return OnlineGaussian(preset.gaussian_dim, seed)
     gen = torch.Generator().manual_seed(stream_seed(seed, 2))
     n = preset.n_train or 1000
     x = torch.randn(n, preset.gaussian_dim, generator=gen)
@@ -129,12 +134,12 @@ def _gaussian_set(preset: DeepPreset, seed: int) -> TrainSet:
     return TrainSet(x, y)
 
 
-def _image_set(preset: DeepPreset, images: ImageData) -> TrainSet:
+def _image_set(preset: DeepSpec, images: ImageData) -> TrainSet:
     n = len(images.labels) if preset.n_train is None else min(preset.n_train, len(images.labels))
     return TrainSet(torch.from_numpy(images.images[:n]), torch.from_numpy(images.labels[:n]), images.scale)
 
 
-def _model(preset: DeepPreset, shape: tuple[int, ...], out_dim: int, seed: int) -> nn.Module:
+def _model(preset: DeepSpec, shape: tuple[int, ...], out_dim: int, seed: int) -> nn.Module:
     dim = 1
     for s in shape:
         dim *= s
@@ -146,7 +151,7 @@ def _model(preset: DeepPreset, shape: tuple[int, ...], out_dim: int, seed: int) 
     return cnn(channels, size, out_dim, seed=seed, padding=0 if size >= 25 else 2)
 
 
-def _instruments(preset: DeepPreset, model: nn.Module, data: TrainSet, loss_fn) -> dict:
+def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet, loss_fn) -> dict:
     probe = torch.arange(min(preset.probe_size, len(data)))
     xp, yp = data.batch(probe)
 
@@ -164,47 +169,37 @@ def _instruments(preset: DeepPreset, model: nn.Module, data: TrainSet, loss_fn) 
     return tools
 
 
-def run_deep_preset(
-    name: str,
+def train_deep(
+    spec: DeepSpec,
     *,
-    out: Path,
-    seeds: int | None = None,
-    steps: int | None = None,
     data_dir: Path | None = None,
+    dataset: str | None = None,
     progress: bool = True,
     tiny: bool = False,
-    dataset: str | None = None,
-) -> Path:
-    """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
+):
+    """Train every (η, |B|, seed) run of a deep spec; returns the results as an ``xarray.Dataset``.
 
     Args:
-        name: a key of :data:`DEEP_PRESETS`.
-        out: results folder (created).
-        seeds: number of seeds (default: the preset's).
-        steps: SGD updates per run (default: the preset's).
+        spec: what to train (:meth:`DeepSpec.from_preset`).
         data_dir: folder with the data files (default: ``$THERMOSGD_DATA``).
-        progress: show a progress bar.
-        tiny: a few-second version (for tests and smoke runs).
         dataset: replace the image data set, e.g. ``"digits"`` for scikit-learn's 8x8
             digits as a labeled substitute when the paper's files are not available.
+        progress: show progress.
+        tiny: recorded in the config (the spec was built at the quick size).
 
     Returns:
-        ``out``.
+        Dataset with dims ``(lr, batch_size, seed, step)``; ``attrs["config"]`` is the
+        JSON of the run's configuration (what :func:`thermosgd.load` and the figures read).
     """
-    if name not in DEEP_PRESETS:
-        raise UsageError(f"unknown deep preset {name!r}; choose one of {', '.join(DEEP_PRESETS)}")
-    preset = DEEP_PRESETS[name].tiny() if tiny else DEEP_PRESETS[name]
-    if seeds is not None or steps is not None:
-        if (seeds is not None and seeds < 1) or (steps is not None and steps < 1):
-            raise UsageError(f"seeds and steps must be >= 1, got seeds={seeds}, steps={steps}")
-        preset = dataclasses.replace(preset, seeds=seeds or preset.seeds, steps=steps or preset.steps)
+    preset = spec
     source = dataset or preset.dataset
     if preset.dataset == "gaussian" and source != "gaussian":
-        raise UsageError(f"preset {name} uses synthetic Gaussian data; it takes no data-set substitute")
+        raise UsageError(f"preset {preset.name} uses synthetic Gaussian data; it takes no data-set substitute")
     if preset.dataset == "gaussian":
         images, out_dim, loss_fn = None, 1, nn.BCEWithLogitsLoss()
         shape: tuple[int, ...] = (preset.gaussian_dim,)
-        labels = "random binary labels {0, 1}, exactly balanced; scalar output, BCE-with-logits loss"
+        labels = ("random binary labels {0, 1}, " + ("Bernoulli(1/2), fresh samples every step (online)"
+                  if preset.online else "exactly balanced") + "; scalar output, BCE-with-logits loss")
     else:
         images = load_dataset(source, data_dir, split="train")
         out_dim, loss_fn, shape = len(images.classes), nn.CrossEntropyLoss(), tuple(images.images.shape[1:])
@@ -234,38 +229,11 @@ def run_deep_preset(
         config["note"] = f"SUBSTITUTE DATA: {source} instead of the paper's {preset.dataset}"
     schedule = log_spaced(preset.steps, preset.points)
     ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
-                     steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=name)
+                     steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=preset.name)
     if "grad_var" in ds:
         # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
         ds.attrs["grad_var_definition"] = (
             "mean over parameter entries of the unbiased per-sample gradient variance over the "
             f"probe set ({preset.probe_size} samples), not divided by |B|"
         )
-    out = Path(out)
-    save_dataset(ds, out / "results.nc")
-    write_config(config, out)
-    draw_preset_figures(ds, out / "figures")
-    return out
-
-
-def draw_preset_figures(ds, folder: Path) -> list[Path]:
-    """The preset's figures from its results (``ds.attrs["config"]`` says which), into ``folder``."""
-    from thermosgd.figures import sweep_figure
-
-    config = json.loads(ds.attrs["config"])
-    name = config["preset"]
-    tag = "_digits-substitute" if config.get("substitute") else ""
-    title = f"{name}: {config['description']}"
-    if config.get("substitute"):
-        title = f"[SUBSTITUTE DATA: {config['dataset']}, not {config['dataset_paper']}] {title}"
-    files: list[Path] = []
-    for metric in config["figures"]:
-        stem = folder / (f"{name}{tag}" if len(config["figures"]) == 1 else f"{name}_{metric}{tag}")
-        files += sweep_figure(ds, metric, over=config["over"], out_stem=stem, title=_wrap(title))
-    return files
-
-
-def _wrap(text: str, width: int = 110) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
+    return ds

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from thermosgd.analysis.collapse import EXPONENT_SYMBOL, SWEEP_OVER, CollapseFit, fit_collapse, parse_window
 from thermosgd.errors import UsageError
+from thermosgd.presets import PAPER_EXPONENT
 
 _SEE_ALSO = "Exit code 2 on bad input (unknown metric, missing dimension, too few values or seeds)."
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("results", metavar="RESULTS_DIR", help="results folder (or its results.nc)")
     parser.add_argument("--metric", required=True, help="data variable, e.g. activation_rate or v_norm")
-    parser.add_argument("--over", required=True, choices=SWEEP_OVER, help="swept parameter to fit")
+    parser.add_argument("--over", required=True, choices=tuple(PAPER_EXPONENT), help="swept parameter to fit")
     parser.add_argument(
         "--window",
         metavar="START:END",
@@ -42,6 +42,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit code."""
+    from thermosgd.analysis.collapse import fit_collapse, parse_window
     from thermosgd.sweep.store import load
 
     if args.n_boot < 0:
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     fit = fit_collapse(ds, args.metric, args.over, window=window, n_boot=args.n_boot, seed=args.seed)
     figures: list[Path] = []
     if not args.no_figure:
-        from thermosgd.figures.collapse import collapse_figure, save_figure
+        from thermosgd.figures.collapse import collapse_figure
+        from thermosgd.figures.save import save_figure
 
         stem = Path(args.figure) if args.figure else _default_stem(Path(args.results), fit)
         figures = save_figure(collapse_figure(ds, fit), stem)
@@ -64,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_stem(results: Path, fit: CollapseFit) -> Path:
+def _default_stem(results: Path, fit) -> Path:
     folder = results if results.is_dir() else results.parent
     return folder / "figures" / f"collapse_{fit.metric}_{fit.over}"
 
 
-def format_table(fit: CollapseFit, figures: list[Path] = ()) -> str:
+def format_table(fit, figures: list[Path] = ()) -> str:
     """Human-readable summary of a fit, one quantity per line."""
+    from thermosgd.analysis.collapse import EXPONENT_SYMBOL
+
     symbol = EXPONENT_SYMBOL[fit.over]
     if fit.n_boot:
         ci = f"{100 * fit.ci_level:.0f}% CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}] ({fit.n_boot} resamples of {fit.n_seeds} seeds)"

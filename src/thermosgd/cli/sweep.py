@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from thermosgd.cli.common import add_executor_args, executor_kwargs
+from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
-from thermosgd.sweep.config import load_toml
-from thermosgd.sweep.store import CONFIG_FILE
-from thermosgd.sweep.units import plan_units
 
 
 def register(sub) -> None:
-    from thermosgd.reproduction import _executor_args
-
     p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
     p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and number of units, run nothing")
-    _executor_args(p)
+    add_executor_args(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
@@ -31,7 +28,6 @@ def register(sub) -> None:
 
 def _sweep(args) -> int:
     from thermosgd.figures import sweep_figure
-    from thermosgd.reproduction import executor_kwargs
     from thermosgd.sweep.run import run_sweep
 
     cfg = load_toml(args.config)
@@ -52,6 +48,8 @@ def _sweep(args) -> int:
 def _dry_run(cfg, out: Path | None) -> None:
     """Print the grid and the units; with --out, what a real run would still do there."""
     from thermosgd.sweep.run import check_config, status
+    from thermosgd.sweep.store import CONFIG_FILE
+    from thermosgd.sweep.units import plan_units
 
     units = plan_units(cfg)
     t = cfg.train

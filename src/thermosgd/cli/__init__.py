@@ -1,10 +1,12 @@
 """Command-line interface: argument parsing and error-to-exit-code mapping only.
 
-Every subcommand lives beside the code it drives and exposes
-``register(subparsers)``, which adds its parser and sets ``func`` (a callable
-taking the parsed ``argparse.Namespace`` and returning an exit code or None).
-Any :class:`thermosgd.errors.UsageError` (and argparse's own errors) ends the
-program with one line on stderr and exit code 2.
+Every subcommand is one module of this package exposing ``register(subparsers)``,
+which adds its parser and sets ``func`` (a callable taking the parsed
+``argparse.Namespace`` and returning an exit code or None). Those modules import
+torch, xarray and matplotlib only inside ``func``, so ``--help`` and
+``reproduce --list`` answer at once. Any :class:`thermosgd.errors.UsageError`
+(and argparse's own errors) ends the program with one line on stderr and exit
+code 2.
 """
 
 from __future__ import annotations
@@ -12,30 +14,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from thermosgd.cli import collapse, experiments, reproduce, sweep, walk
+from thermosgd.cli.common import Parser
 from thermosgd.errors import UsageError
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
-
-    def error(self, message: str):  # noqa: D401 - argparse API
-        raise UsageError(f"{self.prog}: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from thermosgd import reproduction
-    from thermosgd.analysis import cli as collapse_cli
-    from thermosgd.analysis import experiments_cli
-    from thermosgd.sweep import cli as sweep_cli
-    from thermosgd.walk import cli as walk_cli
-
-    parser = _Parser(
+    """The ``thermosgd`` parser with every subcommand."""
+    parser = Parser(
         prog="thermosgd",
         description="Thermophoresis of SGD (Wei & Schwab): simulate, measure, fit, reproduce.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (reproduction, sweep_cli, walk_cli, collapse_cli, experiments_cli):
+    for module in (reproduce, sweep, walk, collapse, experiments):
         module.register(sub)
     return parser
 

@@ -1,0 +1,28 @@
+"""Pieces shared by the subcommands: the parser class and the executor options."""
+
+from __future__ import annotations
+
+import argparse
+
+from thermosgd.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--workers``, ``--scheduler`` (rules: :func:`thermosgd.sweep.executors.resolve_kind`)."""
+    g = p.add_argument_group("where work units run")
+    g.add_argument("--executor", choices=["inline", "processes", "dask"], default=None,
+                   help="default: inline, or Dask when --workers or --scheduler is given")
+    g.add_argument("--workers", type=int, help="worker processes (a local Dask cluster unless --executor processes)")
+    g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
+
+
+def executor_kwargs(args: argparse.Namespace) -> dict:
+    """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
+    return {"executor": args.executor, "workers": args.workers, "scheduler": args.scheduler}

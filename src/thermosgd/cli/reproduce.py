@@ -1,0 +1,55 @@
+"""``thermosgd reproduce``: the paper's experiments by name (see ``--list``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from thermosgd import presets
+from thermosgd.cli.common import add_executor_args, executor_kwargs
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run the paper's experiments and write results + figures",
+        description="Run preset experiments of the paper. Without NAME: the default set "
+        "(all figures that need no downloaded data) at a small size, under runs/.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="preset(s); see --list")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
+    p.add_argument("--steps", type=int, help="SGD iterations (default: the preset's)")
+    p.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)")
+    p.add_argument("--substitute-digits", action="store_true",
+                   help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
+                   "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)")
+    add_executor_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="seconds-long smoke-test size for every preset (not for conclusions)")
+    p.add_argument("--include-diverged", action="store_true",
+                   help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.list:
+        print(presets.listing())
+        return 0
+    if args.seeds is not None:
+        presets.check_count("seeds", args.seeds, presets.MAX_SEEDS)
+    if args.steps is not None:
+        presets.check_count("steps", args.steps, presets.MAX_STEPS)
+    for name in args.names:
+        presets.get(name)  # unknown names fail before anything runs
+    from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
+
+    data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
+    reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
+              substitute_digits=args.substitute_digits, quick=args.quick,
+              include_diverged=args.include_diverged, progress=not args.no_progress,
+              **executor_kwargs(args))
+    return 0

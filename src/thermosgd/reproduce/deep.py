@@ -1,0 +1,72 @@
+"""Deep presets (Fig. 2 middle/bottom, Figs. 11-14): train, save the results, draw the figures."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from thermosgd import presets
+from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.deep.runs import DeepSpec, train_deep
+from thermosgd.figures import sweep_figure
+from thermosgd.reproduce.twolayer import write_summary
+from thermosgd.sweep.store import save_dataset, write_config
+
+
+def reproduce_deep(
+    preset: presets.Preset | str,
+    out: Path,
+    *,
+    seeds: int | None = None,
+    steps: int | None = None,
+    quick: bool = False,
+    data_dir: Path | None = None,
+    dataset: str | None = None,
+    include_diverged: bool = False,
+    progress: bool = True,
+) -> list[Verdict]:
+    """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
+
+    Args:
+        preset: an entry of :mod:`thermosgd.presets` of kind ``"deep"``, or its name.
+        out: results folder (created).
+        seeds: number of seeds (default: the preset's).
+        steps: SGD updates per run (default: the preset's).
+        quick: the preset's seconds-long smoke-test size.
+        data_dir: folder with the data files (default: ``$THERMOSGD_DATA``).
+        dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
+        include_diverged: keep diverged replicas in the collapse fit.
+        progress: show progress.
+
+    Returns:
+        The preset's verdict (fitted exponent of its plotted metric against the paper's),
+        also written to ``summary.json`` and ``report.md``.
+    """
+    preset = presets.get(preset) if isinstance(preset, str) else preset
+    spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
+    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick)
+    out = Path(out)
+    save_dataset(ds, out / "results.nc")
+    write_config(json.loads(ds.attrs["config"]), out)
+    draw_preset_figures(ds, out / "figures")
+    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged)
+    write_summary(out, preset, ds, [verdict])
+    if progress:
+        print(f"[{preset.name}] {preset.metric}: {verdict.line()}")
+    return [verdict]
+
+
+def draw_preset_figures(ds, folder: Path) -> list[Path]:
+    """The preset's figures from its results (``ds.attrs["config"]`` says which), into ``folder``."""
+    config = json.loads(ds.attrs["config"])
+    name = config["preset"]
+    tag = "_digits-substitute" if config.get("substitute") else ""
+    title = f"{name}: {config['description']}"
+    if config.get("substitute"):
+        title = f"[SUBSTITUTE DATA: {config['dataset']}, not {config['dataset_paper']}] {title}"
+    files: list[Path] = []
+    for metric in config["figures"]:
+        stem = folder / (f"{name}{tag}" if len(config["figures"]) == 1 else f"{name}_{metric}{tag}")
+        files += sweep_figure(ds, metric, over=config["over"], out_stem=stem, title="\n".join(textwrap.wrap(title, 110)))
+    return files

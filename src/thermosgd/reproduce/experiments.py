@@ -1,0 +1,181 @@
+"""The prediction-vs-measurement experiments: drift, equal error, generalization.
+
+Each runs one experiment at the size of its entry in :mod:`thermosgd.presets`
+(``quick`` for seconds), and, given a folder, writes ``<name>.png``, ``<name>.pdf``,
+``<name>.md`` and ``<name>.json`` there. ``thermosgd drift | equal-error |
+generalization`` and ``thermosgd reproduce`` call these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from thermosgd import presets
+from thermosgd.analysis.drift import drift_summary, drift_table
+from thermosgd.analysis.equal_error import at_first_crossing, equal_error_summary, equal_error_table
+from thermosgd.analysis.generalization import final_values, generalization_summary, generalization_table
+from thermosgd.errors import UsageError
+from thermosgd.figures.comparisons import equal_error_figure, generalization_figure
+from thermosgd.figures.drift import drift_figure
+from thermosgd.figures.save import save_figure
+from thermosgd.jsonsafe import json_safe
+from thermosgd.twolayer.drift import DriftSetup, drift_runs
+from thermosgd.twolayer.engine import train
+
+__all__ = ["run_drift", "run_equal_error", "run_generalization"]
+
+
+def _write(out: Path | None, name: str, fig, table: str, payload: dict) -> list[str]:
+    if out is None:
+        return []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [str(p) for p in save_figure(fig, out / name)]
+    (out / f"{name}.md").write_text(table)
+    (out / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+    return files + [str(out / f"{name}.md"), str(out / f"{name}.json")]
+
+
+def _settings(name: str, quick: bool, overrides: dict) -> dict:
+    """The preset's settings at its default or quick size, with the caller's overrides."""
+    preset = presets.get(name)
+    s = preset.settings(quick=quick)
+    seeds, steps = preset.size(quick=quick)
+    s["steps"] = steps
+    if seeds is not None:
+        s["seeds"] = seeds
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    return s
+
+
+def _positive_int(name: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise UsageError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def _positive_floats(name: str, values) -> None:
+    if any(not (v > 0) or not math.isfinite(v) for v in values):
+        raise UsageError(f"--{name} values must be positive and finite, got {list(values)}")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--{name} has repeated values: {list(values)}")
+
+
+# --------------------------------------------------------------------------
+# Experiments
+# --------------------------------------------------------------------------
+
+
+def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
+    """Part 4: measured noise-induced drift of b and V² beside the paper's prediction.
+
+    Args:
+        out: folder for ``drift.{png,pdf,md,json}`` (None: write nothing).
+        quick: a seconds-long run (for tests and smoke checks).
+        overrides: any of ``lrs, batch_sizes, steps, blocks, per_block, clones,
+            record_every, labels, seed``.
+
+    Returns:
+        The JSON payload (summary, settings, table, files).
+    """
+    s = _settings("drift", quick, overrides)
+    _positive_floats("lr", s["lrs"])
+    if any(int(b) < 1 for b in s["batch_sizes"]) or len(set(s["batch_sizes"])) != len(s["batch_sizes"]):
+        raise UsageError(f"--batch-size values must be distinct integers >= 1, got {list(s['batch_sizes'])}")
+    _positive_int("steps", s["steps"], 4)
+    _positive_int("blocks", s["blocks"], 2)
+    _positive_int("replicas", s["per_block"], 1)
+    _positive_int("clones", s["clones"], 2)
+    _positive_int("record-every", s["record_every"])
+    if s["record_every"] > s["steps"] // 4:
+        raise UsageError(f"--record-every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4})")
+    setup = DriftSetup(labels=s["labels"], seed=s["seed"])
+    one, traj = drift_runs(
+        setup, s["lrs"], s["batch_sizes"], steps=s["steps"], blocks=s["blocks"], per_block=s["per_block"],
+        clones=s["clones"], record_every=s["record_every"], seed=s["seed"])
+    summary = drift_summary(one, traj, seed=s["seed"])
+    table = drift_table(summary)
+    payload = {"experiment": "drift", "settings": s, **summary.to_dict()}
+    fig = None
+    if out is not None:
+        fig = drift_figure(traj, summary.to_dict(), title=(
+            f"drift of b and V² beyond the mean gradient: {s['labels']} labels, "
+            f"{s['blocks']}×{s['per_block']} replicas per (η, |B|), shared init"))
+    payload["files"] = _write(out, "drift", fig, table, payload)
+    payload["table"] = table
+    return payload
+
+
+def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
+    """Part 5: σ and ‖V‖ when each η first reaches the same training error (same init).
+
+    Args:
+        out: folder for ``equal_error.{png,pdf,md,json}`` (None: write nothing).
+        quick: a seconds-long run.
+        overrides: any of ``lrs, batch_size, seeds, steps, record_every, target, train_size, seed``.
+
+    Returns:
+        The JSON payload.
+    """
+    s = _settings("equal-error", quick, overrides)
+    _positive_floats("lr", s["lrs"])
+    if len(s["lrs"]) < 2:
+        raise UsageError("--lr needs at least two learning rates to compare")
+    _positive_int("seeds", s["seeds"], 2)
+    _positive_int("steps", s["steps"])
+    _positive_int("record-every", s["record_every"])
+    _positive_int("batch-size", s["batch_size"])
+    _positive_int("train-size", s["train_size"], 2)
+    if not 0 < s["target"] < 1:
+        raise UsageError(f"--target must be a training error in (0, 1), got {s['target']}")
+    cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=s["batch_size"], seeds=s["seeds"], steps=s["steps"],
+                             record_every=s["record_every"], train_size=s["train_size"], seed=s["seed"])
+    ds = train(cfg)
+    res = at_first_crossing(ds, s["target"])
+    summary = equal_error_summary(res)
+    table = equal_error_table(summary)
+    payload = {"experiment": "equal-error", "settings": s, **summary}
+    fig = None
+    if out is not None:
+        fig = equal_error_figure(res)
+    payload["files"] = _write(out, "equal_error", fig, table, payload)
+    payload["table"] = table
+    return payload
+
+
+def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
+    """Part 6: final test accuracy vs activation rate and ‖V‖ over an (η, |B|) grid.
+
+    Args:
+        out: folder for ``generalization.{png,pdf,md,json}`` (None: write nothing).
+        quick: a seconds-long run.
+        overrides: any of ``lrs, batch_sizes, seeds, steps, train_size, test_size, seed``.
+
+    Returns:
+        The JSON payload.
+    """
+    s = _settings("generalization", quick, overrides)
+    _positive_floats("lr", s["lrs"])
+    if any(int(b) < 1 for b in s["batch_sizes"]) or len(set(s["batch_sizes"])) != len(s["batch_sizes"]):
+        raise UsageError(f"--batch-size values must be distinct integers >= 1, got {list(s['batch_sizes'])}")
+    if len(s["lrs"]) * len(s["batch_sizes"]) < 3:
+        raise UsageError("the (η, |B|) grid needs at least 3 cells for rank correlations")
+    _positive_int("seeds", s["seeds"], 2)
+    _positive_int("steps", s["steps"])
+    _positive_int("train-size", s["train_size"], 2)
+    _positive_int("test-size", s["test_size"], 10)
+    cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=list(s["batch_sizes"]), seeds=s["seeds"],
+                                      steps=s["steps"], record_every=s["steps"], train_size=s["train_size"],
+                                      test_size=s["test_size"], seed=s["seed"])
+    fv = final_values(train(cfg))
+    summary = generalization_summary(fv)
+    table = generalization_table(summary)
+    payload = {"experiment": "generalization", "settings": s, **summary}
+    fig = None
+    if out is not None:
+        fig = generalization_figure(summary, title=f"teacher task, {s['train_size']} training samples, "
+                                                   f"{s['seeds']} seeds per cell")
+    payload["files"] = _write(out, "generalization", fig, table, payload)
+    payload["table"] = table
+    return payload

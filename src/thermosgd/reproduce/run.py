@@ -1,0 +1,153 @@
+"""``thermosgd reproduce``: run the paper's experiments and write their results and figures.
+
+Data flows one way: preset → sweep (results on disk) → figures read from the
+results. Plain ``thermosgd reproduce`` runs the default set (every figure that
+needs no downloaded data) at a small size under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from thermosgd import presets
+from thermosgd.errors import UsageError
+from thermosgd.reproduce import experiments
+from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.twolayer import reproduce_twolayer
+from thermosgd.reproduce.walk import reproduce_walk
+from thermosgd.sweep.run import folder_lock
+
+
+def reproduce(
+    names: list[str] | None,
+    *,
+    out: Path | None = None,
+    seeds: int | None = None,
+    steps: int | None = None,
+    data_dir: Path | None = None,
+    substitute_digits: bool = False,
+    quick: bool = False,
+    include_diverged: bool = False,
+    progress: bool = True,
+    **executor,
+) -> dict[str, Path]:
+    """Run presets; returns {preset name: its results folder}.
+
+    Every fitted claim gets a verdict (printed, and in each folder's ``summary.json``
+    and ``report.md``); a run ends with the table of all verdicts.
+    ``include_diverged`` keeps replicas flagged as diverged in the fits.
+
+    ``quick`` runs every preset at a seconds-long smoke-test size (two-layer: 2
+    seeds × 100 steps unless given; deep: the tiny version; walk and analysis:
+    their quick versions).
+
+    With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
+    several or none (the default set), each experiment gets ``out/NAME``
+    (``out`` defaults to ``runs``).
+    """
+    if seeds is not None:
+        presets.check_count("seeds", seeds, presets.MAX_SEEDS)
+    if steps is not None:
+        presets.check_count("steps", steps, presets.MAX_STEPS)
+    chosen = [presets.get(n) for n in names] if names else presets.default_set()
+    # One run per experiment: fig3 also writes fig4's figure.
+    runs: dict[str, presets.Preset] = {}
+    for p in chosen:
+        runs.setdefault(p.experiment, p)
+    single = names is not None and len(names) == 1
+    base = Path(out) if out is not None else Path("runs")
+    done = {}
+    verdicts: list = []
+    for p in runs.values():
+        folder = base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
+        _check_writable(folder)
+        if progress:
+            print(f"[{p.name}] {p.description}")
+        if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
+            verdicts += reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
+                                           include_diverged=include_diverged, progress=progress, **executor)
+        else:
+            run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
+                   "substitute_digits": substitute_digits, "include_diverged": include_diverged}
+            with folder_lock(folder):
+                fresh = _claim_folder(folder, run)
+                try:
+                    verdicts += _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                except BaseException:
+                    if fresh:  # e.g. missing data files: let the user retry with other options
+                        (folder / MARKER).unlink(missing_ok=True)
+                    raise
+        if progress:
+            print(f"[{p.name}] results and figures in {folder}")
+        done[p.name] = folder
+    if progress and verdicts:
+        print(verdict_summary(verdicts))
+    return done
+
+
+def verdict_summary(verdicts: list) -> str:
+    """The closing table of a run: one line per fitted claim."""
+    width = max(len(v.preset) for v in verdicts)
+    lines = ["", "verdicts (paper's exponent inside the 95% CI = agrees):"]
+    for v in verdicts:
+        fit = "" if v.exponent is None or v.ci_low is None else (
+            f"{v.symbol} = {v.exponent:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}] vs {v.paper:g}")
+        gone = sum(x.count for x in v.left_out)
+        extra = f", {gone} replicas left out" if gone else ""
+        lines.append(f"  {v.preset:<{width}}  {v.metric:<16} {v.status:<13} {fit}{extra}")
+    return "\n".join(lines)
+
+
+MARKER = ".thermosgd-run.json"
+
+
+def _claim_folder(folder: Path, run: dict) -> bool:
+    """Refuse a folder that holds another run; mark it as this run's.
+
+    Two-layer sweeps are guarded by their config.json; the walk, deep and
+    analysis presets write this marker instead, so that no preset silently
+    overwrites the results of another run. Returns True if the folder was new.
+    """
+    marker = folder / MARKER
+    if marker.exists():
+        old = json.loads(marker.read_text())
+        if old != run:
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in run.items() if old.get(k) != v)
+            raise UsageError(f"{folder} holds results of another run ({diff}); choose a new --out folder")
+        return False
+    if any(f.name != ".lock" for f in folder.iterdir()):
+        raise UsageError(f"{folder} already holds other files; choose a new --out folder")
+    marker.write_text(json.dumps(run) + "\n")
+    return True
+
+
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
+    quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
+    if p.kind == "walk":
+        if progress and (seeds or steps):
+            print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
+        reproduce_walk(folder, quick=quick)
+        return []
+    elif p.kind == "deep":
+        return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                              quick=quick, dataset="digits" if run["substitute_digits"] else None,
+                              include_diverged=run["include_diverged"])
+    elif p.kind == "analysis":
+        runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
+                  "generalization": experiments.run_generalization}[p.name]
+        overrides = {} if steps is None else {"steps": steps}
+        if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
+            overrides["seeds"] = seeds
+        runner(folder, quick=quick, **overrides)
+        return []
+    raise AssertionError(f"no runner for preset kind {p.kind!r}")
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UsageError(f"cannot write to output folder {folder}")
