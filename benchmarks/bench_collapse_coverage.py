@@ -21,7 +21,8 @@ whether the interval covers the target. The same bootstrap exponents also give t
 percentile interval (2.5 %, 97.5 %) for comparison; ``--baseline`` adds the old method
 (plug-in score, percentile interval, n_boot = 200).
 
-Run:  OMP_NUM_THREADS=1 python benchmarks/bench_collapse_coverage.py [--draws 200] [--baseline]
+Run:  OMP_NUM_THREADS=1 python benchmarks/bench_collapse_coverage.py [--draws 500] [--baseline]
+(500 draws with --baseline: about 11 min of one core; standard error of a coverage near 0.95: 0.010)
 """
 
 from __future__ import annotations
@@ -83,13 +84,14 @@ def family(over: str, exponent: float, *, shared: bool, seed: int | None, n_seed
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=200, help="synthetic sweeps per case")
+    ap.add_argument("--draws", type=int, default=500, help="synthetic sweeps per case")
     ap.add_argument("--baseline", action="store_true", help="also run the old method (plug-in score, percentile)")
     args = ap.parse_args(argv)
-    header = f"{'case':<34} {'target':>7} {'nominal':>7} {'coverage':>9} {'± se':>6} {'mean width':>10} {'percentile cov.':>15}"
+    header = f"{'case':<34} {'target':>7} {'nominal':>7} {'coverage':>9} {'mean width':>10} {'percentile cov.':>15}"
     if args.baseline:
         header += f" {'old method cov.':>15} {'old width':>9}"
-    print(f"{args.draws} draws per case, {SEEDS} seeds, window {WINDOW}, AR(1) σ = {SIGMA}, ρ = {RHO:.3f}/record")
+    print(f"{args.draws} draws per case, {SEEDS} seeds, window {WINDOW}, AR(1) σ = {SIGMA}, ρ = {RHO:.3f}/record; "
+          f"standard error of a coverage near 0.95: {math.sqrt(0.95 * 0.05 / args.draws):.3f}")
     print(header + f" {'draws':>6}")
     times = []
     for shared in (True, False):
@@ -118,7 +120,7 @@ def main(argv=None) -> None:
             cov = hit / n
             sym = "α" if over == "lr" else "β"
             case = f"{over} {sym}={exponent:g}, {'shared' if shared else 'independent'}{', weak' if decay < 0.1 else ''}"
-            line = (f"{case:<34} {truth:>7.3f} {0.95:>7.2f} {cov:>9.3f} {math.sqrt(cov * (1 - cov) / n):>6.3f} "
+            line = (f"{case:<34} {truth:>7.3f} {0.95:>7.2f} {cov:>9.3f} "
                     f"{statistics.mean(widths):>10.3f} {hit_pct / n:>15.3f}")
             if args.baseline:
                 line += f" {hit_old / n:>15.3f} {statistics.mean(widths_old):>9.3f}"
