@@ -3,7 +3,7 @@
 Workload: synthetic sweeps shaped like the two-layer presets (8 seeds, 3000 steps recorded
 every 10; η ∈ {0.025, 0.05, 0.075, 0.1} or |B| ∈ {1, 2, 3}). Replica s at swept value x::
 
-    m(t) = 0.5 − D·A_s·(1 − exp(−t·f(x)/800))        master curve in t·f(x), f = (η/η_ref)^α or (|B|/2)^−β
+    m(t) = 0.5 − D·A_s·(1 − exp(−t·f(x)/800))        master curve in t·f(x), f = (η/η_ref)^α, (|B|/2)^−β
            + 0.004·log2(x/x_ref)                      an x-dependent vertical drift (no collapse)
            + 0.05·exp(−t·(x/x_ref)^(±1)/30)          a fast transient with the wrong exponent
            + σ·ε_s(t)                                 AR(1) noise in raw time, correlation time 50 steps
@@ -71,7 +71,10 @@ def family(over: str, exponent: float, *, shared: bool, seed: int | None, n_seed
     for k, x in enumerate(xs):
         f = (x / ref) ** (sign * exponent)
         for s in range(n_seeds):
-            amp, path = (amp_s[s], path_s[s]) if shared or not noisy else (1 + 0.15 * rng.standard_normal(), ar1(rng, t.size))
+            if shared or not noisy:
+                amp, path = amp_s[s], path_s[s]
+            else:
+                amp, path = 1 + 0.15 * rng.standard_normal(), ar1(rng, t.size)
             data[k, s] = (0.5 - decay * amp * (1 - np.exp(-t * f / 800)) + 0.004 * np.log2(x / ref)
                           + 0.05 * np.exp(-t * (x / ref) ** sign / 30) + SIGMA * path)
     lr, bs = (xs, np.array([1])) if over == "lr" else (np.array([0.05]), xs.astype(int))
@@ -119,7 +122,8 @@ def main(argv=None) -> None:
             n = args.draws
             cov = hit / n
             sym = "α" if over == "lr" else "β"
-            case = f"{over} {sym}={exponent:g}, {'shared' if shared else 'independent'}{', weak' if decay < 0.1 else ''}"
+            streams = "shared" if shared else "independent"
+            case = f"{over} {sym}={exponent:g}, {streams}{', weak' if decay < 0.1 else ''}"
             line = (f"{case:<34} {truth:>7.3f} {0.95:>7.2f} {cov:>9.3f} "
                     f"{statistics.mean(widths):>10.3f} {hit_pct / n:>15.3f}")
             if args.baseline:

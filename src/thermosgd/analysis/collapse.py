@@ -91,8 +91,12 @@ Am. Stat. 69:371): the bootstrap percentiles at ``Φ(±√(n/(n−1)) t_{n−1, 
 instead of ``1 ∓ a/2`` (``n`` seeds, ``a = 1 − ci_level``), which corrects the
 percentile interval's narrowness with few seeds (with 8 seeds it takes the
 0.57 % and 99.43 % points for a 95 % interval). Its coverage on synthetic
-sweeps with 8 seeds, autocorrelated noise, shared and independent streams and
-transients is measured by ``benchmarks/bench_collapse_coverage.py``.
+sweeps with 8 seeds, AR(1) noise, a drift, a transient, shared and independent
+streams (``benchmarks/bench_collapse_coverage.py``, 500 draws per case,
+standard error 0.01): 0.92–0.94 with independent streams, 0.98–1.00 with
+shared ones (conservative there), for α ∈ {0.5, 1, 2} and β = 1; the plain
+2.5–97.5 % percentiles of the same resamples covered 0.85–0.89 with
+independent streams.
 
 Diverged replicas (``ds["diverged"]``) and replicas with a non-finite value
 are excluded from every average; a swept value with no surviving replica is
