@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from thermosgd import presets
@@ -17,6 +19,8 @@ from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
+from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
 
 
@@ -59,45 +63,47 @@ def reproduce(
     single = names is not None and len(names) == 1
     base = Path(out) if out is not None else Path("runs")
     done = {}
-    verdicts: list = []
     for p in runs.values():
         folder = base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
         _check_writable(folder)
         if progress:
             print(f"[{p.name}] {p.description}")
+        start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            verdicts += reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
-                                           include_diverged=include_diverged, progress=progress, **executor)
+            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
+                               include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
-                    verdicts += _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                    _run_other(p, folder, run, data_dir=data_dir, progress=progress)
                 except BaseException:
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
                     raise
+        _record_wall_time(folder, time.perf_counter() - start)
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
-    if progress and verdicts:
-        print(verdict_summary(verdicts))
+    # One page for everything under the runs folder (or for the one folder given with --out),
+    # and its summary table as the run's closing table.
+    pages = base if single and out is not None else (Path("runs") if single else base)
+    report = collect(pages)
+    page = write_report(pages, report)
+    if progress:
+        print("\n" + summary_table(report))
+        print(f"\nreport: {page}")
     return done
 
 
-def verdict_summary(verdicts: list) -> str:
-    """The closing table of a run: one line per fitted claim."""
-    width = max(len(v.preset) for v in verdicts)
-    lines = ["", "verdicts (paper's exponent inside the 95% CI = agrees):"]
-    for v in verdicts:
-        fit = "" if v.exponent is None or v.ci_low is None else (
-            f"{v.symbol} = {v.exponent:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}] vs {v.paper:g}")
-        gone = sum(x.count for x in v.left_out)
-        extra = f", {gone} replicas left out" if gone else ""
-        lines.append(f"  {v.preset:<{width}}  {v.metric:<16} {v.status:<13} {fit}{extra}")
-    return "\n".join(lines)
+def _record_wall_time(folder: Path, seconds: float) -> None:
+    """The run's wall time and machine, for the report's provenance (the last run on this folder)."""
+    machine = dict(environment())
+    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine}}
+    (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
 MARKER = ".thermosgd-run.json"

@@ -4,7 +4,10 @@ A whole grid of learning rates × batch sizes × seeds is one computation: the
 parameters carry a leading replica dim R = L·K·S (lr, batch size, seed) and
 every step is a handful of batched tensor ops, with hand-written gradients of
 Eq. 13/16 (tested against ``torch.autograd``). Replicas never mix: a diverging
-replica turns into NaN on its own and is frozen and marked, the rest go on.
+replica (:mod:`~thermosgd.twolayer.divergence`) is frozen and marked, the rest go on.
+``[train] noise`` swaps the minibatch step for a control ("gd", "gaussian",
+"frozen": :mod:`~thermosgd.twolayer.steps`) that sees G = ``gd_batch`` samples
+per step; everything else (initialization, data, measurement) stays the same.
 
 The pieces, one job each: :mod:`~thermosgd.twolayer.params` (initialization),
 :mod:`~thermosgd.twolayer.steps` (the update), :mod:`~thermosgd.twolayer.measure`
@@ -22,16 +25,18 @@ import contextlib
 import numpy as np
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
-from thermosgd.twolayer.data import SampleStream, UserData
+from thermosgd.progress import bar as progress_bar
+from thermosgd.twolayer import divergence
+from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
+from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
 from thermosgd.twolayer.params import Params, init_ensemble
-from thermosgd.twolayer.results import Records, diverged_steps, to_dataset
-from thermosgd.twolayer.steps import minibatch_weights, sgd_step
+from thermosgd.twolayer.results import Records, to_dataset
+from thermosgd.twolayer.steps import frozen_step, gaussian_step, gd_step, minibatch_weights, sgd_step
 
 _CHUNK = 256  # minibatches drawn per stream at once
 # First-layer weights trained together at most (1M float32 = 4 MiB): beyond this the
@@ -55,7 +60,7 @@ def _threads_for(work: int):
 
 def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: bool = False,
           desc: str | None = None) -> xr.Dataset:
-    """Train the grid ``cfg.train.lr × cfg.train.batch_size × seeds`` in one go.
+    """Train the grid ``cfg.train.lr × cfg.train.batch_size × seeds`` in one go, under ``cfg.train.noise``.
 
     Args:
         cfg: validated configuration.
@@ -77,7 +82,7 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
     user = load_user_data(cfg, data, test_data)
     per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
     block = max(1, _BLOCK_ENTRIES // per_seed)
-    work = per_seed * min(block, len(seeds)) * max(t.batch_size)
+    work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else t.gd_batch)
     with _threads_for(work):
         if len(seeds) <= block:
             return _train(cfg, seeds, user, progress=progress, desc=desc)
@@ -110,13 +115,23 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
 def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
            desc: str | None = None) -> xr.Dataset:
     """Body of :func:`train` for one block of seeds: initialize, loop, assemble."""
-    t = cfg.train
+    t, bias = cfg.train, cfg.model.bias
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
     p = init_ensemble(cfg, seeds, dtype)
     data = _Data(cfg, seeds, user, dtype)
     probe = data.probe_set()
-    wl = minibatch_weights(t.lr, t.batch_size, S, dtype)
+    noise, G = t.noise, t.gd_batch
+    batch, chunk = (max(t.batch_size), _CHUNK) if noise == "sgd" else (G, _chunk_steps(G, cfg.model.inputs))
+    wl = minibatch_weights(t.lr, t.batch_size, S, dtype)  # (R, B): "sgd"
+    lr, bs = _per_replica(t.lr, t.batch_size, S, dtype)  # (R,): the other noise models
+    draws = scale = None
+    if noise in ("gaussian", "frozen"):
+        P = cfg.model.hidden * (cfg.model.inputs + 2)
+        draws = NormalStreams(data.generators(NOISE), G if noise == "gaussian" else P, chunk, dtype)
+    if noise == "frozen":
+        x0, y0 = data.initial_sample(G)  # (R, G, M), (R, G)
+        scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, bias) / bs.unsqueeze(-1)).sqrt_()
 
     record = every(t.record_every, last=t.steps)
     probe_due = every(cfg.probe_every_steps, last=t.steps)
@@ -125,25 +140,38 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
     # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = p.W.pow(2).sum(-1) if _dense(records.steps, t.steps) else None
+    row_norms2 = p.W.pow(2).sum(-1) if noise == "sgd" and _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
+    watch = divergence.Watch(t.runaway_factor, L * K * S)
+    rates = [r for r in (wl, lr, scale) if r is not None]  # zeroed for a frozen replica
 
     def measure_at(i: int, step: int) -> None:
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
-        records.put(i, measure(p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian,
-                               with_probe=probe_due(step)))
+        values = measure(p, row_norm, probe, loss=t.loss, bias=bias, gaussian=gaussian,
+                         with_probe=probe_due(step))
+        records.put(i, values)
+        _freeze(watch.update(step, values), p, rates, row_norms2)  # recorded, then frozen
 
-    bar = tqdm(total=t.steps, desc=desc or "train", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     measure_at(0, 0)
     ri, step = 1, 0
     while step < t.steps:
-        n = min(_CHUNK, t.steps - step)
-        xs, ys = data.chunk(n)  # (n, R, B, M), (n, R, B)
+        n = min(chunk, t.steps - step)
+        xs, ys = data.chunk(n, batch, chunk)  # (n, streams, batch, M), (n, streams, batch)
+        zs = draws.next(n) if draws is not None else None  # (n, streams, G or P)
         if row_norms2 is not None:
             torch.sum(p.W.pow(2), -1, out=row_norms2)
-        _freeze_nonfinite(p, wl, row_norms2)
+        _freeze_nonfinite(p, rates, row_norms2)
         for c in range(n):
-            sgd_step(p.W, p.b, p.V, xs[c], ys[c], wl, t.loss, cfg.model.bias, row_norms2)
+            x, y = data.replicate(xs[c]), data.replicate(ys[c])  # (R, batch, M), (R, batch)
+            if noise == "sgd":
+                sgd_step(p.W, p.b, p.V, x, y, wl, t.loss, bias, row_norms2)
+            elif noise == "gd":
+                gd_step(p.W, p.b, p.V, x, y, lr, t.loss, bias)
+            elif noise == "gaussian":
+                gaussian_step(p.W, p.b, p.V, x, y, lr, bs, data.replicate(zs[c]), t.loss, bias)
+            elif noise == "frozen":
+                frozen_step(p.W, p.b, p.V, x, y, lr, scale, data.replicate(zs[c]), t.loss, bias)
             step += 1
             if record(step):
                 measure_at(ri, step)
@@ -152,7 +180,21 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     bar.close()
     method = ("exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)" if gaussian
               else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples")
-    return to_dataset(cfg, seeds, records, diverged_steps(records), activation_rate_method=method)
+    return to_dataset(cfg, seeds, records, watch.step, activation_rate_method=method,
+                      divergence_criterion=divergence.describe(t.runaway_factor))
+
+
+def _chunk_steps(G: int, M: int) -> int:
+    """Steps drawn at once for the G-sample noise models: about 2^18 input numbers per stream."""
+    return max(1, min(_CHUNK, (1 << 18) // (G * M)))
+
+
+def _per_replica(lrs, batch_sizes, seeds: int, dtype: torch.dtype):
+    """(R,) η and (R,) |B| of each replica, in replica order (lr, batch size, seed)."""
+    L, K = len(lrs), len(batch_sizes)
+    lr = torch.tensor(lrs, dtype=dtype).view(L, 1, 1).expand(L, K, seeds).reshape(-1).clone()
+    bs = torch.tensor(batch_sizes, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone()
+    return lr, bs
 
 
 def _dense(steps: np.ndarray, total: int) -> bool:
@@ -160,64 +202,84 @@ def _dense(steps: np.ndarray, total: int) -> bool:
     return 4 * (len(steps) - 1) >= total
 
 
-def _freeze_nonfinite(p: Params, wl: torch.Tensor, row_norms2: torch.Tensor | None) -> None:
-    """Freeze replicas whose parameters overflowed: NaN from here on, step size 0.
+def _freeze_nonfinite(p: Params, rates, row_norms2: torch.Tensor | None) -> None:
+    """Freeze replicas whose parameters overflowed between records (see :func:`_freeze`).
 
-    Replicas never mix, so this only saves work and keeps inf − inf out of the
-    arithmetic; when a replica diverged is read off the records at the end.
+    This only saves work and keeps inf − inf out of the arithmetic; the replica is
+    marked diverged at the next recorded step, where its norms read NaN.
     """
     norms = p.V.sum(-1) + p.b.sum(-1) + (p.W.sum((-1, -2)) if row_norms2 is None else row_norms2.sum(-1))
-    bad = ~torch.isfinite(norms)
+    _freeze(~torch.isfinite(norms), p, rates, row_norms2)
+
+
+def _freeze(bad: torch.Tensor, p: Params, rates, row_norms2: torch.Tensor | None) -> None:
+    """Freeze the replicas in the (R,) mask ``bad``: NaN parameters from here on, step sizes 0.
+
+    ``rates`` are the step-size tensors with a leading replica dim. Replicas never
+    mix, so the others go on unchanged.
+    """
     if bool(bad.any()):
         for x in (p.W, p.b, p.V) if row_norms2 is None else (p.W, p.b, p.V, row_norms2):
             x[bad] = float("nan")
-        wl[bad] = 0.0
+        for r in rates:
+            r[bad] = 0.0
 
 
 class _Data:
     """The seeded sample streams of one block of seeds and its probe set.
 
     With ``share_data`` there is one stream per seed, replayed for every
-    (lr, batch size); otherwise one per replica.
+    (lr, batch size); otherwise one per replica. The noise draws of the noise
+    models follow the same rule (common random numbers across the grid, or not).
     """
 
     def __init__(self, cfg: SweepConfig, seeds, user: UserData | None, dtype: torch.dtype):
         t = cfg.train
         self.L, self.K, self.S = len(t.lr), len(t.batch_size), len(seeds)
-        self.B, self.shared = max(t.batch_size), t.share_data
-        self.batch_sizes, self.dtype = t.batch_size, dtype
+        self.shared, self.batch_sizes, self.dtype = t.share_data, t.batch_size, dtype
         per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
+        # Coordinates (master, seed[, lr index, batch index]) of each stream.
+        self.coords = [(t.seed, s) for s in seeds] if self.shared else [
+            (t.seed, s, li, ki) for li in range(self.L) for ki in range(self.K) for s in seeds
+        ]
         self.streams = per_seed if self.shared else [
-            SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user)
-            for li in range(self.L) for ki in range(self.K) for s in seeds
+            SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user) for _, s, li, ki in self.coords
         ]
         self.probes = per_seed  # the probe set is per seed in either case
 
-    def _replicate(self, v: torch.Tensor) -> torch.Tensor:
+    def _per_seed(self, v: torch.Tensor) -> torch.Tensor:
         """(S, ...) per-seed tensor → (L·K·S, ...) in replica order (lr, batch, seed)."""
         return v.unsqueeze(0).expand(self.L * self.K, *v.shape).reshape(-1, *v.shape[1:])
+
+    def replicate(self, v: torch.Tensor) -> torch.Tensor:
+        """(streams, ...) → (R, ...): one row per replica."""
+        return self._per_seed(v) if self.shared else v
+
+    def generators(self, stream: int) -> list[torch.Generator]:
+        """One generator per stream for the stream id ``stream`` (e.g. ``NOISE``)."""
+        return [generator(master, seed, stream, *extra) for master, seed, *extra in self.coords]
+
+    def initial_sample(self, n: int):
+        """n samples per replica for statistics at initialization: x (R, n, M), y (R, n)."""
+        xs, ys = zip(*(st.draw(n, g) for st, g in zip(self.streams, self.generators(NOISE_INIT))))
+        return self.replicate(torch.stack(xs)), self.replicate(torch.stack(ys))
 
     def probe_set(self) -> ProbeSet:
         px, py = (torch.stack(v) for v in zip(*(st.probe() for st in self.probes)))  # (S, P, M), (S, P)
         bsz = torch.tensor(self.batch_sizes, dtype=self.dtype).view(1, self.K, 1)
-        out = ProbeSet(self._replicate(px), self._replicate(py),
+        out = ProbeSet(self._per_seed(px), self._per_seed(py),
                        bsz.expand(self.L, self.K, self.S).reshape(-1))
         tests = [st.test() for st in self.probes]
         if tests[0] is not None:
-            out.test_x, out.test_y = (self._replicate(torch.stack(v)) for v in zip(*tests))
+            out.test_x, out.test_y = (self._per_seed(torch.stack(v)) for v in zip(*tests))
         return out
 
-    def chunk(self, n: int):
-        """Minibatches for n ≤ _CHUNK steps: x (n, R, B, M), y (n, R, B).
+    def chunk(self, n: int, batch: int, chunk: int):
+        """Samples for n ≤ chunk steps: x (n, streams, batch, M), y (n, streams, batch).
 
         Always draws a whole chunk and keeps the first n steps: torch's vectorized
         samplers give different numbers for different request sizes, and a run of T
         steps must see the same first T minibatches as a longer run.
         """
-        xs, ys = zip(*(tuple(v[:n] for v in st.batches(_CHUNK, self.B)) for st in self.streams))
-        x, y = torch.stack(xs, 1), torch.stack(ys, 1)  # (n, streams, B, M)
-        if self.shared:  # streams are the S seeds
-            R = self.L * self.K * self.S
-            x = x.unsqueeze(1).expand(n, self.L * self.K, *x.shape[1:]).reshape(n, R, self.B, -1)
-            y = y.unsqueeze(1).expand(n, self.L * self.K, *y.shape[1:]).reshape(n, R, self.B)
-        return x, y
+        xs, ys = zip(*(tuple(v[:n] for v in st.batches(chunk, batch)) for st in self.streams))
+        return torch.stack(xs, 1), torch.stack(ys, 1)

@@ -29,16 +29,8 @@ class Records:
             self.buf[k][i] = v
 
 
-def diverged_steps(records: Records) -> np.ndarray:
-    """(R,) the first recorded step at which a parameter norm is not finite, −1 if none."""
-    buf = records.buf
-    bad = ~(torch.isfinite(buf["v_norm"]) & torch.isfinite(buf["w_norm"]) & torch.isfinite(buf["bias_mean"]))
-    first = torch.where(bad.any(0), bad.to(torch.int8).argmax(0), torch.tensor(-1))
-    return np.where(first.numpy() >= 0, records.steps[first.clamp_min(0).numpy()], -1)
-
-
 def to_dataset(cfg: SweepConfig, seeds, records: Records, diverged_step: np.ndarray, *,
-               activation_rate_method: str) -> xr.Dataset:
+               activation_rate_method: str, divergence_criterion: str) -> xr.Dataset:
     """The results of one run of the grid ``cfg.train.lr × cfg.train.batch_size × seeds``.
 
     Args:
@@ -47,6 +39,7 @@ def to_dataset(cfg: SweepConfig, seeds, records: Records, diverged_step: np.ndar
         records: buffers (T, R), replicas ordered (lr, batch size, seed).
         diverged_step: (R,) first step at which a replica was found diverged, −1 if never.
         activation_rate_method: how the activation rate was computed (an attribute).
+        divergence_criterion: when a replica counts as diverged, in words (an attribute).
 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
@@ -72,6 +65,7 @@ def to_dataset(cfg: SweepConfig, seeds, records: Records, diverged_step: np.ndar
             "kind": "twolayer",
             "config": json.dumps(cfg.to_dict(), sort_keys=True),
             "activation_rate_method": activation_rate_method,
+            "divergence_criterion": divergence_criterion,
             "grad_var_definition": (
                 "mean over entries of var[minibatch gradient] = per-sample variance "
                 "(unbiased, over the probe set) / |B| (Eq. 17-18)"
