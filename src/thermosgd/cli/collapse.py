@@ -32,7 +32,7 @@ def register(subparsers) -> None:
         help="compare curves only for START <= τ <= END, τ in iterations of the reference run "
         "(either side may be empty, e.g. 200:)",
     )
-    parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over seeds (0: no interval)")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (0: no interval; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--figure", metavar="STEM", help="figure path without suffix (default RESULTS_DIR/figures/...)")
     parser.add_argument("--no-figure", action="store_true", help="do not write a figure")
@@ -87,7 +87,10 @@ def format_table(fit, figures: list[Path] = ()) -> str:
         ("over", f"{fit.over} = {', '.join(f'{v:g}' for v in fit.values)} (reference {fit.reference:g})"),
         (symbol, f"{fit.exponent:.3f}  {ci}"),
         ("paper", f"{symbol} = {fit.predicted:g}"),
-        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled"),
+        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled "
+                  + (f"({fit.score_method} score: noise-corrected, may dip below 0)" if fit.score_method != "plain"
+                     else "(plain score)")),
+        ("interval", fit.interval),
         ("window", window),
     ]
     rows += [("figure", str(p)) for p in figures]
