@@ -9,7 +9,7 @@ from pathlib import Path
 from thermosgd import presets
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
-from thermosgd.sweep.store import save_dataset, write_config
+from thermosgd.sweep.store import save_results, write_config
 
 
 def reproduce_deep(
@@ -42,8 +42,9 @@ def reproduce_deep(
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
     ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick)
     out = Path(out)
-    save_dataset(ds, out / "results.nc")
-    write_config(json.loads(ds.attrs["config"]), out)
+    config = json.loads(ds.attrs["config"])
+    write_config(config, out)
+    save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
     return out
 
