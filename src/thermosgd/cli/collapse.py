@@ -95,7 +95,8 @@ def select(ds, specs: list[str], over: str, metric: str):
         if hit.size == 0:
             raise UsageError(f"--select {spec}: {dim} has no value {text} (values: {', '.join(f'{v:g}' for v in coords)})")
         ds = ds.isel({dim: hit[:1]})
-    for dim in ds[metric].dims if metric in ds.data_vars else ():
+    fittable = metric in ds.data_vars and ds.sizes.get(over, 0) >= 2  # else fit_collapse says what is wrong
+    for dim in ds[metric].dims if fittable else ():
         if dim not in ("step", "seed", over) and ds.sizes[dim] > 1 and ds[dim].dtype.kind in "biuf":
             values = ", ".join(f"{v:g}" for v in np.asarray(ds[dim].values, dtype=float))
             raise UsageError(f"the sweep varies over {dim} ({values}) as well as {over}; pick one value with "

@@ -133,8 +133,9 @@ def save_results(ds: xr.Dataset, folder: str | os.PathLike, config: dict) -> Pat
     file) copied in from a run of another configuration.
     """
     folder = Path(folder)
-    path = save_dataset(ds, folder / RESULTS_FILE)
     sums = folder / RESULTS_SUM
+    sums.unlink(missing_ok=True)  # killed before the new one is in place: "no checksum", not "corrupt"
+    path = save_dataset(ds, folder / RESULTS_FILE)
     tmp = temporary_path(sums)
     tmp.write_text(f"{file_sha256(path)}  {RESULTS_FILE}\nconfig {config_fingerprint(config)}\n")
     os.replace(tmp, sums)
