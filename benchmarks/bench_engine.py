@@ -10,6 +10,10 @@ inputs), ‖V‖, ‖W‖ and the mean bias every step; probe-set instruments (l
 gradient variance, on 16 probe samples) only at the start and end. Both use one
 intra-op thread.
 Throughput is replica-steps per second (one replica advanced by one SGD step).
+
+The noise-model controls ("gd", "gaussian", "frozen", ``[train] noise``) use G =
+``gd_batch`` samples per step and replica, so they are timed separately, on the
+fig3 grid at G = 1024, in replica-steps/s and in per-sample gradients/s (× G).
 """
 
 from __future__ import annotations
@@ -65,6 +69,23 @@ def engine(name: str, seeds: int, steps: int) -> tuple[float, int]:
     return R * steps / dt, R
 
 
+def noise_models(seeds: int, steps: int, G: int = 1024) -> None:
+    """Replica-steps/s of every noise model on the fig3 grid (4 η × ``seeds``)."""
+    cfg = twolayer_config(get("fig3"), seeds=seeds, steps=steps)
+    cfg = cfg.replace(train={"record_every": 10, "probe_every": steps, "gd_batch": G}, data={"probe_size": 16})
+    for noise in ("sgd", "gd", "gaussian", "frozen"):
+        c = cfg.replace(train={"noise": noise})
+        train(c.replace(train={"steps": 10, "probe_every": 10}))  # warm-up
+        t0 = time.perf_counter()
+        train(c)
+        dt = time.perf_counter() - t0
+        R = len(c.train.lr) * len(c.train.seeds)
+        rate = R * steps / dt
+        extra = "" if noise == "sgd" else f"   = {rate * G:12,.0f} per-sample gradients/s"
+        print(f"fig3 noise={noise:8s} replicas={R:4d} G={G if noise != 'sgd' else 1:5d}  "
+              f"{rate:12,.0f} replica-steps/s{extra}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps (noisier)")
@@ -75,12 +96,13 @@ def main() -> None:
     rows = []
     for name, M, seeds in [("fig3", 10, 512), ("fig2-top", 100, 64)]:
         p = get(name)
-        lrs = p.config["train"]["lr"]
+        lrs = p.params["train"]["lr"]
         base = baseline(M, M, lrs, steps)
         eng, R = engine(name, seeds, steps)
         rows.append((name, R, eng, base, eng / base))
         print(f"{name:9s} replicas={R:5d}  engine {eng:12,.0f} replica-steps/s   "
               f"per-run loop {base:9,.0f} replica-steps/s   ratio {eng / base:7.1f}x", flush=True)
+    noise_models(16, 60 if args.quick else 300)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ Runs in a few seconds: a 10×10 two-layer net with random labels (Sec. 5),
 
 import torch
 
-from thermosgd.analysis.drift import DriftSetup, drift_experiment
+from thermosgd.analysis.drift import drift_summary
+from thermosgd.twolayer.drift import DriftSetup, drift_runs
 
 torch.set_num_threads(1)
-one, traj, summary = drift_experiment(DriftSetup(), [0.05, 0.1], [1, 2], steps=200, blocks=8, per_block=64,
-                                      clones=2048, record_every=10, n_boot=200)
+one, traj = drift_runs(DriftSetup(), [0.05, 0.1], [1, 2], steps=200, blocks=8, per_block=64, clones=2048,
+                       record_every=10)
+summary = drift_summary(one, traj, n_boot=200, seed=1)
 
 print("one step from the initialization (per step, mean over units):")
 for r in summary.one_step:

@@ -5,7 +5,7 @@ A configuration has four sections::
     [model]  inputs, hidden, bias, init, init_scale
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
-             seed, share_init, share_data, dtype
+             seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -82,7 +82,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Plain SGD (Eq. 13) over a grid of learning rates × batch sizes × seeds.
+    """SGD (Eq. 13), or a noise-model control of it, over a grid of learning rates × batch sizes × seeds.
 
     Attributes:
         loss: "bce" (binary cross-entropy on logit f, Eq. 15–16) or "mse" (½(f−y)²).
@@ -100,6 +100,21 @@ class TrainConfig:
             uses the first b samples of the largest batch), so their curves
             differ only by the hyperparameter.
         dtype: "float32" or "float64".
+        runaway_factor: k of the divergence criterion. A replica is marked
+            ``diverged`` (and frozen) at the first recorded step where its
+            parameters are not finite, its parameter norm ‖θ‖ (‖θ‖² = ‖W‖_F² +
+            ‖b‖² + ‖V‖²) exceeds k × its value at step 0, or its probe loss
+            exceeds k × its value at step 0. 0 = catch non-finite values only.
+        noise: the noise model of each step θ ← θ − η(g + ξ) (README, "Noise
+            models"): "sgd" = a minibatch of |B| samples (g + ξ = minibatch
+            gradient); "gd" = the mean gradient ḡ over ``gd_batch`` = G fresh
+            samples (ξ = 0: the deterministic drift alone, noise reduced G-fold);
+            "gaussian" = ḡ plus ξ ~ N(0, Σ(θ)/|B|), Σ(θ) the per-sample-gradient
+            covariance on the same G samples (SGD's first two moments, Gaussian);
+            "frozen" = ḡ plus ξ ~ N(0, diag(σ₀²)/|B|), σ₀² each entry's
+            per-sample-gradient variance at initialization, estimated once per
+            replica on G samples (same initial size, no dependence on θ).
+        gd_batch: G, samples per step of "gd", "gaussian" and "frozen" (≥ 2).
     """
 
     loss: str = "bce"
@@ -113,6 +128,9 @@ class TrainConfig:
     share_init: bool = True
     share_data: bool = True
     dtype: str = "float32"
+    runaway_factor: float = 100.0
+    noise: str = "sgd"
+    gd_batch: int = 1024
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,7 @@ _CHOICES = {
     ("data", "labels"): ("random", "teacher", "file"),
     ("train", "loss"): ("bce", "mse"),
     ("train", "dtype"): ("float32", "float64"),
+    ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
 }
 _POSITIVE = {
     ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
@@ -280,6 +299,10 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(
             f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
         )
+    if t.gd_batch < 2:
+        raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
+    if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):
+        raise UsageError(f"[train] runaway_factor must be 0 (off) or a finite number above 1, got {t.runaway_factor}")
     if not (0 < cfg.model.init_scale < float("inf")):
         # 0 would make every ‖W_i‖ = 0, where the activation rate Φ(b_i/‖W_i‖) is undefined.
         raise UsageError(f"[model] init_scale must be positive and finite, got {cfg.model.init_scale}")

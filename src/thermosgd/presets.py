@@ -210,6 +210,10 @@ _DEEP = [
           "inputs with random binary labels, |B| = 1", _CLAIM_GV.format(fig="Fig. 2 middle"),
           over="lr", metric="grad_var", default=True, steps=3000,
           model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), n_train=1000),
+    _deep("fig2-middle-online", _FIG2.format(row="middle") + "; as fig2-middle, but online: fresh Gaussian "
+          "samples every step instead of a finite set of 1000 (no memorisation)", _CLAIM_GV.format(fig="Fig. 2 middle"),
+          over="lr", metric="grad_var", default=True, steps=3000,
+          model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), online=True),
     _deep("fig2-bottom", _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, 5x5 kernels, "
           "stride 1, then fully connected) on Fashion-MNIST, |B| = 32", _CLAIM_GV.format(fig="Fig. 2 bottom"),
           over="lr", metric="grad_var", steps=600,

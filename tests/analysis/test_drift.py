@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from thermosgd.analysis.drift import (
+from thermosgd.analysis.drift import drift_summary, fit_scaling, window_drift
+from thermosgd.twolayer.drift import (
     DriftSetup,
-    drift_summary,
-    fit_scaling,
     one_step_drift,
     one_step_moments,
     population_moments,
     predicted_drift,
     trajectory_drift,
-    window_drift,
 )
 from thermosgd.cli import main
 from thermosgd.errors import UsageError
 from thermosgd.twolayer import theory
-from thermosgd.twolayer.engine import dloss_df, loss_value
+from thermosgd.twolayer.losses import dloss_df, loss_value
 
 F64 = torch.float64
 
@@ -129,7 +127,7 @@ def test_predicted_drift_matches_eq11_by_autograd():
 def test_two_layer_one_step_recovers_zero_and_ito():
     """Clones of the initialization, 3000 per grid point, seed 1: b excess ≈ 0, V² excess ≈ η²var/|B| (|z| < 4.5)."""
     setup = DriftSetup(inputs=5, hidden=6)
-    from thermosgd.analysis.drift import _initial_state
+    from thermosgd.twolayer.drift import initial_state as _initial_state
 
     W0, b0, V0 = _initial_state(setup)
     lrs, bss = [0.05, 0.2], [1, 3]
@@ -180,7 +178,7 @@ def test_fit_scaling_recovers_known_exponents():
 
 def test_summary_end_to_end_small():
     setup = DriftSetup(inputs=4, hidden=5)
-    from thermosgd.analysis.drift import _initial_state
+    from thermosgd.twolayer.drift import initial_state as _initial_state
 
     W0, b0, V0 = _initial_state(setup)
     lrs, bss = [0.05, 0.1], [1, 2]

@@ -1,6 +1,7 @@
 """Deep models, the SGD loop, and every deep preset at tiny size."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -61,7 +62,12 @@ def test_sweep_is_reproducible():
     assert a["w"].dims == ("lr", "batch_size", "seed", "step") and a.sizes["seed"] == 2
 
 
-def _check(out, name, over):
+def _check(verdicts, out, name, over):
+    """The folder holds the results, config, figures and a verdict on the plotted metric."""
+    assert len(verdicts) == 1 and verdicts[0].preset == name and verdicts[0].over == over
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"][0]["status"] == verdicts[0].status
+    assert "Collapse fit" in (out / "report.md").read_text()
     ds = load(out)
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == name and ds.attrs["kind"] == "deep"
@@ -72,7 +78,7 @@ def _check(out, name, over):
 
 
 def test_fig2_middle_tiny(tmp_path):
-    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), "fig2-middle", "lr")
+    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr")
     assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
 
 
@@ -86,7 +92,7 @@ def test_fig2_bottom_tiny_on_idx_files(tmp_path):
     labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
     (data / "train-labels-idx1-ubyte").write_bytes(labels)
     ds, config = _check(reproduce_deep("fig2-bottom", tmp_path / "out", quick=True, progress=False,
-                                        data_dir=data), "fig2-bottom", "lr")
+                                        data_dir=data), tmp_path / "out", "fig2-bottom", "lr")
     assert config["dataset"] == "fashion-mnist" and "cross-entropy" in config["labels"]
 
 
@@ -98,7 +104,7 @@ def test_fig11_fig12_tiny_on_cifar_binary(tmp_path, name):
     for i in range(1, 6):
         (folder / f"data_batch_{i}.bin").write_bytes(_cifar_records(rng, 10))
     ds, config = _check(reproduce_deep(name, tmp_path / "out", quick=True, progress=False,
-                                        data_dir=tmp_path), name, "lr")
+                                        data_dir=tmp_path), tmp_path / "out", name, "lr")
     assert "v_norm" in ds and "activation_rate" in ds and config["dataset"] == "cifar10"
 
 
@@ -111,7 +117,7 @@ def _cifar_records(rng, n):
 @pytest.mark.parametrize("name", ["fig13", "fig14"])
 def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
     ds, config = _check(reproduce_deep(name, tmp_path, quick=True, progress=False, dataset="digits"),
-                        name, "batch_size")
+                        tmp_path, name, "batch_size")
     assert config["substitute"] and "SUBSTITUTE" in config["note"]
     assert all("digits-substitute" in p.name for p in (tmp_path / "figures").iterdir())
 
@@ -126,4 +132,25 @@ def test_missing_data_and_bad_names(tmp_path, monkeypatch):
         reproduce_deep("fig99", tmp_path)
     with pytest.raises(UsageError, match="no data-set substitute"):
         reproduce_deep("fig2-middle", tmp_path, dataset="digits")
-    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-middle-online", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+
+
+def test_online_gaussian_is_fresh_per_index_and_reproducible():
+    from thermosgd.deep.runs import OnlineGaussian
+
+    a, b = OnlineGaussian(5, seed=3), OnlineGaussian(5, seed=3)
+    x1, y1 = a.batch(torch.tensor([7, 8, 7]))
+    x2, _ = b.batch(torch.tensor([7]))
+    assert torch.equal(x1[0], x1[2]) and torch.equal(x1[0], x2[0])  # a sample is a function of its index
+    assert not torch.equal(x1[0], x1[1]) and set(y1.flatten().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(OnlineGaussian(5, seed=4).batch(torch.tensor([7]))[0], x2)
+    # Fresh samples: over many indices the inputs are standard normal (mean 0, var 1; 4000 draws, 5 s.e.).
+    x, y = a.batch(torch.arange(1000, 1800))
+    assert abs(float(x.mean())) < 5 / math.sqrt(x.numel()) and abs(float(x.var()) - 1) < 5 * math.sqrt(2 / x.numel())
+    assert abs(float(y.mean()) - 0.5) < 5 * 0.5 / math.sqrt(y.numel())
+
+
+def test_fig2_middle_online_preset(tmp_path):
+    ds, config = _check(reproduce_deep("fig2-middle-online", tmp_path, quick=True, progress=False), tmp_path,
+                        "fig2-middle-online", "lr")
+    assert config["online"] and "online" in config["labels"]

@@ -35,7 +35,7 @@ def deep_fig2_middle(tmp: Path):
     import xarray as xr
     from thermosgd.reproduce.deep import reproduce_deep
 
-    out = reproduce_deep("fig2-middle", tmp, quick=True, progress=False)
-    ds = xr.load_dataset(Path(out) / "results.nc")
+    reproduce_deep("fig2-middle", tmp, quick=True, progress=False)
+    ds = xr.load_dataset(Path(tmp) / "results.nc")
     shutil.rmtree(tmp, ignore_errors=True)
     return ds

@@ -8,7 +8,10 @@ import torch
 
 from thermosgd.config import from_dict
 from thermosgd.twolayer.data import INIT, SampleStream, generator
-from thermosgd.twolayer.engine import _CHUNK, Params, init_params, probe_metrics, sgd_step, train
+from thermosgd.twolayer.engine import _CHUNK, train
+from thermosgd.twolayer.measure import probe_metrics
+from thermosgd.twolayer.params import Params, init_params
+from thermosgd.twolayer.steps import sgd_step
 
 
 def _autograd_step(W, b, V, x, y, lr, bs, loss, bias=True):
@@ -123,8 +126,7 @@ def test_probe_gradient_variance_matches_per_sample_loop():
     px = torch.randn(R, P, M, generator=g, dtype=torch.float64)
     py = torch.randint(0, 2, (R, P), generator=g).double()
     bsz = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)
-    cfg = from_dict({"model": {"inputs": M, "hidden": N}})
-    out = probe_metrics(Params(W, b, V), px, py, bsz, cfg, need_grads=True, exact_rate=True)
+    out = probe_metrics(Params(W, b, V), px, py, bsz, loss="bce", bias=True, need_grads=True, exact_rate=True)
     for r in range(R):
         grads = {"W": [], "b": [], "V": []}
         for i in range(P):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from thermosgd.cli import collapse, experiments, reproduce, sweep, walk
+from thermosgd.cli import collapse, experiments, report, reproduce, sweep, walk
 from thermosgd.cli.common import Parser
 from thermosgd.errors import UsageError
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (reproduce, sweep, walk, collapse, experiments):
+    for module in (reproduce, report, sweep, walk, collapse, experiments):
         module.register(sub)
     return parser
 

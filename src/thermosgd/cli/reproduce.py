@@ -29,6 +29,8 @@ def register(sub) -> None:
     add_executor_args(p)
     p.add_argument("--quick", action="store_true",
                    help="seconds-long smoke-test size for every preset (not for conclusions)")
+    p.add_argument("--include-diverged", action="store_true",
+                   help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -47,6 +49,7 @@ def run(args) -> int:
 
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
     reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
-              substitute_digits=args.substitute_digits, quick=args.quick, progress=not args.no_progress,
+              substitute_digits=args.substitute_digits, quick=args.quick,
+              include_diverged=args.include_diverged, progress=not args.no_progress,
               **executor_kwargs(args))
     return 0

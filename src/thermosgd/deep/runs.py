@@ -61,6 +61,7 @@ class DeepSpec:
         points: about this many log-spaced recording steps.
         width: hidden width (mlp) or hidden units (two-layer).
         gaussian_dim: input dimension for Gaussian data.
+        online: Gaussian data only: fresh samples every step instead of a finite set.
     """
 
     name: str
@@ -78,6 +79,7 @@ class DeepSpec:
     points: int = 30
     width: int = 100
     gaussian_dim: int = 100
+    online: bool = False
 
     @classmethod
     def from_preset(cls, preset: Preset, *, seeds: int | None = None, steps: int | None = None,
@@ -90,10 +92,40 @@ class DeepSpec:
         return cls(name=preset.name, description=preset.description, model=p["model"], dataset=p["dataset"],
                    over=preset.over, lrs=tuple(p["lrs"]), batch_sizes=tuple(p["batch_sizes"]), seeds=seeds,
                    steps=steps, figures=(preset.metric,), n_train=p["n_train"], probe_size=p["probe_size"],
-                   points=p["points"], width=p["width"], gaussian_dim=p["gaussian_dim"])
+                   points=p["points"], width=p["width"], gaussian_dim=p["gaussian_dim"],
+                   online=bool(p.get("online", False)))
 
 
-def _gaussian_set(preset: DeepSpec, seed: int) -> TrainSet:
+class OnlineGaussian:
+    """An endless stream of fresh Gaussian samples with random balanced labels, addressed by index.
+
+    Sample ``i`` is ``x_i ~ N(0, I_dim)``, ``y_i ~ Bernoulli(½)``, drawn from a generator
+    seeded by ``(seed, i)`` alone, so any sampler of :class:`TrainSet` works unchanged:
+    with ``2**48`` addresses, minibatch indices drawn uniformly never repeat in practice
+    (a repeat within 10⁶ draws has probability < 2·10⁻³), which makes SGD online —
+    fresh samples every step. The probe set (indices ``0..n-1``) stays fixed.
+    """
+
+    SIZE = 2**48
+
+    def __init__(self, dim: int, seed: int):
+        self.dim, self.seed = dim, seed
+
+    def __len__(self) -> int:
+        return self.SIZE
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for i in index.tolist():
+            g = torch.Generator().manual_seed(stream_seed(self.seed, 3 + int(i)))
+            xs.append(torch.randn(self.dim, generator=g))
+            ys.append(torch.randint(2, (1,), generator=g).to(torch.float32))
+        return torch.stack(xs), torch.stack(ys)
+
+
+def _gaussian_set(preset: DeepSpec, seed: int) -> TrainSet | OnlineGaussian:
+    if preset.online:
+        return OnlineGaussian(preset.gaussian_dim, seed)
     gen = torch.Generator().manual_seed(stream_seed(seed, 2))
     n = preset.n_train or 1000
     x = torch.randn(n, preset.gaussian_dim, generator=gen)
@@ -166,7 +198,8 @@ def train_deep(
     if preset.dataset == "gaussian":
         images, out_dim, loss_fn = None, 1, nn.BCEWithLogitsLoss()
         shape: tuple[int, ...] = (preset.gaussian_dim,)
-        labels = "random binary labels {0, 1}, exactly balanced; scalar output, BCE-with-logits loss"
+        labels = ("random binary labels {0, 1}, " + ("Bernoulli(1/2), fresh samples every step (online)"
+                  if preset.online else "exactly balanced") + "; scalar output, BCE-with-logits loss")
     else:
         images = load_dataset(source, data_dir, split="train")
         out_dim, loss_fn, shape = len(images.classes), nn.CrossEntropyLoss(), tuple(images.images.shape[1:])

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
 from thermosgd.errors import UsageError
+from thermosgd.progress import bar as progress_bar
 from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,7 +82,7 @@ def train_run(
     seed: int,
     schedule: Schedule,
     record_steps: Sequence[int],
-    bar: tqdm | None = None,
+    bar=None,
 ) -> xr.Dataset:
     """Train ``run.model`` with plain SGD and return its recorded instruments.
 
@@ -156,7 +156,7 @@ def train_sweep(
         steps: SGD updates per run.
         schedule: ``step -> bool``, when instruments run.
         config: stored as JSON in ``attrs["config"]``.
-        progress: show a tqdm bar over all updates of all runs.
+        progress: show progress over all updates of all runs (see thermosgd.progress).
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)`` plus the ``diverged`` flags,
@@ -165,7 +165,7 @@ def train_sweep(
     record_steps = [s for s in range(steps + 1) if schedule(s)]
     grid = list(itertools.product(lrs, batch_sizes, seeds))
     runs = []
-    with tqdm(total=steps * len(grid), desc=desc, unit="step", disable=not progress, leave=False) as bar:
+    with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
         for lr, bsz, seed in grid:
             runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
                                   seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar))

@@ -7,8 +7,10 @@ import textwrap
 from pathlib import Path
 
 from thermosgd import presets
+from thermosgd.analysis.verdict import Verdict, judge
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
+from thermosgd.reproduce.twolayer import write_summary
 from thermosgd.sweep.store import save_results, write_config
 
 
@@ -21,8 +23,9 @@ def reproduce_deep(
     quick: bool = False,
     data_dir: Path | None = None,
     dataset: str | None = None,
+    include_diverged: bool = False,
     progress: bool = True,
-) -> Path:
+) -> list[Verdict]:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
 
     Args:
@@ -33,10 +36,12 @@ def reproduce_deep(
         quick: the preset's seconds-long smoke-test size.
         data_dir: folder with the data files (default: ``$THERMOSGD_DATA``).
         dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
+        include_diverged: keep diverged replicas in the collapse fit.
         progress: show progress.
 
     Returns:
-        ``out``.
+        The preset's verdict (fitted exponent of its plotted metric against the paper's),
+        also written to ``summary.json`` and ``report.md``.
     """
     preset = presets.get(preset) if isinstance(preset, str) else preset
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
@@ -46,7 +51,11 @@ def reproduce_deep(
     write_config(config, out)
     save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
-    return out
+    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged)
+    write_summary(out, preset, ds, [verdict])
+    if progress:
+        print(f"[{preset.name}] {preset.metric}: {verdict.line()}")
+    return [verdict]
 
 
 def draw_preset_figures(ds, folder: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.analysis.drift import DriftSetup, drift_experiment, drift_table
+from thermosgd.analysis.drift import drift_summary, drift_table
 from thermosgd.analysis.equal_error import at_first_crossing, equal_error_summary, equal_error_table
 from thermosgd.analysis.generalization import final_values, generalization_summary, generalization_table
 from thermosgd.errors import UsageError
@@ -21,6 +21,7 @@ from thermosgd.figures.comparisons import equal_error_figure, generalization_fig
 from thermosgd.figures.drift import drift_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
+from thermosgd.twolayer.drift import DriftSetup, drift_runs
 from thermosgd.twolayer.engine import train
 
 __all__ = ["run_drift", "run_equal_error", "run_generalization"]
@@ -112,9 +113,10 @@ def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
     if s["record_every"] > s["steps"] // 4:
         raise UsageError(f"--record-every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4})")
     setup = DriftSetup(labels=s["labels"], seed=s["seed"])
-    one, traj, summary = drift_experiment(
+    one, traj = drift_runs(
         setup, s["lrs"], s["batch_sizes"], steps=s["steps"], blocks=s["blocks"], per_block=s["per_block"],
         clones=s["clones"], record_every=s["record_every"], seed=s["seed"])
+    summary = drift_summary(one, traj, seed=s["seed"])
     table = drift_table(summary)
     payload = {"experiment": "drift", "settings": s, **summary.to_dict()}
     fig = None

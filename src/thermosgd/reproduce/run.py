@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from thermosgd import presets
@@ -17,6 +19,8 @@ from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
+from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
 from thermosgd.sweep.store import RUN_MARKER as MARKER, check_output_folder, output_path
 
@@ -30,10 +34,15 @@ def reproduce(
     data_dir: Path | None = None,
     substitute_digits: bool = False,
     quick: bool = False,
+    include_diverged: bool = False,
     progress: bool = True,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
+
+    Every fitted claim gets a verdict (printed, and in each folder's ``summary.json``
+    and ``report.md``); a run ends with the table of all verdicts.
+    ``include_diverged`` keeps replicas flagged as diverged in the fits.
 
     ``quick`` runs every preset at a seconds-long smoke-test size (two-layer: 2
     seeds × 100 steps unless given; deep: the tiny version; walk and analysis:
@@ -64,11 +73,13 @@ def reproduce(
         folder = folders[p.name]
         if progress:
             print(f"[{p.name}] {p.description}")
+        start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick, progress=progress, **executor)
+            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
+                               include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
-                   "substitute_digits": substitute_digits}
+                   "substitute_digits": substitute_digits, "include_diverged": include_diverged}
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
@@ -77,10 +88,27 @@ def reproduce(
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
                     raise
+        _record_wall_time(folder, time.perf_counter() - start)
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
+    # One page for everything under the runs folder (or for the one folder given with --out),
+    # and its summary table as the run's closing table.
+    pages = base if single and out is not None else (Path("runs") if single else base)
+    report = collect(pages)
+    page = write_report(pages, report)
+    if progress:
+        print("\n" + summary_table(report))
+        print(f"\nreport: {page}")
     return done
+
+
+def _record_wall_time(folder: Path, seconds: float) -> None:
+    """The run's wall time and machine, for the report's provenance (the last run on this folder)."""
+    machine = dict(environment())
+    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine}}
+    (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
 def _claim_folder(folder: Path, run: dict) -> bool:
@@ -109,15 +137,17 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> None:
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
             print("[walk] --seeds/--steps do not apply to the walk suite (see `thermosgd walk`)")
         reproduce_walk(folder, quick=quick)
+        return []
     elif p.kind == "deep":
-        reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress, quick=quick,
-                       dataset="digits" if run["substitute_digits"] else None)
+        return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
+                              quick=quick, dataset="digits" if run["substitute_digits"] else None,
+                              include_diverged=run["include_diverged"])
     elif p.kind == "analysis":
         runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
                   "generalization": experiments.run_generalization}[p.name]
@@ -125,6 +155,8 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
+        return []
+    raise AssertionError(f"no runner for preset kind {p.kind!r}")
 
 
 def _check_writable(folder: Path) -> None:

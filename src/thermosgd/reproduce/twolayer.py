@@ -12,10 +12,10 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis import fit_collapse
-from thermosgd.errors import UsageError
+from thermosgd.analysis.verdict import Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
+from thermosgd.jsonsafe import json_safe
 from thermosgd.sweep.run import run_sweep
 
 
@@ -26,77 +26,62 @@ def reproduce_twolayer(
     seeds: int | None = None,
     steps: int | None = None,
     quick: bool = False,
+    include_diverged: bool = False,
     progress: bool = True,
     **executor,
-) -> list[Path]:
-    """Run a two-layer preset's sweep into ``out``; draw and fit every figure of its experiment.
+) -> list[Verdict]:
+    """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
 
     Writes ``figures/NAME.{png,pdf}`` (the paper's panels plus one rescaled by the
-    fitted exponent), ``summary.json`` and ``report.md`` (initial/final values and
-    the fitted exponents next to the paper's prediction: α = 2, β = 1).
+    fitted exponent), ``summary.json`` and ``report.md`` (initial/final values, the
+    fitted exponents next to the paper's (α = 2, β = 1), and the replicas left out).
+
+    Returns:
+        One :class:`~thermosgd.analysis.verdict.Verdict` per figure of the experiment.
     """
     cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick)
     ds = run_sweep(cfg, out, progress=progress, **executor)
-    files, fits = [], {}
+    verdicts = []
     for p in presets.experiment_presets(preset):
-        fit = collapse_fit(ds, p)
-        fits[p.metric] = fit
-        files += twolayer_figure(ds, p, out / "figures", fit)
-    summary = summarize(ds, preset.over)
-    summary["collapse"] = {m: (f.to_dict() if f is not None else None) for m, f in fits.items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(preset, summary))
+        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
+        verdicts.append(v)
+        twolayer_figure(ds, p, out / "figures", v)
+    write_summary(out, preset, ds, verdicts)
     if progress:
-        for metric, fit in fits.items():
-            print(f"[{preset.name}] {metric}: {verdict(fit, preset.over)}")
-    return files
+        for v in verdicts:
+            print(f"[{v.preset}] {v.metric}: {v.line()}")
+    return verdicts
 
 
-def verdict(fit, over: str) -> str:
-    """One line: fitted exponent, its CI, and whether the paper's value lies inside."""
-    sym, predicted = presets.EXPONENT_SYMBOL[over], presets.PAPER_EXPONENT[over]
-    if fit is None:
-        return "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)"
-    inside = fit.ci_low <= predicted <= fit.ci_high
-    edge = " (the CI reaches the search bound: the curves barely constrain it)" if (
-        fit.ci_low <= fit.bounds[0] + 1e-9 or fit.ci_high >= fit.bounds[1] - 1e-9) else ""
-    return (f"fitted {sym} = {fit.exponent:.2f}, 95% CI [{fit.ci_low:.2f}, {fit.ci_high:.2f}]{edge}; paper {sym} = "
-            f"{predicted:g}: " + ("consistent" if inside else
-                                  f"DISAGREES (paper's value outside the CI by {_gap(fit, predicted):.2f})"))
+def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
+    """``summary.json`` and ``report.md`` of one experiment's folder."""
+    summary = summarize(ds, preset.over)
+    summary["preset"] = preset.name
+    summary["experiment"] = preset.experiment
+    summary["verdicts"] = [v.to_dict() for v in verdicts]
+    summary["collapse"] = {v.metric: v.fit for v in verdicts}
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(preset, summary, verdicts))
 
 
-def _gap(fit, predicted: float) -> float:
-    return fit.ci_low - predicted if predicted < fit.ci_low else predicted - fit.ci_high
-
-
-def collapse_fit(ds: xr.Dataset, preset: presets.Preset):
-    """The fitted collapse exponent for one preset's metric, or None if not fittable."""
-    if ds.sizes[preset.over] < 2 or ds.sizes["seed"] < 2:
-        return None
-    try:
-        return fit_collapse(ds, preset.metric, preset.over)
-    except UsageError:  # e.g. every replica of a value diverged
-        return None
-
-
-def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, fit=None) -> list[Path]:
+def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdict: Verdict | None = None) -> list[Path]:
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
     extra = extra_title = None
-    if fit is not None:
+    if verdict is not None and verdict.exponent is not None:
         sym = presets.EXPONENT_SYMBOL[preset.over]
-        extra_title = f"fitted {sym} = {fit.exponent:.2f} [{fit.ci_low:.2f}, {fit.ci_high:.2f}] (95% bootstrap)"
-        extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, fit.exponent)  # noqa: E731
+        ci = "" if verdict.ci_low is None else f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] (95%)"
+        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}"
+        extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, verdict.exponent)  # noqa: E731
     return sweep_figure(
         ds, preset.metric, over=preset.over, out_stem=folder / preset.name,
         title=f"{preset.name}: {preset.description}", extra_panel=extra, extra_title=extra_title,
     )
 
 
-def report_markdown(preset: presets.Preset, summary: dict) -> str:
-    """A short human-readable report: values per swept setting and fitted exponents."""
+def report_markdown(preset: presets.Preset, summary: dict, verdicts: list[Verdict]) -> str:
+    """A short human-readable report: values per swept setting, verdicts, replicas left out."""
     sym = "η" if preset.over == "lr" else "|B|"
-    predicted = preset.paper_exponent
-    lines = [f"# {preset.experiment}: {preset.description}", ""]
+    lines = [f"# {preset.experiment}: {preset.description}", "", f"Paper: {preset.claim}", ""]
     if summary["seeds"] <= 2 or summary["steps"] <= 100:
         lines += ["> **Smoke-test size** (few seeds or steps): the fits below are not for conclusions.", ""]
     lines += [f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
@@ -104,24 +89,34 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
         lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
         lines.append("")
-    lines += ["## Collapse fit", "", "| metric | fitted exponent | 95% CI | paper | paper inside CI? | score (0 = perfect) |",
-              "|---|---|---|---|---|---|"]
-    for metric, fit in summary["collapse"].items():
-        if fit is None:
-            lines.append(f"| {metric} | n/a (needs ≥ 2 swept values and ≥ 2 seeds) | | {predicted:g} | | |")
-        else:
-            inside = "yes" if fit["ci_low"] <= predicted <= fit["ci_high"] else "**no**"
-            lines.append(f"| {metric} | {fit['exponent']:.3f} | [{fit['ci_low']:.3f}, {fit['ci_high']:.3f}] "
-                         f"| {predicted:g} | {inside} | {fit['score']:.2e} |")
-    lines.append("")
+    lines += verdict_table(verdicts)
     return "\n".join(lines)
+
+
+def verdict_table(verdicts: list[Verdict]) -> list[str]:
+    """The markdown table of verdicts, with a line per swept value that lost replicas."""
+    lines = ["## Collapse fit", "", "| figure | metric | fitted exponent | 95% CI | paper | verdict | left out |",
+             "|---|---|---|---|---|---|---|"]
+    for v in verdicts:
+        gone = ", ".join(f"{x.count}/{x.of} at {x.value:g}" for x in v.left_out) or "none"
+        if v.exponent is None or v.ci_low is None:
+            lines.append(f"| {v.preset} | {v.metric} | n/a | | {v.symbol} = {v.paper:g} | {v.status}: {v.note} | {gone} |")
+        else:
+            lines.append(f"| {v.preset} | {v.metric} | {v.symbol} = {v.exponent:.3f} | [{v.ci_low:.3f}, {v.ci_high:.3f}] "
+                         f"| {v.paper:g} | **{v.status}** | {gone} |")
+    lines.append("")
+    for v in verdicts:
+        if v.left_out:
+            lines.append(f"- {v.preset}: {v.line()}")
+    lines.append("")
+    return lines
 
 
 def summarize(ds: xr.Dataset, over: str) -> dict:
     """Initial and final seed-mean of the main metrics for each swept value."""
     out = {"over": over, "steps": int(ds["step"].values[-1]), "seeds": int(ds.sizes["seed"]),
            "diverged": int(ds["diverged"].values.sum()), "metrics": {}}
-    for metric in ("activation_rate", "v_norm", "bias_mean", "loss"):
+    for metric in ("activation_rate", "v_norm", "bias_mean", "loss", "grad_var"):
         if metric not in ds:
             continue
         m = ds[metric].where(~ds["diverged"]).mean("seed", skipna=True)

@@ -32,11 +32,11 @@ from typing import Iterator
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from thermosgd.checks import require_config
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
+from thermosgd.progress import bar as progress_bar
 from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
 from thermosgd.sweep.store import (
     CONFIG_FILE, RESULTS_FILE, check_output_folder, results_problem, save_results, stale_temporaries, write_config,
@@ -276,9 +276,9 @@ def run_sweep(
         have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
         todo = [u for u in units if u.index not in have]
         if todo:
-            with open_executor(kind, workers=workers, scheduler=scheduler) as ex, tqdm(
-                total=len(units), initial=len(have), desc="units", unit="unit",
-                disable=not progress or len(units) <= 1,
+            with open_executor(kind, workers=workers, scheduler=scheduler) as ex, progress_bar(
+                len(units), initial=len(have), desc="units", unit="unit",
+                enabled=progress and len(units) > 1, lines=True,
             ) as bar:
                 _run_units(ex, todo, cfg, out, bar, window=1 if kind == "inline" else len(todo),
                            step_progress=progress and kind == "inline")

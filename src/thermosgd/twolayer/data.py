@@ -18,7 +18,7 @@ import torch
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
 
-INIT, DATA, PROBE, TEACHER, TRAINSET, TEST = range(6)
+INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = range(8)
 
 
 def derive_seed(*coords: int) -> int:
@@ -95,12 +95,15 @@ class SampleStream:
 
     def batches(self, steps: int, batch: int):
         """The next ``steps`` minibatches: x (steps, batch, M), y (steps, batch)."""
-        if self.train_x is None:
-            x, y = self.sample(steps * batch, self._gen)
-        else:
-            idx = torch.randint(0, len(self.train_y), (steps * batch,), generator=self._gen)
-            x, y = self.train_x[idx], self.train_y[idx]
+        x, y = self.draw(steps * batch, self._gen)
         return x.view(steps, batch, self.M), y.view(steps, batch)
+
+    def draw(self, n: int, gen: torch.Generator):
+        """n training samples x (n, M), y (n,): fresh ones online, else drawn with replacement from the set."""
+        if self.train_x is None:
+            return self.sample(n, gen)
+        idx = torch.randint(0, len(self.train_y), (n,), generator=gen)
+        return self.train_x[idx], self.train_y[idx]
 
     def probe(self):
         """Probe set (P, M), (P,): fixed fresh samples, or a training subset."""

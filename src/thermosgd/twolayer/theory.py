@@ -2,35 +2,45 @@
 
 One hidden unit is described by its outgoing weight ``V``, incoming weights
 ``W`` and bias ``b``; its pre-activation is ``z = W·x + b`` and ``σ`` is ReLU.
-Everything here is per unit (the paper drops the unit index ``i``).
-
-Two families of functions:
-
-* closed forms for Gaussian inputs ``x ~ N(0, I_M)``, where ``z ~ N(b, s²)``
-  with ``s = ‖W‖`` (``s > 0`` is required; ``W = 0`` gives NaN or a step);
-* ``*_mc`` Monte Carlo versions averaging over an explicit sample of inputs
-  ``x: (n, M)`` from any distribution (see :func:`sample_inputs`).
+Everything here is per unit (the paper drops the unit index ``i``), in closed
+form for Gaussian inputs ``x ~ N(0, I_M)``, where ``z ~ N(b, s²)`` with
+``s = ‖W‖`` (``s > 0`` is required; ``W = 0`` gives NaN or a step).
 
 All functions take float or tensor arguments, compute in float64 with torch
 (so autograd works) and broadcast over leading dims: ``V: (...)``,
 ``W: (..., M)``, ``b: (...)``, result ``(...)`` (``h_w``: ``(..., M)``).
 
 The loss-residual factor ``(p − y)²`` of Eq. 23 and 25 enters through
-``err2``: a float ``E[(p − y)²]`` under the paper's assumption (Sec. 5) that
-``p − y`` is independent of ``∇f`` early in training (``err2 = 1/4`` at
-initialization with balanced random labels and ``p ≈ 1/2``), or, for the Monte
-Carlo versions only, per-sample squared residuals ``(p_k − y_k)²`` of shape
-``(n,)`` paired with the rows of ``x``, which drops the assumption.
+``err2 = E[(p − y)²]``, under the paper's assumption (Sec. 5) that ``p − y``
+is independent of ``∇f`` early in training (``err2 = 1/4`` at initialization
+with balanced random labels and ``p ≈ 1/2``).
 
 Closed forms used (``a = b/s``, ``Φ``/``φ`` the standard normal cdf/pdf,
-``u = (z − b)/s ~ N(0, 1)``):
+``u = (z − b)/s ~ N(0, 1)``, ``M_k = E[(a + u)_+^k]``):
 
-* ``E σ'(z) = Φ(a)``,
-* ``E σ(z)² = (b² + s²) Φ(a) + b s φ(a)``,
+* ``E σ'(z) = M0 = Φ(a)``,
+* ``E σ(z) = s M1 = s [a Φ(a) + φ(a)]``,
+* ``E σ(z)² = s² M2 = s² [(1 + a²) Φ(a) + a φ(a)]``,
 * ``E[x_j² σ'(z)] = Φ(a) − (W_j/s)² a φ(a)``. Given ``u``, ``x_j`` is Gaussian
   with mean ``(W_j/s) u`` and variance ``1 − (W_j/s)²``, so
   ``E[x_j² | u] = 1 + (W_j/s)² (u² − 1)``; with ``E[1{u > −a}] = Φ(a)`` and
   ``E[u² 1{u > −a}] = Φ(a) − a φ(a)`` this gives the formula.
+
+Lower tail. For ``a → −∞`` every quantity here decays like a power of
+``φ(a)``, and ``torch.special.ndtr`` is 0 below ``a ≈ −8.5``; the formulas
+above also cancel (``M2 ≈ 2 φ(a)/|a|³`` is the difference of two terms of size
+``|a| φ(a)``). For ``a < 0`` everything is therefore computed as
+``M_k = φ(a) J_k``, with ``log φ(a)`` kept in log space and the scaled moments
+``J_k = ∫_0^∞ v^k e^{−cv − v²/2} dv`` (``c = −a``) from the Mills ratio:
+``erfcx`` for ``c < 4``, Laplace's continued fraction, which does not cancel,
+beyond. Results keep their relative precision (about 1e-13, tested against
+mpmath quadrature) as long as they are normal float64 numbers: down to
+``a ≈ −37`` for ``Φ``, the h functions and ψ, which decay like ``φ(a)``, and
+beyond ``a = −40`` for φ1, φ2 and their ``b``-derivatives, which decay like
+``φ(a)^{1/2}``. Below that they underflow gradually to 0.
+
+Monte Carlo versions of these functions for any input sample live beside the
+tests that check the closed forms against them (``tests/twolayer/mc_twins.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +51,12 @@ import torch
 
 Tensor = torch.Tensor
 _DTYPE = torch.float64
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
+
+# Below a = −_TAIL the scaled moments come from a continued fraction (see
+# _scaled_moments), above it from the Mills ratio via erfcx.
+_TAIL = 4.0
+_CF_TERMS = 40
 
 __all__ = [
     "activation_rate",
@@ -54,14 +69,6 @@ __all__ = [
     "dphi2_db",
     "psi",
     "thermophoretic_flow",
-    "sample_inputs",
-    "activation_rate_mc",
-    "h_v_mc",
-    "h_w_mc",
-    "h_b_mc",
-    "phi1_mc",
-    "phi2_mc",
-    "psi_mc",
 ]
 
 
@@ -69,10 +76,6 @@ def _t(value) -> Tensor:
     if isinstance(value, Tensor):
         return value.to(_DTYPE)
     return torch.as_tensor(value, dtype=_DTYPE)
-
-
-def _pdf(a: Tensor) -> Tensor:
-    return torch.exp(-0.5 * a * a) * _INV_SQRT_2PI
 
 
 def _gaussian_stats(W, b) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -86,8 +89,50 @@ def _expand(value: Tensor, *shapes) -> Tensor:
     return value.expand(torch.broadcast_shapes(value.shape, *shapes))
 
 
+def _scaled_moments(a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Truncated Gaussian moments ``M_k = E[(a + u)_+^k] = q J_k`` with ``q`` in log space.
+
+    Args:
+        a: ``b/s``, ``(...)``.
+
+    Returns:
+        ``(log_q, log_pdf, J0, J1, J2)``, each ``(...)``: ``log_pdf = log φ(a)``;
+        for ``a ≥ 0``, ``q = 1`` and ``J_k = M_k`` (direct formulas, no
+        cancellation); for ``a < 0``, ``q = φ(a)`` and ``J_k = M_k/φ(a)``, with
+        ``c = −a``: ``J0 = R``, ``J1 = 1 − c R``, ``J2 = (1 + c²) R − c``, where
+        ``R = Φ(−c)/φ(c)`` is the Mills ratio. ``J_k > 0`` wherever ``a`` is finite.
+    """
+    log_pdf = -0.5 * a * a + _LOG_INV_SQRT_2PI
+    # Each branch sees an argument clamped to its own range, so the branches
+    # torch.where discards stay finite and pass zero gradient, not NaN.
+    ap = torch.clamp(a, min=0.0)
+    cdf = torch.special.ndtr(ap)
+    pdf = torch.exp(-0.5 * ap * ap + _LOG_INV_SQRT_2PI)
+    direct = (cdf, ap * cdf + pdf, (1 + ap * ap) * cdf + ap * pdf)
+    # 0 < c < 4: R from erfcx; the differences lose at most ~c⁴ ulp (≈ 6e-14).
+    cm = torch.clamp(-a, min=0.0, max=_TAIL)
+    r = math.sqrt(math.pi / 2) * torch.special.erfcx(cm / math.sqrt(2))
+    j1 = 1 - cm * r
+    mills = (r, j1, r - cm * j1)
+    # c ≥ 4: Laplace's continued fraction R = 1/(c + T1), T_k = k/(c + T_{k+1}).
+    # From R (c + T1) = 1 and T1 (c + T2) = 1: 1 − cR = R T1 and
+    # R − c J1 = R T1 T2, products with no cancellation. 40 terms are exact to
+    # rounding for every c ≥ 4.
+    c = torch.clamp(-a, min=_TAIL)
+    t2 = torch.zeros_like(c)
+    for k in range(_CF_TERMS, 1, -1):
+        t2 = k / (c + t2)
+    t1 = 1.0 / (c + t2)
+    r = 1.0 / (c + t1)
+    fraction = (r, r * t1, r * t1 * t2)
+    neg, tail = a < 0, a < -_TAIL
+    js = [torch.where(neg, torch.where(tail, f, m), d) for d, m, f in zip(direct, mills, fraction)]
+    log_q = torch.where(neg, log_pdf, torch.zeros_like(log_pdf))
+    return log_q, log_pdf, js[0], js[1], js[2]
+
+
 # --------------------------------------------------------------------------
-# Closed forms for x ~ N(0, I)
+# h functions for x ~ N(0, I)
 # --------------------------------------------------------------------------
 
 
@@ -102,22 +147,7 @@ def activation_rate(W, b) -> Tensor:
         ``(...)`` activation probability in ``[0, 1]``.
     """
     _, _, _, a = _gaussian_stats(W, b)
-    return torch.special.ndtr(a)
-
-
-def _second_moment_relu(b: Tensor, s: Tensor, a: Tensor) -> Tensor:
-    """``E σ(z)²`` for ``z ~ N(b, s²)``: ``s² [(1 + a²) Φ(a) + a φ(a)]``.
-
-    For ``a < 0`` the two terms nearly cancel (the result decays like
-    ``2 s² φ(a)/|a|³``), so there it is computed as ``s² φ(a) [(1 + a²) R(a) + a]``
-    with the Mills ratio ``R(a) = Φ(a)/φ(a) = √(π/2) erfcx(−a/√2)``, which keeps
-    it positive and accurate far into the tail.
-    """
-    direct = (b * b + s * s) * torch.special.ndtr(a) + b * s * _pdf(a)
-    neg = torch.clamp(a, max=0.0)  # keep the unused branch finite for autograd
-    mills = math.sqrt(math.pi / 2) * torch.special.erfcx(-neg / math.sqrt(2))
-    tail = s * s * _pdf(neg) * ((1 + neg * neg) * mills + neg)
-    return torch.where(a < 0, tail, direct).clamp_min(0.0)
+    return torch.exp(torch.special.log_ndtr(a))
 
 
 def h_v(V, W, b) -> Tensor:
@@ -134,8 +164,9 @@ def h_v(V, W, b) -> Tensor:
     Returns:
         ``(...)``.
     """
-    W, b, s, a = _gaussian_stats(W, b)
-    return _expand(_second_moment_relu(b, s, a), _t(V).shape)
+    _, _, s, a = _gaussian_stats(W, b)
+    log_q, _, _, _, j2 = _scaled_moments(a)
+    return _expand(s * s * torch.exp(log_q + torch.log(j2)), _t(V).shape)
 
 
 def h_w(V, W, b) -> Tensor:
@@ -149,11 +180,14 @@ def h_w(V, W, b) -> Tensor:
     Returns:
         ``(..., M)``, one entry per input coordinate ``j``.
     """
-    W, b, s, a = _gaussian_stats(W, b)
+    W, _, s, a = _gaussian_stats(W, b)
     V = _t(V)
+    log_q, log_pdf, j0, _, _ = _scaled_moments(a)
     c2 = (W / s.unsqueeze(-1)) ** 2
-    inner = torch.special.ndtr(a).unsqueeze(-1) - c2 * (a * _pdf(a)).unsqueeze(-1)
-    return (V * V).unsqueeze(-1) * inner
+    # Φ(a) − c2 a φ(a) = q [J0 − c2 a φ(a)/q]: both terms ≥ 0 for a < 0, and
+    # J0 ≥ 1/2 > c2 a φ(a) for a ≥ 0, so no cancellation anywhere.
+    inner = j0.unsqueeze(-1) - c2 * (a * torch.exp(log_pdf - log_q)).unsqueeze(-1)
+    return (V * V).unsqueeze(-1) * torch.exp(log_q.unsqueeze(-1) + torch.log(inner))
 
 
 def h_b(V, W, b) -> Tensor:
@@ -171,6 +205,11 @@ def h_b(V, W, b) -> Tensor:
     return V * V * activation_rate(W, b)
 
 
+# --------------------------------------------------------------------------
+# φ1, φ2, ψ and J_t
+# --------------------------------------------------------------------------
+
+
 def phi1(W, b, err2) -> Tensor:
     """``φ1 = sqrt(E[(p − y)² σ(z)²]) = sqrt(err2 · E σ(z)²)`` (Eq. 23–24).
 
@@ -182,8 +221,9 @@ def phi1(W, b, err2) -> Tensor:
     Returns:
         ``(...)``.
     """
-    W, b, s, a = _gaussian_stats(W, b)
-    return torch.sqrt(_t(err2) * _second_moment_relu(b, s, a))
+    _, _, s, a = _gaussian_stats(W, b)
+    log_q, _, _, _, j2 = _scaled_moments(a)
+    return torch.sqrt(_t(err2)) * s * torch.exp(0.5 * log_q) * torch.sqrt(j2)
 
 
 def phi2(W, b, err2) -> Tensor:
@@ -197,22 +237,21 @@ def phi2(W, b, err2) -> Tensor:
     Returns:
         ``(...)``.
     """
-    W, b, s, a = _gaussian_stats(W, b)
+    _, _, _, a = _gaussian_stats(W, b)
     return torch.sqrt(_t(err2)) * torch.exp(0.5 * torch.special.log_ndtr(a))  # no underflow of Φ
 
 
 def dphi1_db(W, b, err2) -> Tensor:
     """``∂_b φ1 = err2 · E σ(z) / φ1 = err2 (b Φ(a) + s φ(a)) / φ1`` (closed form).
 
-    Uses ``∂_b E σ(z)² = 2 E σ(z)`` and ``E σ(z) = b Φ(a) + s φ(a)``.
+    Uses ``∂_b E σ(z)² = 2 E σ(z)``; in scaled moments ``∂_b φ1 = sqrt(err2) M1/sqrt(M2)``.
 
     Returns:
         ``(...)``, same broadcasting as :func:`phi1`.
     """
-    W, b, s, a = _gaussian_stats(W, b)
-    err2 = _t(err2)
-    mean_relu = b * torch.special.ndtr(a) + s * _pdf(a)
-    return err2 * mean_relu / torch.sqrt(err2 * _second_moment_relu(b, s, a))
+    _, _, _, a = _gaussian_stats(W, b)
+    log_q, _, _, j1, j2 = _scaled_moments(a)
+    return torch.sqrt(_t(err2)) * torch.exp(0.5 * log_q) * j1 / torch.sqrt(j2)
 
 
 def dphi2_db(W, b, err2) -> Tensor:
@@ -221,27 +260,17 @@ def dphi2_db(W, b, err2) -> Tensor:
     Returns:
         ``(...)``, same broadcasting as :func:`phi2`.
     """
-    W, b, s, a = _gaussian_stats(W, b)
-    err2 = _t(err2)
+    _, _, s, a = _gaussian_stats(W, b)
     # φ(a)/√Φ(a) in logs: both factors underflow far in the lower tail.
-    log_ratio = -0.5 * a * a + math.log(_INV_SQRT_2PI) - 0.5 * torch.special.log_ndtr(a)
-    return torch.sqrt(err2) * torch.exp(log_ratio) / (2.0 * s)
-
-
-def _psi_formula(V, p1, p2, dp1, dp2, rho) -> Tensor:
-    """The printed ψ (A.7 Eq. 38 of the long version; Eq. 27 here is garbled)."""
-    V = _t(V)
-    numerator = V * p1 * p2**2 + V * p1 * p2 * dp1 + V**3 * p2**2 * dp2
-    norm = torch.sqrt(p1**2 + V**2 * p2**2)
-    # No gradient noise in U (g = 0): no walk and no flow; avoid 0/0.
-    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
-    return torch.where(norm > 0, numerator / (2.0 * safe), torch.zeros_like(norm)) * _t(rho)
+    log_ratio = -0.5 * a * a + _LOG_INV_SQRT_2PI - 0.5 * torch.special.log_ndtr(a)
+    return torch.sqrt(_t(err2)) * torch.exp(log_ratio) / (2.0 * s)
 
 
 def psi(V, W, b, err2, rho=1.0) -> Tensor:
     """Thermophoretic flow coefficient ψ of Eq. 27, ``J_t = η²/|B| · ψ``.
 
-    Implements the formula as printed::
+    Implements the formula as printed (A.7 Eq. 38 of the long version; Eq. 27
+    of the short one is garbled)::
 
         ψ = (V φ1 φ2² + V φ1 φ2 ∂_b φ1 + V³ φ2² ∂_b φ2) / (2 sqrt(φ1² + V² φ2²)) · ρ
 
@@ -269,9 +298,18 @@ def psi(V, W, b, err2, rho=1.0) -> Tensor:
     Returns:
         ``(...)``. Proportional to ``err2`` (ψ = err2 · ψ|_{err2=1}).
     """
-    return _psi_formula(
-        V, phi1(W, b, err2), phi2(W, b, err2), dphi1_db(W, b, err2), dphi2_db(W, b, err2), rho
-    )
+    _, _, s, a = _gaussian_stats(W, b)
+    V = _t(V)
+    log_q, log_pdf, j0, j1, j2 = _scaled_moments(a)
+    # Substituting φ1 = √err2 s √M2, φ2 = √err2 √M0, ∂_b φ1 = √err2 M1/√M2,
+    # ∂_b φ2 = √err2 φ(a)/(2 s √M0) and M_k = q J_k, the printed formula is
+    #   ψ = err2 ρ V q [s √J2 J0 + s √J0 J1 + V² (φ(a)/q) √J0/(2s)] / (2 sqrt(s² J2 + V² J0)),
+    # whose bracket and root are positive: q stays in logs, so ψ keeps its
+    # relative precision until ψ itself underflows, and err2 = 0 needs no 0/0 guard.
+    sqrt_j0 = torch.sqrt(j0)
+    bracket = s * torch.sqrt(j2) * j0 + s * sqrt_j0 * j1 + V * V * torch.exp(log_pdf - log_q) * sqrt_j0 / (2.0 * s)
+    root = 2.0 * torch.sqrt(s * s * j2 + V * V * j0)
+    return _t(err2) * _t(rho) * V * torch.exp(log_q + torch.log(bracket) - torch.log(root))
 
 
 def thermophoretic_flow(V, W, b, err2, lr, batch_size, rho=1.0) -> Tensor:
@@ -286,119 +324,3 @@ def thermophoretic_flow(V, W, b, err2, lr, batch_size, rho=1.0) -> Tensor:
         ``(...)`` flow density (per step, in parameter units times ``ρ``).
     """
     return _t(lr) ** 2 / _t(batch_size) * psi(V, W, b, err2, rho)
-
-
-# --------------------------------------------------------------------------
-# Monte Carlo over an explicit input sample
-# --------------------------------------------------------------------------
-
-
-def sample_inputs(n: int, M: int, dist: str = "gaussian", seed: int = 0) -> Tensor:
-    """Draw ``n`` inputs for the Monte Carlo functions.
-
-    Args:
-        n: number of samples.
-        M: input dimension.
-        dist: ``"gaussian"`` (``N(0, I)``) or ``"uniform"`` (``U(0, 1)^M``, the
-            non-negative inputs of Property 4.2).
-        seed: seed of a private ``torch.Generator`` (no global state touched).
-
-    Returns:
-        ``(n, M)`` float64 tensor.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    if dist == "gaussian":
-        return torch.randn(n, M, generator=gen, dtype=_DTYPE)
-    if dist == "uniform":
-        return torch.rand(n, M, generator=gen, dtype=_DTYPE)
-    raise ValueError(f"unknown input distribution {dist!r} (expected 'gaussian' or 'uniform')")
-
-
-def _pre_activation(W, b, x) -> Tensor:
-    """``z = W·x + b`` for every sample: ``(..., n)``."""
-    W, b, x = _t(W), _t(b), _t(x)
-    return torch.einsum("...m,nm->...n", W, x) + b.unsqueeze(-1)
-
-
-def activation_rate_mc(W, b, x) -> Tensor:
-    """Monte Carlo ``E_x σ'(z)`` (σ'(0) = 0, as in PyTorch).
-
-    Args:
-        W: ``(..., M)``. b: ``(...)``. x: input sample ``(n, M)``.
-
-    Returns:
-        ``(...)``.
-    """
-    return (_pre_activation(W, b, x) > 0).to(_DTYPE).mean(-1)
-
-
-def h_v_mc(V, W, b, x) -> Tensor:
-    """Monte Carlo ``h_v = E_x σ(z)²``. Shapes as :func:`h_v`, ``x: (n, M)``."""
-    out = torch.relu(_pre_activation(W, b, x)).pow(2).mean(-1)
-    return _expand(out, _t(V).shape)
-
-
-def h_w_mc(V, W, b, x) -> Tensor:
-    """Monte Carlo ``h_w = V² E_x[x_j² σ'(z)]``, ``(..., M)``. ``x: (n, M)``."""
-    x = _t(x)
-    active = (_pre_activation(W, b, x) > 0).to(_DTYPE)
-    inner = torch.einsum("...n,nm->...m", active, x * x) / x.shape[0]
-    V = _t(V)
-    return (V * V).unsqueeze(-1) * inner
-
-
-def h_b_mc(V, W, b, x) -> Tensor:
-    """Monte Carlo ``h_b = V² E_x σ'(z)``, ``(...)``. ``x: (n, M)``."""
-    V = _t(V)
-    return V * V * activation_rate_mc(W, b, x)
-
-
-def phi1_mc(W, b, x, err2) -> Tensor:
-    """Monte Carlo ``φ1 = sqrt(E[(p − y)² σ(z)²])`` (Eq. 23).
-
-    Args:
-        W: ``(..., M)``. b: ``(...)``. x: ``(n, M)``.
-        err2: float ``E[(p − y)²]`` (independence) or per-sample ``(p_k − y_k)²``, ``(n,)``.
-
-    Returns:
-        ``(...)``.
-    """
-    z = _pre_activation(W, b, x)
-    return torch.sqrt((_t(err2) * torch.relu(z).pow(2)).mean(-1))
-
-
-def phi2_mc(W, b, x, err2) -> Tensor:
-    """Monte Carlo ``φ2 = sqrt(E[(p − y)² σ'(z)])`` (Eq. 25–26). Arguments as :func:`phi1_mc`."""
-    z = _pre_activation(W, b, x)
-    return torch.sqrt((_t(err2) * (z > 0).to(_DTYPE)).mean(-1))
-
-
-def psi_mc(V, W, b, x, err2, rho=1.0, bandwidth=None) -> Tensor:
-    """Monte Carlo ψ (same printed formula and caveats as :func:`psi`).
-
-    ``∂_b φ1`` is exact path-wise (``∂_b E[r² σ(z)²] = E[2 r² σ(z)]``). ``∂_b φ2``
-    needs the density of ``z`` at 0 (``σ'`` is a step, so autograd through the
-    sample gives 0): it is estimated with a Gaussian kernel,
-    ``∂_b E[r² σ'(z)] ≈ E[r² K_h(z)]``, bias ``O(h²)``.
-
-    Args:
-        V: ``(...)``. W: ``(..., M)``. b: ``(...)``. x: ``(n, M)``.
-        err2: float or per-sample ``(n,)``, as in :func:`phi1_mc`.
-        rho: density factor, float or ``(...)``.
-        bandwidth: kernel width ``h`` in units of ``z``; default Silverman's
-            rule ``1.06 · std(z) · n^(−1/5)`` per unit.
-
-    Returns:
-        ``(...)``.
-    """
-    z = _pre_activation(W, b, x)
-    r2 = _t(err2)
-    n = z.shape[-1]
-    m1 = (r2 * torch.relu(z).pow(2)).mean(-1)
-    m2 = (r2 * (z > 0).to(_DTYPE)).mean(-1)
-    p1, p2 = torch.sqrt(m1), torch.sqrt(m2)
-    dm1 = (2.0 * r2 * torch.relu(z)).mean(-1)
-    h = 1.06 * z.std(-1) * n ** (-0.2) if bandwidth is None else _t(bandwidth)
-    h = h.unsqueeze(-1) if h.ndim else h
-    dm2 = (r2 * torch.exp(-0.5 * (z / h) ** 2) * _INV_SQRT_2PI / h).mean(-1)
-    return _psi_formula(V, p1, p2, dm1 / (2.0 * p1), dm2 / (2.0 * p2), rho)

@@ -27,6 +27,7 @@ import torch
 
 from thermosgd import presets
 from thermosgd.errors import UsageError
+from thermosgd.fitting import weighted_slope
 from thermosgd.walk import theory
 from thermosgd.walk.expr import parse_g
 from thermosgd.walk.simulate import Planes, Reflect, simulate
@@ -304,22 +305,11 @@ def thermophoretic_flux(case: Case, *, particles: int, seed: int = 0, noise: str
     m = np.abs([b["mean_measured"] for b in by_eta])
     if np.all(m > 0):  # a zero count (tiny runs) leaves the exponent undefined
         sy = np.array([b["mean_stderr"] for b in by_eta]) / m
-        slope, slope_se = _weighted_slope(x, np.log(m), sy)
+        slope, slope_se = weighted_slope(x, np.log(m), sy)
     else:
         slope, slope_se = float("nan"), float("nan")
     main = next(b for b in by_eta if b["eta"] == case.eta)
     return {"main": main, "by_eta": by_eta, "exponent": slope, "exponent_stderr": slope_se, "exponent_eq10": 2.0}
-
-
-def _weighted_slope(x, y, sy):
-    """Weighted least-squares slope of y on x and its standard error; (nan, nan) for fewer than two x."""
-    if len(set(np.round(x, 12))) < 2:
-        return float("nan"), float("nan")
-    w = 1.0 / np.maximum(sy, 1e-12) ** 2
-    xm = np.sum(w * x) / np.sum(w)
-    sxx = np.sum(w * (x - xm) ** 2)
-    slope = float(np.sum(w * (x - xm) * y) / sxx)
-    return slope, float(math.sqrt(1.0 / sxx))
 
 
 def diffusive_flux(case: Case, *, particles: int, seed: int = 0, noise: str = "binary") -> dict:
@@ -405,6 +395,8 @@ def fit_stationary_exponent(result, g, lo: float, hi: float, *, since: int, bins
         ok = counts > 0
         xc = x[ok] - x[ok].mean()
         y = torch.log(rho[ok])
+        # Same least-squares slope as fitting.weighted_slope (equal weights), kept in torch:
+        # NumPy's summation order differs in the last bits, and results stay bit-identical.
         return float(-(xc * (y - y.mean())).sum() / (xc * xc).sum()), rho
 
     batches = max(2, min(batches, snaps.shape[1]))

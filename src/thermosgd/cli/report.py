@@ -1,0 +1,34 @@
+"""``thermosgd report``: one self-contained HTML page for a folder of results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write RUNS_DIR/index.html: every result on one page (offline, shareable)",
+        description="Read every result folder under RUNS_DIR (what `thermosgd reproduce` writes) and write "
+        "RUNS_DIR/index.html: a summary of the paper's claims against the measurements, one section per "
+        "experiment with figures and an interactive collapse plot, and the provenance. The page is one file "
+        "with everything embedded; open it in a browser or send it as an attachment. Exit code 2 on bad input.",
+    )
+    p.add_argument("runs_dir", nargs="?", default="runs", type=Path, metavar="RUNS_DIR",
+                   help="folder of result folders, or one result folder (default: runs)")
+    p.add_argument("--quiet", action="store_true", help="print only the page's path, not the summary table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from thermosgd.errors import UsageError
+    from thermosgd.report import collect, summary_table, write_report  # numpy, matplotlib: lazily
+
+    if not args.runs_dir.is_dir():
+        raise UsageError(f"{args.runs_dir} is not a folder; give the folder `thermosgd reproduce` wrote (default runs/)")
+    report = collect(args.runs_dir)
+    page = write_report(args.runs_dir, report)
+    if not args.quiet:
+        print(summary_table(report) + "\n")
+    print(page)
+    return 0

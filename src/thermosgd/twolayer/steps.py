@@ -1,0 +1,153 @@
+"""One update of R replicas of the two-layer net, with hand-written gradients (Eq. 13, 16).
+
+One step function per noise model (``[train] noise``), chosen by the engine with
+a plain if/elif:
+
+* ``"sgd"``: :func:`sgd_step` on a minibatch of |B| samples;
+* ``"gd"``: :func:`gd_step`, the mean gradient ḡ over G samples;
+* ``"gaussian"``: :func:`gaussian_step`, ḡ + ξ with ξ ~ N(0, Σ̂(θ)/|B|), Σ̂ the
+  per-sample-gradient covariance on the same G samples;
+* ``"frozen"``: :func:`frozen_step`, ḡ + ξ with ξ ~ N(0, diag(σ₀²)/|B|), σ₀² fixed
+  at initialization (:func:`thermosgd.twolayer.noise.per_sample_variance`).
+
+Step functions take tensors and plain scalars only (no config, no engine
+state) and update the parameters in place: for large nets the step is bound by
+memory traffic, and an in-place rank-1 update is one pass over W. Every step is
+a weighted sum of per-sample gradients, θ ← θ − Σ_j w_j ∇ℓ(θ; x_j, y_j), so no
+per-sample gradient is ever formed: the weights fold into ∂ℓ/∂f and the W part
+is rank-1 updates or one batched matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from thermosgd.twolayer.losses import dloss_df
+
+
+def minibatch_weights(lrs, batch_sizes, seeds: int, dtype: torch.dtype) -> torch.Tensor:
+    """Per-sample step weights of plain SGD for the grid lr × batch size × ``seeds``.
+
+    Returns:
+        (R, B) with R = L·K·S (order lr, batch size, seed) and B = max batch
+        size: η/|B| on a replica's first |B| samples, 0 on the rest.
+    """
+    L, K, B = len(lrs), len(batch_sizes), max(batch_sizes)
+    wl = torch.zeros(L, K, seeds, B, dtype=dtype)
+    for li, lr in enumerate(lrs):
+        for ki, bs in enumerate(batch_sizes):
+            wl[li, ki, :, :bs] = lr / bs
+    return wl.view(L * K * seeds, B)
+
+
+def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+             wl: torch.Tensor, loss: str, bias: bool = True, row_norms2: torch.Tensor | None = None) -> None:
+    """One step θ ← θ − Σ_j wl_j ∇ℓ(θ; x_j, y_j) for R replicas, in place.
+
+    With ``wl`` = η/|B| on the first |B| samples this is plain SGD; the other
+    noise models below are this step with other per-sample weights.
+
+    Args:
+        W: (R, N, M); b: (R, N); V: (R, N) — updated in place.
+        x: (R, B, M) inputs; y: (R, B) labels.
+        wl: (R, B) per-sample step weights (0 everywhere freezes a replica).
+        loss: "bce" or "mse".
+        bias: update b (False: b stays fixed).
+        row_norms2: optional (R, N) running ‖W_i‖², updated in place exactly
+            (from the identity below) so that recording ‖W_i‖ at every step
+            needs no extra pass over W.
+
+    The gradient is written out by hand: with e = ∂ℓ/∂f and s = σ'(z),
+    ∂ℓ/∂V = e σ(z), ∂ℓ/∂b = e s ⊙ V =: δ, ∂ℓ/∂W = δ xᵀ; folding the weights
+    into e makes the W update a sum of in-place rank-1 updates (one pass over
+    W each), or one batched matmul for larger B.
+    """
+    z = torch.baddbmm(b.unsqueeze(1), x, W.mT)  # (R, B, N)
+    s = z > 0
+    wx = z - b.unsqueeze(1) if row_norms2 is not None else None  # W x before the update
+    a = z.clamp_min_(0.0)
+    f = torch.bmm(a, V.unsqueeze(-1)).squeeze(-1)  # (R, B)
+    el = dloss_df(f, y, loss).mul_(wl)
+    gV = torch.bmm(el.unsqueeze(1), a).squeeze(1)  # (R, N)
+    delta = (el.unsqueeze(-1) * V.unsqueeze(1)).mul_(s)  # (R, B, N)
+    if row_norms2 is not None:
+        # ‖W_i − Σ_j δ_ji x_j‖² = ‖W_i‖² − 2 Σ_j δ_ji (W x_j)_i + Σ_jl δ_ji δ_li (x_j · x_l)
+        row_norms2.sub_(2.0 * (delta * wx).sum(1))
+        row_norms2.add_((delta * torch.bmm(torch.bmm(x, x.mT), delta)).sum(1))
+    B = x.shape[1]
+    if B <= 4:
+        # Rank-1 updates as one elementwise pass over W each: for small matrices
+        # this is several times faster than batched GEMM (which is what bmm does).
+        for j in range(B):
+            W.addcmul_(delta[:, j].unsqueeze(-1), x[:, j].unsqueeze(1), value=-1.0)
+    else:
+        W.baddbmm_(delta.mT, x, alpha=-1.0)
+    if bias:
+        b.sub_(delta.sum(1))
+    V.sub_(gV)
+
+
+def gd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+            lr: torch.Tensor, loss: str, bias: bool = True) -> None:
+    """Noise model "gd": θ ← θ − η ḡ, ḡ the mean gradient over the G samples of x, in place.
+
+    Args:
+        W: (R, N, M); b: (R, N); V: (R, N) — updated in place.
+        x: (R, G, M); y: (R, G).
+        lr: (R,) step sizes η (0 freezes a replica).
+        loss: "bce" or "mse". bias: update b.
+    """
+    G = x.shape[1]
+    sgd_step(W, b, V, x, y, (lr / G).unsqueeze(-1).expand(-1, G), loss, bias)
+
+
+def gaussian_weights(lr: torch.Tensor, batch_size: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights of the "gaussian" step: (R, G) from lr (R,), batch_size (R,), z (R, G).
+
+    η(ḡ + ξ) with ξ = (|B|(G−1))^(−1/2) Σ_i z_i (g_i − ḡ) equals Σ_i w_i g_i with
+    w_i = η (1/G + (z_i − z̄)/√(|B|(G−1))), since Σ_i z_i ḡ = Σ_i z̄ g_i.
+    """
+    G = z.shape[-1]
+    c = (batch_size * (G - 1)).rsqrt().unsqueeze(-1)
+    return lr.unsqueeze(-1) * (1.0 / G + c * (z - z.mean(-1, keepdim=True)))
+
+
+def gaussian_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                  lr: torch.Tensor, batch_size: torch.Tensor, z: torch.Tensor, loss: str, bias: bool = True) -> None:
+    """Noise model "gaussian": θ ← θ − η(ḡ + ξ), ξ ~ N(0, Σ̂(θ)/|B|), in place.
+
+    Σ̂ is the unbiased covariance of the per-sample gradients g_i on the G
+    samples of x; ξ = (|B|(G−1))^(−1/2) Σ_i z_i (g_i − ḡ) has exactly that
+    covariance given the samples, so SGD's first two moments (and their
+    dependence on θ) are kept, with Gaussian noise. Σ̂ is never formed.
+
+    Args:
+        W: (R, N, M); b: (R, N); V: (R, N) — updated in place.
+        x: (R, G, M); y: (R, G).
+        lr: (R,) step sizes η (0 freezes a replica). batch_size: (R,) |B|.
+        z: (R, G) standard normal draws.
+        loss: "bce" or "mse". bias: update b.
+    """
+    sgd_step(W, b, V, x, y, gaussian_weights(lr, batch_size, z), loss, bias)
+
+
+def frozen_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                lr: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, loss: str, bias: bool = True) -> None:
+    """Noise model "frozen": θ ← θ − η(ḡ + ξ), ξ = scale ⊙ z ~ N(0, diag(scale²)), in place.
+
+    Args:
+        W: (R, N, M); b: (R, N); V: (R, N) — updated in place.
+        x: (R, G, M); y: (R, G).
+        lr: (R,) step sizes η (0 freezes a replica).
+        scale: (R, P) noise standard deviation per parameter entry, √(σ₀²/|B|),
+            entries ordered (W row-major, b, V), P = N·M + 2N.
+        z: (R, P) standard normal draws.
+        loss: "bce" or "mse". bias: update b.
+    """
+    gd_step(W, b, V, x, y, lr, loss, bias)
+    R, N, M = W.shape
+    xi = (lr.unsqueeze(-1) * scale).mul_(z)
+    W.sub_(xi[:, : N * M].view(R, N, M))
+    if bias:
+        b.sub_(xi[:, N * M : N * M + N])
+    V.sub_(xi[:, N * M + N :])
