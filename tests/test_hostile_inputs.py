@@ -211,6 +211,7 @@ def test_drift_with_one_value_says_what_cannot_be_fitted(capsys):
 
 X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
 Y = (torch.arange(20) % 2).float()
+IMAGES = torch.randn(20, 1, 4, 4, generator=torch.Generator().manual_seed(1))
 
 
 def _cfg(**model):
@@ -249,6 +250,24 @@ class _MixesSamples(nn.Module):
 
     def forward(self, x):
         return self.net(x - x.mean(0))
+
+
+class _CentersOutputs(_MixesSamples):
+    """Couples samples after the last layer: only the output gradients differ."""
+
+    def forward(self, x):
+        out = self.net(x)
+        return out - out.mean(0)
+
+
+class _ConvMixes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.net(x / x.norm())  # one norm over the whole batch
 
 
 _BN = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
@@ -292,6 +311,8 @@ API_REFUSALS = [
     ("hessian-batchnorm-training", lambda: hessian_trace(_BN, _bce, X, Y), "model.eval()"),
     ("hessian-loss-not-callable", lambda: hessian_trace(_mlp(), None, X, Y), "callable"),
     ("gv-forward-mixes-samples", lambda: gradient_variance(_MixesSamples(), _bce, X, Y), "mixes the samples"),
+    ("gv-output-mixes-samples", lambda: gradient_variance(_CentersOutputs(), _bce, X, Y), "mixes the samples"),
+    ("gv-conv-mixes-samples", lambda: gradient_variance(_ConvMixes(), _bce, IMAGES, Y), "mixes the samples"),
 ]
 
 

@@ -22,8 +22,8 @@ closed-form sums for Linear, per-sample gradients by one bmm per kernel offset f
 Per-sample gradients presume a forward pass that treats the samples of a batch
 independently. BatchNorm and Dropout in training mode are refused by type. A
 forward that mixes samples in other ways (``x - x.mean(0)``) is caught on the fast
-path: sample 0's gradient taken from the batched pass is compared with a backward
-pass of sample 0 alone, and a mismatch is refused. On the ``torch.func`` path
+path: sample 0's gradient of the layer the forward calls last, taken from the batched
+pass, is compared with a pass of sample 0 alone, and a mismatch is refused. On the ``torch.func`` path
 (``fast=False``, or layers other than Linear/Conv2d) each sample runs as a batch of
 its own, so such mixing cannot be seen: the result is then that of a loop over
 single samples, whatever the model does to larger batches.
@@ -31,6 +31,7 @@ single samples, whatever the model does to larger batches.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -206,9 +207,12 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
         layers[found[0][0]] = found[0][1]
     seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
 
+    called: list[str] = []  # layer names in the order the forward calls them
+
     def hook_for(name: str):
         def hook(module, args, output):
             seen[name].append((args[0], output))
+            called.append(name)
             return output.clone()  # later in-place ops act on the clone, not on what we differentiate
 
         return hook
@@ -233,7 +237,9 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
         raise UsageError(f"gradient_variance: cannot take per-sample losses of outputs {tuple(out.shape)}: "
                          f"{str(exc).strip().splitlines()[0]}") from exc
     deltas = torch.autograd.grad(losses.sum(), [seen[name][0][1] for name in layers])
-    _refuse_sample_mixing(model, loss_fn, inputs, targets, layers, seen, deltas)
+    last = called[-1]
+    _refuse_sample_mixing(model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0],
+                          deltas[list(layers).index(last)])
     n = inputs.shape[0]
     result: dict[str, tuple[float, int]] = {}
     for (name, module), delta in zip(layers.items(), deltas):
@@ -262,53 +268,47 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     return {name: result[name] for name in order}
 
 
-def _first_sample_grads(layers: dict[str, nn.Module], seen, deltas) -> dict[str, torch.Tensor]:
-    """Sample 0's parameter gradients as the batched pass of :func:`_moments_hooks` has them."""
-    grads = {}
-    for (name, module), delta in zip(layers.items(), deltas):
-        x, prefix = seen[name][0][0].detach(), f"{name}." if name else ""
-        if isinstance(module, nn.Conv2d):
-            w, b = _conv2d_weight_grads(x[:1], delta[:1], module)[0], delta[0].sum((1, 2))
-        elif x.ndim == 2:
-            w, b = torch.outer(delta[0], x[0]), delta[0]
-        else:
-            x3, d3 = x[:1].reshape(-1, x.shape[-1]), delta[:1].reshape(-1, delta.shape[-1])
-            w, b = d3.T @ x3, d3.sum(0)
-        if module.weight.requires_grad:
-            grads[prefix + "weight"] = w
-        if module.bias is not None and module.bias.requires_grad:
-            grads[prefix + "bias"] = b
-    return grads
+def _first_sample_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
+    """Sample 0's gradients of ``module``'s trainable weight and bias, from the batched pass."""
+    x = x.detach()
+    if isinstance(module, nn.Conv2d):
+        w, b = _conv2d_weight_grads(x[:1], delta[:1], module)[0], delta[0].sum((1, 2))
+    elif x.ndim == 2:
+        w, b = torch.outer(delta[0], x[0]), delta[0]
+    else:
+        x3, d3 = x[:1].reshape(-1, x.shape[-1]), delta[:1].reshape(-1, delta.shape[-1])
+        w, b = d3.T @ x3, d3.sum(0)
+    return [g for g, p in ((w, module.weight), (b, module.bias)) if p is not None and p.requires_grad]
 
 
-def _refuse_sample_mixing(model, loss_fn, inputs, targets, layers, seen, deltas) -> None:
+def _refuse_sample_mixing(model, loss_fn, inputs, targets, name: str, module: nn.Module, x: torch.Tensor,
+                          delta: torch.Tensor) -> None:
     """Refuse a forward that couples the samples of a batch (e.g. ``x - x.mean(0)``).
 
     Per-sample gradients from one batched pass are right only if sample i's loss
-    depends on sample i alone. One backward pass of sample 0 by itself (cheap: a
-    batch of one) must then give the same gradient as the batched pass.
+    depends on sample i alone. Then a pass of sample 0 by itself gives the same
+    gradient for the layer the forward calls last (``name``): coupling anywhere
+    before it changes that layer's input, coupling after it changes its output
+    gradient. Cheap: a forward of one sample and a backward through one layer.
     """
-    if inputs.shape[0] < 2:
-        return
-    batched = _first_sample_grads(layers, seen, deltas)
-    names = list(batched)
-    params = dict(model.named_parameters())
+    batched = _first_sample_grads(module, x, delta)
+    params = [p for p in (module.weight, module.bias) if p is not None and p.requires_grad]
     with torch.enable_grad():
         loss = _one_sample_loss(loss_fn, forward(model, inputs[:1], "gradient_variance"), targets[0])
-        alone = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-    a = torch.cat([batched[n].reshape(-1).to(torch.float64) for n in names])
-    b = torch.cat([(torch.zeros_like(params[n]) if g is None else g).reshape(-1).to(torch.float64)
-                   for n, g in zip(names, alone)])
-    if not bool(torch.isfinite(a).all()):
+        alone = torch.autograd.grad(loss, params, allow_unused=True)
+    gap2 = norm2 = 0.0
+    for a, b in zip(batched, alone):
+        b = torch.zeros_like(a) if b is None else b
+        gap2 += float(torch.sub(a, b).square().sum())
+        norm2 += max(float(a.square().sum()), float(b.square().sum()))
+    if not math.isfinite(norm2):
         return  # a non-finite loss: nothing to compare (the variance comes out non-finite anyway)
-    rtol = 1e-3 if params[names[0]].dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7
-    gap = float(torch.linalg.vector_norm(a - b))
-    scale = max(float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b)))
-    if not gap <= rtol * scale + 1e-30:  # "not <=": a NaN gap is a mismatch too
+    rtol = 1e-3 if params[0].dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7
+    if not math.sqrt(gap2) <= rtol * math.sqrt(norm2) + 1e-30:  # "not <=": a NaN gap is a mismatch too
         raise UsageError(
-            "gradient_variance: the model's forward mixes the samples of a batch (sample 0's gradient in "
-            f"the batch differs from its gradient alone by {gap / max(scale, 1e-300):.2g} relative), so "
-            "per-sample gradients are undefined; make forward treat samples independently"
+            "gradient_variance: the model's forward mixes the samples of a batch (sample 0's gradient of layer "
+            f"'{name}' in the batch differs from its gradient alone by {math.sqrt(gap2 / max(norm2, 1e-300)):.2g} "
+            "relative), so per-sample gradients are undefined; make forward treat samples independently"
         )
 
 
