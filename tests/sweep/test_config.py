@@ -28,7 +28,9 @@ def test_defaults_and_seed_count():
         ({"model": {"bias": "yes"}}, "[model] bias"),
         ({"train": {"seed": -1}}, "[train] seed"),
         ({"data": {"probe_size": 1}}, "[data] probe_size"),
-        ({"train": {"seeds": [2**64]}}, "below 2^63"),
+        ({"train": {"seeds": [2**64]}}, "[0, 2^31)"),
+        ({"train": {"seeds": [2**31]}}, "[0, 2^31)"),  # stored as int32: would fail inside a unit
+        ({"train": {"seed": 2**63}}, "below 2^63"),
         ({"train": {"lr": [1e308]}}, "[train] lr"),
         ({"train": {"lr": [float("nan")]}}, "[train] lr"),
         ({"model": {"init_scale": float("nan")}}, "[model] init_scale"),

@@ -183,7 +183,7 @@ def left_out(ds: xr.Dataset, over: str) -> tuple[LeftOut, ...]:
 
 
 def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverged: bool = False,
-          n_boot: int = 200, seed: int = 0, window=None) -> Verdict:
+          n_boot: int = 1000, seed: int = 0, window=None) -> Verdict:
     """Fit ``metric``'s collapse over ``over`` and state the verdict against the paper.
 
     Args:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thermosgd.cli.common import add_executor_args, executor_kwargs
+from thermosgd.cli.common import add_executor_args, executor_kwargs, out_folder
 from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
 
@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
-    p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
+    p.add_argument("--out", type=out_folder, help="results folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and number of units, run nothing")
     add_executor_args(p)
     p.add_argument("--no-progress", action="store_true")
@@ -48,7 +48,7 @@ def _sweep(args) -> int:
 def _dry_run(cfg, out: Path | None) -> None:
     """Print the grid and the units; with --out, what a real run would still do there."""
     from thermosgd.sweep.run import check_config, status
-    from thermosgd.sweep.store import CONFIG_FILE
+    from thermosgd.sweep.store import CONFIG_FILE, check_output_folder
     from thermosgd.sweep.units import plan_units
 
     units = plan_units(cfg)
@@ -60,6 +60,8 @@ def _dry_run(cfg, out: Path | None) -> None:
     print(f"noise       {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch} samples per step)"))
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
     print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+    if out is not None:
+        check_output_folder(out, "sweep")  # the refusal a real run would give
     if out is not None and (out / CONFIG_FILE).exists():
         check_config(out, cfg)  # the refusal a real run would give
         st = status(out)

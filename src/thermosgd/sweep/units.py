@@ -7,7 +7,7 @@ interrupted and recomputed, and the merged results are bit-identical to an
 uninterrupted run.
 
 On disk, unit ``i`` is ``DIR/units/unit-00000.nc`` plus ``unit-00000.nc.sha256``.
-Both are written under a temporary name (``.unit-00000.nc.tmp-PID``) and renamed
+Both are written under a temporary name (``.thermosgd-tmp-PID-unit-00000.nc``) and renamed
 into place, the data first and the checksum second, so a unit counts as done
 only when both exist and the checksum matches; anything else (a kill between
 the two renames, a truncated or edited file) reads as corrupt and is recomputed.
@@ -26,7 +26,7 @@ from typing import Iterator
 import xarray as xr
 
 from thermosgd.config import SweepConfig, from_dict
-from thermosgd.sweep.store import save_dataset
+from thermosgd.sweep.store import save_dataset, temporary_path
 
 UNITS_DIR = "units"
 DONE, MISSING, CORRUPT = "done", "missing", "corrupt"
@@ -76,7 +76,7 @@ def write_unit(ds: xr.Dataset, out: Path, unit: Unit) -> Path:
     """Store one unit's results: data file renamed into place, then its checksum."""
     path = save_dataset(ds, unit_file(out, unit))
     sums = checksum_file(out, unit)
-    tmp = sums.with_name(f".{sums.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(sums)
     tmp.write_text(_sha256(path) + "\n")
     os.replace(tmp, sums)
     return path
@@ -120,16 +120,6 @@ def read_unit(out: Path, unit: Unit, cfg: SweepConfig | None = None) -> xr.Datas
 def config_attr(cfg: SweepConfig) -> str:
     """The ``attrs["config"]`` string a unit trained from ``cfg`` carries."""
     return json.dumps(cfg.to_dict(), sort_keys=True)
-
-
-def stale_temporaries(out: Path) -> list[Path]:
-    """Temporary files (``.NAME.tmp-PID``) left behind by writers that were killed."""
-    out = Path(out)
-    found = []
-    for folder in (out, out / UNITS_DIR):
-        if folder.is_dir():
-            found += [p for p in folder.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
-    return sorted(found)
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ import torch
 import xarray as xr
 
 from thermosgd.config import SweepConfig
+from thermosgd.checks import replica_seeds, require_config
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
@@ -79,8 +80,8 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
     """
-    t = cfg.train
-    seeds = list(t.seeds if seeds is None else seeds)
+    t = require_config(cfg, "train").train
+    seeds = list(t.seeds) if seeds is None else replica_seeds(seeds)
     user = load_user_data(cfg, data, test_data)
     N, M = cfg.model.hidden, cfg.model.inputs
     per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
@@ -112,9 +113,8 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
     if data is None:
         if not cfg.data.file:
             raise UsageError('[data] inputs = "file" needs [data] file = "PATH.npz" (or data=(x, y) in Python)')
-        return UserData.from_npz(cfg.data.file, inputs=cfg.model.inputs, loss=cfg.train.loss)
-    test = (None, None) if test_data is None else test_data
-    return UserData(*data, *test, inputs=cfg.model.inputs, loss=cfg.train.loss)
+        return UserData.from_npz(cfg.data.file, inputs=cfg.model.inputs, loss=cfg.train.loss, dtype=cfg.train.dtype)
+    return UserData.from_arguments(data, test_data, inputs=cfg.model.inputs, loss=cfg.train.loss, dtype=cfg.train.dtype)
 
 
 def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
