@@ -128,7 +128,7 @@ def test_presets_do_not_overwrite_other_runs(tmp_path, capsys):
     out = tmp_path / "x"
     assert main(["reproduce", "fig3", "--quick", "--out", str(out), "--no-progress"]) == 0
     assert main(["reproduce", "equal-error", "--quick", "--out", str(out), "--no-progress"]) == 2
-    assert "already holds other files" in capsys.readouterr().err
+    assert "holds a two-layer sweep" in capsys.readouterr().err
     other = tmp_path / "y"
     assert main(["reproduce", "equal-error", "--quick", "--out", str(other), "--no-progress"]) == 0
     assert main(["reproduce", "equal-error", "--quick", "--seeds", "3", "--out", str(other), "--no-progress"]) == 2

@@ -21,11 +21,11 @@ __version__ = "0.1.0"
 # thermosgd`, the CLI's --help and every Dask / process worker start fast.
 _LAZY = {
     "train": ("thermosgd.twolayer.engine", "train"),
-    "sweep": ("thermosgd.sweep.run", "run_sweep"),
+    "sweep": ("thermosgd.sweep", None),  # a callable package: see thermosgd._callable
     "status": ("thermosgd.sweep.run", "status"),
     "load": ("thermosgd.sweep.store", "load"),
     "fit_collapse": ("thermosgd.analysis.collapse", "fit_collapse"),
-    "reproduce": ("thermosgd.reproduce.run", "reproduce"),
+    "reproduce": ("thermosgd.reproduce", None),
     "instruments": ("thermosgd.instruments", None),
     "walk": ("thermosgd.walk", None),
 }

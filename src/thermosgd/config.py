@@ -16,12 +16,14 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
+from thermosgd.presets import MAX_SEEDS, MAX_STEPS
 
 
 @dataclass(frozen=True)
@@ -189,16 +191,10 @@ _POSITIVE = {
     ("train", "steps"), ("train", "record_every"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
-_MAX_SEED = 2**63 - 1
-# Replica seeds are stored as int32 coordinates.
-_MAX_REPLICA_SEED = 2**31 - 1
-# Hard bounds, checked before anything is built: a config naming more would spend
-# minutes and gigabytes just listing its seeds or steps. What a grid within them
-# costs in memory and time is checked against this machine before it runs
-# (``thermosgd.twolayer.budget``).
-MAX_SEEDS = 1_000_000
-MAX_STEPS = 10**12
-MAX_CONFIG_BYTES = 1 << 20
+_MAX_SEED = 2**63 - 1  # the master seed only enters SeedSequence
+#: Replica seeds are stored as NetCDF int32 coordinates: they must lie in [0, 2^31).
+SEED_LIMIT = 2**31
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines; /dev/zero must not be read for ever
 
 
 def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
@@ -207,12 +203,12 @@ def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
         if not isinstance(value, bool):
             raise UsageError(f"{where} must be true or false, got {value!r}")
         return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if kind is int:  # NumPy integer scalars count (numbers.Integral), bools do not
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise UsageError(f"{where} must be an integer, got {value!r}")
-        return value
+        return int(value)
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise UsageError(f"{where} must be a number, got {value!r}")
         return float(value)
     if kind is str:
@@ -265,22 +261,21 @@ def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
     if (section, key) == ("sweep", "seeds_per_unit"):
         if value == "auto":
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise UsageError(f'[sweep] seeds_per_unit must be "auto" or a positive integer, got {value!r}')
-        return value
+        return int(value)
     if (section, key) == ("train", "seeds"):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             if value <= 0:
                 raise UsageError(f"[train] seeds must be positive, got {value}")
             if value > MAX_SEEDS:
-                raise UsageError(f"[train] seeds = {value} is more than the {MAX_SEEDS} seeds a sweep can hold; "
-                                 f"use at most seeds = {MAX_SEEDS}")
-            return tuple(range(value))
+                raise UsageError(f"[train] seeds = {value} is beyond the supported maximum {MAX_SEEDS}")
+            return tuple(range(int(value)))
         if isinstance(value, (list, tuple)) and len(value) > MAX_SEEDS:
-            raise UsageError(f"[train] seeds lists {len(value)} seeds, more than the {MAX_SEEDS} a sweep can hold")
+            raise UsageError(f"[train] seeds lists {len(value)} seeds, beyond the supported maximum {MAX_SEEDS}")
         out = _as_tuple(section, key, value, int)
-        if min(out) < 0:
-            raise UsageError(f"[train] seeds must be nonnegative integers, got {list(out)}")
+        if min(out) < 0 or max(out) >= SEED_LIMIT:
+            raise UsageError(f"[train] seeds must be integers in [0, 2^31), got {list(out)[:8]}")
         return out
     if key in ("lr", "batch_size") and section == "train":
         return _as_tuple(section, key, value, float if key == "lr" else int)
@@ -306,10 +301,8 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
     if t.seed > _MAX_SEED:
         raise UsageError(f"[train] seed must be below 2^63, got {t.seed}")
-    if max(t.seeds) > _MAX_REPLICA_SEED:
-        raise UsageError(f"[train] seeds must be below 2^31, got {max(t.seeds)}")
     if t.steps > MAX_STEPS:
-        raise UsageError(f"[train] steps = {t.steps} is more than {MAX_STEPS:.0e}; use fewer steps")
+        raise UsageError(f"[train] steps = {t.steps} is beyond the supported maximum {MAX_STEPS}")
     if cfg.data.probe_size < 2:
         raise UsageError(f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}")
     if any(b < 1 for b in t.batch_size):
@@ -322,8 +315,9 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
     if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):
         raise UsageError(f"[train] runaway_factor must be 0 (off) or a finite number above 1, got {t.runaway_factor}")
-    if not (0 <= cfg.model.init_scale < float("inf")):
-        raise UsageError(f"[model] init_scale must be nonnegative and finite, got {cfg.model.init_scale}")
+    if not (0 < cfg.model.init_scale < float("inf")):
+        # 0 would make every ‖W_i‖ = 0, where the activation rate Φ(b_i/‖W_i‖) is undefined.
+        raise UsageError(f"[model] init_scale must be positive and finite, got {cfg.model.init_scale}")
     d = cfg.data
     if (d.inputs == "file") != (d.labels == "file"):
         raise UsageError('[data] inputs = "file" and labels = "file" go together (both come from [data] file)')
@@ -344,10 +338,10 @@ def load_toml(path: str | Path) -> SweepConfig:
     if len(raw_bytes) > MAX_CONFIG_BYTES:
         raise UsageError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration "
                          "is a few lines of TOML")
-    try:
+    try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the TOML
         text = raw_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"config {path} is not UTF-8 text (byte {exc.start})") from None
+        raise UsageError(f"config {path} is not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -18,7 +18,9 @@ Only raw byte formats are parsed; no user file is ever unpickled (so CIFAR-10's
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +79,7 @@ def _open_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise UsageError(f"{path}: corrupt gzip file ({exc})") from None
     return raw
 
@@ -100,7 +102,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) < header:
         raise UsageError(f"{path}: truncated IDX header")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no int64 overflow
     if len(raw) != expected:
         raise UsageError(f"{path}: IDX size mismatch (dims {dims} need {expected} bytes, file has {len(raw)})")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))

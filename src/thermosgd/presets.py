@@ -44,8 +44,10 @@ class Preset:
     Attributes:
         name: CLI name, e.g. ``"fig3"``.
         kind: ``"twolayer"`` (vectorized engine), ``"deep"`` (instruments on deep
-            nets), ``"walk"`` (random-walk lab) or ``"analysis"`` (an experiment
-            beyond the figures: drift, equal error, generalization).
+            nets), ``"walk"`` (random-walk lab), ``"analysis"`` (an experiment
+            beyond the figures: drift, equal error, generalization) or
+            ``"mechanism"`` (two-layer presets rerun under the noise models of
+            ``[train] noise``).
         description: what the figure shows.
         claim: the paper's claim the preset tests, in one sentence, with its source.
         experiment: presets sharing an experiment share one run; running any of
@@ -277,8 +279,25 @@ _ANALYSIS = [
     ),
 ]
 
+# --------------------------------------------------------------------------- the mechanism (noise ablation)
+
+_MECHANISM = Preset(
+    name="mechanism", kind="mechanism", experiment="mechanism", over="lr", metric="activation_rate",
+    seeds=8, steps=3000, in_default_set=False,
+    figures=("mechanism_fig3", "mechanism_fig7", "mechanism_fig5"),
+    description="beyond the figures: the fig3 and fig7 settings under four noise models (sgd, gd, gaussian, "
+                "frozen; shared initialization), and fig5's |B| sweep at η = 0.05 under sgd and gaussian",
+    claim="The activation rate falls at a rate ∝ η²/|B| because SGD's noise has a parameter-dependent "
+          "variance (a temperature gradient, Sec. 3, Eq. 23–27): the fall should need such noise, i.e. "
+          "appear with 'sgd' and 'gaussian' noise but not with the noise-free 'gd' step or the "
+          "uniform-temperature 'frozen' noise.",
+    params={"settings": ["fig3", "fig7"], "noises": ["sgd", "gd", "gaussian", "frozen"],
+            "batch_sweep": "fig5", "batch_noises": ["sgd", "gaussian"], "gd_batch": 1024},
+    quick={"seeds": 2, "steps": 100, "gd_batch": 64},
+)
+
 #: Every preset, in the paper's order; ``thermosgd reproduce --list`` prints it.
-TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS)
+TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _MECHANISM)
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 
 

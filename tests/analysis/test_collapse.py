@@ -168,36 +168,242 @@ def test_panel_and_figure(lr_sweep, lr_fit, tmp_path):
     assert len(collapse_figure(synthetic_sweep(1.0, "batch_size"), batch_fit).axes) == 3
 
 
-@pytest.mark.parametrize("over", ["lr", "batch_size"])
-def test_vectorized_scan_equals_the_one_exponent_score(over):
-    """The fit scans exponents with ``collapse_scores``; its twin is ``collapse_score``
-    called once per exponent (window, a NaN curve point and the bounds included)."""
-    from thermosgd.analysis.collapse import _grid, _scale, collapse_score, collapse_scores, mean_curves, sweep_data
+# --- Noise-corrected score: twins, unbiasedness, common random numbers -------------------------
 
-    ds = synthetic_sweep(1.0 if over == "batch_size" else 2.0, over=over)
+from thermosgd.analysis.collapse import (  # noqa: E402
+    _check_window,
+    _grid,
+    _Scorer,
+    collapse_score,
+    default_reference,
+    expanded_percentiles,
+    mean_curves,
+    sweep_data,
+)
+
+
+def _seed_curves_on_grid(data, steps, values, over, exponent, reference, grid):
+    """Every replica's curve on the grid with np.interp, NaN where its value does not cover τ."""
+    sign = 1.0 if over == "lr" else -1.0
+    out = np.full(data.shape[:2] + grid.shape, np.nan)
+    for k, x in enumerate(values):
+        tau = steps * (x / reference) ** (sign * exponent)
+        covered = (grid >= tau[0]) & (grid <= tau[-1])
+        for s in range(data.shape[1]):
+            out[k, s, covered] = np.interp(grid[covered], tau, data[k, s])
+    return out
+
+
+def twin_score(data, alive, steps, values, over, exponent, reference, grid, method, seeds=None):
+    """Slow twin of the score numerator / Σ(n−1), with explicit loops over seed pairs.
+
+    ``seeds`` is a bootstrap resample as a list of original seed indices; products of two
+    copies of the same original seed are left out of the noise-corrected terms.
+    """
+    x = _seed_curves_on_grid(data, steps, values, over, exponent, reference, grid)
+    seeds = list(range(data.shape[1])) if seeds is None else list(seeds)
+    num = den = 0.0
+    for g in range(grid.size):
+        present = [k for k in range(len(values)) if np.isfinite(x[k, 0, g])]
+        n = len(present)
+        if n < 2:
+            continue
+        den += n - 1
+        for i, k in enumerate(present):
+            for k2 in present[i + 1:]:
+                if method == "paired":
+                    d = [x[k, s, g] - x[k2, s, g] for s in seeds if alive[k, s] and alive[k2, s]]
+                    orig = [s for s in seeds if alive[k, s] and alive[k2, s]]
+                    prods = [d[a] * d[b] for a in range(len(d)) for b in range(len(d)) if orig[a] != orig[b]]
+                    term = np.mean(prods)
+                else:
+                    a = [(s, x[k, s, g]) for s in seeds if alive[k, s]]
+                    b = [(s, x[k2, s, g]) for s in seeds if alive[k2, s]]
+                    mean_a, mean_b = np.mean([v for _, v in a]), np.mean([v for _, v in b])
+                    term = (mean_a - mean_b) ** 2
+                    if method == "independent":
+                        # μ_k² estimated by the mean of x_i x_j over copies of distinct original seeds
+                        def u_stat(c):
+                            return np.mean([vi * vj for si, vi in c for sj, vj in c if si != sj])
+
+                        term = u_stat(a) + u_stat(b) - 2 * mean_a * mean_b
+                        if len(set(seeds)) == len(seeds):  # no resample: the textbook form
+                            textbook = (mean_a - mean_b) ** 2 - np.var([v for _, v in a], ddof=1) / len(a) - np.var(
+                                [v for _, v in b], ddof=1) / len(b)
+                            assert term == pytest.approx(textbook, rel=1e-9, abs=1e-15)
+                num += term / n
+    return num / den
+
+
+def _problem(ds, over="lr", window=None):
     values, steps, raw, alive = sweep_data(ds, "activation_rate", over)
-    curves = mean_curves(raw, alive)
-    curves[1, 7] = np.nan  # a recording gap in one curve
-    for window in [(None, None), (200.0, 800.0)]:
-        grid = _grid(steps, window, 200)
-        scale = _scale(curves, steps, window)
-        exps = np.linspace(-2.0, 5.0, 71)
-        fast = collapse_scores(curves, steps, values, over, exps, float(values[1]), grid, scale)
-        slow = np.array([collapse_score(curves, steps, values, over, e, float(values[1]), grid, scale) for e in exps])
-        np.testing.assert_allclose(fast, slow, rtol=1e-9)
+    grid = _grid(steps, _check_window(window), 40)
+    return values, steps, raw, alive, default_reference(values), grid
 
 
-def test_bootstrap_weights_equal_resampled_means(lr_sweep):
-    """The bootstrap averages with draw counts as weights; twin: indexing the resample."""
-    from thermosgd.analysis.collapse import _weighted_means, mean_curves, sweep_data
+@pytest.mark.parametrize("method", ["paired", "independent", "plain"])
+def test_score_matches_slow_twin(method):
+    # 5 seeds, one diverged at η = 0.1 only, so the paired and independent terms see different survivors.
+    ds = synthetic_sweep(1.0, n_seeds=5, seed=3, steps=200, every=20, noise=0.05)
+    ds["diverged"][2, 0, 1] = True
+    values, steps, raw, alive, ref, grid = _problem(ds)
+    scorer = _Scorer(raw, alive, steps, values, "lr", ref, grid, method)
+    exps = np.array([-0.7, 0.0, 0.45, 1.3])
+    ones = np.ones((1, 5))
+    fast = scorer.scores(exps, ones, scorer.denominators(ones))[0]
+    slow = [twin_score(raw, alive, steps, values, "lr", e, ref, grid, method) for e in exps]
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-15)
+    # a bootstrap resample as multiplicities: seed 0 three times, seed 4 twice, seed 2 once
+    resample = [0, 0, 0, 4, 4, 2]
+    w = np.bincount(resample, minlength=5)[None, :].astype(float)
+    fast_w = scorer.scores(exps, w, scorer.denominators(w))[0]
+    slow_w = [twin_score(raw, alive, steps, values, "lr", e, ref, grid, method, seeds=resample) for e in exps]
+    np.testing.assert_allclose(fast_w, slow_w, rtol=1e-9, atol=1e-15)
 
-    _, _, raw, alive = sweep_data(lr_sweep, "activation_rate", "lr")
-    alive = alive.copy()
-    alive[0, 2] = False  # a diverged replica
-    alive[2, :] = False  # a swept value with no survivor: NaN either way
-    masked = np.where(alive[..., None], raw, 0.0)
-    for seed in range(5):
-        idx = np.random.default_rng(seed).integers(0, raw.shape[1], raw.shape[1])
-        fast = _weighted_means(masked, alive, np.bincount(idx, minlength=raw.shape[1]))
-        np.testing.assert_allclose(fast, mean_curves(raw, alive, idx), rtol=1e-12)
-        assert np.isnan(fast[2]).all()
+
+def test_plain_score_is_the_plug_in_score_of_the_mean_curves(lr_sweep):
+    values, steps, raw, alive, ref, grid = _problem(lr_sweep, window=(50, 900))
+    scorer = _Scorer(raw, alive, steps, values, "lr", ref, grid, "plain")
+    ones = np.ones((1, raw.shape[1]))
+    for e in (-1.0, 0.0, 1.7, 2.0, 4.0):
+        fast = scorer.scores(np.array([e]), ones, scorer.denominators(ones))[0, 0]
+        assert fast == pytest.approx(collapse_score(mean_curves(raw, alive), steps, values, "lr", e, ref, grid, 1.0),
+                                     rel=1e-9)
+
+
+def common_noise_sweep(seed, alpha=1.0, drift=0.05, noise=0.7, n_seeds=8, steps=1000, every=10, common=True):
+    """m_η(t) = exp(−3 t (η/0.05)^α / T) + drift·log2(η/0.05) + ε_s(t).
+
+    ε_s is white noise of std ``noise``; with ``common=True`` the SAME path ε_s(t) (in raw
+    time) is added to every η's curve of seed s, as shared data streams do. ``seed=None``
+    gives the noise-free curves (one seed). The drift moves the noise-free best exponent
+    away from α.
+    """
+    t = np.arange(0, steps + 1, every)
+    rng = np.random.default_rng(seed)
+    n_seeds = 1 if seed is None else n_seeds
+    data = np.empty((LRS.size, 1, n_seeds, t.size))
+    paths = rng.standard_normal((n_seeds, t.size)) if seed is not None else np.zeros((n_seeds, t.size))
+    for k, lr in enumerate(LRS):
+        f = (lr / 0.05) ** alpha
+        for s in range(n_seeds):
+            eps = paths[s] if common or seed is None else rng.standard_normal(t.size)
+            data[k, 0, s] = np.exp(-3.0 * t * f / steps) + drift * np.log2(lr / 0.05) + noise * eps
+    config = {"train": {"share_data": common, "share_init": common}}
+    return xr.Dataset(
+        {"activation_rate": (("lr", "batch_size", "seed", "step"), data)},
+        coords={"lr": LRS, "batch_size": [1], "seed": np.arange(n_seeds), "step": t},
+        attrs={"config": json.dumps(config)},
+    )
+
+
+def test_noise_corrected_score_is_unbiased_under_common_noise():
+    # E[score] over noise draws equals the noise-free score at every exponent, in particular at
+    # 0 where shared streams cancel; the plug-in score is biased up except near 0 (the dip).
+    # 300 draws of 8 seeds (seeds 0..299); tolerance 4 standard errors of the mean.
+    clean = common_noise_sweep(None)
+    values, steps, raw0, alive0, ref, grid = _problem(clean)
+    exps = np.array([0.0, 0.4, 0.8, 2.0])
+    truth = _Scorer(raw0, alive0, steps, values, "lr", ref, grid, "plain")
+    one = np.ones((1, 1))
+    target = truth.scores(exps, one, truth.denominators(one))[0]
+    got = {"paired": [], "plain": []}
+    for seed in range(300):
+        _, _, raw, alive, _, _ = _problem(common_noise_sweep(seed, noise=0.3))
+        w = np.ones((1, raw.shape[1]))
+        for method in got:
+            sc = _Scorer(raw, alive, steps, values, "lr", ref, grid, method)
+            got[method].append(sc.scores(exps, w, sc.denominators(w))[0])
+    paired, plain = np.array(got["paired"]), np.array(got["plain"])
+    se = paired.std(axis=0, ddof=1) / np.sqrt(len(paired))
+    # (at exponent 0 the common noise cancels exactly in d_s: se ~ 0, hence the round-off allowance)
+    assert np.all(np.abs(paired.mean(axis=0) - target) < 4 * se + 1e-12)
+    bias = plain.mean(axis=0) - target
+    assert abs(bias[0]) < 0.1 * bias[1:].min()  # the dip: almost no noise term at exponent 0 ...
+    assert np.all(bias[1:] > 10 * se[1:])  # ... and a large one elsewhere
+
+
+NOISE_FREE_ALPHA = 0.77  # noise-free best exponent of common_noise_sweep (α = 1 + drift); checked below
+
+
+def test_common_noise_ci_covers_the_noise_free_exponent():
+    # 5 draws (seeds 0..4) of the common-noise family, 8 seeds, n_boot = 1000 (bootstrap seed = draw):
+    # the interval must cover the noise-free exponent in >= 4 of 5 and be wider than 0.1.
+    truth = fit_collapse(common_noise_sweep(None), "activation_rate", "lr", n_boot=0, pairing="plain").exponent
+    assert truth == pytest.approx(NOISE_FREE_ALPHA, abs=0.01)
+    covered, plain_at_zero = 0, 0
+    for draw in range(5):
+        ds = common_noise_sweep(draw)
+        fit = fit_collapse(ds, "activation_rate", "lr", seed=draw)
+        assert fit.score_method == "paired" and fit.n_boot == 1000
+        assert fit.ci_high - fit.ci_low > 0.1
+        covered += fit.ci_low <= truth <= fit.ci_high
+        # the plug-in score falls into the α = 0 dip (what this test guards against)
+        plain = fit_collapse(ds, "activation_rate", "lr", n_boot=0, pairing="plain")
+        plain_at_zero += abs(plain.exponent) < 0.01
+    assert covered >= 4
+    assert plain_at_zero >= 4
+
+
+def test_independent_noise_with_independent_score():
+    # The same family with independent noise and a config that says so: the independent-streams
+    # score is used and its interval covers the noise-free exponent (seed 11, n_boot = 300).
+    ds = common_noise_sweep(11, noise=0.3, common=False)
+    fit = fit_collapse(ds, "activation_rate", "lr", n_boot=300, seed=11)
+    assert fit.score_method == "independent"
+    assert fit.ci_low <= NOISE_FREE_ALPHA <= fit.ci_high
+    assert fit.to_dict()["score_method"] == "independent" and "percentile" in fit.to_dict()["interval"]
+
+
+def test_score_method_choice(lr_sweep):
+    # config without stream information: paired (valid whatever the correlation between values)
+    assert fit_collapse(lr_sweep, "activation_rate", "lr", n_boot=0).score_method == "paired"
+    one_seed = synthetic_sweep(2.0, n_seeds=1)
+    assert fit_collapse(one_seed, "activation_rate", "lr", n_boot=0).score_method == "plain"
+    # seeds 0..3 diverged at η = 0.025 and 4..7 at η = 0.1: no two seeds in common for that pair
+    ds = lr_sweep.copy(deep=True)
+    ds["diverged"][0, 0, :4] = True
+    ds["diverged"][2, 0, 4:] = True
+    assert fit_collapse(ds, "activation_rate", "lr", n_boot=0).score_method == "independent"
+    with pytest.raises(UsageError, match="paired score needs 2 seeds"):
+        fit_collapse(ds, "activation_rate", "lr", n_boot=0, pairing="paired")
+    with pytest.raises(UsageError, match="pairing must be one of"):
+        fit_collapse(lr_sweep, "activation_rate", "lr", n_boot=0, pairing="yes")
+
+
+def test_expanded_percentiles():
+    # Hesterberg's expansion: Φ(−√(n/(n−1)) t_{n−1,0.975}); for n = 8, t_7 = 2.3646 (table),
+    # √(8/7)·2.3646 = 2.5279, Φ(−2.5279) = 0.574 %. Large n gives the plain 2.5 %.
+    low, high = expanded_percentiles(8, 0.95)
+    assert low == pytest.approx(0.574, abs=0.002) and high == pytest.approx(100 - low)
+    assert expanded_percentiles(10**6, 0.95)[0] == pytest.approx(2.5, abs=1e-3)
+
+
+# --- Degenerate input (issue 14, part 3) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kwargs", "message"),
+    [
+        (lambda ds: ds, {"window": "0:1"}, "holds 1 recorded step.*at least 2 informative steps"),
+        (lambda ds: ds, {"window": "3:9"}, "holds 0 recorded step"),
+        (lambda ds: ds.assign(activation_rate=0 * ds["activation_rate"] + 0.5), {}, "constant in time.*no variation"),
+        (lambda ds: ds.assign_coords(lr=[0.025, 0.05, 0.05]), {}, "duplicate lr values.*0.05 appears 2 times"),
+        (lambda ds: ds.assign(activation_rate=np.nan * ds["activation_rate"]), {}, "NaN .* everywhere"),
+        (lambda ds: ds.assign(activation_rate=ds["activation_rate"].astype(str)), {}, "not numeric"),
+        (lambda ds: ds, {"seed": -1}, "non-negative integer"),
+    ],
+)
+def test_degenerate_input_is_refused(lr_sweep, mutate, kwargs, message):
+    args = {"metric": "activation_rate", "over": "lr", "n_boot": 5} | kwargs
+    with pytest.raises(UsageError, match=message) as err:
+        fit_collapse(mutate(lr_sweep), **args)
+    assert "\n" not in str(err.value)
+
+
+def test_flat_late_window_is_refused_but_a_varying_one_is_not(lr_sweep):
+    # curves that stop changing: a window over the flat part has nothing to fit
+    ds = lr_sweep.assign(activation_rate=lr_sweep["activation_rate"].where(lr_sweep["step"] < 500, 0.25))
+    with pytest.raises(UsageError, match="constant in time"):
+        fit_collapse(ds, "activation_rate", "lr", window="600:", n_boot=0)
+    assert np.isfinite(fit_collapse(ds, "activation_rate", "lr", window="0:15", n_boot=0).exponent)

@@ -82,8 +82,8 @@ def test_engine_calls_fill_fixed_slots():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(units, "call_seeds", lambda cfg: 3)
         calls = engine_calls(cfg, (12, 13, 14, 15, 16))
-    # Slots 0-2, 3-5, 6-8 of the config's seeds; outside the unit, a copy of a unit seed.
-    assert calls == [([12, 12, 12], [2]), ([13, 14, 15], [0, 1, 2]), ([16, 16, 16], [0])]
+    # Slots 0-2, 3-5, 6-8 of the config's seeds, past the last one unused seeds; kept: the unit's.
+    assert calls == [([10, 11, 12], [2]), ([13, 14, 15], [0, 1, 2]), ([16, 0, 1], [0])]
     with pytest.raises(ValueError, match="not consecutive"):
         engine_calls(cfg, (10, 12))
 

@@ -240,7 +240,7 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
         w = _window_mean(e2, win)
         s.err2[name] = {f"lr={lr:g},B={bs}": float(w.sel(lr=lr, batch_size=bs)) for lr, bs in grid}
     s.err2["initial"] = float(e2.isel(step=0).mean())
-    s.notes = [
+    s.notes = _unfittable(lrs, bss) + [
         "all drifts are per SGD step, averaged over hidden units; measured = slope of "
         "E[q]_SGD - q_ref (mean-gradient reference on the same samples) over the window",
         "predicted = paper's J_t/rho projected on b and V^2 (psi as printed, with its factor 1/2; "
@@ -251,6 +251,27 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
         "(E[V]^2 - V_ref^2: the mean-shift piece, the one comparable with the paper's drift of V^2)",
     ]
     return s
+
+
+def _unfittable(lrs, bss) -> list[str]:
+    """Notes on the exponents a grid cannot determine (an exponent needs two values of its parameter)."""
+    notes = []
+    if len(set(map(float, lrs))) < 2:
+        notes.append("alpha (the eta exponent) cannot be fitted from one value of eta: give at least two --lr values")
+    if len(set(map(int, bss))) < 2:
+        notes.append("beta (the |B| exponent) cannot be fitted from one value of |B|: give at least two "
+                     "--batch-size values")
+    if len(lrs) * len(bss) < 3:
+        notes.append("no exponent is fitted from fewer than 3 (eta, |B|) points")
+    return notes
+
+
+def _exponent_cells(f: dict, key: str, missing: str | None) -> str:
+    """Table cells ``value | CI`` of one fitted exponent, or why there is none."""
+    v, ci = f[key], f[key + "_ci"]
+    if missing or not math.isfinite(v):
+        return f"n/a ({missing or 'the values differ in sign'}) | "
+    return f"{v:.2f} | [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _fmt(v, se=None):
@@ -285,10 +306,13 @@ def drift_table(s: DriftSummary) -> str:
     lines += ["", "### Scaling |drift| ∝ η^α |B|^(−β) (paper: α = 2, β = 1)", "",
               "| quantity | α | 95% CI | β | 95% CI | sign | bootstrap draws with one sign |",
               "|---|---|---|---|---|---|---|"]
+    few = "fewer than 3 grid points" if len(s.one_step) < 3 else None
+    missing_alpha = "one η: cannot be fitted" if len({r["lr"] for r in s.one_step}) < 2 else few
+    missing_beta = "one \\|B\\|: cannot be fitted" if len({r["batch_size"] for r in s.one_step}) < 2 else few
     for k, f in s.fits.items():
         lines.append(
-            f"| {k} | {f['alpha']:.2f} | [{f['alpha_ci'][0]:.2f}, {f['alpha_ci'][1]:.2f}] | {f['beta']:.2f} | "
-            f"[{f['beta_ci'][0]:.2f}, {f['beta_ci'][1]:.2f}] | {f['sign']:+d} | {f['valid_fraction']:.2f} |")
+            f"| {k} | {_exponent_cells(f, 'alpha', missing_alpha)} | {_exponent_cells(f, 'beta', missing_beta)} | "
+            f"{f['sign']:+d} | {f['valid_fraction']:.2f} |")
     lines += ["", f"err2 = E[(p−y)²]: initial {s.err2['initial']:.4f}; " + "; ".join(
         f"{w} mean over grid {np.mean(list(v.values())):.4f}" for w, v in s.err2.items() if w != "initial"), ""]
     lines += [f"- {n}" for n in s.notes]

@@ -21,9 +21,9 @@ from thermosgd.analysis.collapse import fit_collapse
 from thermosgd.errors import UsageError
 from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
 
-__all__ = ["LeftOut", "Verdict", "left_out", "judge"]
+__all__ = ["LeftOut", "Verdict", "classify", "left_out", "judge"]
 
-AGREES, DISAGREES, NOT_MEASURED = "agrees", "disagrees", "not measured"
+AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED = "agrees", "disagrees", "inconclusive", "not measured"
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,12 @@ class Verdict:
                     f"paper {sym} = {fmt.sig(self.paper)}: ")
             if self.status == AGREES:
                 text += "consistent"
+            elif self.status == INCONCLUSIVE:
+                text += "INCONCLUSIVE (inside the CI, but the CI reaches the search bound)"
             else:
                 gap = self.ci_low - self.paper if self.paper < self.ci_low else self.paper - self.ci_high
                 text += f"DISAGREES (paper's value outside the CI by {fmt.exponent(gap)})"
-            if self.note:
+            if self.note and self.status != INCONCLUSIVE:
                 text += f" ({self.note})"
         if self.left_out:
             text += "; " + "; ".join(_left_out_text(x, self.over, self.included_diverged) for x in self.left_out)
@@ -118,6 +120,27 @@ def _left_out_text(x: LeftOut, over: str, included: bool) -> str:
     load = f", η·E‖x‖² ≈ {fmt.sig(x.step_size_load)}" if x.step_size_load is not None else ""
     what = "replicas unstable" if x.all else "replicas diverged"
     return f"{name} = {fmt.sig(x.value)}: {x.count}/{x.of} {what}{when} ({x.reason}{load}), {verb}"
+
+
+def _at_bound(low: float, high: float, bounds) -> bool:
+    return bool(bounds) and (low <= float(bounds[0]) + 1e-9 or high >= float(bounds[1]) - 1e-9)
+
+
+def classify(paper: float, low: float, high: float, bounds=None) -> tuple[str, str]:
+    """The one rule for a verdict from an interval (CLI lines and the HTML report use it).
+
+    Returns:
+        ``(status, reason)``: "disagrees" when ``paper`` lies outside ``[low, high]``;
+        "inconclusive" when inside but the interval runs to the fit's search bound
+        (the curves barely constrain the exponent); "agrees" otherwise.
+    """
+    if not low <= paper <= high:
+        gap = low - paper if paper < low else paper - high
+        return DISAGREES, f"the paper's value lies outside the CI (by {fmt.exponent(gap)})"
+    if _at_bound(low, high, bounds):
+        return INCONCLUSIVE, (f"the CI reaches the search bound {fmt.interval(*bounds)}: "
+                              "the curves barely constrain the exponent")
+    return AGREES, "the paper's value lies inside the CI"
 
 
 def _input_second_moment(ds: xr.Dataset) -> float | None:
@@ -160,7 +183,7 @@ def left_out(ds: xr.Dataset, over: str) -> tuple[LeftOut, ...]:
 
 
 def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverged: bool = False,
-          n_boot: int = 200, seed: int = 0, window=None) -> Verdict:
+          n_boot: int = 1000, seed: int = 0, window=None) -> Verdict:
     """Fit ``metric``'s collapse over ``over`` and state the verdict against the paper.
 
     Args:
@@ -190,9 +213,8 @@ def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverg
     if not (math.isfinite(fit.ci_low) and math.isfinite(fit.ci_high)):
         return Verdict(status=NOT_MEASURED, note="no confidence interval (too few usable seeds)",
                        exponent=fit.exponent, fit=fit.to_dict(), **base)
-    status = AGREES if fit.ci_low <= paper <= fit.ci_high else DISAGREES
-    note = ""
-    if fit.ci_low <= fit.bounds[0] + 1e-9 or fit.ci_high >= fit.bounds[1] - 1e-9:
-        note = "the CI reaches the search bound: the curves barely constrain it"
+    status, _ = classify(paper, fit.ci_low, fit.ci_high, fit.bounds)
+    note = "the CI reaches the search bound: the curves barely constrain it" if _at_bound(
+        fit.ci_low, fit.ci_high, fit.bounds) else ""
     return Verdict(status=status, exponent=fit.exponent, ci_low=fit.ci_low, ci_high=fit.ci_high, note=note,
                    fit=fit.to_dict(), **base)

@@ -32,7 +32,12 @@ def register(subparsers) -> None:
         help="compare curves only for START <= τ <= END, τ in iterations of the reference run "
         "(either side may be empty, e.g. 200:)",
     )
-    parser.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples over seeds (0: no interval)")
+    parser.add_argument(
+        "--select", action="append", default=[], metavar="DIM=VALUE",
+        help="keep one value of another swept dimension, e.g. --select batch_size=1 when fitting over lr "
+        "on an lr × batch_size sweep (repeatable)",
+    )
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (0: no interval; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--figure", metavar="STEM", help="figure path without suffix (default RESULTS_DIR/figures/...)")
     parser.add_argument("--no-figure", action="store_true", help="do not write a figure")
@@ -47,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n_boot < 0:
         raise UsageError("--n-boot must be >= 0")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be an integer in [0, 2^63), got {args.seed}")
     window = parse_window(args.window)
-    ds = load(args.results)
+    ds = select(load(args.results), args.select, args.over, args.metric)
+    check_metric(ds, args.metric)
     fit = fit_collapse(ds, args.metric, args.over, window=window, n_boot=args.n_boot, seed=args.seed)
     figures: list[Path] = []
     if not args.no_figure:
@@ -64,6 +72,47 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(fit, figures))
     return 0
+
+
+def select(ds, specs: list[str], over: str, metric: str):
+    """Apply ``--select DIM=VALUE`` (keeping DIM, now of size 1); refuse a sweep still varying elsewhere."""
+    import numpy as np
+
+    for spec in specs:
+        dim, sep, text = spec.partition("=")
+        dim = dim.strip()
+        if not sep or not dim:
+            raise UsageError(f"--select takes DIM=VALUE, e.g. batch_size=1; got {spec!r}")
+        if dim not in ds.dims or dim in ("step", over):
+            allowed = ", ".join(d for d in ds.dims if d not in ("step", over))
+            raise UsageError(f"--select {spec}: {dim!r} is not a dimension to select (choose from: {allowed})")
+        try:
+            value = float(text)
+        except ValueError:
+            raise UsageError(f"--select {spec}: {text!r} is not a number") from None
+        coords = np.asarray(ds[dim].values, dtype=float)
+        hit = np.flatnonzero(np.isclose(coords, value, rtol=1e-9, atol=0))
+        if hit.size == 0:
+            raise UsageError(f"--select {spec}: {dim} has no value {text} (values: {', '.join(f'{v:g}' for v in coords)})")
+        ds = ds.isel({dim: hit[:1]})
+    fittable = metric in ds.data_vars and ds.sizes.get(over, 0) >= 2  # else fit_collapse says what is wrong
+    for dim in ds[metric].dims if fittable else ():
+        if dim not in ("step", "seed", over) and ds.sizes[dim] > 1 and ds[dim].dtype.kind in "biuf":
+            values = ", ".join(f"{v:g}" for v in np.asarray(ds[dim].values, dtype=float))
+            raise UsageError(f"the sweep varies over {dim} ({values}) as well as {over}; pick one value with "
+                             f"--select {dim}=VALUE")
+    return ds
+
+
+def check_metric(ds, metric: str) -> None:
+    """Refuse a metric that cannot be fitted at all: not numbers, or NaN everywhere."""
+    if metric not in ds.data_vars:
+        return  # fit_collapse lists the metrics there are
+    da = ds[metric]
+    if da.dtype.kind not in "biuf":
+        raise UsageError(f"metric {metric!r} holds {da.dtype} values, not numbers")
+    if not bool(da.notnull().any()):
+        raise UsageError(f"metric {metric!r} is NaN everywhere (never recorded, or every replica diverged)")
 
 
 def _default_stem(results: Path, fit) -> Path:
@@ -87,7 +136,10 @@ def format_table(fit, figures: list[Path] = ()) -> str:
         ("over", f"{fit.over} = {', '.join(f'{v:g}' for v in fit.values)} (reference {fit.reference:g})"),
         (symbol, f"{fit.exponent:.3f}  {ci}"),
         ("paper", f"{symbol} = {fit.predicted:g}"),
-        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled"),
+        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled "
+                  + (f"({fit.score_method} score: noise-corrected, may dip below 0)" if fit.score_method != "plain"
+                     else "(plain score)")),
+        ("interval", fit.interval),
         ("window", window),
     ]
     rows += [("figure", str(p)) for p in figures]

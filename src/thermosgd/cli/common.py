@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from thermosgd.errors import UsageError
 
@@ -12,6 +13,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401 - argparse API
         raise UsageError(f"{self.prog}: {message}")
+
+
+def out_folder(text: str) -> Path:
+    """argparse type of every ``--out``: an empty string would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a folder path, not empty")
+    return Path(text)
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:

@@ -11,11 +11,13 @@ import argparse
 import json
 import sys
 
+from thermosgd.cli.common import out_folder
+
 _EXIT = "Exit code 2 on bad input."
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="DIR", help="write the figure (PNG, PDF), a markdown table and a JSON here")
+    p.add_argument("--out", metavar="DIR", type=out_folder, help="write the figure (PNG, PDF), a markdown table and a JSON here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--quick", action="store_true", help="a seconds-long run (smoke test)")
     p.add_argument("--seed", type=int, help="master seed")

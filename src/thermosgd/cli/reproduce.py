@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.cli.common import add_executor_args, executor_kwargs
+from thermosgd.cli.common import add_executor_args, executor_kwargs, out_folder
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--steps", type=int, help="SGD iterations (default: the preset's)")
-    p.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
+    p.add_argument("--out", type=out_folder, help="output folder (default runs/NAME)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)")
     p.add_argument("--substitute-digits", action="store_true",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thermosgd.cli.common import add_executor_args, executor_kwargs
+from thermosgd.cli.common import add_executor_args, executor_kwargs, out_folder
 from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
 
@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
-    p.add_argument("--out", type=Path, help="results folder (required unless --dry-run)")
+    p.add_argument("--out", type=out_folder, help="results folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid, its units and estimated memory and time; run nothing")
     add_executor_args(p)
@@ -50,7 +50,7 @@ def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     """Print the grid, the units and the estimated cost; with --out, what a real run would
     still do there. Refuses (like a real run) a sweep that would not fit."""
     from thermosgd.sweep.run import check_config, plan_sweep, status
-    from thermosgd.sweep.store import CONFIG_FILE
+    from thermosgd.sweep.store import CONFIG_FILE, check_output_folder
 
     plan = plan_sweep(cfg, **executor)
     units = plan.units
@@ -60,12 +60,15 @@ def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     print(f"batch_size  {list(t.batch_size)}")
     print(f"seeds       {seeds}")
     print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
+    print(f"noise       {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch} samples per step)"))
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
     auto = ", auto" if cfg.sweep.seeds_per_unit == "auto" else ""
     print(f"units       {len(units)} ({len(units[0].seeds)} seeds per unit{auto}; "
           f"engine calls of {plan.call_seeds} seeds)")
     where = plan.executor if plan.workers is None else f"{plan.executor}, {plan.workers} workers"
     print(f"estimate    {plan.cost.describe()} ({where}; engine model, ±2×)")
+    if out is not None:
+        check_output_folder(out, "sweep")  # the refusal a real run would give
     if out is not None and (out / CONFIG_FILE).exists():
         check_config(out, cfg)  # the refusal a real run would give
         st = status(out)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
+import os
 
+from thermosgd.cli.common import out_folder
 from thermosgd.errors import UsageError
 
 __all__ = ["register", "run"]
@@ -37,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--out", type=Path, metavar="DIR", help="also write walk.json and a density figure into DIR")
+    p.add_argument("--out", type=out_folder, metavar="DIR", help="also write walk.json and a density figure into DIR")
     p.set_defaults(func=run)
 
 
@@ -47,8 +48,9 @@ def _check_args(args) -> None:
     for name in ("particles", "steps", "dim"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.threads is not None and args.threads <= 0:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 0 < args.threads <= cores:
+        raise UsageError(f"--threads must be between 1 and the {cores} CPU cores of this machine, got {args.threads}")
     if args.dim > 10:
         raise UsageError(f"--dim must be at most 10, got {args.dim}")
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(out_dir: Path, out: dict) -> None:
+def _write(out_dir, out: dict) -> None:
     from thermosgd.figures.walk import plot_density_over_time
     from thermosgd.jsonsafe import json_safe
 

@@ -37,7 +37,7 @@ def batch_size(inputs: torch.Tensor, targets: torch.Tensor, instrument: str, *, 
     return n
 
 
-def per_sample_safe(model: nn.Module, instrument: str) -> None:
+def per_sample_safe(model: nn.Module, instrument: str, consequence: str = "per-sample gradients are undefined") -> None:
     """Refuse layers whose training-mode forward couples samples or draws random numbers."""
     for name, module in model.named_modules():
         if not module.training:
@@ -45,7 +45,7 @@ def per_sample_safe(model: nn.Module, instrument: str) -> None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             raise UsageError(
                 f"{instrument}: layer '{name}' ({type(module).__name__}) mixes the samples of a batch in "
-                "training mode, so per-sample gradients are undefined; call model.eval() first"
+                f"training mode, so {consequence}; call model.eval() first"
             )
         if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
             raise UsageError(
@@ -58,3 +58,75 @@ def layer_of(param_name: str) -> str:
     """Module name owning a parameter: ``'net.0.weight' -> 'net.0'`` (top-level: the name itself)."""
     head, _, _ = param_name.rpartition(".")
     return head or param_name
+
+
+def loss_callable(loss_fn, instrument: str) -> None:
+    if not callable(loss_fn):
+        raise UsageError(f"{instrument}: loss_fn must be callable as loss_fn(outputs, targets), "
+                         f"got {type(loss_fn).__name__}")
+
+
+def _param_dtype(model: nn.Module) -> torch.dtype | None:
+    """The one floating dtype of the model's parameters, or None if mixed or absent."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def model_dtype(model: nn.Module, tensor: torch.Tensor, label: str, instrument: str) -> torch.Tensor:
+    """``tensor`` cast to the model's floating dtype when it is floating point of another dtype.
+
+    Float64 inputs on a float32 model (or the reverse) are what a user means to
+    measure, so they are cast. Integer inputs are left alone: they may be indices
+    (an embedding); a model that cannot take them fails in :func:`forward`, clearly.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        raise UsageError(f"{instrument}: {label} must be a torch.Tensor, got {type(tensor).__name__}")
+    dtype = _param_dtype(model)
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor
+
+
+def forward(model: nn.Module, inputs: torch.Tensor, instrument: str) -> torch.Tensor:
+    """``model(inputs)``, which must be one tensor; a failure of the forward is one UsageError line."""
+    return output_tensor(call_model(model, inputs, instrument), instrument)
+
+
+def call_model(model: nn.Module, inputs: torch.Tensor, instrument: str):
+    """``model(inputs)``, whatever it returns; a failure of the forward is one UsageError line."""
+    try:
+        out = model(inputs)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        dtype = _param_dtype(model)
+        hint = (f"; the inputs are {inputs.dtype}, the model's parameters {dtype}"
+                if dtype is not None and inputs.dtype != dtype else "")
+        raise UsageError(f"{instrument}: the model's forward failed on inputs of shape {tuple(inputs.shape)}: "
+                         f"{first}{hint}") from exc
+    return out
+
+
+def output_tensor(out, instrument: str) -> torch.Tensor:
+    """Refuse a model output the instruments cannot differentiate (a tuple, a dict, ...)."""
+    if not isinstance(out, torch.Tensor):
+        raise UsageError(f"{instrument}: the model must return one tensor of outputs, got {type(out).__name__} "
+                         "(wrap it so that forward returns the tensor the loss takes)")
+    return out
+
+
+def call_loss(loss_fn, outputs: torch.Tensor, targets: torch.Tensor, instrument: str) -> torch.Tensor:
+    """``loss_fn(outputs, targets)`` as a scalar; a shape mismatch becomes one UsageError line."""
+    try:
+        loss = loss_fn(outputs, targets)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{instrument}: loss_fn failed on outputs of shape {tuple(outputs.shape)} and targets "
+                         f"of shape {tuple(targets.shape)}: {first}") from exc
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise UsageError(f"{instrument}: loss_fn must return a scalar tensor, got {shape}")
+    return loss.sum()

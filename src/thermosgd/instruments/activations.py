@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from thermosgd.errors import UsageError
+from thermosgd.instruments._checks import call_model, model_dtype
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,15 @@ def activation_rates(model: nn.Module, inputs: torch.Tensor) -> ActivationRates:
     Args:
         model: any module containing ``nn.ReLU`` submodules; run as is (train/eval mode
             untouched), without gradients.
-        inputs: ``(N, *input_shape)``.
+        inputs: ``(N, *input_shape)``; floating-point inputs of another dtype than the
+            model's parameters are cast to it.
 
     Returns:
         :class:`ActivationRates`.
     """
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"activation_rates: expected a torch.nn.Module, got {type(model).__name__}")
+    inputs = model_dtype(model, inputs, "inputs", "activation_rates")
     relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
     if not relus:
         raise UsageError(
@@ -63,7 +68,7 @@ def activation_rates(model: nn.Module, inputs: torch.Tensor) -> ActivationRates:
     handles = [m.register_forward_hook(hook_for(name)) for name, m in relus]
     try:
         with torch.no_grad():
-            model(inputs)
+            call_model(model, inputs, "activation_rates")  # its output does not matter, only the hooks
     finally:
         for h in handles:
             h.remove()
@@ -73,3 +78,4 @@ def activation_rates(model: nn.Module, inputs: torch.Tensor) -> ActivationRates:
     per_layer = {name: active[name] / total[name] for name in used}
     value = sum(active[n] for n in used) / sum(total[n] for n in used)
     return ActivationRates(value=value, per_layer=per_layer)
+

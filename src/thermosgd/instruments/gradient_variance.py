@@ -18,10 +18,20 @@ Per-sample gradients come from ``torch.func`` (vmap over grad) for any model. Wh
 trainable parameters sit in ``nn.Linear`` and ``nn.Conv2d`` layers, one batched backward
 pass with layer inputs and output gradients from hooks suffices (BackPACK's method):
 closed-form sums for Linear, per-sample gradients by one bmm per kernel offset for Conv2d.
+
+Per-sample gradients presume a forward pass that treats the samples of a batch
+independently. BatchNorm and Dropout in training mode are refused by type. A
+forward that mixes samples in other ways (``x - x.mean(0)``) is caught on the fast
+path: sample 0's gradient of the layer the forward calls last, taken from the batched
+pass, is compared with a pass of sample 0 alone, and a mismatch is refused. On the ``torch.func`` path
+(``fast=False``, or layers other than Linear/Conv2d) each sample runs as a batch of
+its own, so such mixing cannot be seen: the result is then that of a loop over
+single samples, whatever the model does to larger batches.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -31,7 +41,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from thermosgd.errors import UsageError
-from thermosgd.instruments._checks import batch_size, layer_of, per_sample_safe, trainable_parameters
+from thermosgd.instruments._checks import (
+    batch_size, call_loss, forward, layer_of, loss_callable, model_dtype, output_tensor, per_sample_safe,
+    trainable_parameters,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Convention = Literal["unbiased", "backpack"]
@@ -58,12 +71,10 @@ class GradientVariance:
         return {name: self.value, f"{name}_layer": self.per_layer}
 
 
-def _one_sample_loss(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _one_sample_loss(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor,
+                     instrument: str = "gradient_variance") -> torch.Tensor:
     """Scalar loss of one sample; ``output`` already has its batch dim of 1, ``target`` not."""
-    loss = loss_fn(output, target.unsqueeze(0))
-    if loss.numel() != 1:
-        raise UsageError(f"gradient_variance: loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-    return loss.sum()
+    return call_loss(loss_fn, output_tensor(output, instrument), target.unsqueeze(0), instrument)
 
 
 def per_sample_gradients(
@@ -90,20 +101,23 @@ def per_sample_gradients(
     """
     name = "per_sample_gradients"
     params = trainable_parameters(model, name)
+    loss_callable(loss_fn, name)
     batch_size(inputs, targets, name)
     per_sample_safe(model, name)
+    inputs, targets = model_dtype(model, inputs, "inputs", name), model_dtype(model, targets, "targets", name)
     params = {k: p.detach() for k, p in params.items()}
     frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = {k: b.detach() for k, b in model.named_buffers()}
 
     def sample_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _one_sample_loss(loss_fn, functional_call(model, (p, frozen, buffers), (x.unsqueeze(0),)), y)
+        return _one_sample_loss(loss_fn, functional_call(model, (p, frozen, buffers), (x.unsqueeze(0),)), y, name)
 
     try:
         return vmap(grad(sample_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, inputs, targets)
     except UsageError:
         raise
-    except RuntimeError as exc:  # an op torch.func cannot batch, or a shape error in the model
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:  # an op torch.func cannot batch,
+        # or a shape or dtype error in the model
         raise UsageError(f"{name}: cannot compute per-sample gradients for this model: {exc}") from exc
 
 
@@ -193,9 +207,12 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
         layers[found[0][0]] = found[0][1]
     seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
 
+    called: list[str] = []  # layer names in the order the forward calls them
+
     def hook_for(name: str):
         def hook(module, args, output):
             seen[name].append((args[0], output))
+            called.append(name)
             return output.clone()  # later in-place ops act on the clone, not on what we differentiate
 
         return hook
@@ -203,14 +220,26 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     handles = [m.register_forward_hook(hook_for(name)) for name, m in layers.items()]
     try:
         with torch.enable_grad():
-            out = model(inputs)
+            out = forward(model, inputs, "gradient_variance")
     finally:
         for h in handles:
             h.remove()
     if any(len(calls) != 1 for calls in seen.values()):
         return None  # a layer applied several times: its per-sample gradient sums the calls
-    losses = vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t))(out, targets)
+    if out.ndim == 0 or out.shape[0] != inputs.shape[0]:
+        raise UsageError(f"gradient_variance: the model's output {tuple(out.shape)} has no leading batch "
+                         f"dimension of {inputs.shape[0]}")
+    try:
+        losses = vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t))(out, targets)
+    except UsageError:
+        raise
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UsageError(f"gradient_variance: cannot take per-sample losses of outputs {tuple(out.shape)}: "
+                         f"{str(exc).strip().splitlines()[0]}") from exc
     deltas = torch.autograd.grad(losses.sum(), [seen[name][0][1] for name in layers])
+    last = called[-1]
+    _refuse_sample_mixing(model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0],
+                          deltas[list(layers).index(last)])
     n = inputs.shape[0]
     result: dict[str, tuple[float, int]] = {}
     for (name, module), delta in zip(layers.items(), deltas):
@@ -239,6 +268,50 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     return {name: result[name] for name in order}
 
 
+def _first_sample_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
+    """Sample 0's gradients of ``module``'s trainable weight and bias, from the batched pass."""
+    x = x.detach()
+    if isinstance(module, nn.Conv2d):
+        w, b = _conv2d_weight_grads(x[:1], delta[:1], module)[0], delta[0].sum((1, 2))
+    elif x.ndim == 2:
+        w, b = torch.outer(delta[0], x[0]), delta[0]
+    else:
+        x3, d3 = x[:1].reshape(-1, x.shape[-1]), delta[:1].reshape(-1, delta.shape[-1])
+        w, b = d3.T @ x3, d3.sum(0)
+    return [g for g, p in ((w, module.weight), (b, module.bias)) if p is not None and p.requires_grad]
+
+
+def _refuse_sample_mixing(model, loss_fn, inputs, targets, name: str, module: nn.Module, x: torch.Tensor,
+                          delta: torch.Tensor) -> None:
+    """Refuse a forward that couples the samples of a batch (e.g. ``x - x.mean(0)``).
+
+    Per-sample gradients from one batched pass are right only if sample i's loss
+    depends on sample i alone. Then a pass of sample 0 by itself gives the same
+    gradient for the layer the forward calls last (``name``): coupling anywhere
+    before it changes that layer's input, coupling after it changes its output
+    gradient. Cheap: a forward of one sample and a backward through one layer.
+    """
+    batched = _first_sample_grads(module, x, delta)
+    params = [p for p in (module.weight, module.bias) if p is not None and p.requires_grad]
+    with torch.enable_grad():
+        loss = _one_sample_loss(loss_fn, forward(model, inputs[:1], "gradient_variance"), targets[0])
+        alone = torch.autograd.grad(loss, params, allow_unused=True)
+    gap2 = norm2 = 0.0
+    for a, b in zip(batched, alone):
+        b = torch.zeros_like(a) if b is None else b
+        gap2 += float(torch.sub(a, b).square().sum())
+        norm2 += max(float(a.square().sum()), float(b.square().sum()))
+    if not math.isfinite(norm2):
+        return  # a non-finite loss: nothing to compare (the variance comes out non-finite anyway)
+    rtol = 1e-3 if params[0].dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-7
+    if not math.sqrt(gap2) <= rtol * math.sqrt(norm2) + 1e-30:  # "not <=": a NaN gap is a mismatch too
+        raise UsageError(
+            "gradient_variance: the model's forward mixes the samples of a batch (sample 0's gradient of layer "
+            f"'{name}' in the batch differs from its gradient alone by {math.sqrt(gap2 / max(norm2, 1e-300)):.2g} "
+            "relative), so per-sample gradients are undefined; make forward treat samples independently"
+        )
+
+
 def gradient_variance(
     model: nn.Module,
     loss_fn: LossFn,
@@ -255,8 +328,9 @@ def gradient_variance(
         model: module whose trainable parameters are measured (its weights are not changed,
             and no ``.grad`` is written).
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` (mean or sum reduction).
-        inputs: ``(N, *input_shape)`` with ``N >= 2``.
-        targets: ``(N, *target_shape)``.
+        inputs: ``(N, *input_shape)`` with ``N >= 2``; floating-point inputs of another
+            dtype than the model's parameters are cast to it.
+        targets: ``(N, *target_shape)``; floating-point targets are cast likewise.
         convention: ``"unbiased"`` (1/(N-1), per-sample losses) or ``"backpack"``
             (1/N, individual gradients of the mean loss, as BackPACK's ``Variance``).
         chunk_size: samples whose gradients are held in memory at once (``None``: all);
@@ -267,12 +341,20 @@ def gradient_variance(
 
     Returns:
         :class:`GradientVariance` with the overall mean and the per-layer means.
+
+    Raises:
+        UsageError: bad arguments, a model whose forward or loss fails on these
+            inputs, or a forward that mixes samples (see the module docstring for
+            where that can be detected).
     """
     if convention not in ("unbiased", "backpack"):
         raise UsageError(f"gradient_variance: convention must be 'unbiased' or 'backpack', got {convention!r}")
     n = batch_size(inputs, targets, "gradient_variance", at_least=2)
     trainable_parameters(model, "gradient_variance")
+    loss_callable(loss_fn, "gradient_variance")
     per_sample_safe(model, "gradient_variance")
+    inputs = model_dtype(model, inputs, "inputs", "gradient_variance")
+    targets = model_dtype(model, targets, "targets", "gradient_variance")
     moments = _moments_hooks(model, loss_fn, inputs, targets) if fast else None
     if moments is None:
         moments = _moments_vmap(model, loss_fn, inputs, targets, chunk_size)

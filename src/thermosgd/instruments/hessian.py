@@ -35,7 +35,9 @@ from torch import nn
 from torch.func import functional_call, grad, vjp, vmap
 
 from thermosgd.errors import UsageError
-from thermosgd.instruments._checks import batch_size, trainable_parameters
+from thermosgd.instruments._checks import (
+    batch_size, call_loss, loss_callable, model_dtype, output_tensor, per_sample_safe, trainable_parameters,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -110,15 +112,20 @@ def hessian_trace(
     """
     name = "hessian_trace"
     params = trainable_parameters(model, name)
+    loss_callable(loss_fn, name)
     batch_size(inputs, targets, name)
-    if samples < 2:
+    # BatchNorm in training mode would also update its running statistics inside torch.func.
+    per_sample_safe(model, name, "hessian_trace does not support it in training mode")
+    inputs, targets = model_dtype(model, inputs, "inputs", name), model_dtype(model, targets, "targets", name)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UsageError(f"{name}: samples must be >= 2 for a standard error, got {samples}")
     params = {k: p.detach() for k, p in params.items()}
     frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = {k: b.detach() for k, b in model.named_buffers()}
 
     def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(functional_call(model, (p, frozen, buffers), (inputs,)), targets)
+        return call_loss(loss_fn, output_tensor(functional_call(model, (p, frozen, buffers), (inputs,)), name),
+                         targets, name)
 
     dtype = next(iter(params.values())).dtype
     flat = rademacher(samples, sum(p.numel() for p in params.values()), generator, dtype)
@@ -134,7 +141,9 @@ def hessian_trace(
     try:
         _, hvp = vjp(grad(loss), params)
         values = vmap(quadratic_form, chunk_size=chunk_size)(probes).to(torch.float64)
-    except RuntimeError as exc:
+    except UsageError:
+        raise
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise UsageError(f"{name}: cannot form Hessian-vector products for this model: {exc}") from exc
     return TraceEstimate(
         value=float(values.mean()),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -109,6 +110,8 @@ class Recorder:
                 e.g. after divergence, hold NaN.
             diverged: stored as the bool variable ``diverged`` with dims (lr, batch_size, seed).
         """
+        lr, batch_size = _coordinate("lr", lr, float), _coordinate("batch_size", batch_size, int)
+        seed = _coordinate("seed", seed, int)
         steps = sorted(self.records) if steps is None else sorted(steps)
         names: dict[str, list[str] | None] = {}
         for row in self.records.values():
@@ -138,6 +141,19 @@ class Recorder:
                 data_vars[var] = (("lr", "batch_size", "seed", "step", dim), arr.reshape(1, 1, 1, *arr.shape))
         data_vars["diverged"] = (RUN_DIMS, np.full((1, 1, 1), bool(diverged)))
         return xr.Dataset(data_vars, coords=coords)
+
+
+def _coordinate(name: str, value: Any, kind: type):
+    """A run coordinate as ``kind``; strings, NaN, bools and fractional integers are refused."""
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real)
+    if ok and kind is int:
+        ok = float(value).is_integer()
+    if ok and kind is float:
+        ok = math.isfinite(float(value))
+    if not ok:
+        raise UsageError(f"Recorder.to_dataset: {name} must be a finite {'integer' if kind is int else 'number'}, "
+                         f"got {value!r}")
+    return kind(value)
 
 
 def combine_runs(runs: Sequence[xr.Dataset], *, config: Mapping[str, Any] | None = None,

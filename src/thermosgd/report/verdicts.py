@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thermosgd import fmt
 from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, number
+from thermosgd.analysis.verdict import classify
 from thermosgd.report.records import AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, Claim
 
 __all__ = ["fit_claim", "classify_interval", "pooled_claim", "verdict_records", "Z95"]
@@ -59,14 +60,8 @@ def classify_interval(predicted, low, high, bounds=None) -> tuple[str, str]:
     p, lo, hi = number(predicted), number(low), number(high)
     if p is None or lo is None or hi is None:
         return NOT_MEASURED, "no confidence interval"
-    if not lo <= p <= hi:
-        gap = lo - p if p < lo else p - hi
-        return DISAGREES, f"the paper's value lies outside the CI (by {fmt.exponent(gap)})"
-    if bounds and len(bounds) == 2 and None not in bounds and (
-            lo <= float(bounds[0]) + 1e-9 or hi >= float(bounds[1]) - 1e-9):
-        return INCONCLUSIVE, (f"the CI reaches the search bound {fmt.interval(*bounds)}: "
-                              "the curves barely constrain the exponent")
-    return AGREES, "the paper's value lies inside the CI"
+    ok_bounds = bounds if bounds and len(bounds) == 2 and None not in bounds else None
+    return classify(p, lo, hi, ok_bounds)
 
 
 def _left_out(verdict: dict, fit: dict, summary: dict, over: str) -> tuple[str, str]:

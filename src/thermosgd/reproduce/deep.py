@@ -11,7 +11,7 @@ from thermosgd.analysis.verdict import Verdict, judge
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
 from thermosgd.reproduce.twolayer import write_summary
-from thermosgd.sweep.store import save_dataset, write_config
+from thermosgd.sweep.store import save_results, write_config
 
 
 def reproduce_deep(
@@ -50,8 +50,9 @@ def reproduce_deep(
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
     ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, ensemble=ensemble)
     out = Path(out)
-    save_dataset(ds, out / "results.nc")
-    write_config(json.loads(ds.attrs["config"]), out)
+    config = json.loads(ds.attrs["config"])
+    write_config(config, out)
+    save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
     verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged)
     write_summary(out, preset, ds, [verdict])

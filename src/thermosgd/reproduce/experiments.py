@@ -62,6 +62,28 @@ def _positive_floats(name: str, values) -> None:
         raise UsageError(f"--{name} has repeated values: {list(values)}")
 
 
+def _diverged(ds) -> str | None:
+    """Name the replicas that diverged: refuse if every seed of some (η, |B|) did, else a note.
+
+    A diverged replica is frozen and left out of every mean; a cell whose seeds all
+    diverged would otherwise show up as a row of NaN.
+    """
+    div = ds["diverged"].transpose("lr", "batch_size", "seed").values
+    n = div.shape[-1]
+    cells = [(float(lr), int(bs), int(div[i, j].sum())) for i, lr in enumerate(ds["lr"].values)
+             for j, bs in enumerate(ds["batch_size"].values) if div[i, j].any()]
+    if not cells:
+        return None
+    which = "; ".join(f"η = {lr:g}, |B| = {bs}: {k} of {n} seeds" for lr, bs, k in cells)
+    if any(k == n for _, _, k in cells):
+        raise UsageError(f"SGD diverged for every seed of some (η, |B|) ({which}); use smaller learning rates")
+    return f"{int(div.sum())} of {div.size} replicas diverged and are left out ({which})"
+
+
+def _with_note(table: str, note: str | None) -> str:
+    return table if note is None else f"> {note}\n\n{table}"
+
+
 # --------------------------------------------------------------------------
 # Experiments
 # --------------------------------------------------------------------------
@@ -132,10 +154,11 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
     cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=s["batch_size"], seeds=s["seeds"], steps=s["steps"],
                              record_every=s["record_every"], train_size=s["train_size"], seed=s["seed"])
     ds = train(cfg)
+    note = _diverged(ds)
     res = at_first_crossing(ds, s["target"])
     summary = equal_error_summary(res)
-    table = equal_error_table(summary)
-    payload = {"experiment": "equal-error", "settings": s, **summary}
+    table = _with_note(equal_error_table(summary), note)
+    payload = {"experiment": "equal-error", "settings": s, "diverged": note, **summary}
     fig = None
     if out is not None:
         fig = equal_error_figure(res)
@@ -168,10 +191,11 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
     cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=list(s["batch_sizes"]), seeds=s["seeds"],
                                       steps=s["steps"], record_every=s["steps"], train_size=s["train_size"],
                                       test_size=s["test_size"], seed=s["seed"])
-    fv = final_values(train(cfg))
-    summary = generalization_summary(fv)
-    table = generalization_table(summary)
-    payload = {"experiment": "generalization", "settings": s, **summary}
+    ds = train(cfg)
+    note = _diverged(ds)
+    summary = generalization_summary(final_values(ds))
+    table = _with_note(generalization_table(summary), note)
+    payload = {"experiment": "generalization", "settings": s, "diverged": note, **summary}
     fig = None
     if out is not None:
         fig = generalization_figure(summary, title=f"teacher task, {s['train_size']} training samples, "

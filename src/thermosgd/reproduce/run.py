@@ -17,11 +17,13 @@ from thermosgd import presets
 from thermosgd.errors import UsageError
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.report import collect, summary_table, write_report
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
+from thermosgd.sweep.store import RUN_MARKER as MARKER, check_output_folder, output_path
 
 
 def reproduce(
@@ -61,17 +63,24 @@ def reproduce(
     for p in chosen:
         runs.setdefault(p.experiment, p)
     single = names is not None and len(names) == 1
-    base = Path(out) if out is not None else Path("runs")
+    base = output_path(out) if out is not None else Path("runs")
+    folders = {p.name: base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
+               for p in runs.values()}
+    for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
+        _check_writable(folders[p.name])
+        check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
     done = {}
     for p in runs.values():
-        folder = base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
-        _check_writable(folder)
+        folder = folders[p.name]
         if progress:
             print(f"[{p.name}] {p.description}")
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
                                include_diverged=include_diverged, progress=progress, **executor)
+        elif p.kind == "mechanism":  # one sweep per noise model, each locked and checked by run_sweep
+            reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
+                                include_diverged=include_diverged, progress=progress, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}
@@ -106,9 +115,6 @@ def _record_wall_time(folder: Path, seconds: float) -> None:
     (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
-MARKER = ".thermosgd-run.json"
-
-
 def _claim_folder(folder: Path, run: dict) -> bool:
     """Refuse a folder that holds another run; mark it as this run's.
 
@@ -118,7 +124,13 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     """
     marker = folder / MARKER
     if marker.exists():
-        old = json.loads(marker.read_text())
+        try:
+            old = json.loads(marker.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise UsageError(f"{marker} is unreadable or damaged, so the run in {folder} cannot be identified; "
+                             "choose a new --out folder")
         if old != run:
             diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in run.items() if old.get(k) != v)
             raise UsageError(f"{folder} holds results of another run ({diff}); choose a new --out folder")

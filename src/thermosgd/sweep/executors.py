@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import re
+import socket
 import threading
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Iterator
 
 from thermosgd.errors import UsageError
@@ -28,6 +30,8 @@ from thermosgd.errors import UsageError
 KINDS = ("auto", "inline", "processes", "dask")
 CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
 WORKER_TIMEOUT = 60  # seconds to wait for a scheduler's first worker
+PROBE_TIMEOUT = 5.0  # seconds for the plain TCP check of a scheduler address
+_ADDRESS = re.compile(r"(?:(?P<scheme>tcp|tls|ws|wss)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})/?")
 
 
 class InlineExecutor(Executor):
@@ -65,6 +69,57 @@ def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, sch
             raise UsageError("--workers starts a local cluster; with --scheduler the cluster's own workers are used")
         return "dask"
     return kind
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Refuse a malformed or unreachable Dask scheduler address at once, in one line.
+
+    Only ``[tcp|tls|ws|wss://]HOST:PORT`` (or ``inproc://...``) is accepted; a TCP
+    connection to it must open, and a Dask scheduler must answer there (an
+    ``identity`` request), each within ``PROBE_TIMEOUT``. Checking before a Dask
+    ``Client`` is made matters: a ``Client`` whose connection fails lingers
+    half-built, and its destructor blocks for 20 s and prints a traceback.
+    """
+    if not scheduler:
+        return
+    if isinstance(scheduler, str) and scheduler.startswith("inproc://"):
+        return  # a scheduler inside this process (tests, notebooks): nothing to probe
+    m = _ADDRESS.fullmatch(scheduler.strip()) if isinstance(scheduler, str) else None
+    if m is None or not 0 < int(m["port"]) < 65536:
+        raise UsageError(f"cannot reach Dask scheduler {scheduler}: not an address of the form tcp://HOST:PORT")
+    try:  # fast for a closed port or an unknown host
+        socket.create_connection((m["host"].strip("[]"), int(m["port"])), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise UsageError(f"cannot reach Dask scheduler {scheduler}: {why}") from None
+    address = scheduler.strip() if m["scheme"] else f"tcp://{scheduler.strip()}"
+    # In a thread of its own: asyncio.run needs a thread without a running event loop (Jupyter has one).
+    with ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(_identity, address).result()
+    if not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+        why = reply if isinstance(reply, str) else "something else answers there"
+        raise UsageError(f"cannot reach Dask scheduler {scheduler}: no Dask scheduler answers ({why})")
+
+
+def _identity(address: str):
+    """The scheduler's answer to ``identity``, or a one-line reason why there is none."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask():
+        comm = await connect(address, timeout=PROBE_TIMEOUT)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await asyncio.wait_for(comm.read(), PROBE_TIMEOUT)
+        finally:
+            comm.abort()
+
+    try:  # one bound for everything: a server that accepts and stays silent must not hang us
+        return asyncio.run(asyncio.wait_for(ask(), 2 * PROBE_TIMEOUT))
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign server provokes (even MemoryError)
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no answer in time"
+        return f"{type(exc).__name__}: {first}"
 
 
 def _exit_with(parent: int, inherited: tuple[int, ...] = ()) -> None:
@@ -158,6 +213,7 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
         # the cluster (xarray's NetCDF writes included), and a failed connection
         # would leave that default behind, broken.
         if scheduler:
+            check_scheduler(scheduler)
             try:
                 client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
             except (OSError, ValueError, TypeError) as exc:

@@ -10,7 +10,11 @@ Layout of a sweep folder (see also ``store``)::
       .lock           flock'ed by the process writing to DIR (holds its pid)
       config.json     the configuration; another config is refused
       units/          unit-00000.nc + unit-00000.nc.sha256, ... (see ``units``)
-      results.nc      all units merged along ``seed``, written last
+      results.nc      all units merged along ``seed``, written last, with its
+                      checksum file results.nc.sha256 (see ``store``)
+
+A sweep writes only into a new or empty folder or one holding its own earlier
+run (see :func:`thermosgd.sweep.store.check_output_folder`).
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ from typing import Iterator
 import numpy as np
 import xarray as xr
 
+from thermosgd.checks import require_config
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
 from thermosgd.progress import bar as progress_bar
-from thermosgd.sweep.executors import open_executor, resolve_kind
-from thermosgd.sweep.store import CONFIG_FILE, RESULTS_FILE, save_dataset, write_config
+from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
+from thermosgd.sweep.store import (
+    CONFIG_FILE, RESULTS_FILE, check_output_folder, results_problem, save_results, stale_temporaries, write_config,
+)
 from thermosgd.sweep.units import (
-    CORRUPT, DONE, MISSING, Unit, call_seeds, compute_unit, plan_units, read_unit, stale_temporaries,
-    unit_state, write_unit,
+    CORRUPT, DONE, MISSING, Unit, call_seeds, compute_unit, plan_units, read_unit, unit_state, write_unit,
 )
 from thermosgd.twolayer import budget
 
@@ -166,6 +172,8 @@ class SweepStatus:
         merged: ``results.nc`` exists.
         running: pid of the process writing to the folder now (0 if unknown),
             None when none is.
+        results_problem: why ``results.nc`` fails its checksum or configuration
+            check (None when it passes, is absent, or a sweep is writing it).
     """
 
     units: int
@@ -176,10 +184,14 @@ class SweepStatus:
     diverged: int
     merged: bool
     running: int | None = None
+    results_problem: str | None = None
 
     def line(self) -> str:
-        if self.running is None:
-            state = f"results.nc {'written' if self.merged else 'not yet written'}"
+        if self.running is None and self.results_problem:
+            state = (f"results.nc is NOT usable: {self.results_problem}; re-run the same command "
+                     "to rebuild it from the finished units")
+        elif self.running is None:
+            state = f"results.nc {'written and verified' if self.merged else 'not yet written'}"
         else:
             state = f"a sweep is running on it{f' (pid {self.running})' if self.running else ''}"
         return (
@@ -213,10 +225,12 @@ def status(out: str | os.PathLike) -> SweepStatus:
                 diverged += int(ds["diverged"].values.sum())
                 replicas += int(ds["diverged"].size)
         states.append(state)
+    running = lock_holder(out)
     return SweepStatus(
         units=len(units), done=states.count(DONE), missing=states.count(MISSING),
         corrupt=states.count(CORRUPT), replicas=replicas, diverged=diverged,
-        merged=(out / RESULTS_FILE).exists(), running=lock_holder(out),
+        merged=(out / RESULTS_FILE).exists(), running=running,
+        results_problem=None if running is not None else results_problem(out),
     )
 
 
@@ -327,19 +341,20 @@ def run_sweep(
             config, the sweep would not fit in memory or run longer than 30 days
             (nothing is written then), or a unit failed (finished units stay on disk).
     """
-    out = Path(out)
+    require_config(cfg, "sweep")
+    out = check_output_folder(out, "sweep")  # before anything is written; refusals touch nothing
+    check_config(out, cfg)
     plan = plan_sweep(cfg, executor=executor, workers=workers, scheduler=scheduler)
     kind, workers = plan.executor, plan.workers
+    check_scheduler(scheduler)
     if cfg.data.inputs == "file":  # check the user's data file before anything is written
         from thermosgd.twolayer.engine import load_user_data
 
         load_user_data(cfg, None, None)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output path {out} exists and is not a folder")
     with folder_lock(out) as lock_fd:
         check_config(out, cfg)
         write_config(cfg.to_dict(), out)
-        for tmp in stale_temporaries(out):  # we hold the lock: their writers are dead
+        for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
             tmp.unlink(missing_ok=True)
         units = plan.units
         have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
@@ -352,7 +367,7 @@ def run_sweep(
                 _run_units(ex, todo, cfg, out, bar, window=1 if kind == "inline" else len(todo),
                            step_progress=progress and kind == "inline")
         merged = _merge(cfg, out, units, have)
-        save_dataset(merged, out / RESULTS_FILE)
+        save_results(merged, out, cfg.to_dict())
     return merged
 
 

@@ -18,8 +18,8 @@ kernels take a vectorized path for most elements of a tensor and a scalar path
 (with its own rounding, e.g. of ``exp``) for the last few, so a replica's bits
 depend on where in the batch it sits. Engine calls therefore always hold exactly
 ``c`` seeds at fixed places: call ``j`` holds the config's seeds ``j·c … j·c+c−1``,
-each at its own slot; slots outside the unit (or past the last seed) are filled
-with a copy of one of the unit's seeds and dropped afterwards. So a seed is
+each at its own slot; slots outside the unit are trained too (with the config's
+seeds that belong there, or unused seeds past the last one) and dropped afterwards. So a seed is
 always computed in the same slot of a same-sized call, whatever unit it is in.
 When ``c·L·K`` is a multiple of 64 no element takes the scalar path at all, and
 the numbers also equal an in-memory ``thermosgd.train`` of the whole grid when
@@ -29,7 +29,7 @@ So units can run in any order, on any worker, be interrupted and recomputed,
 and the merged results are bit-identical to an uninterrupted run.
 
 On disk, unit ``i`` is ``DIR/units/unit-00000.nc`` plus ``unit-00000.nc.sha256``.
-Both are written under a temporary name (``.unit-00000.nc.tmp-PID``) and renamed
+Both are written under a temporary name (``.thermosgd-tmp-PID-unit-00000.nc``) and renamed
 into place, the data first and the checksum second, so a unit counts as done
 only when both exist and the checksum matches; anything else (a kill between
 the two renames, a truncated or edited file) reads as corrupt and is recomputed.
@@ -49,7 +49,7 @@ from typing import Iterator
 import xarray as xr
 
 from thermosgd.config import SweepConfig, from_dict
-from thermosgd.sweep.store import save_dataset
+from thermosgd.sweep.store import save_dataset, temporary_path
 from thermosgd.twolayer import budget
 
 UNITS_DIR = "units"
@@ -139,7 +139,7 @@ def write_unit(ds: xr.Dataset, out: Path, unit: Unit) -> Path:
     """Store one unit's results: data file renamed into place, then its checksum."""
     path = save_dataset(ds, unit_file(out, unit))
     sums = checksum_file(out, unit)
-    tmp = sums.with_name(f".{sums.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(sums)
     tmp.write_text(_sha256(path) + "\n")
     os.replace(tmp, sums)
     return path
@@ -185,16 +185,6 @@ def config_attr(cfg: SweepConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def stale_temporaries(out: Path) -> list[Path]:
-    """Temporary files (``.NAME.tmp-PID``) left behind by writers that were killed."""
-    out = Path(out)
-    found = []
-    for folder in (out, out / UNITS_DIR):
-        if folder.is_dir():
-            found += [p for p in folder.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
-    return sorted(found)
-
-
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """Run on one intra-op thread: torch's parallel reductions split work by
@@ -213,7 +203,12 @@ def _one_thread() -> Iterator[None]:
 
 def engine_calls(cfg: SweepConfig, seeds: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
     """The engine calls that train ``seeds`` (consecutive seeds of ``cfg``): for each,
-    the ``c`` seeds it trains, slot by slot, and the slots to keep (see the module docstring)."""
+    the ``c`` seeds it trains, slot by slot, and the slots to keep (see the module docstring).
+
+    Slot ``p`` of call ``j`` holds the config's seed ``j·c + p``; slots past the last
+    seed hold seeds the config does not use. Either way the filler replicas are
+    computed and dropped: what matters is that each kept seed sits at its own slot.
+    """
     everything = cfg.train.seeds
     c = call_seeds(cfg)
     start = everything.index(seeds[0])
@@ -222,10 +217,22 @@ def engine_calls(cfg: SweepConfig, seeds: tuple[int, ...]) -> list[tuple[list[in
     calls = []
     for j in range(start // c, (start + len(seeds) - 1) // c + 1):
         first, last = max(j * c, start), min(j * c + c, start + len(seeds))
-        filler = everything[first]
-        slots = [everything[p] if first <= p < last else filler for p in range(j * c, j * c + c)]
+        past = max(0, j * c + c - len(everything))
+        slots = list(everything[j * c : j * c + c]) + _unused_seeds(everything, past)
         calls.append((slots, list(range(first - j * c, last - j * c))))
     return calls
+
+
+def _unused_seeds(used, n: int) -> list[int]:
+    """The ``n`` smallest nonnegative integers not in ``used`` (distinct filler seeds)."""
+    if n == 0:
+        return []
+    taken, out, s = set(used), [], 0
+    while len(out) < n:
+        if s not in taken:
+            out.append(s)
+        s += 1
+    return out
 
 
 def compute_unit(cfg_dict: dict, seeds: tuple[int, ...], progress: bool = False) -> xr.Dataset:

@@ -10,6 +10,7 @@ order work units run.
 from __future__ import annotations
 
 import math
+import zipfile
 
 import numpy as np
 import torch
@@ -130,37 +131,100 @@ class UserData:
     """A user's data set: x (n, M), y (n,), optional held-out x_test, y_test.
 
     Args:
-        x, y: training inputs and labels (labels in {0, 1} for the BCE loss).
+        x, y: training inputs and labels (labels in {0, 1} for the BCE loss):
+            arrays or tensors of real numbers (complex, text, structured
+            arrays and tensors that require grad are refused).
         x_test, y_test: optional held-out set for ``test_loss`` / ``test_error``.
         inputs: the model's input dimension M (checked).
         loss: "bce" or "mse" (BCE needs labels in {0, 1}).
+        dtype: the training dtype ("float32" or "float64"): values beyond its
+            range are refused, naming the array.
     """
 
-    def __init__(self, x, y, x_test=None, y_test=None, *, inputs: int, loss: str):
-        self.x, self.y = _check_pair(x, y, inputs, loss, "x", "y")
+    def __init__(self, x, y, x_test=None, y_test=None, *, inputs: int, loss: str, dtype: str = "float32"):
+        self.x, self.y = _check_pair(x, y, inputs, loss, "x", "y", dtype)
         self.x_test = self.y_test = None
         if (x_test is None) != (y_test is None):
             raise UsageError("give both x_test and y_test, or neither")
         if x_test is not None:
-            self.x_test, self.y_test = _check_pair(x_test, y_test, inputs, loss, "x_test", "y_test")
+            self.x_test, self.y_test = _check_pair(x_test, y_test, inputs, loss, "x_test", "y_test", dtype)
 
     @classmethod
-    def from_npz(cls, path: str, *, inputs: int, loss: str) -> "UserData":
+    def from_arguments(cls, data, test_data=None, *, inputs: int, loss: str, dtype: str = "float32") -> "UserData":
+        """From ``train(cfg, data=(x, y), test_data=(x_test, y_test))``; each must be a pair."""
+        pairs = []
+        for name, pair in (("data", data), ("test_data", test_data)):
+            if pair is None and name == "test_data":
+                pairs += [None, None]
+                continue
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                what = f"{len(pair)} items" if isinstance(pair, (tuple, list)) else type(pair).__name__
+                raise UsageError(f"{name} must be a pair (x, y) of arrays or tensors, got {what}")
+            pairs += list(pair)
+        return cls(*pairs, inputs=inputs, loss=loss, dtype=dtype)
+
+    @classmethod
+    def from_npz(cls, path: str, *, inputs: int, loss: str, dtype: str = "float32") -> "UserData":
         """Read ``x``, ``y`` (and ``x_test``, ``y_test`` if present) from an .npz, without pickle."""
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read [data] file {path}: {str(exc).splitlines()[0]}") from None
+        arrays = _read_npz(path)
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
             raise UsageError(f"[data] file {path} lacks array(s) {', '.join(missing)} (has: {', '.join(arrays)})")
-        return cls(arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), inputs=inputs, loss=loss)
+        return cls(arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), inputs=inputs, loss=loss,
+                   dtype=dtype)
 
 
-def _check_pair(x, y, inputs: int, loss: str, xname: str, yname: str):
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(y, dtype=np.float64))
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (a zip of ``.npy`` members, as ``numpy.savez`` writes), never unpickled."""
+    where = f"[data] file {path}"
+    save_hint = "save it with numpy.savez(path, x=x, y=y)"
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise UsageError(f"cannot read {where}: {exc.strerror}") from None
+    if magic == b"\x93NUMPY":
+        raise UsageError(f"{where} is a single .npy array, not an .npz holding x and y; {save_hint}")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{where} is not an .npz file (a zip of .npy arrays); {save_hint}")
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as f, zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                if not member.endswith(".npy"):
+                    raise UsageError(f"{where} holds {member!r}, which is not a .npy array; {save_hint}")
+            for k in f.files:
+                arrays[k] = f[k]
+    except UsageError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"cannot read {where}: {first}") from None
+    return arrays
+
+
+def _real_array(v, name: str) -> np.ndarray:
+    """``v`` as a float64 array; refuses what would silently lose information."""
+    if isinstance(v, torch.Tensor):
+        if v.requires_grad:
+            raise UsageError(f"{name} requires grad; pass {name}.detach() (the data are not trained)")
+        if v.is_complex():
+            raise UsageError(f"{name} is complex ({v.dtype}); the model takes real inputs")
+        v = v.detach().cpu().numpy()
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{name} is not an array of numbers: {str(exc).splitlines()[0]}") from None
+    if a.dtype.kind == "c":
+        raise UsageError(f"{name} is complex ({a.dtype}); the model takes real inputs")
+    if a.dtype.kind not in "biuf":
+        raise UsageError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _check_pair(x, y, inputs: int, loss: str, xname: str, yname: str, dtype: str = "float32"):
+    x = torch.as_tensor(_real_array(x, xname))
+    y = torch.as_tensor(_real_array(y, yname))
     if x.ndim != 2 or x.shape[1] != inputs:
         raise UsageError(f"{xname} must have shape (n, {inputs}) for [model] inputs = {inputs}, got {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
@@ -169,6 +233,12 @@ def _check_pair(x, y, inputs: int, loss: str, xname: str, yname: str):
         raise UsageError(f"{xname} needs at least 2 samples")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise UsageError(f"{xname} and {yname} must be finite")
+    limit = torch.finfo(torch.float32 if dtype == "float32" else torch.float64).max
+    for name, t in ((xname, x), (yname, y)):
+        big = float(t.abs().max())
+        if big > limit:  # finite here, but inf once cast: every replica would "diverge" at step 0
+            raise UsageError(f"{name} holds values up to {big:.3g}, beyond the range of {dtype} "
+                             f"({limit:.3g}); rescale it, or set [train] dtype = \"float64\"")
     if loss == "bce" and not bool(((y == 0) | (y == 1)).all()):
         raise UsageError(f"{yname} must be 0 or 1 for the BCE loss")
     return x, y

@@ -21,12 +21,14 @@ N hidden units, M inputs, P probe samples.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import xarray as xr
 
 from thermosgd.config import SweepConfig
+from thermosgd.checks import replica_seeds, require_config
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
@@ -39,9 +41,10 @@ from thermosgd.twolayer.results import Records, to_dataset
 from thermosgd.twolayer.steps import frozen_step, gaussian_step, gd_step, minibatch_weights, sgd_step
 
 _CHUNK = 256  # minibatches drawn per stream at once
-# First-layer weights trained together at most (1M float32 = 4 MiB): beyond this the
-# step is bound by memory traffic (measured on the fig2-top grid: 162k replica-steps/s
-# with 128 replicas of 100×100, 103k with 512).
+# First-layer weights (plus, for the G-sample noise models, per-step intermediates)
+# trained together at most (1M float32 = 4 MiB): beyond this the step is bound by
+# memory traffic (measured on the fig2-top grid: 162k replica-steps/s with 128
+# replicas of 100×100, 103k with 512).
 _BLOCK_ENTRIES = 1 << 20
 
 
@@ -81,13 +84,16 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
         UsageError: bad data, or a grid that would not fit in memory or would
             run longer than 30 days (checked before anything is built).
     """
-    t = cfg.train
-    seeds = list(t.seeds if seeds is None else seeds)
+    t = require_config(cfg, "train").train
+    seeds = list(t.seeds) if seeds is None else replica_seeds(seeds)
     budget.check_train(cfg, len(seeds))
     user = load_user_data(cfg, data, test_data)
-    per_seed = len(t.lr) * len(t.batch_size) * cfg.model.hidden * cfg.model.inputs  # W entries per seed
+    N, M = cfg.model.hidden, cfg.model.inputs
+    per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
+    if t.noise != "sgd":  # the G-sample steps' intermediates (R, G, N) and (R, G, M) dominate
+        per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
     block = max(1, _BLOCK_ENTRIES // per_seed)
-    work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else t.gd_batch)
+    work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     with _threads_for(work):
         if len(seeds) <= block:
             return _train(cfg, seeds, user, progress=progress, desc=desc)
@@ -112,9 +118,8 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
     if data is None:
         if not cfg.data.file:
             raise UsageError('[data] inputs = "file" needs [data] file = "PATH.npz" (or data=(x, y) in Python)')
-        return UserData.from_npz(cfg.data.file, inputs=cfg.model.inputs, loss=cfg.train.loss)
-    test = (None, None) if test_data is None else test_data
-    return UserData(*data, *test, inputs=cfg.model.inputs, loss=cfg.train.loss)
+        return UserData.from_npz(cfg.data.file, inputs=cfg.model.inputs, loss=cfg.train.loss, dtype=cfg.train.dtype)
+    return UserData.from_arguments(data, test_data, inputs=cfg.model.inputs, loss=cfg.train.loss, dtype=cfg.train.dtype)
 
 
 def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
@@ -126,17 +131,7 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     p = init_ensemble(cfg, seeds, dtype)
     data = _Data(cfg, seeds, user, dtype)
     probe = data.probe_set()
-    noise, G = t.noise, t.gd_batch
-    batch, chunk = (max(t.batch_size), _CHUNK) if noise == "sgd" else (G, _chunk_steps(G, cfg.model.inputs))
-    wl = minibatch_weights(t.lr, t.batch_size, S, dtype)  # (R, B): "sgd"
-    lr, bs = _per_replica(t.lr, t.batch_size, S, dtype)  # (R,): the other noise models
-    draws = scale = None
-    if noise in ("gaussian", "frozen"):
-        P = cfg.model.hidden * (cfg.model.inputs + 2)
-        draws = NormalStreams(data.generators(NOISE), G if noise == "gaussian" else P, chunk, dtype)
-    if noise == "frozen":
-        x0, y0 = data.initial_sample(G)  # (R, G, M), (R, G)
-        scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, bias) / bs.unsqueeze(-1)).sqrt_()
+    stepper = _stepper(cfg, p, data, S, dtype)
 
     record = every(t.record_every, last=t.steps)
     probe_due = every(cfg.probe_every_steps, last=t.steps)
@@ -145,38 +140,30 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
     # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = p.W.pow(2).sum(-1) if noise == "sgd" and _dense(records.steps, t.steps) else None
+    row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
-    rates = [r for r in (wl, lr, scale) if r is not None]  # zeroed for a frozen replica
 
     def measure_at(i: int, step: int) -> None:
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
         values = measure(p, row_norm, probe, loss=t.loss, bias=bias, gaussian=gaussian,
                          with_probe=probe_due(step))
         records.put(i, values)
-        _freeze(watch.update(step, values), p, rates, row_norms2)  # recorded, then frozen
+        _freeze(watch.update(step, values), p, stepper.rates(), row_norms2)  # recorded, then frozen
 
     bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     measure_at(0, 0)
     ri, step = 1, 0
     while step < t.steps:
-        n = min(chunk, t.steps - step)
-        xs, ys = data.chunk(n, batch, chunk)  # (n, streams, batch, M), (n, streams, batch)
-        zs = draws.next(n) if draws is not None else None  # (n, streams, G or P)
+        n = min(stepper.chunk, t.steps - step)
+        xs, ys = data.chunk(n, stepper.batch, stepper.chunk)  # (n, streams, batch, M), (n, streams, batch)
+        zs = stepper.draws.next(n) if stepper.draws is not None else None  # (n, streams, G or P)
         if row_norms2 is not None:
             torch.sum(p.W.pow(2), -1, out=row_norms2)
-        _freeze_nonfinite(p, rates, row_norms2)
+        _freeze_nonfinite(p, stepper.rates(), row_norms2)
         for c in range(n):
-            x, y = data.replicate(xs[c]), data.replicate(ys[c])  # (R, batch, M), (R, batch)
-            if noise == "sgd":
-                sgd_step(p.W, p.b, p.V, x, y, wl, t.loss, bias, row_norms2)
-            elif noise == "gd":
-                gd_step(p.W, p.b, p.V, x, y, lr, t.loss, bias)
-            elif noise == "gaussian":
-                gaussian_step(p.W, p.b, p.V, x, y, lr, bs, data.replicate(zs[c]), t.loss, bias)
-            elif noise == "frozen":
-                frozen_step(p.W, p.b, p.V, x, y, lr, scale, data.replicate(zs[c]), t.loss, bias)
+            z = None if zs is None else data.replicate(zs[c])
+            stepper.step(p, data.replicate(xs[c]), data.replicate(ys[c]), z, row_norms2)
             step += 1
             if record(step):
                 measure_at(ri, step)
@@ -189,17 +176,67 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
                       divergence_criterion=divergence.describe(t.runaway_factor))
 
 
-def _chunk_steps(G: int, M: int) -> int:
-    """Steps drawn at once for the G-sample noise models: about 2^18 input numbers per stream."""
-    return max(1, min(_CHUNK, (1 << 18) // (G * M)))
+@dataclass
+class _Stepper:
+    """One step of the configured noise model for R replicas, and what it needs.
+
+    Attributes:
+        noise: ``[train] noise``. loss: "bce" or "mse". bias: b is trained.
+        batch: samples per step and replica (max |B| for "sgd", G otherwise).
+        chunk: steps whose samples (and normal draws) are drawn at once.
+        wl: (R, B) per-sample step weights of "sgd".
+        lr, batch_size: (R,) η and |B| of each replica (the other models).
+        draws: normal streams ("gaussian": G per step, "frozen": P per step) or None.
+        scale: (R, P) √(σ₀²/|B|) of "frozen", else None.
+    """
+
+    noise: str
+    loss: str
+    bias: bool
+    batch: int
+    chunk: int
+    wl: torch.Tensor
+    lr: torch.Tensor
+    batch_size: torch.Tensor
+    draws: NormalStreams | None = None
+    scale: torch.Tensor | None = None
+
+    def rates(self) -> list[torch.Tensor]:
+        """The step-size tensors (leading replica dim) that freezing a replica zeroes."""
+        return [r for r in (self.wl, self.lr, self.scale) if r is not None]
+
+    def step(self, p: Params, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None,
+             row_norms2: torch.Tensor | None) -> None:
+        """Advance every replica by one step: x (R, batch, M), y (R, batch), z (R, G or P) or None."""
+        if self.noise == "sgd":
+            sgd_step(p.W, p.b, p.V, x, y, self.wl, self.loss, self.bias, row_norms2)
+        elif self.noise == "gd":
+            gd_step(p.W, p.b, p.V, x, y, self.lr, self.loss, self.bias)
+        elif self.noise == "gaussian":
+            gaussian_step(p.W, p.b, p.V, x, y, self.lr, self.batch_size, z, self.loss, self.bias)
+        elif self.noise == "frozen":
+            frozen_step(p.W, p.b, p.V, x, y, self.lr, self.scale, z, self.loss, self.bias)
+        else:
+            raise AssertionError(self.noise)  # config validation lists the models
 
 
-def _per_replica(lrs, batch_sizes, seeds: int, dtype: torch.dtype):
-    """(R,) η and (R,) |B| of each replica, in replica order (lr, batch size, seed)."""
-    L, K = len(lrs), len(batch_sizes)
-    lr = torch.tensor(lrs, dtype=dtype).view(L, 1, 1).expand(L, K, seeds).reshape(-1).clone()
-    bs = torch.tensor(batch_sizes, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone()
-    return lr, bs
+def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torch.dtype) -> _Stepper:
+    """The configured noise model's step, its random streams and, for "frozen", σ₀² at the initial ``p``."""
+    t, N, M = cfg.train, cfg.model.hidden, cfg.model.inputs
+    G, L, K = t.gd_batch, len(t.lr), len(t.batch_size)
+    lr = torch.tensor(t.lr, dtype=dtype).view(L, 1, 1).expand(L, K, seeds).reshape(-1).clone()
+    bs = torch.tensor(t.batch_size, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone()
+    # "sgd" draws whole chunks of _CHUNK minibatches; the G-sample models about 2^18 inputs per stream.
+    batch, chunk = (max(t.batch_size), _CHUNK) if t.noise == "sgd" else (G, max(1, min(_CHUNK, (1 << 18) // (G * M))))
+    out = _Stepper(t.noise, t.loss, cfg.model.bias, batch, chunk,
+                   minibatch_weights(t.lr, t.batch_size, seeds, dtype), lr, bs)
+    if t.noise in ("gaussian", "frozen"):
+        size = G if t.noise == "gaussian" else N * M + 2 * N
+        out.draws = NormalStreams(data.generators(NOISE), size, chunk, dtype)
+    if t.noise == "frozen":
+        x0, y0 = data.initial_sample(G)  # (R, G, M), (R, G)
+        out.scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, cfg.model.bias) / bs.unsqueeze(-1)).sqrt_()
+    return out
 
 
 def _dense(steps: np.ndarray, total: int) -> bool:

@@ -90,7 +90,9 @@ def parse_g(text: str, dim: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
         parts = [_compile(body, dim, text)]
 
     def g(q: torch.Tensor) -> torch.Tensor:
-        cols = [torch.broadcast_to(torch.as_tensor(p(q), dtype=q.dtype), q.shape[:1]) for p in parts]
+        # "+ 0 * q" keeps a constant part (g = 1, g = pi) on q's autograd graph, so that
+        # the derivatives of Eq. 9-11 exist (and are zero) as for any other g.
+        cols = [torch.broadcast_to(torch.as_tensor(p(q), dtype=q.dtype), q.shape[:1]) + 0 * q[:, 0] for p in parts]
         out = torch.stack(cols, dim=-1)
         return out.expand(q.shape[0], dim) if len(parts) == 1 else out
 
@@ -103,7 +105,11 @@ def _compile(node: ast.AST, dim: int, text: str) -> Node:
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             raise UsageError(f"unsafe or unsupported constant {node.value!r} in {text!r}")
-        value = float(node.value)
+        try:
+            value = float(node.value)
+        except OverflowError:
+            digits = str(node.value)
+            raise UsageError(f"number {digits[:12]}... ({len(digits)} digits) in g is too large for a float") from None
         return lambda q: torch.tensor(value, dtype=q.dtype)
     if isinstance(node, ast.Name):
         if node.id in _CONSTANTS:

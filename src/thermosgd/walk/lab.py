@@ -67,6 +67,10 @@ def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 
         Displacement moments, the thermophoretic flux at a point (measured, Eq. 10,
         Fokker-Planck), the stationary exponent in a reflecting box, the density over time.
     """
+    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
+        raise UsageError(f"particles must be at least 2 (a standard error needs two), got {particles}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UsageError(f"seed must be an integer in [0, 2^32), got {seed}")
     args = SimpleNamespace(g=g_expr, eta=eta, particles=particles, steps=steps, dim=dim, domain=domain,
                            noise=noise, independent=not shared, seed=seed)
     domain = parse_domain(args.domain)
@@ -121,6 +125,9 @@ def _flux(args, point, max_half) -> dict:
         )
     except UsageError as exc:  # the walk itself is fine; only this measurement does not fit
         return {"point": point, "note": f"not measured: {exc}"}
+    if not res["mean_stderr"] > 0:  # every particle crossed alike (or none did): no spread, no error bar
+        return {"point": point, "note": f"not measured: {args.particles} particles gave too few plane crossings "
+                                        "for a standard error; increase --particles"}
     return {
         "point": res["point"],
         "eta": res["eta"],

@@ -59,6 +59,8 @@ class _Box:
     def __post_init__(self):
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise UsageError(f"domain bounds must be finite, got LO={self.lo}, HI={self.hi}")
+        if not math.isfinite(self.hi - self.lo):
+            raise UsageError(f"domain [{self.lo}, {self.hi}] is too wide: HI - LO overflows")
         if self.lo >= self.hi:
             raise UsageError(f"domain needs LO < HI, got LO={self.lo}, HI={self.hi}")
 
@@ -396,6 +398,13 @@ def simulate(
     """
     if (g is None) == (kick is None):
         raise UsageError("give exactly one of g (Eq. 8) and kick (Eq. 4)")
+    if isinstance(g, str):
+        raise UsageError(f"g must be a function of q, got the string {g!r}; compile a formula with "
+                         "thermosgd.walk.parse_g(text, dim)")
+    if not callable(g if kick is None else kick):
+        raise UsageError(f"{'g' if kick is None else 'kick'} must be a function, got {type(g or kick).__name__}")
+    if not isinstance(domain, (Free, Periodic, Reflect)):
+        raise UsageError(f"domain must be Free(), Periodic(lo, hi) or Reflect(lo, hi), got {domain!r}")
     if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
         raise UsageError(f"eta must be a positive number, got {eta}")
     if not (isinstance(steps, int) and steps > 0):
@@ -409,7 +418,10 @@ def simulate(
     if q.dim() != 2 or q.shape[0] == 0:
         raise UsageError("q0 must have shape (particles, D) with at least one particle")
     domain.check_inside(q)
-    gen = torch.Generator().manual_seed(int(seed))
+    try:
+        gen = torch.Generator().manual_seed(int(seed))
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise UsageError(f"seed must be an integer in [0, 2^63), got {seed!r}") from None
     counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
     wanted = _schedule(record, steps)
 

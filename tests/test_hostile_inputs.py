@@ -1,0 +1,499 @@
+"""Hostile input (issue 14): nothing lost, nothing silent, no traceback.
+
+* One table of CLI commands that must each end with exit code 2, exactly one
+  line on stderr and no traceback; one table of Python calls that must raise
+  ``UsageError``.
+* The data-loss cases: a refused ``--out`` leaves every file as it was (bytes and
+  names), and only temporaries of our own whose writer is gone are deleted.
+* The verification cases: flipped bytes, truncation and a ``results.nc`` from
+  another configuration are detected by ``load`` and ``status``, and re-running
+  the same command rebuilds the file from the units.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import thermosgd
+from thermosgd import UsageError
+from thermosgd.cli import main
+from thermosgd.config import from_dict
+from thermosgd.instruments import Recorder, activation_rates, gradient_variance, hessian_trace
+from thermosgd.sweep.run import run_sweep, status
+from thermosgd.sweep.store import RUN_MARKER, stale_temporaries
+from thermosgd.walk import Reflect, parse_g, simulate
+
+GRID = """[model]
+inputs = 3
+hidden = 3
+[train]
+lr = [0.05, 0.1]
+seeds = 2
+steps = 10
+record_every = 5
+[sweep]
+seeds_per_unit = 1
+"""
+
+
+def _with_data(name: str) -> str:
+    return GRID.replace("[train]", f'[data]\ninputs = "file"\nlabels = "file"\nfile = "{name}"\n[train]')
+
+
+def _idx_header(kind: int, dims) -> bytes:
+    return bytes([0, 0, 0x08, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """Every hostile file of the CLI table, in one folder."""
+    d = tmp_path_factory.mktemp("hostile")
+    (d / "grid.toml").write_text(GRID)
+    (d / "latin1.toml").write_bytes(GRID.replace("[model]", "# caf\xe9\n[model]").encode("latin-1"))
+    (d / "seed31.toml").write_text(GRID.replace("seeds = 2", "seeds = [2147483648]"))
+    (d / "scale0.toml").write_text(GRID.replace("hidden = 3", "hidden = 3\ninit_scale = 0.0"))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((20, 3)), (np.arange(20) % 2).astype(float)
+    big = x.copy()
+    big[0, 0] = 1e300  # finite in float64, inf in float32
+    structured = np.zeros(20, dtype=[("a", "f8"), ("b", "f8"), ("c", "f8")])
+    for name, arrays in {
+        "complex": {"x": x + 1j, "y": y},
+        "f32overflow": {"x": big, "y": y},
+        "strings": {"x": x.astype(str), "y": y},
+        "structured": {"x": structured, "y": y},
+    }.items():
+        np.savez(d / f"{name}.npz", **arrays)
+        (d / f"{name}.toml").write_text(_with_data(f"{name}.npz"))
+    with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
+        z.writestr("x.txt", "1 2 3")
+        z.writestr("y.txt", "0 1")
+    np.save(d / "plain.npy", x)
+    (d / "text.npz").write_text("x,y\n1,0\n")
+    (d / "random.npz").write_bytes(np.random.default_rng(1).bytes(300))
+    for name, file in {"notnpy": "notnpy.npz", "plain": "plain.npy", "text": "text.npz", "random": "random.npz"}.items():
+        (d / f"{name}.toml").write_text(_with_data(file))
+    # IDX files whose dims overflow int64 (3 × 0xFFFFFFFF) and a .gz with a broken deflate body.
+    (d / "idx").mkdir()
+    (d / "idx" / "train-images-idx3-ubyte").write_bytes(_idx_header(8, [0xFFFFFFFF] * 3) + b"\0" * 10)
+    (d / "idx" / "train-labels-idx1-ubyte").write_bytes(_idx_header(8, [1]) + b"\0")
+    good = gzip.compress(_idx_header(8, [1000]) + b"\0" * 1000)
+    broken = good[:10] + bytes(b ^ 0x55 for b in good[10:-8]) + good[-8:]
+    (d / "gz").mkdir()
+    (d / "gz" / "train-images-idx3-ubyte.gz").write_bytes(broken)
+    (d / "gz" / "train-labels-idx1-ubyte.gz").write_bytes(broken)
+    # Folders holding runs of ours, one of another kind, and damaged markers.
+    (d / "walkrun").mkdir()
+    (d / "walkrun" / RUN_MARKER).write_text(json.dumps({"experiment": "walk", "seeds": None, "steps": None,
+                                                         "quick": True, "substitute_digits": False}))
+    (d / "walkrun" / "walk_report.md").write_text("# the walk\n")
+    for name, raw in {"truncated": b'{"experiment": "wa', "list": b"[1]", "binary": b"\x80\xff\x00\x01"}.items():
+        (d / f"marker-{name}").mkdir()
+        (d / f"marker-{name}" / RUN_MARKER).write_bytes(raw)
+    (d / "userfolder").mkdir()
+    (d / "userfolder" / "notes.txt").write_text("mine\n")
+    (d / "loop").symlink_to(d / "loop")
+    return d
+
+
+@pytest.fixture(scope="module")
+def lr_bs_sweep(tmp_path_factory) -> Path:
+    """A finished lr × batch_size sweep, and a copy of its results with a string and an all-NaN metric."""
+    out = tmp_path_factory.mktemp("lrbs") / "run"
+    cfg = from_dict({"model": {"inputs": 3, "hidden": 3},
+                     "train": {"lr": [0.05, 0.1], "batch_size": [1, 2], "seeds": 3, "steps": 20, "record_every": 5},
+                     "sweep": {"seeds_per_unit": 3}})
+    ds = run_sweep(cfg, out, progress=False)
+    odd = ds.isel(batch_size=[0])
+    odd["words"] = odd["v_norm"].astype(str)
+    odd["nothing"] = odd["v_norm"] * np.nan
+    odd.to_netcdf(out.parent / "odd.nc", engine="scipy")
+    return out
+
+
+SEED_2_63 = str(2**63 - 1)
+CLI_REFUSALS = [
+    # id, argv ({f}: the hostile files, {s}: the lr × batch_size sweep), words the line must hold
+    ("toml-not-utf8", "sweep {f}/latin1.toml --dry-run", "not UTF-8"),
+    ("g-int-overflow", "walk --g 1" + "0" * 320 + " --eta 0.05 --particles 10 --steps 2", "too large"),
+    ("walk-seed-2^63", f"walk --g 1 --eta 0.05 --particles 10 --steps 2 --seed {SEED_2_63}", "seed"),
+    ("walk-seed-2^64", f"walk --g 1 --eta 0.05 --particles 10 --steps 2 --seed {2**64}", "seed"),
+    ("walk-particles-1", "walk --g 1+0.5*q --eta 0.05 --particles 1 --steps 2", "standard error"),
+    ("walk-threads", "walk --g 1 --eta 0.05 --particles 10 --steps 2 --threads 1000000", "CPU cores"),
+    ("walk-domain-wide", "walk --g 1+0*q --eta 0.05 --particles 10 --steps 2 --domain periodic:-1e308,1e308",
+     "too wide"),
+    ("collapse-seed-negative", "collapse {s} --metric activation_rate --over lr --select batch_size=1 "
+     "--no-figure --seed -1", "--seed"),
+    ("collapse-needs-select", "collapse {s} --metric activation_rate --over lr --no-figure",
+     "--select batch_size=VALUE"),
+    ("collapse-select-absent", "collapse {s} --metric activation_rate --over lr --no-figure --select batch_size=3",
+     "no value 3"),
+    ("collapse-string-metric", "collapse {s}/../odd.nc --metric words --over lr --no-figure", "not numbers"),
+    ("collapse-all-nan", "collapse {s}/../odd.nc --metric nothing --over lr --no-figure", "NaN everywhere"),
+    ("marker-truncated", "reproduce walk --quick --no-progress --out {f}/marker-truncated", "damaged"),
+    ("marker-list", "reproduce walk --quick --no-progress --out {f}/marker-list", "damaged"),
+    ("marker-binary", "reproduce walk --quick --no-progress --out {f}/marker-binary", "damaged"),
+    ("idx-dims-overflow", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/idx --out {f}/o-idx",
+     f"need {16 + 0xFFFFFFFF ** 3} bytes"),
+    ("gz-broken-deflate", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
+     "corrupt gzip"),
+    ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
+    ("npz-float32-overflow", "sweep {f}/f32overflow.toml --out {f}/o-f32 --no-progress", "x holds values up to"),
+    ("npz-strings", "sweep {f}/strings.toml --out {f}/o-str --no-progress", "real numbers"),
+    ("npz-structured", "sweep {f}/structured.toml --out {f}/o-struct --no-progress", "real numbers"),
+    ("npz-not-npy-members", "sweep {f}/notnpy.toml --out {f}/o-notnpy --no-progress", "not a .npy"),
+    ("npz-plain-npy", "sweep {f}/plain.toml --out {f}/o-plain --no-progress", "single .npy"),
+    ("npz-text", "sweep {f}/text.toml --out {f}/o-text --no-progress", "not an .npz"),
+    ("npz-random-bytes", "sweep {f}/random.toml --out {f}/o-random --no-progress", "not an .npz"),
+    ("seed-2^31", "sweep {f}/seed31.toml --out {f}/o-seed --no-progress", "[0, 2^31)"),
+    ("init-scale-0", "sweep {f}/scale0.toml --dry-run", "init_scale"),
+    ("out-empty-sweep", "sweep {f}/grid.toml --out '' --no-progress", "not empty"),
+    ("out-empty-reproduce", "reproduce fig3 --quick --out '' --no-progress", "not empty"),
+    ("out-symlink-loop", "sweep {f}/grid.toml --out {f}/loop --no-progress", "symbolic link"),
+    ("out-user-folder", "sweep {f}/grid.toml --out {f}/userfolder --no-progress", "holds no thermosgd results"),
+    ("out-user-folder-dry-run", "sweep {f}/grid.toml --out {f}/userfolder --dry-run", "holds no thermosgd results"),
+    ("out-walk-run-for-fig3", "reproduce fig3 --quick --out {f}/walkrun --no-progress", "another kind"),
+    ("out-sweep-for-walk", "reproduce walk --quick --out {s} --no-progress", "holds a two-layer sweep"),
+    ("scheduler-not-a-url", "reproduce fig3 --quick --scheduler 'not a url' --out {f}/o-sched --no-progress",
+     "tcp://HOST:PORT"),
+    ("generalization-diverges", "generalization --quick --lr 5 10 20", "η = 5, |B| = 1"),
+    ("equal-error-diverges", "equal-error --quick --lr 5 10", "η = 10, |B| = 1"),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", CLI_REFUSALS, ids=[c[0] for c in CLI_REFUSALS])
+def test_cli_refusal_is_one_line_exit_2(case, argv, words, files, lr_bs_sweep, capsys):
+    import shlex
+
+    args = shlex.split(argv.format(f=files, s=lr_bs_sweep))
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert words in err, err
+
+
+def test_cli_cases_that_now_work(files, capsys):
+    """A BOM'd TOML is read; a constant g is a valid walk (Eq. 10 flux 0)."""
+    (files / "bom.toml").write_bytes(b"\xef\xbb\xbf" + GRID.encode())
+    assert main(["sweep", str(files / "bom.toml"), "--dry-run"]) == 0
+    assert "lr          [0.05, 0.1]" in capsys.readouterr().out
+    for g in ("1", "pi"):
+        assert main(["walk", "--g", g, "--eta", "0.05", "--particles", "200", "--steps", "5", "--json"]) == 0
+        flux = json.loads(capsys.readouterr().out)["thermophoretic_flux"]
+        assert flux["eq10"] == 0.0
+
+
+def test_drift_with_one_value_says_what_cannot_be_fitted(capsys):
+    assert main(["drift", "--quick", "--lr", "0.05", "--batch-size", "1", "2", "4", "--steps", "8", "--blocks", "2",
+                 "--replicas", "2", "--clones", "4", "--record-every", "2", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert any("cannot be fitted from one value of eta" in n for n in payload["notes"])
+    assert "n/a (one η: cannot be fitted)" in payload["table"]
+    assert all(f["alpha"] is None for f in payload["fits"].values())  # NaN in JSON is null
+
+
+# --------------------------------------------------------------------------- the Python API
+
+X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+Y = (torch.arange(20) % 2).float()
+IMAGES = torch.randn(20, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+
+
+def _cfg(**model):
+    return thermosgd.config_from_dict({"model": {"inputs": 3, "hidden": 3, **model},
+                                       "train": {"steps": 4, "seeds": 2}})
+
+
+def _file_cfg():
+    return _cfg().replace(data={"inputs": "file", "labels": "file"})
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+
+
+def _bce(out, target):
+    return nn.functional.binary_cross_entropy_with_logits(out.squeeze(-1), target)
+
+
+class _TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.lin(x), None
+
+
+class _MixesSamples(nn.Module):
+    """Centers each batch: sample i's output depends on every sample."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = _mlp()
+
+    def forward(self, x):
+        return self.net(x - x.mean(0))
+
+
+class _CentersOutputs(_MixesSamples):
+    """Couples samples after the last layer: only the output gradients differ."""
+
+    def forward(self, x):
+        out = self.net(x)
+        return out - out.mean(0)
+
+
+class _ConvMixes(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.net(x / x.norm())  # one norm over the whole batch
+
+
+_BN = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+_BIG = X.double().clone()
+_BIG[0, 0] = 1e300
+
+API_REFUSALS = [
+    ("train-dict", lambda: thermosgd.train({"model": {}}), "expected a SweepConfig"),
+    ("train-None", lambda: thermosgd.train(None), "expected a SweepConfig"),
+    ("sweep-dict", lambda: thermosgd.sweep({"model": {}}, "unused"), "expected a SweepConfig"),
+    ("sweep-out-empty", lambda: thermosgd.sweep(_cfg(), ""), "non-empty path"),
+    ("reproduce-out-empty", lambda: thermosgd.reproduce(["fig3"], out="", quick=True), "non-empty path"),
+    ("load-None", lambda: thermosgd.load(None), "got NoneType"),
+    ("simulate-string-g", lambda: simulate("1+q", torch.zeros(4, 1), 0.1, 2), "parse_g"),
+    ("simulate-string-domain", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain="reflect"),
+     "Reflect(lo, hi)"),
+    ("simulate-huge-box", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain=Reflect(-1e308, 1e308)),
+     "too wide"),
+    ("train-seed-negative", lambda: thermosgd.train(_cfg(), seeds=[-1]), "[0, 2^31)"),
+    ("train-seed-2^31", lambda: thermosgd.train(_cfg(), seeds=[2**31]), "[0, 2^31)"),
+    ("data-three-items", lambda: thermosgd.train(_file_cfg(), data=(X, Y, Y)), "3 items"),
+    ("data-int", lambda: thermosgd.train(_file_cfg(), data=5), "got int"),
+    ("data-requires-grad", lambda: thermosgd.train(_file_cfg(), data=(X.clone().requires_grad_(), Y)),
+     "x.detach()"),
+    ("data-complex", lambda: thermosgd.train(_file_cfg(), data=(X.to(torch.complex64), Y)), "complex"),
+    ("data-complex-numpy", lambda: thermosgd.train(_file_cfg(), data=(X.numpy() + 1j, Y)), "complex"),
+    ("data-float32-overflow", lambda: thermosgd.train(_file_cfg(), data=(_BIG, Y)), "range of float32"),
+    ("data-strings", lambda: thermosgd.train(_file_cfg(), data=(X.numpy().astype(str), Y)), "real numbers"),
+    ("config-seeds-10^30", lambda: thermosgd.config_from_dict({"train": {"seeds": 10**30}}), "maximum"),
+    ("config-steps-10^20", lambda: thermosgd.config_from_dict({"train": {"steps": 10**20}}), "maximum"),
+    ("config-init-scale-0", lambda: _cfg(init_scale=0.0), "init_scale"),
+    ("to-dataset-lr-string", lambda: Recorder({"a": lambda m: 1.0}, lambda s: True).to_dataset(
+        lr="x", batch_size=1, seed=0), "lr must be"),
+    ("gv-int64-inputs", lambda: gradient_variance(_mlp(), _bce, X.long(), Y), "Long"),
+    ("ar-int64-inputs", lambda: activation_rates(_mlp(), X.long()), "Long"),
+    ("gv-tuple-output", lambda: gradient_variance(_TupleOut(), _bce, X, Y), "one tensor"),
+    ("gv-tuple-output-vmap", lambda: gradient_variance(_TupleOut(), _bce, X, Y, fast=False), "one tensor"),
+    ("gv-wrong-output-shape", lambda: gradient_variance(nn.Linear(3, 2), _bce, X, Y), "loss_fn failed"),
+    ("gv-loss-not-callable", lambda: gradient_variance(_mlp(), 5, X, Y), "callable"),
+    ("ar-list-inputs", lambda: activation_rates(_mlp(), X.tolist()), "torch.Tensor"),
+    ("hessian-batchnorm-training", lambda: hessian_trace(_BN, _bce, X, Y), "model.eval()"),
+    ("hessian-loss-not-callable", lambda: hessian_trace(_mlp(), None, X, Y), "callable"),
+    ("gv-forward-mixes-samples", lambda: gradient_variance(_MixesSamples(), _bce, X, Y), "mixes the samples"),
+    ("gv-output-mixes-samples", lambda: gradient_variance(_CentersOutputs(), _bce, X, Y), "mixes the samples"),
+    ("gv-conv-mixes-samples", lambda: gradient_variance(_ConvMixes(), _bce, IMAGES, Y), "mixes the samples"),
+]
+
+
+@pytest.mark.parametrize("case, call, words", API_REFUSALS, ids=[c[0] for c in API_REFUSALS])
+def test_api_refusal_is_usage_error(case, call, words):
+    with pytest.raises(UsageError) as info:
+        call()
+    assert words in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_api_cases_that_are_accepted():
+    """NumPy integer scalars are integers; floating inputs of another dtype are cast to the model's."""
+    assert thermosgd.config_from_dict({"train": {"steps": np.int64(5), "seeds": np.int32(2)}}).train.steps == 5
+    torch.manual_seed(1)
+    model = _mlp()
+    as_float = gradient_variance(model, _bce, X, Y).value
+    assert gradient_variance(model, _bce, X.double(), Y.double()).value == as_float
+    assert activation_rates(model, X.double()).value == activation_rates(model, X).value
+
+
+def test_sample_mixing_is_refused_only_where_it_happens():
+    """The x - x.mean(0) model gives a wrong per-sample variance on the fast path (refused);
+    on the torch.func path each sample runs alone, which is what a per-sample loop gives."""
+    model = _MixesSamples()
+    loop = torch.stack([
+        torch.cat([p.reshape(-1) for p in torch.autograd.grad(_bce(model(X[i:i + 1]), Y[i:i + 1]), model.parameters())])
+        for i in range(len(X))
+    ])
+    per_entry = loop.var(dim=0, correction=1).mean()
+    slow = gradient_variance(model, _bce, X, Y, fast=False).value
+    assert slow == pytest.approx(float(per_entry), rel=1e-5)
+    # A model that treats samples independently passes the same check (no false alarm).
+    torch.manual_seed(0)
+    gradient_variance(_mlp(), _bce, X, Y)
+
+
+# --------------------------------------------------------------------------- data loss
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_sweep_into_a_users_folder_is_refused_and_nothing_is_touched(tmp_path, files, capsys):
+    d = tmp_path / "d"
+    (d / "units").mkdir(parents=True)
+    (d / ".draft.tmp-notes").write_text("x\n")  # looked like our temporaries before
+    (d / "results.nc").write_text("mine\n")
+    (d / "units" / "unit-00000.nc").write_text("also mine\n")
+    before = _snapshot(d)
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(d), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no thermosgd results" in err and err.count("\n") == 1
+    assert _snapshot(d) == before  # no .lock, no config.json, nothing deleted or rewritten
+
+
+def test_reproduce_refuses_a_folder_of_another_kind_of_run(tmp_path, capsys):
+    walk = tmp_path / "walk"
+    walk.mkdir()
+    (walk / RUN_MARKER).write_text(json.dumps({"experiment": "walk"}))
+    (walk / "walk_report.md").write_text("# walk\n")
+    before = _snapshot(walk)
+    assert main(["reproduce", "fig3", "--quick", "--out", str(walk), "--no-progress"]) == 2
+    assert "another kind of thermosgd run (experiment 'walk')" in capsys.readouterr().err
+    assert _snapshot(walk) == before
+
+
+def test_only_our_own_stale_temporaries_are_cleaned(tmp_path):
+    """Deleted: ``.thermosgd-tmp-PID-*`` of a process that is gone. Kept: a user's file that
+    merely looks temporary, and a temporary of a live process."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead, live = proc.pid, os.getppid()
+    out = tmp_path / "r"
+    cfg = _cfg()
+    run_sweep(cfg, out, progress=False)
+    ours = out / "units" / f".thermosgd-tmp-{dead}-unit-00000.nc"
+    keep = [out / ".results.nc.tmp-123", out / ".draft.tmp-notes", out / f".thermosgd-tmp-{live}-results.nc"]
+    for p in [ours, *keep]:
+        p.write_text("x")
+    assert stale_temporaries(out) == [ours]
+    run_sweep(cfg, out, progress=False)
+    assert not ours.exists() and all(p.read_text() == "x" for p in keep)
+
+
+# --------------------------------------------------------------------------- verification of results.nc
+
+
+@pytest.fixture
+def finished(tmp_path):
+    cfg = _cfg().replace(train={"lr": [0.05, 0.1]}, sweep={"seeds_per_unit": 1})
+    out = tmp_path / "r"
+    ds = run_sweep(cfg, out, progress=False)
+    return cfg, out, ds
+
+
+def _damage_and_check(out: Path, capsys, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        thermosgd.load(out)
+    with pytest.raises(UsageError, match=words):
+        thermosgd.load(out / "results.nc")
+    assert main(["status", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "results.nc is NOT usable" in line and "re-run the same command" in line
+
+
+def _rebuilds(cfg, out: Path, ds) -> None:
+    again = run_sweep(cfg, out, progress=False)
+    loaded = thermosgd.load(out)
+    for name in ds.data_vars:
+        np.testing.assert_array_equal(loaded[name].values, ds[name].values)
+        np.testing.assert_array_equal(again[name].values, ds[name].values)
+    assert status(out).results_problem is None
+
+
+def test_flipped_bytes_in_results_are_detected_and_rebuilt(finished, capsys):
+    cfg, out, ds = finished
+    raw = bytearray((out / "results.nc").read_bytes())
+    raw[-8:] = bytes(b ^ 0xFF for b in raw[-8:])  # inside the last variable's data
+    (out / "results.nc").write_bytes(bytes(raw))
+    _damage_and_check(out, capsys, "does not match its checksum")
+    _rebuilds(cfg, out, ds)
+
+
+def test_truncated_results_are_detected(finished, capsys):
+    cfg, out, ds = finished
+    raw = (out / "results.nc").read_bytes()
+    (out / "results.nc").write_bytes(raw[: len(raw) // 2])
+    _damage_and_check(out, capsys, "does not match its checksum")
+    _rebuilds(cfg, out, ds)
+
+
+def test_results_of_another_config_are_detected(finished, tmp_path, capsys):
+    cfg, out, ds = finished
+    other = tmp_path / "other"
+    run_sweep(cfg.replace(train={"lr": [0.05, 0.2]}), other, progress=False)
+    shutil.copy(other / "results.nc", out / "results.nc")  # the file alone: its bytes differ
+    _damage_and_check(out, capsys, "does not match its checksum")
+    shutil.copy(other / "results.nc.sha256", out / "results.nc.sha256")  # with its checksum file
+    _damage_and_check(out, capsys, "written for another configuration")
+    _rebuilds(cfg, out, ds)
+
+
+def test_missing_checksum_says_how_to_rebuild(finished, capsys):
+    cfg, out, ds = finished
+    (out / "results.nc.sha256").unlink()
+    _damage_and_check(out, capsys, "no checksum file")
+    _rebuilds(cfg, out, ds)
+
+
+# --------------------------------------------------------------------------- the scheduler probe
+
+
+def test_scheduler_probe_tells_a_dask_scheduler_from_another_server(monkeypatch):
+    """A port that accepts connections but speaks another protocol is refused in one line, before a
+    Dask Client (whose failed construction would block 20 s in its destructor) is made."""
+    import socket
+    import threading
+
+    from distributed import LocalCluster
+
+    from thermosgd.sweep import executors
+    from thermosgd.sweep.executors import check_scheduler
+
+    monkeypatch.setattr(executors, "PROBE_TIMEOUT", 0.5)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_nonsense():  # the TCP check, then the Dask handshake
+        for _ in range(2):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 8)
+
+    threading.Thread(target=answer_nonsense, daemon=True).start()
+    with server, pytest.raises(UsageError, match="no Dask scheduler answers"):
+        check_scheduler(f"tcp://127.0.0.1:{port}")
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel does), never answers
+    with silent, pytest.raises(UsageError, match="no Dask scheduler answers"):
+        check_scheduler(f"tcp://127.0.0.1:{silent.getsockname()[1]}")
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        check_scheduler(cluster.scheduler_address)  # a real scheduler passes
