@@ -11,7 +11,9 @@ Both run as fresh processes, one after the other, on the same machine:
 * the command: ``thermosgd reproduce PRESET --seeds S --steps T`` from process
   start to exit: imports, planning, training (units, worker processes when the
   default executor picks them), writing units and ``results.nc``, the collapse
-  fits with their bootstrap, the figures and the report.
+  fits with their bootstrap, the figures and the report;
+* the sweep alone: ``run_sweep`` (executor "auto") in a fresh process, from
+  start to exit: the command without the fits, figures and report.
 
 Throughput is replica-steps per second (replicas × steps / wall time); the ratio
 is command / train(). Peak memory is the largest sum of resident set sizes over
@@ -138,6 +140,14 @@ def main(argv=None) -> None:
               f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
               f"estimated {plan[4].strip()})")
         print(f"ratio command / train() = {base and rs / wall / base:.2f}")
+
+        sweep_only = (f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
+                      f"run_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}),"
+                      f" '{tmp / 'sweep'}', executor='auto', progress=False)")
+        wall_s, peak_s, _, cpu_s = run([py, "-c", sweep_only], env)
+        print(f"sweep only (run_sweep) {wall_s:7.2f} s  {rs / wall_s / 1e6:6.3f} M replica-steps/s  "
+              f"peak {peak_s / 2**20:6.0f} MiB  ({cpu_s:.1f} CPU s; the command without fits, figures, "
+              f"report); ratio to train() = {rs / wall_s / base:.2f}")
 
         import numpy as np
         import xarray as xr
