@@ -83,6 +83,7 @@ def train_run(
     schedule: Schedule,
     record_steps: Sequence[int],
     bar=None,
+    device: str | torch.device = "cpu",
 ) -> xr.Dataset:
     """Train ``run.model`` with plain SGD and return its recorded instruments.
 
@@ -100,6 +101,9 @@ def train_run(
         schedule: ``step -> bool``, when to record (step s = after s updates).
         record_steps: all steps the schedule selects in ``0..steps`` (the dataset's step axis).
         bar: progress bar advanced by one per update.
+        device: where the model is trained (it is moved there); minibatch indices
+            are drawn on the CPU and each minibatch moved, so the draws are the
+            same on every device. The instruments must already expect ``device``.
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)``, each of the first three of size 1.
@@ -107,6 +111,7 @@ def train_run(
     if batch_size < 1 or batch_size > len(run.data):
         raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
     recorder = Recorder(run.instruments, schedule)
+    run.model.to(device)  # in place for modules; a no-op on the CPU
     gen = torch.Generator().manual_seed(stream_seed(seed, 1))
     opt = torch.optim.SGD(run.model.parameters(), lr=lr)
     diverged = False
@@ -115,6 +120,7 @@ def train_run(
         if step == steps:
             break
         x, y = run.data.batch(torch.randint(len(run.data), (batch_size,), generator=gen))
+        x, y = x.to(device), y.to(device)
         loss = loss_fn(run.model(x), y)
         if not torch.isfinite(loss):
             diverged = True
@@ -145,6 +151,7 @@ def train_sweep(
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
     desc: str = "train",
+    device: str | torch.device = "cpu",
 ) -> xr.Dataset:
     """Every (lr, batch_size, seed) run, one after the other, merged into one Dataset.
 
@@ -157,6 +164,7 @@ def train_sweep(
         schedule: ``step -> bool``, when instruments run.
         config: stored as JSON in ``attrs["config"]``.
         progress: show progress over all updates of all runs (see thermosgd.progress).
+        device: where each run trains (see :func:`train_run`).
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)`` plus the ``diverged`` flags,
@@ -168,5 +176,6 @@ def train_sweep(
     with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
         for lr, bsz, seed in grid:
             runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
-                                  seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar))
+                                  seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar,
+                                  device=device))
     return combine_runs(runs, config=config, kind="deep")

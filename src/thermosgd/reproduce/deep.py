@@ -25,6 +25,7 @@ def reproduce_deep(
     dataset: str | None = None,
     include_diverged: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> list[Verdict]:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
 
@@ -38,6 +39,7 @@ def reproduce_deep(
         dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
         include_diverged: keep diverged replicas in the collapse fit.
         progress: show progress.
+        device: "cpu", "cuda" or "cuda:N" (README "Devices").
 
     Returns:
         The preset's verdict (fitted exponent of its plotted metric against the paper's),
@@ -45,7 +47,7 @@ def reproduce_deep(
     """
     preset = presets.get(preset) if isinstance(preset, str) else preset
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
-    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick)
+    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, device=device)
     out = Path(out)
     config = json.loads(ds.attrs["config"])
     write_config(config, out)
