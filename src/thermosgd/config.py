@@ -6,7 +6,7 @@ A configuration has four sections::
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
              seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch,
-             device
+             device, fused
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -123,6 +123,10 @@ class TrainConfig:
             device; GPU arithmetic differs from the CPU's in the last bits (README,
             "Devices"). Part of the configuration because results depend on it
             at that level (a sweep folder resumes only on the same device).
+        fused: run noise = "sgd" on the CPU through the compiled loop of
+            :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
+            the same random numbers, results equal to the default path to
+            floating-point tolerance, not bit-identical.
     """
 
     loss: str = "bce"
@@ -140,6 +144,7 @@ class TrainConfig:
     noise: str = "sgd"
     gd_batch: int = 1024
     device: str = "cpu"
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,9 @@ def _check_values(cfg: SweepConfig) -> None:
             f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
         )
     check_device_name(t.device, "[train] device")
+    if t.fused and (t.noise != "sgd" or t.device != "cpu"):
+        raise UsageError(f'[train] fused = true runs noise = "sgd" on device = "cpu" only, '
+                         f'got noise = {t.noise!r}, device = {t.device!r}')
     if t.gd_batch < 2:
         raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
     if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):

@@ -33,7 +33,7 @@ from thermosgd.checks import replica_seeds, require_config, torch_device
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
-from thermosgd.twolayer import divergence
+from thermosgd.twolayer import divergence, fused
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
@@ -146,7 +146,12 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
     # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and _dense(records.steps, t.steps) else None
+    row_norms2 = (p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps)
+                  else None)
+    if t.fused:
+        fused.require()
+        # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
+        stream = np.arange(L * K * S) % (S if t.share_data else L * K * S)
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
 
@@ -169,6 +174,20 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
         if row_norms2 is not None:
             torch.sum(p.W.pow(2), -1, out=row_norms2)
         _freeze_nonfinite(p, stepper.rates(), row_norms2)
+        if t.fused:  # every step up to the next recorded one in one compiled call
+            c = 0
+            while c < n:
+                m = 1
+                while c + m < n and not record(step + m):
+                    m += 1
+                fused.sgd_steps(p.W, p.b, p.V, xs[c : c + m], ys[c : c + m], stepper.wl, stream, t.loss, bias)
+                c += m
+                step += m
+                if record(step):
+                    measure_at(ri, step)
+                    ri += 1
+            bar.update(n)
+            continue
         for c in range(n):
             z = None if zs is None else data.replicate(zs[c])
             stepper.step(p, data.replicate(xs[c]), data.replicate(ys[c]), z, row_norms2)
