@@ -27,10 +27,10 @@ from thermosgd.sweep.run import run_sweep
 
 def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None = None, steps: int | None = None,
                         quick: bool = False, include_diverged: bool = False, progress: bool = True,
-                        n_boot: int = 200, device: str = "cpu", **executor) -> list[Verdict]:
+                        n_boot: int | None = None, device: str = "cpu", **executor) -> list[Verdict]:
     """Run every (setting, noise model), assess them, draw one figure per setting, write the report.
 
-    ``n_boot`` bootstrap resamples give each collapse fit's interval.
+    ``n_boot`` bootstrap resamples give each collapse fit's interval (default: the verdicts' own).
 
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per run (preset ``mechanism/SETTING-NOISE``).

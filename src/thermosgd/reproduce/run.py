@@ -84,9 +84,6 @@ def reproduce(
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
                                include_diverged=include_diverged, progress=progress, device=device, **executor)
-        elif p.kind == "mechanism":  # one sweep per noise model, each locked and checked by run_sweep
-            reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
-                                include_diverged=include_diverged, progress=progress, device=device, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}
@@ -95,7 +92,7 @@ def reproduce(
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, executor=executor)
                 except BaseException:
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
@@ -149,7 +146,7 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, executor: dict) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
@@ -167,6 +164,11 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
+        return []
+    elif p.kind == "mechanism":  # one resumable sweep per noise model under folder/runs/
+        reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
+                            include_diverged=run["include_diverged"], progress=progress,
+                            device=run.get("device", "cpu"), **executor)
         return []
     raise AssertionError(f"no runner for preset kind {p.kind!r}")
 
