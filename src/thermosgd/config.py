@@ -152,12 +152,15 @@ class UnitConfig:
     """How a sweep is cut into work units (one unit = a block of seeds).
 
     Attributes:
-        seeds_per_unit: seeds trained together in one vectorized unit. Results
-            do not depend on it only up to floating-point summation order, so it
-            is part of the configuration (resume needs identical units).
+        seeds_per_unit: ``"auto"`` (default): units sized by work, each big
+            enough to run at engine speed and short enough (about a minute on
+            one core, unless one engine call alone takes longer) that a killed
+            sweep loses little; or a positive integer: that many seeds per unit.
+            Results are the same bits either way (see ``thermosgd.sweep.units``);
+            it only decides what is written together and what a resume redoes.
     """
 
-    seeds_per_unit: int = 8
+    seeds_per_unit: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -199,12 +202,13 @@ _CHOICES = {
 }
 _POSITIVE = {
     ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
-    ("train", "steps"), ("train", "record_every"), ("sweep", "seeds_per_unit"),
+    ("train", "steps"), ("train", "record_every"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
 _MAX_SEED = 2**63 - 1  # the master seed only enters SeedSequence
 #: Replica seeds are stored as NetCDF int32 coordinates: they must lie in [0, 2^31).
 SEED_LIMIT = 2**31
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few lines; /dev/zero must not be read for ever
 
 
 def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
@@ -268,6 +272,12 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
 
 
 def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
+    if (section, key) == ("sweep", "seeds_per_unit"):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise UsageError(f'[sweep] seeds_per_unit must be "auto" or a positive integer, got {value!r}')
+        return int(value)
     if (section, key) == ("train", "seeds"):
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             if value <= 0:
@@ -275,6 +285,8 @@ def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
             if value > MAX_SEEDS:
                 raise UsageError(f"[train] seeds = {value} is beyond the supported maximum {MAX_SEEDS}")
             return tuple(range(int(value)))
+        if isinstance(value, (list, tuple)) and len(value) > MAX_SEEDS:
+            raise UsageError(f"[train] seeds lists {len(value)} seeds, beyond the supported maximum {MAX_SEEDS}")
         out = _as_tuple(section, key, value, int)
         if min(out) < 0 or max(out) >= SEED_LIMIT:
             raise UsageError(f"[train] seeds must be integers in [0, 2^31), got {list(out)[:8]}")
@@ -345,12 +357,16 @@ def check_device_name(name: Any, where: str = "device") -> str:
 
 
 def load_toml(path: str | Path) -> SweepConfig:
-    """Read and validate a TOML sweep configuration."""
+    """Read and validate a TOML sweep configuration (at most 1 MiB, UTF-8)."""
     path = Path(path)
     try:
-        raw_bytes = path.read_bytes()
+        with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
+            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise UsageError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration "
+                         "is a few lines of TOML")
     try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the TOML
         text = raw_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

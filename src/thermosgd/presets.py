@@ -328,8 +328,7 @@ def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | No
     raw = preset.settings(quick=quick)
     every = max(1, steps // 500)
     raw["train"].update(seeds=seeds, steps=steps, record_every=every, probe_every=10 * every)
-    raw["sweep"] = {"seeds_per_unit": 8}
-    return from_dict(raw)
+    return from_dict(raw)  # [sweep] seeds_per_unit = "auto" (the default): units sized by work
 
 
 def teacher_task_config(*, lrs, batch_size, seeds: int, steps: int, record_every: int = 10, inputs: int = 10,

@@ -31,6 +31,11 @@ def test_defaults_and_seed_count():
         ({"train": {"seeds": [2**64]}}, "[0, 2^31)"),
         ({"train": {"seeds": [2**31]}}, "[0, 2^31)"),  # stored as int32: would fail inside a unit
         ({"train": {"seed": 2**63}}, "below 2^63"),
+        ({"train": {"seeds": 10**8}}, "seeds = 100000000 is beyond the supported maximum 1000000"),
+        ({"train": {"seeds": list(range(1_000_001))}}, "beyond the supported maximum 1000000"),
+        ({"train": {"steps": 10**20}}, "[train] steps = 100000000000000000000 is beyond the supported maximum"),
+        ({"sweep": {"seeds_per_unit": 0}}, "[sweep] seeds_per_unit must be \"auto\" or a positive integer"),
+        ({"sweep": {"seeds_per_unit": "many"}}, "[sweep] seeds_per_unit must be"),
         ({"train": {"lr": [1e308]}}, "[train] lr"),
         ({"train": {"lr": [float("nan")]}}, "[train] lr"),
         ({"model": {"init_scale": float("nan")}}, "[model] init_scale"),

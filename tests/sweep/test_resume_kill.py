@@ -186,3 +186,35 @@ def test_leftovers_of_a_killed_writer_are_ignored(sweep, tmp_path):
     assert_identical(thermosgd.load(out), reference)
     assert stale_temporaries(out) == []
     assert status(out).done == UNITS
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_kill_with_forked_workers_frees_the_folder_at_once(tmp_path):
+    """Worker processes forked from the sweep close their copy of the lock: after
+    ``kill -9`` of the sweep the folder is free at once (not when the orphaned
+    workers notice, up to a second later), and the resumed results equal a clean run."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TOML.replace("steps = 1500", "steps = 3000").replace("seeds = 6", "seeds = 4"))
+    out = tmp_path / "r"
+    err = open(tmp_path / "stderr", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "thermosgd", "sweep", str(cfg), "--out", str(out), "--no-progress",
+                             "--executor", "processes", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err)
+    if _wait_until(proc, lambda: _lock_taken_by(out, proc.pid) and len(_children(proc.pid)) >= 2):
+        _kill(proc)
+        assert lock_holder(out) is None  # at once, although the workers may still run
+    assert main(["sweep", str(cfg), "--out", str(out), "--no-progress", "--executor", "inline"]) == 0
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "clean"), "--no-progress", "--executor", "inline"]) == 0
+    assert_identical(thermosgd.load(out), thermosgd.load(tmp_path / "clean"))

@@ -134,7 +134,7 @@ def test_dry_run_and_status_commands(tmp_path, capsys):
     out = tmp_path / "r"
     assert main(["sweep", str(cfg), "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "units       3 (2 seeds per unit)" in text and "replicas    5" in text
+    assert "units       3 (2 seeds per unit;" in text and "replicas    5" in text and "estimate    ~" in text
     assert not out.exists()  # a dry run writes nothing
 
     assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0

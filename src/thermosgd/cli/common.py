@@ -25,8 +25,9 @@ def out_folder(text: str) -> Path:
 def add_executor_args(p: argparse.ArgumentParser) -> None:
     """``--executor``, ``--workers``, ``--scheduler`` (rules: :func:`thermosgd.sweep.executors.resolve_kind`)."""
     g = p.add_argument_group("where work units run")
-    g.add_argument("--executor", choices=["inline", "processes", "dask"], default=None,
-                   help="default: inline, or Dask when --workers or --scheduler is given")
+    g.add_argument("--executor", choices=["auto", "inline", "processes", "dask"], default=None,
+                   help="default: auto (worker processes on every core when the sweep is long enough for "
+                   "that to pay, else this process), or Dask when --workers or --scheduler is given")
     g.add_argument("--workers", type=int, help="worker processes (a local Dask cluster unless --executor processes)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
 
@@ -40,4 +41,4 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 def executor_kwargs(args: argparse.Namespace) -> dict:
     """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
-    return {"executor": args.executor, "workers": args.workers, "scheduler": args.scheduler}
+    return {"executor": args.executor or "auto", "workers": args.workers, "scheduler": args.scheduler}

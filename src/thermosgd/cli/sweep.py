@@ -14,7 +14,8 @@ def register(sub) -> None:
                        description="Run (or resume) the sweep described by CONFIG.toml into --out.")
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
     p.add_argument("--out", type=out_folder, help="results folder (required unless --dry-run)")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and number of units, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid, its units and estimated memory and time; run nothing")
     add_executor_args(p)
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true")
@@ -38,7 +39,7 @@ def _sweep(args) -> int:
         torch_device(args.device, "--device")
         cfg = cfg.replace(train={"device": args.device})
     if args.dry_run:
-        _dry_run(cfg, args.out)
+        _dry_run(cfg, args.out, executor_kwargs(args))
         return 0
     if args.out is None:
         raise UsageError("--out DIR is required (or use --dry-run)")
@@ -51,21 +52,27 @@ def _sweep(args) -> int:
     return 0
 
 
-def _dry_run(cfg, out: Path | None) -> None:
-    """Print the grid and the units; with --out, what a real run would still do there."""
-    from thermosgd.sweep.run import check_config, status
+def _dry_run(cfg, out: Path | None, executor: dict) -> None:
+    """Print the grid, the units and the estimated cost; with --out, what a real run would
+    still do there. Refuses (like a real run) a sweep that would not fit."""
+    from thermosgd.sweep.run import check_config, plan_sweep, status
     from thermosgd.sweep.store import CONFIG_FILE, check_output_folder
-    from thermosgd.sweep.units import plan_units
 
-    units = plan_units(cfg)
+    plan = plan_sweep(cfg, **executor)
+    units = plan.units
     t = cfg.train
+    seeds = list(t.seeds) if len(t.seeds) <= 20 else f"{t.seeds[0]} … {t.seeds[-1]} ({len(t.seeds)} seeds)"
     print(f"lr          {list(t.lr)}")
     print(f"batch_size  {list(t.batch_size)}")
-    print(f"seeds       {list(t.seeds)}")
+    print(f"seeds       {seeds}")
     print(f"steps       {t.steps} (record every {t.record_every}, probe every {cfg.probe_every_steps})")
     print(f"noise       {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch} samples per step)"))
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
-    print(f"units       {len(units)} ({cfg.sweep.seeds_per_unit} seeds per unit)")
+    auto = ", auto" if cfg.sweep.seeds_per_unit == "auto" else ""
+    print(f"units       {len(units)} ({len(units[0].seeds)} seeds per unit{auto}; "
+          f"engine calls of {plan.call_seeds} seeds)")
+    where = plan.executor if plan.workers is None else f"{plan.executor}, {plan.workers} workers"
+    print(f"estimate    {plan.cost.describe()} ({where}; engine model, ±2×)")
     if out is not None:
         check_output_folder(out, "sweep")  # the refusal a real run would give
     if out is not None and (out / CONFIG_FILE).exists():

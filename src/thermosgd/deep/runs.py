@@ -29,13 +29,14 @@ from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.deep.train import Run, TrainSet, stream_seed, train_sweep
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
-from thermosgd.instruments import (
-    activation_rates,
-    gradient_variance,
-    hessian_trace_bound,
-    log_spaced,
-    weight_norms,
+from thermosgd.deep.ensemble import (
+    LastWeightNorm,
+    ProbeActivationRates,
+    ProbeGradientVariance,
+    ProbeLoss,
+    ProbeTraceBound,
 )
+from thermosgd.instruments import log_spaced
 from thermosgd.presets import Preset
 
 PAPER = "Wei & Schwab, Implicit Regularization of SGD via Thermophoresis"
@@ -153,20 +154,17 @@ def _model(preset: DeepSpec, shape: tuple[int, ...], out_dim: int, seed: int) ->
 
 
 def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet, loss_fn, device=None) -> dict:
+    """The preset's instruments on its probe set (called on one module, each is the
+    ``thermosgd.instruments`` function it names; an ensemble measures all replicas at once)."""
     probe = torch.arange(min(preset.probe_size, len(data)))
     xp, yp = (v.to(device or "cpu") for v in data.batch(probe))
-
-    def probe_loss(m: nn.Module) -> float:
-        with torch.no_grad():
-            return float(loss_fn(m(xp), yp))
-
-    tools = {"loss": probe_loss, "activation_rate": lambda m: activation_rates(m, xp)}
+    tools = {"loss": ProbeLoss(loss_fn, xp, yp), "activation_rate": ProbeActivationRates(xp)}
     if "grad_var" in preset.figures or preset.model != "two-layer":
-        tools["grad_var"] = lambda m: gradient_variance(m, loss_fn, xp, yp)
+        tools["grad_var"] = ProbeGradientVariance(loss_fn, xp, yp)
     if preset.model == "two-layer":
-        tools["v_norm"] = lambda m: weight_norms(m).last
+        tools["v_norm"] = LastWeightNorm()
     if preset.model in ("mlp", "two-layer"):
-        tools["trace_bound"] = lambda m: hessian_trace_bound(m, loss_fn, xp)
+        tools["trace_bound"] = ProbeTraceBound(loss_fn, xp)
     return tools
 
 
@@ -178,6 +176,7 @@ def train_deep(
     progress: bool = True,
     tiny: bool = False,
     device: str = "cpu",
+    ensemble: bool = True,
 ):
     """Train every (η, |B|, seed) run of a deep spec; returns the results as an ``xarray.Dataset``.
 
@@ -190,6 +189,8 @@ def train_deep(
         tiny: recorded in the config (the spec was built at the quick size).
         device: "cpu", "cuda" or "cuda:N". Initial weights, data and minibatch
             indices are drawn on the CPU as always, then moved (README "Devices").
+        ensemble: train all seeds × lrs of a batch size as one ensemble (default);
+            False: one run after another (the reference; same curves to tolerance).
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)``; ``attrs["config"]`` is the
@@ -237,7 +238,7 @@ def train_deep(
     schedule = log_spaced(preset.steps, preset.points)
     ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
                      steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=preset.name,
-                     device=dev)
+                     device=dev, ensemble=ensemble)
     if "grad_var" in ds:
         # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
         ds.attrs["grad_var_definition"] = (

@@ -1,14 +1,20 @@
 """Plain SGD on any ``nn.Module`` with instruments recorded on a schedule.
 
-One run = one (lr, batch_size, seed); a sweep is a loop over runs, merged into the
+One run = one (lr, batch_size, seed); a sweep trains every run, merged into the
 project's results format (dims ``lr, batch_size, seed, step``). Every random draw comes
 from generators seeded by the run's seed: the same seed gives the same initial
 weights, training set and minibatch sequence for every lr and batch size (common
 random numbers, so curves differ only by the swept hyperparameter).
+
+:func:`train_sweep` trains all seeds × learning rates of one batch size as one
+ensemble (:mod:`thermosgd.deep.ensemble`) by default; ``ensemble=False`` runs
+:func:`train_run` once per run, one after the other, the reference the ensemble is
+tested against (same seeds, same curves to floating-point tolerance).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,8 +158,9 @@ def train_sweep(
     progress: bool = True,
     desc: str = "train",
     device: str | torch.device = "cpu",
+    ensemble: bool = True,
 ) -> xr.Dataset:
-    """Every (lr, batch_size, seed) run, one after the other, merged into one Dataset.
+    """Every (lr, batch_size, seed) run, merged into one Dataset.
 
     Args:
         setup: ``seed -> Run``; called once per run, so each run starts from fresh
@@ -165,6 +172,9 @@ def train_sweep(
         config: stored as JSON in ``attrs["config"]``.
         progress: show progress over all updates of all runs (see thermosgd.progress).
         device: where each run trains (see :func:`train_run`).
+        ensemble: train all seeds × lrs of a batch size at once (default; CPU only for now —
+            on another device the runs go one after another);
+            False: one run after another with ``torch.optim.SGD`` (the reference).
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)`` plus the ``diverged`` flags,
@@ -174,8 +184,114 @@ def train_sweep(
     grid = list(itertools.product(lrs, batch_sizes, seeds))
     runs = []
     with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
-        for lr, bsz, seed in grid:
-            runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
-                                  seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar,
-                                  device=device))
+        if ensemble and torch.device(device).type == "cpu":
+            for bsz in batch_sizes:
+                runs += train_ensemble(setup, loss_fn, lrs=lrs, batch_size=int(bsz), seeds=seeds, steps=steps,
+                                       schedule=schedule, record_steps=record_steps, bar=bar)
+        else:
+            for lr, bsz, seed in grid:
+                runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
+                                      seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar,
+                                      device=device))
     return combine_runs(runs, config=config, kind="deep")
+
+
+def train_ensemble(
+    setup: Callable[[int], Run],
+    loss_fn: LossFn,
+    *,
+    lrs: Sequence[float],
+    batch_size: int,
+    seeds: Sequence[int],
+    steps: int,
+    schedule: Schedule,
+    record_steps: Sequence[int],
+    bar=None,
+    batched: bool = True,
+) -> list[xr.Dataset]:
+    """Train the runs ``lrs × seeds`` at one batch size as one ensemble.
+
+    Each replica sees what :func:`train_run` would give it: its seed's initial
+    weights and training set (``setup(seed)``), its own minibatch stream (stream 1
+    of its seed, so replicas of one seed draw the same minibatches), its learning
+    rate; a replica whose loss turns NaN/inf stops there and is marked diverged.
+
+    Args:
+        setup, loss_fn, lrs, seeds, steps, schedule, record_steps, bar: as in
+            :func:`train_sweep` / :func:`train_run`.
+        batch_size: |B|, shared by the ensemble.
+        batched: hand-batched layers when the architecture allows (False: vmap).
+
+    Returns:
+        One single-run Dataset per replica (as :func:`train_run` returns).
+    """
+    from thermosgd.deep.ensemble import Ensemble
+
+    grid = [(float(lr), int(seed)) for lr in lrs for seed in seeds]
+    runs = [setup(seed) for _, seed in grid]
+    for run in runs:
+        if batch_size < 1 or batch_size > len(run.data):
+            raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
+    ens = Ensemble([run.model for run in runs], batched=batched)
+    work = len(grid) * batch_size * sum(p[0].numel() for p in ens.params.values())
+    with _threads_for(work):
+        return _train_ensemble(ens, runs, grid, loss_fn, batch_size=batch_size, seeds=seeds, steps=steps,
+                               schedule=schedule, record_steps=record_steps, bar=bar)
+
+
+@contextlib.contextmanager
+def _threads_for(work: int):
+    """One intra-op thread when a step's multiply-adds are few: splitting small batched
+    ops over threads costs more than it saves, and on a busy machine many times more
+    (fig2-middle's ensemble: 6× slower with 2 threads on a loaded 2-core machine)."""
+    old = torch.get_num_threads()
+    if work < 4_000_000 and old > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, schedule, record_steps, bar):
+    """The body of :func:`train_ensemble`."""
+    from thermosgd.deep.ensemble import record_ensemble
+
+    recorders = [Recorder(run.instruments, schedule) for run in runs]
+    lr = torch.tensor([g[0] for g in grid], dtype=next(iter(ens.params.values())).dtype)
+    seed_list = list(dict.fromkeys(int(s) for s in seeds))
+    first = {seed: grid.index((grid[0][0], seed)) for seed in seed_list}  # a replica of each seed
+    which = torch.tensor([seed_list.index(seed) for _, seed in grid])
+    gens = {seed: torch.Generator().manual_seed(stream_seed(seed, 1)) for seed in seed_list}
+    alive = torch.ones(len(grid), dtype=torch.bool)
+    # Minibatches are drawn for a chunk of steps at once (torch.randint gives the same
+    # numbers in one call as in many), at most ~64 MiB of inputs per chunk.
+    sample = runs[0].data.batch(torch.zeros(1, dtype=torch.long))[0].numel()
+    chunk = max(1, min(256, (1 << 24) // max(1, len(grid) * batch_size * sample)))
+    for step in range(steps + 1):
+        if schedule(step):
+            record_ensemble(ens, runs, step, alive, recorders)
+        if step == steps:
+            break
+        if step % chunk == 0:
+            n = min(chunk, steps - step)
+            xs, ys = [], []
+            for seed in seed_list:  # every run of one seed draws the same minibatches
+                data = runs[first[seed]].data
+                x, y = data.batch(torch.randint(len(data), (n * batch_size,), generator=gens[seed]))
+                xs.append(x.reshape(n, batch_size, *x.shape[1:]))
+                ys.append(y.reshape(n, batch_size, *y.shape[1:]))
+            xc, yc = torch.stack(xs, 1)[:, which], torch.stack(ys, 1)[:, which]  # (n, E, B, ...)
+        _, alive = ens.step(loss_fn, xc[step % chunk], yc[step % chunk], lr, alive)
+        if not bool(alive.any()):
+            if bar is not None:
+                bar.update(len(grid) * (steps - step))
+            break
+        if bar is not None:
+            bar.update(len(grid))
+    # Non-finite parameters give a non-finite loss at the next step, so only the
+    # final state needs a look at the parameters themselves.
+    diverged = ~(alive & ens.finite())
+    return [recorders[e].to_dataset(lr=lr_, batch_size=batch_size, seed=seed, steps=record_steps,
+                                    diverged=bool(diverged[e]))
+            for e, (lr_, seed) in enumerate(grid)]

@@ -82,11 +82,16 @@ class Recorder:
         """Record at ``step`` if the schedule fires; return whether it did."""
         if not self.schedule(step):
             return False
-        row: dict[str, float | dict[str, float]] = {}
-        for name, fn in self.instruments.items():
-            row.update(_fields(name, fn(model)))
-        self.records[step] = row
+        self.record(step, {name: fn(model) for name, fn in self.instruments.items()})
         return True
+
+    def record(self, step: int, results: Mapping[str, Any]) -> None:
+        """Store results computed elsewhere (e.g. for a whole ensemble at once) at ``step``:
+        instrument name -> result, in the forms listed in the module docstring."""
+        row: dict[str, float | dict[str, float]] = {}
+        for name, result in results.items():
+            row.update(_fields(name, result))
+        self.records[step] = row
 
     def to_dataset(
         self,

@@ -1,6 +1,9 @@
 """Where work units run: one ``concurrent.futures.Executor`` interface.
 
-- ``inline`` (default): in this process, one unit after another.
+- ``auto`` (the CLI's default): ``processes`` on every core when the sweep has
+  several units and enough work for that to pay, else ``inline`` (decided by
+  ``thermosgd.sweep.run.plan_sweep``).
+- ``inline`` (the Python default): in this process, one unit after another.
 - ``processes``: local worker processes (``ProcessPoolExecutor``).
 - Dask distributed: ``workers=N`` starts a local Dask cluster, ``scheduler=
   "tcp://HOST:PORT"`` connects to a running one. A Dask ``Client`` exposes the
@@ -24,7 +27,7 @@ from typing import Iterator
 
 from thermosgd.errors import UsageError
 
-KINDS = ("inline", "processes", "dask")
+KINDS = ("auto", "inline", "processes", "dask")
 CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
 WORKER_TIMEOUT = 60  # seconds to wait for a scheduler's first worker
 PROBE_TIMEOUT = 5.0  # seconds for the plain TCP check of a scheduler address
@@ -46,12 +49,16 @@ class InlineExecutor(Executor):
 def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, scheduler: str | None = None) -> str:
     """Check the executor arguments before anything runs; returns the kind used."""
     # The one place where the rules live: --workers alone means a local Dask
-    # cluster, --scheduler means Dask, and neither means units run in this process.
+    # cluster, --scheduler means Dask, and neither means units run in this process
+    # (in Python; the CLI passes "auto": worker processes on every core when that
+    # pays, decided by the sweep's plan). Worker processes re-import a Python
+    # script's main module, which must then guard its work with
+    # `if __name__ == "__main__":`, so Python code asks for them explicitly.
     if kind is None:
         kind = "inline"
     if kind not in KINDS:
         raise UsageError(f"unknown executor {kind!r}; allowed: {', '.join(KINDS)}")
-    if kind == "inline" and workers is not None and not scheduler:
+    if kind in ("auto", "inline") and workers is not None and not scheduler:
         kind = "dask"
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -115,12 +122,20 @@ def _identity(address: str):
         return f"{type(exc).__name__}: {first}"
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with(parent: int, inherited: tuple[int, ...] = ()) -> None:
     """Worker-process initializer: exit once the sweep process is gone.
 
     After ``kill -9`` of the sweep, pool workers would otherwise finish their
-    unit for nothing and then wait forever on their task queue.
+    unit for nothing and then wait forever on their task queue. A forked worker
+    also closes the file descriptors it inherited in ``inherited`` (the folder
+    lock): an ``flock`` lasts while any descriptor of its open file is open, so
+    a killed sweep's folder is free again at once, not when its workers notice.
     """
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
     def watch() -> None:
         while True:
@@ -135,6 +150,21 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+def _process_context():
+    """fork when this process has no other thread (workers start in milliseconds, with
+    torch already imported), else a forkserver that imports the engine once (~2 s).
+
+    Forking a process with threads can deadlock the child, and with torch's threads
+    started it would copy their state: a unit pins one intra-op thread
+    (``units._one_thread``), which PyTorch's own fork-based DataLoader workers rely on too.
+    """
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["thermosgd.twolayer.engine"])
+    return ctx
+
+
 @contextlib.contextmanager
 def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
     """Yield ``ex``; on an error or Ctrl-C, drop the units not yet started."""
@@ -147,30 +177,31 @@ def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
 
 
 @contextlib.contextmanager
-def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None) -> Iterator[Executor]:
+def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None,
+                  inherited: tuple[int, ...] = ()) -> Iterator[Executor]:
     """Context manager yielding an Executor.
 
     Args:
-        kind: "inline", "processes" or "dask".
+        kind: "inline", "processes" or "dask" ("auto" is resolved by the sweep's
+            plan; here it means inline).
         workers: worker count for "processes" (default: CPU count) or a local
             Dask cluster (default 2).
         scheduler: address of a running Dask scheduler, ``tcp://HOST:PORT``
             (implies "dask").
+        inherited: file descriptors a forked worker process closes first (the
+            folder lock).
 
     Raises:
         UsageError: bad arguments or an unreachable scheduler.
     """
     kind = resolve_kind(kind, workers=workers, scheduler=scheduler)
-    if kind == "inline":
+    if kind in ("inline", "auto"):
         yield InlineExecutor()
     elif kind == "processes":
-        # forkserver, not fork: a forked worker would inherit the folder lock and
-        # torch's thread state. The server imports the engine once, so workers
-        # start by forking it instead of each importing torch.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["thermosgd.twolayer.engine"])
+        ctx = _process_context()
         ex = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_exit_with, initargs=(os.getpid(),),
+            max_workers=workers, mp_context=ctx, initializer=_exit_with,
+            initargs=(os.getpid(), tuple(inherited) if ctx.get_start_method() == "fork" else ()),
         )
         with _shutdown_on_exit(ex):
             yield ex

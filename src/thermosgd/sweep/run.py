@@ -42,16 +42,19 @@ from thermosgd.sweep.store import (
     CONFIG_FILE, RESULTS_FILE, check_output_folder, results_problem, save_results, stale_temporaries, write_config,
 )
 from thermosgd.sweep.units import (
-    CORRUPT, DONE, MISSING, Unit, compute_unit, plan_units, read_unit, unit_state, write_unit,
+    CORRUPT, DONE, MISSING, Unit, call_seeds, compute_unit, plan_units, read_unit, unit_state, write_unit,
 )
+from thermosgd.twolayer import budget
 
 LOCK_FILE = ".lock"
 _LOCK_PATIENCE = 0.5  # seconds a sweep waits for the lock (``status`` holds it for microseconds)
 
 
 @contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
+def folder_lock(out: Path) -> Iterator[int]:
     """Exclusive lock on a results folder; released by the OS if the process dies.
+
+    Yields the lock file's descriptor (forked worker processes close their copy).
 
     A lock file left behind by a killed process does not block: ``flock`` locks
     belong to open files, and the kernel drops them with the process.
@@ -74,7 +77,7 @@ def folder_lock(out: Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
-        yield
+        yield fh.fileno()
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
@@ -231,11 +234,86 @@ def status(out: str | os.PathLike) -> SweepStatus:
     )
 
 
+# Worker processes pay when the units' work on one core is at least this long:
+# starting the pool (a forkserver importing torch, then the workers) costs
+# 1–2 s on an unloaded 2-core machine (benchmarks/bench_whole_command.py).
+PROCESSES_PAY_SECONDS = 5.0
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep will do, decided before anything is written.
+
+    Attributes:
+        units: the work units.
+        call_seeds: seeds per engine call.
+        executor: "inline", "processes" or "dask" ("auto" resolved).
+        workers: worker processes (None: the executor's default).
+        cost: estimated peak memory and wall-clock time.
+    """
+
+    units: list[Unit]
+    call_seeds: int
+    executor: str
+    workers: int | None
+    scheduler: str | None
+    cost: budget.Cost
+
+
+def plan_sweep(cfg: SweepConfig, *, executor: str | None = "inline", workers: int | None = None,
+               scheduler: str | None = None) -> SweepPlan:
+    """Units, where they run (``executor="auto"``: worker processes on every core when that
+    pays, else inline) and what that costs; refuses a sweep that would not fit.
+
+    Raises:
+        UsageError: bad executor arguments, or a sweep too large for this machine's
+            memory, for NetCDF files, or longer than 30 days (see ``budget.check``).
+    """
+    kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
+    units = plan_units(cfg)
+    c = call_seeds(cfg)
+    pos = {s: i for i, s in enumerate(cfg.train.seeds)}
+    unit_calls = [pos[u.seeds[-1]] // c - pos[u.seeds[0]] // c + 1 for u in units]  # see units.engine_calls
+    g = budget.Grid.of(cfg)
+
+    def model(where: str, parallel: int):
+        def cost_of(x: budget.Grid) -> budget.Cost:
+            # Smaller grids tried for a suggestion keep the call size and unit shape.
+            n = max(1, round(len(unit_calls) * x.seeds / g.seeds))
+            return budget.sweep_cost(x, unit_calls[:n], min(c, x.seeds), workers=parallel, where=where)
+        return cost_of
+
+    if kind == "auto":
+        kind, parallel = "inline", min(usable_cores(), len(units))
+        inline_cost = model("inline", 1)(g)
+        avail = budget.available_memory()
+        if parallel >= 2 and inline_cost.seconds >= PROCESSES_PAY_SECONDS:
+            par = model("processes", parallel)(g)
+            if avail is None or par.memory <= avail:
+                kind, workers = "processes", parallel
+    if kind == "inline":
+        cost_of = model("inline", 1)
+    elif kind == "processes" or (kind == "dask" and not scheduler):
+        n = workers or (usable_cores() if kind == "processes" else 2)
+        cost_of = model("processes", n)
+    else:  # a remote cluster: each unit on one of its cores, as many side by side as there are units
+        cost_of = model("remote", len(units))
+    cost = budget.check(g, cost_of, what="the sweep", netcdf=True)
+    return SweepPlan(units, c, kind, workers, scheduler, cost)
+
+
 def run_sweep(
     cfg: SweepConfig,
     out: str | os.PathLike,
     *,
-    executor: str = "inline",
+    executor: str | None = "inline",
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
@@ -245,7 +323,11 @@ def run_sweep(
     Args:
         cfg: validated configuration.
         out: results folder (created; must not hold another config's results).
-        executor: "inline", "processes" or "dask" (see ``open_executor``).
+        executor: "inline" (default), "auto" (worker processes on every core
+            when the sweep is long enough for that to pay, else inline; the
+            CLI's default), "processes" or "dask" (see ``open_executor``).
+            Worker processes re-import a script's main module: guard the
+            script's work with ``if __name__ == "__main__":``.
         workers: worker count for processes / a local Dask cluster.
         scheduler: address of a running Dask scheduler.
         progress: progress bars over units (and steps, inline).
@@ -256,28 +338,30 @@ def run_sweep(
 
     Raises:
         UsageError: the folder is locked by another process, holds another
-            config, or a unit failed (finished units stay on disk).
+            config, the sweep would not fit in memory or run longer than 30 days
+            (nothing is written then), or a unit failed (finished units stay on disk).
     """
     require_config(cfg, "sweep")
     torch_device(cfg.train.device, "[train] device")  # a missing GPU fails before anything is written
     out = check_output_folder(out, "sweep")  # before anything is written; refusals touch nothing
     check_config(out, cfg)
-    kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
+    plan = plan_sweep(cfg, executor=executor, workers=workers, scheduler=scheduler)
+    kind, workers = plan.executor, plan.workers
     check_scheduler(scheduler)
     if cfg.data.inputs == "file":  # check the user's data file before anything is written
         from thermosgd.twolayer.engine import load_user_data
 
         load_user_data(cfg, None, None)
-    with folder_lock(out):
+    with folder_lock(out) as lock_fd:
         check_config(out, cfg)
         write_config(cfg.to_dict(), out)
         for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
             tmp.unlink(missing_ok=True)
-        units = plan_units(cfg)
+        units = plan.units
         have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
         todo = [u for u in units if u.index not in have]
         if todo:
-            with open_executor(kind, workers=workers, scheduler=scheduler) as ex, progress_bar(
+            with open_executor(kind, workers=workers, scheduler=scheduler, inherited=(lock_fd,)) as ex, progress_bar(
                 len(units), initial=len(have), desc="units", unit="unit",
                 enabled=progress and len(units) > 1, lines=True,
             ) as bar:

@@ -33,7 +33,7 @@ from thermosgd.checks import replica_seeds, require_config, torch_device
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
-from thermosgd.twolayer import divergence, fused
+from thermosgd.twolayer import budget, divergence, fused
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
@@ -83,6 +83,10 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
+
+    Raises:
+        UsageError: bad data, or a grid that would not fit in memory or would
+            run longer than 30 days (checked before anything is built).
     """
     require_config(cfg, "train")
     if device is not None and device != cfg.train.device:
@@ -90,6 +94,7 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
     torch_device(cfg.train.device, "[train] device" if device is None else "device")
     t = cfg.train
     seeds = list(t.seeds) if seeds is None else replica_seeds(seeds)
+    budget.check_train(cfg, len(seeds))
     user = load_user_data(cfg, data, test_data)
     N, M = cfg.model.hidden, cfg.model.inputs
     per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed

@@ -1,0 +1,525 @@
+"""Many copies of one network trained at once: every seed × learning rate of a sweep as one ensemble.
+
+The ``E`` replicas' parameters are stacked along a leading replica dim with
+``torch.func.stack_module_state``; one SGD step of the whole ensemble is one
+forward pass over inputs ``(E, B, ...)``, one backward pass of the summed
+per-replica losses (replicas share no parameter, so each gets exactly its own
+gradient) and one in-place update with a per-replica learning rate. The forward
+pass is ``vmap`` over ``torch.func.functional_call`` for any module; for an
+``nn.Sequential`` of ``Linear``, ``Conv2d``, ``ReLU`` and ``Flatten`` layers (the
+paper's networks) the same computation is written as batched matrix products
+and a grouped convolution, which skips vmap's per-call overhead (several times
+faster at the paper's small batches; the two are tested against each other).
+
+Instruments run per replica at the (few) recorded steps: the ``Probe*``
+instruments below compute every replica at once on the batched layers (the
+same formulas as :mod:`thermosgd.instruments`, tested against them replica by
+replica); any other instrument is called on a per-replica ``nn.Module`` into
+which that replica's parameters are copied.
+
+Not bit-identical to training the runs one after another
+(:func:`thermosgd.deep.train.train_run`): batched kernels sum in another order,
+so curves agree to floating-point tolerance (tested), and the sequential loop
+stays available as the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from thermosgd.errors import UsageError
+from thermosgd.instruments import ActivationRates, GradientVariance, TraceBound
+from thermosgd.instruments import activation_rates, gradient_variance, hessian_trace_bound, weight_norms
+from thermosgd.instruments._checks import layer_of
+from thermosgd.instruments.gradient_variance import _conv2d_weight_grads, _one_sample_loss
+from thermosgd.instruments.hessian import _mlp_layers, _output_hessian_trace
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _leaves(model: nn.Module, prefix: str = ""):
+    if isinstance(model, nn.Sequential):
+        for name, child in model.named_children():
+            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
+    else:
+        yield prefix, model
+
+
+def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The layers of ``model`` if it is an ``nn.Sequential`` of layers the ensemble batches
+    by hand (Linear; Conv2d with groups 1 and zero padding; ReLU; Flatten), else None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers = list(_leaves(model))
+    for _, layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                return None
+        elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten):
+            return None
+    return layers
+
+
+class Ensemble:
+    """``E`` replicas of one architecture with stacked parameters.
+
+    Args:
+        models: one freshly built module per replica, all of the same architecture.
+        batched: use the hand-batched layers when the architecture allows
+            (False: always vmap over ``functional_call``).
+
+    Attributes:
+        params: name -> ``(E, *param.shape)`` leaf tensors (requires_grad).
+        buffers: name -> ``(E, *buffer.shape)``.
+        layers: the batched layers, or None (vmap path).
+    """
+
+    def __init__(self, models: list[nn.Module], *, batched: bool = True):
+        frozen = [k for k, p in models[0].named_parameters() if not p.requires_grad]
+        if frozen:
+            raise UsageError(f"ensemble training updates every parameter, but {frozen[0]} is frozen "
+                             "(requires_grad=False); train the runs one by one (ensemble=False)")
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.detach() for k, v in buffers.items()}
+        self.size = len(models)
+        self.template = models[0]
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.layers = batched_layers(models[0]) if batched else None
+        # Linear, ReLU and Flatten only: backpropagate by hand, without autograd's graph.
+        self.by_hand = self.layers is not None and all(
+            type(layer) in (nn.Linear, nn.ReLU, nn.Flatten) for _, layer in self.layers)
+        self._steps: list[tuple] | None = None
+
+    def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
+        """Outputs ``(E, B, ...)`` for inputs ``(E, B, *input_shape)``.
+
+        ``capture`` (batched layers only): filled with layer name -> (input, output)
+        for Linear and Conv2d layers and name -> output for ReLU layers.
+        """
+        if self.layers is None:
+            def one(p, b, xe):
+                return functional_call(self.base, (p, b), (xe,))
+
+            return vmap(one)(self.params, self.buffers, x)
+        E = self.size
+        h = x
+        for name, layer in self.layers:
+            prefix = f"{name}." if name else ""
+            if isinstance(layer, nn.Linear):
+                W, b = self.params[prefix + "weight"], self.params.get(prefix + "bias")
+                flat = h.reshape(E, -1, h.shape[-1])
+                out = torch.bmm(flat, W.mT) if b is None else torch.baddbmm(b.unsqueeze(1), flat, W.mT)
+                out = out.reshape(*h.shape[:-1], W.shape[1])
+            elif isinstance(layer, nn.Conv2d):
+                W, b = self.params[prefix + "weight"], self.params.get(prefix + "bias")
+                B = h.shape[1]
+                grouped = h.transpose(0, 1).reshape(B, E * h.shape[2], *h.shape[3:])
+                out = F.conv2d(grouped, W.reshape(E * W.shape[1], *W.shape[2:]),
+                               None if b is None else b.reshape(-1), layer.stride, layer.padding,
+                               layer.dilation, groups=E)
+                out = out.reshape(B, E, W.shape[1], *out.shape[2:]).transpose(0, 1)
+            elif isinstance(layer, nn.ReLU):
+                out = torch.relu(h)
+            else:  # nn.Flatten over the per-replica dims: shift its dims past the replica dim
+                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
+                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
+                out = h.flatten(start, end)
+            if capture is not None and not isinstance(layer, nn.Flatten):
+                capture[name] = out if isinstance(layer, nn.ReLU) else (h, out)
+            h = out
+        return h
+
+    def losses(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(E,)``: each replica's ``loss_fn(outputs, targets)`` on its own minibatch."""
+        return replica_losses(loss_fn, self.forward(x), y)
+
+    def step(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
+             alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One plain SGD step of every live replica.
+
+        Args:
+            x, y: minibatches ``(E, B, ...)``.
+            lr: ``(E,)`` learning rates.
+            alive: ``(E,)`` bool; other replicas are not updated.
+
+        Returns:
+            The ``(E,)`` losses before the step, and which replicas were updated: the
+            live ones whose loss is finite (a non-finite loss stops a replica, as in
+            :func:`thermosgd.deep.train.train_run`).
+        """
+        if self.by_hand:
+            return self._sgd_by_hand(loss_fn, x, y, lr, alive)
+        params = list(self.params.values())
+        losses = self.losses(loss_fn, x, y)
+        grads = torch.autograd.grad(losses.sum(), params)
+        update = alive & torch.isfinite(losses.detach())
+        with torch.no_grad():
+            if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
+                lr = torch.where(update, lr, 0.0)
+                grads = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+            scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
+            torch._foreach_addcmul_(params, grads, scales, value=-1.0)  # p -= lr * grad
+        return losses.detach(), update
+
+    def _plan(self) -> list[tuple]:
+        """The Linear/ReLU/Flatten stack as (kind, weight, bias or None, flatten dims, in-place ReLU)."""
+        plan = []
+        for i, (name, layer) in enumerate(self.layers):
+            prefix = f"{name}." if name else ""
+            if isinstance(layer, nn.Linear):
+                plan.append(("linear", self.params[prefix + "weight"], self.params.get(prefix + "bias"), None, False))
+            elif isinstance(layer, nn.ReLU):
+                # In place on a Linear's output (only this ReLU reads it, and backward
+                # needs the ReLU's output alone); never on the input or a view of it.
+                plan.append(("relu", None, None, None, i > 0 and isinstance(self.layers[i - 1][1], nn.Linear)))
+            else:
+                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
+                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
+                plan.append(("flatten", None, None, (start, end), False))
+        return plan
+
+    def _sgd_by_hand(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
+                     alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` for a Linear/ReLU/Flatten stack, written out.
+
+        Forward, then backward with the learning rate folded into the output
+        gradient (backpropagation is linear in it): ``δ = η ∂ℓ/∂out``, and layer by
+        layer ``W ← W − δᵀh``, ``b ← b − Σ δ``, ``δ ← (δ W) ⊙ 1[h > 0]`` (with W
+        before its update), in place; the loss's derivative comes from
+        :func:`output_gradient`.
+        """
+        if self._steps is None:
+            self._steps = self._plan()
+        E = self.size
+        with torch.no_grad():
+            acts = [x]  # input of each layer
+            h = x
+            for kind, W, b, dims, in_place in self._steps:
+                if kind == "linear":
+                    flat = h if h.dim() == 3 else h.reshape(E, -1, h.shape[-1])
+                    out = torch.bmm(flat, W.mT) if b is None else torch.baddbmm(b.unsqueeze(1), flat, W.mT)
+                    h = out if h.dim() == 3 else out.reshape(*h.shape[:-1], W.shape[1])
+                elif kind == "relu":
+                    h = h.relu_() if in_place else torch.relu(h)
+                else:
+                    h = h.flatten(*dims)
+                acts.append(h)
+            losses, delta = output_gradient(loss_fn, h, y)
+            update = alive & torch.isfinite(losses)
+            view = (E,) + (1,) * (delta.dim() - 1)
+            if bool(update.all()):
+                delta = delta.mul_(lr.view(view))
+            else:  # frozen replicas: step 0, and no NaN × 0
+                delta = torch.where(update.view(view), delta * lr.view(view), 0.0)
+            for i in range(len(self._steps) - 1, -1, -1):
+                kind, W, b, _, _ = self._steps[i]
+                h_in = acts[i]
+                if kind == "linear":
+                    d = delta if delta.dim() == 3 else delta.reshape(E, -1, delta.shape[-1])
+                    if i > 0:
+                        delta = torch.bmm(d, W)  # with W before its update
+                        if h_in.dim() != 3:
+                            delta = delta.reshape(h_in.shape)
+                    W.baddbmm_(d.mT, h_in if h_in.dim() == 3 else h_in.reshape(E, -1, h_in.shape[-1]), alpha=-1.0)
+                    if b is not None:
+                        b.sub_(d.sum(1))
+                elif kind == "relu":  # δ ⊙ 1[h > 0] in one pass (what autograd's ReLU backward calls)
+                    delta = torch.ops.aten.threshold_backward(delta, acts[i + 1], 0)
+                else:
+                    delta = delta.reshape(h_in.shape)
+        return losses, update
+
+    def load_into(self, model: nn.Module, e: int) -> nn.Module:
+        """Copy replica ``e``'s parameters and buffers into ``model`` (same architecture)."""
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.copy_(self.params[k][e])
+            for k, b in model.named_buffers():
+                b.copy_(self.buffers[k][e])
+        return model
+
+    def finite(self) -> torch.Tensor:
+        """``(E,)`` bool: every parameter of the replica is finite."""
+        ok = torch.ones(self.size, dtype=torch.bool)
+        with torch.no_grad():
+            for p in self.params.values():
+                ok &= torch.isfinite(p.reshape(self.size, -1)).all(1)
+        return ok
+
+
+_REDUCED = (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.MSELoss)
+
+
+def _plain(loss_fn) -> bool:
+    """One of the presets' losses, unweighted, with a mean or sum reduction."""
+    return (type(loss_fn) in _REDUCED and getattr(loss_fn, "reduction", None) in ("mean", "sum")
+            and getattr(loss_fn, "weight", None) is None and getattr(loss_fn, "pos_weight", None) is None
+            and getattr(loss_fn, "label_smoothing", 0.0) == 0.0 and getattr(loss_fn, "ignore_index", -100) == -100)
+
+
+def replica_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(E,)`` = ``loss_fn(out[e], y[e])`` for every replica ``e``.
+
+    The losses of the presets (BCE-with-logits, cross-entropy, MSE, unweighted, mean or
+    sum reduction) are computed per element and reduced per replica; any other loss is
+    vmapped (slower by the overhead of one vmap call per step).
+    """
+    if not _plain(loss_fn):
+        return vmap(loss_fn)(out, y)
+    E = out.shape[0]
+    flat_out, flat_y = out.flatten(0, 1), y.flatten(0, 1)
+    if isinstance(loss_fn, nn.BCEWithLogitsLoss):
+        each = F.binary_cross_entropy_with_logits(flat_out, flat_y, reduction="none")
+    elif isinstance(loss_fn, nn.CrossEntropyLoss):
+        each = F.cross_entropy(flat_out, flat_y, reduction="none")
+    else:
+        each = F.mse_loss(flat_out, flat_y, reduction="none")
+    each = each.reshape(E, -1)
+    return each.mean(1) if loss_fn.reduction == "mean" else each.sum(1)
+
+
+def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-replica losses ``(E,)`` and ``∂(Σ_e loss_e)/∂out`` (shape of ``out``).
+
+    Closed forms for the plain losses of :func:`replica_losses` (BCE-with-logits:
+    ``σ(z) − y``; cross-entropy: ``softmax(z) − onehot(y)``; MSE: ``2(z − y)``, each over
+    the replica's element count for a mean); autograd through the loss alone otherwise.
+    """
+    E = out.shape[0]
+    kind = type(loss_fn) if _plain(loss_fn) else None
+    if kind is nn.BCEWithLogitsLoss or kind is nn.MSELoss:
+        losses = replica_losses(loss_fn, out, y)
+        grad = torch.sigmoid(out) - y if kind is nn.BCEWithLogitsLoss else 2.0 * (out - y)
+    elif kind is nn.CrossEntropyLoss and y.dim() == out.dim() - 1:
+        losses = replica_losses(loss_fn, out, y)
+        grad = torch.softmax(out, dim=-1)
+        grad.scatter_add_(-1, y.unsqueeze(-1), torch.full_like(y, -1.0, dtype=out.dtype).unsqueeze(-1))
+    else:
+        leaf = out.detach().requires_grad_(True)
+        with torch.enable_grad():
+            losses = replica_losses(loss_fn, leaf, y)
+            (grad,) = torch.autograd.grad(losses.sum(), leaf)
+        return losses.detach(), grad
+    if loss_fn.reduction == "mean":
+        per = out[0].numel() if kind is not nn.CrossEntropyLoss else out[0].numel() // out.shape[-1]
+        grad = grad / per
+    return losses, grad.reshape(E, *out.shape[1:])
+
+
+# Instruments that know how to measure a whole ensemble at once. Called on one
+# module, each is exactly the instrument of thermosgd.instruments it names.
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeLoss:
+    """Mean loss on a fixed probe batch (float)."""
+
+    loss_fn: LossFn
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __call__(self, model: nn.Module) -> float:
+        with torch.no_grad():
+            return float(self.loss_fn(model(self.x), self.y))
+
+    @staticmethod
+    def ensemble(ens: Ensemble, objs: list["ProbeLoss"]) -> list[float]:
+        x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
+        with torch.no_grad():
+            return [float(v) for v in ens.losses(objs[0].loss_fn, x, y)]
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeActivationRates:
+    """:func:`thermosgd.instruments.activation_rates` on a fixed probe batch."""
+
+    x: torch.Tensor
+
+    def __call__(self, model: nn.Module) -> ActivationRates:
+        return activation_rates(model, self.x)
+
+    @staticmethod
+    def ensemble(ens: Ensemble, objs: list["ProbeActivationRates"]) -> list[ActivationRates]:
+        seen: dict = {}
+        with torch.no_grad():
+            ens.forward(torch.stack([o.x for o in objs]), capture=seen)
+        relus = [name for name, layer in ens.layers if isinstance(layer, nn.ReLU)]
+        active = {n: (seen[n] > 0).reshape(ens.size, -1).sum(1) for n in relus}
+        total = {n: seen[n][0].numel() for n in relus}
+        out = []
+        for e in range(ens.size):
+            per_layer = {n: int(active[n][e]) / total[n] for n in relus}
+            value = sum(int(active[n][e]) for n in relus) / sum(total.values())
+            out.append(ActivationRates(value=value, per_layer=per_layer))
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeGradientVariance:
+    """:func:`thermosgd.instruments.gradient_variance` (unbiased) on a fixed probe batch."""
+
+    loss_fn: LossFn
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __call__(self, model: nn.Module) -> GradientVariance:
+        return gradient_variance(model, self.loss_fn, self.x, self.y)
+
+    @staticmethod
+    def ensemble(ens: Ensemble, objs: list["ProbeGradientVariance"]) -> list[GradientVariance] | None:
+        """The hooks path of ``gradient_variance`` for all replicas: layer inputs and the
+        gradients of the per-sample losses with respect to the layer outputs. None (measure
+        replica by replica) for a Linear layer applied to more than one feature dim."""
+        loss_fn = objs[0].loss_fn
+        x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
+        E, n = ens.size, x.shape[1]
+        seen: dict = {}
+        with torch.enable_grad():
+            out = ens.forward(x, capture=seen)
+            per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
+            layers = [(name, layer) for name, layer in ens.layers if isinstance(layer, (nn.Linear, nn.Conv2d))]
+            deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
+        m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
+        for (name, layer), delta in zip(layers, deltas):
+            prefix = f"{name}." if name else ""
+            h = seen[name][0].detach()
+            if isinstance(layer, nn.Linear) and h.dim() != 3:
+                return None
+            if isinstance(layer, nn.Conv2d):
+                g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer).reshape(E, n, -1)
+                m2[prefix + "weight"] = _two_pass(g)
+                bias_g = delta.sum((3, 4))
+            else:
+                h64, d64 = h.reshape(E, n, -1).to(torch.float64), delta.reshape(E, n, -1).to(torch.float64)
+                mean = d64.mT @ h64 / n  # (E, out, in)
+                m2[prefix + "weight"] = ((d64 * d64).sum(-1) * (h64 * h64).sum(-1)).sum(1) \
+                    - n * (mean * mean).sum((1, 2))
+                m2[prefix + "weight"] = m2[prefix + "weight"].clamp_min(0.0)
+                bias_g = delta.reshape(E, n, -1)
+            if prefix + "bias" in ens.params:
+                m2[prefix + "bias"] = _two_pass(bias_g.reshape(E, n, -1))
+        results = []
+        for e in range(E):
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            for pname in ens.params:  # model order, as gradient_variance
+                layer = layer_of(pname)
+                sums[layer] = sums.get(layer, 0.0) + float(m2[pname][e]) / (n - 1)
+                counts[layer] = counts.get(layer, 0) + ens.params[pname][0].numel()
+            results.append(GradientVariance(
+                value=sum(sums.values()) / sum(counts.values()),
+                per_layer={k: sums[k] / counts[k] for k in sums}, batch_size=n, convention="unbiased"))
+        return results
+
+
+def _two_pass(g: torch.Tensor) -> torch.Tensor:
+    """``(E,)``: sum over entries and samples of ``(g_i - mean)^2`` for ``g: (E, n, ...)``."""
+    return torch.sub(g, g.mean(dim=1, keepdim=True)).square_().reshape(g.shape[0], -1).sum(1).to(torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class LastWeightNorm:
+    """``weight_norms(model).last``: the last layer's ``||V||`` (float)."""
+
+    def __call__(self, model: nn.Module) -> float:
+        return weight_norms(model).last
+
+    @staticmethod
+    def ensemble(ens: Ensemble, objs: list["LastWeightNorm"]) -> list[float]:
+        last = [name for name, m in ens.template.named_modules()
+                if isinstance(m._parameters.get("weight"), torch.Tensor)][-1]
+        w = ens.params[f"{last}.weight" if last else "weight"].detach().to(torch.float64)
+        return [float(v) for v in torch.linalg.vector_norm(w.reshape(ens.size, -1), dim=1)]
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeTraceBound:
+    """:func:`thermosgd.instruments.hessian_trace_bound` (Eq. 62) on a fixed probe batch."""
+
+    loss_fn: LossFn
+    x: torch.Tensor
+
+    def __call__(self, model: nn.Module) -> TraceBound:
+        return hessian_trace_bound(model, self.loss_fn, self.x)
+
+    @staticmethod
+    def ensemble(ens: Ensemble, objs: list["ProbeTraceBound"]) -> list[TraceBound]:
+        """``hessian_trace_bound``'s forward and backward products, batched over replicas."""
+        loss_fn = objs[0].loss_fn
+        linears = _mlp_layers(ens.template)
+        names = {id(m): name for name, m in ens.template.named_modules()}
+        E = ens.size
+        with torch.no_grad():
+            x = torch.stack([o.x for o in objs])
+            h = x.reshape(E, x.shape[1], -1).to(torch.float64)
+            Ws, bs = [], []
+            for layer in linears:
+                prefix = names[id(layer)]
+                Ws.append(ens.params[f"{prefix}.weight"].detach().to(torch.float64))
+                b = ens.params.get(f"{prefix}.bias")
+                bs.append(None if b is None else b.detach().to(torch.float64))
+            has_bias = [b is not None for b in bs]
+            u = (h * h).sum(-1) + float(has_bias[0])  # (E, N)
+            u_in, masks = [], []
+            for k, (w, b) in enumerate(zip(Ws, bs)):
+                u_in.append(u)
+                a = h @ w.mT + (b.unsqueeze(1) if b is not None else 0)
+                if k == len(Ws) - 1:
+                    z = a
+                    break
+                d = (a > 0).to(torch.float64)
+                masks.append(d)
+                h = a * d
+                row2 = (w * w).sum(-1) + (b * b if b is not None else 0)  # (E, out)
+                u = (d @ row2.unsqueeze(-1)).squeeze(-1) * u + float(has_bias[k + 1])
+            tail = torch.ones_like(u)
+            trace_k = torch.zeros_like(u)
+            for k in range(len(Ws) - 1, -1, -1):
+                trace_k = trace_k + u_in[k] * tail
+                if k > 0:
+                    col2 = (Ws[k] * Ws[k]).sum(dim=1)  # (E, in)
+                    tail = tail * (masks[k - 1] @ col2.unsqueeze(-1)).squeeze(-1)
+            per_sample = _output_hessian_trace(loss_fn, z.reshape(-1, z.shape[-1])).reshape(E, -1) * trace_k
+        values = per_sample.sum(1) if loss_fn.reduction == "sum" else per_sample.mean(1)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(E)]
+
+
+def record_ensemble(ens: Ensemble, runs: list[Any], step: int, alive: torch.Tensor, recorders: list) -> None:
+    """Run every instrument of every live replica at ``step`` and store the results.
+
+    An instrument whose objects all share a class with an ``ensemble`` method is
+    computed for all replicas at once when the layers are batched by hand; any
+    other is called on each replica's own module (its ``Run.model``), into which
+    the replica's parameters are copied first.
+    """
+    live = [e for e in range(ens.size) if bool(alive[e])]
+    if not live:
+        return
+    results: dict[int, dict[str, Any]] = {e: {} for e in live}
+    loaded: set[int] = set()
+    for name in runs[live[0]].instruments:
+        objs = [runs[e].instruments[name] for e in range(ens.size)]
+        kind = type(objs[0])
+        batched = getattr(kind, "ensemble", None)
+        if ens.layers is not None and batched is not None and all(type(o) is kind for o in objs):
+            values = batched(ens, objs)
+            if values is not None:
+                for e in live:
+                    results[e][name] = values[e]
+                continue
+        for e in live:
+            if e not in loaded:
+                ens.load_into(runs[e].model, e)
+                loaded.add(e)
+            results[e][name] = objs[e](runs[e].model)
+    for e in live:
+        recorders[e].record(step, results[e])
