@@ -9,10 +9,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from thermosgd.config import SEED_LIMIT, SweepConfig
+from thermosgd.config import SEED_LIMIT, SweepConfig, check_device_name
 from thermosgd.errors import UsageError
 
-__all__ = ["require_config", "replica_seeds"]
+__all__ = ["require_config", "replica_seeds", "torch_device"]
 
 
 def require_config(cfg: Any, where: str) -> SweepConfig:
@@ -39,3 +39,24 @@ def replica_seeds(seeds: Any, where: str = "seeds") -> list[int]:
     if len(set(out)) != len(out):
         raise UsageError(f"{where} has repeated values: {out}")
     return out
+
+
+def torch_device(name: Any, where: str = "device"):
+    """The ``torch.device`` for "cpu", "cuda" or "cuda:N", refusing a GPU this machine lacks.
+
+    Raises:
+        UsageError: a misspelled name, or "cuda" when ``torch.cuda.is_available()``
+            is False, or "cuda:N" beyond the GPUs present (one line each).
+    """
+    import torch  # lazy: this module is imported by the CLI before torch is needed
+
+    name = check_device_name(name, where)
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError(f"{where} = {name!r}, but no CUDA GPU is available to torch here; use \"cpu\"")
+    dev = torch.device(name)
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise UsageError(f"{where} = {name!r}, but this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    return dev

@@ -5,7 +5,8 @@ A configuration has four sections::
     [model]  inputs, hidden, bias, init, init_scale
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
-             seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch
+             seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch,
+             device, fused
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,16 @@ class TrainConfig:
             per-sample-gradient variance at initialization, estimated once per
             replica on G samples (same initial size, no dependence on θ).
         gd_batch: G, samples per step of "gd", "gaussian" and "frozen" (≥ 2).
+        device: where the arithmetic runs: "cpu", "cuda" or "cuda:N". Random
+            numbers are always drawn on the CPU from the same per-replica
+            generators and then moved, so the draws are bit-identical on every
+            device; GPU arithmetic differs from the CPU's in the last bits (README,
+            "Devices"). Part of the configuration because results depend on it
+            at that level (a sweep folder resumes only on the same device).
+        fused: run noise = "sgd" on the CPU through the compiled loop of
+            :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
+            the same random numbers, results equal to the default path to
+            floating-point tolerance, not bit-identical.
     """
 
     loss: str = "bce"
@@ -131,6 +143,8 @@ class TrainConfig:
     runaway_factor: float = 100.0
     noise: str = "sgd"
     gd_batch: int = 1024
+    device: str = "cpu"
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,6 +325,10 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(
             f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
         )
+    check_device_name(t.device, "[train] device")
+    if t.fused and (t.noise != "sgd" or t.device != "cpu"):
+        raise UsageError(f'[train] fused = true runs noise = "sgd" on device = "cpu" only, '
+                         f'got noise = {t.noise!r}, device = {t.device!r}')
     if t.gd_batch < 2:
         raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
     if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):
@@ -325,6 +343,17 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError('[data] file is read only with inputs = "file" and labels = "file"')
     if cfg.data.train_size and cfg.data.train_size < 2:
         raise UsageError("[data] train_size must be 0 (online) or at least 2")
+
+
+def check_device_name(name: Any, where: str = "device") -> str:
+    """``name`` if it is "cpu", "cuda" or "cuda:N"; else a UsageError naming ``where``.
+
+    Only the spelling is checked here (no torch import); whether the device
+    exists is checked where training starts (:func:`thermosgd.checks.torch_device`).
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:(0|[1-9][0-9]{0,3}))?", name):
+        raise UsageError(f'{where} must be "cpu", "cuda" or "cuda:N" (N = 0, 1, ...), got {name!r}')
+    return name
 
 
 def load_toml(path: str | Path) -> SweepConfig:

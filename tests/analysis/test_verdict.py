@@ -68,3 +68,8 @@ def test_not_measured_says_why():
     assert v.status == NOT_MEASURED and "2 swept values" in v.line()
     v = judge(_family(), "t", "v_norm", "lr")
     assert v.status == NOT_MEASURED and "no 'v_norm'" in v.note
+
+
+def test_too_few_seeds_give_no_agree_or_disagree():
+    v = judge(_family(seeds=3), "t", "activation_rate", "lr", n_boot=50)
+    assert v.status == "inconclusive" and "only 3 seeds" in v.line() and v.exponent is not None

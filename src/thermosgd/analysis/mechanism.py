@@ -70,7 +70,8 @@ def end_values(ds: xr.Dataset, over: str) -> list[dict]:
     return rows
 
 
-def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = False, n_boot: int = 200) -> dict:
+def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = False,
+           n_boot: int | None = None) -> dict:
     """End values, the activation-rate collapse fit and the plain reading of one run (module docstring).
 
     Returns:
@@ -80,7 +81,8 @@ def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = Fal
         ``reproduces`` (bool) and ``words`` (one sentence).
     """
     rows = end_values(ds, over)
-    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, n_boot=n_boot)
+    boot = {} if n_boot is None else {"n_boot": n_boot}  # default: the verdicts' own resample count
+    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, **boot)
     strongest = rows[-1] if over == "lr" else rows[0]
     change = strongest["activation_rate"]
     falls = bool(change["change"] < 0 and change["change_se"] > 0

@@ -24,6 +24,8 @@ from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
 __all__ = ["LeftOut", "Verdict", "classify", "left_out", "judge"]
 
 AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED = "agrees", "disagrees", "inconclusive", "not measured"
+#: Fewer seeds give no verdict beyond "inconclusive" (see :func:`judge`).
+MIN_SEEDS_FOR_VERDICT = 4
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Verdict:
             if self.status == AGREES:
                 text += "consistent"
             elif self.status == INCONCLUSIVE:
-                text += "INCONCLUSIVE (inside the CI, but the CI reaches the search bound)"
+                text += f"INCONCLUSIVE ({self.note})"
             else:
                 gap = self.ci_low - self.paper if self.paper < self.ci_low else self.paper - self.ci_high
                 text += f"DISAGREES (paper's value outside the CI by {fmt.exponent(gap)})"
@@ -216,5 +218,11 @@ def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverg
     status, _ = classify(paper, fit.ci_low, fit.ci_high, fit.bounds)
     note = "the CI reaches the search bound: the curves barely constrain it" if _at_bound(
         fit.ci_low, fit.ci_high, fit.bounds) else ""
+    if fit.n_seeds < MIN_SEEDS_FOR_VERDICT:
+        # A bootstrap over 2 or 3 seeds has a handful of distinct resamples: its interval
+        # is an artefact of the method, not a measurement, so no agree/disagree is stated.
+        status = INCONCLUSIVE
+        note = (f"only {fit.n_seeds} seeds: a bootstrap over seeds needs ≥ {MIN_SEEDS_FOR_VERDICT} for an "
+                "interval; rerun with --seeds 8 or more")
     return Verdict(status=status, exponent=fit.exponent, ci_low=fit.ci_low, ci_high=fit.ci_high, note=note,
                    fit=fit.to_dict(), **base)

@@ -32,6 +32,13 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the training arithmetic runs (random numbers are drawn on the CPU)."""
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help='"cpu" (default), "cuda" or "cuda:N"; replaces [train] device. Random numbers are '
+                        "drawn on the CPU either way (README: Devices)")
+
+
 def executor_kwargs(args: argparse.Namespace) -> dict:
     """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
     return {"executor": args.executor or "auto", "workers": args.workers, "scheduler": args.scheduler}

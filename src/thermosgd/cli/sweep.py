@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thermosgd.cli.common import add_executor_args, executor_kwargs, out_folder
+from thermosgd.cli.common import add_device_arg, add_executor_args, executor_kwargs, out_folder
 from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
 
@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid, its units and estimated memory and time; run nothing")
     add_executor_args(p)
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
@@ -32,6 +33,11 @@ def _sweep(args) -> int:
     from thermosgd.sweep.run import run_sweep
 
     cfg = load_toml(args.config)
+    if args.device is not None:
+        from thermosgd.checks import torch_device
+
+        torch_device(args.device, "--device")
+        cfg = cfg.replace(train={"device": args.device})
     if args.dry_run:
         _dry_run(cfg, args.out, executor_kwargs(args))
         return 0

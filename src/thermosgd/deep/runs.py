@@ -27,6 +27,7 @@ from torch import nn
 from thermosgd.data import ImageData, load_dataset
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.deep.train import Run, TrainSet, stream_seed, train_sweep
+from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
 from thermosgd.deep.ensemble import (
     LastWeightNorm,
@@ -152,11 +153,11 @@ def _model(preset: DeepSpec, shape: tuple[int, ...], out_dim: int, seed: int) ->
     return cnn(channels, size, out_dim, seed=seed, padding=0 if size >= 25 else 2)
 
 
-def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet, loss_fn) -> dict:
+def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet, loss_fn, device=None) -> dict:
     """The preset's instruments on its probe set (called on one module, each is the
     ``thermosgd.instruments`` function it names; an ensemble measures all replicas at once)."""
     probe = torch.arange(min(preset.probe_size, len(data)))
-    xp, yp = data.batch(probe)
+    xp, yp = (v.to(device or "cpu") for v in data.batch(probe))
     tools = {"loss": ProbeLoss(loss_fn, xp, yp), "activation_rate": ProbeActivationRates(xp)}
     if "grad_var" in preset.figures or preset.model != "two-layer":
         tools["grad_var"] = ProbeGradientVariance(loss_fn, xp, yp)
@@ -174,6 +175,7 @@ def train_deep(
     dataset: str | None = None,
     progress: bool = True,
     tiny: bool = False,
+    device: str = "cpu",
     ensemble: bool = True,
 ):
     """Train every (η, |B|, seed) run of a deep spec; returns the results as an ``xarray.Dataset``.
@@ -185,6 +187,8 @@ def train_deep(
             digits as a labeled substitute when the paper's files are not available.
         progress: show progress.
         tiny: recorded in the config (the spec was built at the quick size).
+        device: "cpu", "cuda" or "cuda:N". Initial weights, data and minibatch
+            indices are drawn on the CPU as always, then moved (README "Devices").
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
 
@@ -193,6 +197,7 @@ def train_deep(
         JSON of the run's configuration (what :func:`thermosgd.load` and the figures read).
     """
     preset = spec
+    dev = torch_device(device, "device")
     source = dataset or preset.dataset
     if preset.dataset == "gaussian" and source != "gaussian":
         raise UsageError(f"preset {preset.name} uses synthetic Gaussian data; it takes no data-set substitute")
@@ -210,7 +215,7 @@ def train_deep(
     def setup(seed: int) -> Run:
         data = _gaussian_set(preset, seed) if images is None else _image_set(preset, images)
         model = _model(preset, shape, out_dim, seed)
-        return Run(model, data, _instruments(preset, model, data, loss_fn))
+        return Run(model.to(dev), data, _instruments(preset, model, data, loss_fn, dev))
 
     config = {
         "kind": "deep",
@@ -226,12 +231,14 @@ def train_deep(
         "tiny": tiny,
         "optimizer": "plain SGD, minibatches drawn uniformly with replacement",
     }
+    if device != "cpu":  # absent on the CPU, so CPU configs read as before
+        config["device"] = device
     if substitute:
         config["note"] = f"SUBSTITUTE DATA: {source} instead of the paper's {preset.dataset}"
     schedule = log_spaced(preset.steps, preset.points)
     ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
                      steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=preset.name,
-                     ensemble=ensemble)
+                     device=dev, ensemble=ensemble)
     if "grad_var" in ds:
         # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
         ds.attrs["grad_var_definition"] = (

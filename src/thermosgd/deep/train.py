@@ -89,6 +89,7 @@ def train_run(
     schedule: Schedule,
     record_steps: Sequence[int],
     bar=None,
+    device: str | torch.device = "cpu",
 ) -> xr.Dataset:
     """Train ``run.model`` with plain SGD and return its recorded instruments.
 
@@ -106,6 +107,9 @@ def train_run(
         schedule: ``step -> bool``, when to record (step s = after s updates).
         record_steps: all steps the schedule selects in ``0..steps`` (the dataset's step axis).
         bar: progress bar advanced by one per update.
+        device: where the model is trained (it is moved there); minibatch indices
+            are drawn on the CPU and each minibatch moved, so the draws are the
+            same on every device. The instruments must already expect ``device``.
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)``, each of the first three of size 1.
@@ -113,6 +117,7 @@ def train_run(
     if batch_size < 1 or batch_size > len(run.data):
         raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
     recorder = Recorder(run.instruments, schedule)
+    run.model.to(device)  # in place for modules; a no-op on the CPU
     gen = torch.Generator().manual_seed(stream_seed(seed, 1))
     opt = torch.optim.SGD(run.model.parameters(), lr=lr)
     diverged = False
@@ -121,6 +126,7 @@ def train_run(
         if step == steps:
             break
         x, y = run.data.batch(torch.randint(len(run.data), (batch_size,), generator=gen))
+        x, y = x.to(device), y.to(device)
         loss = loss_fn(run.model(x), y)
         if not torch.isfinite(loss):
             diverged = True
@@ -151,6 +157,7 @@ def train_sweep(
     config: Mapping[str, Any] | None = None,
     progress: bool = True,
     desc: str = "train",
+    device: str | torch.device = "cpu",
     ensemble: bool = True,
 ) -> xr.Dataset:
     """Every (lr, batch_size, seed) run, merged into one Dataset.
@@ -164,7 +171,9 @@ def train_sweep(
         schedule: ``step -> bool``, when instruments run.
         config: stored as JSON in ``attrs["config"]``.
         progress: show progress over all updates of all runs (see thermosgd.progress).
-        ensemble: train all seeds × lrs of a batch size at once (default);
+        device: where each run trains (see :func:`train_run`).
+        ensemble: train all seeds × lrs of a batch size at once (default; CPU only for now —
+            on another device the runs go one after another);
             False: one run after another with ``torch.optim.SGD`` (the reference).
 
     Returns:
@@ -175,14 +184,15 @@ def train_sweep(
     grid = list(itertools.product(lrs, batch_sizes, seeds))
     runs = []
     with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
-        if ensemble:
+        if ensemble and torch.device(device).type == "cpu":
             for bsz in batch_sizes:
                 runs += train_ensemble(setup, loss_fn, lrs=lrs, batch_size=int(bsz), seeds=seeds, steps=steps,
                                        schedule=schedule, record_steps=record_steps, bar=bar)
         else:
             for lr, bsz, seed in grid:
                 runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
-                                      seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar))
+                                      seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar,
+                                      device=device))
     return combine_runs(runs, config=config, kind="deep")
 
 

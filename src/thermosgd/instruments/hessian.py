@@ -127,8 +127,9 @@ def hessian_trace(
         return call_loss(loss_fn, output_tensor(functional_call(model, (p, frozen, buffers), (inputs,)), name),
                          targets, name)
 
-    dtype = next(iter(params.values())).dtype
-    flat = rademacher(samples, sum(p.numel() for p in params.values()), generator, dtype)
+    first = next(iter(params.values()))
+    # Drawn on the CPU (the generator's device) and moved: the same probes on every device.
+    flat = rademacher(samples, sum(p.numel() for p in params.values()), generator, first.dtype).to(first.device)
     probes, start = {}, 0
     for k, p in params.items():
         probes[k] = flat[:, start:start + p.numel()].reshape(samples, *p.shape)

@@ -40,7 +40,10 @@ def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = No
         return Claim(label, paper, fmt.NA, NOT_MEASURED, "; ".join(filter(None, [why, detail])), short)
     measured = f"{sym} = {fmt.exponent(exponent)} {fmt.interval(lo, hi)}"
     verdict_word, why = classify_interval(predicted, lo, hi, f.get("bounds"))
-    if verdict_word == NOT_MEASURED and v.get("note"):
+    if v.get("status") in (INCONCLUSIVE, NOT_MEASURED):
+        # The run's own verdict knows more than the interval (e.g. too few seeds): keep it.
+        verdict_word = v["status"]
+    if verdict_word in (INCONCLUSIVE, NOT_MEASURED) and v.get("note"):
         why = str(v["note"])
     level = number(f.get("ci_level"))
     if level is not None:

@@ -25,6 +25,7 @@ def reproduce_deep(
     dataset: str | None = None,
     include_diverged: bool = False,
     progress: bool = True,
+    device: str = "cpu",
     ensemble: bool = True,
 ) -> list[Verdict]:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
@@ -39,6 +40,7 @@ def reproduce_deep(
         dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
         include_diverged: keep diverged replicas in the collapse fit.
         progress: show progress.
+        device: "cpu", "cuda" or "cuda:N" (README "Devices").
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
 
@@ -48,7 +50,8 @@ def reproduce_deep(
     """
     preset = presets.get(preset) if isinstance(preset, str) else preset
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
-    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, ensemble=ensemble)
+    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, device=device,
+                    ensemble=ensemble)
     out = Path(out)
     config = json.loads(ds.attrs["config"])
     write_config(config, out)

@@ -27,10 +27,10 @@ from thermosgd.sweep.run import run_sweep
 
 def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None = None, steps: int | None = None,
                         quick: bool = False, include_diverged: bool = False, progress: bool = True,
-                        n_boot: int = 200, **executor) -> list[Verdict]:
+                        n_boot: int | None = None, device: str = "cpu", **executor) -> list[Verdict]:
     """Run every (setting, noise model), assess them, draw one figure per setting, write the report.
 
-    ``n_boot`` bootstrap resamples give each collapse fit's interval.
+    ``n_boot`` bootstrap resamples give each collapse fit's interval (default: the verdicts' own).
 
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per run (preset ``mechanism/SETTING-NOISE``).
@@ -44,7 +44,7 @@ def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None 
     over_of: dict[str, str] = {}
     for setting, over, noise in jobs:
         cfg = presets.twolayer_config(presets.get(setting), seeds=seeds, steps=steps)
-        cfg = cfg.replace(train={"noise": noise, "gd_batch": params["gd_batch"]})
+        cfg = cfg.replace(train={"noise": noise, "gd_batch": params["gd_batch"], "device": device})
         if progress:
             print(f"[mechanism] {setting}, noise = {noise}")
         runs.setdefault(setting, {})[noise] = run_sweep(cfg, out / "runs" / f"{setting}-{noise}",

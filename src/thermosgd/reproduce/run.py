@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from thermosgd.checks import torch_device
 from thermosgd import presets
 from thermosgd.errors import UsageError
 from thermosgd.reproduce import experiments
@@ -37,6 +38,7 @@ def reproduce(
     quick: bool = False,
     include_diverged: bool = False,
     progress: bool = True,
+    device: str = "cpu",
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
@@ -52,7 +54,11 @@ def reproduce(
     With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
     several or none (the default set), each experiment gets ``out/NAME``
     (``out`` defaults to ``runs``).
+
+    ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
+    deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
     """
+    torch_device(device, "device")  # a missing GPU fails before anything is written
     if seeds is not None:
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
@@ -77,17 +83,16 @@ def reproduce(
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
-                               include_diverged=include_diverged, progress=progress, **executor)
-        elif p.kind == "mechanism":  # one sweep per noise model, each locked and checked by run_sweep
-            reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
-                                include_diverged=include_diverged, progress=progress, **executor)
+                               include_diverged=include_diverged, progress=progress, device=device, **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}
+            if device != "cpu":  # absent on the CPU, so folders written before the option still match
+                run["device"] = device
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress)
+                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, executor=executor)
                 except BaseException:
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
@@ -141,7 +146,7 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool) -> list:
+def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, executor: dict) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
@@ -151,7 +156,7 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
     elif p.kind == "deep":
         return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
                               quick=quick, dataset="digits" if run["substitute_digits"] else None,
-                              include_diverged=run["include_diverged"])
+                              include_diverged=run["include_diverged"], device=run.get("device", "cpu"))
     elif p.kind == "analysis":
         runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
                   "generalization": experiments.run_generalization}[p.name]
@@ -159,6 +164,11 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
+        return []
+    elif p.kind == "mechanism":  # one resumable sweep per noise model under folder/runs/
+        reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
+                            include_diverged=run["include_diverged"], progress=progress,
+                            device=run.get("device", "cpu"), **executor)
         return []
     raise AssertionError(f"no runner for preset kind {p.kind!r}")
 

@@ -28,6 +28,7 @@ def reproduce_twolayer(
     quick: bool = False,
     include_diverged: bool = False,
     progress: bool = True,
+    device: str = "cpu",
     **executor,
 ) -> list[Verdict]:
     """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
@@ -39,7 +40,7 @@ def reproduce_twolayer(
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per figure of the experiment.
     """
-    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick)
+    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(train={"device": device})
     ds = run_sweep(cfg, out, progress=progress, **executor)
     verdicts = []
     for p in presets.experiment_presets(preset):

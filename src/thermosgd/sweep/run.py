@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import xarray as xr
 
-from thermosgd.checks import require_config
+from thermosgd.checks import require_config, torch_device
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
 from thermosgd.progress import bar as progress_bar
@@ -342,6 +342,7 @@ def run_sweep(
             (nothing is written then), or a unit failed (finished units stay on disk).
     """
     require_config(cfg, "sweep")
+    torch_device(cfg.train.device, "[train] device")  # a missing GPU fails before anything is written
     out = check_output_folder(out, "sweep")  # before anything is written; refusals touch nothing
     check_config(out, cfg)
     plan = plan_sweep(cfg, executor=executor, workers=workers, scheduler=scheduler)

@@ -21,6 +21,7 @@ N hidden units, M inputs, P probe samples.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,11 @@ import torch
 import xarray as xr
 
 from thermosgd.config import SweepConfig
-from thermosgd.checks import replica_seeds, require_config
+from thermosgd.checks import replica_seeds, require_config, torch_device
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
-from thermosgd.twolayer import budget, divergence
+from thermosgd.twolayer import budget, divergence, fused
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
@@ -62,7 +63,7 @@ def _threads_for(work: int):
 
 
 def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: bool = False,
-          desc: str | None = None) -> xr.Dataset:
+          desc: str | None = None, device: str | None = None) -> xr.Dataset:
     """Train the grid ``cfg.train.lr × cfg.train.batch_size × seeds`` in one go, under ``cfg.train.noise``.
 
     Args:
@@ -76,6 +77,9 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
             set, a fixed subset of ``x``.
         test_data: optional held-out (x, y) for ``test_loss`` / ``test_error``.
         progress: show a progress bar over steps.
+        device: "cpu", "cuda" or "cuda:N"; replaces ``cfg.train.device`` (and is
+            recorded in the dataset's config). Random numbers are drawn on the
+            CPU either way (bit-identical draws); see README "Devices".
 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
@@ -84,7 +88,11 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
         UsageError: bad data, or a grid that would not fit in memory or would
             run longer than 30 days (checked before anything is built).
     """
-    t = require_config(cfg, "train").train
+    require_config(cfg, "train")
+    if device is not None and device != cfg.train.device:
+        cfg = cfg.replace(train={"device": device})
+    torch_device(cfg.train.device, "[train] device" if device is None else "device")
+    t = cfg.train
     seeds = list(t.seeds) if seeds is None else replica_seeds(seeds)
     budget.check_train(cfg, len(seeds))
     user = load_user_data(cfg, data, test_data)
@@ -127,11 +135,14 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     """Body of :func:`train` for one block of seeds: initialize, loop, assemble."""
     t, bias = cfg.train, cfg.model.bias
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
+    dev = torch.device(t.device)
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
-    p = init_ensemble(cfg, seeds, dtype)
+    # Every random number is drawn on the CPU, as on a CPU-only run, then moved:
+    # the draws are bit-identical on every device (only the arithmetic differs).
+    p = _to_device(init_ensemble(cfg, seeds, dtype), dev)
     data = _Data(cfg, seeds, user, dtype)
-    probe = data.probe_set()
-    stepper = _stepper(cfg, p, data, S, dtype)
+    probe = _to_device(data.probe_set(), dev)
+    stepper = _to_device(_stepper(cfg, p, data, S, dtype, dev), dev)
 
     record = every(t.record_every, last=t.steps)
     probe_due = every(cfg.probe_every_steps, last=t.steps)
@@ -140,7 +151,12 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
     # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and _dense(records.steps, t.steps) else None
+    row_norms2 = (p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps)
+                  else None)
+    if t.fused:
+        fused.require()
+        # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
+        stream = np.arange(L * K * S) % (S if t.share_data else L * K * S)
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
 
@@ -148,8 +164,9 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
         values = measure(p, row_norm, probe, loss=t.loss, bias=bias, gaussian=gaussian,
                          with_probe=probe_due(step))
+        values = {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
         records.put(i, values)
-        _freeze(watch.update(step, values), p, stepper.rates(), row_norms2)  # recorded, then frozen
+        _freeze(watch.update(step, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
 
     bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     measure_at(0, 0)
@@ -158,9 +175,24 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
         n = min(stepper.chunk, t.steps - step)
         xs, ys = data.chunk(n, stepper.batch, stepper.chunk)  # (n, streams, batch, M), (n, streams, batch)
         zs = stepper.draws.next(n) if stepper.draws is not None else None  # (n, streams, G or P)
+        xs, ys, zs = (None if v is None else v.to(dev) for v in (xs, ys, zs))  # no copy on the CPU
         if row_norms2 is not None:
             torch.sum(p.W.pow(2), -1, out=row_norms2)
         _freeze_nonfinite(p, stepper.rates(), row_norms2)
+        if t.fused:  # every step up to the next recorded one in one compiled call
+            c = 0
+            while c < n:
+                m = 1
+                while c + m < n and not record(step + m):
+                    m += 1
+                fused.sgd_steps(p.W, p.b, p.V, xs[c : c + m], ys[c : c + m], stepper.wl, stream, t.loss, bias)
+                c += m
+                step += m
+                if record(step):
+                    measure_at(ri, step)
+                    ri += 1
+            bar.update(n)
+            continue
         for c in range(n):
             z = None if zs is None else data.replicate(zs[c])
             stepper.step(p, data.replicate(xs[c]), data.replicate(ys[c]), z, row_norms2)
@@ -220,7 +252,17 @@ class _Stepper:
             raise AssertionError(self.noise)  # config validation lists the models
 
 
-def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torch.dtype) -> _Stepper:
+def _to_device(obj, dev: torch.device):
+    """``obj`` (a dataclass of tensors: Params, ProbeSet, _Stepper) with its tensor fields on ``dev``, in place."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, torch.Tensor):
+            setattr(obj, f.name, v.to(dev))  # the same tensor when already there
+    return obj
+
+
+def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torch.dtype,
+             dev: torch.device = torch.device("cpu")) -> _Stepper:
     """The configured noise model's step, its random streams and, for "frozen", σ₀² at the initial ``p``."""
     t, N, M = cfg.train, cfg.model.hidden, cfg.model.inputs
     G, L, K = t.gd_batch, len(t.lr), len(t.batch_size)
@@ -234,8 +276,9 @@ def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torc
         size = G if t.noise == "gaussian" else N * M + 2 * N
         out.draws = NormalStreams(data.generators(NOISE), size, chunk, dtype)
     if t.noise == "frozen":
-        x0, y0 = data.initial_sample(G)  # (R, G, M), (R, G)
-        out.scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, cfg.model.bias) / bs.unsqueeze(-1)).sqrt_()
+        x0, y0 = (v.to(dev) for v in data.initial_sample(G))  # (R, G, M), (R, G), drawn on the CPU
+        out.scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, cfg.model.bias)
+                     / bs.to(dev).unsqueeze(-1)).sqrt_()
     return out
 
 
