@@ -137,3 +137,12 @@ def test_cli_default_is_auto(tmp_path, capsys, monkeypatch):
     assert "(processes, 2 workers;" in out
     assert main(["sweep", str(cfg), "--dry-run", "--executor", "inline"]) == 0
     assert "(inline;" in capsys.readouterr().out
+
+
+def test_fused_step_is_layout_independent_too():
+    """The compiled loop (``[train] fused``) keeps the property (per-replica loops: no tails)."""
+    pytest.importorskip("numba")
+    raw = {**CASES["4 lr, float32"], "train": {**CASES["4 lr, float32"]["train"], "fused": True}}
+    reference = _layout(raw, "auto")
+    for per_unit in (3, 8):
+        _assert_identical(_layout(raw, per_unit), reference)
