@@ -14,7 +14,6 @@ tested against (same seeds, same curves to floating-point tolerance).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import xarray as xr
 from torch import nn
 
 from thermosgd.errors import UsageError
+from thermosgd.threads import threads_for
 from thermosgd.progress import bar as progress_bar
 from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
 
@@ -234,23 +234,11 @@ def train_ensemble(
             raise UsageError(f"batch size {batch_size} must be between 1 and the training set size {len(run.data)}")
     ens = Ensemble([run.model for run in runs], batched=batched)
     work = len(grid) * batch_size * sum(p[0].numel() for p in ens.params.values())
-    with _threads_for(work):
+    with threads_for(work):
         return _train_ensemble(ens, runs, grid, loss_fn, batch_size=batch_size, seeds=seeds, steps=steps,
                                schedule=schedule, record_steps=record_steps, bar=bar)
 
 
-@contextlib.contextmanager
-def _threads_for(work: int):
-    """One intra-op thread when a step's multiply-adds are few: splitting small batched
-    ops over threads costs more than it saves, and on a busy machine many times more
-    (fig2-middle's ensemble: 6× slower with 2 threads on a loaded 2-core machine)."""
-    old = torch.get_num_threads()
-    if work < 4_000_000 and old > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, schedule, record_steps, bar):

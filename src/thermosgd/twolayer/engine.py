@@ -20,7 +20,6 @@ N hidden units, M inputs, P probe samples.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ import xarray as xr
 from thermosgd.config import SweepConfig
 from thermosgd.checks import replica_seeds, require_config, torch_device
 from thermosgd.errors import UsageError
+from thermosgd.threads import threads_for
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
 from thermosgd.twolayer import budget, divergence, fused
@@ -49,17 +49,6 @@ _CHUNK = 256  # minibatches drawn per stream at once
 _BLOCK_ENTRIES = 1 << 20
 
 
-@contextlib.contextmanager
-def _threads_for(work: int):
-    """Use one intra-op thread for small per-step work: thread start-up then costs
-    more than the arithmetic (and much more on a loaded machine)."""
-    old = torch.get_num_threads()
-    if work < 4_000_000 and old > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: bool = False,
@@ -102,7 +91,7 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
         per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
     block = max(1, _BLOCK_ENTRIES // per_seed)
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
-    with _threads_for(work):
+    with threads_for(work):
         if len(seeds) <= block:
             return _train(cfg, seeds, user, progress=progress, desc=desc)
         # Replicas never interact, so blocks of seeds can run one after another:
