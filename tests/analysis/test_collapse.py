@@ -170,10 +170,13 @@ def test_panel_and_figure(lr_sweep, lr_fit, tmp_path):
 
 # --- Noise-corrected score: twins, unbiasedness, common random numbers -------------------------
 
+from thermosgd.analysis import collapse  # noqa: E402
 from thermosgd.analysis.collapse import (  # noqa: E402
     _check_window,
+    _exponent_grid,
     _grid,
     _Scorer,
+    _search,
     collapse_score,
     default_reference,
     expanded_percentiles,
@@ -241,34 +244,106 @@ def _problem(ds, over="lr", window=None):
     return values, steps, raw, alive, default_reference(values), grid
 
 
+@pytest.mark.parametrize("route", ["forms", "sums"])
 @pytest.mark.parametrize("method", ["paired", "independent", "plain"])
-def test_score_matches_slow_twin(method):
+def test_score_matches_slow_twin(method, route):
     # 5 seeds, one diverged at η = 0.1 only, so the paired and independent terms see different survivors.
+    # Both evaluations of the quadratic form (w·M·w and the weighted sums) against the loops over seed pairs.
     ds = synthetic_sweep(1.0, n_seeds=5, seed=3, steps=200, every=20, noise=0.05)
     ds["diverged"][2, 0, 1] = True
     values, steps, raw, alive, ref, grid = _problem(ds)
     scorer = _Scorer(raw, alive, steps, values, "lr", ref, grid, method)
     exps = np.array([-0.7, 0.0, 0.45, 1.3])
     ones = np.ones((1, 5))
-    fast = scorer.scores(exps, ones, scorer.denominators(ones))[0]
+    fast = scorer.scores(exps, ones, scorer.denominators(ones), route)[0]
     slow = [twin_score(raw, alive, steps, values, "lr", e, ref, grid, method) for e in exps]
     np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-15)
     # a bootstrap resample as multiplicities: seed 0 three times, seed 4 twice, seed 2 once
     resample = [0, 0, 0, 4, 4, 2]
     w = np.bincount(resample, minlength=5)[None, :].astype(float)
-    fast_w = scorer.scores(exps, w, scorer.denominators(w))[0]
+    fast_w = scorer.scores(exps, w, scorer.denominators(w), route)[0]
     slow_w = [twin_score(raw, alive, steps, values, "lr", e, ref, grid, method, seeds=resample) for e in exps]
     np.testing.assert_allclose(fast_w, slow_w, rtol=1e-9, atol=1e-15)
 
 
-def test_plain_score_is_the_plug_in_score_of_the_mean_curves(lr_sweep):
+@pytest.mark.parametrize("route", ["forms", "sums"])
+def test_plain_score_is_the_plug_in_score_of_the_mean_curves(lr_sweep, route):
     values, steps, raw, alive, ref, grid = _problem(lr_sweep, window=(50, 900))
     scorer = _Scorer(raw, alive, steps, values, "lr", ref, grid, "plain")
     ones = np.ones((1, raw.shape[1]))
     for e in (-1.0, 0.0, 1.7, 2.0, 4.0):
-        fast = scorer.scores(np.array([e]), ones, scorer.denominators(ones))[0, 0]
+        fast = scorer.scores(np.array([e]), ones, scorer.denominators(ones), route)[0, 0]
         assert fast == pytest.approx(collapse_score(mean_curves(raw, alive), steps, values, "lr", e, ref, grid, 1.0),
                                      rel=1e-9)
+
+
+def _resamples(n_seeds, n_boot, seed):
+    """``(1 + n_boot, S)`` seed multiplicities: the data, then bootstrap resamples (as :func:`fit_collapse`)."""
+    idx = np.random.default_rng(seed).integers(0, n_seeds, size=(n_boot, n_seeds))
+    return np.concatenate([np.ones((1, n_seeds)), np.stack([np.bincount(r, minlength=n_seeds) for r in idx])])
+
+
+def _row_by_row_search(scorer, weights, dens, bounds, route):
+    """Slow twin of ``_search``: each row alone, the coarse grid, its cell's fine lattice, a parabola."""
+    coarse = _exponent_grid(bounds, 0.1)
+    fine = np.linspace(coarse[0], coarse[-1], (coarse.size - 1) * 10 + 1)
+    found = []
+    for w, d in zip(weights, dens):
+        i = int(np.argmin(scorer.scores(coarse, w[None], d[None], route)[0]))
+        cell = fine[max(i - 1, 0) * 10 : min(i + 1, coarse.size - 1) * 10 + 1]
+        sc = scorer.scores(cell, w[None], d[None], route)[0]
+        j = min(max(int(np.argmin(sc)), 1), cell.size - 2)
+        y0, y1, y2 = sc[j - 1 : j + 2]
+        shift = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2) if y0 - 2 * y1 + y2 > 0 else 0.0
+        found.append(min(max(cell[j] + min(max(shift, -1.0), 1.0) * (fine[1] - fine[0]), cell[0]), cell[-1]))
+    return np.array(found)
+
+
+@pytest.mark.parametrize("route", ["forms", "sums"])
+@pytest.mark.parametrize("method", ["paired", "independent"])
+def test_search_matches_row_by_row_twin(method, route, monkeypatch):
+    # All resamples at once (in chunks of 3–7 rows and blocks of 1–7 exponents, to cross their
+    # edges) against one resample at a time; 12 seeds, two diverged at different values, 40
+    # resamples (seed 1). Equal to round-off: 1e-9 on the exponents.
+    monkeypatch.setattr(collapse, "_TABLES", 1344)  # numbers per chunk of (T + 1 = 32)-step tables
+    monkeypatch.setattr(collapse, "_BLOCK", 840)  # numbers per block of 40-point grids
+    ds = synthetic_sweep(1.0, n_seeds=12, seed=5, steps=300, every=10, noise=0.05)
+    ds["diverged"][2, 0, 4] = True
+    ds["diverged"][0, 0, 9] = True
+    values, steps, raw, alive, ref, grid = _problem(ds)
+    scorer = _Scorer(raw, alive, steps, values, "lr", ref, grid, method)
+    weights = _resamples(12, 40, seed=1)
+    dens = scorer.denominators(weights)
+    ok = (dens > 0).all(axis=1)
+    weights, dens = weights[ok], dens[ok]
+    monkeypatch.setattr(scorer, "route", lambda: route)
+    found, cells = _search(scorer, weights, dens, (-1.0, 3.0))
+    assert np.unique(cells).size >= 2  # rows in several coarse cells
+    np.testing.assert_allclose(found, _row_by_row_search(scorer, weights, dens, (-1.0, 3.0), route), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("pairing", ["paired", "independent", "plain"])
+def test_fit_is_the_same_with_either_evaluation(pairing, monkeypatch):
+    # The whole fit (search, Brent polish, bootstrap percentiles) with the forms and with the
+    # weighted sums: the same exponent, interval and scores to 1e-9 (30 seeds, one diverged, n_boot = 300).
+    ds = synthetic_sweep(2.0, n_seeds=30, seed=2, steps=400, every=10)
+    ds["diverged"][1, 0, 7] = True
+    fits = {}
+    for route, ratio in (("forms", math.inf), ("sums", 0.0)):
+        monkeypatch.setattr(collapse, "_FORMS_RATIO", ratio)
+        fits[route] = fit_collapse(ds, "activation_rate", "lr", n_boot=300, seed=4, pairing=pairing)
+    a, b = fits["forms"].to_dict(), fits["sums"].to_dict()
+    for key in ("exponent", "ci_low", "ci_high", "boot_std", "score", "score_raw", "score_predicted"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+    assert a["n_boot"] == b["n_boot"] == 300
+
+
+def test_evaluation_is_chosen_by_cost():
+    # few seeds: the (S, S) forms; many: the weighted sums, whose cost does not grow with S
+    ds = synthetic_sweep(2.0, n_seeds=400, steps=100)
+    for n_seeds, route in ((8, "forms"), (400, "sums")):
+        values, steps, raw, alive, ref, grid = _problem(ds.isel(seed=slice(0, n_seeds)))
+        assert _Scorer(raw, alive, steps, values, "lr", ref, grid, "paired").route() == route
 
 
 def common_noise_sweep(seed, alpha=1.0, drift=0.05, noise=0.7, n_seeds=8, steps=1000, every=10, common=True):
