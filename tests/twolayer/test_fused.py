@@ -104,6 +104,7 @@ def test_fused_is_refused_where_it_does_not_apply(monkeypatch):
 def test_the_thread_count_changes_no_bit(M, monkeypatch):
     """Blocks of replicas are split over threads; replicas never mix, so 1 and 3 threads agree exactly."""
     cfg = _cfg(steps=40, seeds=list(range(12)), M=M, fused=True)
+    monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)  # split even these small calls
     runs = []
     for threads in (1, 3):
         monkeypatch.setattr("torch.get_num_threads", lambda: threads)
