@@ -136,3 +136,24 @@ def test_compiled_probe_set_instruments_equal_the_reference():
             assert set(got) == set(ref)
             for k in ref:
                 np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_cli_fused_flag_is_recorded_and_refused_where_it_does_not_apply(tmp_path, capsys, monkeypatch):
+    import json
+
+    from thermosgd.cli import main
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[train]\nsteps = 12\nseeds = 2\nrecord_every = 4\n")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "r"), "--fused", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["fused"] is True
+    assert main(["reproduce", "fig3", "--quick", "--fused", "--out", str(tmp_path / "f3"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "f3" / "config.json").read_text())["train"]["fused"] is True
+    capsys.readouterr()
+    grid.write_text('[train]\nsteps = 12\nnoise = "gd"\n')
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "g"), "--fused", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'noise = "sgd"' in err
+    monkeypatch.setattr(fused, "available", lambda: False)
+    assert main(["reproduce", "fig3", "--quick", "--fused", "--out", str(tmp_path / "n"), "--no-progress"]) == 2
+    assert "needs numba" in capsys.readouterr().err and not (tmp_path / "n").exists()
