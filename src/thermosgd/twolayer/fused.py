@@ -173,6 +173,7 @@ def _kernels():
         F = np.empty(Q, dt)  # f, then ∂ℓ/∂f, of the current sample
         xx = np.empty(Q, dt)
         d2 = np.empty(Q, dt)
+        a2 = np.empty(Q, dt)
         zero = np.zeros(1, dt)[0]  # a typed constant: no float64 promotion
         active = np.empty(Q)
         lsum = np.empty(Q)
@@ -216,6 +217,7 @@ def _kernels():
                 for q in range(Q):  # per-sample gradients, lanes innermost
                     xx[q] = zero
                     d2[q] = zero
+                    a2[q] = zero
                 for m in range(M):
                     for q in range(Q):
                         xx[q] += X[m, q] * X[m, q]
@@ -226,13 +228,14 @@ def _kernels():
                         d = e * V[k, i, q] if z > zero else zero
                         D[i, q] = d
                         gV[i, q] += e * a
-                        sV[q] += e * e * a * a
+                        a2[q] += a * a
                         gb[i, q] += d
                         d2[q] += d * d
                     for m in range(M):
                         for q in range(Q):
                             gW[i, m, q] += D[i, q] * X[m, q]
-                for q in range(Q):
+                for q in range(Q):  # per-sample sums into float64 once per sample
+                    sV[q] += F[q] * F[q] * a2[q]
                     sb[q] += d2[q]
                     sW[q] += d2[q] * xx[q]
             corr = P / (P - 1)
