@@ -86,45 +86,13 @@ def noise_models(seeds: int, steps: int, G: int = 1024) -> None:
               f"{rate:12,.0f} replica-steps/s{extra}", flush=True)
 
 
-def fused_vs_reference(name: str, seeds: int, steps: int, record_every: int) -> None:
-    """Replica-steps/s of ``train()`` and of ``[train] fused = true``, same config, same run, one thread.
-
-    As :func:`engine` (cheap instruments every ``record_every`` steps, probe-set
-    ones on 16 samples at the first and last step only), so the SGD step dominates;
-    the fused path runs the steps between two records in one compiled call.
-    """
-    from thermosgd.twolayer import fused
-
-    if not fused.available():
-        print("fused: numba is not installed (pip install numba); skipped")
-        return
-    cfg = twolayer_config(get(name), seeds=seeds, steps=steps)
-    cfg = cfg.replace(train={"record_every": record_every, "probe_every": steps}, data={"probe_size": 16})
-    R = len(cfg.train.lr) * len(cfg.train.batch_size) * len(cfg.train.seeds)
-    rates = {}
-    for label, c in (("reference", cfg), ("fused", cfg.replace(train={"fused": True}))):
-        train(c.replace(train={"steps": 2 * record_every, "probe_every": 2 * record_every}))  # warm-up, numba compile
-        t0 = time.perf_counter()
-        train(c)
-        rates[label] = R * steps / (time.perf_counter() - t0)
-    print(f"{name:9s} replicas={R:5d} record_every={record_every:3d}  train() {rates['reference']:12,.0f} replica-steps/s   "
-          f"fused {rates['fused']:12,.0f} replica-steps/s   ratio {rates['fused'] / rates['reference']:5.2f}x",
-          flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps (noisier)")
-    ap.add_argument("--fused-only", action="store_true", help="only the fused-vs-reference comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
     steps = 300 if args.quick else 1500
     print(f"torch {torch.__version__}, threads = {torch.get_num_threads()}")
-    if args.fused_only:
-        for name, seeds in [("fig3", 512), ("fig2-top", 64)]:
-            for k in (1, 25):
-                fused_vs_reference(name, seeds, steps, k)
-        return
     rows = []
     for name, M, seeds in [("fig3", 10, 512), ("fig2-top", 100, 64)]:
         p = get(name)
@@ -135,9 +103,6 @@ def main() -> None:
         print(f"{name:9s} replicas={R:5d}  engine {eng:12,.0f} replica-steps/s   "
               f"per-run loop {base:9,.0f} replica-steps/s   ratio {eng / base:7.1f}x", flush=True)
     noise_models(16, 60 if args.quick else 300)
-    for name, seeds in [("fig3", 512), ("fig2-top", 64)]:
-        for k in (1, 25):
-            fused_vs_reference(name, seeds, steps, k)
 
 
 if __name__ == "__main__":

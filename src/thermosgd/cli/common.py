@@ -39,6 +39,14 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
                         "drawn on the CPU either way (README: Devices)")
 
 
+def add_fused_arg(p: argparse.ArgumentParser) -> None:
+    """``--fused``: the compiled CPU loop for noise = "sgd" two-layer training ([train] fused)."""
+    p.add_argument("--fused", action="store_true",
+                   help='two-layer runs with noise = "sgd" on the CPU: use the compiled loop ([train] fused = '
+                        'true; needs numba, pip install "thermosgd[fast]"); equal to the default path to '
+                        "floating-point tolerance, not bit for bit (README: Fused CPU step)")
+
+
 def executor_kwargs(args: argparse.Namespace) -> dict:
     """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
     return {"executor": args.executor or "auto", "workers": args.workers, "scheduler": args.scheduler}

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.cli.common import add_device_arg, add_executor_args, executor_kwargs, out_folder
+from thermosgd.cli.common import add_device_arg, add_executor_args, add_fused_arg, executor_kwargs, out_folder
 
 
 def register(sub) -> None:
@@ -28,6 +28,7 @@ def register(sub) -> None:
                    "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)")
     add_executor_args(p)
     add_device_arg(p)
+    add_fused_arg(p)
     p.add_argument("--quick", action="store_true",
                    help="seconds-long smoke-test size for every preset (not for conclusions)")
     p.add_argument("--include-diverged", action="store_true",
@@ -50,11 +51,15 @@ def run(args) -> int:
         from thermosgd.checks import torch_device
 
         torch_device(args.device, "--device")
+    if args.fused:
+        from thermosgd.twolayer import fused
+
+        fused.require()  # numba missing: one line before anything runs
     from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
 
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
     reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
               substitute_digits=args.substitute_digits, quick=args.quick,
               include_diverged=args.include_diverged, progress=not args.no_progress,
-              device=args.device or "cpu", **executor_kwargs(args))
+              device=args.device or "cpu", fused=args.fused, **executor_kwargs(args))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thermosgd.cli.common import add_device_arg, add_executor_args, executor_kwargs, out_folder
+from thermosgd.cli.common import add_device_arg, add_executor_args, add_fused_arg, executor_kwargs, out_folder
 from thermosgd.config import load_toml
 from thermosgd.errors import UsageError
 
@@ -18,6 +18,7 @@ def register(sub) -> None:
                    help="print the grid, its units and estimated memory and time; run nothing")
     add_executor_args(p)
     add_device_arg(p)
+    add_fused_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
@@ -38,6 +39,11 @@ def _sweep(args) -> int:
 
         torch_device(args.device, "--device")
         cfg = cfg.replace(train={"device": args.device})
+    if args.fused:
+        from thermosgd.twolayer import fused
+
+        fused.require()  # numba missing: one line before anything runs
+        cfg = cfg.replace(train={"fused": True})  # validated there: noise = "sgd" on the CPU only
     if args.dry_run:
         _dry_run(cfg, args.out, executor_kwargs(args))
         return 0

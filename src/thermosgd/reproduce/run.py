@@ -39,6 +39,7 @@ def reproduce(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
+    fused: bool = False,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
@@ -57,6 +58,8 @@ def reproduce(
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
     deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
+    ``fused`` trains the two-layer presets through the compiled CPU loop (README
+    "Fused CPU step"); the others ignore it.
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
     if seeds is not None:
@@ -83,7 +86,8 @@ def reproduce(
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
-                               include_diverged=include_diverged, progress=progress, device=device, **executor)
+                               include_diverged=include_diverged, progress=progress, device=device, fused=fused,
+                               **executor)
         else:
             run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
                    "substitute_digits": substitute_digits, "include_diverged": include_diverged}

@@ -29,6 +29,7 @@ def reproduce_twolayer(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
+    fused: bool = False,
     **executor,
 ) -> list[Verdict]:
     """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
@@ -40,7 +41,7 @@ def reproduce_twolayer(
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per figure of the experiment.
     """
-    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(train={"device": device})
+    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(train={"device": device, "fused": fused})
     ds = run_sweep(cfg, out, progress=progress, **executor)
     verdicts = []
     for p in presets.experiment_presets(preset):

@@ -21,6 +21,7 @@ N hidden units, M inputs, P probe samples.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,14 +92,17 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
         per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
     block = max(1, _BLOCK_ENTRIES // per_seed)
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
+    # The fused path splits whole multi-step calls over threads: it uses every thread it is given.
+    fused_threads = torch.get_num_threads()
     with threads_for(work):
         if len(seeds) <= block:
-            return _train(cfg, seeds, user, progress=progress, desc=desc)
+            return _train(cfg, seeds, user, progress=progress, desc=desc, fused_threads=fused_threads)
         # Replicas never interact, so blocks of seeds can run one after another:
         # the same numbers, with each block's weights small enough to stay in cache.
         parts = [
             _train(cfg, seeds[i : i + block], user, progress=progress,
-                   desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]")
+                   desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]",
+                   fused_threads=fused_threads)
             for i in range(0, len(seeds), block)
         ]
     out = xr.concat(parts, dim="seed", data_vars="all", coords="different", compat="equals", join="exact")
@@ -120,7 +124,7 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
 
 
 def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
-           desc: str | None = None) -> xr.Dataset:
+           desc: str | None = None, fused_threads: int = 1) -> xr.Dataset:
     """Body of :func:`train` for one block of seeds: initialize, loop, assemble."""
     t, bias = cfg.train, cfg.model.bias
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
@@ -142,22 +146,34 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     # recomputed from W at every chunk so rounding cannot accumulate.
     row_norms2 = (p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps)
                   else None)
-    if t.fused:
-        fused.require()
-        # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
-        stream = np.arange(L * K * S) % (S if t.share_data else L * K * S)
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
+    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
+    if t.fused:
+        _fused_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, fused_threads)
+    else:
+        _reference_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, row_norms2)
+    bar.close()
+    method = ("exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)" if gaussian
+              else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples")
+    return to_dataset(cfg, seeds, records, watch.step, activation_rate_method=method,
+                      divergence_criterion=divergence.describe(t.runaway_factor))
+
+
+def _reference_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_Stepper", records: Records,
+                    watch: divergence.Watch, bar, record, probe_due, row_norms2: torch.Tensor | None) -> None:
+    """The torch loop: one :class:`_Stepper` step at a time, measured at recorded steps."""
+    t, dev = cfg.train, p.W.device
+    gaussian = cfg.data.inputs == "gaussian"
 
     def measure_at(i: int, step: int) -> None:
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
-        values = measure(p, row_norm, probe, loss=t.loss, bias=bias, gaussian=gaussian,
+        values = measure(p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian,
                          with_probe=probe_due(step))
         values = {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
         records.put(i, values)
         _freeze(watch.update(step, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
 
-    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
     measure_at(0, 0)
     ri, step = 1, 0
     while step < t.steps:
@@ -168,20 +184,6 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
         if row_norms2 is not None:
             torch.sum(p.W.pow(2), -1, out=row_norms2)
         _freeze_nonfinite(p, stepper.rates(), row_norms2)
-        if t.fused:  # every step up to the next recorded one in one compiled call
-            c = 0
-            while c < n:
-                m = 1
-                while c + m < n and not record(step + m):
-                    m += 1
-                fused.sgd_steps(p.W, p.b, p.V, xs[c : c + m], ys[c : c + m], stepper.wl, stream, t.loss, bias)
-                c += m
-                step += m
-                if record(step):
-                    measure_at(ri, step)
-                    ri += 1
-            bar.update(n)
-            continue
         for c in range(n):
             z = None if zs is None else data.replicate(zs[c])
             stepper.step(p, data.replicate(xs[c]), data.replicate(ys[c]), z, row_norms2)
@@ -190,11 +192,75 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
                 measure_at(ri, step)
                 ri += 1
         bar.update(n)
-    bar.close()
-    method = ("exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)" if gaussian
-              else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples")
-    return to_dataset(cfg, seeds, records, watch.step, activation_rate_method=method,
-                      divergence_criterion=divergence.describe(t.runaway_factor))
+
+
+def _fused_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_Stepper", records: Records,
+                watch: divergence.Watch, bar, record, probe_due, threads: int) -> None:
+    """The compiled loop (:mod:`~thermosgd.twolayer.fused`): every step up to the next recorded one per call.
+
+    The parameters stay in the kernels' layout for the whole run; they are copied
+    back into ``p`` only where the torch probe-set instruments need them.
+    """
+    fused.require()
+    t, bias = cfg.train, cfg.model.bias
+    gaussian = cfg.data.inputs == "gaussian"
+    R = p.W.shape[0]
+    # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
+    ens = fused.ensemble(p, stepper.wl, np.arange(R) % (data.S if t.share_data else R))
+
+    S = data.S
+    px, py = probe.x[:S], probe.y[:S]  # each seed's probe set (rows r < S are seeds 0..S−1)
+
+    def measure_at(i: int, step: int) -> None:
+        with_probe = probe_due(step)
+        if not ens.compiled_probe or (with_probe and probe.test_x is not None):  # the reference instruments on p
+            ens.store(p)
+            values = measure(p, p.W.norm(dim=-1), probe, loss=t.loss, bias=bias, gaussian=gaussian,
+                             with_probe=with_probe)
+        else:
+            values = ens.cheap(threads)
+            del values["finite_sum"]
+            if with_probe or not gaussian:
+                counted = ens.probe(px, py, probe.batch_size, loss=t.loss, bias=bias, grads=with_probe,
+                                    threads=threads)
+                if gaussian:
+                    del counted["activation_rate"]  # exact for x ~ N(0, I)
+                broken = ~torch.isfinite(values["v_norm"] + values["w_norm"] + values["bias_mean"])
+                for k in counted:  # as the reference: non-finite parameters give NaN (counts stay finite)
+                    if k not in ("activation_rate", "error"):
+                        counted[k][broken] = float("nan")
+                values.update(counted)  # for other inputs the counted rate replaces the Gaussian formula
+        records.put(i, values)
+        ens.freeze(watch.update(step, values).numpy())  # recorded, then frozen
+
+    def draw(n: int):  # (streams, n, batch, M), (streams, n, batch) as numpy
+        return tuple(v.numpy() for v in data.chunk(n, stepper.batch, stepper.chunk, by_stream=True))
+
+    measure_at(0, 0)
+    ri, step = 1, 0
+    sizes = [min(stepper.chunk, t.steps - s) for s in range(0, t.steps, stepper.chunk)]
+    # The next chunk's samples are drawn on a second thread while the kernels run (only
+    # that thread draws, chunk after chunk, so the streams are consumed in the same order).
+    with ThreadPoolExecutor(1, thread_name_prefix="thermosgd-data") as pool:
+        upcoming = pool.submit(draw, sizes[0])
+        for ci, n in enumerate(sizes):
+            xs, ys = upcoming.result()
+            if ci + 1 < len(sizes):
+                upcoming = pool.submit(draw, sizes[ci + 1])
+            # Overflowed replicas are frozen at chunk starts, as in the reference loop.
+            ens.freeze(~torch.isfinite(ens.cheap(threads)["finite_sum"]).numpy())
+            c = 0
+            while c < n:
+                m = 1
+                while c + m < n and not record(step + m):
+                    m += 1
+                ens.steps(xs, ys, c, m, loss=t.loss, bias=bias, threads=threads)
+                c += m
+                step += m
+                if record(step):
+                    measure_at(ri, step)
+                    ri += 1
+            bar.update(n)
 
 
 @dataclass
@@ -348,12 +414,15 @@ class _Data:
             out.test_x, out.test_y = (self._per_seed(torch.stack(v)) for v in zip(*tests))
         return out
 
-    def chunk(self, n: int, batch: int, chunk: int):
+    def chunk(self, n: int, batch: int, chunk: int, by_stream: bool = False):
         """Samples for n ≤ chunk steps: x (n, streams, batch, M), y (n, streams, batch).
+
+        ``by_stream``: stack streams first instead, x (streams, n, batch, M), y (streams, n, batch).
 
         Always draws a whole chunk and keeps the first n steps: torch's vectorized
         samplers give different numbers for different request sizes, and a run of T
         steps must see the same first T minibatches as a longer run.
         """
         xs, ys = zip(*(tuple(v[:n] for v in st.batches(chunk, batch)) for st in self.streams))
-        return torch.stack(xs, 1), torch.stack(ys, 1)
+        axis = 0 if by_stream else 1
+        return torch.stack(xs, axis), torch.stack(ys, axis)
