@@ -534,7 +534,7 @@ class _Scorer:
       and take ``w·M·w``: ``O(S²)`` per row and exponent, cheapest for few seeds.
     * ``"sums"`` (:class:`_WeightedSums`): interpolation is linear in the data,
       so ``X_k`` is the interpolation of the weighted sums
-      ``Y_k(t) = Σ_s w_s data_{k,s}(t)``; one ``(S, T)·(S, B)`` product per weight
+      ``Y_k(t) = Σ_s w_s data_{k,s}(t)``; one ``(T, S)·(S, B)`` product per weight
       set leaves ``O(G)`` work per row, exponent and term, whatever ``S``.
     """
 
