@@ -59,10 +59,10 @@ def require() -> None:
 _KERNELS: dict = {}
 
 
-def _kernels():
-    """The compiled loops (compiled on first use, cached on disk by numba)."""
+def _kernels() -> dict:
+    """The compiled loops by name (compiled on first use, cached on disk by numba)."""
     if _KERNELS:
-        return _KERNELS["steps"], _KERNELS["metrics"]
+        return _KERNELS
     import numba
 
     Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
@@ -310,7 +310,7 @@ def _kernels():
                                 b[r, i] -= d
 
     _KERNELS.update(steps=steps, metrics=metrics, probe=probe, row_steps=row_steps)
-    return steps, metrics
+    return _KERNELS
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -383,7 +383,7 @@ class RowEnsemble:
     def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool,
               threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
-        kernel = _kernels() and _KERNELS["row_steps"]
+        kernel = _kernels()["row_steps"]
         _parallel(lambda r0, r1: kernel(self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n,
                                         loss == "mse", bias, r0, r1), self.R, threads, self.W.size * n * xs.shape[2])
 
@@ -450,7 +450,7 @@ class LaneEnsemble:
             c0, n: the first step within the chunk and the number of steps.
             loss: "bce" or "mse". bias: update b. threads: threads to split blocks over.
         """
-        kernel = _kernels()[0]
+        kernel = _kernels()["steps"]
         _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n,
                                         loss == "mse", bias, k0, k1), self.blocks, threads, self.W.size * n * xs.shape[2])
 
@@ -458,7 +458,7 @@ class LaneEnsemble:
         """The cheap instruments, each (R,): ``v_norm``, ``w_norm``, ``bias_mean``,
         ``activation_rate`` (exact for x ~ N(0, I)) and ``finite_sum`` (non-finite
         iff some parameter is)."""
-        kernel = _kernels()[1]
+        kernel = _kernels()["metrics"]
         out = np.empty((4, self.blocks, LANES), self.W.dtype)
         ratio = np.empty((self.blocks, self.W.shape[1], LANES), self.W.dtype)
         _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, out, ratio, k0, k1), self.blocks, threads,
@@ -479,8 +479,7 @@ class LaneEnsemble:
             grads: also loss, error and gradient variances (else the activation rate only).
             threads: threads to split blocks over.
         """
-        _kernels()
-        kernel = _KERNELS["probe"]
+        kernel = _kernels()["probe"]
         S = px.shape[0]
         seed = (np.arange(self.blocks * LANES) % S).reshape(self.blocks, LANES)
         dt = self.W.dtype
