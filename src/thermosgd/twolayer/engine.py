@@ -126,7 +126,7 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
 def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
            desc: str | None = None, fused_threads: int = 1) -> xr.Dataset:
     """Body of :func:`train` for one block of seeds: initialize, loop, assemble."""
-    t, bias = cfg.train, cfg.model.bias
+    t = cfg.train
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
     dev = torch.device(t.device)
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
