@@ -108,6 +108,20 @@ def test_monte_carlo_activation_rate_is_a_direct_count_on_the_probe_set():
         np.testing.assert_allclose(got, count, rtol=1e-12)
 
 
+@pytest.mark.parametrize("data", [{}, {"inputs": "uniform"}, {"labels": "teacher"},
+                                  {"train_size": 30}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_samples_drawn_into_buffers_are_the_samples_of_batches(data, dtype):
+    """The engine's in-place draw (one buffer for all streams) gives the very numbers of ``batches``."""
+    cfg = from_dict({"model": {"inputs": 4, "hidden": 5}, "data": data})
+    a, b = (SampleStream(cfg, 3, 1, dtype=dtype) for _ in range(2))
+    for steps, batch in ((7, 3), (256, 1)):
+        xs, ys = a.batches(steps, batch)
+        x, y = torch.full((steps * batch, 4), float("nan"), dtype=dtype), torch.empty(steps * batch, dtype=dtype)
+        b.batches_into(x, y, batch)
+        assert torch.equal(x.view(steps, batch, 4), xs) and torch.equal(y.view(steps, batch), ys)
+
+
 def test_first_steps_do_not_depend_on_the_run_length():
     cfg = _cfg(steps=300, record_every=10)
     short = train(cfg.replace(train={"steps": 100}))

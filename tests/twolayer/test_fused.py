@@ -62,6 +62,9 @@ def _close(a, b, rtol, atol) -> None:
     {"M": fused.ROW_INPUTS + 1},
     {"M": fused.ROW_INPUTS + 1, "loss": "mse", "bias": False, "share_data": False},
     {"M": fused.ROW_INPUTS + 1, "inputs": "uniform", "record_every": 7, "probe_every": 14},
+    # |B| = 1 throughout: the row kernel's one-pass variant (update fused with the next forward).
+    {"M": fused.ROW_INPUTS + 1, "batch_size": [1]},
+    {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "loss": "mse", "bias": False, "record_every": 1},
 ])
 def test_fused_equals_reference_float64(train):
     cfg = _cfg(**train)
@@ -101,9 +104,10 @@ def test_fused_is_refused_where_it_does_not_apply(monkeypatch):
 
 
 @pytest.mark.parametrize("M", [6, fused.ROW_INPUTS + 1])
-def test_the_thread_count_changes_no_bit(M, monkeypatch):
+@pytest.mark.parametrize("batch_size", [[1], [1, 2]])
+def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
     """Blocks of replicas are split over threads; replicas never mix, so 1 and 3 threads agree exactly."""
-    cfg = _cfg(steps=40, seeds=list(range(12)), M=M, fused=True)
+    cfg = _cfg(steps=40, seeds=list(range(12)), M=M, fused=True, batch_size=batch_size)
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)  # split even these small calls
     runs = []
     for threads in (1, 3):
@@ -112,15 +116,17 @@ def test_the_thread_count_changes_no_bit(M, monkeypatch):
     _close(runs[0], runs[1], rtol=0, atol=0)
 
 
-def test_compiled_probe_set_instruments_equal_the_reference():
-    """The per-lane probe kernel against :func:`measure.probe_metrics` on the same parameters (float64)."""
+@pytest.mark.parametrize("M", [4, fused.ROW_INPUTS + 3])
+def test_compiled_probe_set_instruments_equal_the_reference(M):
+    """Both probe kernels (per lane; per row with torch's products) against
+    :func:`measure.probe_metrics` on the same parameters (float64)."""
     import torch
 
     from thermosgd.twolayer.measure import probe_metrics
     from thermosgd.twolayer.params import Params
 
     g = torch.Generator().manual_seed(3)
-    S, L, N, M, P = 5, 3, 7, 4, 50
+    S, L, N, P = 5, 3, 7, 50
     R = S * L
     p = Params(torch.randn(R, N, M, generator=g, dtype=torch.float64),
                torch.randn(R, N, generator=g, dtype=torch.float64), torch.randn(R, N, generator=g, dtype=torch.float64))

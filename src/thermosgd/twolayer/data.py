@@ -98,6 +98,27 @@ class SampleStream:
         x, y = self.draw(steps * batch, self._gen)
         return x.view(steps, batch, self.M), y.view(steps, batch)
 
+    def batches_into(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> None:
+        """The next ``len(y) // batch`` minibatches of :meth:`batches`, flat, written into
+        x (steps·batch, M) and y (steps·batch,) (contiguous).
+
+        The same numbers as :meth:`batches`: fresh online samples are drawn by
+        the same calls straight into the buffers (``out=``; the engine draws
+        hundreds of streams per chunk, where copies and per-call overhead cost
+        more than the draws), anything else is drawn by :meth:`batches` and copied.
+        """
+        n = len(y)
+        if self.train_x is not None or self.teacher is not None or x.dtype != self.dtype:
+            bx, by = self.batches(n // batch, batch)
+            x.copy_(bx.reshape(n, self.M))
+            y.copy_(by.reshape(n))
+        elif self.cfg.data.inputs == "gaussian":
+            torch.randn(n, self.M, generator=self._gen, dtype=self.dtype, out=x)
+            y.copy_(torch.randint(0, 2, (n,), generator=self._gen))
+        else:
+            torch.rand(n, self.M, generator=self._gen, dtype=self.dtype, out=x)
+            y.copy_(torch.randint(0, 2, (n,), generator=self._gen))
+
     def draw(self, n: int, gen: torch.Generator):
         """n training samples x (n, M), y (n,): fresh ones online, else drawn with replacement from the set."""
         if self.train_x is None:

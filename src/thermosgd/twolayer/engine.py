@@ -423,6 +423,12 @@ class _Data:
         samplers give different numbers for different request sizes, and a run of T
         steps must see the same first T minibatches as a longer run.
         """
-        xs, ys = zip(*(tuple(v[:n] for v in st.batches(chunk, batch)) for st in self.streams))
-        axis = 0 if by_stream else 1
-        return torch.stack(xs, axis), torch.stack(ys, axis)
+        S, M = len(self.streams), self.streams[0].M
+        x = torch.empty(S, chunk * batch, M, dtype=self.dtype)
+        y = torch.empty(S, chunk * batch, dtype=self.dtype)
+        for st, xi, yi in zip(self.streams, x.unbind(), y.unbind()):
+            st.batches_into(xi, yi, batch)
+        x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
+        if by_stream:
+            return x.contiguous(), y.contiguous()  # no copy unless n < chunk
+        return x.transpose(0, 1).contiguous(), y.transpose(0, 1).contiguous()

@@ -3,19 +3,21 @@
 Opt-in (``[train] fused = true``); the reference is
 :func:`thermosgd.twolayer.steps.sgd_step` (about fifteen batched torch ops per
 step) plus :func:`thermosgd.twolayer.measure.measure`. Here the parameters of
-all replicas live, for the whole run, in the kernels' layout (:class:`Ensemble`:
-blocks of :data:`LANES` replicas, replicas innermost, so the loops over them are
-SIMD-vectorized, one replica per lane). One numba-compiled call runs every step
-between two recorded steps (forward, hand-written backward of Eq. 13/16,
-in-place update) for a block, so a block's weights stay in cache for all those
-steps; blocks are split over threads (numba releases the GIL; replicas never
-mix, so the thread count does not change a single bit). The cheap instruments
-of a recorded step (‖V‖, ‖W‖, mean b, and for Gaussian inputs the exact
-activation rate) are one more compiled pass over the parameters. Only the
-probe-set instruments (loss, gradient variance; the counted activation rate
-for other inputs) copy the parameters back to torch and run the reference
-:func:`~thermosgd.twolayer.measure.measure`, so there is one implementation of
-them.
+all replicas live, for the whole run, in the kernels' layout, chosen by
+:func:`ensemble`: for small nets (:class:`LaneEnsemble`) blocks of
+:data:`LANES` replicas, replicas innermost, so the loops over them are
+SIMD-vectorized, one replica per lane; for large nets (:class:`RowEnsemble`)
+torch's own layout, one replica at a time along W's rows. One numba-compiled
+call runs every step between two recorded steps (forward, hand-written
+backward of Eq. 13/16, in-place update) for a range of replicas, so their
+weights stay in cache for all those steps; ranges are split over threads
+(numba releases the GIL; replicas never mix, so the thread count does not
+change a single bit). The instruments of a recorded step are compiled too:
+the cheap ones (‖V‖, ‖W‖, mean b, and for Gaussian inputs the exact activation
+rate; torch reductions for large nets) and the probe-set ones (loss, error,
+gradient variances, the counted activation rate; large nets leave their two
+products over the probe set to torch's batched matmul). Runs with a held-out set compute their probe-step
+instruments with the reference :func:`~thermosgd.twolayer.measure.measure`.
 
 It consumes exactly the samples the reference consumes (the same CPU-drawn
 chunks, in the same order), so per-replica random streams are unchanged. It
@@ -210,8 +212,9 @@ def _kernels() -> dict:
                     if mse:
                         lsum[q] += 0.5 * (f - y) ** 2
                         F[q] = f - y
-                    else:  # softplus(f) − y f, overflow-free
-                        lsum[q] += max(f, 0.0) + math.log1p(math.exp(-abs(f))) - y * f
+                    else:  # softplus(f) − y f, overflow-free (log(1 + t) in float64 rather than
+                        # log1p(t): libm's log1p took 1.5–1.9× log's time here; error < 2e-16 absolute)
+                        lsum[q] += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
                         F[q] = 1 / (1 + math.exp(-f)) - y
                     esum[q] += (1.0 if f > 0 else 0.0) != y
                 for q in range(Q):  # per-sample gradients, lanes innermost
@@ -309,7 +312,122 @@ def _kernels() -> dict:
                             if bias:
                                 b[r, i] -= d
 
-    _KERNELS.update(steps=steps, metrics=metrics, probe=probe, row_steps=row_steps)
+    @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+    def row_steps1(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
+        """:func:`row_steps` for one sample per step (|B| = 1), one pass over W per step.
+
+        Row i's update of step c and its pre-activation for step c + 1 share one
+        loop over W_i (it is loaded once per step, not twice). The update is
+        branch-free (δ_i = 0 for inactive units): measured faster than skipping
+        rows, whose branch is unpredictable.
+        """
+        _, N, M = W.shape
+        dt = W.dtype
+        Z = np.empty(N, dt)
+        zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
+        end = c0 + n
+        for r in range(r0, r1):
+            s = stream[r]
+            w = wl[r, 0]
+            for i in range(N):  # pre-activations of the first step
+                acc = zero
+                for m in range(M):
+                    acc += W[r, i, m] * xs[s, c0, 0, m]
+                Z[i] = acc + b[r, i]
+            for c in range(c0, end):
+                f = zero
+                for i in range(N):
+                    f += max(Z[i], zero) * V[r, i]
+                y = ys[s, c, 0]
+                e = (f - y if mse else one / (one + np.exp(-f)) - y) * w
+                nxt = c + 1 < end
+                cn = c + 1 if nxt else c
+                for i in range(N):
+                    z = Z[i]
+                    d = e * V[r, i] * (one if z > zero else zero)  # at the pre-step V; NaN·0 stays NaN
+                    V[r, i] -= e * max(z, zero)
+                    if bias:
+                        b[r, i] -= d
+                    if nxt:
+                        acc = zero
+                        for m in range(M):
+                            wm = W[r, i, m] - d * xs[s, c, 0, m]
+                            W[r, i, m] = wm
+                            acc += wm * xs[s, cn, 0, m]
+                        Z[i] = acc + b[r, i]
+                    else:
+                        for m in range(M):
+                            W[r, i, m] -= d * xs[s, c, 0, m]
+
+    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+    def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no cover - compiled
+        """The per-sample part of the probe-set instruments for replicas r0..r1, into out (6, R).
+
+        Z (R, P, N): pre-activations on the probe set (torch's batched product);
+        py (S, P) labels, seed (R,) a replica's seed index, xx (S, P) ‖x_p‖².
+        Writes δ (R, P, N) (for Σ_p δ_p x_pᵀ, a batched product left to torch) and
+        out: activation rate, loss, error, then the per-sample gradient second
+        moments minus squared means of V and b, and E_p[‖δ_p‖²‖x_p‖²] for W (its
+        squared mean is subtracted by the caller). Sums over samples in float64.
+        """
+        _, P, N = Z.shape
+        dt = Z.dtype
+        zero = np.zeros(1, dt)[0]
+        gV = np.empty(N)
+        gb = np.empty(N)
+        eb = np.empty(1, dt)
+        corr = P / (P - 1)
+        for r in range(r0, r1):
+            k = seed[r]
+            active, lsum, esum, sV, sb, sW = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+            gV[:] = 0
+            gb[:] = 0
+            for p in range(P):
+                f = zero
+                for i in range(N):
+                    z = Z[r, p, i]
+                    active += 1.0 if z > zero else 0.0
+                    f += max(z, zero) * V[r, i]
+                if not grads:
+                    continue
+                y = py[k, p]
+                if mse:
+                    lsum += 0.5 * (f - y) ** 2
+                    e = f - y
+                else:  # softplus(f) − y f, overflow-free (log(1 + t): as in probe)
+                    lsum += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
+                    e = 1 / (1 + math.exp(-f)) - y
+                eb[0] = e  # ∂ℓ/∂f in the parameters' precision, as the reference
+                e = eb[0]
+                esum += (1.0 if f > 0 else 0.0) != y
+                a2 = zero
+                d2 = zero
+                for i in range(N):
+                    z = Z[r, p, i]
+                    a = max(z, zero)
+                    d = e * V[r, i] if z > zero else zero
+                    delta[r, p, i] = d
+                    gV[i] += e * a
+                    gb[i] += d
+                    a2 += a * a
+                    d2 += d * d
+                sV += e * e * a2
+                sb += d2
+                sW += d2 * xx[k, p]
+            out[0, r] = active / (P * N)
+            if grads:
+                mV, mb = 0.0, 0.0
+                for i in range(N):
+                    mV += (gV[i] / P) ** 2
+                    mb += (gb[i] / P) ** 2
+                out[1, r] = lsum / P
+                out[2, r] = esum / P
+                out[3, r] = (sV / P - mV) * corr
+                out[4, r] = sW / P
+                out[5, r] = (sb / P - mb) * corr
+
+    _KERNELS.update(steps=steps, metrics=metrics, probe=probe, row_steps=row_steps, row_steps1=row_steps1,
+                    row_probe=row_probe)
     return _KERNELS
 
 
@@ -360,11 +478,13 @@ def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray):
 class RowEnsemble:
     """R replicas' W, b, V in torch's own layout, shared with ``p`` (no copies).
 
-    ``compiled_probe`` is False: the probe-set instruments of large nets run as
-    torch's batched matrix products on ``p``, which beat a per-lane loop there.
+    The probe-set instruments of large nets do their two products over the probe
+    set (pre-activations, mean gradient of W) as torch's batched matrix products,
+    which beat a compiled loop there, and everything per sample in one compiled
+    pass (:meth:`probe`).
     """
 
-    compiled_probe = False
+    compiled_probe = True
 
     def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray):
         for t in (p.W, p.b, p.V):
@@ -383,7 +503,7 @@ class RowEnsemble:
     def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool,
               threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
-        kernel = _kernels()["row_steps"]
+        kernel = _kernels()["row_steps1" if xs.shape[2] == 1 else "row_steps"]
         _parallel(lambda r0, r1: kernel(self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n,
                                         loss == "mse", bias, r0, r1), self.R, threads, self.W.size * n * xs.shape[2])
 
@@ -394,6 +514,36 @@ class RowEnsemble:
         return {"v_norm": p.V.norm(dim=-1), "w_norm": rows.norm(dim=-1), "bias_mean": p.b.mean(-1),
                 "activation_rate": torch.special.ndtr(p.b / rows).mean(-1),
                 "finite_sum": p.V.sum(-1) + p.b.sum(-1) + p.W.sum((-1, -2))}
+
+    def probe(self, px: torch.Tensor, py: torch.Tensor, batch_size: torch.Tensor, *, loss: str, bias: bool,
+              grads: bool, threads: int) -> dict[str, torch.Tensor]:
+        """As :meth:`LaneEnsemble.probe`."""
+        p, R = self.p, self.R
+        S = px.shape[0]
+        seed = np.arange(R) % S
+        if getattr(self, "_px", (None,))[0] is not px:  # the probe set is fixed: expand it once per run
+            self._px = (px, px[torch.from_numpy(seed)], (px * px).sum(-1).numpy())
+        xr, xx = self._px[1], self._px[2]
+        z = torch.baddbmm(p.b.unsqueeze(1), xr, p.W.mT)  # (R, P, N)
+        delta = torch.empty_like(z) if grads else z[:, :0]
+        out = np.full((6, R), np.nan)
+        kernel = _kernels()["row_probe"]
+        Zn, Vn, dn, pyn = z.numpy(), self.V, delta.numpy(), np.ascontiguousarray(py.numpy())
+        _parallel(lambda r0, r1: kernel(Zn, Vn, pyn, seed, xx, loss == "mse", grads, dn, out, r0, r1), R, threads,
+                  z.numel() * (2 if grads else 1))
+        vals = torch.from_numpy(out).to(p.W.dtype)
+        if not grads:
+            return {"activation_rate": vals[0]}
+        P, N, M = z.shape[1], self.W.shape[1], self.W.shape[2]
+        gW = torch.bmm(delta.mT, xr).div_(P)  # mean per-sample gradient of W, (R, N, M)
+        var_W = (torch.from_numpy(out[4]) - gW.pow(2).sum((-1, -2)).double()) * (P / (P - 1))
+        var_V, var_b, var_W = vals[3], vals[5], var_W.to(p.W.dtype)
+        bsz = batch_size.to(vals.dtype)
+        n_b = N if bias else 0
+        total = var_V + var_W + (var_b if n_b else 0)
+        return {"activation_rate": vals[0], "loss": vals[1], "error": vals[2],
+                "grad_var_V": var_V / (N * bsz), "grad_var_W": var_W / (N * M * bsz),
+                "grad_var_b": var_b / (N * bsz), "grad_var": total / ((N + N * M + n_b) * bsz)}
 
     def freeze(self, bad: np.ndarray) -> None:
         """NaN parameters and zero step weights for the replicas in the (R,) mask ``bad``."""
