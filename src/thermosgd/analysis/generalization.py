@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
@@ -44,6 +43,8 @@ def _spearman(a, b) -> dict:
     ok = np.isfinite(a) & np.isfinite(b)
     if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
         return {"rho": float("nan"), "p": float("nan"), "n": int(ok.sum())}
+    from scipy import stats  # here: scipy.stats costs ~0.5 s to import
+
     r = stats.spearmanr(a[ok], b[ok])
     return {"rho": float(r.statistic), "p": float(r.pvalue), "n": int(ok.sum())}
 
