@@ -7,6 +7,9 @@ Data flows one way: preset → sweep (results on disk) → collapse fit → figu
 from __future__ import annotations
 
 import json
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import xarray as xr
@@ -16,7 +19,8 @@ from thermosgd.analysis.verdict import Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
 from thermosgd.jsonsafe import json_safe
-from thermosgd.sweep.run import run_sweep
+from thermosgd.sweep.run import run_sweep, usable_cores
+from thermosgd.sweep.store import load
 
 
 def reproduce_twolayer(
@@ -43,16 +47,50 @@ def reproduce_twolayer(
     """
     cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(train={"device": device, "fused": fused})
     ds = run_sweep(cfg, out, progress=progress, **executor)
-    verdicts = []
-    for p in presets.experiment_presets(preset):
-        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
-        verdicts.append(v)
-        twolayer_figure(ds, p, out / "figures", v)
+    verdicts = judge_and_draw(ds, presets.experiment_presets(preset), out, include_diverged=include_diverged)
     write_summary(out, preset, ds, verdicts)
     if progress:
         for v in verdicts:
             print(f"[{v.preset}] {v.metric}: {v.line()}")
     return verdicts
+
+
+def judge_and_draw(ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, include_diverged: bool = False,
+                   side: bool = True) -> list[Verdict]:
+    """Fit, judge and draw each preset's figure into ``out/figures``; one verdict per preset, in order.
+
+    The collapse fit and matplotlib each keep one core busy, so with ``side`` the
+    presets after the first are done on a forked process (it reads the results
+    from ``out``, as any later reader would) while this one does the first; the
+    verdicts and files are the same either way (tested). Forking needs this
+    process to have no other thread (a fork copies only the calling thread, and
+    a lock held by another one would never be released in the child); otherwise,
+    or with one core, everything runs here.
+    """
+    def here(p: presets.Preset) -> Verdict:
+        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
+        twolayer_figure(ds, p, out / "figures", v)
+        return v
+
+    pool = _side_process() if side and len(chosen) > 1 else None
+    if pool is None:
+        return [here(p) for p in chosen]
+    with pool:
+        later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged) for p in chosen[1:]]
+        return [here(chosen[0])] + [f.result() for f in later]
+
+
+def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool) -> Verdict:
+    """:func:`judge_and_draw` of one preset, on the results stored in ``out`` (checksum verified)."""
+    return judge_and_draw(load(out), [presets.get(name)], out, include_diverged=include_diverged, side=False)[0]
+
+
+def _side_process() -> ProcessPoolExecutor | None:
+    """A one-process fork pool, or None where forking is unsafe or would not pay."""
+    if (usable_cores() < 2 or "fork" not in multiprocessing.get_all_start_methods()
+            or threading.active_count() != 1):
+        return None
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
 
 
 def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
