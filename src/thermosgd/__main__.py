@@ -1,5 +1,3 @@
-import sys
+from thermosgd.cli import entry
 
-from thermosgd.cli import main
-
-sys.exit(main())
+entry()

@@ -12,6 +12,7 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from thermosgd.cli import collapse, experiments, report, reproduce, sweep, walk
@@ -61,5 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     return int(code or 0)
 
 
+def entry() -> None:
+    """The ``thermosgd`` console script and ``python -m thermosgd``: :func:`main`, then exit with its code."""
+    code = main()
+    # At exit Python runs a last garbage collection over every object torch, scipy and
+    # matplotlib created: 0.4–1.4 s measured, a tenth of a short reproduce. A finished command
+    # has closed its files and joined its workers, so those objects are left to the OS.
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
