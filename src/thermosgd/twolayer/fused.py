@@ -457,6 +457,24 @@ def _parallel(fn, blocks: int, threads: int, work: int) -> None:
         f.result()
 
 
+def _probe_values(vals: torch.Tensor, var_W: torch.Tensor, batch_size: torch.Tensor, *, N: int, M: int,
+                  bias: bool) -> dict[str, torch.Tensor]:
+    """A probe kernel's rows as :func:`~thermosgd.twolayer.measure.probe_metrics`' instruments, each (R,).
+
+    ``vals`` (6, R): activation rate, loss, error, the per-sample gradient
+    variance of V summed over entries, a row for W that only the lane kernel
+    fills with its variance (hence ``var_W``, (R,), given apart), and b's.
+    Normalized per entry and by each replica's |B| (``batch_size``, (R,)).
+    """
+    bsz = batch_size.to(vals.dtype)
+    var_V, var_b = vals[3], vals[5]
+    n_b = N if bias else 0
+    total = var_V + var_W + (var_b if n_b else 0)
+    return {"activation_rate": vals[0], "loss": vals[1], "error": vals[2],
+            "grad_var_V": var_V / (N * bsz), "grad_var_W": var_W / (N * M * bsz),
+            "grad_var_b": var_b / (N * bsz), "grad_var": total / ((N + N * M + n_b) * bsz)}
+
+
 #: Inputs from which replicas run one at a time along W's rows (:class:`RowEnsemble`)
 #: instead of in SIMD lanes (:class:`LaneEnsemble`); see :func:`ensemble`.
 ROW_INPUTS = 32
@@ -537,13 +555,7 @@ class RowEnsemble:
         P, N, M = z.shape[1], self.W.shape[1], self.W.shape[2]
         gW = torch.bmm(delta.mT, xr).div_(P)  # mean per-sample gradient of W, (R, N, M)
         var_W = (torch.from_numpy(out[4]) - gW.pow(2).sum((-1, -2)).double()) * (P / (P - 1))
-        var_V, var_b, var_W = vals[3], vals[5], var_W.to(p.W.dtype)
-        bsz = batch_size.to(vals.dtype)
-        n_b = N if bias else 0
-        total = var_V + var_W + (var_b if n_b else 0)
-        return {"activation_rate": vals[0], "loss": vals[1], "error": vals[2],
-                "grad_var_V": var_V / (N * bsz), "grad_var_W": var_W / (N * M * bsz),
-                "grad_var_b": var_b / (N * bsz), "grad_var": total / ((N + N * M + n_b) * bsz)}
+        return _probe_values(vals, var_W.to(p.W.dtype), batch_size, N=N, M=M, bias=bias)
 
     def freeze(self, bad: np.ndarray) -> None:
         """NaN parameters and zero step weights for the replicas in the (R,) mask ``bad``."""
@@ -641,14 +653,7 @@ class LaneEnsemble:
                                                                       torch.float64)
         if not grads:
             return {"activation_rate": vals[0]}
-        N, M = self.W.shape[1], self.W.shape[2]
-        bsz = batch_size.to(vals.dtype)
-        var_V, var_W, var_b = vals[3], vals[4], vals[5]
-        n_b = N if bias else 0
-        total = var_V + var_W + (var_b if n_b else 0)
-        return {"activation_rate": vals[0], "loss": vals[1], "error": vals[2],
-                "grad_var_V": var_V / (N * bsz), "grad_var_W": var_W / (N * M * bsz),
-                "grad_var_b": var_b / (N * bsz), "grad_var": total / ((N + N * M + n_b) * bsz)}
+        return _probe_values(vals, vals[4], batch_size, N=self.W.shape[1], M=self.W.shape[2], bias=bias)
 
     def freeze(self, bad: np.ndarray) -> None:
         """NaN parameters and zero step weights for the replicas in the (R,) mask ``bad``."""
