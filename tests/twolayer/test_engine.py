@@ -118,7 +118,7 @@ def test_samples_drawn_into_buffers_are_the_samples_of_batches(data, dtype):
     for steps, batch in ((7, 3), (256, 1)):
         xs, ys = a.batches(steps, batch)
         x, y = torch.full((steps * batch, 4), float("nan"), dtype=dtype), torch.empty(steps * batch, dtype=dtype)
-        b.batches_into(x, y, batch)
+        b.batches_into(x, y)
         assert torch.equal(x.view(steps, batch, 4), xs) and torch.equal(y.view(steps, batch), ys)
 
 

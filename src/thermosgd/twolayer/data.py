@@ -77,55 +77,50 @@ class SampleStream:
             g = generator(master, seed, TRAINSET)
             self.train_x, self.train_y = self.sample(d.train_size, g, balanced=True)
 
-    def inputs(self, n: int, gen: torch.Generator) -> torch.Tensor:
+    def inputs(self, n: int, gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
+        """n fresh inputs (n, M), drawn into ``out`` when given."""
         if self.cfg.data.inputs == "gaussian":
-            return torch.randn(n, self.M, generator=gen, dtype=self.dtype)
-        return torch.rand(n, self.M, generator=gen, dtype=self.dtype)
+            return torch.randn(n, self.M, generator=gen, dtype=self.dtype, out=out)
+        return torch.rand(n, self.M, generator=gen, dtype=self.dtype, out=out)
 
-    def sample(self, n: int, gen: torch.Generator, balanced: bool = False):
-        """Fresh samples: x (n, M), y (n,) in {0, 1}."""
-        x = self.inputs(n, gen)
+    def sample(self, n: int, gen: torch.Generator, balanced: bool = False, out=None):
+        """Fresh samples: x (n, M), y (n,) in {0, 1}; written into ``out`` = (x, y) when given."""
+        x = self.inputs(n, gen, None if out is None else out[0])
         if self.teacher is not None:
-            return x, self.teacher(x, self.center)
-        if balanced:
+            y = self.teacher(x, self.center)
+        elif balanced:
             y = (torch.arange(n) % 2).to(self.dtype)[torch.randperm(n, generator=gen)]
+        elif out is not None:  # the same 32-bit draws as the int64 ones below (tested equal)
+            return x, torch.randint(0, 2, (n,), generator=gen, out=out[1])
         else:
             y = torch.randint(0, 2, (n,), generator=gen).to(self.dtype)
-        return x, y
+        return x, y if out is None else out[1].copy_(y)
 
     def batches(self, steps: int, batch: int):
         """The next ``steps`` minibatches: x (steps, batch, M), y (steps, batch)."""
         x, y = self.draw(steps * batch, self._gen)
         return x.view(steps, batch, self.M), y.view(steps, batch)
 
-    def batches_into(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> None:
-        """The next ``len(y) // batch`` minibatches of :meth:`batches`, flat, written into
-        x (steps·batch, M) and y (steps·batch,) (contiguous).
+    def batches_into(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The numbers of :meth:`batches`, flat, drawn into x (steps·batch, M) and y (steps·batch,).
 
-        The same numbers as :meth:`batches`: fresh online samples are drawn by
-        the same calls straight into the buffers (``out=``; the engine draws
-        hundreds of streams per chunk, where copies and per-call overhead cost
-        more than the draws), anything else is drawn by :meth:`batches` and copied.
+        The engine draws hundreds of streams per chunk into one buffer, where
+        copies and per-call overhead would cost more than the draws themselves.
         """
-        n = len(y)
-        if self.train_x is not None or self.teacher is not None or x.dtype != self.dtype:
-            bx, by = self.batches(n // batch, batch)
-            x.copy_(bx.reshape(n, self.M))
-            y.copy_(by.reshape(n))
-        else:
-            if self.cfg.data.inputs == "gaussian":
-                torch.randn(n, self.M, generator=self._gen, dtype=self.dtype, out=x)
-            else:
-                torch.rand(n, self.M, generator=self._gen, dtype=self.dtype, out=x)
-            # Integer draws from the same 32-bit numbers as sample()'s int64 ones (tested equal).
-            torch.randint(0, 2, (n,), generator=self._gen, out=y)
+        self.draw(len(y), self._gen, out=(x, y))
 
-    def draw(self, n: int, gen: torch.Generator):
-        """n training samples x (n, M), y (n,): fresh ones online, else drawn with replacement from the set."""
+    def draw(self, n: int, gen: torch.Generator, out=None):
+        """n training samples x (n, M), y (n,): fresh ones online, else drawn with replacement from the set.
+
+        ``out``: (x, y) to write them into (contiguous, of the stream's dtype).
+        """
         if self.train_x is None:
-            return self.sample(n, gen)
+            return self.sample(n, gen, out=out)
         idx = torch.randint(0, len(self.train_y), (n,), generator=gen)
-        return self.train_x[idx], self.train_y[idx]
+        if out is None:
+            return self.train_x[idx], self.train_y[idx]
+        return (torch.index_select(self.train_x, 0, idx, out=out[0]),
+                torch.index_select(self.train_y, 0, idx, out=out[1]))
 
     def probe(self):
         """Probe set (P, M), (P,): fixed fresh samples, or a training subset."""

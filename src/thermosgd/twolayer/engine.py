@@ -427,7 +427,7 @@ class _Data:
         x = torch.empty(S, chunk * batch, M, dtype=self.dtype)
         y = torch.empty(S, chunk * batch, dtype=self.dtype)
         for st, xi, yi in zip(self.streams, x.unbind(), y.unbind()):
-            st.batches_into(xi, yi, batch)
+            st.batches_into(xi, yi)
         x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
         if by_stream:
             return x.contiguous(), y.contiguous()  # no copy unless n < chunk
