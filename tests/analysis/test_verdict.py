@@ -73,3 +73,8 @@ def test_not_measured_says_why():
 def test_too_few_seeds_give_no_agree_or_disagree():
     v = judge(_family(seeds=3), "t", "activation_rate", "lr", n_boot=50)
     assert v.status == "inconclusive" and "only 3 seeds" in v.line() and v.exponent is not None
+    # No interval is stated (a 3-seed bootstrap's is an artefact); the fit keeps it on record.
+    assert v.ci_low is None and v.ci_high is None and "CI [" not in v.line() and "no CI" in v.line()
+    assert v.fitted() == f"α = {v.exponent:.2f} (no CI)" and np.isfinite(v.fit["ci_low"])
+    enough = judge(_family(seeds=6), "t", "activation_rate", "lr", n_boot=50)
+    assert enough.fitted() == f"α = {enough.exponent:.2f} [{enough.ci_low:.2f}, {enough.ci_high:.2f}]"

@@ -12,7 +12,7 @@ from thermosgd.report import collect, summary_table
 from thermosgd.report.catalogue import experiments
 from thermosgd.report.curves import collapse_data
 from thermosgd.report.provenance import markdown_tables
-from thermosgd.report.verdicts import classify_interval, fit_claim
+from thermosgd.report.verdicts import classify_interval, fit_claim, judged_fit
 
 
 def _claims(report, name):
@@ -198,3 +198,18 @@ def test_walk_dimensions_judged_apart(fake_runs):
     assert claims["thermophoretic flux, measured / Eq. 10 (1-D)"] == "agrees"
     assert claims["thermophoretic flux, measured / Eq. 10 (2-D)"] == "disagrees"
     assert "stationary density ρ ∝ g^(−k): k (1-D)" in claims and "stationary density ρ ∝ g^(−k): k (2-D)" not in claims
+
+
+def test_a_verdict_without_interval_shows_none_even_if_its_fit_recorded_one():
+    fit = {"metric": "a", "over": "lr", "exponent": 0.1854, "ci_low": 0.1745, "ci_high": 0.1745, "ci_level": 0.95,
+           "predicted": 2.0, "bounds": [-2.0, 5.0]}
+    verdict = {"metric": "a", "status": "inconclusive", "paper": 2.0, "exponent": 0.1854, "ci_low": None,
+               "ci_high": None, "note": "only 2 seeds: a bootstrap over seeds needs ≥ 4 for an interval",
+               "fit": fit, "left_out": []}
+    claim = fit_claim("gradient variance", fit, "lr", {}, verdict)
+    assert claim.measured == "α = 0.19 (no CI)" and claim.verdict == "inconclusive"
+    assert "only 2 seeds" in claim.note
+    shown = judged_fit(fit, verdict)  # what the interactive collapse shades
+    assert shown["ci_low"] is None and shown["ci_high"] is None and shown["exponent"] == fit["exponent"]
+    assert judged_fit(fit, {"status": "agrees"}) == fit and fit["ci_low"] == 0.1745  # no verdict interval: the fit's
+

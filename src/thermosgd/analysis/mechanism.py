@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.analysis.verdict import Verdict, judge
-from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
+from thermosgd.presets import PAPER_EXPONENT
 
 __all__ = ["end_values", "assess", "versus", "plain_verdict", "METRICS"]
 
@@ -108,19 +108,20 @@ def _collapses(v: Verdict) -> str:
 
 def _words(a: dict, over: str, strongest: dict) -> str:
     v: Verdict = a["verdict"]
-    sym, name = EXPONENT_SYMBOL[over], ("η" if over == "lr" else "|B|")
+    name = "η" if over == "lr" else "|B|"
     scaling = "t·η²" if over == "lr" else "t/|B|"
     c = strongest["activation_rate"]
     fall = (f"activation rate {c['start']:.3f} → {c['end']:.3f} (change {c['change']:+.3f} ± {c['change_se']:.3f}) "
             f"at {name} = {strongest['value']:g}")
-    fit = ("no collapse fit" if v.ci_low is None else
-           f"{sym} = {v.exponent:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}]")
+    fit = "no collapse fit" if v.exponent is None else v.fitted()
     if a["reproduces"]:
         return f"reproduces the effect: {fall}, and the curves collapse on {scaling} ({fit})"
     if not a["falls"]:
         return f"no significant fall: {fall}; {fit}"
     if a["collapses"] == "no":
         return f"falls, but not on {scaling}: {fall}; {fit} excludes {PAPER_EXPONENT[over]:g}"
+    if v.exponent is not None and v.ci_low is None:
+        return f"falls, scaling undetermined: {fall}; {fit}: too few seeds for an interval"
     return f"falls, scaling undetermined: {fall}; {fit} is too wide to single out a scaling"
 
 

@@ -93,14 +93,24 @@ class Verdict:
         out["symbol"] = self.symbol
         return out
 
+    def fitted(self, digits: int = 2) -> str:
+        """``α = 1.91 [1.89, 1.93]``; ``α = 0.19 (no CI)`` when the fit has no interval
+        (too few seeds); ``n/a`` without a fit."""
+        if self.exponent is None:
+            return "n/a"
+        text = f"{self.symbol} = {self.exponent:.{digits}f}"
+        if self.ci_low is None:
+            return text + " (no CI)"
+        return text + f" [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
+
     def line(self) -> str:
         """The one-line verdict printed by ``reproduce`` (same numbers as the report)."""
         sym = self.symbol
         if self.status == NOT_MEASURED:
             text = f"not measured: {self.note}"
         else:
-            text = (f"fitted {sym} = {fmt.exponent(self.exponent)}, 95% CI {fmt.interval(self.ci_low, self.ci_high)}; "
-                    f"paper {sym} = {fmt.sig(self.paper)}: ")
+            ci = "no CI" if self.ci_low is None else f"95% CI {fmt.interval(self.ci_low, self.ci_high)}"
+            text = f"fitted {sym} = {fmt.exponent(self.exponent)}, {ci}; paper {sym} = {fmt.sig(self.paper)}: "
             if self.status == AGREES:
                 text += "consistent"
             elif self.status == INCONCLUSIVE:
@@ -218,11 +228,13 @@ def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverg
     status, _ = classify(paper, fit.ci_low, fit.ci_high, fit.bounds)
     note = "the CI reaches the search bound: the curves barely constrain it" if _at_bound(
         fit.ci_low, fit.ci_high, fit.bounds) else ""
+    low, high = fit.ci_low, fit.ci_high
     if fit.n_seeds < MIN_SEEDS_FOR_VERDICT:
         # A bootstrap over 2 or 3 seeds has a handful of distinct resamples: its interval
-        # is an artefact of the method, not a measurement, so no agree/disagree is stated.
-        status = INCONCLUSIVE
+        # is an artefact of the method, not a measurement (it may even miss the estimate),
+        # so neither an interval nor agree/disagree is stated; ``fit`` keeps it on record.
+        status, low, high = INCONCLUSIVE, None, None
         note = (f"only {fit.n_seeds} seeds: a bootstrap over seeds needs ≥ {MIN_SEEDS_FOR_VERDICT} for an "
                 "interval; rerun with --seeds 8 or more")
-    return Verdict(status=status, exponent=fit.exponent, ci_low=fit.ci_low, ci_high=fit.ci_high, note=note,
+    return Verdict(status=status, exponent=fit.exponent, ci_low=low, ci_high=high, note=note,
                    fit=fit.to_dict(), **base)

@@ -26,7 +26,7 @@ from thermosgd.report.common import (
 )
 from thermosgd.report.curves import collapses
 from thermosgd.report.records import AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, Claim, Section, Table
-from thermosgd.report.verdicts import Z95, classify_interval, fit_claim, pooled_claim, verdict_records
+from thermosgd.report.verdicts import Z95, classify_interval, fit_claim, judged_fit, pooled_claim, verdict_records
 
 __all__ = ["reader", "EXPECTED"]
 
@@ -77,7 +77,8 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
                                     verdicts.get(metric)))
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
-    sec.collapses += collapses(sec, folder, metrics, over, fits)
+    sec.collapses += collapses(sec, folder, metrics, over,
+                               {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics})
     if not summary:
         sec.notes.append("summary.json is missing: the sweep has not finished or was run with `thermosgd sweep`; "
                          "run `thermosgd reproduce` on it to fit the exponents.")
@@ -174,7 +175,8 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         sec.claims.append(claim)
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
-    sec.collapses += collapses(sec, folder, metrics, over, fits)
+    sec.collapses += collapses(sec, folder, metrics, over,
+                               {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics})
     marker = read_json(folder / ".thermosgd-run.json")
     if marker is None and config.get("seeds") and config.get("steps"):
         sec.command = f"thermosgd reproduce {exp.name} --seeds {config['seeds']} --steps {config['steps']} --out {folder}"

@@ -38,7 +38,10 @@ def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = No
     if exponent is None:
         why = str(v.get("note") or f.get("reason") or "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)")
         return Claim(label, paper, fmt.NA, NOT_MEASURED, "; ".join(filter(None, [why, detail])), short)
-    measured = f"{sym} = {fmt.exponent(exponent)} {fmt.interval(lo, hi)}"
+    if number(lo) is None or number(hi) is None:  # e.g. too few seeds: the verdict states no interval
+        measured = f"{sym} = {fmt.exponent(exponent)} (no CI)"
+    else:
+        measured = f"{sym} = {fmt.exponent(exponent)} {fmt.interval(lo, hi)}"
     verdict_word, why = classify_interval(predicted, lo, hi, f.get("bounds"))
     if v.get("status") in (INCONCLUSIVE, NOT_MEASURED):
         # The run's own verdict knows more than the interval (e.g. too few seeds): keep it.
@@ -49,6 +52,15 @@ def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = No
     if level is not None:
         why = why.replace("the CI", f"the {fmt.fixed(100 * level, 0)}% CI", 1)
     return Claim(label, paper, measured, verdict_word, "; ".join(filter(None, [why, detail])), short)
+
+
+def judged_fit(fit: dict | None, verdict: dict | None) -> dict:
+    """``fit`` with the interval its run's verdict states (none where too few seeds gave the
+    bootstrap's interval no meaning, though the fit keeps it on record)."""
+    out = dict(fit) if isinstance(fit, dict) else {}
+    v = verdict if isinstance(verdict, dict) else {}
+    out.update({k: v[k] for k in ("ci_low", "ci_high") if k in v})
+    return out
 
 
 def classify_interval(predicted, low, high, bounds=None) -> tuple[str, str]:

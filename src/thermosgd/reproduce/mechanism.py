@@ -71,9 +71,7 @@ def reproduce_mechanism(preset: presets.Preset, out: Path, *, seeds: int | None 
 
 
 def _fit_label(v: Verdict) -> str:
-    if v.ci_low is None:
-        return "no fit"
-    return f"{v.symbol} = {v.exponent:.2f} [{v.ci_low:.2f}, {v.ci_high:.2f}]"
+    return "no fit" if v.exponent is None else v.fitted()
 
 
 def _summary(preset, assessed, over_of, *, seeds: int, steps: int, gd_batch: int) -> dict:

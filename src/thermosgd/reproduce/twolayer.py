@@ -140,7 +140,9 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
     for v in verdicts:
         gone = ", ".join(f"{x.count}/{x.of} at {x.value:g}" for x in v.left_out) or "none"
         if v.exponent is None or v.ci_low is None:
-            lines.append(f"| {v.preset} | {v.metric} | n/a | | {v.symbol} = {v.paper:g} | {v.status}: {v.note} | {gone} |")
+            fitted = "n/a" if v.exponent is None else f"{v.symbol} = {v.exponent:.3f}"
+            lines.append(f"| {v.preset} | {v.metric} | {fitted} | | {v.symbol} = {v.paper:g} | {v.status}: {v.note} "
+                         f"| {gone} |")
         else:
             lines.append(f"| {v.preset} | {v.metric} | {v.symbol} = {v.exponent:.3f} | [{v.ci_low:.3f}, {v.ci_high:.3f}] "
                          f"| {v.paper:g} | **{v.status}** | {gone} |")
