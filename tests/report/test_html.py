@@ -63,6 +63,19 @@ def test_collapse_data_survives_any_text():
     assert json.loads(data.text)["metric_label"] == evil
 
 
+@pytest.mark.parametrize("ci, shown", [([1.7, 2.2], "α = 1.95 [1.70, 2.20]"), ([None, None], "α = 1.95 (no CI)")])
+def test_the_fitted_button_states_the_interval_or_none(ci, shown):
+    sec = Section(id="sec-x", experiment="x", name="x", title="t", claim="c", source="s", measured=True,
+                  collapses=[Collapse(id="collapse-x", title="t", data={
+                      "over": "lr", "symbol": "η", "exponent_symbol": "α", "metric": "m", "metric_label": "m",
+                      "reference": 0.05, "sign": 1.0, "bounds": [-2.0, 5.0], "paper": 2.0, "fitted": 1.95,
+                      "ci": ci, "span": [0.0, 1.0], "curves": []})])
+    dom = _dom(render(Report(runs_dir="r", generated="now", sections=[sec], environment=[])))
+    (button,) = [b for b in dom.iter("button") if _cls(b, "to-fitted")]
+    text = " ".join("".join(button.itertext()).split())
+    assert text.endswith("fitted: " + shown) and "n/a" not in text
+
+
 def test_numbers_are_the_cli_verdict_numbers(fake_runs):
     from thermosgd.analysis.verdict import Verdict
 

@@ -33,3 +33,31 @@ def test_the_forked_side_process_gives_the_same_verdicts_and_figures(tmp_path, m
     assert all(v["exponent"] is not None and np.isfinite(v["exponent"]) for v in forked_v)
     assert forked_v == serial
     assert sorted(serial_png) == ["fig3.png", "fig4.png"] and forked_png == serial_png
+
+
+def _torch_work() -> float:
+    import torch
+
+    return float(torch.randn(10**6).exp().sum())  # large enough for a parallel region
+
+
+def test_the_side_process_runs_torch_after_the_parent_did(monkeypatch):
+    """A forked child inherits torch's OpenMP pool without its threads; unless it runs on one
+    intra-op thread, its first parallel region waits forever (a 60 s timeout guards the test)."""
+    import torch
+
+    monkeypatch.setattr(twolayer, "usable_cores", lambda: 2)
+    threads = torch.get_num_threads()  # conftest pins 1; the command runs with torch's default
+    torch.set_num_threads(2)
+    try:
+        _torch_work()  # the parent's OpenMP threads exist now
+        pool = twolayer._side_process()
+        assert pool is not None
+        try:
+            assert pool.submit(_torch_work).result(timeout=60) > 0
+        finally:
+            for proc in list(pool._processes.values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+    finally:
+        torch.set_num_threads(threads)

@@ -65,6 +65,7 @@ def _close(a, b, rtol, atol) -> None:
     # |B| = 1 throughout: the row kernel's one-pass variant (update fused with the next forward).
     {"M": fused.ROW_INPUTS + 1, "batch_size": [1]},
     {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "loss": "mse", "bias": False, "record_every": 1},
+    {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "steps": 300, "record_every": 300, "probe_every": 300},
 ])
 def test_fused_equals_reference_float64(train):
     cfg = _cfg(**train)
@@ -77,9 +78,10 @@ def test_fused_equals_reference_float32_fig3_grid():
     _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("M", [6, fused.ROW_INPUTS + 1])
-def test_diverging_replicas_are_frozen_alike(M):
-    cfg = _cfg(lr=[0.05, 200.0], loss="mse", steps=60, M=M)
+@pytest.mark.parametrize("M, batch_size", [(6, [1, 2, 5]), (fused.ROW_INPUTS + 1, [1, 2, 5]),
+                                           (fused.ROW_INPUTS + 1, [1])])
+def test_diverging_replicas_are_frozen_alike(M, batch_size):
+    cfg = _cfg(lr=[0.05, 200.0], loss="mse", steps=60, M=M, batch_size=batch_size)
     ref, fus = thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True}))
     assert ref.diverged.values.any() and not ref.diverged.values.all()
     _close(ref, fus, rtol=1e-9, atol=1e-12)
@@ -117,31 +119,36 @@ def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
 
 
 @pytest.mark.parametrize("M", [4, fused.ROW_INPUTS + 3])
-def test_compiled_probe_set_instruments_equal_the_reference(M):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatch):
     """Both probe kernels (per lane; per row with torch's products) against
-    :func:`measure.probe_metrics` on the same parameters (float64)."""
+    :func:`measure.probe_metrics` on the same parameters, split over threads
+    (float64 to 1e-10; float32, whose sums run in another order, to 1e-4)."""
     import torch
 
     from thermosgd.twolayer.measure import probe_metrics
     from thermosgd.twolayer.params import Params
 
+    monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)  # split even this small call
+    dt = getattr(torch, dtype)
     g = torch.Generator().manual_seed(3)
     S, L, N, P = 5, 3, 7, 50
     R = S * L
-    p = Params(torch.randn(R, N, M, generator=g, dtype=torch.float64),
-               torch.randn(R, N, generator=g, dtype=torch.float64), torch.randn(R, N, generator=g, dtype=torch.float64))
-    px = torch.randn(S, P, M, generator=g, dtype=torch.float64)
-    py = torch.randint(0, 2, (S, P), generator=g).to(torch.float64)
-    bsz = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).repeat_interleave(S)
-    ens = fused.ensemble(p, torch.zeros(R, 1, dtype=torch.float64), np.arange(R) % S)
+    p = Params(*(torch.randn(*shape, generator=g, dtype=torch.float64).to(dt) for shape in ((R, N, M), (R, N), (R, N))))
+    px = torch.randn(S, P, M, generator=g, dtype=torch.float64).to(dt)
+    py = torch.randint(0, 2, (S, P), generator=g).to(dt)
+    bsz = torch.tensor([1.0, 2.0, 3.0], dtype=dt).repeat_interleave(S)
+    ens = fused.ensemble(p, torch.zeros(R, 1, dtype=dt), np.arange(R) % S)
+    tol = {"rtol": 1e-10, "atol": 1e-13} if dtype == "float64" else {"rtol": 1e-4, "atol": 1e-6}
     for loss in ("bce", "mse"):
         for bias in (True, False):
-            got = ens.probe(px, py, bsz, loss=loss, bias=bias, grads=True, threads=2)
-            ref = probe_metrics(p, px.repeat(L, 1, 1), py.repeat(L, 1), bsz, loss=loss, bias=bias,
-                                need_grads=True, exact_rate=False)
-            assert set(got) == set(ref)
-            for k in ref:
-                np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+            for grads in (True, False):
+                got = ens.probe(px, py, bsz, loss=loss, bias=bias, grads=grads, threads=3)
+                ref = probe_metrics(p, px.repeat(L, 1, 1), py.repeat(L, 1), bsz, loss=loss, bias=bias,
+                                    need_grads=grads, exact_rate=False)
+                assert set(got) == set(ref)
+                for k in ref:
+                    np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), err_msg=k, **tol)
 
 
 def test_cli_fused_flag_is_recorded_and_refused_where_it_does_not_apply(tmp_path, capsys, monkeypatch):

@@ -62,7 +62,9 @@ class Verdict:
     Attributes:
         preset: preset name; metric: fitted variable; over: swept parameter.
         status: ``"agrees"`` (paper's value inside the CI), ``"disagrees"`` or ``"not measured"``.
-        exponent, ci_low, ci_high: the fit (None when not measured).
+        exponent, ci_low, ci_high: the fit (None when not measured; the interval is None
+            too with fewer than :data:`MIN_SEEDS_FOR_VERDICT` seeds, where ``fit`` keeps the
+            bootstrap's on record).
         paper: the paper's exponent.
         left_out: replicas left out, per swept value (only values with some left out).
         included_diverged: the fit was asked to keep diverged replicas.

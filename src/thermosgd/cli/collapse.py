@@ -123,10 +123,13 @@ def _default_stem(results: Path, fit) -> Path:
 def format_table(fit, figures: list[Path] = ()) -> str:
     """Human-readable summary of a fit, one quantity per line."""
     from thermosgd.analysis.collapse import EXPONENT_SYMBOL
+    from thermosgd.analysis.verdict import MIN_SEEDS_FOR_VERDICT
 
     symbol = EXPONENT_SYMBOL[fit.over]
     if fit.n_boot:
         ci = f"{100 * fit.ci_level:.0f}% CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}] ({fit.n_boot} resamples of {fit.n_seeds} seeds)"
+        if fit.n_seeds < MIN_SEEDS_FOR_VERDICT:
+            ci += f"; with fewer than {MIN_SEEDS_FOR_VERDICT} seeds this interval is not a measurement"
     else:
         ci = "no interval (n_boot = 0)"
     start, end = fit.window

@@ -113,8 +113,8 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
     for setting, s in summary["results"].items():
         for noise, a in s["noise_models"].items():
             v = a["verdict"]
-            fit = "n/a" if v["ci_low"] is None else (
-                f"{v['symbol']} = {v['exponent']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]")
+            fit = "n/a" if v["exponent"] is None else f"{v['symbol']} = {v['exponent']:.2f}" + (
+                " (no CI)" if v["ci_low"] is None else f" [{v['ci_low']:.2f}, {v['ci_high']:.2f}]")
             gone = sum(x["count"] for x in v["left_out"])
             c = a["versus_sgd"] or {}
             ratio = "" if not c else f"{c['fall_ratio']:.3f} ± {c['fall_ratio_se']:.3f}"

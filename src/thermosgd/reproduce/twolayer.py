@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def judge_and_draw(ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, i
     pool = _side_process() if side and len(chosen) > 1 else None
     if pool is None:
         return [here(p) for p in chosen]
-    with pool:
+    with pool, warnings.catch_warnings():
+        # Python ≥ 3.12 warns on fork() beside torch's OpenMP threads (not Python threads):
+        # the child runs with one intra-op thread (_one_intra_op_thread), so it never waits on them.
+        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
         later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged) for p in chosen[1:]]
         return [here(chosen[0])] + [f.result() for f in later]
 
@@ -90,7 +94,16 @@ def _side_process() -> ProcessPoolExecutor | None:
     if (usable_cores() < 2 or "fork" not in multiprocessing.get_all_start_methods()
             or threading.active_count() != 1):
         return None
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_one_intra_op_thread)
+
+
+def _one_intra_op_thread() -> None:
+    """Fork-pool initializer: torch ops in the child run inline. Its OpenMP pool was copied
+    from a parent whose worker threads do not exist here; a parallel region could wait on
+    them forever (as for the sweep's forked workers, which pin one thread per unit)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
