@@ -38,7 +38,6 @@ the two renames, a truncated or edited file) reads as corrupt and is recomputed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -49,7 +48,7 @@ from typing import Iterator
 import xarray as xr
 
 from thermosgd.config import SweepConfig, from_dict
-from thermosgd.sweep.store import save_dataset, temporary_path
+from thermosgd.sweep.store import file_sha256, save_dataset, temporary_path
 from thermosgd.twolayer import budget
 
 UNITS_DIR = "units"
@@ -127,20 +126,12 @@ def checksum_file(out: Path, unit: Unit) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_unit(ds: xr.Dataset, out: Path, unit: Unit) -> Path:
     """Store one unit's results: data file renamed into place, then its checksum."""
     path = save_dataset(ds, unit_file(out, unit))
     sums = checksum_file(out, unit)
     tmp = temporary_path(sums)
-    tmp.write_text(_sha256(path) + "\n")
+    tmp.write_text(file_sha256(path) + "\n")
     os.replace(tmp, sums)
     return path
 
@@ -151,7 +142,7 @@ def unit_state(out: Path, unit: Unit) -> str:
     if not path.exists():
         return MISSING
     try:
-        ok = sums.read_text().strip() == _sha256(path)
+        ok = sums.read_text().strip() == file_sha256(path)
     except (OSError, UnicodeDecodeError):
         return CORRUPT
     return DONE if ok else CORRUPT
