@@ -1,7 +1,9 @@
 """The small runs whose results must not change across refactors.
 
-The reference files were written with the layout before issue 9; these
-functions call today's layout with the same configurations and seeds.
+The float32 reference files (fig3, fig7, fig2-middle, walk) were written with
+the layout before issue 9 on an AVX2 machine; ``fig3-float64.nc`` was added
+with issue 25. These functions call today's layout with the same
+configurations and seeds; ``compare.py`` states the tolerance.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from pathlib import Path
 SEEDS, STEPS = 3, 120
 
 
-def twolayer(name: str):
+def twolayer(name: str, dtype: str = "float32"):
     """A small fig3 / fig7 run (3 seeds × 120 steps, every η of the preset), in memory."""
     import thermosgd
 
     from thermosgd.presets import get, twolayer_config
 
     cfg = twolayer_config(get(name), seeds=SEEDS, steps=STEPS)
+    if dtype != "float32":
+        cfg = cfg.replace(train={"dtype": dtype})
     return thermosgd.train(cfg)
 
 
