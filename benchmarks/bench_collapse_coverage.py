@@ -57,8 +57,9 @@ def ar1(rng: np.random.Generator, n: int) -> np.ndarray:
     return x
 
 
-def family(over: str, exponent: float, *, shared: bool, seed: int | None, n_seeds: int = SEEDS,
-           decay: float = 0.2) -> xr.Dataset:
+def family(
+    over: str, exponent: float, *, shared: bool, seed: int | None, n_seeds: int = SEEDS, decay: float = 0.2
+) -> xr.Dataset:
     """One synthetic sweep; ``seed=None`` gives the expected (noise-free) curves, one seed."""
     t = np.arange(0, STEPS + 1, EVERY, dtype=float)
     xs, ref, sign = (LRS, 0.05, 1.0) if over == "lr" else (BATCHES.astype(float), 2.0, -1.0)
@@ -75,8 +76,13 @@ def family(over: str, exponent: float, *, shared: bool, seed: int | None, n_seed
                 amp, path = amp_s[s], path_s[s]
             else:
                 amp, path = 1 + 0.15 * rng.standard_normal(), ar1(rng, t.size)
-            data[k, s] = (0.5 - decay * amp * (1 - np.exp(-t * f / 800)) + 0.004 * np.log2(x / ref)
-                          + 0.05 * np.exp(-t * (x / ref) ** sign / 30) + SIGMA * path)
+            data[k, s] = (
+                0.5
+                - decay * amp * (1 - np.exp(-t * f / 800))
+                + 0.004 * np.log2(x / ref)
+                + 0.05 * np.exp(-t * (x / ref) ** sign / 30)
+                + SIGMA * path
+            )
     lr, bs = (xs, np.array([1])) if over == "lr" else (np.array([0.05]), xs.astype(int))
     shape = (lr.size, bs.size, n_seeds, t.size)
     return xr.Dataset(
@@ -93,29 +99,59 @@ def main(argv=None) -> None:
     header = f"{'case':<34} {'target':>7} {'nominal':>7} {'coverage':>9} {'mean width':>10} {'percentile cov.':>15}"
     if args.baseline:
         header += f" {'old method cov.':>15} {'old width':>9}"
-    print(f"{args.draws} draws per case, {SEEDS} seeds, window {WINDOW}, AR(1) σ = {SIGMA}, ρ = {RHO:.3f}/record; "
-          f"standard error of a coverage near 0.95: {math.sqrt(0.95 * 0.05 / args.draws):.3f}")
+    print(
+        f"{args.draws} draws per case, {SEEDS} seeds, window {WINDOW}, AR(1) σ = {SIGMA}, ρ = {RHO:.3f}/record; "
+        f"standard error of a coverage near 0.95: {math.sqrt(0.95 * 0.05 / args.draws):.3f}"
+    )
     print(header + f" {'draws':>6}")
     times = []
     for shared in (True, False):
         for over, exponent, decay in CASES:
-            truth = fit_collapse(family(over, exponent, shared=shared, seed=None, decay=decay), "m", over,
-                                 window=WINDOW, n_boot=0, pairing="plain").exponent
+            truth = fit_collapse(
+                family(over, exponent, shared=shared, seed=None, decay=decay),
+                "m",
+                over,
+                window=WINDOW,
+                n_boot=0,
+                pairing="plain",
+            ).exponent
             hit = hit_pct = hit_old = 0
             widths, widths_old = [], []
             for d in range(args.draws):
                 ds = family(over, exponent, shared=shared, seed=1000 * d + 7, decay=decay)
                 start = time.perf_counter()
-                fit, boots = _fit(ds, "m", over, WINDOW, 1000, d, ci_level=0.95, reference=None,
-                                  bounds=(-2.0, 5.0), n_grid=200, pairing="auto")
+                fit, boots = _fit(
+                    ds,
+                    "m",
+                    over,
+                    WINDOW,
+                    1000,
+                    d,
+                    ci_level=0.95,
+                    reference=None,
+                    bounds=(-2.0, 5.0),
+                    n_grid=200,
+                    pairing="auto",
+                )
                 times.append(time.perf_counter() - start)
                 hit += fit.ci_low <= truth <= fit.ci_high
                 widths.append(fit.ci_high - fit.ci_low)
                 lo, hi = np.percentile(boots, [2.5, 97.5])
                 hit_pct += lo <= truth <= hi
                 if args.baseline:
-                    old, old_boots = _fit(ds, "m", over, WINDOW, 200, d, ci_level=0.95, reference=None,
-                                          bounds=(-2.0, 5.0), n_grid=200, pairing="plain")
+                    old, old_boots = _fit(
+                        ds,
+                        "m",
+                        over,
+                        WINDOW,
+                        200,
+                        d,
+                        ci_level=0.95,
+                        reference=None,
+                        bounds=(-2.0, 5.0),
+                        n_grid=200,
+                        pairing="plain",
+                    )
                     lo, hi = np.percentile(old_boots, [2.5, 97.5])
                     hit_old += lo <= truth <= hi
                     widths_old.append(hi - lo)
@@ -124,13 +160,17 @@ def main(argv=None) -> None:
             sym = "α" if over == "lr" else "β"
             streams = "shared" if shared else "independent"
             case = f"{over} {sym}={exponent:g}, {streams}{', weak' if decay < 0.1 else ''}"
-            line = (f"{case:<34} {truth:>7.3f} {0.95:>7.2f} {cov:>9.3f} "
-                    f"{statistics.mean(widths):>10.3f} {hit_pct / n:>15.3f}")
+            line = (
+                f"{case:<34} {truth:>7.3f} {0.95:>7.2f} {cov:>9.3f} "
+                f"{statistics.mean(widths):>10.3f} {hit_pct / n:>15.3f}"
+            )
             if args.baseline:
                 line += f" {hit_old / n:>15.3f} {statistics.mean(widths_old):>9.3f}"
             print(line + f" {n:>6}", flush=True)
-    print(f"fit time per call (n_boot = 1000, 8 seeds, 301 steps): median {statistics.median(times):.3f} s, "
-          f"max {max(times):.3f} s")
+    print(
+        f"fit time per call (n_boot = 1000, 8 seeds, 301 steps): median {statistics.median(times):.3f} s, "
+        f"max {max(times):.3f} s"
+    )
 
 
 if __name__ == "__main__":

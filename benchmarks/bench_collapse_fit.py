@@ -58,8 +58,10 @@ def synthetic(n_seeds: int, seed: int = 0) -> xr.Dataset:
         master = 1 - np.exp(-t * (lr / 0.05) ** 2 / 4000)
         data[k, 0] = 0.5 - 0.2 * amp[:, None] * master[None, :] + 0.01 * noise
     return xr.Dataset(
-        {"activation_rate": (("lr", "batch_size", "seed", "step"), data),
-         "diverged": (("lr", "batch_size", "seed"), np.zeros(data.shape[:3], bool))},
+        {
+            "activation_rate": (("lr", "batch_size", "seed", "step"), data),
+            "diverged": (("lr", "batch_size", "seed"), np.zeros(data.shape[:3], bool)),
+        },
         coords={"lr": LRS, "batch_size": [1], "seed": np.arange(n_seeds), "step": t.astype(int)},
     )
 
@@ -100,8 +102,10 @@ def main() -> None:
     parser.add_argument("--results", help="a results.nc to take the seeds from instead of the synthetic sweep")
     args = parser.parse_args()
     real = xr.load_dataset(args.results) if args.results else None
-    print(f"{'S':>5} {'auto':>5} {'variant':>7} {'best s':>8} {'median s':>9} {'vs sums':>8} "
-          f"{'|Δ exponent|':>13} {'|Δ CI|':>9}  exponent [CI]")
+    print(
+        f"{'S':>5} {'auto':>5} {'variant':>7} {'best s':>8} {'median s':>9} {'vs sums':>8} "
+        f"{'|Δ exponent|':>13} {'|Δ CI|':>9}  exponent [CI]"
+    )
     for n_seeds in (int(s) for s in args.seeds.split(",")):
         if real is not None and n_seeds > real.sizes["seed"]:
             print(f"{n_seeds:>5} skipped: the results hold {real.sizes['seed']} seeds")
@@ -110,8 +114,9 @@ def main() -> None:
         values, steps, raw, alive = collapse.sweep_data(ds, "activation_rate", "lr")
         grid = collapse._grid(steps, (None, None), 200)
         method = collapse._score_method(ds, alive, "auto")
-        auto = collapse._Scorer(raw, alive, steps, values, "lr", collapse.default_reference(values), grid,
-                                method).route()
+        auto = collapse._Scorer(
+            raw, alive, steps, values, "lr", collapse.default_reference(values), grid, method
+        ).route()
         variants = ["sums", "forms"] + (["old"] if args.old and n_seeds <= 256 else [])
         base = None
         for variant in variants:
@@ -120,9 +125,11 @@ def main() -> None:
                 base = (best, fit)
             d_exp = abs(fit.exponent - base[1].exponent)
             d_ci = max(abs(fit.ci_low - base[1].ci_low), abs(fit.ci_high - base[1].ci_high))
-            print(f"{n_seeds:>5} {auto:>5} {variant:>7} {best:8.3f} {median:9.3f} {best / base[0]:7.2f}× "
-                  f"{d_exp:13.1e} {d_ci:9.1e}  {fit.exponent:.4f} [{fit.ci_low:.4f}, {fit.ci_high:.4f}]",
-                  flush=True)
+            print(
+                f"{n_seeds:>5} {auto:>5} {variant:>7} {best:8.3f} {median:9.3f} {best / base[0]:7.2f}× "
+                f"{d_exp:13.1e} {d_ci:9.1e}  {fit.exponent:.4f} [{fit.ci_low:.4f}, {fit.ci_high:.4f}]",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

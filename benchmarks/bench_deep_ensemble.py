@@ -70,22 +70,33 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=0, help="default: the preset's")
     ap.add_argument("--steps", type=int, default=0, help="default: the preset's")
     args = ap.parse_args(argv)
-    print(f"{args.preset}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
-          + ("" if args.preset == "fig2-middle" else "; image presets on the digits substitute"))
+    print(
+        f"{args.preset}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start"
+        + ("" if args.preset == "fig2-middle" else "; image presets on the digits substitute")
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, flag, threads in (("one run after another", "0", "default"),
-                                     ("same, 1 thread", "0", "1"), ("ensemble", "1", "default")):
+        for label, flag, threads in (
+            ("one run after another", "0", "default"),
+            ("same, 1 thread", "0", "1"),
+            ("ensemble", "1", "default"),
+        ):
             path = Path(tmp) / f"{flag}.nc"
-            proc = subprocess.run([sys.executable, "-c", SCRIPT, args.preset, str(args.seeds), str(args.steps),
-                                   flag, str(path), threads], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", SCRIPT, args.preset, str(args.seeds), str(args.steps), flag, str(path), threads],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode:
                 raise SystemExit(proc.stderr)
             info = json.loads(proc.stdout.strip().splitlines()[-1])
             results[label] = info
             rate = info["runs"] * info["steps"] / info["seconds"]
-            print(f"{label:<22} {info['seconds']:7.2f} s  {rate:9,.0f} run-steps/s  peak {info['peak_rss'] / 2**20:5.0f} MiB"
-                  f"  ({info['runs']} runs × {info['steps']} steps, torch threads {info['threads']})")
+            print(
+                f"{label:<22} {info['seconds']:7.2f} s  {rate:9,.0f} "
+                f"run-steps/s  peak {info['peak_rss'] / 2**20:5.0f} MiB"
+                f"  ({info['runs']} runs × {info['steps']} steps, torch threads {info['threads']})"
+            )
         seq = min(results[k]["seconds"] for k in ("one run after another", "same, 1 thread"))
         ens = results["ensemble"]["seconds"]
         print(f"speed-up ensemble / faster sequential = {seq / ens:.1f}x")
@@ -94,10 +105,15 @@ def main(argv=None) -> None:
         import xarray as xr
 
         a, b = xr.load_dataset(Path(tmp) / "0.nc"), xr.load_dataset(Path(tmp) / "1.nc")
-        worst = max(float(np.nanmax(np.abs(a[v].values - b[v].values) / np.maximum(np.abs(a[v].values), 1e-12)))
-                    for v in a.data_vars if v != "diverged")
-        print(f"largest relative difference between the two runs' records: {worst:.1e} "
-              f"(diverged flags equal: {bool((a['diverged'] == b['diverged']).all())})")
+        worst = max(
+            float(np.nanmax(np.abs(a[v].values - b[v].values) / np.maximum(np.abs(a[v].values), 1e-12)))
+            for v in a.data_vars
+            if v != "diverged"
+        )
+        print(
+            f"largest relative difference between the two runs' records: {worst:.1e} "
+            f"(diverged flags equal: {bool((a['diverged'] == b['diverged']).all())})"
+        )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

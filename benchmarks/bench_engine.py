@@ -82,8 +82,11 @@ def noise_models(seeds: int, steps: int, G: int = 1024) -> None:
         R = len(c.train.lr) * len(c.train.seeds)
         rate = R * steps / dt
         extra = "" if noise == "sgd" else f"   = {rate * G:12,.0f} per-sample gradients/s"
-        print(f"fig3 noise={noise:8s} replicas={R:4d} G={G if noise != 'sgd' else 1:5d}  "
-              f"{rate:12,.0f} replica-steps/s{extra}", flush=True)
+        print(
+            f"fig3 noise={noise:8s} replicas={R:4d} G={G if noise != 'sgd' else 1:5d}  "
+            f"{rate:12,.0f} replica-steps/s{extra}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -100,8 +103,11 @@ def main() -> None:
         base = baseline(M, M, lrs, steps)
         eng, R = engine(name, seeds, steps)
         rows.append((name, R, eng, base, eng / base))
-        print(f"{name:9s} replicas={R:5d}  engine {eng:12,.0f} replica-steps/s   "
-              f"per-run loop {base:9,.0f} replica-steps/s   ratio {eng / base:7.1f}x", flush=True)
+        print(
+            f"{name:9s} replicas={R:5d}  engine {eng:12,.0f} replica-steps/s   "
+            f"per-run loop {base:9,.0f} replica-steps/s   ratio {eng / base:7.1f}x",
+            flush=True,
+        )
     noise_models(16, 60 if args.quick else 300)
 
 

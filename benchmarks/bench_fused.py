@@ -51,8 +51,10 @@ print(json.dumps({"seconds": dt, "replicas": int(R), "rate": R * steps / dt}))
 
 
 def measure(name: str, seeds: int, steps: int, threads: int, fused: bool, out: Path) -> dict:
-    wall, peak, stdout, _ = run([sys.executable, "-c", SCRIPT, name, str(seeds), str(steps), str(threads),
-                                 "1" if fused else "0", str(out)], dict(os.environ))
+    wall, peak, stdout, _ = run(
+        [sys.executable, "-c", SCRIPT, name, str(seeds), str(steps), str(threads), "1" if fused else "0", str(out)],
+        dict(os.environ),
+    )
     info = json.loads(stdout.strip().splitlines()[-1])
     info["peak"] = peak
     return info
@@ -77,19 +79,25 @@ def main(argv=None) -> None:
         for name, seeds, steps in cases:
             ref = measure(name, seeds, steps, args.threads, False, Path(tmp) / "ref.nc")
             fus = measure(name, seeds, steps, args.threads, True, Path(tmp) / "fused.nc")
-            print(f"{name:9s} {ref['replicas']:5d} replicas × {steps} steps:  "
-                  f"train() {ref['rate'] / 1e6:6.2f} M replica-steps/s, peak {ref['peak'] / 2**20:5.0f} MiB   "
-                  f"fused {fus['rate'] / 1e6:6.2f} M replica-steps/s, peak {fus['peak'] / 2**20:5.0f} MiB   "
-                  f"ratio {fus['rate'] / ref['rate']:5.2f}x", flush=True)
+            print(
+                f"{name:9s} {ref['replicas']:5d} replicas × {steps} steps:  "
+                f"train() {ref['rate'] / 1e6:6.2f} M replica-steps/s, peak {ref['peak'] / 2**20:5.0f} MiB   "
+                f"fused {fus['rate'] / 1e6:6.2f} M replica-steps/s, peak {fus['peak'] / 2**20:5.0f} MiB   "
+                f"ratio {fus['rate'] / ref['rate']:5.2f}x",
+                flush=True,
+            )
             a, b = xr.load_dataset(Path(tmp) / "ref.nc"), xr.load_dataset(Path(tmp) / "fused.nc")
             live = ~(a.diverged.values | b.diverged.values)
             x, y = a.activation_rate.values[live], b.activation_rate.values[live]
             per = np.nanmax(np.abs(y - x) / np.maximum(np.abs(x), 1e-6), axis=-1)
             fits = [fit_collapse(d, "activation_rate", "lr") for d in (a, b)]
-            print(f"          diverged: train() {int(a.diverged.sum())}, fused {int(b.diverged.sum())}; "
-                  f"activation rate, largest relative difference per live replica: median {np.median(per):.1e}, "
-                  f"{int((per > 1e-3).sum())}/{per.size} replicas above 1e-3; fitted α: "
-                  + "  vs  ".join(f"{f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]" for f in fits), flush=True)
+            print(
+                f"          diverged: train() {int(a.diverged.sum())}, fused {int(b.diverged.sum())}; "
+                f"activation rate, largest relative difference per live replica: median {np.median(per):.1e}, "
+                f"{int((per > 1e-3).sum())}/{per.size} replicas above 1e-3; fitted α: "
+                + "  vs  ".join(f"{f.exponent:.3f} [{f.ci_low:.3f}, {f.ci_high:.3f}]" for f in fits),
+                flush=True,
+            )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

@@ -32,7 +32,7 @@ def loop_variance(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -
     grads = []
     params = [p for p in model.parameters() if p.requires_grad]
     for i in range(len(x)):
-        g = torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]), params)
+        g = torch.autograd.grad(loss_fn(model(x[i : i + 1]), y[i : i + 1]), params)
         grads.append(torch.cat([t.flatten() for t in g]))
     return float(torch.stack(grads).var(dim=0, correction=1).mean())
 
@@ -62,11 +62,21 @@ def timed(fn, repeats: int) -> float:
 def workloads(batch: int):
     g = torch.Generator().manual_seed(0)
     fc = mlp(100, 100, 6, 1, seed=0)
-    yield "6-layer FC (width 100, Gaussian x)", fc, nn.BCEWithLogitsLoss(), \
-        torch.randn(batch, 100, generator=g), torch.randint(0, 2, (batch, 1), generator=g).float()
+    yield (
+        "6-layer FC (width 100, Gaussian x)",
+        fc,
+        nn.BCEWithLogitsLoss(),
+        torch.randn(batch, 100, generator=g),
+        torch.randint(0, 2, (batch, 1), generator=g).float(),
+    )
     conv = cnn(1, 28, 10, seed=0)
-    yield "6-layer CNN (10ch 5x5, 28x28)", conv, nn.CrossEntropyLoss(), \
-        torch.rand(batch, 1, 28, 28, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    yield (
+        "6-layer CNN (10ch 5x5, 28x28)",
+        conv,
+        nn.CrossEntropyLoss(),
+        torch.rand(batch, 1, 28, 28, generator=g),
+        torch.randint(0, 10, (batch,), generator=g),
+    )
 
 
 def main() -> None:
@@ -81,16 +91,22 @@ def main() -> None:
         import backpack
     except ImportError:
         backpack = None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"best of {args.repeats}; BackPACK {'installed' if backpack else 'not installed (skipped)'}")
-    print(f"{'workload':34s} {'thermosgd':>10s} {'torch.func':>10s} {'loop':>10s} {'BackPACK':>10s} "
-          f"{'loop/ours':>9s} {'BP/ours':>8s}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+        f"best of {args.repeats}; BackPACK {'installed' if backpack else 'not installed (skipped)'}"
+    )
+    print(
+        f"{'workload':34s} {'thermosgd':>10s} {'torch.func':>10s} {'loop':>10s} {'BackPACK':>10s} "
+        f"{'loop/ours':>9s} {'BP/ours':>8s}"
+    )
     for name, model, loss_fn, x, y in workloads(args.batch):
         t_ours = timed(lambda: gradient_variance(model, loss_fn, x, y), args.repeats)
         t_func = timed(lambda: gradient_variance(model, loss_fn, x, y, fast=False), args.repeats)
         t_loop = timed(lambda: loop_variance(model, loss_fn, x, y), max(2, args.repeats // 3))
         ours = gradient_variance(model, loss_fn, x, y, convention="backpack").value
-        assert abs(ours - gradient_variance(model, loss_fn, x, y).value * (args.batch - 1) / args.batch**3) <= 1e-6 * abs(ours)
+        assert abs(
+            ours - gradient_variance(model, loss_fn, x, y).value * (args.batch - 1) / args.batch**3
+        ) <= 1e-6 * abs(ours)
         t_bp = float("nan")
         if backpack is not None:
             bmodel, bloss = backpack.extend(model), backpack.extend(loss_fn)
@@ -100,8 +116,10 @@ def main() -> None:
                 t_bp = timed(lambda: backpack_variance(bmodel, bloss, xb, y), args.repeats)
                 theirs = backpack_variance(bmodel, bloss, xb, y)
             assert abs(theirs - ours) <= 1e-3 * abs(ours), (theirs, ours)
-        print(f"{name:34s} {t_ours * 1e3:8.1f}ms {t_func * 1e3:8.1f}ms {t_loop * 1e3:8.1f}ms {t_bp * 1e3:8.1f}ms "
-              f"{t_loop / t_ours:8.1f}x {t_bp / t_ours:7.2f}x")
+        print(
+            f"{name:34s} {t_ours * 1e3:8.1f}ms {t_func * 1e3:8.1f}ms {t_loop * 1e3:8.1f}ms {t_bp * 1e3:8.1f}ms "
+            f"{t_loop / t_ours:8.1f}x {t_bp / t_ours:7.2f}x"
+        )
 
 
 if __name__ == "__main__":

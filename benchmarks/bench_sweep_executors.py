@@ -31,13 +31,18 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    cfg = from_dict({
-        "model": {"inputs": 10, "hidden": 10},
-        "train": {"seeds": args.units * args.seeds_per_unit, "steps": args.steps, "record_every": 100},
-        "sweep": {"seeds_per_unit": args.seeds_per_unit},
-    })
-    runs = [("inline", {}), ("processes", {"executor": "processes", "workers": args.workers}),
-            ("dask local", {"executor": "dask", "workers": args.workers})]
+    cfg = from_dict(
+        {
+            "model": {"inputs": 10, "hidden": 10},
+            "train": {"seeds": args.units * args.seeds_per_unit, "steps": args.steps, "record_every": 100},
+            "sweep": {"seeds_per_unit": args.seeds_per_unit},
+        }
+    )
+    runs = [
+        ("inline", {}),
+        ("processes", {"executor": "processes", "workers": args.workers}),
+        ("dask local", {"executor": "dask", "workers": args.workers}),
+    ]
     print(f"{args.units} units × {args.seeds_per_unit} seeds × {args.steps} steps, {args.workers} workers")
     base = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,8 +53,10 @@ def main(argv=None) -> None:
             if base is None:
                 base, base_wall = ds, wall
             same = all(np.array_equal(ds[k].values, base[k].values, equal_nan=True) for k in base.data_vars)
-            print(f"{name:<11} {wall:7.2f} s  {args.units / wall:6.2f} units/s  "
-                  f"x{base_wall / wall:4.2f} vs inline  bit-identical: {same}")
+            print(
+                f"{name:<11} {wall:7.2f} s  {args.units / wall:6.2f} units/s  "
+                f"x{base_wall / wall:4.2f} vs inline  bit-identical: {same}"
+            )
 
 
 if __name__ == "__main__":

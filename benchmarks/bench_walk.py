@@ -69,8 +69,14 @@ def main(argv=None) -> None:
     rate_sim = args.particles * args.steps / t_sim
     rate_loop = args.loop_particles * args.steps / t_loop
     print(f"workload: Eq. 8, g = 1 + 0.5 sin(q), binary zeta, reflecting box, {args.steps} steps, float64")
-    print(f"thermosgd.walk.simulate : {args.particles:>8d} particles  {t_sim:8.3f} s  {rate_sim:14.3e} particle-steps/s  (torch threads {torch.get_num_threads()})")
-    print(f"NumPy per-particle loop : {args.loop_particles:>8d} particles  {t_loop:8.3f} s  {rate_loop:14.3e} particle-steps/s")
+    print(
+        f"thermosgd.walk.simulate : {args.particles:>8d} particles  {t_sim:8.3f} s  "
+        f"{rate_sim:14.3e} particle-steps/s  (torch threads {torch.get_num_threads()})"
+    )
+    print(
+        f"NumPy per-particle loop : {args.loop_particles:>8d} particles "
+        f" {t_loop:8.3f} s  {rate_loop:14.3e} particle-steps/s"
+    )
     ratio = rate_sim / rate_loop
     print(f"speed-up {ratio:.1f}x (target >= 2x): {'met' if ratio >= 2 else 'NOT met'}")
 

@@ -114,40 +114,74 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     env = dict(os.environ)
     py = sys.executable
-    print(f"{args.preset}, {args.seeds} seeds × {args.steps} steps; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"{args.preset}, {args.seeds} seeds × {args.steps} steps; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        wall, peak, out, cpu = run([py, "-c", TRAIN_SCRIPT, args.preset, str(args.seeds), str(args.steps),
-                                    str(tmp / "train.nc")], env)
+        wall, peak, out, cpu = run(
+            [py, "-c", TRAIN_SCRIPT, args.preset, str(args.seeds), str(args.steps), str(tmp / "train.nc")], env
+        )
         info = json.loads(out.strip().splitlines()[-1])
         rs = info["replicas"] * args.steps
         base = rs / info["seconds"]
-        print(f"train() in memory      {info['seconds']:7.2f} s  {base / 1e6:6.3f} M replica-steps/s  "
-              f"peak {peak / 2**20:6.0f} MiB  ({info['replicas']} replicas, {info['threads']} thread(s); "
-              f"process {wall:.1f} s with imports and warm-up, {cpu:.1f} CPU s)")
+        print(
+            f"train() in memory      {info['seconds']:7.2f} s  {base / 1e6:6.3f} M replica-steps/s  "
+            f"peak {peak / 2**20:6.0f} MiB  ({info['replicas']} replicas, {info['threads']} thread(s); "
+            f"process {wall:.1f} s with imports and warm-up, {cpu:.1f} CPU s)"
+        )
 
-        plan = subprocess.run([py, "-c", (
-            "import sys; from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import plan_sweep;"
-            f"p = plan_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}), executor='auto');"
-            "print(len(p.units), p.call_seeds, p.executor, p.workers, p.cost.describe())")],
-            capture_output=True, text=True, env=env).stdout.split(maxsplit=4)
-        cmd = [py, "-m", "thermosgd", "reproduce", args.preset, "--seeds", str(args.seeds), "--steps",
-               str(args.steps), "--out", str(tmp / "cmd"), "--no-progress"]
+        plan = subprocess.run(
+            [
+                py,
+                "-c",
+                (
+                    "import sys; from thermosgd.presets import get, "
+                    "twolayer_config; from thermosgd.sweep.run import plan_sweep;"
+                    f"p = plan_sweep(twolayer_config(get('{args.preset}'), "
+                    f"seeds={args.seeds}, steps={args.steps}), executor='auto');"
+                    "print(len(p.units), p.call_seeds, p.executor, p.workers, p.cost.describe())"
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout.split(maxsplit=4)
+        cmd = [
+            py,
+            "-m",
+            "thermosgd",
+            "reproduce",
+            args.preset,
+            "--seeds",
+            str(args.seeds),
+            "--steps",
+            str(args.steps),
+            "--out",
+            str(tmp / "cmd"),
+            "--no-progress",
+        ]
         wall, peak, _, cpu = run(cmd, env)
-        print(f"reproduce (whole)      {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s  "
-              f"peak {peak / 2**20:6.0f} MiB  ({plan[0]} units, engine calls of {plan[1]} seeds, "
-              f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
-              f"estimated {plan[4].strip()})")
+        print(
+            f"reproduce (whole)      {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s  "
+            f"peak {peak / 2**20:6.0f} MiB  ({plan[0]} units, engine calls of {plan[1]} seeds, "
+            f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
+            f"estimated {plan[4].strip()})"
+        )
         print(f"ratio command / train() = {base and rs / wall / base:.2f}")
 
-        sweep_only = (f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
-                      f"run_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}),"
-                      f" '{tmp / 'sweep'}', executor='auto', progress=False)")
+        sweep_only = (
+            f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
+            f"run_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}),"
+            f" '{tmp / 'sweep'}', executor='auto', progress=False)"
+        )
         wall_s, peak_s, _, cpu_s = run([py, "-c", sweep_only], env)
-        print(f"sweep only (run_sweep) {wall_s:7.2f} s  {rs / wall_s / 1e6:6.3f} M replica-steps/s  "
-              f"peak {peak_s / 2**20:6.0f} MiB  ({cpu_s:.1f} CPU s; the command without fits, figures, "
-              f"report); ratio to train() = {rs / wall_s / base:.2f}")
+        print(
+            f"sweep only (run_sweep) {wall_s:7.2f} s  {rs / wall_s / 1e6:6.3f} M replica-steps/s  "
+            f"peak {peak_s / 2**20:6.0f} MiB  ({cpu_s:.1f} CPU s; the command without fits, figures, "
+            f"report); ratio to train() = {rs / wall_s / base:.2f}"
+        )
 
         import numpy as np
         import xarray as xr
@@ -157,13 +191,17 @@ def main(argv=None) -> None:
         print(f"results.nc bit-identical to train(): {same}")
 
         if args.old:
-            old = (f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
-                   f"cfg = twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps});"
-                   f"run_sweep(cfg.replace(sweep={{'seeds_per_unit': 8}}), '{tmp / 'old'}', executor='inline',"
-                   f" progress=False)")
+            old = (
+                f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
+                f"cfg = twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps});"
+                f"run_sweep(cfg.replace(sweep={{'seeds_per_unit': 8}}), '{tmp / 'old'}', executor='inline',"
+                f" progress=False)"
+            )
             wall, peak, _, cpu = run([py, "-c", old], env)
-            print(f"sweep only, 8 seeds/unit inline (old layout) {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s "
-                  f" peak {peak / 2**20:6.0f} MiB")
+            print(
+                f"sweep only, 8 seeds/unit inline (old layout) {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s "
+                f" peak {peak / 2**20:6.0f} MiB"
+            )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

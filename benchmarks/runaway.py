@@ -40,14 +40,18 @@ def margins(seeds: int, steps: int) -> None:
     loss = ds.loss.dropna("step", how="all")
     loss = loss / loss.isel(step=0)
     print("   per replica, min / median / max over seeds:")
-    print("   eta      max_t L_t/L_0                 max_t |W_t|/|W_0|           max_t |V_t|/|V_0|         "
-          "b mean at the end")
+    print(
+        "   eta      max_t L_t/L_0                 max_t |W_t|/|W_0|           max_t |V_t|/|V_0|         "
+        "b mean at the end"
+    )
     for lr in ds.lr.values:
         d = ds.sel(lr=lr).squeeze()
-        cols = [loss.sel(lr=lr).squeeze().max("step").values,
-                (d.w_norm / d.w_norm.isel(step=0)).max("step").values,
-                (d.v_norm / d.v_norm.isel(step=0)).max("step").values,
-                d.bias_mean.isel(step=-1).values]
+        cols = [
+            loss.sel(lr=lr).squeeze().max("step").values,
+            (d.w_norm / d.w_norm.isel(step=0)).max("step").values,
+            (d.v_norm / d.v_norm.isel(step=0)).max("step").values,
+            d.bias_mean.isel(step=-1).values,
+        ]
         print(f"   {lr:<6g} " + "   ".join(f"{np.min(c):8.3g} {np.median(c):8.3g} {np.max(c):8.3g}" for c in cols))
     for lr in ds.lr.values:
         lo = loss.sel(lr=lr).squeeze().transpose("seed", "step").values
@@ -75,8 +79,10 @@ def threshold(seeds: int, steps: int, lrs) -> None:
     for lr in ds.lr.values:
         d = ds.diverged.sel(lr=lr).values.ravel()
         s = ds.diverged_step.sel(lr=lr).values.ravel()[d]
-        print(f"   eta = {lr:<6g} (eta*E|x|^2 = {100 * lr:5.1f}): {d.sum()}/{d.size}"
-              + (f", steps {_spread(s)}" if d.any() else ""))
+        print(
+            f"   eta = {lr:<6g} (eta*E|x|^2 = {100 * lr:5.1f}): {d.sum()}/{d.size}"
+            + (f", steps {_spread(s)}" if d.any() else "")
+        )
 
 
 def init_scales(seeds: int, steps: int, scales) -> None:
@@ -85,8 +91,10 @@ def init_scales(seeds: int, steps: int, scales) -> None:
         ds, dt = run(seeds, steps, model={"init_scale": sc})
         flagged = ", ".join(f"{lr:g}: {int(ds.diverged.sel(lr=lr).sum())}/{ds.sizes['seed']}" for lr in ds.lr.values)
         rate0 = float(ds.activation_rate.isel(step=0).mean())
-        rate = ", ".join(f"{lr:g}: {float(ds.activation_rate.sel(lr=lr).isel(step=-1).where(~ds.diverged.sel(lr=lr)).mean()):.3f}"
-                         for lr in ds.lr.values)
+        rate = ", ".join(
+            f"{lr:g}: {float(ds.activation_rate.sel(lr=lr).isel(step=-1).where(~ds.diverged.sel(lr=lr)).mean()):.3f}"
+            for lr in ds.lr.values
+        )
         print(f"   init_scale = {sc:<5g} ({dt:.0f} s) flagged {flagged}; activation rate {rate0:.3f} -> {rate}")
 
 

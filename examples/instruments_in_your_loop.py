@@ -53,5 +53,7 @@ for step in range(STEPS + 1):
 ds = combine_runs([recorder.to_dataset(lr=LR, batch_size=BATCH, seed=SEED)], config={"example": True})
 trace = hessian_trace(model, loss_fn, probe_x, probe_y, samples=32, generator=torch.Generator().manual_seed(1))
 print(ds[["grad_var", "activation_rate", "weight_norm", "trace_bound"]].squeeze(drop=True).to_dataframe())
-print(f"final Hessian trace {trace.value:.3f} +- {trace.stderr:.3f} (Hutchinson), "
-      f"A.5 bound {hessian_trace_bound(model, loss_fn, probe_x).value:.3f}")
+print(
+    f"final Hessian trace {trace.value:.3f} +- {trace.stderr:.3f} (Hutchinson), "
+    f"A.5 bound {hessian_trace_bound(model, loss_fn, probe_x).value:.3f}"
+)

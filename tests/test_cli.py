@@ -37,7 +37,7 @@ def test_every_twolayer_preset_tiny(name, tmp_path):
 
 def test_sweep_command_and_dry_run(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[train]\nlr = [0.05, 0.1]\nseeds = 3\nsteps = 20\n[sweep]\nseeds_per_unit = 2\n')
+    cfg.write_text("[train]\nlr = [0.05, 0.1]\nseeds = 3\nsteps = 20\n[sweep]\nseeds_per_unit = 2\n")
     assert main(["sweep", str(cfg), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "units       2" in out and "replicas    6" in out
@@ -118,8 +118,23 @@ def test_collapse_on_probe_metric_and_unwritable_figure(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["metric"] == "loss"
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["collapse", str(out), "--metric", "loss", "--over", "lr", "--n-boot", "0",
-                 "--figure", str(blocker / "fig")]) == 2
+    assert (
+        main(
+            [
+                "collapse",
+                str(out),
+                "--metric",
+                "loss",
+                "--over",
+                "lr",
+                "--n-boot",
+                "0",
+                "--figure",
+                str(blocker / "fig"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
 

@@ -87,8 +87,13 @@ def test_missing_files_name_what_is_expected(tmp_path, monkeypatch):
         load_fashion_mnist(tmp_path)
     msg = str(err.value)
     assert "\n" not in msg
-    for part in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", str(tmp_path),
-                 "zalandoresearch/fashion-mnist", "digits"):
+    for part in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        str(tmp_path),
+        "zalandoresearch/fashion-mnist",
+        "digits",
+    ):
         assert part in msg
     with pytest.raises(UsageError, match=r"data_batch_1.bin.*cifar-10-binary.tar.gz.*digits"):
         load_cifar10(tmp_path)

@@ -24,16 +24,28 @@ from thermosgd.config import from_dict
 from thermosgd.errors import UsageError
 
 NOISES = ["sgd", "gd", "gaussian", "frozen"]
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
 
 
 def _cfg(noise: str, dtype: str = "float32", steps: int = 30):
-    return from_dict({
-        "model": {"inputs": 5, "hidden": 6},
-        "data": {"probe_size": 16},
-        "train": {"lr": [0.05, 0.2], "batch_size": [1, 3], "seeds": 3, "steps": steps, "record_every": 5,
-                  "noise": noise, "gd_batch": 8, "dtype": dtype},
-    })
+    return from_dict(
+        {
+            "model": {"inputs": 5, "hidden": 6},
+            "data": {"probe_size": 16},
+            "train": {
+                "lr": [0.05, 0.2],
+                "batch_size": [1, 3],
+                "seeds": 3,
+                "steps": steps,
+                "record_every": 5,
+                "noise": noise,
+                "gd_batch": 8,
+                "dtype": dtype,
+            },
+        }
+    )
 
 
 def _same(a, b) -> None:
@@ -85,8 +97,9 @@ def test_cli_refuses_a_missing_gpu_before_writing(tmp_path, monkeypatch, capsys)
     cfg.write_text("[train]\nsteps = 5\n")
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--device", "cuda", "--no-progress"]) == 2
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--device", "tpu", "--no-progress"]) == 2
-    assert main(["reproduce", "fig3", "--quick", "--out", str(tmp_path / "q"), "--device", "cuda",
-                 "--no-progress"]) == 2
+    assert (
+        main(["reproduce", "fig3", "--quick", "--out", str(tmp_path / "q"), "--device", "cuda", "--no-progress"]) == 2
+    )
     cfg.write_text('[train]\nsteps = 5\ndevice = "cuda"\n')
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -129,8 +142,9 @@ def test_cuda_float32_run_is_reproducible():
 @pytest.mark.gpu
 @needs_gpu
 def test_deep_preset_on_cuda_equals_cpu_to_tolerance(tmp_path):
-    from thermosgd.reproduce.deep import reproduce_deep
     import xarray as xr
+
+    from thermosgd.reproduce.deep import reproduce_deep
 
     reproduce_deep("fig2-middle", tmp_path / "cpu", quick=True, progress=False)
     reproduce_deep("fig2-middle", tmp_path / "gpu", quick=True, progress=False, device="cuda")

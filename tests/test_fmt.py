@@ -7,8 +7,19 @@ import pytest
 from thermosgd import fmt
 
 
-@pytest.mark.parametrize("x, text", [(1.5206, "1.52"), (2, "2.00"), (-0.001, "0.00"), (-0.76, "-0.76"),
-                                     (None, "n/a"), (math.nan, "n/a"), (math.inf, "n/a"), ("fast", "n/a")])
+@pytest.mark.parametrize(
+    "x, text",
+    [
+        (1.5206, "1.52"),
+        (2, "2.00"),
+        (-0.001, "0.00"),
+        (-0.76, "-0.76"),
+        (None, "n/a"),
+        (math.nan, "n/a"),
+        (math.inf, "n/a"),
+        ("fast", "n/a"),
+    ],
+)
 def test_exponent(x, text):
     assert fmt.exponent(x) == text
 
@@ -20,8 +31,9 @@ def test_interval_and_plus_minus():
     assert fmt.plus_minus(1.0747, None) == "1.07"
 
 
-@pytest.mark.parametrize("x, text", [(0.48811, "0.488"), (5.35e-06, "5.35e-06"), (1.2e18, "1.2e+18"), (2.0, "2"),
-                                     (None, "n/a")])
+@pytest.mark.parametrize(
+    "x, text", [(0.48811, "0.488"), (5.35e-06, "5.35e-06"), (1.2e18, "1.2e+18"), (2.0, "2"), (None, "n/a")]
+)
 def test_sig(x, text):
     assert fmt.sig(x) == text
 

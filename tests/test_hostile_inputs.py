@@ -84,7 +84,12 @@ def files(tmp_path_factory) -> Path:
     np.save(d / "plain.npy", x)
     (d / "text.npz").write_text("x,y\n1,0\n")
     (d / "random.npz").write_bytes(np.random.default_rng(1).bytes(300))
-    for name, file in {"notnpy": "notnpy.npz", "plain": "plain.npy", "text": "text.npz", "random": "random.npz"}.items():
+    for name, file in {
+        "notnpy": "notnpy.npz",
+        "plain": "plain.npy",
+        "text": "text.npz",
+        "random": "random.npz",
+    }.items():
         (d / f"{name}.toml").write_text(_with_data(file))
     # IDX files whose dims overflow int64 (3 × 0xFFFFFFFF) and a .gz with a broken deflate body.
     (d / "idx").mkdir()
@@ -97,8 +102,9 @@ def files(tmp_path_factory) -> Path:
     (d / "gz" / "train-labels-idx1-ubyte.gz").write_bytes(broken)
     # Folders holding runs of ours, one of another kind, and damaged markers.
     (d / "walkrun").mkdir()
-    (d / "walkrun" / RUN_MARKER).write_text(json.dumps({"experiment": "walk", "seeds": None, "steps": None,
-                                                         "quick": True, "substitute_digits": False}))
+    (d / "walkrun" / RUN_MARKER).write_text(
+        json.dumps({"experiment": "walk", "seeds": None, "steps": None, "quick": True, "substitute_digits": False})
+    )
     (d / "walkrun" / "walk_report.md").write_text("# the walk\n")
     for name, raw in {"truncated": b'{"experiment": "wa', "list": b"[1]", "binary": b"\x80\xff\x00\x01"}.items():
         (d / f"marker-{name}").mkdir()
@@ -113,9 +119,13 @@ def files(tmp_path_factory) -> Path:
 def lr_bs_sweep(tmp_path_factory) -> Path:
     """A finished lr × batch_size sweep, and a copy of its results with a string and an all-NaN metric."""
     out = tmp_path_factory.mktemp("lrbs") / "run"
-    cfg = from_dict({"model": {"inputs": 3, "hidden": 3},
-                     "train": {"lr": [0.05, 0.1], "batch_size": [1, 2], "seeds": 3, "steps": 20, "record_every": 5},
-                     "sweep": {"seeds_per_unit": 3}})
+    cfg = from_dict(
+        {
+            "model": {"inputs": 3, "hidden": 3},
+            "train": {"lr": [0.05, 0.1], "batch_size": [1, 2], "seeds": 3, "steps": 20, "record_every": 5},
+            "sweep": {"seeds_per_unit": 3},
+        }
+    )
     ds = run_sweep(cfg, out, progress=False)
     odd = ds.isel(batch_size=[0])
     odd["words"] = odd["v_norm"].astype(str)
@@ -133,23 +143,41 @@ CLI_REFUSALS = [
     ("walk-seed-2^64", f"walk --g 1 --eta 0.05 --particles 10 --steps 2 --seed {2**64}", "seed"),
     ("walk-particles-1", "walk --g 1+0.5*q --eta 0.05 --particles 1 --steps 2", "standard error"),
     ("walk-threads", "walk --g 1 --eta 0.05 --particles 10 --steps 2 --threads 1000000", "CPU cores"),
-    ("walk-domain-wide", "walk --g 1+0*q --eta 0.05 --particles 10 --steps 2 --domain periodic:-1e308,1e308",
-     "too wide"),
-    ("collapse-seed-negative", "collapse {s} --metric activation_rate --over lr --select batch_size=1 "
-     "--no-figure --seed -1", "--seed"),
-    ("collapse-needs-select", "collapse {s} --metric activation_rate --over lr --no-figure",
-     "--select batch_size=VALUE"),
-    ("collapse-select-absent", "collapse {s} --metric activation_rate --over lr --no-figure --select batch_size=3",
-     "no value 3"),
+    (
+        "walk-domain-wide",
+        "walk --g 1+0*q --eta 0.05 --particles 10 --steps 2 --domain periodic:-1e308,1e308",
+        "too wide",
+    ),
+    (
+        "collapse-seed-negative",
+        "collapse {s} --metric activation_rate --over lr --select batch_size=1 --no-figure --seed -1",
+        "--seed",
+    ),
+    (
+        "collapse-needs-select",
+        "collapse {s} --metric activation_rate --over lr --no-figure",
+        "--select batch_size=VALUE",
+    ),
+    (
+        "collapse-select-absent",
+        "collapse {s} --metric activation_rate --over lr --no-figure --select batch_size=3",
+        "no value 3",
+    ),
     ("collapse-string-metric", "collapse {s}/../odd.nc --metric words --over lr --no-figure", "not numbers"),
     ("collapse-all-nan", "collapse {s}/../odd.nc --metric nothing --over lr --no-figure", "NaN everywhere"),
     ("marker-truncated", "reproduce walk --quick --no-progress --out {f}/marker-truncated", "damaged"),
     ("marker-list", "reproduce walk --quick --no-progress --out {f}/marker-list", "damaged"),
     ("marker-binary", "reproduce walk --quick --no-progress --out {f}/marker-binary", "damaged"),
-    ("idx-dims-overflow", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/idx --out {f}/o-idx",
-     f"need {16 + 0xFFFFFFFF ** 3} bytes"),
-    ("gz-broken-deflate", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
-     "corrupt gzip"),
+    (
+        "idx-dims-overflow",
+        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/idx --out {f}/o-idx",
+        f"need {16 + 0xFFFFFFFF**3} bytes",
+    ),
+    (
+        "gz-broken-deflate",
+        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
+        "corrupt gzip",
+    ),
     ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
     ("npz-float32-overflow", "sweep {f}/f32overflow.toml --out {f}/o-f32 --no-progress", "x holds values up to"),
     ("npz-strings", "sweep {f}/strings.toml --out {f}/o-str --no-progress", "real numbers"),
@@ -167,8 +195,11 @@ CLI_REFUSALS = [
     ("out-user-folder-dry-run", "sweep {f}/grid.toml --out {f}/userfolder --dry-run", "holds no thermosgd results"),
     ("out-walk-run-for-fig3", "reproduce fig3 --quick --out {f}/walkrun --no-progress", "another kind"),
     ("out-sweep-for-walk", "reproduce walk --quick --out {s} --no-progress", "holds a two-layer sweep"),
-    ("scheduler-not-a-url", "reproduce fig3 --quick --scheduler 'not a url' --out {f}/o-sched --no-progress",
-     "tcp://HOST:PORT"),
+    (
+        "scheduler-not-a-url",
+        "reproduce fig3 --quick --scheduler 'not a url' --out {f}/o-sched --no-progress",
+        "tcp://HOST:PORT",
+    ),
     ("generalization-diverges", "generalization --quick --lr 5 10 20", "η = 5, |B| = 1"),
     ("equal-error-diverges", "equal-error --quick --lr 5 10", "η = 10, |B| = 1"),
 ]
@@ -199,8 +230,32 @@ def test_cli_cases_that_now_work(files, capsys):
 
 
 def test_drift_with_one_value_says_what_cannot_be_fitted(capsys):
-    assert main(["drift", "--quick", "--lr", "0.05", "--batch-size", "1", "2", "4", "--steps", "8", "--blocks", "2",
-                 "--replicas", "2", "--clones", "4", "--record-every", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--quick",
+                "--lr",
+                "0.05",
+                "--batch-size",
+                "1",
+                "2",
+                "4",
+                "--steps",
+                "8",
+                "--blocks",
+                "2",
+                "--replicas",
+                "2",
+                "--clones",
+                "4",
+                "--record-every",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert any("cannot be fitted from one value of eta" in n for n in payload["notes"])
     assert "n/a (one η: cannot be fitted)" in payload["table"]
@@ -215,8 +270,7 @@ IMAGES = torch.randn(20, 1, 4, 4, generator=torch.Generator().manual_seed(1))
 
 
 def _cfg(**model):
-    return thermosgd.config_from_dict({"model": {"inputs": 3, "hidden": 3, **model},
-                                       "train": {"steps": 4, "seeds": 2}})
+    return thermosgd.config_from_dict({"model": {"inputs": 3, "hidden": 3, **model}, "train": {"steps": 4, "seeds": 2}})
 
 
 def _file_cfg():
@@ -282,16 +336,21 @@ API_REFUSALS = [
     ("reproduce-out-empty", lambda: thermosgd.reproduce(["fig3"], out="", quick=True), "non-empty path"),
     ("load-None", lambda: thermosgd.load(None), "got NoneType"),
     ("simulate-string-g", lambda: simulate("1+q", torch.zeros(4, 1), 0.1, 2), "parse_g"),
-    ("simulate-string-domain", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain="reflect"),
-     "Reflect(lo, hi)"),
-    ("simulate-huge-box", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain=Reflect(-1e308, 1e308)),
-     "too wide"),
+    (
+        "simulate-string-domain",
+        lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain="reflect"),
+        "Reflect(lo, hi)",
+    ),
+    (
+        "simulate-huge-box",
+        lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, domain=Reflect(-1e308, 1e308)),
+        "too wide",
+    ),
     ("train-seed-negative", lambda: thermosgd.train(_cfg(), seeds=[-1]), "[0, 2^31)"),
     ("train-seed-2^31", lambda: thermosgd.train(_cfg(), seeds=[2**31]), "[0, 2^31)"),
     ("data-three-items", lambda: thermosgd.train(_file_cfg(), data=(X, Y, Y)), "3 items"),
     ("data-int", lambda: thermosgd.train(_file_cfg(), data=5), "got int"),
-    ("data-requires-grad", lambda: thermosgd.train(_file_cfg(), data=(X.clone().requires_grad_(), Y)),
-     "x.detach()"),
+    ("data-requires-grad", lambda: thermosgd.train(_file_cfg(), data=(X.clone().requires_grad_(), Y)), "x.detach()"),
     ("data-complex", lambda: thermosgd.train(_file_cfg(), data=(X.to(torch.complex64), Y)), "complex"),
     ("data-complex-numpy", lambda: thermosgd.train(_file_cfg(), data=(X.numpy() + 1j, Y)), "complex"),
     ("data-float32-overflow", lambda: thermosgd.train(_file_cfg(), data=(_BIG, Y)), "range of float32"),
@@ -299,8 +358,11 @@ API_REFUSALS = [
     ("config-seeds-10^30", lambda: thermosgd.config_from_dict({"train": {"seeds": 10**30}}), "maximum"),
     ("config-steps-10^20", lambda: thermosgd.config_from_dict({"train": {"steps": 10**20}}), "maximum"),
     ("config-init-scale-0", lambda: _cfg(init_scale=0.0), "init_scale"),
-    ("to-dataset-lr-string", lambda: Recorder({"a": lambda m: 1.0}, lambda s: True).to_dataset(
-        lr="x", batch_size=1, seed=0), "lr must be"),
+    (
+        "to-dataset-lr-string",
+        lambda: Recorder({"a": lambda m: 1.0}, lambda s: True).to_dataset(lr="x", batch_size=1, seed=0),
+        "lr must be",
+    ),
     ("gv-int64-inputs", lambda: gradient_variance(_mlp(), _bce, X.long(), Y), "Long"),
     ("ar-int64-inputs", lambda: activation_rates(_mlp(), X.long()), "Long"),
     ("gv-tuple-output", lambda: gradient_variance(_TupleOut(), _bce, X, Y), "one tensor"),
@@ -338,10 +400,17 @@ def test_sample_mixing_is_refused_only_where_it_happens():
     """The x - x.mean(0) model gives a wrong per-sample variance on the fast path (refused);
     on the torch.func path each sample runs alone, which is what a per-sample loop gives."""
     model = _MixesSamples()
-    loop = torch.stack([
-        torch.cat([p.reshape(-1) for p in torch.autograd.grad(_bce(model(X[i:i + 1]), Y[i:i + 1]), model.parameters())])
-        for i in range(len(X))
-    ])
+    loop = torch.stack(
+        [
+            torch.cat(
+                [
+                    p.reshape(-1)
+                    for p in torch.autograd.grad(_bce(model(X[i : i + 1]), Y[i : i + 1]), model.parameters())
+                ]
+            )
+            for i in range(len(X))
+        ]
+    )
     per_entry = loop.var(dim=0, correction=1).mean()
     slow = gradient_variance(model, _bce, X, Y, fast=False).value
     assert slow == pytest.approx(float(per_entry), rel=1e-5)
@@ -354,8 +423,9 @@ def test_sample_mixing_is_refused_only_where_it_happens():
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(folder.rglob("*"))
+    }
 
 
 def test_sweep_into_a_users_folder_is_refused_and_nothing_is_touched(tmp_path, files, capsys):

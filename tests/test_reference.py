@@ -49,11 +49,14 @@ EPS64 = float(np.finfo(np.float64).eps)
 TRAJECTORY = ("v_norm", "w_norm", "bias_mean", "diverged", "diverged_step")
 
 
-@pytest.mark.parametrize(("name", "file", "dtype", "eps"), [
-    ("fig3", "fig3.nc", "float32", EPS32),
-    ("fig7", "fig7.nc", "float32", EPS32),
-    ("fig3", "fig3-float64.nc", "float64", EPS64),
-])
+@pytest.mark.parametrize(
+    ("name", "file", "dtype", "eps"),
+    [
+        ("fig3", "fig3.nc", "float32", EPS32),
+        ("fig7", "fig7.nc", "float32", EPS32),
+        ("fig3", "fig3-float64.nc", "float64", EPS64),
+    ],
+)
 def test_twolayer_presets_match_reference(name, file, dtype, eps):
     ref = xr.load_dataset(HERE / file)
     new = runs.twolayer(name, dtype)
@@ -99,15 +102,39 @@ def test_reference_under_other_simd(capability):
     120 steps (measured: up to 2.9 eps of scale), which the tolerance must absorb.
     """
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, PYTHONWARNINGS="error")
-    tests = [f"{__file__}::{t}" for t in (
-        "test_twolayer_presets_match_reference", "test_deep_fig2_middle_matches_reference",
-        "test_walk_suite_matches_reference")]
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                           env=env, capture_output=True, text=True, timeout=120)
+    tests = [
+        f"{__file__}::{t}"
+        for t in (
+            "test_twolayer_presets_match_reference",
+            "test_deep_fig2_middle_matches_reference",
+            "test_walk_suite_matches_reference",
+        )
+    ]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert probe.stdout.strip() == capability.upper(), probe.stdout + probe.stderr
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-o", "addopts=--import-mode=importlib", *tests],
-                          env=env, capture_output=True, text=True, timeout=600,
-                          cwd=Path(__file__).parent.parent)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=--import-mode=importlib",
+            *tests,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "5 passed" in done.stdout, done.stdout[-2000:]

@@ -12,7 +12,9 @@ Public entry points:
 - :class:`SweepConfig`, :func:`config_from_dict`, :func:`load_config` — the one config schema.
 """
 
-from thermosgd.config import SweepConfig, from_dict as config_from_dict, load_toml as load_config
+from thermosgd.config import SweepConfig
+from thermosgd.config import from_dict as config_from_dict
+from thermosgd.config import load_toml as load_config
 from thermosgd.errors import UsageError
 
 __version__ = "0.1.0"
@@ -48,6 +50,17 @@ def __dir__():
 
 
 __all__ = [
-    "SweepConfig", "UsageError", "config_from_dict", "fit_collapse", "instruments", "load", "load_config",
-    "reproduce", "status", "sweep", "train", "walk", "__version__",
+    "SweepConfig",
+    "UsageError",
+    "config_from_dict",
+    "fit_collapse",
+    "instruments",
+    "load",
+    "load_config",
+    "reproduce",
+    "status",
+    "sweep",
+    "train",
+    "walk",
+    "__version__",
 ]

@@ -54,7 +54,7 @@ def torch_device(name: Any, where: str = "device"):
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise UsageError(f"{where} = {name!r}, but no CUDA GPU is available to torch here; use \"cpu\"")
+        raise UsageError(f'{where} = {name!r}, but no CUDA GPU is available to torch here; use "cpu"')
     dev = torch.device(name)
     count = torch.cuda.device_count()
     if dev.index is not None and dev.index >= count:

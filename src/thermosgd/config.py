@@ -181,7 +181,7 @@ class SweepConfig:
     def probe_every_steps(self) -> int:
         return self.train.probe_every or self.train.record_every
 
-    def replace(self, **sections: dict[str, Any]) -> "SweepConfig":
+    def replace(self, **sections: dict[str, Any]) -> SweepConfig:
         """Return a copy with some keys changed: ``cfg.replace(train={"steps": 10})``."""
         raw = self.to_dict()
         for section, values in sections.items():
@@ -201,8 +201,12 @@ _CHOICES = {
     ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
 }
 _POSITIVE = {
-    ("model", "inputs"), ("model", "hidden"), ("data", "probe_size"), ("data", "teacher_hidden"),
-    ("train", "steps"), ("train", "record_every"),
+    ("model", "inputs"),
+    ("model", "hidden"),
+    ("data", "probe_size"),
+    ("data", "teacher_hidden"),
+    ("train", "steps"),
+    ("train", "record_every"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
 _MAX_SEED = 2**63 - 1  # the master seed only enters SeedSequence
@@ -248,9 +252,7 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
         raise UsageError("config must be a table of sections")
     unknown = set(raw) - set(_SECTIONS)
     if unknown:
-        raise UsageError(
-            f"unknown config section [{sorted(unknown)[0]}]; allowed: {', '.join(_SECTIONS)}"
-        )
+        raise UsageError(f"unknown config section [{sorted(unknown)[0]}]; allowed: {', '.join(_SECTIONS)}")
     built = {}
     for section, cls in _SECTIONS.items():
         values = raw.get(section, {}) or {}
@@ -259,9 +261,7 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         bad = set(values) - set(fields)
         if bad:
-            raise UsageError(
-                f"unknown key [{section}] {sorted(bad)[0]}; allowed: {', '.join(fields)}"
-            )
+            raise UsageError(f"unknown key [{section}] {sorted(bad)[0]}; allowed: {', '.join(fields)}")
         kwargs = {}
         for key, value in values.items():
             kwargs[key] = _convert(section, key, value, fields[key])
@@ -318,17 +318,19 @@ def _check_values(cfg: SweepConfig) -> None:
     if t.steps > MAX_STEPS:
         raise UsageError(f"[train] steps = {t.steps} is beyond the supported maximum {MAX_STEPS}")
     if cfg.data.probe_size < 2:
-        raise UsageError(f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}")
+        raise UsageError(
+            f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}"
+        )
     if any(b < 1 for b in t.batch_size):
         raise UsageError(f"[train] batch_size must be ≥ 1, got {list(t.batch_size)}")
     if t.probe_every and t.probe_every % t.record_every:
-        raise UsageError(
-            f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})"
-        )
+        raise UsageError(f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})")
     check_device_name(t.device, "[train] device")
     if t.fused and (t.noise != "sgd" or t.device != "cpu"):
-        raise UsageError(f'[train] fused = true runs noise = "sgd" on device = "cpu" only, '
-                         f'got noise = {t.noise!r}, device = {t.device!r}')
+        raise UsageError(
+            f'[train] fused = true runs noise = "sgd" on device = "cpu" only, '
+            f"got noise = {t.noise!r}, device = {t.device!r}"
+        )
     if t.gd_batch < 2:
         raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
     if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):
@@ -365,8 +367,9 @@ def load_toml(path: str | Path) -> SweepConfig:
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
     if len(raw_bytes) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration "
-                         "is a few lines of TOML")
+        raise UsageError(
+            f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration is a few lines of TOML"
+        )
     try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the TOML
         text = raw_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

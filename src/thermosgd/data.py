@@ -37,8 +37,18 @@ FASHION_FILES = {
 }
 CIFAR_FOLDER = "cifar-10-batches-bin"
 CIFAR_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATASETS = ("fashion-mnist", "cifar10", "digits")
 _SUBSTITUTE_HINT = "or use the bundled digits substitute (dataset='digits', CLI --substitute-digits)"
@@ -109,10 +119,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _missing(what: str, expected: str, searched: list[Path] | None, source: str) -> UsageError:
-    where = (f"searched {', '.join(str(p) for p in searched)}" if searched
-             else f"no data folder given (pass --data-dir DIR or set {ENV_VAR}=DIR)")
-    return UsageError(f"{what} files not found: expected {expected}; {where}; "
-                      f"get them from {source}; {_SUBSTITUTE_HINT}")
+    where = (
+        f"searched {', '.join(str(p) for p in searched)}"
+        if searched
+        else f"no data folder given (pass --data-dir DIR or set {ENV_VAR}=DIR)"
+    )
+    return UsageError(
+        f"{what} files not found: expected {expected}; {where}; get them from {source}; {_SUBSTITUTE_HINT}"
+    )
 
 
 def _find(folder: Path, base: str) -> Path | None:
@@ -148,14 +162,21 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, split: str 
         raise _missing("Fashion-MNIST", expected, candidates, FASHION_SOURCE)
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or labels.ndim != 1 or images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise UsageError(f"{image_path} / {label_path}: expected uint8 images (N, H, W) and uint8 labels (N,), "
-                         f"got {images.dtype}{images.shape} and {labels.dtype}{labels.shape}")
+        raise UsageError(
+            f"{image_path} / {label_path}: expected uint8 images (N, H, W) and uint8 labels (N,), "
+            f"got {images.dtype}{images.shape} and {labels.dtype}{labels.shape}"
+        )
     if len(images) != len(labels):
         raise UsageError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
     if labels.size and labels.max() >= len(FASHION_CLASSES):
         raise UsageError(f"{label_path}: label {labels.max()} out of range 0..9")
-    return ImageData(images=images[:, None], labels=labels.astype(np.int64), name="fashion-mnist",
-                     classes=FASHION_CLASSES, scale=1 / 255)
+    return ImageData(
+        images=images[:, None],
+        labels=labels.astype(np.int64),
+        name="fashion-mnist",
+        classes=FASHION_CLASSES,
+        scale=1 / 255,
+    )
 
 
 def load_cifar10(data_dir: str | os.PathLike | None = None, *, split: str = "train") -> ImageData:
@@ -183,15 +204,22 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, split: str = "tra
     for n in names:
         raw = (folder / n).read_bytes()
         if len(raw) == 0 or len(raw) % 3073:
-            raise UsageError(f"{folder / n}: size {len(raw)} is not a multiple of 3073 bytes "
-                             "(1 label byte + 3072 pixel bytes per image); is it the binary version?")
+            raise UsageError(
+                f"{folder / n}: size {len(raw)} is not a multiple of 3073 bytes "
+                "(1 label byte + 3072 pixel bytes per image); is it the binary version?"
+            )
         records.append(np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3073))
     table = np.concatenate(records)
     labels = table[:, 0].astype(np.int64)
     if labels.max() >= len(CIFAR_CLASSES):
         raise UsageError(f"{folder}: label {labels.max()} out of range 0..9; is it CIFAR-10 (not CIFAR-100)?")
-    return ImageData(images=table[:, 1:].reshape(-1, 3, 32, 32).copy(), labels=labels, name="cifar10",
-                     classes=CIFAR_CLASSES, scale=1 / 255)
+    return ImageData(
+        images=table[:, 1:].reshape(-1, 3, 32, 32).copy(),
+        labels=labels,
+        name="cifar10",
+        classes=CIFAR_CLASSES,
+        scale=1 / 255,
+    )
 
 
 def load_digits(*, split: str = "train") -> ImageData:
@@ -215,8 +243,14 @@ def load_digits(*, split: str = "train") -> ImageData:
     labels = bunch.target.astype(np.int64)
     cut = 1437
     part = slice(None, cut) if split == "train" else slice(cut, None)
-    return ImageData(images=images[part], labels=labels[part], name="digits",
-                     classes=tuple(str(i) for i in range(10)), scale=1 / 16, substitute=True)
+    return ImageData(
+        images=images[part],
+        labels=labels[part],
+        name="digits",
+        classes=tuple(str(i) for i in range(10)),
+        scale=1 / 16,
+        substitute=True,
+    )
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split: str = "train") -> ImageData:

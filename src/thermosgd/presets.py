@@ -18,9 +18,10 @@ reads it without importing the numerics.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from thermosgd.errors import UsageError
 
@@ -119,14 +120,19 @@ def _deep_copy(obj):
 
 # --------------------------------------------------------------------------- claims
 
-_CLAIM_RATE_LR = ("The activation rate decreases at a rate ∝ η² (Eq. 27–28): curves for different η "
-                  "overlap against t·η² ({fig}).")
-_CLAIM_V_LR = ("‖V‖ decreases at a rate ∝ η² (Eq. 27–28): curves for different η overlap against t·η² ({fig}).")
-_CLAIM_RATE_B = ("The activation rate decreases at a rate ∝ 1/|B| (Eq. 27–28): curves for different |B| "
-                 "overlap against t/|B| ({fig}).")
+_CLAIM_RATE_LR = (
+    "The activation rate decreases at a rate ∝ η² (Eq. 27–28): curves for different η overlap against t·η² ({fig})."
+)
+_CLAIM_V_LR = "‖V‖ decreases at a rate ∝ η² (Eq. 27–28): curves for different η overlap against t·η² ({fig})."
+_CLAIM_RATE_B = (
+    "The activation rate decreases at a rate ∝ 1/|B| (Eq. 27–28): curves for different |B| "
+    "overlap against t/|B| ({fig})."
+)
 _CLAIM_V_B = "‖V‖ decreases at a rate ∝ 1/|B| (Eq. 27–28): curves for different |B| overlap against t/|B| ({fig})."
-_CLAIM_GV = ("SGD's thermophoretic force lowers the gradient variance, faster for larger η; curves overlap "
-             "against t·η² ({fig}, Sec. 6).")
+_CLAIM_GV = (
+    "SGD's thermophoretic force lowers the gradient variance, faster for larger η; curves overlap "
+    "against t·η² ({fig}, Sec. 6)."
+)
 
 
 # --------------------------------------------------------------------------- two-layer presets
@@ -134,8 +140,17 @@ _CLAIM_GV = ("SGD's thermophoretic force lowers the gradient variance, faster fo
 
 def _twolayer(name, description, claim, experiment, over, metric, *, M, N, inputs, bias, lr, bs, default=True):
     return Preset(
-        name=name, kind="twolayer", description=description, claim=claim, experiment=experiment, over=over,
-        metric=metric, in_default_set=default, seeds=8, steps=3000, quick={"seeds": 2, "steps": 100},
+        name=name,
+        kind="twolayer",
+        description=description,
+        claim=claim,
+        experiment=experiment,
+        over=over,
+        metric=metric,
+        in_default_set=default,
+        seeds=8,
+        steps=3000,
+        quick={"seeds": 2, "steps": 100},
         figures=(name,),
         params={
             "model": {"inputs": M, "hidden": N, "bias": bias},
@@ -148,43 +163,129 @@ def _twolayer(name, description, claim, experiment, over, metric, *, M, N, input
 _G = dict(M=10, N=10, inputs="gaussian", bias=True)
 _U = dict(M=10, N=10, inputs="uniform", bias=False)
 _TWOLAYER = [
-    _twolayer("fig2-top", "activation rate, 100 inputs × 100 hidden, Gaussian inputs, |B|=1, η sweep "
-              "(Fig. 2 top of 001 = Fig. 1 top of 000)", _CLAIM_RATE_LR.format(fig="Fig. 2 top"),
-              "fig2-top", "lr", "activation_rate", M=100, N=100, inputs="gaussian", bias=True, lr=ETAS, bs=[1]),
-    _twolayer("fig3", "activation rate, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
-              _CLAIM_RATE_LR.format(fig="Fig. 3, App. A.6"), "gauss-lr", "lr", "activation_rate",
-              lr=ETAS, bs=[1], **_G),
-    _twolayer("fig4", "‖V‖₂, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
-              _CLAIM_V_LR.format(fig="Fig. 4, App. A.6"), "gauss-lr", "lr", "v_norm",
-              lr=ETAS, bs=[1], default=False, **_G),
-    _twolayer("fig5", "activation rate, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
-              _CLAIM_RATE_B.format(fig="Fig. 5, App. A.6"), "gauss-batch", "batch_size", "activation_rate",
-              lr=[0.05], bs=[1, 2, 3], **_G),
-    _twolayer("fig6", "‖V‖₂, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
-              _CLAIM_V_B.format(fig="Fig. 6, App. A.6"), "gauss-batch", "batch_size", "v_norm",
-              lr=[0.05], bs=[1, 2, 3], default=False, **_G),
-    _twolayer("fig7", "activation rate, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
-              _CLAIM_RATE_LR.format(fig="Fig. 7, App. A.6"), "uniform-lr", "lr", "activation_rate",
-              lr=ETAS, bs=[1], **_U),
-    _twolayer("fig8", "‖V‖₂, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
-              _CLAIM_V_LR.format(fig="Fig. 8, App. A.6"), "uniform-lr", "lr", "v_norm",
-              lr=ETAS, bs=[1], default=False, **_U),
-    _twolayer("fig9", "activation rate, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
-              _CLAIM_RATE_B.format(fig="Fig. 9, App. A.6"), "uniform-batch", "batch_size", "activation_rate",
-              lr=[0.05], bs=[1, 2, 3], **_U),
-    _twolayer("fig10", "‖V‖₂, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
-              _CLAIM_V_B.format(fig="Fig. 10, App. A.6"), "uniform-batch", "batch_size", "v_norm",
-              lr=[0.05], bs=[1, 2, 3], default=False, **_U),
+    _twolayer(
+        "fig2-top",
+        "activation rate, 100 inputs × 100 hidden, Gaussian inputs, |B|=1, η sweep "
+        "(Fig. 2 top of 001 = Fig. 1 top of 000)",
+        _CLAIM_RATE_LR.format(fig="Fig. 2 top"),
+        "fig2-top",
+        "lr",
+        "activation_rate",
+        M=100,
+        N=100,
+        inputs="gaussian",
+        bias=True,
+        lr=ETAS,
+        bs=[1],
+    ),
+    _twolayer(
+        "fig3",
+        "activation rate, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
+        _CLAIM_RATE_LR.format(fig="Fig. 3, App. A.6"),
+        "gauss-lr",
+        "lr",
+        "activation_rate",
+        lr=ETAS,
+        bs=[1],
+        **_G,
+    ),
+    _twolayer(
+        "fig4",
+        "‖V‖₂, 10×10, Gaussian inputs, bias, |B|=1, η sweep (App. A.6)",
+        _CLAIM_V_LR.format(fig="Fig. 4, App. A.6"),
+        "gauss-lr",
+        "lr",
+        "v_norm",
+        lr=ETAS,
+        bs=[1],
+        default=False,
+        **_G,
+    ),
+    _twolayer(
+        "fig5",
+        "activation rate, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
+        _CLAIM_RATE_B.format(fig="Fig. 5, App. A.6"),
+        "gauss-batch",
+        "batch_size",
+        "activation_rate",
+        lr=[0.05],
+        bs=[1, 2, 3],
+        **_G,
+    ),
+    _twolayer(
+        "fig6",
+        "‖V‖₂, 10×10, Gaussian inputs, bias, η=0.05, |B| ∈ {1,2,3}",
+        _CLAIM_V_B.format(fig="Fig. 6, App. A.6"),
+        "gauss-batch",
+        "batch_size",
+        "v_norm",
+        lr=[0.05],
+        bs=[1, 2, 3],
+        default=False,
+        **_G,
+    ),
+    _twolayer(
+        "fig7",
+        "activation rate, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
+        _CLAIM_RATE_LR.format(fig="Fig. 7, App. A.6"),
+        "uniform-lr",
+        "lr",
+        "activation_rate",
+        lr=ETAS,
+        bs=[1],
+        **_U,
+    ),
+    _twolayer(
+        "fig8",
+        "‖V‖₂, 10×10, U(0,1) inputs, no bias, |B|=1, η sweep",
+        _CLAIM_V_LR.format(fig="Fig. 8, App. A.6"),
+        "uniform-lr",
+        "lr",
+        "v_norm",
+        lr=ETAS,
+        bs=[1],
+        default=False,
+        **_U,
+    ),
+    _twolayer(
+        "fig9",
+        "activation rate, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
+        _CLAIM_RATE_B.format(fig="Fig. 9, App. A.6"),
+        "uniform-batch",
+        "batch_size",
+        "activation_rate",
+        lr=[0.05],
+        bs=[1, 2, 3],
+        **_U,
+    ),
+    _twolayer(
+        "fig10",
+        "‖V‖₂, 10×10, U(0,1) inputs, no bias, η=0.05, |B| ∈ {1,2,3}",
+        _CLAIM_V_B.format(fig="Fig. 10, App. A.6"),
+        "uniform-batch",
+        "batch_size",
+        "v_norm",
+        lr=[0.05],
+        bs=[1, 2, 3],
+        default=False,
+        **_U,
+    ),
 ]
 
 # --------------------------------------------------------------------------- random walk
 
 _WALK = Preset(
-    name="walk", kind="walk", experiment="walk", over=None, metric="flux", seeds=None, steps=None,
+    name="walk",
+    kind="walk",
+    experiment="walk",
+    over=None,
+    metric="flux",
+    seeds=None,
+    steps=None,
     description="random-walk lab (Sec. 3): density evolution, measured vs Eq. 10 flux, "
     "stationary density vs g (log-log)",
     claim="A walk q ← q − η g(q) ζ has a thermophoretic flux −η²ρ g∇g/… toward small g, ∝ η², as Eq. 10 "
-          "gives, and a stationary density ρ ∝ g⁻¹ (Sec. 3, Eq. 9–11).",
+    "gives, and a stationary density ρ ∝ g⁻¹ (Sec. 3, Eq. 9–11).",
     params={"flux_particles": 2_000_000, "box_particles": 20_000, "box_steps": 2_000, "seed": 0},
     quick={"flux_particles": 200_000, "box_particles": 4_000, "box_steps": 600},
     figures=("walk_density", "walk_flux", "walk_stationary"),
@@ -196,85 +297,223 @@ _FIG2 = "Fig. 2 {row}: gradient variance vs (rescaled) iterations for an eta swe
 _DEEP_QUICK = {"seeds": 1, "steps": 6, "n_train": 48, "probe_size": 8, "points": 4}
 
 
-def _deep(name, description, claim, *, over, metric, default=False, seeds=2, steps, quick_batch_sizes=(4,),
-          **params):
+def _deep(name, description, claim, *, over, metric, default=False, seeds=2, steps, quick_batch_sizes=(4,), **params):
     lrs = params["lrs"]
     quick = {**_DEEP_QUICK, "lrs": list(lrs[:2]), "batch_sizes": list(quick_batch_sizes)}
     params = {"n_train": None, "probe_size": 128, "points": 30, "width": 100, "gaussian_dim": 100, **params}
     params["lrs"], params["batch_sizes"] = list(params["lrs"]), list(params["batch_sizes"])
-    return Preset(name=name, kind="deep", experiment=name, description=description, claim=claim, over=over,
-                  metric=metric, seeds=seeds, steps=steps, params=params, quick=quick, figures=(name,),
-                  in_default_set=default)
+    return Preset(
+        name=name,
+        kind="deep",
+        experiment=name,
+        description=description,
+        claim=claim,
+        over=over,
+        metric=metric,
+        seeds=seeds,
+        steps=steps,
+        params=params,
+        quick=quick,
+        figures=(name,),
+        in_default_set=default,
+    )
 
 
 _DEEP = [
-    _deep("fig2-middle", _FIG2.format(row="middle") + "; 6-layer fully connected net (width 100) on Gaussian "
-          "inputs with random binary labels, |B| = 1", _CLAIM_GV.format(fig="Fig. 2 middle"),
-          over="lr", metric="grad_var", default=True, steps=3000,
-          model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), n_train=1000),
-    _deep("fig2-middle-online", _FIG2.format(row="middle") + "; as fig2-middle, but online: fresh Gaussian "
-          "samples every step instead of a finite set of 1000 (no memorisation)", _CLAIM_GV.format(fig="Fig. 2 middle"),
-          over="lr", metric="grad_var", default=True, steps=3000,
-          model="mlp", dataset="gaussian", lrs=(0.025, 0.05, 0.1), batch_sizes=(1,), online=True),
-    _deep("fig2-bottom", _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, 5x5 kernels, "
-          "stride 1, then fully connected) on Fashion-MNIST, |B| = 32", _CLAIM_GV.format(fig="Fig. 2 bottom"),
-          over="lr", metric="grad_var", steps=600,
-          model="cnn", dataset="fashion-mnist", lrs=(0.025, 0.05, 0.1), batch_sizes=(32,), points=20),
-    _deep("fig11", "Fig. 11: activation rate vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden "
-          "units on CIFAR-10, |B| = 1000", _CLAIM_RATE_LR.format(fig="Fig. 11, CIFAR-10"),
-          over="lr", metric="activation_rate", steps=150, model="two-layer", dataset="cifar10",
-          lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,), probe_size=1000, points=20, width=300),
-    _deep("fig12", "Fig. 12: ||V|| vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden units on "
-          "CIFAR-10, |B| = 1000", _CLAIM_V_LR.format(fig="Fig. 12, CIFAR-10"),
-          over="lr", metric="v_norm", steps=150, model="two-layer", dataset="cifar10",
-          lrs=(0.01, 0.02, 0.04), batch_sizes=(1000,), probe_size=1000, points=20, width=300),
-    _deep("fig13", "Fig. 13: activation rate vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net "
-          "with 300 hidden units on CIFAR-10", _CLAIM_RATE_B.format(fig="Fig. 13, CIFAR-10"),
-          over="batch_size", metric="activation_rate", steps=150, quick_batch_sizes=(4, 8),
-          model="two-layer", dataset="cifar10", lrs=(0.02,), batch_sizes=(250, 500, 1000), probe_size=1000,
-          points=20, width=300),
-    _deep("fig14", "Fig. 14: ||V|| vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net with 300 "
-          "hidden units on CIFAR-10", _CLAIM_V_B.format(fig="Fig. 14, CIFAR-10"),
-          over="batch_size", metric="v_norm", steps=150, quick_batch_sizes=(4, 8),
-          model="two-layer", dataset="cifar10", lrs=(0.02,), batch_sizes=(250, 500, 1000), probe_size=1000,
-          points=20, width=300),
+    _deep(
+        "fig2-middle",
+        _FIG2.format(row="middle") + "; 6-layer fully connected net (width 100) on Gaussian "
+        "inputs with random binary labels, |B| = 1",
+        _CLAIM_GV.format(fig="Fig. 2 middle"),
+        over="lr",
+        metric="grad_var",
+        default=True,
+        steps=3000,
+        model="mlp",
+        dataset="gaussian",
+        lrs=(0.025, 0.05, 0.1),
+        batch_sizes=(1,),
+        n_train=1000,
+    ),
+    _deep(
+        "fig2-middle-online",
+        _FIG2.format(row="middle") + "; as fig2-middle, but online: fresh Gaussian "
+        "samples every step instead of a finite set of 1000 (no memorisation)",
+        _CLAIM_GV.format(fig="Fig. 2 middle"),
+        over="lr",
+        metric="grad_var",
+        default=True,
+        steps=3000,
+        model="mlp",
+        dataset="gaussian",
+        lrs=(0.025, 0.05, 0.1),
+        batch_sizes=(1,),
+        online=True,
+    ),
+    _deep(
+        "fig2-bottom",
+        _FIG2.format(row="bottom") + "; 6-layer CNN (5 conv layers, 10 channels, 5x5 kernels, "
+        "stride 1, then fully connected) on Fashion-MNIST, |B| = 32",
+        _CLAIM_GV.format(fig="Fig. 2 bottom"),
+        over="lr",
+        metric="grad_var",
+        steps=600,
+        model="cnn",
+        dataset="fashion-mnist",
+        lrs=(0.025, 0.05, 0.1),
+        batch_sizes=(32,),
+        points=20,
+    ),
+    _deep(
+        "fig11",
+        "Fig. 11: activation rate vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden "
+        "units on CIFAR-10, |B| = 1000",
+        _CLAIM_RATE_LR.format(fig="Fig. 11, CIFAR-10"),
+        over="lr",
+        metric="activation_rate",
+        steps=150,
+        model="two-layer",
+        dataset="cifar10",
+        lrs=(0.01, 0.02, 0.04),
+        batch_sizes=(1000,),
+        probe_size=1000,
+        points=20,
+        width=300,
+    ),
+    _deep(
+        "fig12",
+        "Fig. 12: ||V|| vs (rescaled) iterations, eta sweep; two-layer net with 300 hidden units on "
+        "CIFAR-10, |B| = 1000",
+        _CLAIM_V_LR.format(fig="Fig. 12, CIFAR-10"),
+        over="lr",
+        metric="v_norm",
+        steps=150,
+        model="two-layer",
+        dataset="cifar10",
+        lrs=(0.01, 0.02, 0.04),
+        batch_sizes=(1000,),
+        probe_size=1000,
+        points=20,
+        width=300,
+    ),
+    _deep(
+        "fig13",
+        "Fig. 13: activation rate vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net "
+        "with 300 hidden units on CIFAR-10",
+        _CLAIM_RATE_B.format(fig="Fig. 13, CIFAR-10"),
+        over="batch_size",
+        metric="activation_rate",
+        steps=150,
+        quick_batch_sizes=(4, 8),
+        model="two-layer",
+        dataset="cifar10",
+        lrs=(0.02,),
+        batch_sizes=(250, 500, 1000),
+        probe_size=1000,
+        points=20,
+        width=300,
+    ),
+    _deep(
+        "fig14",
+        "Fig. 14: ||V|| vs (rescaled) iterations, |B| sweep at eta = 0.02; two-layer net with 300 "
+        "hidden units on CIFAR-10",
+        _CLAIM_V_B.format(fig="Fig. 14, CIFAR-10"),
+        over="batch_size",
+        metric="v_norm",
+        steps=150,
+        quick_batch_sizes=(4, 8),
+        model="two-layer",
+        dataset="cifar10",
+        lrs=(0.02,),
+        batch_sizes=(250, 500, 1000),
+        probe_size=1000,
+        points=20,
+        width=300,
+    ),
 ]
 
 # --------------------------------------------------------------------------- beyond the figures
 
 _ANALYSIS = [
     Preset(
-        name="drift", kind="analysis", experiment="drift", over=None, metric="drift", seeds=None, steps=800,
-        in_default_set=False, figures=("drift",),
+        name="drift",
+        kind="analysis",
+        experiment="drift",
+        over=None,
+        metric="drift",
+        seeds=None,
+        steps=800,
+        in_default_set=False,
+        figures=("drift",),
         description="beyond the figures (Sec. 5, Eq. 27): measured excess drift of b and V² vs the predicted "
-                    "thermophoretic drift, its η and |B| exponents, and err2 over time",
+        "thermophoretic drift, its η and |B| exponents, and err2 over time",
         claim="The noise-induced drift of b and V² equals J_t = η²ψ/|B| (Eq. 27): negative, ∝ η² and ∝ 1/|B|, "
-              "strongest early in training (Sec. 5).",
-        params={"lrs": [0.025, 0.05, 0.1], "batch_sizes": [1, 2, 4], "blocks": 16, "per_block": 128,
-                "clones": 4096, "record_every": 20, "labels": "random", "seed": 1},
-        quick={"steps": 100, "lrs": [0.05, 0.1], "batch_sizes": [1, 2], "blocks": 4, "per_block": 32,
-               "clones": 512, "record_every": 10},
+        "strongest early in training (Sec. 5).",
+        params={
+            "lrs": [0.025, 0.05, 0.1],
+            "batch_sizes": [1, 2, 4],
+            "blocks": 16,
+            "per_block": 128,
+            "clones": 4096,
+            "record_every": 20,
+            "labels": "random",
+            "seed": 1,
+        },
+        quick={
+            "steps": 100,
+            "lrs": [0.05, 0.1],
+            "batch_sizes": [1, 2],
+            "blocks": 4,
+            "per_block": 32,
+            "clones": 512,
+            "record_every": 10,
+        },
     ),
     Preset(
-        name="equal-error", kind="analysis", experiment="equal-error", over=None, metric="equal_error",
-        seeds=32, steps=8000, in_default_set=False, figures=("equal_error",),
+        name="equal-error",
+        kind="analysis",
+        experiment="equal-error",
+        over=None,
+        metric="equal_error",
+        seeds=32,
+        steps=8000,
+        in_default_set=False,
+        figures=("equal_error",),
         description="Sec. 5 after Eq. 28: activation rate and ‖V‖ when each η first reaches the same training "
-                    "error on a teacher task",
+        "error on a teacher task",
         claim="At equal training error, a larger η gives a lower activation rate and a smaller ‖V‖: "
-              "σ₁ ≥ σ₂ and v₁ ≥ v₂ for η₁ ≤ η₂ (Sec. 5, after Eq. 28).",
-        params={"lrs": [0.025, 0.05, 0.1, 0.2], "batch_size": 1, "record_every": 10, "target": 0.1,
-                "train_size": 256, "seed": 0},
+        "σ₁ ≥ σ₂ and v₁ ≥ v₂ for η₁ ≤ η₂ (Sec. 5, after Eq. 28).",
+        params={
+            "lrs": [0.025, 0.05, 0.1, 0.2],
+            "batch_size": 1,
+            "record_every": 10,
+            "target": 0.1,
+            "train_size": 256,
+            "seed": 0,
+        },
         quick={"seeds": 4, "steps": 1500, "lrs": [0.05, 0.2], "target": 0.2},
     ),
     Preset(
-        name="generalization", kind="analysis", experiment="generalization", over=None, metric="generalization",
-        seeds=16, steps=4000, in_default_set=False, figures=("generalization",),
+        name="generalization",
+        kind="analysis",
+        experiment="generalization",
+        over=None,
+        metric="generalization",
+        seeds=16,
+        steps=4000,
+        in_default_set=False,
+        figures=("generalization",),
         description="beyond the paper: test accuracy vs final activation rate and ‖V‖ over an (η, |B|) grid on "
-                    "a teacher task",
+        "a teacher task",
         claim="A sparser model (lower activation rate, smaller ‖V‖) generalizes better (Sec. 5, App. A.5: "
-              "a suggestion, not a theorem).",
-        params={"lrs": [0.025, 0.05, 0.1, 0.2], "batch_sizes": [1, 4, 16], "train_size": 256,
-                "test_size": 2000, "seed": 0},
+        "a suggestion, not a theorem).",
+        params={
+            "lrs": [0.025, 0.05, 0.1, 0.2],
+            "batch_sizes": [1, 4, 16],
+            "train_size": 256,
+            "test_size": 2000,
+            "seed": 0,
+        },
         quick={"seeds": 4, "steps": 300, "lrs": [0.05, 0.2], "batch_sizes": [1, 4], "test_size": 500},
     ),
 ]
@@ -282,17 +521,28 @@ _ANALYSIS = [
 # --------------------------------------------------------------------------- the mechanism (noise ablation)
 
 _MECHANISM = Preset(
-    name="mechanism", kind="mechanism", experiment="mechanism", over="lr", metric="activation_rate",
-    seeds=8, steps=3000, in_default_set=False,
+    name="mechanism",
+    kind="mechanism",
+    experiment="mechanism",
+    over="lr",
+    metric="activation_rate",
+    seeds=8,
+    steps=3000,
+    in_default_set=False,
     figures=("mechanism_fig3", "mechanism_fig7", "mechanism_fig5"),
     description="beyond the figures: the fig3 and fig7 settings under four noise models (sgd, gd, gaussian, "
-                "frozen; shared initialization), and fig5's |B| sweep at η = 0.05 under sgd and gaussian",
+    "frozen; shared initialization), and fig5's |B| sweep at η = 0.05 under sgd and gaussian",
     claim="The activation rate falls at a rate ∝ η²/|B| because SGD's noise has a parameter-dependent "
-          "variance (a temperature gradient, Sec. 3, Eq. 23–27): the fall should need such noise, i.e. "
-          "appear with 'sgd' and 'gaussian' noise but not with the noise-free 'gd' step or the "
-          "uniform-temperature 'frozen' noise.",
-    params={"settings": ["fig3", "fig7"], "noises": ["sgd", "gd", "gaussian", "frozen"],
-            "batch_sweep": "fig5", "batch_noises": ["sgd", "gaussian"], "gd_batch": 1024},
+    "variance (a temperature gradient, Sec. 3, Eq. 23–27): the fall should need such noise, i.e. "
+    "appear with 'sgd' and 'gaussian' noise but not with the noise-free 'gd' step or the "
+    "uniform-temperature 'frozen' noise.",
+    params={
+        "settings": ["fig3", "fig7"],
+        "noises": ["sgd", "gd", "gaussian", "frozen"],
+        "batch_sweep": "fig5",
+        "batch_noises": ["sgd", "gaussian"],
+        "gd_batch": 1024,
+    },
     quick={"seeds": 2, "steps": 100, "gd_batch": 64},
 )
 
@@ -331,8 +581,19 @@ def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | No
     return from_dict(raw)  # [sweep] seeds_per_unit = "auto" (the default): units sized by work
 
 
-def teacher_task_config(*, lrs, batch_size, seeds: int, steps: int, record_every: int = 10, inputs: int = 10,
-                        hidden: int = 10, train_size: int = 256, test_size: int = 1000, seed: int = 0):
+def teacher_task_config(
+    *,
+    lrs,
+    batch_size,
+    seeds: int,
+    steps: int,
+    record_every: int = 10,
+    inputs: int = 10,
+    hidden: int = 10,
+    train_size: int = 256,
+    test_size: int = 1000,
+    seed: int = 0,
+):
     """The equal-error and generalization experiments' configuration.
 
     Teacher labels, a finite training set probed in full, a held-out set, shared
@@ -342,14 +603,29 @@ def teacher_task_config(*, lrs, batch_size, seeds: int, steps: int, record_every
 
     if seeds < 2:
         raise UsageError(f"--seeds must be >= 2, got {seeds}")
-    return from_dict({
-        "model": {"inputs": inputs, "hidden": hidden},
-        "data": {"inputs": "gaussian", "labels": "teacher", "train_size": train_size,
-                 "probe_size": train_size, "test_size": test_size},
-        "train": {"loss": "bce", "lr": list(lrs), "batch_size": batch_size, "seeds": seeds,
-                  "steps": steps, "record_every": record_every, "seed": seed,
-                  "share_init": True, "share_data": True},
-    })
+    return from_dict(
+        {
+            "model": {"inputs": inputs, "hidden": hidden},
+            "data": {
+                "inputs": "gaussian",
+                "labels": "teacher",
+                "train_size": train_size,
+                "probe_size": train_size,
+                "test_size": test_size,
+            },
+            "train": {
+                "loss": "bce",
+                "lr": list(lrs),
+                "batch_size": batch_size,
+                "seeds": seeds,
+                "steps": steps,
+                "record_every": record_every,
+                "seed": seed,
+                "share_init": True,
+                "share_data": True,
+            },
+        }
+    )
 
 
 def listing() -> str:
@@ -358,4 +634,3 @@ def listing() -> str:
     lines = [f"{'*' if p.in_default_set else ' '} {p.name:<{width}}  [{p.kind}] {p.description}" for p in TABLE]
     lines.append("(* = in the default set run by plain `thermosgd reproduce`)")
     return "\n".join(lines)
-

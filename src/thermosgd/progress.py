@@ -26,8 +26,16 @@ def interactive(stream=None) -> bool:
         return False
 
 
-def bar(total: int, *, desc: str = "", unit: str = "it", enabled: bool = True, initial: int = 0,
-        lines: bool = False, stream=None):
+def bar(
+    total: int,
+    *,
+    desc: str = "",
+    unit: str = "it",
+    enabled: bool = True,
+    initial: int = 0,
+    lines: bool = False,
+    stream=None,
+):
     """A progress counter with ``update(n)``, ``close()`` and use as a context manager.
 
     Args:

@@ -213,7 +213,7 @@ def twin_score(data, alive, steps, values, over, exponent, reference, grid, meth
             continue
         den += n - 1
         for i, k in enumerate(present):
-            for k2 in present[i + 1:]:
+            for k2 in present[i + 1 :]:
                 if method == "paired":
                     d = [x[k, s, g] - x[k2, s, g] for s in seeds if alive[k, s] and alive[k2, s]]
                     orig = [s for s in seeds if alive[k, s] and alive[k2, s]]
@@ -231,8 +231,11 @@ def twin_score(data, alive, steps, values, over, exponent, reference, grid, meth
 
                         term = u_stat(a) + u_stat(b) - 2 * mean_a * mean_b
                         if len(set(seeds)) == len(seeds):  # no resample: the textbook form
-                            textbook = (mean_a - mean_b) ** 2 - np.var([v for _, v in a], ddof=1) / len(a) - np.var(
-                                [v for _, v in b], ddof=1) / len(b)
+                            textbook = (
+                                (mean_a - mean_b) ** 2
+                                - np.var([v for _, v in a], ddof=1) / len(a)
+                                - np.var([v for _, v in b], ddof=1) / len(b)
+                            )
                             assert term == pytest.approx(textbook, rel=1e-9, abs=1e-15)
                 num += term / n
     return num / den
@@ -273,8 +276,9 @@ def test_plain_score_is_the_plug_in_score_of_the_mean_curves(lr_sweep, route):
     ones = np.ones((1, raw.shape[1]))
     for e in (-1.0, 0.0, 1.7, 2.0, 4.0):
         fast = scorer.scores(np.array([e]), ones, scorer.denominators(ones), route)[0, 0]
-        assert fast == pytest.approx(collapse_score(mean_curves(raw, alive), steps, values, "lr", e, ref, grid, 1.0),
-                                     rel=1e-9)
+        assert fast == pytest.approx(
+            collapse_score(mean_curves(raw, alive), steps, values, "lr", e, ref, grid, 1.0), rel=1e-9
+        )
 
 
 def _resamples(n_seeds, n_boot, seed):

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from thermosgd.analysis.drift import drift_summary, fit_scaling, window_drift
+from thermosgd.cli import main
+from thermosgd.errors import UsageError
+from thermosgd.twolayer import theory
 from thermosgd.twolayer.drift import (
     DriftSetup,
     one_step_drift,
@@ -18,14 +21,9 @@ from thermosgd.twolayer.drift import (
     predicted_drift,
     trajectory_drift,
 )
-from thermosgd.cli import main
-from thermosgd.errors import UsageError
-from thermosgd.twolayer import theory
 from thermosgd.twolayer.losses import dloss_df, loss_value
 
 F64 = torch.float64
-
-
 
 
 def test_noiseless_gradient_descent_has_zero_excess():
@@ -109,6 +107,7 @@ def test_predicted_drift_matches_eq11_by_autograd():
     err2, lr, bs = 0.27, 0.1, 3
     db, dV2 = predicted_drift(V, W, b, err2, lr, bs)
     for i in range(6):
+
         def g(q, i=i):
             absV, bi = q[0], q[1]
             return torch.stack([theory.phi1(W[i], bi, err2), absV * theory.phi2(W[i], bi, err2)]) / math.sqrt(bs)
@@ -145,8 +144,9 @@ def test_two_layer_one_step_recovers_zero_and_ito():
 
 def test_single_replica_blocks_follow_their_reference_exactly():
     """With one replica per block the reference steps on the same samples with the same weights."""
-    traj = trajectory_drift(DriftSetup(inputs=4, hidden=5), [0.1], [1, 2], steps=30, blocks=2, per_block=1,
-                            record_every=10)
+    traj = trajectory_drift(
+        DriftSetup(inputs=4, hidden=5), [0.1], [1, 2], steps=30, blocks=2, per_block=1, record_every=10
+    )
     np.testing.assert_allclose(traj["b"], traj["b_ref"], rtol=0, atol=1e-14)
     np.testing.assert_allclose(traj["V2"], traj["V2_ref"], rtol=0, atol=1e-14)
     assert traj["b"].dims == ("lr", "batch_size", "block", "step", "unit")
@@ -197,23 +197,42 @@ def test_summary_end_to_end_small():
             assert v == pytest.approx(by[("V2_var", w, lr, bs)] + by[("V2_shift", w, lr, bs)], rel=1e-9, abs=1e-15)
 
 
-
-
-@pytest.mark.parametrize("argv", [
-    ["drift", "--steps", "2"],
-    ["drift", "--lr", "0.1", "-0.1"],
-    ["drift", "--batch-size", "0"],
-    ["drift", "--blocks", "1"],
-    ["drift", "--labels", "noise"],
-    ["drift", "--steps", "abc"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["drift", "--steps", "2"],
+        ["drift", "--lr", "0.1", "-0.1"],
+        ["drift", "--batch-size", "0"],
+        ["drift", "--blocks", "1"],
+        ["drift", "--labels", "noise"],
+        ["drift", "--steps", "abc"],
+    ],
+)
 def test_drift_cli_bad_input_exits_2(argv):
     assert main(argv) == 2
 
 
 def test_drift_cli_quick_json_and_files(tmp_path, capsys):
-    assert main(["drift", "--quick", "--steps", "40", "--record-every", "5", "--replicas", "8", "--clones", "64",
-                  "--out", str(tmp_path), "--json"]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--quick",
+                "--steps",
+                "40",
+                "--record-every",
+                "5",
+                "--replicas",
+                "8",
+                "--clones",
+                "64",
+                "--out",
+                str(tmp_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["experiment"] == "drift" and out["fits"]["b_early"]["sign"] in (-1, 0, 1)
     for suffix in ("png", "pdf", "md", "json"):

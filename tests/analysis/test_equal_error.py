@@ -14,27 +14,35 @@ from thermosgd.cli import main
 
 
 def test_first_crossing_hand_made():
-    v = np.array([
-        [0.5, 0.3, 0.1, 0.2, 0.05],  # reaches exactly at the target: index 2
-        [0.5, 0.4, 0.3, 0.3, 0.3],  # never
-        [np.nan, 0.09, 0.5, 0.0, 0.0],  # NaN never counts; first hit at 1
-    ])
+    v = np.array(
+        [
+            [0.5, 0.3, 0.1, 0.2, 0.05],  # reaches exactly at the target: index 2
+            [0.5, 0.4, 0.3, 0.3, 0.3],  # never
+            [np.nan, 0.09, 0.5, 0.0, 0.0],  # NaN never counts; first hit at 1
+        ]
+    )
     np.testing.assert_array_equal(first_crossing(v, 0.1), [2, -1, 1])
 
 
 def _dataset():
     """2 learning rates × 1 batch size × 3 seeds × 5 recorded steps, values chosen by hand."""
     steps = np.array([0, 10, 20, 30, 40])
-    err = np.array([
-        [[0.5, 0.3, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.2, 0.15], [0.5, 0.3, 0.2, 0.1, 0.0]],  # η = 0.05
-        [[0.5, 0.1, 0.0, 0.0, 0.0], [0.5, 0.2, 0.1, 0.0, 0.0], [0.5, 0.1, 0.1, 0.0, 0.0]],  # η = 0.1
-    ])[:, None]
+    err = np.array(
+        [
+            [[0.5, 0.3, 0.1, 0.0, 0.0], [0.5, 0.4, 0.3, 0.2, 0.15], [0.5, 0.3, 0.2, 0.1, 0.0]],  # η = 0.05
+            [[0.5, 0.1, 0.0, 0.0, 0.0], [0.5, 0.2, 0.1, 0.0, 0.0], [0.5, 0.1, 0.1, 0.0, 0.0]],  # η = 0.1
+        ]
+    )[:, None]
     rate = np.broadcast_to(np.arange(5.0), err.shape) / 10 + np.array([0.0, 0.01])[:, None, None, None]
     vn = np.broadcast_to(np.arange(5.0)[::-1], err.shape) + np.array([0.0, 0.5])[:, None, None, None]
     dims = ("lr", "batch_size", "seed", "step")
     return xr.Dataset(
-        {"error": (dims, err), "activation_rate": (dims, rate.copy()), "v_norm": (dims, vn.copy()),
-         "diverged": (dims[:3], np.zeros((2, 1, 3), bool))},
+        {
+            "error": (dims, err),
+            "activation_rate": (dims, rate.copy()),
+            "v_norm": (dims, vn.copy()),
+            "diverged": (dims[:3], np.zeros((2, 1, 3), bool)),
+        },
         coords={"lr": [0.05, 0.1], "batch_size": [1], "seed": [0, 1, 2], "step": steps},
     )
 
@@ -64,15 +72,16 @@ def test_diverged_replicas_never_reach():
     assert at_first_crossing(ds, 0.1)["step_at_target"].values[0, 0, 0] == -1
 
 
-
-
-@pytest.mark.parametrize("argv", [
-    ["equal-error", "--target", "1.5"],
-    ["equal-error", "--seeds", "1"],
-    ["equal-error", "--lr", "0.1"],
-    ["equal-error", "--steps", "0"],
-    ["equal-error", "--seeds", "many"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["equal-error", "--target", "1.5"],
+        ["equal-error", "--seeds", "1"],
+        ["equal-error", "--lr", "0.1"],
+        ["equal-error", "--steps", "0"],
+        ["equal-error", "--seeds", "many"],
+    ],
+)
 def test_cli_bad_input_exits_2(argv):
     assert main(argv) == 2
 

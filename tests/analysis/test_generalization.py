@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-from thermosgd.reproduce.experiments import run_generalization
-from thermosgd.cli import main
 from thermosgd.analysis.generalization import final_values, generalization_summary
+from thermosgd.cli import main
 from thermosgd.errors import UsageError
+from thermosgd.reproduce.experiments import run_generalization
 
 
 def _dataset():
@@ -71,14 +70,15 @@ def test_tiny_real_grid():
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["activation_rate"] <= 1 and r["v_norm"] > 0
 
 
-
-
-@pytest.mark.parametrize("argv", [
-    ["generalization", "--seeds", "1"],
-    ["generalization", "--lr", "0.1", "--batch-size", "1", "2"],
-    ["generalization", "--batch-size", "1", "1", "2"],
-    ["generalization", "--test-size", "0"],
-    ["generalization", "--lr", "nan", "0.1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generalization", "--seeds", "1"],
+        ["generalization", "--lr", "0.1", "--batch-size", "1", "2"],
+        ["generalization", "--batch-size", "1", "1", "2"],
+        ["generalization", "--test-size", "0"],
+        ["generalization", "--lr", "nan", "0.1"],
+    ],
+)
 def test_cli_bad_input_exits_2(argv):
     assert main(argv) == 2

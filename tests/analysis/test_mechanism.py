@@ -1,7 +1,6 @@
 """The noise-ablation reading on synthetic families with a known answer."""
 
 import numpy as np
-import pytest
 import xarray as xr
 
 from thermosgd.analysis.mechanism import assess, end_values, plain_verdict
@@ -22,9 +21,14 @@ def _family(rate, *, seeds=8, steps=400, noise=0.002, seed=0, diverged=()):
         act[li, 0, si, 5:] = np.nan
     dims = ("lr", "batch_size", "seed", "step")
     return xr.Dataset(
-        {"activation_rate": (dims, act), "v_norm": (dims, 1 + act), "bias_mean": (dims, act - 0.5),
-         "diverged": (dims[:3], div)},
-        coords={"lr": list(LRS), "batch_size": [1], "seed": np.arange(seeds), "step": t})
+        {
+            "activation_rate": (dims, act),
+            "v_norm": (dims, 1 + act),
+            "bias_mean": (dims, act - 0.5),
+            "diverged": (dims[:3], div),
+        },
+        coords={"lr": list(LRS), "batch_size": [1], "seed": np.arange(seeds), "step": t},
+    )
 
 
 def _saturating(power):
@@ -63,8 +67,10 @@ def test_end_values_are_seed_means_of_the_kept_replicas():
 
 
 def test_plain_verdict_names_who_reproduces():
-    runs = {"sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
-            "gd": assess(_family(_saturating(1.0), seed=1), "b", "lr", n_boot=50)}
+    runs = {
+        "sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
+        "gd": assess(_family(_saturating(1.0), seed=1), "b", "lr", n_boot=50),
+    }
     text = plain_verdict(runs, "fig3")
     assert "appears under sgd and not under gd" in text
 
@@ -72,9 +78,11 @@ def test_plain_verdict_names_who_reproduces():
 def test_versus_sgd_matches_the_same_family_and_not_a_weaker_one():
     from thermosgd.analysis.mechanism import versus
 
-    runs = {"sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
-            "twin": assess(_family(_saturating(2.0), seed=2), "b", "lr", n_boot=50),
-            "weak": assess(_family(lambda t, lr: 0.5 * _saturating(2.0)(t, lr), seed=3), "c", "lr", n_boot=50)}
+    runs = {
+        "sgd": assess(_family(_saturating(2.0)), "a", "lr", n_boot=50),
+        "twin": assess(_family(_saturating(2.0), seed=2), "b", "lr", n_boot=50),
+        "weak": assess(_family(lambda t, lr: 0.5 * _saturating(2.0)(t, lr), seed=3), "c", "lr", n_boot=50),
+    }
     vs = versus(runs)
     assert vs["sgd"]["fall_ratio"] == 1.0
     assert vs["twin"]["matches"] and abs(vs["twin"]["fall_ratio"] - 1) < 0.05

@@ -16,7 +16,8 @@ def _family(alpha=2.0, seeds=6, seed=0, diverged_lr=None):
     lrs, steps = np.array([0.025, 0.05, 0.1]), np.arange(0, 2001, 20)
     tau = 400 * 0.05**alpha
     m = np.exp(-steps[None, None, :] * lrs[:, None, None] ** alpha / tau) + 0.01 * rng.standard_normal(
-        (3, seeds, steps.size))
+        (3, seeds, steps.size)
+    )
     div = np.zeros((3, 1, seeds), bool)
     dstep = np.full((3, 1, seeds), -1)
     if diverged_lr is not None:
@@ -25,8 +26,11 @@ def _family(alpha=2.0, seeds=6, seed=0, diverged_lr=None):
         dstep[i] = 700
         m[i, :, 40:] = 1e6  # a runaway: the curve blows up
     ds = xr.Dataset(
-        {"activation_rate": (("lr", "batch_size", "seed", "step"), m[:, None]),
-         "diverged": (("lr", "batch_size", "seed"), div), "diverged_step": (("lr", "batch_size", "seed"), dstep)},
+        {
+            "activation_rate": (("lr", "batch_size", "seed", "step"), m[:, None]),
+            "diverged": (("lr", "batch_size", "seed"), div),
+            "diverged_step": (("lr", "batch_size", "seed"), dstep),
+        },
         coords={"lr": lrs, "batch_size": [1], "seed": np.arange(seeds), "step": steps},
     )
     ds.attrs["config"] = json.dumps({"model": {"inputs": 100}, "data": {"inputs": "gaussian"}})

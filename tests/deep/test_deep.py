@@ -10,10 +10,10 @@ from torch import nn
 
 from thermosgd import presets
 from thermosgd.deep import Run, TrainSet, train_sweep
-from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.errors import UsageError
 from thermosgd.instruments import every, weight_norms
+from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.sweep.store import load
 
 
@@ -22,8 +22,9 @@ def test_paper_architectures():
     assert sum(isinstance(m, nn.Linear) for m in fc) == 6 and fc(torch.randn(2, 100)).shape == (2, 1)
     conv = cnn(1, 28, 10, seed=0)
     convs = [m for m in conv if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 5 and all(c.out_channels == 10 and c.kernel_size == (5, 5) and c.stride == (1, 1)
-                                   for c in convs)
+    assert len(convs) == 5 and all(
+        c.out_channels == 10 and c.kernel_size == (5, 5) and c.stride == (1, 1) for c in convs
+    )
     assert isinstance(conv[-1], nn.Linear) and conv(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert cnn(1, 8, 10, seed=0, padding=2)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     net = two_layer(3072, 300, 10, seed=0)
@@ -46,8 +47,16 @@ def _setup(seed):
 
 
 def test_divergent_run_is_marked_and_others_continue():
-    ds = train_sweep(_setup, nn.BCEWithLogitsLoss(), lrs=(0.1, 1e30), batch_sizes=(4,), seeds=(0,), steps=6,
-                     schedule=every(1), progress=False)
+    ds = train_sweep(
+        _setup,
+        nn.BCEWithLogitsLoss(),
+        lrs=(0.1, 1e30),
+        batch_sizes=(4,),
+        seeds=(0,),
+        steps=6,
+        schedule=every(1),
+        progress=False,
+    )
     assert ds["diverged"].sel(lr=1e30).item() and not ds["diverged"].sel(lr=0.1).item()
     assert np.isfinite(ds["w"].sel(lr=0.1)).all()
     tail = ds["w"].sel(lr=1e30).squeeze().values
@@ -78,7 +87,9 @@ def _check(verdicts, out, name, over):
 
 
 def test_fig2_middle_tiny(tmp_path):
-    ds, config = _check(reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr")
+    ds, config = _check(
+        reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr"
+    )
     assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
 
 
@@ -91,8 +102,12 @@ def test_fig2_bottom_tiny_on_idx_files(tmp_path):
     (data / "train-images-idx3-ubyte").write_bytes(header + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
     labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
     (data / "train-labels-idx1-ubyte").write_bytes(labels)
-    ds, config = _check(reproduce_deep("fig2-bottom", tmp_path / "out", quick=True, progress=False,
-                                        data_dir=data), tmp_path / "out", "fig2-bottom", "lr")
+    ds, config = _check(
+        reproduce_deep("fig2-bottom", tmp_path / "out", quick=True, progress=False, data_dir=data),
+        tmp_path / "out",
+        "fig2-bottom",
+        "lr",
+    )
     assert config["dataset"] == "fashion-mnist" and "cross-entropy" in config["labels"]
 
 
@@ -103,8 +118,12 @@ def test_fig11_fig12_tiny_on_cifar_binary(tmp_path, name):
     folder.mkdir()
     for i in range(1, 6):
         (folder / f"data_batch_{i}.bin").write_bytes(_cifar_records(rng, 10))
-    ds, config = _check(reproduce_deep(name, tmp_path / "out", quick=True, progress=False,
-                                        data_dir=tmp_path), tmp_path / "out", name, "lr")
+    ds, config = _check(
+        reproduce_deep(name, tmp_path / "out", quick=True, progress=False, data_dir=tmp_path),
+        tmp_path / "out",
+        name,
+        "lr",
+    )
     assert "v_norm" in ds and "activation_rate" in ds and config["dataset"] == "cifar10"
 
 
@@ -116,8 +135,9 @@ def _cifar_records(rng, n):
 
 @pytest.mark.parametrize("name", ["fig13", "fig14"])
 def test_fig13_fig14_tiny_on_digits_substitute(tmp_path, name):
-    ds, config = _check(reproduce_deep(name, tmp_path, quick=True, progress=False, dataset="digits"),
-                        tmp_path, name, "batch_size")
+    ds, config = _check(
+        reproduce_deep(name, tmp_path, quick=True, progress=False, dataset="digits"), tmp_path, name, "batch_size"
+    )
     assert config["substitute"] and "SUBSTITUTE" in config["note"]
     assert all("digits-substitute" in p.name for p in (tmp_path / "figures").iterdir())
 
@@ -132,7 +152,15 @@ def test_missing_data_and_bad_names(tmp_path, monkeypatch):
         reproduce_deep("fig99", tmp_path)
     with pytest.raises(UsageError, match="no data-set substitute"):
         reproduce_deep("fig2-middle", tmp_path, dataset="digits")
-    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {"fig2-middle", "fig2-middle-online", "fig2-bottom", "fig11", "fig12", "fig13", "fig14"}
+    assert {p.name for p in presets.TABLE if p.kind == "deep"} == {
+        "fig2-middle",
+        "fig2-middle-online",
+        "fig2-bottom",
+        "fig11",
+        "fig12",
+        "fig13",
+        "fig14",
+    }
 
 
 def test_online_gaussian_is_fresh_per_index_and_reproducible():
@@ -151,6 +179,7 @@ def test_online_gaussian_is_fresh_per_index_and_reproducible():
 
 
 def test_fig2_middle_online_preset(tmp_path):
-    ds, config = _check(reproduce_deep("fig2-middle-online", tmp_path, quick=True, progress=False), tmp_path,
-                        "fig2-middle-online", "lr")
+    ds, config = _check(
+        reproduce_deep("fig2-middle-online", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle-online", "lr"
+    )
     assert config["online"] and "online" in config["labels"]

@@ -25,8 +25,8 @@ from thermosgd.deep.ensemble import (
     output_gradient,
     replica_losses,
 )
-from thermosgd.deep.runs import DeepSpec, _gaussian_set, _image_set, _instruments, _model
 from thermosgd.deep.models import cnn, mlp, two_layer
+from thermosgd.deep.runs import DeepSpec, _gaussian_set, _image_set, _instruments, _model
 from thermosgd.instruments import every, log_spaced, weight_norms
 
 RTOL = 1e-4
@@ -47,8 +47,14 @@ def _preset_setup(name, dataset=None, **changes):
         model = _model(p, shape, out_dim, seed)
         return Run(model, data, _instruments(p, model, data, loss_fn))
 
-    kwargs = dict(lrs=p.lrs, batch_sizes=p.batch_sizes, seeds=range(p.seeds), steps=p.steps,
-                  schedule=log_spaced(p.steps, p.points), progress=False)
+    kwargs = dict(
+        lrs=p.lrs,
+        batch_sizes=p.batch_sizes,
+        seeds=range(p.seeds),
+        steps=p.steps,
+        schedule=log_spaced(p.steps, p.points),
+        progress=False,
+    )
     return setup, loss_fn, kwargs
 
 
@@ -67,8 +73,9 @@ def test_fig2_middle_ensemble_equals_sequential(batched, monkeypatch):
     """6-layer MLP, BCE: the hand-written backward (and the vmap path) against torch.optim.SGD."""
     import thermosgd.deep.train as T
 
-    setup, loss_fn, kw = _preset_setup("fig2-middle", seeds=2, lrs=(0.05, 0.1), steps=80, points=8,
-                                       n_train=64, probe_size=16)
+    setup, loss_fn, kw = _preset_setup(
+        "fig2-middle", seeds=2, lrs=(0.05, 0.1), steps=80, points=8, n_train=64, probe_size=16
+    )
     if not batched:
         real = T.train_ensemble
         monkeypatch.setattr(T, "train_ensemble", lambda *a, **k: real(*a, **k, batched=False))
@@ -81,9 +88,16 @@ def test_fig2_middle_ensemble_equals_sequential(batched, monkeypatch):
 @pytest.mark.parametrize("name", ["fig2-bottom", "fig11", "fig13"])
 def test_image_presets_ensemble_equals_sequential(name):
     """CNN (grouped convolution, autograd backward), two-layer with cross-entropy, a |B| sweep."""
-    setup, loss_fn, kw = _preset_setup(name, dataset="digits", seeds=2, steps=6 if name == "fig2-bottom" else 12,
-                                       points=3, n_train=64, probe_size=8,
-                                       batch_sizes=(4, 8) if name == "fig13" else (4,))
+    setup, loss_fn, kw = _preset_setup(
+        name,
+        dataset="digits",
+        seeds=2,
+        steps=6 if name == "fig2-bottom" else 12,
+        points=3,
+        n_train=64,
+        probe_size=8,
+        batch_sizes=(4, 8) if name == "fig13" else (4,),
+    )
     seq = train_sweep(setup, loss_fn, ensemble=False, **kw)
     ens = train_sweep(setup, loss_fn, ensemble=True, **kw)
     _assert_close(ens, seq, probe_units=8 * 10)
@@ -98,6 +112,7 @@ def _toy_setup(seed):
 def test_divergence_custom_loss_and_custom_instruments_match():
     """A diverging lr, a loss the ensemble does not know (autograd for its derivative, vmap
     for its value) and a plain lambda instrument (measured on per-replica modules)."""
+
     def loss_fn(out, y):
         return ((torch.sigmoid(out) - y) ** 2).mean() + 0.01 * out.abs().mean()
 
@@ -123,8 +138,10 @@ def test_batched_instruments_equal_the_module_instruments(arch):
         xs = [torch.randn(10, 12, generator=gen) for _ in models]
         ys = [torch.randint(0, 2, (10, 1), generator=gen).float() for _ in models]
     elif arch == "cnn":
-        models, loss_fn = _replicas(lambda s: cnn(1, 8, 3, seed=s, channels=3, kernel_size=3, conv_layers=2,
-                                                  padding=1)), nn.CrossEntropyLoss()
+        models, loss_fn = (
+            _replicas(lambda s: cnn(1, 8, 3, seed=s, channels=3, kernel_size=3, conv_layers=2, padding=1)),
+            nn.CrossEntropyLoss(),
+        )
         xs = [torch.randn(6, 1, 8, 8, generator=gen) for _ in models]
         ys = [torch.randint(0, 3, (6,), generator=gen) for _ in models]
     else:
@@ -137,13 +154,19 @@ def test_batched_instruments_equal_the_module_instruments(arch):
     for _ in range(3):
         ens.step(loss_fn, x, y, lr, torch.ones(4, dtype=torch.bool))
     mods = [ens.load_into(m, e) for e, m in enumerate(models)]
-    tools = [ProbeLoss(loss_fn, xs[0], ys[0]), ProbeActivationRates(xs[0]), ProbeGradientVariance(loss_fn, xs[0], ys[0]),
-             LastWeightNorm()]
+    tools = [
+        ProbeLoss(loss_fn, xs[0], ys[0]),
+        ProbeActivationRates(xs[0]),
+        ProbeGradientVariance(loss_fn, xs[0], ys[0]),
+        LastWeightNorm(),
+    ]
     if arch != "cnn":
         tools.append(ProbeTraceBound(loss_fn, xs[0]))
     for tool in tools:
-        objs = [dataclasses.replace(tool, **{k: v for k, v in (("x", xs[e]), ("y", ys[e])) if hasattr(tool, k)})
-                for e in range(4)]
+        objs = [
+            dataclasses.replace(tool, **{k: v for k, v in (("x", xs[e]), ("y", ys[e])) if hasattr(tool, k)})
+            for e in range(4)
+        ]
         batched = type(tool).ensemble(ens, objs)
         for e in range(4):
             one = objs[e](mods[e])
@@ -151,22 +174,29 @@ def test_batched_instruments_equal_the_module_instruments(arch):
             np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{type(tool).__name__} replica {e}")
             if hasattr(one, "per_layer"):
                 assert list(batched[e].per_layer) == list(one.per_layer)
-                np.testing.assert_allclose(list(batched[e].per_layer.values()), list(one.per_layer.values()),
-                                           rtol=1e-5)
+                np.testing.assert_allclose(list(batched[e].per_layer.values()), list(one.per_layer.values()), rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss_fn, target", [
-    (nn.BCEWithLogitsLoss(), "binary"), (nn.BCEWithLogitsLoss(reduction="sum"), "binary"),
-    (nn.CrossEntropyLoss(), "class"), (nn.CrossEntropyLoss(reduction="sum"), "class"),
-    (nn.MSELoss(), "real"), (nn.CrossEntropyLoss(label_smoothing=0.1), "class"),
-])
+@pytest.mark.parametrize(
+    "loss_fn, target",
+    [
+        (nn.BCEWithLogitsLoss(), "binary"),
+        (nn.BCEWithLogitsLoss(reduction="sum"), "binary"),
+        (nn.CrossEntropyLoss(), "class"),
+        (nn.CrossEntropyLoss(reduction="sum"), "class"),
+        (nn.MSELoss(), "real"),
+        (nn.CrossEntropyLoss(label_smoothing=0.1), "class"),
+    ],
+)
 def test_replica_losses_and_output_gradients_match_autograd(loss_fn, target):
     """Closed-form output gradients (and the per-replica losses) against autograd per replica."""
     gen = torch.Generator().manual_seed(1)
     out = torch.randn(3, 5, 4, generator=gen)
-    y = {"binary": torch.randint(0, 2, (3, 5, 4), generator=gen).float(),
-         "class": torch.randint(0, 4, (3, 5), generator=gen),
-         "real": torch.randn(3, 5, 4, generator=gen)}[target]
+    y = {
+        "binary": torch.randint(0, 2, (3, 5, 4), generator=gen).float(),
+        "class": torch.randint(0, 4, (3, 5), generator=gen),
+        "real": torch.randn(3, 5, 4, generator=gen),
+    }[target]
     losses, grad = output_gradient(loss_fn, out, y)
     np.testing.assert_allclose(replica_losses(loss_fn, out, y), losses, rtol=1e-6)
     for e in range(3):

@@ -13,14 +13,23 @@ RTOL = 1e-9
 
 def mlp() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(),
-                         nn.Linear(5, 3)).double()
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3)
+    ).double()
 
 
 def convnet() -> nn.Module:
     torch.manual_seed(1)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 3),
-                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3, 3)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 3, 3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3, 3),
+    ).double()
 
 
 def batch(shape, n=9, seed=2):
@@ -33,7 +42,7 @@ def loop_gradients(model, loss_fn, x, y):
     rows = []
     for i in range(len(x)):
         model.zero_grad()
-        loss_fn(model(x[i:i + 1]), y[i:i + 1]).backward()
+        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
         rows.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     model.zero_grad(set_to_none=True)
     return {n: torch.stack([r[n] for r in rows]) for n in rows[0]}
@@ -92,8 +101,9 @@ class Reused(nn.Module):
         return self.out(self.act(self.fc(self.act(self.fc(x)))))
 
 
-@pytest.mark.parametrize("make", [Reused, lambda: nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True),
-                                                                nn.Linear(5, 3))])
+@pytest.mark.parametrize(
+    "make", [Reused, lambda: nn.Sequential(nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 3))]
+)
 def test_linear_fast_path_edge_cases_match_loop(make):
     torch.manual_seed(4)
     model, (x, y) = make().double(), batch((4,))
@@ -116,8 +126,9 @@ def test_matches_backpack_when_installed():
     from backpack.extensions import Variance
 
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(),
-                          nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(), nn.Linear(4, 3)
+    )
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
     loss_fn = nn.CrossEntropyLoss()
     ours = gradient_variance(model, loss_fn, x, y, convention="backpack")

@@ -22,7 +22,7 @@ def exact_hessian(model, loss_fn, x, y):
     def f(w):
         params, i = {}, 0
         for n, s in zip(names, shapes):
-            params[n] = w[i:i + s.numel()].reshape(s)
+            params[n] = w[i : i + s.numel()].reshape(s)
             i += s.numel()
         return loss_fn(functional_call(model, params, (x,)), y)
 

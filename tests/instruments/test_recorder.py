@@ -12,7 +12,6 @@ from thermosgd.instruments import Recorder, activation_rates, combine_runs, ever
 from thermosgd.sweep.store import load, save_dataset
 
 
-
 def test_schedules():
     assert every(3).steps(10) == [0, 3, 6, 9]
     assert every(4, start=2, last=11).steps(11) == [2, 6, 10, 11]
@@ -30,8 +29,7 @@ def test_recorder_layout_and_round_trip(tmp_path):
     x = torch.randn(10, 3)
     runs = []
     for lr in (0.1, 0.2):
-        rec = Recorder({"act": lambda m: activation_rates(m, x), "w": weight_norms,
-                        "one": lambda m: 1.0}, every(2))
+        rec = Recorder({"act": lambda m: activation_rates(m, x), "w": weight_norms, "one": lambda m: 1.0}, every(2))
         for step in range(5):
             rec(step, model)
         runs.append(rec.to_dataset(lr=lr, batch_size=4, seed=0, steps=range(7), diverged=lr > 0.15))
@@ -40,7 +38,10 @@ def test_recorder_layout_and_round_trip(tmp_path):
     assert ds["w_layer"].dims == ("lr", "batch_size", "seed", "step", "layer_w")
     assert list(ds["layer_w"].values) == ["0", "2"]
     assert ds.sizes["step"] == 7 and np.isnan(ds["one"].sel(step=6)).all() and (ds["one"].sel(step=4) == 1).all()
-    assert ds["diverged"].dims == ("lr", "batch_size", "seed") and ds["diverged"].values.ravel().tolist() == [False, True]
+    assert ds["diverged"].dims == ("lr", "batch_size", "seed") and ds["diverged"].values.ravel().tolist() == [
+        False,
+        True,
+    ]
     assert ds.attrs["kind"] == "deep" and json.loads(ds.attrs["config"]) == {"a": 1}
     back = load(save_dataset(ds, tmp_path / "results.nc"))
     assert back["diverged"].dtype == bool

@@ -74,7 +74,8 @@ def assert_dataset_close(new, ref, *, eps: float, names=None) -> None:
             raise AssertionError(
                 f"{name}: {int((~ok).sum())} of {ok.size} elements outside {RTOL_EPS:g} eps relative + "
                 f"{ATOL_EPS:g} eps x {scale:.3g} (eps = {eps:.3g}); largest difference {worst:.3g}; "
-                f"first at {bad}")
+                f"first at {bad}"
+            )
 
 
 def assert_json_close(new, ref, *, eps: float, path: str = "") -> None:

@@ -20,7 +20,6 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from reference_runs import deep_fig2_middle, twolayer, walk_suite  # noqa: E402
 
-
 WRITERS = {
     "fig3": lambda: twolayer("fig3").to_netcdf(HERE / "fig3.nc"),
     "fig7": lambda: twolayer("fig7").to_netcdf(HERE / "fig7.nc"),
@@ -31,7 +30,7 @@ WRITERS = {
 
 
 def main() -> None:
-    names = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else list(WRITERS)
+    names = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else list(WRITERS)
     for name in names:
         WRITERS[name]()
 

@@ -17,7 +17,6 @@ SEEDS, STEPS = 3, 120
 def twolayer(name: str, dtype: str = "float32"):
     """A small fig3 / fig7 run (3 seeds × 120 steps, every η of the preset), in memory."""
     import thermosgd
-
     from thermosgd.presets import get, twolayer_config
 
     cfg = twolayer_config(get(name), seeds=SEEDS, steps=STEPS)
@@ -37,6 +36,7 @@ def walk_suite() -> dict:
 def deep_fig2_middle(tmp: Path):
     """fig2-middle at its tiny test size, trained one run after another."""
     import xarray as xr
+
     from thermosgd.reproduce.deep import reproduce_deep
 
     # The sequential loop is the reference: the ensemble equals it to tolerance only.

@@ -15,8 +15,11 @@ import pytest
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and DRIVER):
-    pytest.skip("Chromium or chromedriver not installed (Debian: apt-get install chromium chromium-driver, "
-                "as .ci/run does); the browser test cannot run", allow_module_level=True)
+    pytest.skip(
+        "Chromium or chromedriver not installed (Debian: apt-get install chromium chromium-driver, "
+        "as .ci/run does); the browser test cannot run",
+        allow_module_level=True,
+    )
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (test extra) not installed")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -33,8 +36,14 @@ window.addEventListener('unhandledrejection', function (e) { window.__errors.pus
 @pytest.fixture(scope="module")
 def browser():
     opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1600", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1600",
+        "--force-device-scale-factor=1",
+    ):
         opts.add_argument(arg)
     opts.binary_location = CHROMIUM
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -78,8 +87,12 @@ def test_moving_a_slider_rescales_its_x_axis(page):
 
     def axis(s):
         ticks = [t.text for t in s.find_elements(By.CSS_SELECTOR, "text.xtick")]
-        return (s.get_attribute("data-xmin"), s.get_attribute("data-xmax"),
-                s.find_element(By.CSS_SELECTOR, "text.xlabel").text, ticks)
+        return (
+            s.get_attribute("data-xmin"),
+            s.get_attribute("data-xmax"),
+            s.find_element(By.CSS_SELECTOR, "text.xlabel").text,
+            ticks,
+        )
 
     before, other_before = axis(svg), axis(other)
     page.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)

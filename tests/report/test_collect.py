@@ -43,26 +43,45 @@ def test_twolayer_verdicts_from_the_fits(fake_runs):
     assert "search bound" in fig5[0].note and fig5[0].left_out == "3 replicas left out"
 
 
-@pytest.mark.parametrize("predicted, lo, hi, bounds, verdict", [
-    (2.0, 1.5, 2.5, (-2, 5), "agrees"),
-    (2.0, 2.1, 2.5, (-2, 5), "disagrees"),
-    (2.0, 1.5, 1.9, (-2, 5), "disagrees"),
-    (2.0, -2.0, 2.5, (-2, 5), "inconclusive"),   # the CI runs to the search bound
-    (1.0, 0.2, 5.0, (-2, 5), "inconclusive"),
-    (0.0, -2.0, -1.0, (-2, 5), "disagrees"),     # at a bound, but the paper's value is outside
-    (2.0, None, 2.5, None, "not measured"),
-    (2.0, float("nan"), 2.5, None, "not measured"),
-])
+@pytest.mark.parametrize(
+    "predicted, lo, hi, bounds, verdict",
+    [
+        (2.0, 1.5, 2.5, (-2, 5), "agrees"),
+        (2.0, 2.1, 2.5, (-2, 5), "disagrees"),
+        (2.0, 1.5, 1.9, (-2, 5), "disagrees"),
+        (2.0, -2.0, 2.5, (-2, 5), "inconclusive"),  # the CI runs to the search bound
+        (1.0, 0.2, 5.0, (-2, 5), "inconclusive"),
+        (0.0, -2.0, -1.0, (-2, 5), "disagrees"),  # at a bound, but the paper's value is outside
+        (2.0, None, 2.5, None, "not measured"),
+        (2.0, float("nan"), 2.5, None, "not measured"),
+    ],
+)
 def test_classify_interval(predicted, lo, hi, bounds, verdict):
     assert classify_interval(predicted, lo, hi, bounds)[0] == verdict
 
 
 def test_left_out_replicas_per_value_are_stated():
     fit = {"exponent": 1.99, "ci_low": 1.96, "ci_high": 2.03, "predicted": 2.0, "bounds": [-2, 5]}
-    verdict = {"metric": "activation_rate", "status": "agrees", "paper": 2.0, "exponent": 1.99, "ci_low": 1.96,
-               "ci_high": 2.03, "fit": fit, "included_diverged": False,
-               "left_out": [{"value": 0.1, "count": 8, "of": 8, "median_step": 900, "reason": "loss > 10× initial",
-                             "step_size_load": 10.0}]}
+    verdict = {
+        "metric": "activation_rate",
+        "status": "agrees",
+        "paper": 2.0,
+        "exponent": 1.99,
+        "ci_low": 1.96,
+        "ci_high": 2.03,
+        "fit": fit,
+        "included_diverged": False,
+        "left_out": [
+            {
+                "value": 0.1,
+                "count": 8,
+                "of": 8,
+                "median_step": 900,
+                "reason": "loss > 10× initial",
+                "step_size_load": 10.0,
+            }
+        ],
+    }
     claim = fit_claim("activation rate", None, "lr", {"diverged": 8}, verdict)
     assert claim.verdict == "agrees" and claim.measured == "α = 1.99 [1.96, 2.03]"
     assert "η = 0.1: 8/8 from step ~900 (loss > 10× initial, η·E‖x‖² ≈ 10)" in claim.note
@@ -72,24 +91,29 @@ def test_left_out_replicas_per_value_are_stated():
     # A verdict that left nothing out says nothing, whatever the old count.
     assert fit_claim("a", None, "lr", {"diverged": 3}, {**verdict, "left_out": []}).left_out == ""
     # Not measured: the verdict's own reason.
-    none = fit_claim("a", None, "lr", {}, {"metric": "a", "status": "not measured", "paper": 2.0,
-                                           "note": "needs ≥ 2 swept values of lr and ≥ 2 seeds"})
+    none = fit_claim(
+        "a",
+        None,
+        "lr",
+        {},
+        {"metric": "a", "status": "not measured", "paper": 2.0, "note": "needs ≥ 2 swept values of lr and ≥ 2 seeds"},
+    )
     assert none.verdict == "not measured" and "needs ≥ 2 swept values" in none.note
 
 
 def test_walk_claims_pool_the_cases(fake_runs):
     claims = {c.label: c for c in _claims(collect(fake_runs), "walk")}
-    assert claims["thermophoretic flux, measured / Eq. 10"].verdict == "agrees"          # 1.01 ± 0.02 vs 1
-    assert claims["η exponent of the thermophoretic flux"].verdict == "agrees"           # 2.01 ± 0.03 vs 2
-    assert claims["diffusive flux, measured / Eq. 10"].verdict == "disagrees"            # 0.50 ± 0.02 vs 1
+    assert claims["thermophoretic flux, measured / Eq. 10"].verdict == "agrees"  # 1.01 ± 0.02 vs 1
+    assert claims["η exponent of the thermophoretic flux"].verdict == "agrees"  # 2.01 ± 0.03 vs 2
+    assert claims["diffusive flux, measured / Eq. 10"].verdict == "disagrees"  # 0.50 ± 0.02 vs 1
     assert claims["stationary density ρ ∝ g^(−k): k"].measured == "1d-linear 2.00 ± 0.02"
 
 
 def test_analysis_claims(fake_runs):
     report = collect(fake_runs)
     drift = {c.label: c.verdict for c in _claims(report, "drift")}
-    assert drift["drift of b (early window): η exponent α"] == "agrees"        # [1.8, 2.4] holds 2
-    assert drift["drift of b (early window): |B| exponent β"] == "disagrees"   # [0.1, 0.7] misses 1
+    assert drift["drift of b (early window): η exponent α"] == "agrees"  # [1.8, 2.4] holds 2
+    assert drift["drift of b (early window): |B| exponent β"] == "disagrees"  # [0.1, 0.7] misses 1
     assert drift["drift of b (early window): direction"] == "agrees"
     assert drift["drift of V², mean-shift part (early window): η exponent α"] == "not measured"
     eq = [c.verdict for c in _claims(report, "equal-error")]
@@ -102,28 +126,44 @@ def test_collapse_data_is_the_seed_mean_and_standard_error():
     alive = np.ones((2, 5), bool)
     alive[1, [0, 3]] = False
     steps = np.arange(7) * 10.0
-    d = collapse_data(np.array([0.05, 0.1]), steps, raw, alive, over="lr", metric="v_norm", reference=0.05,
-                      fit={"exponent": 1.5, "ci_low": 1.0, "ci_high": 2.0, "predicted": 2.0})
+    d = collapse_data(
+        np.array([0.05, 0.1]),
+        steps,
+        raw,
+        alive,
+        over="lr",
+        metric="v_norm",
+        reference=0.05,
+        fit={"exponent": 1.5, "ci_low": 1.0, "ci_high": 2.0, "predicted": 2.0},
+    )
     for k, curve in enumerate(d["curves"]):
-        live = [raw[k, s] for s in range(5) if alive[k, s]]   # the replicas that count, one by one
+        live = [raw[k, s] for s in range(5) if alive[k, s]]  # the replicas that count, one by one
         n = len(live)
         mean = [sum(x[i] for x in live) / n for i in range(7)]
         sd = [(sum((x[i] - mean[i]) ** 2 for x in live) / (n - 1)) ** 0.5 for i in range(7)]
         assert curve["replicas"] == n
         np.testing.assert_allclose(curve["mean"], mean, rtol=1e-4, atol=1e-9)
-        np.testing.assert_allclose(curve["hi"], [m + s / n ** 0.5 for m, s in zip(mean, sd)], rtol=1e-4, atol=1e-9)
-        np.testing.assert_allclose(curve["lo"], [m - s / n ** 0.5 for m, s in zip(mean, sd)], rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(curve["hi"], [m + s / n**0.5 for m, s in zip(mean, sd)], rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(curve["lo"], [m - s / n**0.5 for m, s in zip(mean, sd)], rtol=1e-4, atol=1e-9)
     assert d["fitted"] == 1.5 and d["paper"] == 2.0 and d["sign"] == 1.0 and d["span"] == [0.0, 60.0]
 
 
 def test_long_curves_are_thinned_for_both_axis_scales():
     steps = np.arange(20001.0)
     raw = np.zeros((2, 2, steps.size))
-    d = collapse_data(np.array([1.0, 2.0]), steps, raw, np.ones((2, 2), bool), over="batch_size",
-                      metric="activation_rate", reference=1.0, fit=None)
+    d = collapse_data(
+        np.array([1.0, 2.0]),
+        steps,
+        raw,
+        np.ones((2, 2), bool),
+        over="batch_size",
+        metric="activation_rate",
+        reference=1.0,
+        fit=None,
+    )
     t = d["curves"][0]["t"]
     assert len(t) <= 300 and t[0] == 0 and t[-1] == 20000
-    assert t[1] <= 2                      # early steps kept for the log axis
+    assert t[1] <= 2  # early steps kept for the log axis
     assert max(np.diff(t)) < 20000 / 100  # no big gap late for the linear axis
     assert d["fitted"] is None and d["paper"] == 1.0 and d["sign"] == -1.0
 
@@ -152,8 +192,9 @@ def test_mechanism_section_only_when_present(fake_runs):
     assert "mechanism" not in [s.name for s in collect(fake_runs).sections]
     mech = fake_runs / "mechanism"
     mech.mkdir()
-    (mech / "mechanism.json").write_text(json.dumps({"verdict": "sgd and gaussian noise reproduce the decrease; "
-                                                                "gd and frozen do not"}))
+    (mech / "mechanism.json").write_text(
+        json.dumps({"verdict": "sgd and gaussian noise reproduce the decrease; gd and frozen do not"})
+    )
     report = collect(fake_runs)
     sec = next(s for s in report.sections if s.name == "mechanism")
     assert report.sections[-1] is sec and "gd and frozen do not" in sec.notes[0]
@@ -201,15 +242,30 @@ def test_walk_dimensions_judged_apart(fake_runs):
 
 
 def test_a_verdict_without_interval_shows_none_even_if_its_fit_recorded_one():
-    fit = {"metric": "a", "over": "lr", "exponent": 0.1854, "ci_low": 0.1745, "ci_high": 0.1745, "ci_level": 0.95,
-           "predicted": 2.0, "bounds": [-2.0, 5.0]}
-    verdict = {"metric": "a", "status": "inconclusive", "paper": 2.0, "exponent": 0.1854, "ci_low": None,
-               "ci_high": None, "note": "only 2 seeds: a bootstrap over seeds needs ≥ 4 for an interval",
-               "fit": fit, "left_out": []}
+    fit = {
+        "metric": "a",
+        "over": "lr",
+        "exponent": 0.1854,
+        "ci_low": 0.1745,
+        "ci_high": 0.1745,
+        "ci_level": 0.95,
+        "predicted": 2.0,
+        "bounds": [-2.0, 5.0],
+    }
+    verdict = {
+        "metric": "a",
+        "status": "inconclusive",
+        "paper": 2.0,
+        "exponent": 0.1854,
+        "ci_low": None,
+        "ci_high": None,
+        "note": "only 2 seeds: a bootstrap over seeds needs ≥ 4 for an interval",
+        "fit": fit,
+        "left_out": [],
+    }
     claim = fit_claim("gradient variance", fit, "lr", {}, verdict)
     assert claim.measured == "α = 0.19 (no CI)" and claim.verdict == "inconclusive"
     assert "only 2 seeds" in claim.note
     shown = judged_fit(fit, verdict)  # what the interactive collapse shades
     assert shown["ci_low"] is None and shown["ci_high"] is None and shown["exponent"] == fit["exponent"]
     assert judged_fit(fit, {"status": "agrees"}) == fit and fit["ci_low"] == 0.1745  # no verdict interval: the fit's
-

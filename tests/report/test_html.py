@@ -51,11 +51,36 @@ def test_page_is_self_contained(fake_page):
 
 def test_collapse_data_survives_any_text():
     evil = "</script><script>alert(1)</script><!-- & é"
-    sec = Section(id="sec-x", experiment="x", name="x", title="t", claim="c", source="s", measured=True,
-                  collapses=[Collapse(id="collapse-x", title=evil, data={
-                      "over": "lr", "symbol": "η", "exponent_symbol": "α", "metric": "m", "metric_label": evil,
-                      "reference": 0.05, "sign": 1.0, "bounds": [-2.0, 5.0], "paper": 2.0, "fitted": None,
-                      "ci": [None, None], "span": [0.0, 1.0], "curves": []})])
+    sec = Section(
+        id="sec-x",
+        experiment="x",
+        name="x",
+        title="t",
+        claim="c",
+        source="s",
+        measured=True,
+        collapses=[
+            Collapse(
+                id="collapse-x",
+                title=evil,
+                data={
+                    "over": "lr",
+                    "symbol": "η",
+                    "exponent_symbol": "α",
+                    "metric": "m",
+                    "metric_label": evil,
+                    "reference": 0.05,
+                    "sign": 1.0,
+                    "bounds": [-2.0, 5.0],
+                    "paper": 2.0,
+                    "fitted": None,
+                    "ci": [None, None],
+                    "span": [0.0, 1.0],
+                    "curves": [],
+                },
+            )
+        ],
+    )
     page = render(Report(runs_dir="r", generated="now", sections=[sec], environment=[]))
     assert "<script>alert(1)" not in page
     dom = _dom(page)
@@ -65,11 +90,36 @@ def test_collapse_data_survives_any_text():
 
 @pytest.mark.parametrize("ci, shown", [([1.7, 2.2], "α = 1.95 [1.70, 2.20]"), ([None, None], "α = 1.95 (no CI)")])
 def test_the_fitted_button_states_the_interval_or_none(ci, shown):
-    sec = Section(id="sec-x", experiment="x", name="x", title="t", claim="c", source="s", measured=True,
-                  collapses=[Collapse(id="collapse-x", title="t", data={
-                      "over": "lr", "symbol": "η", "exponent_symbol": "α", "metric": "m", "metric_label": "m",
-                      "reference": 0.05, "sign": 1.0, "bounds": [-2.0, 5.0], "paper": 2.0, "fitted": 1.95,
-                      "ci": ci, "span": [0.0, 1.0], "curves": []})])
+    sec = Section(
+        id="sec-x",
+        experiment="x",
+        name="x",
+        title="t",
+        claim="c",
+        source="s",
+        measured=True,
+        collapses=[
+            Collapse(
+                id="collapse-x",
+                title="t",
+                data={
+                    "over": "lr",
+                    "symbol": "η",
+                    "exponent_symbol": "α",
+                    "metric": "m",
+                    "metric_label": "m",
+                    "reference": 0.05,
+                    "sign": 1.0,
+                    "bounds": [-2.0, 5.0],
+                    "paper": 2.0,
+                    "fitted": 1.95,
+                    "ci": ci,
+                    "span": [0.0, 1.0],
+                    "curves": [],
+                },
+            )
+        ],
+    )
     dom = _dom(render(Report(runs_dir="r", generated="now", sections=[sec], environment=[])))
     (button,) = [b for b in dom.iter("button") if _cls(b, "to-fitted")]
     text = " ".join("".join(button.itertext()).split())
@@ -80,8 +130,17 @@ def test_numbers_are_the_cli_verdict_numbers(fake_runs):
     from thermosgd.analysis.verdict import Verdict
 
     fit = json.loads((fake_runs / "fig3" / "summary.json").read_text())["collapse"]["activation_rate"]
-    line = Verdict(preset="fig3", metric="activation_rate", over="lr", status="agrees", paper=2.0,
-                   exponent=fit["exponent"], ci_low=fit["ci_low"], ci_high=fit["ci_high"], fit=fit).line()
+    line = Verdict(
+        preset="fig3",
+        metric="activation_rate",
+        over="lr",
+        status="agrees",
+        paper=2.0,
+        exponent=fit["exponent"],
+        ci_low=fit["ci_low"],
+        ci_high=fit["ci_high"],
+        fit=fit,
+    ).line()
     assert "fitted α = 1.95, 95% CI [1.70, 2.20]; paper α = 2" in line
     page = write_report(fake_runs).read_text(encoding="utf-8")
     assert "α = 1.95 [1.70, 2.20]" in page

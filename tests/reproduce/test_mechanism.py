@@ -11,9 +11,17 @@ from thermosgd.reproduce.mechanism import reproduce_mechanism
 
 
 def test_mechanism_tiny(tmp_path):
-    tiny = dataclasses.replace(presets.get("mechanism"), quick={
-        "seeds": 2, "steps": 20, "gd_batch": 8, "settings": ["fig3"], "noises": ["sgd", "frozen"],
-        "batch_noises": ["gaussian"]})
+    tiny = dataclasses.replace(
+        presets.get("mechanism"),
+        quick={
+            "seeds": 2,
+            "steps": 20,
+            "gd_batch": 8,
+            "settings": ["fig3"],
+            "noises": ["sgd", "frozen"],
+            "batch_noises": ["gaussian"],
+        },
+    )
     verdicts = reproduce_mechanism(tiny, tmp_path, quick=True, progress=False, n_boot=20)
     assert [v.preset for v in verdicts] == ["mechanism/fig3-sgd", "mechanism/fig3-frozen", "mechanism/fig5-gaussian"]
     for stem in ("mechanism_fig3", "mechanism_fig5"):
@@ -23,7 +31,9 @@ def test_mechanism_tiny(tmp_path):
     ds = thermosgd.load(tmp_path / "runs" / "fig3-frozen")
     assert json.loads(ds.attrs["config"])["train"]["noise"] == "frozen"
     row = summary["results"]["fig3"]["noise_models"]["frozen"]["rows"][-1]
-    np.testing.assert_allclose(row["activation_rate"]["end"], float(ds.activation_rate.sel(lr=0.1).isel(step=-1).mean()))
+    np.testing.assert_allclose(
+        row["activation_rate"]["end"], float(ds.activation_rate.sel(lr=0.1).isel(step=-1).mean())
+    )
     # Shared initialization: every noise model starts from the same state.
     sgd = thermosgd.load(tmp_path / "runs" / "fig3-sgd")
     np.testing.assert_array_equal(sgd.v_norm.isel(step=0).values, ds.v_norm.isel(step=0).values)

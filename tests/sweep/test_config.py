@@ -1,7 +1,7 @@
 import pytest
 
-from thermosgd.errors import UsageError
 from thermosgd.config import from_dict, load_toml
+from thermosgd.errors import UsageError
 
 
 def test_defaults_and_seed_count():
@@ -34,7 +34,7 @@ def test_defaults_and_seed_count():
         ({"train": {"seeds": 10**8}}, "seeds = 100000000 is beyond the supported maximum 1000000"),
         ({"train": {"seeds": list(range(1_000_001))}}, "beyond the supported maximum 1000000"),
         ({"train": {"steps": 10**20}}, "[train] steps = 100000000000000000000 is beyond the supported maximum"),
-        ({"sweep": {"seeds_per_unit": 0}}, "[sweep] seeds_per_unit must be \"auto\" or a positive integer"),
+        ({"sweep": {"seeds_per_unit": 0}}, '[sweep] seeds_per_unit must be "auto" or a positive integer'),
         ({"sweep": {"seeds_per_unit": "many"}}, "[sweep] seeds_per_unit must be"),
         ({"train": {"lr": [1e308]}}, "[train] lr"),
         ({"train": {"lr": [float("nan")]}}, "[train] lr"),
@@ -50,7 +50,7 @@ def test_bad_values_name_the_key(raw, words):
 
 def test_toml(tmp_path):
     p = tmp_path / "c.toml"
-    p.write_text('[train]\nlr = [0.05, 0.1]\nseeds = 2\n[model]\ninputs = 3\n')
+    p.write_text("[train]\nlr = [0.05, 0.1]\nseeds = 2\n[model]\ninputs = 3\n")
     cfg = load_toml(p)
     assert cfg.train.lr == (0.05, 0.1) and cfg.model.inputs == 3
     p.write_text("[train\nlr = ")

@@ -7,9 +7,9 @@ import pytest
 
 import thermosgd
 from thermosgd.cli import main
+from thermosgd.config import from_dict, load_toml
 from thermosgd.errors import UsageError
 from thermosgd.sweep import executors
-from thermosgd.config import from_dict, load_toml
 from thermosgd.sweep.executors import open_executor, resolve_kind
 from thermosgd.sweep.run import run_sweep
 

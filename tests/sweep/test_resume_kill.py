@@ -210,8 +210,24 @@ def test_kill_with_forked_workers_frees_the_folder_at_once(tmp_path):
     cfg.write_text(TOML.replace("steps = 1500", "steps = 3000").replace("seeds = 6", "seeds = 4"))
     out = tmp_path / "r"
     err = open(tmp_path / "stderr", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "thermosgd", "sweep", str(cfg), "--out", str(out), "--no-progress",
-                             "--executor", "processes", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thermosgd",
+            "sweep",
+            str(cfg),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--executor",
+            "processes",
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
     if _wait_until(proc, lambda: _lock_taken_by(out, proc.pid) and len(_children(proc.pid)) >= 2):
         _kill(proc)
         assert lock_holder(out) is None  # at once, although the workers may still run

@@ -5,8 +5,8 @@ import pytest
 
 import thermosgd
 from thermosgd.cli import main
-from thermosgd.errors import UsageError
 from thermosgd.config import from_dict, load_toml
+from thermosgd.errors import UsageError
 from thermosgd.sweep.run import folder_lock, run_sweep, status
 from thermosgd.sweep.units import checksum_file, plan_units, unit_file
 
@@ -94,11 +94,13 @@ def test_failing_unit_is_one_line_and_finished_units_stay(tmp_path, monkeypatch,
 
 
 def test_diverging_replica_is_recorded_and_the_rest_kept(tmp_path, capsys):
-    cfg = from_dict({
-        "model": {"inputs": 3, "hidden": 4},
-        "train": {"loss": "mse", "lr": [0.05, 50.0], "seeds": 4, "steps": 40, "record_every": 10},
-        "sweep": {"seeds_per_unit": 2},
-    })
+    cfg = from_dict(
+        {
+            "model": {"inputs": 3, "hidden": 4},
+            "train": {"loss": "mse", "lr": [0.05, 50.0], "seeds": 4, "steps": 40, "record_every": 10},
+            "sweep": {"seeds_per_unit": 2},
+        }
+    )
     ds = run_sweep(cfg, tmp_path / "r", progress=False)
     assert ds.diverged.dtype == bool
     assert ds.diverged.sel(lr=50.0).all() and not ds.diverged.sel(lr=0.05).any()

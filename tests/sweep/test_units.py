@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from thermosgd.sweep import units
 from thermosgd.config import from_dict
+from thermosgd.sweep import units
 from thermosgd.sweep.run import plan_sweep, run_sweep
 from thermosgd.sweep.units import call_seeds, compute_unit, engine_calls, plan_units
 from thermosgd.twolayer import budget
@@ -31,8 +31,16 @@ CASES = {
     "per-replica streams, teacher, finite set, uniform, no bias, mse": {
         "model": {"inputs": 3, "hidden": 5, "bias": False},
         "data": {"inputs": "uniform", "labels": "teacher", "train_size": 40, "test_size": 10},
-        "train": {"loss": "mse", "lr": [0.05, 0.2], "batch_size": [1, 3], "seeds": 9, "steps": 30,
-                  "record_every": 5, "share_data": False, "share_init": False},
+        "train": {
+            "loss": "mse",
+            "lr": [0.05, 0.2],
+            "batch_size": [1, 3],
+            "seeds": 9,
+            "steps": 30,
+            "record_every": 5,
+            "share_data": False,
+            "share_init": False,
+        },
     },
     "float64": {
         "model": {"inputs": 5, "hidden": 6},
@@ -88,13 +96,24 @@ def test_engine_calls_fill_fixed_slots():
         engine_calls(cfg, (10, 12))
 
 
-@pytest.mark.parametrize("seeds, steps, M, N, lrs", [
-    (256, 20000, 10, 10, 4), (8, 3000, 10, 10, 4), (1000, 3000, 10, 10, 3), (256, 20000, 100, 100, 4),
-    (5, 100, 3, 4, 1), (4096, 100000, 10, 10, 4),
-])
+@pytest.mark.parametrize(
+    "seeds, steps, M, N, lrs",
+    [
+        (256, 20000, 10, 10, 4),
+        (8, 3000, 10, 10, 4),
+        (1000, 3000, 10, 10, 3),
+        (256, 20000, 100, 100, 4),
+        (5, 100, 3, 4, 1),
+        (4096, 100000, 10, 10, 4),
+    ],
+)
 def test_auto_units_are_whole_engine_calls_of_bounded_work(seeds, steps, M, N, lrs):
-    cfg = from_dict({"model": {"inputs": M, "hidden": N},
-                     "train": {"lr": [0.01 * (i + 1) for i in range(lrs)], "seeds": seeds, "steps": steps}})
+    cfg = from_dict(
+        {
+            "model": {"inputs": M, "hidden": N},
+            "train": {"lr": [0.01 * (i + 1) for i in range(lrs)], "seeds": seeds, "steps": steps},
+        }
+    )
     g = budget.Grid.of(cfg)
     c = call_seeds(cfg)
     plan = plan_units(cfg)
@@ -116,8 +135,17 @@ def test_auto_executor_uses_every_core_only_when_it_pays(monkeypatch):
     monkeypatch.setattr(run, "usable_cores", lambda: 2)
     small = from_dict({"train": {"seeds": 8, "steps": 300}})
     assert plan_sweep(small, executor="auto").executor == "inline"
-    big = from_dict({"train": {"lr": [0.025, 0.05, 0.075, 0.1], "seeds": 256, "steps": 20000,
-                               "record_every": 40, "probe_every": 400}})
+    big = from_dict(
+        {
+            "train": {
+                "lr": [0.025, 0.05, 0.075, 0.1],
+                "seeds": 256,
+                "steps": 20000,
+                "record_every": 40,
+                "probe_every": 400,
+            }
+        }
+    )
     plan = plan_sweep(big, executor="auto")
     assert (plan.executor, plan.workers, len(plan.units)) == ("processes", 2, 2)
     assert plan_sweep(big).executor == "inline"  # Python's default: no processes unless asked

@@ -12,10 +12,10 @@ import pytest
 
 import thermosgd
 from thermosgd.cli import main
-from thermosgd.errors import UsageError
 from thermosgd.config import from_dict
-from thermosgd.twolayer import budget, engine
+from thermosgd.errors import UsageError
 from thermosgd.sweep.run import run_sweep
+from thermosgd.twolayer import budget, engine
 from thermosgd.twolayer.budget import Grid
 
 QUICK = 10.0  # seconds: a refusal that takes longer is a failure too
@@ -31,26 +31,60 @@ def _toml(tmp_path, text):
     "argv, words",
     [
         (lambda t: ["sweep", "/dev/zero", "--dry-run"], "larger than 1 MiB"),
-        (lambda t: ["sweep", _toml(t, "[train]\nseeds = 50000000\n"), "--dry-run"], "seeds = 50000000 is beyond the supported maximum"),
-        (lambda t: ["sweep", _toml(t, "[train]\nseeds = 5\nsteps = 1000000000\n"), "--dry-run"],
-         "more than NetCDF-3 files hold (4 GiB); use record_every = "),
-        (lambda t: ["sweep", _toml(t, "[train]\nseeds = 2\nsteps = 1000000000000\n"), "--dry-run"],
-         "steps = 1000000000000 is beyond the supported maximum"),
-        (lambda t: ["sweep", _toml(t, "[train]\nseeds = 100000\nsteps = 5000\n"), "--out", str(t / "r")],
-         "the sweep needs"),
-        (lambda t: ["sweep", _toml(t, "[train]\nseeds = 20000\nsteps = 1000000000\nrecord_every = 10000000\n"),
-                    "--out", str(t / "r")], "would run for about"),
-        (lambda t: ["reproduce", "fig3", "--seeds", "100000000", "--steps", "10", "--out", str(t / "r")],
-         "100000000 is beyond the supported maximum"),
-        (lambda t: ["reproduce", "fig3", "--seeds", "2", "--steps", "1000000000000", "--out", str(t / "r")],
-         "1000000000000 is beyond the supported maximum"),
-        (lambda t: ["reproduce", "fig3", "--seeds", "10000", "--steps", "1000000000", "--out", str(t / "r")],
-         "would run for about"),
-        (lambda t: ["reproduce", "fig3", "--seeds", "1000000", "--steps", "100000", "--out", str(t / "r")],
-         "more than NetCDF-3 files hold"),
+        (
+            lambda t: ["sweep", _toml(t, "[train]\nseeds = 50000000\n"), "--dry-run"],
+            "seeds = 50000000 is beyond the supported maximum",
+        ),
+        (
+            lambda t: ["sweep", _toml(t, "[train]\nseeds = 5\nsteps = 1000000000\n"), "--dry-run"],
+            "more than NetCDF-3 files hold (4 GiB); use record_every = ",
+        ),
+        (
+            lambda t: ["sweep", _toml(t, "[train]\nseeds = 2\nsteps = 1000000000000\n"), "--dry-run"],
+            "steps = 1000000000000 is beyond the supported maximum",
+        ),
+        (
+            lambda t: ["sweep", _toml(t, "[train]\nseeds = 100000\nsteps = 5000\n"), "--out", str(t / "r")],
+            "the sweep needs",
+        ),
+        (
+            lambda t: [
+                "sweep",
+                _toml(t, "[train]\nseeds = 20000\nsteps = 1000000000\nrecord_every = 10000000\n"),
+                "--out",
+                str(t / "r"),
+            ],
+            "would run for about",
+        ),
+        (
+            lambda t: ["reproduce", "fig3", "--seeds", "100000000", "--steps", "10", "--out", str(t / "r")],
+            "100000000 is beyond the supported maximum",
+        ),
+        (
+            lambda t: ["reproduce", "fig3", "--seeds", "2", "--steps", "1000000000000", "--out", str(t / "r")],
+            "1000000000000 is beyond the supported maximum",
+        ),
+        (
+            lambda t: ["reproduce", "fig3", "--seeds", "10000", "--steps", "1000000000", "--out", str(t / "r")],
+            "would run for about",
+        ),
+        (
+            lambda t: ["reproduce", "fig3", "--seeds", "1000000", "--steps", "100000", "--out", str(t / "r")],
+            "more than NetCDF-3 files hold",
+        ),
     ],
-    ids=["/dev/zero", "50M seeds dry run", "1e9 recorded steps", "1e12 steps", "memory", "sweep ETA", "reproduce 1e8 seeds",
-         "reproduce 1e12 steps", "reproduce ETA", "results beyond NetCDF-3"],
+    ids=[
+        "/dev/zero",
+        "50M seeds dry run",
+        "1e9 recorded steps",
+        "1e12 steps",
+        "memory",
+        "sweep ETA",
+        "reproduce 1e8 seeds",
+        "reproduce 1e12 steps",
+        "reproduce ETA",
+        "results beyond NetCDF-3",
+    ],
 )
 def test_runaway_sizes_are_one_line_exit_2(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(budget, "available_memory", lambda: 8 * 10**9)  # the same answer on every machine
@@ -64,15 +98,24 @@ def test_runaway_sizes_are_one_line_exit_2(argv, words, tmp_path, capsys, monkey
 
 def test_eta_names_the_estimate_and_steps_that_fit(tmp_path, capsys):
     """A grid within the hard bounds (10^9 steps) that would still run for months."""
-    toml = _toml(tmp_path, "[train]\nlr = [0.025, 0.05, 0.075, 0.1]\nseeds = 2000\nsteps = 1000000000\n"
-                           "record_every = 2000000\n")
+    toml = _toml(
+        tmp_path, "[train]\nlr = [0.025, 0.05, 0.075, 0.1]\nseeds = 2000\nsteps = 1000000000\nrecord_every = 2000000\n"
+    )
     assert main(["sweep", toml, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     hours = float(re.search(r"about ([\d,.]+) h", err).group(1).replace(",", ""))
     assert 720 < hours < 1e6  # above the 30-day limit
     steps = int(re.search(r"at most (\d+) steps", err).group(1))
-    cfg = from_dict({"train": {"lr": [0.025, 0.05, 0.075, 0.1], "seeds": 2000, "steps": steps,
-                               "record_every": max(1, steps // 500)}})
+    cfg = from_dict(
+        {
+            "train": {
+                "lr": [0.025, 0.05, 0.075, 0.1],
+                "seeds": 2000,
+                "steps": steps,
+                "record_every": max(1, steps // 500),
+            }
+        }
+    )
     from thermosgd.sweep.run import plan_sweep
 
     assert plan_sweep(cfg, executor="auto").cost.seconds <= budget.MAX_SECONDS  # as the CLI plans it
@@ -97,7 +140,9 @@ def test_memory_refusal_suggests_settings_that_fit(monkeypatch):
 def test_python_api_refuses_before_writing(tmp_path):
     huge = from_dict({"train": {"lr": [0.05, 0.1], "seeds": 1000000, "steps": 100000, "record_every": 1}})
     with pytest.raises(UsageError, match="needs .* of memory|NetCDF-3"):
-        run_sweep(huge, tmp_path / "r", progress=False)  # not thermosgd.sweep: the sweep package shadows it once imported
+        run_sweep(
+            huge, tmp_path / "r", progress=False
+        )  # not thermosgd.sweep: the sweep package shadows it once imported
     assert not (tmp_path / "r").exists()
     with pytest.raises(UsageError, match="train\\(\\) needs"):
         thermosgd.train(huge)

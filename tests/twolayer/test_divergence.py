@@ -13,9 +13,20 @@ K = 100.0
 def _cfg(factor):
     # 20 Gaussian inputs: η·E‖x‖² = 8 at η = 0.4 runs away (float64: no overflow in 600 steps),
     # 1 at η = 0.05 does not.
-    return from_dict({"model": {"inputs": 20, "hidden": 20},
-                      "train": {"lr": [0.05, 0.4], "seeds": 3, "steps": 600, "record_every": 5, "probe_every": 20,
-                                "runaway_factor": factor, "dtype": "float64"}})
+    return from_dict(
+        {
+            "model": {"inputs": 20, "hidden": 20},
+            "train": {
+                "lr": [0.05, 0.4],
+                "seeds": 3,
+                "steps": 600,
+                "record_every": 5,
+                "probe_every": 20,
+                "runaway_factor": factor,
+                "dtype": "float64",
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,9 @@ def test_recorded_up_to_the_flag_then_frozen(runs):
     for seed in on.seed.values:
         a, b = (ds.sel(lr=0.4, seed=seed).squeeze() for ds in (on, off))
         t = int(a.diverged_step)
-        np.testing.assert_array_equal(a.v_norm.sel(step=slice(None, t)).values, b.v_norm.sel(step=slice(None, t)).values)
+        np.testing.assert_array_equal(
+            a.v_norm.sel(step=slice(None, t)).values, b.v_norm.sel(step=slice(None, t)).values
+        )
         assert np.isnan(a.v_norm.sel(step=slice(t + 1, None)).values).all()
     # Replicas never mix: the stable ones are bit-identical with and without the criterion.
     np.testing.assert_array_equal(on.v_norm.sel(lr=0.05).values, off.v_norm.sel(lr=0.05).values)

@@ -108,8 +108,7 @@ def test_monte_carlo_activation_rate_is_a_direct_count_on_the_probe_set():
         np.testing.assert_allclose(got, count, rtol=1e-12)
 
 
-@pytest.mark.parametrize("data", [{}, {"inputs": "uniform"}, {"labels": "teacher"},
-                                  {"train_size": 30}])
+@pytest.mark.parametrize("data", [{}, {"inputs": "uniform"}, {"labels": "teacher"}, {"train_size": 30}])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_samples_drawn_into_buffers_are_the_samples_of_batches(data, dtype):
     """The engine's in-place draw (one buffer for all streams) gives the very numbers of ``batches``."""
@@ -205,8 +204,12 @@ def test_results_do_not_depend_on_which_seeds_train_together():
 
 
 def test_divergence_is_marked_and_others_kept():
-    cfg = from_dict({"model": {"inputs": 5, "hidden": 5, "init_scale": 3.0},
-                     "train": {"loss": "mse", "lr": [0.01, 50.0], "seeds": 2, "steps": 200, "record_every": 5}})
+    cfg = from_dict(
+        {
+            "model": {"inputs": 5, "hidden": 5, "init_scale": 3.0},
+            "train": {"loss": "mse", "lr": [0.01, 50.0], "seeds": 2, "steps": 200, "record_every": 5},
+        }
+    )
     ds = train(cfg)
     assert ds.diverged.sel(lr=50.0).all()
     assert not ds.diverged.sel(lr=0.01).any()
@@ -226,11 +229,13 @@ def test_dataset_layout():
 
 def test_teacher_task_is_learnable():
     """On a teacher task, training error falls well below chance (seed 0; 2000 steps)."""
-    cfg = from_dict({
-        "model": {"inputs": 5, "hidden": 20},
-        "data": {"labels": "teacher", "train_size": 400, "test_size": 400},
-        "train": {"lr": [0.2], "batch_size": [8], "seeds": 1, "steps": 2000, "record_every": 2000},
-    })
+    cfg = from_dict(
+        {
+            "model": {"inputs": 5, "hidden": 20},
+            "data": {"labels": "teacher", "train_size": 400, "test_size": 400},
+            "train": {"lr": [0.2], "batch_size": [8], "seeds": 1, "steps": 2000, "record_every": 2000},
+        }
+    )
     ds = train(cfg)
     assert float(ds.error.isel(step=0).squeeze()) > 0.25
     assert float(ds.error.isel(step=-1).squeeze()) < 0.15

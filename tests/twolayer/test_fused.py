@@ -20,8 +20,16 @@ pytest.importorskip("numba")
 
 
 def _cfg(**train):
-    base = {"lr": [0.05, 0.3], "batch_size": [1, 2, 5], "seeds": 3, "steps": 120, "record_every": 3,
-            "probe_every": 30, "dtype": "float64", "seed": 7}
+    base = {
+        "lr": [0.05, 0.3],
+        "batch_size": [1, 2, 5],
+        "seeds": 3,
+        "steps": 120,
+        "record_every": 3,
+        "probe_every": 30,
+        "dtype": "float64",
+        "seed": 7,
+    }
     model = {"inputs": train.pop("M", 6), "hidden": 5, "bias": train.pop("bias", True)}
     data = {"probe_size": 32, "inputs": train.pop("inputs", "gaussian"), **train.pop("data", {})}
     return from_dict({"model": model, "data": data, "train": {**base, **train}})
@@ -35,7 +43,8 @@ def _close(a, b, rtol, atol) -> None:
     # ‖W_i‖² (inf − inf). Those records must be non-finite norms on both paths.
     broken = ~(np.isfinite(a.v_norm.values) & np.isfinite(a.w_norm.values) & np.isfinite(a.bias_mean.values))
     np.testing.assert_array_equal(
-        ~(np.isfinite(b.v_norm.values) & np.isfinite(b.w_norm.values) & np.isfinite(b.bias_mean.values)), broken)
+        ~(np.isfinite(b.v_norm.values) & np.isfinite(b.w_norm.values) & np.isfinite(b.bias_mean.values)), broken
+    )
     for name in a.data_vars:
         x, y = a[name].values, b[name].values
         if x.dtype.kind == "f":
@@ -49,37 +58,51 @@ def _close(a, b, rtol, atol) -> None:
             np.testing.assert_array_equal(y, x, err_msg=name)
 
 
-@pytest.mark.parametrize("train", [
-    {},
-    {"loss": "mse"},
-    {"bias": False},
-    {"share_data": False, "share_init": False},
-    {"inputs": "uniform", "record_every": 7, "probe_every": 14},  # segments of 7 steps cross chunk ends
-    {"steps": 300, "record_every": 300, "probe_every": 300},  # one long segment per chunk (256 steps)
-    # A finite teacher task with a held-out set (test metrics through the reference instruments).
-    {"data": {"labels": "teacher", "train_size": 40, "test_size": 24}, "lr": [0.5], "record_every": 5},
-    # M ≥ fused.ROW_INPUTS: one replica at a time along W's rows, torch probe-set instruments.
-    {"M": fused.ROW_INPUTS + 1},
-    {"M": fused.ROW_INPUTS + 1, "loss": "mse", "bias": False, "share_data": False},
-    {"M": fused.ROW_INPUTS + 1, "inputs": "uniform", "record_every": 7, "probe_every": 14},
-    # |B| = 1 throughout: the row kernel's one-pass variant (update fused with the next forward).
-    {"M": fused.ROW_INPUTS + 1, "batch_size": [1]},
-    {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "loss": "mse", "bias": False, "record_every": 1},
-    {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "steps": 300, "record_every": 300, "probe_every": 300},
-])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {},
+        {"loss": "mse"},
+        {"bias": False},
+        {"share_data": False, "share_init": False},
+        {"inputs": "uniform", "record_every": 7, "probe_every": 14},  # segments of 7 steps cross chunk ends
+        {"steps": 300, "record_every": 300, "probe_every": 300},  # one long segment per chunk (256 steps)
+        # A finite teacher task with a held-out set (test metrics through the reference instruments).
+        {"data": {"labels": "teacher", "train_size": 40, "test_size": 24}, "lr": [0.5], "record_every": 5},
+        # M ≥ fused.ROW_INPUTS: one replica at a time along W's rows, torch probe-set instruments.
+        {"M": fused.ROW_INPUTS + 1},
+        {"M": fused.ROW_INPUTS + 1, "loss": "mse", "bias": False, "share_data": False},
+        {"M": fused.ROW_INPUTS + 1, "inputs": "uniform", "record_every": 7, "probe_every": 14},
+        # |B| = 1 throughout: the row kernel's one-pass variant (update fused with the next forward).
+        {"M": fused.ROW_INPUTS + 1, "batch_size": [1]},
+        {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "loss": "mse", "bias": False, "record_every": 1},
+        {"M": fused.ROW_INPUTS + 1, "batch_size": [1], "steps": 300, "record_every": 300, "probe_every": 300},
+    ],
+)
 def test_fused_equals_reference_float64(train):
     cfg = _cfg(**train)
     _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-9, atol=1e-12)
 
 
 def test_fused_equals_reference_float32_fig3_grid():
-    cfg = thermosgd.config_from_dict({"train": {"lr": [0.025, 0.05, 0.075, 0.1], "seeds": 5, "steps": 400,
-                                                "record_every": 6, "probe_every": 60, "seed": 1}})
+    cfg = thermosgd.config_from_dict(
+        {
+            "train": {
+                "lr": [0.025, 0.05, 0.075, 0.1],
+                "seeds": 5,
+                "steps": 400,
+                "record_every": 6,
+                "probe_every": 60,
+                "seed": 1,
+            }
+        }
+    )
     _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("M, batch_size", [(6, [1, 2, 5]), (fused.ROW_INPUTS + 1, [1, 2, 5]),
-                                           (fused.ROW_INPUTS + 1, [1])])
+@pytest.mark.parametrize(
+    "M, batch_size", [(6, [1, 2, 5]), (fused.ROW_INPUTS + 1, [1, 2, 5]), (fused.ROW_INPUTS + 1, [1])]
+)
 def test_diverging_replicas_are_frozen_alike(M, batch_size):
     cfg = _cfg(lr=[0.05, 200.0], loss="mse", steps=60, M=M, batch_size=batch_size)
     ref, fus = thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True}))
@@ -144,8 +167,16 @@ def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatc
         for bias in (True, False):
             for grads in (True, False):
                 got = ens.probe(px, py, bsz, loss=loss, bias=bias, grads=grads, threads=3)
-                ref = probe_metrics(p, px.repeat(L, 1, 1), py.repeat(L, 1), bsz, loss=loss, bias=bias,
-                                    need_grads=grads, exact_rate=False)
+                ref = probe_metrics(
+                    p,
+                    px.repeat(L, 1, 1),
+                    py.repeat(L, 1),
+                    bsz,
+                    loss=loss,
+                    bias=bias,
+                    need_grads=grads,
+                    exact_rate=False,
+                )
                 assert set(got) == set(ref)
                 for k in ref:
                     np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), err_msg=k, **tol)

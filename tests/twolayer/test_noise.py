@@ -69,8 +69,11 @@ def test_gd_step_is_a_full_batch_autograd_step(loss, bias):
     for r in range(R):
         w_, b_, v_ = (t.clone().requires_grad_(True) for t in (W[r], b[r], V[r]))
         f = torch.relu(x[r] @ w_.T + b_) @ v_
-        ell = torch.nn.functional.binary_cross_entropy_with_logits(f, y[r]) if loss == "bce" else (
-            0.5 * ((f - y[r]) ** 2).mean())
+        ell = (
+            torch.nn.functional.binary_cross_entropy_with_logits(f, y[r])
+            if loss == "bce"
+            else (0.5 * ((f - y[r]) ** 2).mean())
+        )
         ell.backward()
         with torch.no_grad():
             expect.append((w_ - lr[r] * w_.grad, (b_ - lr[r] * b_.grad) if bias else b_, v_ - lr[r] * v_.grad))
@@ -99,8 +102,17 @@ def test_gaussian_noise_has_the_per_sample_gradient_covariance_over_batch_size(l
     mean, C = grads.mean(0), torch.cov(grads.T) / B  # unbiased Σ̂ / |B|
     Wc, bc, Vc = _clones(D, W, b, V)
     z = torch.randn(D, G, generator=gen, dtype=F64)
-    gaussian_step(Wc, bc, Vc, x.expand(D, G, 2), y.expand(D, G), torch.full((D,), lr, dtype=F64),
-                  torch.full((D,), B, dtype=F64), z, loss)
+    gaussian_step(
+        Wc,
+        bc,
+        Vc,
+        x.expand(D, G, 2),
+        y.expand(D, G),
+        torch.full((D,), lr, dtype=F64),
+        torch.full((D,), B, dtype=F64),
+        z,
+        loss,
+    )
     xi = (_flat(W[None], b[None], V[None]) - _flat(Wc, bc, Vc)) / lr - mean  # (D, P)
     assert _standardized_cov_error(xi, C) < 5
     assert (xi.mean(0).abs() / torch.sqrt(C.diagonal() / D)).max() < 5
@@ -139,8 +151,17 @@ def test_frozen_noise_has_the_initial_variance_at_a_later_theta():
         mean = per_sample_grads(W, b, V, x, y).mean(0)
         Wc, bc, Vc = _clones(D, W, b, V)
         z = torch.randn(D, sigma2.numel(), generator=gen, dtype=F64)
-        frozen_step(Wc, bc, Vc, x.expand(D, G, 2), y.expand(D, G), torch.full((D,), lr, dtype=F64),
-                    scale.expand(D, -1), z, "bce")
+        frozen_step(
+            Wc,
+            bc,
+            Vc,
+            x.expand(D, G, 2),
+            y.expand(D, G),
+            torch.full((D,), lr, dtype=F64),
+            scale.expand(D, -1),
+            z,
+            "bce",
+        )
         xi = (_flat(W[None], b[None], V[None]) - _flat(Wc, bc, Vc)) / lr - mean
         var = xi.var(0)
         se = sigma2 / B * math.sqrt(2 / (D - 1))
@@ -148,8 +169,16 @@ def test_frozen_noise_has_the_initial_variance_at_a_later_theta():
 
 
 def _cfg(noise, **train):
-    base = {"lr": [0.05, 0.2], "batch_size": [1, 2], "seeds": [0, 1], "steps": 6, "record_every": 6,
-            "dtype": "float64", "noise": noise, "gd_batch": 16}
+    base = {
+        "lr": [0.05, 0.2],
+        "batch_size": [1, 2],
+        "seeds": [0, 1],
+        "steps": 6,
+        "record_every": 6,
+        "dtype": "float64",
+        "noise": noise,
+        "gd_batch": 16,
+    }
     base.update(train)
     return from_dict({"model": {"inputs": 3, "hidden": 4}, "train": base})
 

@@ -189,7 +189,9 @@ def _assert_relative(got: torch.Tensor, ref, what: str):
     for g, r in zip(got, ref, strict=True):
         assert math.isfinite(g), (what, g)
         err = abs(mp.mpf(g) - r)
-        assert err <= RTOL * abs(r) + ATOL, f"{what}: got {g!r}, quadrature {mp.nstr(r, 17)}, rel {mp.nstr(err / abs(r), 3)}"
+        assert err <= RTOL * abs(r) + ATOL, (
+            f"{what}: got {g!r}, quadrature {mp.nstr(r, 17)}, rel {mp.nstr(err / abs(r), 3)}"
+        )
 
 
 @pytest.mark.parametrize("a", TAIL_GRID)
@@ -206,8 +208,11 @@ def test_closed_forms_match_mpmath_quadrature_deep_in_the_tail(a):
     _assert_relative(T.dphi1_db(w, b, ERR2), ref["dphi1_db"], "dphi1_db")
     _assert_relative(T.dphi2_db(w, b, ERR2), ref["dphi2_db"], "dphi2_db")
     _assert_relative(T.psi(v, w, b, ERR2), ref["psi"], "psi")
-    _assert_relative(T.thermophoretic_flow(v, w, b, ERR2, lr=0.1, batch_size=4), [x * mp.mpf(0.1) ** 2 / 4
-                                                                                  for x in ref["psi"]], "J_t")
+    _assert_relative(
+        T.thermophoretic_flow(v, w, b, ERR2, lr=0.1, batch_size=4),
+        [x * mp.mpf(0.1) ** 2 / 4 for x in ref["psi"]],
+        "J_t",
+    )
 
 
 def test_tail_derivatives_match_autograd():

@@ -5,16 +5,22 @@ import pytest
 import torch
 
 from thermosgd.cli import main
-from thermosgd.errors import UsageError
 from thermosgd.config import from_dict
+from thermosgd.errors import UsageError
 from thermosgd.twolayer.data import SampleStream
 from thermosgd.twolayer.engine import train
 
 TEACHER = {
     "model": {"inputs": 4, "hidden": 6},
     "data": {"labels": "teacher", "train_size": 50, "probe_size": 64},
-    "train": {"lr": [0.05, 0.2], "batch_size": [1, 4], "seeds": [0], "steps": 60, "record_every": 20,
-              "dtype": "float64"},
+    "train": {
+        "lr": [0.05, 0.2],
+        "batch_size": [1, 4],
+        "seeds": [0],
+        "steps": 60,
+        "record_every": 20,
+        "dtype": "float64",
+    },
 }
 
 
@@ -38,8 +44,10 @@ def test_npz_file_from_toml(tmp_path, capsys):
     y = (x[:, 0] > 0).astype(float)
     np.savez(tmp_path / "mydata.npz", x=x, y=y, x_test=x[:10], y_test=y[:10])
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[model]\ninputs = 3\n[data]\ninputs = "file"\nlabels = "file"\nfile = "mydata.npz"\n'
-                   "[train]\nlr = [0.1, 0.2]\nseeds = 2\nsteps = 30\n")
+    cfg.write_text(
+        '[model]\ninputs = 3\n[data]\ninputs = "file"\nlabels = "file"\nfile = "mydata.npz"\n'
+        "[train]\nlr = [0.1, 0.2]\nseeds = 2\nsteps = 30\n"
+    )
     out = tmp_path / "r"
     assert main(["sweep", str(cfg), "--out", str(out), "--no-progress"]) == 0
     import thermosgd
@@ -59,7 +67,9 @@ def test_npz_file_from_toml(tmp_path, capsys):
 def test_bad_user_data_is_one_line(arrays, words, tmp_path, capsys):
     np.savez(tmp_path / "d.npz", **arrays)
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[model]\ninputs = 3\n[data]\ninputs = "file"\nlabels = "file"\nfile = "d.npz"\n[train]\nsteps = 5\n')
+    cfg.write_text(
+        '[model]\ninputs = 3\n[data]\ninputs = "file"\nlabels = "file"\nfile = "d.npz"\n[train]\nsteps = 5\n'
+    )
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1

@@ -9,10 +9,23 @@ import pytest
 from thermosgd.cli import main
 
 
-
-
 def test_reflecting_walk_json(capsys):
-    rc = main(["walk", "--g", "1+0.5*q", "--domain", "reflect:0,4", "--eta", "0.2", "--particles", "4000", "--steps", "400", "--json"])
+    rc = main(
+        [
+            "walk",
+            "--g",
+            "1+0.5*q",
+            "--domain",
+            "reflect:0,4",
+            "--eta",
+            "0.2",
+            "--particles",
+            "4000",
+            "--steps",
+            "400",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["stationary_exponent_eq10"] == pytest.approx(1.0, rel=1e-6)
@@ -24,8 +37,23 @@ def test_reflecting_walk_json(capsys):
 
 
 def test_free_two_dimensional_walk_and_out_dir(tmp_path, capsys):
-    rc = main(["walk", "--g", "(1+0.5*q[0], exp(0.3*q[1]))", "--dim", "2", "--eta", "0.1",
-               "--particles", "2000", "--steps", "50", "--out", str(tmp_path / "run")])
+    rc = main(
+        [
+            "walk",
+            "--g",
+            "(1+0.5*q[0], exp(0.3*q[1]))",
+            "--dim",
+            "2",
+            "--eta",
+            "0.1",
+            "--particles",
+            "2000",
+            "--steps",
+            "50",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "thermophoretic flux" in text and "only fitted in a reflecting box" in text
@@ -35,8 +63,27 @@ def test_free_two_dimensional_walk_and_out_dir(tmp_path, capsys):
 
 
 def test_periodic_independent_gaussian(capsys):
-    rc = main(["walk", "--g", "1+0.5*sin(q)", "--domain", "periodic:0,6.283185307179586", "--eta", "0.1",
-               "--particles", "2000", "--steps", "30", "--noise", "gaussian", "--independent", "--json", "--threads", "1"])
+    rc = main(
+        [
+            "walk",
+            "--g",
+            "1+0.5*sin(q)",
+            "--domain",
+            "periodic:0,6.283185307179586",
+            "--eta",
+            "0.1",
+            "--particles",
+            "2000",
+            "--steps",
+            "30",
+            "--noise",
+            "gaussian",
+            "--independent",
+            "--json",
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["noise"] == "gaussian" and out["shared"] is False
@@ -75,7 +122,9 @@ def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
 def test_subprocess_exit_code_2():
     proc = subprocess.run(
         [sys.executable, "-m", "thermosgd", "walk", "--g", "__import__('os').system('echo hi')", "--eta", "0.1"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stdout == ""

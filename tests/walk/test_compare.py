@@ -17,8 +17,6 @@ from thermosgd.walk.compare import fit_stationary_exponent, measure_plane_flux
 F64 = torch.float64
 
 
-
-
 @pytest.mark.parametrize("slope", [0.0, 0.4])
 def test_one_step_flux_for_linear_g_is_exact(slope):
     # g = 1 + a q, binary zeta: mass within Delta-(x) = eta g(x) / (1 + eta a) left of x
@@ -29,7 +27,9 @@ def test_one_step_flux_for_linear_g_is_exact(slope):
     g = parse_g(f"1 + {a}*q")
     offsets = torch.tensor([-0.5, 0.0, 0.5], dtype=F64)
     point, normal = torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64)
-    m = measure_plane_flux(g, point, normal, offsets, eta=eta, particles=400_000, half=half, slope=slope, seed=3, chunk=200_000)
+    m = measure_plane_flux(
+        g, point, normal, offsets, eta=eta, particles=400_000, half=half, slope=slope, seed=3, chunk=200_000
+    )
     gx = 1 + a * offsets
     dp, dm = eta * gx / (1 - eta * a), eta * gx / (1 + eta * a)
     rho0 = 1 / (2 * half)
@@ -49,8 +49,13 @@ def test_exponent_fit_recovers_k_from_exact_samples():
     u = torch.rand(5, 20_000, generator=gen, dtype=F64)
     samples = grid[torch.searchsorted(cdf, u).clamp(max=grid.numel() - 1)]
     res = WalkResult(
-        q=samples[-1][:, None], eta=0.2, record_steps=torch.arange(5), snapshots=samples[..., None],
-        mean_displacement=torch.zeros(1, 1), msd=torch.zeros(1, 1), crossings=torch.zeros(0, 0, 2, dtype=torch.long),
+        q=samples[-1][:, None],
+        eta=0.2,
+        record_steps=torch.arange(5),
+        snapshots=samples[..., None],
+        mean_displacement=torch.zeros(1, 1),
+        msd=torch.zeros(1, 1),
+        crossings=torch.zeros(0, 0, 2, dtype=torch.long),
     )
     fit = fit_stationary_exponent(res, g, lo, hi, since=0)
     assert abs(fit["k_fit"] - k) <= max(5 * fit["k_stderr"], 0.02)

@@ -32,7 +32,9 @@ def test_values_match_torch(text, expected):
 
 def test_vector_and_scalar_forms_in_two_dimensions():
     q = torch.tensor([[0.5, -1.0], [2.0, 3.0]], dtype=torch.float64)
-    torch.testing.assert_close(parse_g("(1+q[0], 2+q[1]*q[0])", 2)(q), torch.stack([1 + q[:, 0], 2 + q[:, 1] * q[:, 0]], 1))
+    torch.testing.assert_close(
+        parse_g("(1+q[0], 2+q[1]*q[0])", 2)(q), torch.stack([1 + q[:, 0], 2 + q[:, 1] * q[:, 0]], 1)
+    )
     shared = parse_g("1 + q[0]**2 + q[1]**2", 2)(q)
     assert shared.shape == (2, 2)
     torch.testing.assert_close(shared[:, 0], shared[:, 1])

@@ -18,8 +18,6 @@ from thermosgd.walk.simulate import _count_axis, _count_general
 F64 = torch.float64
 
 
-
-
 def const(value):
     return lambda q: torch.full_like(q, value)
 
@@ -220,4 +218,11 @@ def test_box_bounds_and_nonpositive_g():
     with pytest.raises(UsageError, match="positive and finite"):
         simulate(parse_g("9**9**9 + q"), torch.zeros(10, 1, dtype=F64), 0.1, 5)
     with pytest.raises(UsageError, match="free domain"):
-        simulate(const(1.0), torch.rand(10, 2, dtype=F64), 0.1, 2, domain=Periodic(0, 1), planes=Planes([0.5], normal=[1.0, 1.0]))
+        simulate(
+            const(1.0),
+            torch.rand(10, 2, dtype=F64),
+            0.1,
+            2,
+            domain=Periodic(0, 1),
+            planes=Planes([0.5], normal=[1.0, 1.0]),
+        )

@@ -10,7 +10,10 @@ from thermosgd.walk import parse_g, theory
 
 F64 = torch.float64
 Q1 = torch.linspace(-1.0, 1.0, 7, dtype=F64)[:, None]
-G1 = {"linear": ("1 + 0.5*q", lambda q: 1 + 0.5 * q, lambda q: 0.5 + 0 * q), "sin": ("1 + 0.5*sin(q)", lambda q: 1 + 0.5 * torch.sin(q), lambda q: 0.5 * torch.cos(q))}
+G1 = {
+    "linear": ("1 + 0.5*q", lambda q: 1 + 0.5 * q, lambda q: 0.5 + 0 * q),
+    "sin": ("1 + 0.5*sin(q)", lambda q: 1 + 0.5 * torch.sin(q), lambda q: 0.5 * torch.cos(q)),
+}
 
 
 def test_jacobian_matches_finite_differences():
@@ -35,7 +38,9 @@ def _deltas(g, q, eta, iters=200):
     return dp, dm
 
 
-@pytest.mark.parametrize("text, dim", [("1 + 0.5*q", 1), ("1 + 0.5*sin(q)", 1), ("(exp(0.5*q[0]), 1 + 0.3*q[0] + 0.2*q[1])", 2)])
+@pytest.mark.parametrize(
+    "text, dim", [("1 + 0.5*q", 1), ("1 + 0.5*sin(q)", 1), ("(exp(0.5*q[0]), 1 + 0.3*q[0] + 0.2*q[1])", 2)]
+)
 def test_eq9_matches_the_implicit_definition(text, dim):
     g = parse_g(text, dim)
     q = torch.full((3, dim), 0.2, dtype=F64) + torch.arange(3, dtype=F64)[:, None] * 0.3

@@ -115,6 +115,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 from scipy.optimize import minimize_scalar
+
 # What scipy.stats' norm.cdf and t.ppf evaluate; importing scipy.stats itself would add
 # ~0.5 s to the start of every command.
 from scipy.special import ndtr, stdtrit
@@ -623,7 +624,7 @@ class _Scorer:
         S = self.data.shape[1]
         mats = np.zeros((len(self.groups), exponents.size, S, S))
         for j, group in enumerate(self.groups):
-            for kind, k, k2, u, v, _ in group:
+            for kind, k, k2, u, _v, _ in group:
                 if kind == "pair":
                     both = covered[k] & covered[k2]
                     d = (x[k] - x[k2]) * u[None, :, None]  # (E, S, G)
@@ -918,8 +919,19 @@ def fit_collapse(
             recorded steps, a metric constant in time inside the window, or a
             ``pairing`` the surviving seeds cannot support.
     """
-    return _fit(ds, metric, over, window, n_boot, seed, ci_level=ci_level, reference=reference, bounds=bounds,
-                n_grid=n_grid, pairing=pairing)[0]
+    return _fit(
+        ds,
+        metric,
+        over,
+        window,
+        n_boot,
+        seed,
+        ci_level=ci_level,
+        reference=reference,
+        bounds=bounds,
+        n_grid=n_grid,
+        pairing=pairing,
+    )[0]
 
 
 def _fit(ds, metric, over, window, n_boot, seed, *, ci_level, reference, bounds, n_grid, pairing):

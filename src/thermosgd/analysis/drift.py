@@ -17,8 +17,7 @@ import xarray as xr
 from thermosgd.errors import UsageError
 from thermosgd.fitting import loglog_regression, percentile_interval
 
-__all__ = ["window_drift", "excess_parts", "fit_scaling", "ScalingFit", "DriftSummary", "drift_summary",
-           "drift_table"]
+__all__ = ["window_drift", "excess_parts", "fit_scaling", "ScalingFit", "DriftSummary", "drift_summary", "drift_table"]
 
 
 def window_drift(ds: xr.Dataset, var: str, window: tuple[float, float]) -> xr.DataArray:
@@ -148,16 +147,20 @@ class DriftSummary:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"one_step": self.one_step, "windows": self.windows, "fits": self.fits,
-                "err2": self.err2, "notes": self.notes}
+        return {
+            "one_step": self.one_step,
+            "windows": self.windows,
+            "fits": self.fits,
+            "err2": self.err2,
+            "notes": self.notes,
+        }
 
 
 def _ratio(a, b):
     return float(a / b) if b != 0 and np.isfinite(a) and np.isfinite(b) else float("nan")
 
 
-def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: int = 500,
-                  seed: int = 0) -> DriftSummary:
+def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: int = 500, seed: int = 0) -> DriftSummary:
     """Measured vs predicted drift: one-step pieces, window drifts, exponents, err2.
 
     Args:
@@ -188,17 +191,26 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
     for lr, bs in grid:
         r = um.sel(lr=lr, batch_size=bs)
         se = lambda k: float(np.sqrt((one[k].sel(lr=lr, batch_size=bs) ** 2).sum()) / N)  # noqa: E731
-        s.one_step.append({
-            "lr": lr, "batch_size": bs, "eta2_over_B": lr**2 / bs,
-            "b_step": float(r["b_step"]), "b_gradient": float(r["b_gradient"]),
-            "b_excess": float(r["b_excess"]), "b_excess_se": se("b_excess_se"),
-            "b_predicted": float(r["b_predicted"]),
-            "V2_step": float(r["V2_step"]), "V2_gradient": float(r["V2_gradient"]),
-            "V2_excess": float(r["V2_excess"]), "V2_excess_se": se("V2_excess_se"),
-            "V2_ito": float(r["V2_ito"]), "V2_predicted": float(r["V2_predicted"]),
-            "V2_excess_over_ito": _ratio(float(r["V2_excess"]), float(r["V2_ito"])),
-            "V2_excess_over_predicted": _ratio(float(r["V2_excess"]), float(r["V2_predicted"])),
-        })
+        s.one_step.append(
+            {
+                "lr": lr,
+                "batch_size": bs,
+                "eta2_over_B": lr**2 / bs,
+                "b_step": float(r["b_step"]),
+                "b_gradient": float(r["b_gradient"]),
+                "b_excess": float(r["b_excess"]),
+                "b_excess_se": se("b_excess_se"),
+                "b_predicted": float(r["b_predicted"]),
+                "V2_step": float(r["V2_step"]),
+                "V2_gradient": float(r["V2_gradient"]),
+                "V2_excess": float(r["V2_excess"]),
+                "V2_excess_se": se("V2_excess_se"),
+                "V2_ito": float(r["V2_ito"]),
+                "V2_predicted": float(r["V2_predicted"]),
+                "V2_excess_over_ito": _ratio(float(r["V2_excess"]), float(r["V2_ito"])),
+                "V2_excess_over_predicted": _ratio(float(r["V2_excess"]), float(r["V2_predicted"])),
+            }
+        )
     v2 = np.array([row["V2_excess"] for row in s.one_step])
     v2se = np.array([row["V2_excess_se"] for row in s.one_step])
     # Clones of different grid points use independent minibatches: parametric draws.
@@ -220,12 +232,21 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
                 m, e = float(dm.sel(lr=lr, batch_size=bs)), float(dse.sel(lr=lr, batch_size=bs))
                 # The variance piece is diffusion, not a drift: the paper predicts no drift for it.
                 pv = float(pm.sel(lr=lr, batch_size=bs)) if q != "V2_var" else float("nan")
-                s.windows.append({
-                    "quantity": q, "window": name, "steps": list(win), "lr": lr, "batch_size": bs,
-                    "measured": m, "measured_se": e, "z": m / e if e > 0 else float("nan"),
-                    "predicted": pv, "measured_over_predicted": _ratio(m, pv),
-                    "units_negative": float((per_unit.sel(lr=lr, batch_size=bs) < 0).mean()),
-                })
+                s.windows.append(
+                    {
+                        "quantity": q,
+                        "window": name,
+                        "steps": list(win),
+                        "lr": lr,
+                        "batch_size": bs,
+                        "measured": m,
+                        "measured_se": e,
+                        "z": m / e if e > 0 else float("nan"),
+                        "predicted": pv,
+                        "measured_over_predicted": _ratio(m, pv),
+                        "units_negative": float((per_unit.sel(lr=lr, batch_size=bs) < 0).mean()),
+                    }
+                )
             vals = np.array([float(dm.sel(lr=lr, batch_size=bs)) for lr, bs in grid])
             dv = d.values.reshape(len(grid), Q)  # (grid, block), grid order lr-major
             draws = dv[:, boot_idx].mean(-1).T  # (n_boot, grid)
@@ -245,8 +266,7 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
         "E[q]_SGD - q_ref (mean-gradient reference on the same samples) over the window",
         "predicted = paper's J_t/rho projected on b and V^2 (psi as printed, with its factor 1/2; "
         "Eq. 10 without it would double the prediction), err2 measured",
-        "one step: b_excess should be 0 (unbiased noise), V2_excess should equal the Ito term "
-        "eta^2 var/|B| (> 0)",
+        "one step: b_excess should be 0 (unbiased noise), V2_excess should equal the Ito term eta^2 var/|B| (> 0)",
         "trajectories: V2 = V2_var (replica variance of V: accumulated Ito/diffusion piece) + V2_shift "
         "(E[V]^2 - V_ref^2: the mean-shift piece, the one comparable with the paper's drift of V^2)",
     ]
@@ -259,8 +279,9 @@ def _unfittable(lrs, bss) -> list[str]:
     if len(set(map(float, lrs))) < 2:
         notes.append("alpha (the eta exponent) cannot be fitted from one value of eta: give at least two --lr values")
     if len(set(map(int, bss))) < 2:
-        notes.append("beta (the |B| exponent) cannot be fitted from one value of |B|: give at least two "
-                     "--batch-size values")
+        notes.append(
+            "beta (the |B| exponent) cannot be fitted from one value of |B|: give at least two --batch-size values"
+        )
     if len(lrs) * len(bss) < 3:
         notes.append("no exponent is fitted from fewer than 3 (eta, |B|) points")
     return notes
@@ -282,38 +303,56 @@ def _fmt(v, se=None):
 
 def drift_table(s: DriftSummary) -> str:
     """Markdown tables of a :class:`DriftSummary`."""
-    lines = ["### One SGD step from the shared initialization (per step, mean over units)", "",
-             "| η | \\|B\\| | E[Δb] | −η∂_bL | excess b | paper b | E[ΔV²] | gradient part | excess V² "
-             "| Itô η²var/\\|B\\| | excess/Itô | paper V² | excess/paper |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "### One SGD step from the shared initialization (per step, mean over units)",
+        "",
+        "| η | \\|B\\| | E[Δb] | −η∂_bL | excess b | paper b | E[ΔV²] | gradient part | excess V² "
+        "| Itô η²var/\\|B\\| | excess/Itô | paper V² | excess/paper |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in s.one_step:
         lines.append(
             f"| {r['lr']:g} | {r['batch_size']} | {_fmt(r['b_step'])} | {_fmt(r['b_gradient'])} | "
             f"{_fmt(r['b_excess'], r['b_excess_se'])} | {_fmt(r['b_predicted'])} | {_fmt(r['V2_step'])} | "
             f"{_fmt(r['V2_gradient'])} | {_fmt(r['V2_excess'], r['V2_excess_se'])} | {_fmt(r['V2_ito'])} | "
-            f"{r['V2_excess_over_ito']:.3f} | {_fmt(r['V2_predicted'])} | {r['V2_excess_over_predicted']:+.3g} |")
-    lines += ["", "### Whole trajectories: noise-induced drift of the ensemble mean per step "
-              "(E[q]_SGD − q_ref; ± s.e. over blocks)", "",
-              "| q | window (steps) | η | \\|B\\| | measured | z | units < 0 | paper | measured/paper | err2 |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+            f"{r['V2_excess_over_ito']:.3f} | {_fmt(r['V2_predicted'])} | {r['V2_excess_over_predicted']:+.3g} |"
+        )
+    lines += [
+        "",
+        "### Whole trajectories: noise-induced drift of the ensemble mean per step "
+        "(E[q]_SGD − q_ref; ± s.e. over blocks)",
+        "",
+        "| q | window (steps) | η | \\|B\\| | measured | z | units < 0 | paper | measured/paper | err2 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in s.windows:
         e2 = s.err2[r["window"]][f"lr={r['lr']:g},B={r['batch_size']}"]
         lines.append(
             f"| {r['quantity']} | {r['window']} {r['steps'][0]:g}–{r['steps'][1]:g} | {r['lr']:g} | "
             f"{r['batch_size']} | {_fmt(r['measured'], r['measured_se'])} | {r['z']:+.1f} | "
             f"{r['units_negative']:.0%} | "
-            f"{_fmt(r['predicted'])} | {r['measured_over_predicted']:+.3g} | {e2:.4f} |")
-    lines += ["", "### Scaling |drift| ∝ η^α |B|^(−β) (paper: α = 2, β = 1)", "",
-              "| quantity | α | 95% CI | β | 95% CI | sign | bootstrap draws with one sign |",
-              "|---|---|---|---|---|---|---|"]
+            f"{_fmt(r['predicted'])} | {r['measured_over_predicted']:+.3g} | {e2:.4f} |"
+        )
+    lines += [
+        "",
+        "### Scaling |drift| ∝ η^α |B|^(−β) (paper: α = 2, β = 1)",
+        "",
+        "| quantity | α | 95% CI | β | 95% CI | sign | bootstrap draws with one sign |",
+        "|---|---|---|---|---|---|---|",
+    ]
     few = "fewer than 3 grid points" if len(s.one_step) < 3 else None
     missing_alpha = "one η: cannot be fitted" if len({r["lr"] for r in s.one_step}) < 2 else few
     missing_beta = "one \\|B\\|: cannot be fitted" if len({r["batch_size"] for r in s.one_step}) < 2 else few
     for k, f in s.fits.items():
         lines.append(
             f"| {k} | {_exponent_cells(f, 'alpha', missing_alpha)} | {_exponent_cells(f, 'beta', missing_beta)} | "
-            f"{f['sign']:+d} | {f['valid_fraction']:.2f} |")
-    lines += ["", f"err2 = E[(p−y)²]: initial {s.err2['initial']:.4f}; " + "; ".join(
-        f"{w} mean over grid {np.mean(list(v.values())):.4f}" for w, v in s.err2.items() if w != "initial"), ""]
+            f"{f['sign']:+d} | {f['valid_fraction']:.2f} |"
+        )
+    lines += [
+        "",
+        f"err2 = E[(p−y)²]: initial {s.err2['initial']:.4f}; "
+        + "; ".join(f"{w} mean over grid {np.mean(list(v.values())):.4f}" for w, v in s.err2.items() if w != "initial"),
+        "",
+    ]
     lines += [f"- {n}" for n in s.notes]
     return "\n".join(lines) + "\n"

@@ -26,7 +26,6 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.errors import UsageError
-from thermosgd.config import SweepConfig, from_dict
 
 __all__ = ["first_crossing", "at_first_crossing", "equal_error_summary", "equal_error_table"]
 
@@ -47,8 +46,13 @@ def first_crossing(values, target: float) -> np.ndarray:
     return np.where(hit.any(axis=-1), idx, -1)
 
 
-def at_first_crossing(ds: xr.Dataset, target: float, *, metric: str = "error",
-                      read=("activation_rate", "v_norm", "w_norm", "bias_mean", "test_error")) -> xr.Dataset:
+def at_first_crossing(
+    ds: xr.Dataset,
+    target: float,
+    *,
+    metric: str = "error",
+    read=("activation_rate", "v_norm", "w_norm", "bias_mean", "test_error"),
+) -> xr.Dataset:
     """Values of ``read`` at the first recorded step where ``metric ≤ target``.
 
     Args:
@@ -70,8 +74,7 @@ def at_first_crossing(ds: xr.Dataset, target: float, *, metric: str = "error",
     reached = idx >= 0
     steps = ds["step"].values
     dims = da.dims[:-1]
-    out = {"step_at_target": (dims, np.where(reached, steps[np.maximum(idx, 0)], -1)),
-           "reached": (dims, reached)}
+    out = {"step_at_target": (dims, np.where(reached, steps[np.maximum(idx, 0)], -1)), "reached": (dims, reached)}
     for name in read:
         if name not in ds:
             continue
@@ -111,8 +114,12 @@ def equal_error_summary(res: xr.Dataset) -> dict:
         reached = r["reached"].values
         step = np.where(reached, r["step_at_target"].values, np.nan).astype(float)
         row = {"lr": lr, "seeds": int(reached.size), "reached": int(reached.sum())}
-        for name, v in (("step", step), ("lr_times_step", lr * step),
-                        ("activation_rate", r["activation_rate"].values), ("v_norm", r["v_norm"].values)):
+        for name, v in (
+            ("step", step),
+            ("lr_times_step", lr * step),
+            ("activation_rate", r["activation_rate"].values),
+            ("v_norm", r["v_norm"].values),
+        ):
             row[name], row[name + "_se"], _ = _mean_se(v)
         if "test_error" in r:
             row["test_error"], row["test_error_se"], _ = _mean_se(r["test_error"].values)
@@ -127,35 +134,52 @@ def equal_error_summary(res: xr.Dataset) -> dict:
         frac = lambda m: float(m.mean()) if n else float("nan")  # noqa: E731
         ds_m, ds_se, _ = _mean_se(s1 - s2)
         dv_m, dv_se, _ = _mean_se(v1 - v2)
-        pairs.append({
-            "lr1": l1, "lr2": l2, "seeds": n,
-            "frac_sigma1_ge_sigma2": frac(s1 >= s2), "frac_v1_ge_v2": frac(v1 >= v2),
-            "frac_both": frac((s1 >= s2) & (v1 >= v2)),
-            "sigma1_minus_sigma2": ds_m, "sigma1_minus_sigma2_se": ds_se,
-            "v1_minus_v2": dv_m, "v1_minus_v2_se": dv_se,
-        })
+        pairs.append(
+            {
+                "lr1": l1,
+                "lr2": l2,
+                "seeds": n,
+                "frac_sigma1_ge_sigma2": frac(s1 >= s2),
+                "frac_v1_ge_v2": frac(v1 >= v2),
+                "frac_both": frac((s1 >= s2) & (v1 >= v2)),
+                "sigma1_minus_sigma2": ds_m,
+                "sigma1_minus_sigma2_se": ds_se,
+                "v1_minus_v2": dv_m,
+                "v1_minus_v2_se": dv_se,
+            }
+        )
     return {"target": res.attrs.get("target"), "metric": res.attrs.get("metric"), "rows": rows, "pairs": pairs}
 
 
 def equal_error_table(summary: dict) -> str:
     """Markdown tables of :func:`equal_error_summary`."""
     eps = summary["target"]
-    lines = [f"### At the first recorded step with training error ≤ {eps:g} (mean ± s.e. over seeds)", "",
-             "| η | reached | step t* | η·t* | activation rate σ | ‖V‖ | test error |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### At the first recorded step with training error ≤ {eps:g} (mean ± s.e. over seeds)",
+        "",
+        "| η | reached | step t* | η·t* | activation rate σ | ‖V‖ | test error |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         te = f"{r['test_error']:.3f} ± {r['test_error_se']:.3f}" if "test_error" in r else "–"
         lines.append(
             f"| {r['lr']:g} | {r['reached']}/{r['seeds']} | {r['step']:.0f} ± {r['step_se']:.0f} | "
             f"{r['lr_times_step']:.2f} ± {r['lr_times_step_se']:.2f} | "
-            f"{r['activation_rate']:.4f} ± {r['activation_rate_se']:.4f} | {r['v_norm']:.4f} ± {r['v_norm_se']:.4f} | {te} |")
-    lines += ["", "### Paired over seeds (same init and data): the paper claims σ1 ≥ σ2 and v1 ≥ v2 for η1 < η2", "",
-              "| η1 | η2 | seeds | frac σ1 ≥ σ2 | frac v1 ≥ v2 | frac both | σ1 − σ2 | v1 − v2 |",
-              "|---|---|---|---|---|---|---|---|"]
+            f"{r['activation_rate']:.4f} ± {r['activation_rate_se']:.4f} "
+            f"| {r['v_norm']:.4f} ± {r['v_norm_se']:.4f} | {te} |"
+        )
+    lines += [
+        "",
+        "### Paired over seeds (same init and data): the paper claims σ1 ≥ σ2 and v1 ≥ v2 for η1 < η2",
+        "",
+        "| η1 | η2 | seeds | frac σ1 ≥ σ2 | frac v1 ≥ v2 | frac both | σ1 − σ2 | v1 − v2 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in summary["pairs"]:
         lines.append(
             f"| {p['lr1']:g} | {p['lr2']:g} | {p['seeds']} | {p['frac_sigma1_ge_sigma2']:.2f} | "
             f"{p['frac_v1_ge_v2']:.2f} | {p['frac_both']:.2f} | "
             f"{p['sigma1_minus_sigma2']:+.4f} ± {p['sigma1_minus_sigma2_se']:.4f} | "
-            f"{p['v1_minus_v2']:+.4f} ± {p['v1_minus_v2_se']:.4f} |")
+            f"{p['v1_minus_v2']:+.4f} ± {p['v1_minus_v2_se']:.4f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -15,7 +15,6 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.errors import UsageError
-from thermosgd.config import SweepConfig
 
 __all__ = ["final_values", "generalization_summary", "generalization_table"]
 
@@ -27,12 +26,14 @@ def final_values(ds: xr.Dataset) -> xr.Dataset:
     if "test_error" not in ds:
         raise UsageError("the results have no test_error (set data.test_size > 0)")
     last = ds.isel(step=-1)
-    out = xr.Dataset({
-        "test_accuracy": 1 - last["test_error"],
-        "train_accuracy": 1 - last["error"],
-        "activation_rate": last["activation_rate"],
-        "v_norm": last["v_norm"],
-    })
+    out = xr.Dataset(
+        {
+            "test_accuracy": 1 - last["test_error"],
+            "train_accuracy": 1 - last["error"],
+            "activation_rate": last["activation_rate"],
+            "v_norm": last["v_norm"],
+        }
+    )
     if "diverged" in ds:
         out = out.where(~ds["diverged"])
     out.attrs["step"] = int(ds["step"].values[-1])
@@ -91,15 +92,19 @@ def generalization_summary(fv: xr.Dataset) -> dict:
 
 def generalization_table(summary: dict) -> str:
     """Markdown table and correlations of :func:`generalization_summary`."""
-    lines = [f"### Final values after {summary['step']} steps (mean ± s.e. over seeds)", "",
-             "| η | \\|B\\| | η²/\\|B\\| | test accuracy | train accuracy | activation rate | ‖V‖ |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### Final values after {summary['step']} steps (mean ± s.e. over seeds)",
+        "",
+        "| η | \\|B\\| | η²/\\|B\\| | test accuracy | train accuracy | activation rate | ‖V‖ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         lines.append(
             f"| {r['lr']:g} | {r['batch_size']} | {r['eta2_over_B']:.2g} | "
             f"{r['test_accuracy']:.4f} ± {r['test_accuracy_se']:.4f} | "
             f"{r['train_accuracy']:.4f} ± {r['train_accuracy_se']:.4f} | "
-            f"{r['activation_rate']:.4f} ± {r['activation_rate_se']:.4f} | {r['v_norm']:.3f} ± {r['v_norm_se']:.3f} |")
+            f"{r['activation_rate']:.4f} ± {r['activation_rate_se']:.4f} | {r['v_norm']:.3f} ± {r['v_norm_se']:.3f} |"
+        )
     lines += ["", "### Spearman rank correlations", "", "| over | pair | ρ | p | n |", "|---|---|---|---|---|"]
     for over, d in summary["correlations"].items():
         for pair, c in d.items():

@@ -70,8 +70,7 @@ def end_values(ds: xr.Dataset, over: str) -> list[dict]:
     return rows
 
 
-def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = False,
-           n_boot: int | None = None) -> dict:
+def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = False, n_boot: int | None = None) -> dict:
     """End values, the activation-rate collapse fit and the plain reading of one run (module docstring).
 
     Returns:
@@ -85,11 +84,17 @@ def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = Fal
     verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, **boot)
     strongest = rows[-1] if over == "lr" else rows[0]
     change = strongest["activation_rate"]
-    falls = bool(change["change"] < 0 and change["change_se"] > 0
-                 and -change["change"] > _SIGNIFICANCE * change["change_se"])
+    falls = bool(
+        change["change"] < 0 and change["change_se"] > 0 and -change["change"] > _SIGNIFICANCE * change["change_se"]
+    )
     collapses = _collapses(verdict)
-    out = {"rows": rows, "verdict": verdict, "falls": falls, "collapses": collapses,
-           "reproduces": falls and collapses == "yes"}
+    out = {
+        "rows": rows,
+        "verdict": verdict,
+        "falls": falls,
+        "collapses": collapses,
+        "reproduces": falls and collapses == "yes",
+    }
     out["words"] = _words(out, over, strongest)
     return out
 
@@ -111,8 +116,10 @@ def _words(a: dict, over: str, strongest: dict) -> str:
     name = "η" if over == "lr" else "|B|"
     scaling = "t·η²" if over == "lr" else "t/|B|"
     c = strongest["activation_rate"]
-    fall = (f"activation rate {c['start']:.3f} → {c['end']:.3f} (change {c['change']:+.3f} ± {c['change_se']:.3f}) "
-            f"at {name} = {strongest['value']:g}")
+    fall = (
+        f"activation rate {c['start']:.3f} → {c['end']:.3f} (change {c['change']:+.3f} ± {c['change_se']:.3f}) "
+        f"at {name} = {strongest['value']:g}"
+    )
     fit = "no collapse fit" if v.exponent is None else v.fitted()
     if a["reproduces"]:
         return f"reproduces the effect: {fall}, and the curves collapse on {scaling} ({fit})"
@@ -146,10 +153,12 @@ def versus(assessed: dict[str, dict], reference: str = "sgd") -> dict[str, dict]
         if noise == reference:
             ratio_se = 0.0
         v, rv = a["verdict"], ref["verdict"]
-        overlap = (v.ci_low is not None and rv.ci_low is not None
-                   and v.ci_low <= rv.ci_high and rv.ci_low <= v.ci_high)
-        out[noise] = {"fall_ratio": ratio, "fall_ratio_se": ratio_se,
-                      "matches": bool(abs(fall - r_fall) <= _SIGNIFICANCE * math.hypot(se, r_se) and overlap)}
+        overlap = v.ci_low is not None and rv.ci_low is not None and v.ci_low <= rv.ci_high and rv.ci_low <= v.ci_high
+        out[noise] = {
+            "fall_ratio": ratio,
+            "fall_ratio_se": ratio_se,
+            "matches": bool(abs(fall - r_fall) <= _SIGNIFICANCE * math.hypot(se, r_se) and overlap),
+        }
     return out
 
 
@@ -176,7 +185,15 @@ def plain_verdict(assessed: dict[str, dict], setting: str) -> str:
     vs = versus(assessed)
     if vs:
         same = [n for n, c in vs.items() if n != "sgd" and c["matches"]]
-        head += ("; SGD's own fall is matched by " + (", ".join(same) if same else "none of the controls") + " ("
-                 + ", ".join(f"{n}: {c['fall_ratio']:.3f} ± {c['fall_ratio_se']:.3f} × sgd's fall"
-                             for n, c in vs.items() if n != "sgd") + ")")
+        head += (
+            "; SGD's own fall is matched by "
+            + (", ".join(same) if same else "none of the controls")
+            + " ("
+            + ", ".join(
+                f"{n}: {c['fall_ratio']:.3f} ± {c['fall_ratio_se']:.3f} × sgd's fall"
+                for n, c in vs.items()
+                if n != "sgd"
+            )
+            + ")"
+        )
     return head + ". " + " ".join(f"{n}: {a['words']}." for n, a in assessed.items())

@@ -152,8 +152,9 @@ def classify(paper: float, low: float, high: float, bounds=None) -> tuple[str, s
         gap = low - paper if paper < low else paper - high
         return DISAGREES, f"the paper's value lies outside the CI (by {fmt.exponent(gap)})"
     if _at_bound(low, high, bounds):
-        return INCONCLUSIVE, (f"the CI reaches the search bound {fmt.interval(*bounds)}: "
-                              "the curves barely constrain the exponent")
+        return INCONCLUSIVE, (
+            f"the CI reaches the search bound {fmt.interval(*bounds)}: the curves barely constrain the exponent"
+        )
     return AGREES, "the paper's value lies inside the CI"
 
 
@@ -196,8 +197,17 @@ def left_out(ds: xr.Dataset, over: str) -> tuple[LeftOut, ...]:
     return tuple(out)
 
 
-def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverged: bool = False,
-          n_boot: int = 1000, seed: int = 0, window=None) -> Verdict:
+def judge(
+    ds: xr.Dataset,
+    preset: str,
+    metric: str,
+    over: str,
+    *,
+    include_diverged: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+    window=None,
+) -> Verdict:
     """Fit ``metric``'s collapse over ``over`` and state the verdict against the paper.
 
     Args:
@@ -214,8 +224,7 @@ def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverg
     paper = PAPER_EXPONENT[over]
     gone = left_out(ds, over)
     data = ds.assign(diverged=xr.zeros_like(ds["diverged"])) if include_diverged and "diverged" in ds else ds
-    base = dict(preset=preset, metric=metric, over=over, paper=paper, left_out=gone,
-                included_diverged=include_diverged)
+    base = dict(preset=preset, metric=metric, over=over, paper=paper, left_out=gone, included_diverged=include_diverged)
     if metric not in ds:
         return Verdict(status=NOT_MEASURED, note=f"the results have no {metric!r}", **base)
     if ds.sizes.get(over, 0) < 2 or ds.sizes.get("seed", 0) < 2:
@@ -225,18 +234,27 @@ def judge(ds: xr.Dataset, preset: str, metric: str, over: str, *, include_diverg
     except UsageError as exc:
         return Verdict(status=NOT_MEASURED, note=str(exc), **base)
     if not (math.isfinite(fit.ci_low) and math.isfinite(fit.ci_high)):
-        return Verdict(status=NOT_MEASURED, note="no confidence interval (too few usable seeds)",
-                       exponent=fit.exponent, fit=fit.to_dict(), **base)
+        return Verdict(
+            status=NOT_MEASURED,
+            note="no confidence interval (too few usable seeds)",
+            exponent=fit.exponent,
+            fit=fit.to_dict(),
+            **base,
+        )
     status, _ = classify(paper, fit.ci_low, fit.ci_high, fit.bounds)
-    note = "the CI reaches the search bound: the curves barely constrain it" if _at_bound(
-        fit.ci_low, fit.ci_high, fit.bounds) else ""
+    note = (
+        "the CI reaches the search bound: the curves barely constrain it"
+        if _at_bound(fit.ci_low, fit.ci_high, fit.bounds)
+        else ""
+    )
     low, high = fit.ci_low, fit.ci_high
     if fit.n_seeds < MIN_SEEDS_FOR_VERDICT:
         # A bootstrap over 2 or 3 seeds has a handful of distinct resamples: its interval
         # is an artefact of the method, not a measurement (it may even miss the estimate),
         # so neither an interval nor agree/disagree is stated; ``fit`` keeps it on record.
         status, low, high = INCONCLUSIVE, None, None
-        note = (f"only {fit.n_seeds} seeds: a bootstrap over seeds needs ≥ {MIN_SEEDS_FOR_VERDICT} for an "
-                "interval; rerun with --seeds 8 or more")
-    return Verdict(status=status, exponent=fit.exponent, ci_low=low, ci_high=high, note=note,
-                   fit=fit.to_dict(), **base)
+        note = (
+            f"only {fit.n_seeds} seeds: a bootstrap over seeds needs ≥ {MIN_SEEDS_FOR_VERDICT} for an "
+            "interval; rerun with --seeds 8 or more"
+        )
+    return Verdict(status=status, exponent=fit.exponent, ci_low=low, ci_high=high, note=note, fit=fit.to_dict(), **base)

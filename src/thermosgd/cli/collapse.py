@@ -33,11 +33,16 @@ def register(subparsers) -> None:
         "(either side may be empty, e.g. 200:)",
     )
     parser.add_argument(
-        "--select", action="append", default=[], metavar="DIM=VALUE",
+        "--select",
+        action="append",
+        default=[],
+        metavar="DIM=VALUE",
         help="keep one value of another swept dimension, e.g. --select batch_size=1 when fitting over lr "
         "on an lr × batch_size sweep (repeatable)",
     )
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (0: no interval; default 1000)")
+    parser.add_argument(
+        "--n-boot", type=int, default=1000, help="bootstrap resamples over seeds (0: no interval; default 1000)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--figure", metavar="STEM", help="figure path without suffix (default RESULTS_DIR/figures/...)")
     parser.add_argument("--no-figure", action="store_true", help="do not write a figure")
@@ -93,14 +98,17 @@ def select(ds, specs: list[str], over: str, metric: str):
         coords = np.asarray(ds[dim].values, dtype=float)
         hit = np.flatnonzero(np.isclose(coords, value, rtol=1e-9, atol=0))
         if hit.size == 0:
-            raise UsageError(f"--select {spec}: {dim} has no value {text} (values: {', '.join(f'{v:g}' for v in coords)})")
+            raise UsageError(
+                f"--select {spec}: {dim} has no value {text} (values: {', '.join(f'{v:g}' for v in coords)})"
+            )
         ds = ds.isel({dim: hit[:1]})
     fittable = metric in ds.data_vars and ds.sizes.get(over, 0) >= 2  # else fit_collapse says what is wrong
     for dim in ds[metric].dims if fittable else ():
         if dim not in ("step", "seed", over) and ds.sizes[dim] > 1 and ds[dim].dtype.kind in "biuf":
             values = ", ".join(f"{v:g}" for v in np.asarray(ds[dim].values, dtype=float))
-            raise UsageError(f"the sweep varies over {dim} ({values}) as well as {over}; pick one value with "
-                             f"--select {dim}=VALUE")
+            raise UsageError(
+                f"the sweep varies over {dim} ({values}) as well as {over}; pick one value with --select {dim}=VALUE"
+            )
     return ds
 
 
@@ -127,21 +135,34 @@ def format_table(fit, figures: list[Path] = ()) -> str:
 
     symbol = EXPONENT_SYMBOL[fit.over]
     if fit.n_boot:
-        ci = f"{100 * fit.ci_level:.0f}% CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}] ({fit.n_boot} resamples of {fit.n_seeds} seeds)"
+        ci = (
+            f"{100 * fit.ci_level:.0f}% CI [{fit.ci_low:.3f}, {fit.ci_high:.3f}] "
+            f"({fit.n_boot} resamples of {fit.n_seeds} seeds)"
+        )
         if fit.n_seeds < MIN_SEEDS_FOR_VERDICT:
             ci += f"; with fewer than {MIN_SEEDS_FOR_VERDICT} seeds this interval is not a measurement"
     else:
         ci = "no interval (n_boot = 0)"
     start, end = fit.window
-    window = "all" if start is None and end is None else f"{'' if start is None else f'{start:g}'}:{'' if end is None else f'{end:g}'}"
+    window = (
+        "all"
+        if start is None and end is None
+        else f"{'' if start is None else f'{start:g}'}:{'' if end is None else f'{end:g}'}"
+    )
     rows = [
         ("metric", fit.metric),
         ("over", f"{fit.over} = {', '.join(f'{v:g}' for v in fit.values)} (reference {fit.reference:g})"),
         (symbol, f"{fit.exponent:.3f}  {ci}"),
         ("paper", f"{symbol} = {fit.predicted:g}"),
-        ("score", f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled "
-                  + (f"({fit.score_method} score: noise-corrected, may dip below 0)" if fit.score_method != "plain"
-                     else "(plain score)")),
+        (
+            "score",
+            f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled "
+            + (
+                f"({fit.score_method} score: noise-corrected, may dip below 0)"
+                if fit.score_method != "plain"
+                else "(plain score)"
+            ),
+        ),
         ("interval", fit.interval),
         ("window", window),
     ]

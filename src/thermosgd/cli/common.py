@@ -25,26 +25,37 @@ def out_folder(text: str) -> Path:
 def add_executor_args(p: argparse.ArgumentParser) -> None:
     """``--executor``, ``--workers``, ``--scheduler`` (rules: :func:`thermosgd.sweep.executors.resolve_kind`)."""
     g = p.add_argument_group("where work units run")
-    g.add_argument("--executor", choices=["auto", "inline", "processes", "dask"], default=None,
-                   help="default: auto (worker processes on every core when the sweep is long enough for "
-                   "that to pay, else this process), or Dask when --workers or --scheduler is given")
+    g.add_argument(
+        "--executor",
+        choices=["auto", "inline", "processes", "dask"],
+        default=None,
+        help="default: auto (worker processes on every core when the sweep is long enough for "
+        "that to pay, else this process), or Dask when --workers or --scheduler is given",
+    )
     g.add_argument("--workers", type=int, help="worker processes (a local Dask cluster unless --executor processes)")
     g.add_argument("--scheduler", help="address of a running Dask scheduler, tcp://HOST:PORT")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     """``--device``: where the training arithmetic runs (random numbers are drawn on the CPU)."""
-    p.add_argument("--device", default=None, metavar="DEVICE",
-                   help='"cpu" (default), "cuda" or "cuda:N"; replaces [train] device. Random numbers are '
-                        "drawn on the CPU either way (README: Devices)")
+    p.add_argument(
+        "--device",
+        default=None,
+        metavar="DEVICE",
+        help='"cpu" (default), "cuda" or "cuda:N"; replaces [train] device. Random numbers are '
+        "drawn on the CPU either way (README: Devices)",
+    )
 
 
 def add_fused_arg(p: argparse.ArgumentParser) -> None:
     """``--fused``: the compiled CPU loop for noise = "sgd" two-layer training ([train] fused)."""
-    p.add_argument("--fused", action="store_true",
-                   help='two-layer runs with noise = "sgd" on the CPU: use the compiled loop ([train] fused = '
-                        'true; needs numba, pip install "thermosgd[fast]"); equal to the default path to '
-                        "floating-point tolerance, not bit for bit (README: Fused CPU step)")
+    p.add_argument(
+        "--fused",
+        action="store_true",
+        help='two-layer runs with noise = "sgd" on the CPU: use the compiled loop ([train] fused = '
+        'true; needs numba, pip install "thermosgd[fast]"); equal to the default path to '
+        "floating-point tolerance, not bit for bit (README: Fused CPU step)",
+    )
 
 
 def executor_kwargs(args: argparse.Namespace) -> dict:

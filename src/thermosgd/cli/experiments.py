@@ -17,7 +17,9 @@ _EXIT = "Exit code 2 on bad input."
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", metavar="DIR", type=out_folder, help="write the figure (PNG, PDF), a markdown table and a JSON here")
+    p.add_argument(
+        "--out", metavar="DIR", type=out_folder, help="write the figure (PNG, PDF), a markdown table and a JSON here"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--quick", action="store_true", help="a seconds-long run (smoke test)")
     p.add_argument("--seed", type=int, help="master seed")
@@ -26,11 +28,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     """Add the ``drift``, ``equal-error`` and ``generalization`` subcommands."""
     p = subparsers.add_parser(
-        "drift", help="measured drift of b and V² beyond the mean gradient vs the paper's η²/|B| prediction",
+        "drift",
+        help="measured drift of b and V² beyond the mean gradient vs the paper's η²/|B| prediction",
         description="Clone one state and take one SGD step per clone; and run SGD ensembles from one shared "
-                    "initialization beside mean-gradient references. Report the noise-induced drift of b and "
-                    "V² per step, the paper's thermophoretic drift, their ratio, the fitted η and |B| "
-                    "exponents and err2(t). " + _EXIT)
+        "initialization beside mean-gradient references. Report the noise-induced drift of b and "
+        "V² per step, the paper's thermophoretic drift, their ratio, the fitted η and |B| "
+        "exponents and err2(t). " + _EXIT,
+    )
     _common(p)
     p.add_argument("--lr", type=float, nargs="+", help="learning rates (default 0.025 0.05 0.1)")
     p.add_argument("--batch-size", type=int, nargs="+", help="batch sizes (default 1 2 4)")
@@ -43,9 +47,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_drift)
 
     p = subparsers.add_parser(
-        "equal-error", help="σ and ‖V‖ when each learning rate first reaches the same training error",
+        "equal-error",
+        help="σ and ‖V‖ when each learning rate first reaches the same training error",
         description="Sec. 5 after Eq. 28: same init, η1 < η2, trained to training error ε on a teacher task; "
-                    "report activation rate and ‖V‖ at that point and how often σ1 ≥ σ2 and v1 ≥ v2. " + _EXIT)
+        "report activation rate and ‖V‖ at that point and how often σ1 ≥ σ2 and v1 ≥ v2. " + _EXIT,
+    )
     _common(p)
     p.add_argument("--lr", type=float, nargs="+", help="learning rates (default 0.025 0.05 0.1 0.2)")
     p.add_argument("--batch-size", type=int, help="batch size (default 1)")
@@ -57,9 +63,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_equal_error)
 
     p = subparsers.add_parser(
-        "generalization", help="test accuracy vs final activation rate and ‖V‖ over an (η, |B|) grid",
+        "generalization",
+        help="test accuracy vs final activation rate and ‖V‖ over an (η, |B|) grid",
         description="Teacher task with held-out data: table of test accuracy, activation rate and ‖V‖ per "
-                    "(η, |B|) cell and their Spearman rank correlations. " + _EXIT)
+        "(η, |B|) cell and their Spearman rank correlations. " + _EXIT,
+    )
     _common(p)
     p.add_argument("--lr", type=float, nargs="+", help="learning rates (default 0.025 0.05 0.1 0.2)")
     p.add_argument("--batch-size", type=int, nargs="+", help="batch sizes (default 1 4 16)")
@@ -89,22 +97,58 @@ def _tuple(v):
 def _run_drift(args) -> int:
     from thermosgd.reproduce.experiments import run_drift
 
-    return _emit(args, run_drift(args.out, quick=args.quick, lrs=_tuple(args.lr), batch_sizes=_tuple(args.batch_size),
-                                 steps=args.steps, blocks=args.blocks, per_block=args.replicas, clones=args.clones,
-                                 record_every=args.record_every, labels=args.labels, seed=args.seed))
+    return _emit(
+        args,
+        run_drift(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_sizes=_tuple(args.batch_size),
+            steps=args.steps,
+            blocks=args.blocks,
+            per_block=args.replicas,
+            clones=args.clones,
+            record_every=args.record_every,
+            labels=args.labels,
+            seed=args.seed,
+        ),
+    )
 
 
 def _run_equal_error(args) -> int:
     from thermosgd.reproduce.experiments import run_equal_error
 
-    return _emit(args, run_equal_error(args.out, quick=args.quick, lrs=_tuple(args.lr), batch_size=args.batch_size,
-                                       seeds=args.seeds, steps=args.steps, record_every=args.record_every,
-                                       target=args.target, train_size=args.train_size, seed=args.seed))
+    return _emit(
+        args,
+        run_equal_error(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_size=args.batch_size,
+            seeds=args.seeds,
+            steps=args.steps,
+            record_every=args.record_every,
+            target=args.target,
+            train_size=args.train_size,
+            seed=args.seed,
+        ),
+    )
 
 
 def _run_generalization(args) -> int:
     from thermosgd.reproduce.experiments import run_generalization
 
-    return _emit(args, run_generalization(args.out, quick=args.quick, lrs=_tuple(args.lr),
-                                          batch_sizes=_tuple(args.batch_size), seeds=args.seeds, steps=args.steps,
-                                          train_size=args.train_size, test_size=args.test_size, seed=args.seed))
+    return _emit(
+        args,
+        run_generalization(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_sizes=_tuple(args.batch_size),
+            seeds=args.seeds,
+            steps=args.steps,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            seed=args.seed,
+        ),
+    )

@@ -14,8 +14,14 @@ def register(sub) -> None:
         "experiment with figures and an interactive collapse plot, and the provenance. The page is one file "
         "with everything embedded; open it in a browser or send it as an attachment. Exit code 2 on bad input.",
     )
-    p.add_argument("runs_dir", nargs="?", default="runs", type=Path, metavar="RUNS_DIR",
-                   help="folder of result folders, or one result folder (default: runs)")
+    p.add_argument(
+        "runs_dir",
+        nargs="?",
+        default="runs",
+        type=Path,
+        metavar="RUNS_DIR",
+        help="folder of result folders, or one result folder (default: runs)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the page's path, not the summary table")
     p.set_defaults(func=run)
 
@@ -25,7 +31,9 @@ def run(args) -> int:
     from thermosgd.report import collect, summary_table, write_report  # numpy, matplotlib: lazily
 
     if not args.runs_dir.is_dir():
-        raise UsageError(f"{args.runs_dir} is not a folder; give the folder `thermosgd reproduce` wrote (default runs/)")
+        raise UsageError(
+            f"{args.runs_dir} is not a folder; give the folder `thermosgd reproduce` wrote (default runs/)"
+        )
     report = collect(args.runs_dir)
     page = write_report(args.runs_dir, report)
     if not args.quiet:

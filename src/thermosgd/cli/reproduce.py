@@ -21,18 +21,29 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--steps", type=int, help="SGD iterations (default: the preset's)")
     p.add_argument("--out", type=out_folder, help="output folder (default runs/NAME)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)")
-    p.add_argument("--substitute-digits", action="store_true",
-                   help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
-                   "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with Fashion-MNIST / CIFAR-10 files (default $THERMOSGD_DATA)",
+    )
+    p.add_argument(
+        "--substitute-digits",
+        action="store_true",
+        help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
+        "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)",
+    )
     add_executor_args(p)
     add_device_arg(p)
     add_fused_arg(p)
-    p.add_argument("--quick", action="store_true",
-                   help="seconds-long smoke-test size for every preset (not for conclusions)")
-    p.add_argument("--include-diverged", action="store_true",
-                   help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits")
+    p.add_argument(
+        "--quick", action="store_true", help="seconds-long smoke-test size for every preset (not for conclusions)"
+    )
+    p.add_argument(
+        "--include-diverged",
+        action="store_true",
+        help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -58,8 +69,18 @@ def run(args) -> int:
     from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
 
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
-    reproduce(args.names or None, out=args.out, seeds=args.seeds, steps=args.steps, data_dir=data_dir,
-              substitute_digits=args.substitute_digits, quick=args.quick,
-              include_diverged=args.include_diverged, progress=not args.no_progress,
-              device=args.device or "cpu", fused=args.fused, **executor_kwargs(args))
+    reproduce(
+        args.names or None,
+        out=args.out,
+        seeds=args.seeds,
+        steps=args.steps,
+        data_dir=data_dir,
+        substitute_digits=args.substitute_digits,
+        quick=args.quick,
+        include_diverged=args.include_diverged,
+        progress=not args.no_progress,
+        device=args.device or "cpu",
+        fused=args.fused,
+        **executor_kwargs(args),
+    )
     return 0

@@ -10,21 +10,28 @@ from thermosgd.errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="run a custom grid from a TOML config",
-                       description="Run (or resume) the sweep described by CONFIG.toml into --out.")
+    p = sub.add_parser(
+        "sweep",
+        help="run a custom grid from a TOML config",
+        description="Run (or resume) the sweep described by CONFIG.toml into --out.",
+    )
     p.add_argument("config", type=Path, metavar="CONFIG.toml")
     p.add_argument("--out", type=out_folder, help="results folder (required unless --dry-run)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the grid, its units and estimated memory and time; run nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the grid, its units and estimated memory and time; run nothing"
+    )
     add_executor_args(p)
     add_device_arg(p)
     add_fused_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_sweep)
 
-    s = sub.add_parser("status", help="how many units of a sweep folder are done, missing, corrupt",
-                       description="Units done, missing and corrupt, diverged replicas, and whether a "
-                       "sweep is writing to FOLDER now. Reads only.")
+    s = sub.add_parser(
+        "status",
+        help="how many units of a sweep folder are done, missing, corrupt",
+        description="Units done, missing and corrupt, diverged replicas, and whether a "
+        "sweep is writing to FOLDER now. Reads only.",
+    )
     s.add_argument("folder", type=Path)
     s.set_defaults(func=_status)
 
@@ -75,8 +82,10 @@ def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     print(f"noise       {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch} samples per step)"))
     print(f"replicas    {len(t.lr) * len(t.batch_size) * len(t.seeds)}")
     auto = ", auto" if cfg.sweep.seeds_per_unit == "auto" else ""
-    print(f"units       {len(units)} ({len(units[0].seeds)} seeds per unit{auto}; "
-          f"engine calls of {plan.call_seeds} seeds)")
+    print(
+        f"units       {len(units)} ({len(units[0].seeds)} seeds per unit{auto}; "
+        f"engine calls of {plan.call_seeds} seeds)"
+    )
     where = plan.executor if plan.workers is None else f"{plan.executor}, {plan.workers} workers"
     print(f"estimate    {plan.cost.describe()} ({where}; engine model, ±2×)")
     if out is not None:

@@ -27,16 +27,24 @@ def register(subparsers) -> None:
             "Free walks start at the origin, box walks uniform in the box."
         ),
     )
-    p.add_argument("--g", required=True, metavar="EXPR", help="g as a formula in q, e.g. '1+0.5*sin(q)'; q[0], q[1] for --dim > 1")
-    p.add_argument("--domain", default="free", metavar="DOMAIN", help="free | periodic:LO,HI | reflect:LO,HI (default free)")
+    p.add_argument(
+        "--g", required=True, metavar="EXPR", help="g as a formula in q, e.g. '1+0.5*sin(q)'; q[0], q[1] for --dim > 1"
+    )
+    p.add_argument(
+        "--domain", default="free", metavar="DOMAIN", help="free | periodic:LO,HI | reflect:LO,HI (default free)"
+    )
     p.add_argument("--eta", type=float, required=True, help="step size (> 0)")
     p.add_argument("--particles", type=int, default=10_000, help="number of particles (default 10000)")
     p.add_argument("--steps", type=int, default=1_000, help="number of steps (default 1000)")
     p.add_argument("--dim", type=int, default=1, help="number of coordinates D (default 1)")
-    p.add_argument("--noise", choices=("binary", "gaussian"), default="binary", help="law of zeta (default binary, Eq. 8)")
+    p.add_argument(
+        "--noise", choices=("binary", "gaussian"), default="binary", help="law of zeta (default binary, Eq. 8)"
+    )
     p.add_argument("--independent", action="store_true", help="one zeta per coordinate instead of one shared (Eq. 7)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", type=out_folder, metavar="DIR", help="also write walk.json and a density figure into DIR")
     p.set_defaults(func=run)
@@ -65,8 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = run_walk(args.g, eta=args.eta, particles=args.particles, steps=args.steps, dim=args.dim,
-                   domain=args.domain, noise=args.noise, shared=not args.independent, seed=args.seed)
+    out = run_walk(
+        args.g,
+        eta=args.eta,
+        particles=args.particles,
+        steps=args.steps,
+        dim=args.dim,
+        domain=args.domain,
+        noise=args.noise,
+        shared=not args.independent,
+        seed=args.seed,
+    )
     if args.out is not None:
         _write(args.out, out)
     if args.json:
@@ -86,12 +103,17 @@ def _write(out_dir, out: dict) -> None:
         raise UsageError(f"cannot create --out {out_dir}: {exc.strerror}") from None
     (out_dir / "walk.json").write_text(json.dumps(json_safe(out), indent=1))
     d = out["density"]
-    plot_density_over_time(d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}")
+    plot_density_over_time(
+        d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}"
+    )
 
 
 def _print_summary(out: dict) -> None:
     f = out["thermophoretic_flux"]
-    print(f"walk g = {out['g']}  domain {out['domain']}  eta {out['eta']}  {out['particles']} particles x {out['steps']} steps")
+    print(
+        f"walk g = {out['g']}  domain {out['domain']}  eta {out['eta']} "
+        f" {out['particles']} particles x {out['steps']} steps"
+    )
     print(f"mean displacement {out['mean_displacement']}  mean squared displacement {out['mean_squared_displacement']}")
     if "measured" in f:
         print(
@@ -102,8 +124,10 @@ def _print_summary(out: dict) -> None:
         print(f"thermophoretic flux: {f['note']}")
     if out["stationary_exponent"] is not None:
         print(
-            f"stationary density rho ~ g^-k: k = {out['stationary_exponent']:.3f} ± {out['stationary_exponent_stderr']:.3f}, "
-            f"Eq. 10 implies k = {out['stationary_exponent_eq10']:.3g}, Fokker-Planck k = {out['stationary_exponent_fokker_planck']:.3g}"
+            f"stationary density rho ~ g^-k: k = {out['stationary_exponent']:.3f} "
+            f"± {out['stationary_exponent_stderr']:.3f}, "
+            f"Eq. 10 implies k = {out['stationary_exponent_eq10']:.3g}, "
+            f"Fokker-Planck k = {out['stationary_exponent_fokker_planck']:.3g}"
         )
         if "WARNING" in out["stationary_note"]:
             print(out["stationary_note"].split("; ", 1)[1])

@@ -26,8 +26,9 @@ stays available as the reference.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,15 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from thermosgd.errors import UsageError
-from thermosgd.instruments import ActivationRates, GradientVariance, TraceBound
-from thermosgd.instruments import activation_rates, gradient_variance, hessian_trace_bound, weight_norms
+from thermosgd.instruments import (
+    ActivationRates,
+    GradientVariance,
+    TraceBound,
+    activation_rates,
+    gradient_variance,
+    hessian_trace_bound,
+    weight_norms,
+)
 from thermosgd.instruments._checks import layer_of
 from thermosgd.instruments.gradient_variance import _conv2d_weight_grads, _one_sample_loss
 from thermosgd.instruments.hessian import _mlp_layers, _output_hessian_trace
@@ -84,8 +92,10 @@ class Ensemble:
     def __init__(self, models: list[nn.Module], *, batched: bool = True):
         frozen = [k for k, p in models[0].named_parameters() if not p.requires_grad]
         if frozen:
-            raise UsageError(f"ensemble training updates every parameter, but {frozen[0]} is frozen "
-                             "(requires_grad=False); train the runs one by one (ensemble=False)")
+            raise UsageError(
+                f"ensemble training updates every parameter, but {frozen[0]} is frozen "
+                "(requires_grad=False); train the runs one by one (ensemble=False)"
+            )
         params, buffers = stack_module_state(models)
         self.params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach() for k, v in buffers.items()}
@@ -95,7 +105,8 @@ class Ensemble:
         self.layers = batched_layers(models[0]) if batched else None
         # Linear, ReLU and Flatten only: backpropagate by hand, without autograd's graph.
         self.by_hand = self.layers is not None and all(
-            type(layer) in (nn.Linear, nn.ReLU, nn.Flatten) for _, layer in self.layers)
+            type(layer) in (nn.Linear, nn.ReLU, nn.Flatten) for _, layer in self.layers
+        )
         self._steps: list[tuple] | None = None
 
     def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
@@ -105,6 +116,7 @@ class Ensemble:
         for Linear and Conv2d layers and name -> output for ReLU layers.
         """
         if self.layers is None:
+
             def one(p, b, xe):
                 return functional_call(self.base, (p, b), (xe,))
 
@@ -122,9 +134,15 @@ class Ensemble:
                 W, b = self.params[prefix + "weight"], self.params.get(prefix + "bias")
                 B = h.shape[1]
                 grouped = h.transpose(0, 1).reshape(B, E * h.shape[2], *h.shape[3:])
-                out = F.conv2d(grouped, W.reshape(E * W.shape[1], *W.shape[2:]),
-                               None if b is None else b.reshape(-1), layer.stride, layer.padding,
-                               layer.dilation, groups=E)
+                out = F.conv2d(
+                    grouped,
+                    W.reshape(E * W.shape[1], *W.shape[2:]),
+                    None if b is None else b.reshape(-1),
+                    layer.stride,
+                    layer.padding,
+                    layer.dilation,
+                    groups=E,
+                )
                 out = out.reshape(B, E, W.shape[1], *out.shape[2:]).transpose(0, 1)
             elif isinstance(layer, nn.ReLU):
                 out = torch.relu(h)
@@ -141,8 +159,9 @@ class Ensemble:
         """``(E,)``: each replica's ``loss_fn(outputs, targets)`` on its own minibatch."""
         return replica_losses(loss_fn, self.forward(x), y)
 
-    def step(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
-             alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, alive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One plain SGD step of every live replica.
 
         Args:
@@ -186,8 +205,9 @@ class Ensemble:
                 plan.append(("flatten", None, None, (start, end), False))
         return plan
 
-    def _sgd_by_hand(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor,
-                     alive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sgd_by_hand(
+        self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, alive: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`step` for a Linear/ReLU/Flatten stack, written out.
 
         Forward, then backward with the learning rate folded into the output
@@ -260,9 +280,14 @@ _REDUCED = (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.MSELoss)
 
 def _plain(loss_fn) -> bool:
     """One of the presets' losses, unweighted, with a mean or sum reduction."""
-    return (type(loss_fn) in _REDUCED and getattr(loss_fn, "reduction", None) in ("mean", "sum")
-            and getattr(loss_fn, "weight", None) is None and getattr(loss_fn, "pos_weight", None) is None
-            and getattr(loss_fn, "label_smoothing", 0.0) == 0.0 and getattr(loss_fn, "ignore_index", -100) == -100)
+    return (
+        type(loss_fn) in _REDUCED
+        and getattr(loss_fn, "reduction", None) in ("mean", "sum")
+        and getattr(loss_fn, "weight", None) is None
+        and getattr(loss_fn, "pos_weight", None) is None
+        and getattr(loss_fn, "label_smoothing", 0.0) == 0.0
+        and getattr(loss_fn, "ignore_index", -100) == -100
+    )
 
 
 def replica_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -331,7 +356,7 @@ class ProbeLoss:
             return float(self.loss_fn(model(self.x), self.y))
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list["ProbeLoss"]) -> list[float]:
+    def ensemble(ens: Ensemble, objs: list[ProbeLoss]) -> list[float]:
         x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
         with torch.no_grad():
             return [float(v) for v in ens.losses(objs[0].loss_fn, x, y)]
@@ -347,7 +372,7 @@ class ProbeActivationRates:
         return activation_rates(model, self.x)
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list["ProbeActivationRates"]) -> list[ActivationRates]:
+    def ensemble(ens: Ensemble, objs: list[ProbeActivationRates]) -> list[ActivationRates]:
         seen: dict = {}
         with torch.no_grad():
             ens.forward(torch.stack([o.x for o in objs]), capture=seen)
@@ -374,7 +399,7 @@ class ProbeGradientVariance:
         return gradient_variance(model, self.loss_fn, self.x, self.y)
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list["ProbeGradientVariance"]) -> list[GradientVariance] | None:
+    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance] | None:
         """The hooks path of ``gradient_variance`` for all replicas: layer inputs and the
         gradients of the per-sample losses with respect to the layer outputs. None (measure
         replica by replica) for a Linear layer applied to more than one feature dim."""
@@ -400,8 +425,9 @@ class ProbeGradientVariance:
             else:
                 h64, d64 = h.reshape(E, n, -1).to(torch.float64), delta.reshape(E, n, -1).to(torch.float64)
                 mean = d64.mT @ h64 / n  # (E, out, in)
-                m2[prefix + "weight"] = ((d64 * d64).sum(-1) * (h64 * h64).sum(-1)).sum(1) \
-                    - n * (mean * mean).sum((1, 2))
+                m2[prefix + "weight"] = ((d64 * d64).sum(-1) * (h64 * h64).sum(-1)).sum(1) - n * (mean * mean).sum(
+                    (1, 2)
+                )
                 m2[prefix + "weight"] = m2[prefix + "weight"].clamp_min(0.0)
                 bias_g = delta.reshape(E, n, -1)
             if prefix + "bias" in ens.params:
@@ -414,9 +440,14 @@ class ProbeGradientVariance:
                 layer = layer_of(pname)
                 sums[layer] = sums.get(layer, 0.0) + float(m2[pname][e]) / (n - 1)
                 counts[layer] = counts.get(layer, 0) + ens.params[pname][0].numel()
-            results.append(GradientVariance(
-                value=sum(sums.values()) / sum(counts.values()),
-                per_layer={k: sums[k] / counts[k] for k in sums}, batch_size=n, convention="unbiased"))
+            results.append(
+                GradientVariance(
+                    value=sum(sums.values()) / sum(counts.values()),
+                    per_layer={k: sums[k] / counts[k] for k in sums},
+                    batch_size=n,
+                    convention="unbiased",
+                )
+            )
         return results
 
 
@@ -433,9 +464,10 @@ class LastWeightNorm:
         return weight_norms(model).last
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list["LastWeightNorm"]) -> list[float]:
-        last = [name for name, m in ens.template.named_modules()
-                if isinstance(m._parameters.get("weight"), torch.Tensor)][-1]
+    def ensemble(ens: Ensemble, objs: list[LastWeightNorm]) -> list[float]:
+        last = [
+            name for name, m in ens.template.named_modules() if isinstance(m._parameters.get("weight"), torch.Tensor)
+        ][-1]
         w = ens.params[f"{last}.weight" if last else "weight"].detach().to(torch.float64)
         return [float(v) for v in torch.linalg.vector_norm(w.reshape(ens.size, -1), dim=1)]
 
@@ -451,7 +483,7 @@ class ProbeTraceBound:
         return hessian_trace_bound(model, self.loss_fn, self.x)
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list["ProbeTraceBound"]) -> list[TraceBound]:
+    def ensemble(ens: Ensemble, objs: list[ProbeTraceBound]) -> list[TraceBound]:
         """``hessian_trace_bound``'s forward and backward products, batched over replicas."""
         loss_fn = objs[0].loss_fn
         linears = _mlp_layers(ens.template)

@@ -38,8 +38,17 @@ def mlp(input_dim: int, width: int, depth: int, out_dim: int, *, seed: int) -> n
     return seeded(build, seed)
 
 
-def cnn(in_channels: int, image_size: int, out_dim: int, *, seed: int, channels: int = 10,
-        kernel_size: int = 5, conv_layers: int = 5, padding: int = 0) -> nn.Sequential:
+def cnn(
+    in_channels: int,
+    image_size: int,
+    out_dim: int,
+    *,
+    seed: int,
+    channels: int = 10,
+    kernel_size: int = 5,
+    conv_layers: int = 5,
+    padding: int = 0,
+) -> nn.Sequential:
     """Convolutional ReLU net: ``conv_layers`` convolutions (stride 1), then one Linear layer.
 
     Fig. 2 bottom: 6 layers = 5 convolutions with 10 channels and 5x5 kernels + a fully
@@ -53,8 +62,10 @@ def cnn(in_channels: int, image_size: int, out_dim: int, *, seed: int, channels:
     for _ in range(conv_layers):
         size = size + 2 * padding - kernel_size + 1
     if size < 1:
-        raise ValueError(f"cnn: {conv_layers} {kernel_size}x{kernel_size} convolutions with padding "
-                         f"{padding} do not fit a {image_size}x{image_size} image")
+        raise ValueError(
+            f"cnn: {conv_layers} {kernel_size}x{kernel_size} convolutions with padding "
+            f"{padding} do not fit a {image_size}x{image_size} image"
+        )
 
     def build() -> nn.Sequential:
         layers: list[nn.Module] = []
@@ -76,7 +87,8 @@ def two_layer(input_dim: int, hidden: int, out_dim: int, *, seed: int) -> nn.Seq
     """
 
     def build() -> nn.Sequential:
-        return nn.Sequential(nn.Flatten(), nn.Linear(input_dim, hidden), nn.ReLU(),
-                             nn.Linear(hidden, out_dim, bias=False))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim, bias=False)
+        )
 
     return seeded(build, seed)

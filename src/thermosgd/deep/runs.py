@@ -24,11 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from thermosgd.data import ImageData, load_dataset
-from thermosgd.deep.models import cnn, mlp, two_layer
-from thermosgd.deep.train import Run, TrainSet, stream_seed, train_sweep
 from thermosgd.checks import torch_device
-from thermosgd.errors import UsageError
+from thermosgd.data import ImageData, load_dataset
 from thermosgd.deep.ensemble import (
     LastWeightNorm,
     ProbeActivationRates,
@@ -36,6 +33,9 @@ from thermosgd.deep.ensemble import (
     ProbeLoss,
     ProbeTraceBound,
 )
+from thermosgd.deep.models import cnn, mlp, two_layer
+from thermosgd.deep.train import Run, TrainSet, stream_seed, train_sweep
+from thermosgd.errors import UsageError
 from thermosgd.instruments import log_spaced
 from thermosgd.presets import Preset
 
@@ -84,18 +84,32 @@ class DeepSpec:
     online: bool = False
 
     @classmethod
-    def from_preset(cls, preset: Preset, *, seeds: int | None = None, steps: int | None = None,
-                    quick: bool = False) -> DeepSpec:
+    def from_preset(
+        cls, preset: Preset, *, seeds: int | None = None, steps: int | None = None, quick: bool = False
+    ) -> DeepSpec:
         """The spec of a deep preset of :mod:`thermosgd.presets` at the requested size."""
         if preset.kind != "deep":
             raise UsageError(f"preset {preset.name} is a {preset.kind} preset, not a deep one")
         seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
         p = preset.settings(quick=quick)
-        return cls(name=preset.name, description=preset.description, model=p["model"], dataset=p["dataset"],
-                   over=preset.over, lrs=tuple(p["lrs"]), batch_sizes=tuple(p["batch_sizes"]), seeds=seeds,
-                   steps=steps, figures=(preset.metric,), n_train=p["n_train"], probe_size=p["probe_size"],
-                   points=p["points"], width=p["width"], gaussian_dim=p["gaussian_dim"],
-                   online=bool(p.get("online", False)))
+        return cls(
+            name=preset.name,
+            description=preset.description,
+            model=p["model"],
+            dataset=p["dataset"],
+            over=preset.over,
+            lrs=tuple(p["lrs"]),
+            batch_sizes=tuple(p["batch_sizes"]),
+            seeds=seeds,
+            steps=steps,
+            figures=(preset.metric,),
+            n_train=p["n_train"],
+            probe_size=p["probe_size"],
+            points=p["points"],
+            width=p["width"],
+            gaussian_dim=p["gaussian_dim"],
+            online=bool(p.get("online", False)),
+        )
 
 
 class OnlineGaussian:
@@ -204,8 +218,11 @@ def train_deep(
     if preset.dataset == "gaussian":
         images, out_dim, loss_fn = None, 1, nn.BCEWithLogitsLoss()
         shape: tuple[int, ...] = (preset.gaussian_dim,)
-        labels = ("random binary labels {0, 1}, " + ("Bernoulli(1/2), fresh samples every step (online)"
-                  if preset.online else "exactly balanced") + "; scalar output, BCE-with-logits loss")
+        labels = (
+            "random binary labels {0, 1}, "
+            + ("Bernoulli(1/2), fresh samples every step (online)" if preset.online else "exactly balanced")
+            + "; scalar output, BCE-with-logits loss"
+        )
     else:
         images = load_dataset(source, data_dir, split="train")
         out_dim, loss_fn, shape = len(images.classes), nn.CrossEntropyLoss(), tuple(images.images.shape[1:])
@@ -236,9 +253,20 @@ def train_deep(
     if substitute:
         config["note"] = f"SUBSTITUTE DATA: {source} instead of the paper's {preset.dataset}"
     schedule = log_spaced(preset.steps, preset.points)
-    ds = train_sweep(setup, loss_fn, lrs=preset.lrs, batch_sizes=preset.batch_sizes, seeds=range(preset.seeds),
-                     steps=preset.steps, schedule=schedule, config=config, progress=progress, desc=preset.name,
-                     device=dev, ensemble=ensemble)
+    ds = train_sweep(
+        setup,
+        loss_fn,
+        lrs=preset.lrs,
+        batch_sizes=preset.batch_sizes,
+        seeds=range(preset.seeds),
+        steps=preset.steps,
+        schedule=schedule,
+        config=config,
+        progress=progress,
+        desc=preset.name,
+        device=dev,
+        ensemble=ensemble,
+    )
     if "grad_var" in ds:
         # Not the two-layer sweeps' minibatch variance (which divides by |B|, Eq. 18).
         ds.attrs["grad_var_definition"] = (

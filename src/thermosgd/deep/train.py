@@ -25,9 +25,9 @@ import xarray as xr
 from torch import nn
 
 from thermosgd.errors import UsageError
-from thermosgd.threads import threads_for
-from thermosgd.progress import bar as progress_bar
 from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
+from thermosgd.progress import bar as progress_bar
+from thermosgd.threads import threads_for
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -186,13 +186,33 @@ def train_sweep(
     with progress_bar(steps * len(grid), desc=desc, unit="step", enabled=progress) as bar:
         if ensemble and torch.device(device).type == "cpu":
             for bsz in batch_sizes:
-                runs += train_ensemble(setup, loss_fn, lrs=lrs, batch_size=int(bsz), seeds=seeds, steps=steps,
-                                       schedule=schedule, record_steps=record_steps, bar=bar)
+                runs += train_ensemble(
+                    setup,
+                    loss_fn,
+                    lrs=lrs,
+                    batch_size=int(bsz),
+                    seeds=seeds,
+                    steps=steps,
+                    schedule=schedule,
+                    record_steps=record_steps,
+                    bar=bar,
+                )
         else:
             for lr, bsz, seed in grid:
-                runs.append(train_run(setup(seed), loss_fn, lr=float(lr), batch_size=int(bsz), steps=steps,
-                                      seed=int(seed), schedule=schedule, record_steps=record_steps, bar=bar,
-                                      device=device))
+                runs.append(
+                    train_run(
+                        setup(seed),
+                        loss_fn,
+                        lr=float(lr),
+                        batch_size=int(bsz),
+                        steps=steps,
+                        seed=int(seed),
+                        schedule=schedule,
+                        record_steps=record_steps,
+                        bar=bar,
+                        device=device,
+                    )
+                )
     return combine_runs(runs, config=config, kind="deep")
 
 
@@ -235,10 +255,18 @@ def train_ensemble(
     ens = Ensemble([run.model for run in runs], batched=batched)
     work = len(grid) * batch_size * sum(p[0].numel() for p in ens.params.values())
     with threads_for(work):
-        return _train_ensemble(ens, runs, grid, loss_fn, batch_size=batch_size, seeds=seeds, steps=steps,
-                               schedule=schedule, record_steps=record_steps, bar=bar)
-
-
+        return _train_ensemble(
+            ens,
+            runs,
+            grid,
+            loss_fn,
+            batch_size=batch_size,
+            seeds=seeds,
+            steps=steps,
+            schedule=schedule,
+            record_steps=record_steps,
+            bar=bar,
+        )
 
 
 def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, schedule, record_steps, bar):
@@ -280,6 +308,9 @@ def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, sched
     # Non-finite parameters give a non-finite loss at the next step, so only the
     # final state needs a look at the parameters themselves.
     diverged = ~(alive & ens.finite())
-    return [recorders[e].to_dataset(lr=lr_, batch_size=batch_size, seed=seed, steps=record_steps,
-                                    diverged=bool(diverged[e]))
-            for e, (lr_, seed) in enumerate(grid)]
+    return [
+        recorders[e].to_dataset(
+            lr=lr_, batch_size=batch_size, seed=seed, steps=record_steps, diverged=bool(diverged[e])
+        )
+        for e, (lr_, seed) in enumerate(grid)
+    ]

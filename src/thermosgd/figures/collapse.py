@@ -7,9 +7,6 @@ here touches pyplot's global state or the user's backend.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
@@ -24,7 +21,7 @@ from thermosgd.analysis.collapse import (
     sweep_data,
 )
 
-__all__ = ["collapse_panel", "collapse_figure", "save_figure", "PAPER_EXPONENTS"]
+__all__ = ["collapse_panel", "collapse_figure", "PAPER_EXPONENTS"]
 
 # The panels the paper shows for each sweep: raw steps, then its rescalings.
 PAPER_EXPONENTS = {"lr": (0.0, 1.0, 2.0), "batch_size": (0.0, 1.0)}

@@ -24,8 +24,11 @@ def equal_error_figure(res: xr.Dataset, title: str | None = None) -> Figure:
     fig = Figure(figsize=(12, 3.8))
     axes = fig.subplots(1, 3)
     t = res["step_at_target"].where(res["reached"]).astype(float)
-    panels = [(res["activation_rate"], "activation rate σ at ε"), (res["v_norm"], "‖V‖ at ε"),
-              (t * res["lr"], "η · t* (Li & Liang: constant)")]
+    panels = [
+        (res["activation_rate"], "activation rate σ at ε"),
+        (res["v_norm"], "‖V‖ at ε"),
+        (t * res["lr"], "η · t* (Li & Liang: constant)"),
+    ]
     for ax, (da, label) in zip(axes, panels):
         v = da.transpose("lr", "seed").values
         for s in range(v.shape[1]):
@@ -37,8 +40,9 @@ def equal_error_figure(res: xr.Dataset, title: str | None = None) -> Figure:
         ax.set_xscale("log")
         ax.set_xlabel("η")
         ax.set_ylabel(label)
-    fig.suptitle(title or f"same init, trained to training error ≤ {res.attrs.get('target', float('nan')):g}",
-                 fontsize=10)
+    fig.suptitle(
+        title or f"same init, trained to training error ≤ {res.attrs.get('target', float('nan')):g}", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -53,9 +57,16 @@ def generalization_figure(summary: dict, title: str | None = None) -> Figure:
     axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "activation_rate", "final activation rate"), (axes[1], "v_norm", "final ‖V‖")):
         for r in rows:
-            ax.errorbar(r[key], r["test_accuracy"], xerr=r[key + "_se"], yerr=r["test_accuracy_se"],
-                        color=f"C{lrs.index(r['lr'])}", marker=markers[bss.index(r["batch_size"]) % len(markers)],
-                        ms=5, lw=0.8)
+            ax.errorbar(
+                r[key],
+                r["test_accuracy"],
+                xerr=r[key + "_se"],
+                yerr=r["test_accuracy_se"],
+                color=f"C{lrs.index(r['lr'])}",
+                marker=markers[bss.index(r["batch_size"]) % len(markers)],
+                ms=5,
+                lw=0.8,
+            )
         c = summary["correlations"]["cells"][f"test_accuracy~{key}"]
         ax.set_title(f"Spearman over cells ρ = {c['rho']:+.2f} (p = {c['p']:.2g})", fontsize=9)
         ax.set_xlabel(label)

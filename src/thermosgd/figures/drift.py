@@ -53,17 +53,27 @@ def _scaling(ax, rows: list[dict], quantity: str, title: str, extra: str | None 
         color = f"C{wi}"
         neg, pos = m < 0, m >= 0
         ax.scatter(x[neg], -m[neg], color=color, marker="o", label=f"measured {window} (<0)")
-        ax.scatter(x[pos], m[pos], facecolor="none", edgecolor=color, marker="o",
-                   label=f"measured {window} (>0)")
+        ax.scatter(x[pos], m[pos], facecolor="none", edgecolor=color, marker="o", label=f"measured {window} (>0)")
         ax.scatter(x, np.abs(p), color=color, marker="x", label=f"paper {window} (<0)")
     if extra:
         sel = [r for r in rows if r["quantity"] == extra and r["window"] == "early"]
-        ax.scatter([r["lr"] ** 2 / r["batch_size"] for r in sel], [abs(r["measured"]) for r in sel],
-                   color="gray", marker="^", label=f"|{extra}| early (Itô piece, >0)")
+        ax.scatter(
+            [r["lr"] ** 2 / r["batch_size"] for r in sel],
+            [abs(r["measured"]) for r in sel],
+            color="gray",
+            marker="^",
+            label=f"|{extra}| early (Itô piece, >0)",
+        )
     xs = np.array(sorted({r["lr"] ** 2 / r["batch_size"] for r in rows}))
     if xs.size:
-        ax.plot(xs, xs / xs[-1] * max(abs(r["measured"]) for r in rows if r["quantity"] == quantity),
-                color="gray", lw=0.8, ls="--", label="∝ η²/|B|")
+        ax.plot(
+            xs,
+            xs / xs[-1] * max(abs(r["measured"]) for r in rows if r["quantity"] == quantity),
+            color="gray",
+            lw=0.8,
+            ls="--",
+            label="∝ η²/|B|",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("η²/|B|")
@@ -83,8 +93,15 @@ def _one_step(ax, rows: list[dict]):
     ax.errorbar(x, col("V2_excess"), yerr=col("V2_excess_se"), fmt="o", ms=3, label="excess E[ΔV²] (measured, >0)")
     ax.plot(x, col("V2_ito"), "k_", ms=10, label="Itô η²var/|B| (exact)")
     ax.plot(x, -col("V2_predicted"), "x", color="C3", label="−paper V² drift")
-    ax.errorbar(x, np.abs(col("b_excess")), yerr=col("b_excess_se"), fmt="s", ms=3, color="C2",
-                label="|excess E[Δb]| (expected 0)")
+    ax.errorbar(
+        x,
+        np.abs(col("b_excess")),
+        yerr=col("b_excess_se"),
+        fmt="s",
+        ms=3,
+        color="C2",
+        label="|excess E[Δb]| (expected 0)",
+    )
     ax.plot(x, -col("b_predicted"), "+", color="C4", label="−paper b drift")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -106,13 +123,18 @@ def drift_figure(traj: xr.Dataset, summary: dict, title: str | None = None) -> F
     axes = fig.subplots(2, 3)
     parts = excess_parts(traj).mean("unit")
     _curves(axes[0, 0], parts["b"], "E[b]_SGD − b_ref (mean over units)", "noise-induced shift of the mean bias")
-    _curves(axes[0, 1], parts["V2_shift"], "E[V]²_SGD − V²_ref (mean over units)",
-            "noise-induced mean-shift part of V² (variance part excluded)")
+    _curves(
+        axes[0, 1],
+        parts["V2_shift"],
+        "E[V]²_SGD − V²_ref (mean over units)",
+        "noise-induced mean-shift part of V² (variance part excluded)",
+    )
     _curves(axes[0, 2], traj["err2"], "err2 = E[(p − y)²]", "err2(t): the paper's factor in ψ", zero_line=False)
     axes[0, 0].legend(fontsize=6)
     _scaling(axes[1, 0], summary["windows"], "b", "drift of b per step vs η²/|B|")
-    _scaling(axes[1, 1], summary["windows"], "V2_shift", "drift of V² (mean-shift part) per step vs η²/|B|",
-             extra="V2_var")
+    _scaling(
+        axes[1, 1], summary["windows"], "V2_shift", "drift of V² (mean-shift part) per step vs η²/|B|", extra="V2_var"
+    )
     _one_step(axes[1, 2], summary["one_step"])
     if title:
         fig.suptitle(title, fontsize=10)

@@ -14,8 +14,14 @@ from thermosgd.presets import PAPER_EXPONENT
 __all__ = ["noise_models_figure"]
 
 
-def noise_models_figure(runs: dict[str, xr.Dataset], over: str, *, title: str, metric: str = "activation_rate",
-                        fits: dict[str, str] | None = None) -> Figure:
+def noise_models_figure(
+    runs: dict[str, xr.Dataset],
+    over: str,
+    *,
+    title: str,
+    metric: str = "activation_rate",
+    fits: dict[str, str] | None = None,
+) -> Figure:
     """``metric`` against the paper's rescaled time (t·η² or t/|B|), one panel per noise model, shared y axis.
 
     Args:

@@ -11,8 +11,8 @@ paper's 0.025…0.1, as in footnote 5), the same as in the collapse fit. Curves 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 import numpy as np

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -44,7 +43,9 @@ def plot_flux(suite: dict, path: Path) -> list[str]:
     fig = Figure(figsize=(4 * len(cases), 6))
     axes = fig.subplots(2, len(cases), squeeze=False)
     for j, c in enumerate(cases):
-        for i, (key, part) in enumerate((("thermophoretic", c["thermophoretic"]["main"]), ("diffusive", c["diffusive"]))):
+        for i, (key, part) in enumerate(
+            (("thermophoretic", c["thermophoretic"]["main"]), ("diffusive", c["diffusive"]))
+        ):
             ax = axes[i, j]
             x = np.asarray(part["offsets"])
             ax.errorbar(x, part["measured"], yerr=part["stderr"], fmt="o", color="k", label="simulation")
@@ -71,7 +72,9 @@ def plot_stationary(suite: dict, path: Path) -> list[str]:
         st = c["stationary"]
         g, rho = np.asarray(st["g"]), np.asarray(st["rho"])
         ok = rho > 0
-        ax.loglog(g[ok], rho[ok], "o", color="k", ms=3, label=f"simulation, k = {st['k_fit']:.2f} ± {st['k_stderr']:.2f}")
+        ax.loglog(
+            g[ok], rho[ok], "o", color="k", ms=3, label=f"simulation, k = {st['k_fit']:.2f} ± {st['k_stderr']:.2f}"
+        )
         anchor_g, anchor_rho = np.exp(np.mean(np.log(g[ok]))), np.exp(np.mean(np.log(rho[ok])))
         gs = np.linspace(g.min(), g.max(), 50)
         for k, style, name in ((st["k_eq10"], "--", "Eq. 10"), (st["k_fokker_planck"], ":", "Fokker-Planck")):
@@ -94,7 +97,14 @@ def plot_eta_scaling(suite: dict, path: Path) -> list[str]:
         m = np.abs([b["mean_measured"] for b in sc["by_eta"]])
         e = np.array([b["mean_stderr"] for b in sc["by_eta"]])
         p = np.abs([b["mean_eq10"] for b in sc["by_eta"]])
-        ax.errorbar(eta, m, yerr=e, fmt="o", color=f"C{i}", label=f"{c['name']}: p = {sc['exponent']:.2f} ± {sc['exponent_stderr']:.2f}")
+        ax.errorbar(
+            eta,
+            m,
+            yerr=e,
+            fmt="o",
+            color=f"C{i}",
+            label=f"{c['name']}: p = {sc['exponent']:.2f} ± {sc['exponent_stderr']:.2f}",
+        )
         ax.plot(eta, p, "--", color=f"C{i}", alpha=0.7)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -113,7 +123,10 @@ def write_figures(suite: dict, fig_dir: Path) -> list[str]:
     if first is not None:
         st = first["stationary"]
         files += plot_density_over_time(
-            st["time_centers"], st["times"], st["rho_t"], fig_dir / "walk_density",
+            st["time_centers"],
+            st["times"],
+            st["rho_t"],
+            fig_dir / "walk_density",
             title=f"{first['name']} (g = {first['g']}) in a reflecting box",
         )
     files += plot_flux(suite, fig_dir / "walk_flux")

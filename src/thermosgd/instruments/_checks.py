@@ -62,8 +62,9 @@ def layer_of(param_name: str) -> str:
 
 def loss_callable(loss_fn, instrument: str) -> None:
     if not callable(loss_fn):
-        raise UsageError(f"{instrument}: loss_fn must be callable as loss_fn(outputs, targets), "
-                         f"got {type(loss_fn).__name__}")
+        raise UsageError(
+            f"{instrument}: loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}"
+        )
 
 
 def _param_dtype(model: nn.Module) -> torch.dtype | None:
@@ -101,18 +102,24 @@ def call_model(model: nn.Module, inputs: torch.Tensor, instrument: str):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         dtype = _param_dtype(model)
-        hint = (f"; the inputs are {inputs.dtype}, the model's parameters {dtype}"
-                if dtype is not None and inputs.dtype != dtype else "")
-        raise UsageError(f"{instrument}: the model's forward failed on inputs of shape {tuple(inputs.shape)}: "
-                         f"{first}{hint}") from exc
+        hint = (
+            f"; the inputs are {inputs.dtype}, the model's parameters {dtype}"
+            if dtype is not None and inputs.dtype != dtype
+            else ""
+        )
+        raise UsageError(
+            f"{instrument}: the model's forward failed on inputs of shape {tuple(inputs.shape)}: {first}{hint}"
+        ) from exc
     return out
 
 
 def output_tensor(out, instrument: str) -> torch.Tensor:
     """Refuse a model output the instruments cannot differentiate (a tuple, a dict, ...)."""
     if not isinstance(out, torch.Tensor):
-        raise UsageError(f"{instrument}: the model must return one tensor of outputs, got {type(out).__name__} "
-                         "(wrap it so that forward returns the tensor the loss takes)")
+        raise UsageError(
+            f"{instrument}: the model must return one tensor of outputs, got {type(out).__name__} "
+            "(wrap it so that forward returns the tensor the loss takes)"
+        )
     return out
 
 
@@ -124,8 +131,10 @@ def call_loss(loss_fn, outputs: torch.Tensor, targets: torch.Tensor, instrument:
         if isinstance(exc, UsageError):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{instrument}: loss_fn failed on outputs of shape {tuple(outputs.shape)} and targets "
-                         f"of shape {tuple(targets.shape)}: {first}") from exc
+        raise UsageError(
+            f"{instrument}: loss_fn failed on outputs of shape {tuple(outputs.shape)} and targets "
+            f"of shape {tuple(targets.shape)}: {first}"
+        ) from exc
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise UsageError(f"{instrument}: loss_fn must return a scalar tensor, got {shape}")

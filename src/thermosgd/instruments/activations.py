@@ -78,4 +78,3 @@ def activation_rates(model: nn.Module, inputs: torch.Tensor) -> ActivationRates:
     per_layer = {name: active[name] / total[name] for name in used}
     value = sum(active[n] for n in used) / sum(total[n] for n in used)
     return ActivationRates(value=value, per_layer=per_layer)
-

@@ -32,8 +32,9 @@ single samples, whatever the model does to larger batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,14 @@ from torch.func import functional_call, grad, vmap
 
 from thermosgd.errors import UsageError
 from thermosgd.instruments._checks import (
-    batch_size, call_loss, forward, layer_of, loss_callable, model_dtype, output_tensor, per_sample_safe,
+    batch_size,
+    call_loss,
+    forward,
+    layer_of,
+    loss_callable,
+    model_dtype,
+    output_tensor,
+    per_sample_safe,
     trainable_parameters,
 )
 
@@ -71,8 +79,9 @@ class GradientVariance:
         return {name: self.value, f"{name}_layer": self.per_layer}
 
 
-def _one_sample_loss(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor,
-                     instrument: str = "gradient_variance") -> torch.Tensor:
+def _one_sample_loss(
+    loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor, instrument: str = "gradient_variance"
+) -> torch.Tensor:
     """Scalar loss of one sample; ``output`` already has its batch dim of 1, ``target`` not."""
     return call_loss(loss_fn, output_tensor(output, instrument), target.unsqueeze(0), instrument)
 
@@ -133,7 +142,7 @@ def _moments_vmap(model, loss_fn, inputs, targets, chunk_size) -> dict[str, tupl
     m2: dict[str, float] = {}
     seen = 0
     for start in range(0, n, step):
-        grads = per_sample_gradients(model, loss_fn, inputs[start:start + step], targets[start:start + step])
+        grads = per_sample_gradients(model, loss_fn, inputs[start : start + step], targets[start : start + step])
         k = next(iter(grads.values())).shape[0]
         for pname, g in grads.items():
             mean = g.mean(dim=0)
@@ -152,8 +161,12 @@ def _moments_vmap(model, loss_fn, inputs, targets, chunk_size) -> dict[str, tupl
 def _supported(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
-    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
-            and not isinstance(module.padding, str))
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 def _conv2d_weight_grads(x: torch.Tensor, delta: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -171,7 +184,7 @@ def _conv2d_weight_grads(x: torch.Tensor, delta: torch.Tensor, conv: nn.Conv2d) 
     out = delta.new_empty(n, c_out, x.shape[1], kh, kw)
     for i in range(kh):
         for j in range(kw):
-            window = xp[:, :, i * dh: i * dh + sh * (h_out - 1) + 1: sh, j * dw: j * dw + sw * (w_out - 1) + 1: sw]
+            window = xp[:, :, i * dh : i * dh + sh * (h_out - 1) + 1 : sh, j * dw : j * dw + sw * (w_out - 1) + 1 : sw]
             out[:, :, :, i, j] = torch.bmm(d, window.reshape(n, x.shape[1], h_out * w_out).transpose(1, 2))
     return out
 
@@ -227,26 +240,34 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     if any(len(calls) != 1 for calls in seen.values()):
         return None  # a layer applied several times: its per-sample gradient sums the calls
     if out.ndim == 0 or out.shape[0] != inputs.shape[0]:
-        raise UsageError(f"gradient_variance: the model's output {tuple(out.shape)} has no leading batch "
-                         f"dimension of {inputs.shape[0]}")
+        raise UsageError(
+            f"gradient_variance: the model's output {tuple(out.shape)} has no leading batch "
+            f"dimension of {inputs.shape[0]}"
+        )
     try:
         losses = vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t))(out, targets)
     except UsageError:
         raise
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise UsageError(f"gradient_variance: cannot take per-sample losses of outputs {tuple(out.shape)}: "
-                         f"{str(exc).strip().splitlines()[0]}") from exc
+        raise UsageError(
+            f"gradient_variance: cannot take per-sample losses of outputs {tuple(out.shape)}: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from exc
     deltas = torch.autograd.grad(losses.sum(), [seen[name][0][1] for name in layers])
     last = called[-1]
-    _refuse_sample_mixing(model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0],
-                          deltas[list(layers).index(last)])
+    _refuse_sample_mixing(
+        model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0], deltas[list(layers).index(last)]
+    )
     n = inputs.shape[0]
     result: dict[str, tuple[float, int]] = {}
     for (name, module), delta in zip(layers.items(), deltas):
         x = seen[name][0][0].detach()
         prefix = f"{name}." if name else ""
         if isinstance(module, nn.Conv2d):
-            weight_m2 = (lambda x=x, delta=delta, module=module: _two_pass(_conv2d_weight_grads(x, delta, module)))
+
+            def weight_m2(x=x, delta=delta, module=module):
+                return _two_pass(_conv2d_weight_grads(x, delta, module))
+
             bias_g = delta.sum((2, 3))
         elif x.ndim == 2:
             x64, d64 = x.to(torch.float64), delta.to(torch.float64)
@@ -258,7 +279,10 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
             bias_g = delta
         else:
             x3, d3 = x.reshape(n, -1, x.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
-            weight_m2 = (lambda: _two_pass(d3.transpose(1, 2) @ x3))
+
+            def weight_m2(x3=x3, d3=d3):
+                return _two_pass(d3.transpose(1, 2) @ x3)
+
             bias_g = d3.sum(1)
         if module.weight.requires_grad:
             result[prefix + "weight"] = (weight_m2(), module.weight.numel())
@@ -281,8 +305,9 @@ def _first_sample_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor)
     return [g for g, p in ((w, module.weight), (b, module.bias)) if p is not None and p.requires_grad]
 
 
-def _refuse_sample_mixing(model, loss_fn, inputs, targets, name: str, module: nn.Module, x: torch.Tensor,
-                          delta: torch.Tensor) -> None:
+def _refuse_sample_mixing(
+    model, loss_fn, inputs, targets, name: str, module: nn.Module, x: torch.Tensor, delta: torch.Tensor
+) -> None:
     """Refuse a forward that couples the samples of a batch (e.g. ``x - x.mean(0)``).
 
     Per-sample gradients from one batched pass are right only if sample i's loss

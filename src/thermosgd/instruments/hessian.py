@@ -27,8 +27,8 @@ is the mean of the per-sample bounds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -36,7 +36,13 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from thermosgd.errors import UsageError
 from thermosgd.instruments._checks import (
-    batch_size, call_loss, loss_callable, model_dtype, output_tensor, per_sample_safe, trainable_parameters,
+    batch_size,
+    call_loss,
+    loss_callable,
+    model_dtype,
+    output_tensor,
+    per_sample_safe,
+    trainable_parameters,
 )
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,8 +82,9 @@ class TraceBound:
         return {name: self.value}
 
 
-def rademacher(samples: int, dim: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def rademacher(
+    samples: int, dim: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``(samples, dim)`` independent +-1 entries (the probes :func:`hessian_trace` uses)."""
     return torch.randint(0, 2, (samples, dim), generator=generator).to(dtype) * 2 - 1
 
@@ -124,15 +131,16 @@ def hessian_trace(
     buffers = {k: b.detach() for k, b in model.named_buffers()}
 
     def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return call_loss(loss_fn, output_tensor(functional_call(model, (p, frozen, buffers), (inputs,)), name),
-                         targets, name)
+        return call_loss(
+            loss_fn, output_tensor(functional_call(model, (p, frozen, buffers), (inputs,)), name), targets, name
+        )
 
     first = next(iter(params.values()))
     # Drawn on the CPU (the generator's device) and moved: the same probes on every device.
     flat = rademacher(samples, sum(p.numel() for p in params.values()), generator, first.dtype).to(first.device)
     probes, start = {}, 0
     for k, p in params.items():
-        probes[k] = flat[:, start:start + p.numel()].reshape(samples, *p.shape)
+        probes[k] = flat[:, start : start + p.numel()].reshape(samples, *p.shape)
         start += p.numel()
 
     def quadratic_form(v: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -264,4 +272,6 @@ def hessian_trace_bound(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor)
         per_sample = _output_hessian_trace(loss_fn, z) * trace_k
     reduction = loss_fn.reduction
     value = per_sample.sum() if reduction == "sum" else per_sample.mean()
-    return TraceBound(value=float(value), per_sample=per_sample.to(inputs.dtype if inputs.is_floating_point() else torch.float32))
+    return TraceBound(
+        value=float(value), per_sample=per_sample.to(inputs.dtype if inputs.is_floating_point() else torch.float32)
+    )

@@ -121,8 +121,12 @@ class Recorder:
                     known.extend(k for k in value if k not in known)
                 else:
                     names.setdefault(var, None)
-        coords = {"lr": [float(lr)], "batch_size": [int(batch_size)], "seed": [int(seed)],
-                  "step": np.asarray(steps, dtype=np.int64)}
+        coords = {
+            "lr": [float(lr)],
+            "batch_size": [int(batch_size)],
+            "seed": [int(seed)],
+            "step": np.asarray(steps, dtype=np.int64),
+        }
         data_vars = {}
         for var, layers in names.items():
             if layers is None:
@@ -151,13 +155,15 @@ def _coordinate(name: str, value: Any, kind: type):
     if ok and kind is float:
         ok = math.isfinite(float(value))
     if not ok:
-        raise UsageError(f"Recorder.to_dataset: {name} must be a finite {'integer' if kind is int else 'number'}, "
-                         f"got {value!r}")
+        raise UsageError(
+            f"Recorder.to_dataset: {name} must be a finite {'integer' if kind is int else 'number'}, got {value!r}"
+        )
     return kind(value)
 
 
-def combine_runs(runs: Sequence[xr.Dataset], *, config: Mapping[str, Any] | None = None,
-                 kind: str = "deep") -> xr.Dataset:
+def combine_runs(
+    runs: Sequence[xr.Dataset], *, config: Mapping[str, Any] | None = None, kind: str = "deep"
+) -> xr.Dataset:
     """Merge single-run datasets (from :meth:`Recorder.to_dataset`) into one sweep.
 
     Missing combinations and steps are NaN; a run absent from ``runs`` counts as not
@@ -167,7 +173,9 @@ def combine_runs(runs: Sequence[xr.Dataset], *, config: Mapping[str, Any] | None
         raise UsageError("combine_runs: no runs to combine")
     ds = xr.merge(
         [r.assign(diverged=r["diverged"].astype(np.float64)) for r in runs],
-        join="outer", compat="no_conflicts", combine_attrs="drop",
+        join="outer",
+        compat="no_conflicts",
+        combine_attrs="drop",
     )
     ds["diverged"] = ds["diverged"].fillna(0).astype(bool)
     ds = ds.transpose(*RUN_DIMS, "step", ...)

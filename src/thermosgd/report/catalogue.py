@@ -50,8 +50,10 @@ _TITLE = {
     "uniform-lr": ("Two-layer net, U(0,1) inputs, learning-rate sweep", "App. A.6, Figs. 7–8"),
     "uniform-batch": ("Two-layer net, U(0,1) inputs, batch-size sweep", "App. A.6, Figs. 9–10"),
     "fig2-middle": ("Deep fully connected net, learning-rate sweep", "Sec. 6, Fig. 2 middle"),
-    "fig2-middle-online": ("Deep fully connected net, online data, learning-rate sweep",
-                           "Sec. 6, Fig. 2 middle (fresh samples every step)"),
+    "fig2-middle-online": (
+        "Deep fully connected net, online data, learning-rate sweep",
+        "Sec. 6, Fig. 2 middle (fresh samples every step)",
+    ),
     "fig2-bottom": ("Deep CNN on Fashion-MNIST, learning-rate sweep", "Sec. 6, Fig. 2 bottom"),
     "fig11": ("CIFAR-10, two-layer net, learning-rate sweep: activation rate", "App. A.6, Fig. 11"),
     "fig12": ("CIFAR-10, two-layer net, learning-rate sweep: ‖V‖", "App. A.6, Fig. 12"),
@@ -66,10 +68,16 @@ _TITLE = {
 # Experiments the report knows that the preset table may not have yet.
 EXTRA = (
     Experiment(
-        "mechanism", "mechanism", "mechanism", ("mechanism",), title=_TITLE["mechanism"][0],
+        "mechanism",
+        "mechanism",
+        "mechanism",
+        ("mechanism",),
+        title=_TITLE["mechanism"][0],
         claim="The decrease needs SGD noise whose variance depends on the parameters (a temperature gradient, "
-              "Sec. 3, Eq. 23–27): noise-free or constant-variance noise should not produce it.",
-        source=_TITLE["mechanism"][1], optional=True),
+        "Sec. 3, Eq. 23–27): noise-free or constant-variance noise should not produce it.",
+        source=_TITLE["mechanism"][1],
+        optional=True,
+    ),
 )
 
 
@@ -85,9 +93,16 @@ def experiments() -> list[Experiment]:
             if q.claim and q.claim not in claims:
                 claims.append(q.claim)
         title, source = _TITLE.get(p.experiment, (p.description, ""))
-        out[p.experiment] = Experiment(p.experiment, p.name, p.kind, tuple(q.name for q in group), title,
-                                       " ".join(claims), source,
-                                       optional=p.experiment in {e.key for e in EXTRA})
+        out[p.experiment] = Experiment(
+            p.experiment,
+            p.name,
+            p.kind,
+            tuple(q.name for q in group),
+            title,
+            " ".join(claims),
+            source,
+            optional=p.experiment in {e.key for e in EXTRA},
+        )
     for extra in EXTRA:
         out.setdefault(extra.key, extra)
     return list(out.values())

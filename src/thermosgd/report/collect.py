@@ -61,8 +61,13 @@ def collect(runs_dir: str | os.PathLike) -> Report:
             sections.append(_section(exp, folder, runs_dir, used_ids))
         if exp.key not in found and not exp.optional and not single:
             sections.append(_missing(exp, runs_dir, used_ids))
-    return Report(runs_dir=str(runs_dir), generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-                  sections=sections, environment=environment(), unrecognized=unrecognized)
+    return Report(
+        runs_dir=str(runs_dir),
+        generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        sections=sections,
+        environment=environment(),
+        unrecognized=unrecognized,
+    )
 
 
 def identify(folder: Path) -> str | None:
@@ -76,8 +81,13 @@ def identify(folder: Path) -> str | None:
         key = _experiment_of(name)
         if key:
             return key
-    for file, key in (("walk_report.json", "walk"), ("drift.json", "drift"), ("equal_error.json", "equal-error"),
-                      ("generalization.json", "generalization"), ("mechanism.json", "mechanism")):
+    for file, key in (
+        ("walk_report.json", "walk"),
+        ("drift.json", "drift"),
+        ("equal_error.json", "equal-error"),
+        ("generalization.json", "generalization"),
+        ("mechanism.json", "mechanism"),
+    ):
         if (folder / file).exists():
             return key
     if "model" in config and "train" in config:  # a two-layer sweep: by folder name, else by its grid
@@ -104,23 +114,35 @@ def _twolayer_by_config(config: dict) -> str | None:
         if p.kind != "twolayer" or not raw:
             continue
         pm, pd, pt = raw.get("model", {}), raw.get("data", {}), raw.get("train", {})
-        same = (all(model.get(k) == v for k, v in pm.items()) and data.get("inputs") == pd.get("inputs")
-                and [float(x) for x in train.get("lr", [])] == [float(x) for x in pt.get("lr", [])]
-                and [int(x) for x in train.get("batch_size", [])] == [int(x) for x in pt.get("batch_size", [])])
+        same = (
+            all(model.get(k) == v for k, v in pm.items())
+            and data.get("inputs") == pd.get("inputs")
+            and [float(x) for x in train.get("lr", [])] == [float(x) for x in pt.get("lr", [])]
+            and [int(x) for x in train.get("batch_size", [])] == [int(x) for x in pt.get("batch_size", [])]
+        )
         if same:
             return _experiment_of(p.name)
     return None
 
 
 def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Section:
-    sec = Section(id=_unique_id(folder.name if folder != runs_dir else exp.name, used_ids), experiment=exp.key,
-                  name=exp.name, title=exp.title, claim=exp.claim, source=exp.source, folder=str(folder),
-                  measured=True)
+    sec = Section(
+        id=_unique_id(folder.name if folder != runs_dir else exp.name, used_ids),
+        experiment=exp.key,
+        name=exp.name,
+        title=exp.title,
+        claim=exp.claim,
+        source=exp.source,
+        folder=str(folder),
+        measured=True,
+    )
     try:
         reader(exp)(sec, exp, folder)
     except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
-        sec.notes.append(f"This folder could not be read completely ({type(exc).__name__}: {exc}); "
-                         "what is shown is what could be read.")
+        sec.notes.append(
+            f"This folder could not be read completely ({type(exc).__name__}: {exc}); "
+            "what is shown is what could be read."
+        )
     if not sec.claims:
         sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, "no measured value in this folder"))
     sec.figures = embedded_figures(folder)
@@ -139,21 +161,37 @@ def _missing(exp: Experiment, runs_dir: Path, used_ids: set) -> Section:
     elif exp.key in ("fig11", "fig12", "fig13", "fig14"):
         needs = " (needs the CIFAR-10 binary files in --data-dir, or --substitute-digits)"
     out = runs_dir / exp.name
-    sec = Section(id=_unique_id(exp.name, used_ids), experiment=exp.key, name=exp.name, title=exp.title,
-                  claim=exp.claim, source=exp.source, measured=False,
-                  command=f"thermosgd reproduce {exp.name} --out {out}")
+    sec = Section(
+        id=_unique_id(exp.name, used_ids),
+        experiment=exp.key,
+        name=exp.name,
+        title=exp.title,
+        claim=exp.claim,
+        source=exp.source,
+        measured=False,
+        command=f"thermosgd reproduce {exp.name} --out {out}",
+    )
     why = f"not run: no results folder{needs}"
     for name in exp.figures:
         p = preset_of(name)
         if p is not None and p.over in SYMBOL:
-            sec.claims.append(Claim(exponent_label(p.metric, p.over, name), f"{EXPONENT[p.over]} = "
-                                    f"{fmt.sig(PAPER_EXPONENT[p.over])}", "not run", NOT_MEASURED, why))
+            sec.claims.append(
+                Claim(
+                    exponent_label(p.metric, p.over, name),
+                    f"{EXPONENT[p.over]} = {fmt.sig(PAPER_EXPONENT[p.over])}",
+                    "not run",
+                    NOT_MEASURED,
+                    why,
+                )
+            )
     for label, paper in EXPECTED.get(exp.key, ()):
         sec.claims.append(Claim(label, paper, "not run", NOT_MEASURED, why))
     if not sec.claims:
         sec.claims.append(Claim("the paper's claim", "", "not run", NOT_MEASURED, why))
-    sec.notes.append(f"No results for this experiment under {runs_dir}{needs}. "
-                     f"Run `{sec.command}`, then `thermosgd report {runs_dir}`.")
+    sec.notes.append(
+        f"No results for this experiment under {runs_dir}{needs}. "
+        f"Run `{sec.command}`, then `thermosgd report {runs_dir}`."
+    )
     return sec
 
 

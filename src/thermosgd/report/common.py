@@ -9,14 +9,34 @@ from pathlib import Path
 from thermosgd import fmt, presets
 from thermosgd.report.catalogue import preset_of
 
-__all__ = ["SYMBOL", "EXPONENT", "PAPER_EXPONENT", "METRIC", "read_json", "number", "seed_count", "pm_sig",
-           "settings_rows", "pretty_json", "preset_metric", "exponent_label", "figure_label"]
+__all__ = [
+    "SYMBOL",
+    "EXPONENT",
+    "PAPER_EXPONENT",
+    "METRIC",
+    "read_json",
+    "number",
+    "seed_count",
+    "pm_sig",
+    "settings_rows",
+    "pretty_json",
+    "preset_metric",
+    "exponent_label",
+    "figure_label",
+]
 
 SYMBOL = {"lr": "η", "batch_size": "|B|"}
 EXPONENT = presets.EXPONENT_SYMBOL
 PAPER_EXPONENT = presets.PAPER_EXPONENT
-METRIC = {"activation_rate": "activation rate", "v_norm": "‖V‖", "bias_mean": "mean b", "loss": "loss",
-          "grad_var": "gradient variance", "error": "error", "w_norm": "‖W‖"}
+METRIC = {
+    "activation_rate": "activation rate",
+    "v_norm": "‖V‖",
+    "bias_mean": "mean b",
+    "loss": "loss",
+    "grad_var": "gradient variance",
+    "error": "error",
+    "w_norm": "‖W‖",
+}
 
 
 def read_json(path: Path):
@@ -79,7 +99,7 @@ def exponent_label(metric: str, over: str, figure: str | None) -> str:
 
 
 def figure_label(name: str) -> str:
-    """"fig3" -> "Fig. 3", "fig2-top" -> "Fig. 2 top"."""
+    """ "fig3" -> "Fig. 3", "fig2-top" -> "Fig. 2 top"."""
     if name.startswith("fig2-"):
         return f"Fig. 2 {name[5:]}"
     return f"Fig. {name[3:]}" if name.startswith("fig") else name

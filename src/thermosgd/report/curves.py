@@ -33,13 +33,16 @@ def collapses(sec: Section, folder: Path, metrics: list[str], over: str, fits: d
                 continue
             fit = fits.get(metric) if isinstance(fits.get(metric), dict) else {}
             reference = number(fit.get("reference")) or float(default_reference(values))
-            out.append(Collapse(
-                id=f"collapse-{sec.id}-{metric}".replace("_", "-"),
-                title=f"{METRIC.get(metric, metric)} against t·({SYMBOL[over]}/{reference:g})^"
-                      f"{'' if over == 'lr' else '−'}{EXPONENT[over]}",
-                data=collapse_data(values, steps, raw, alive, over=over, metric=metric, reference=reference,
-                                   fit=fit),
-            ))
+            out.append(
+                Collapse(
+                    id=f"collapse-{sec.id}-{metric}".replace("_", "-"),
+                    title=f"{METRIC.get(metric, metric)} against t·({SYMBOL[over]}/{reference:g})^"
+                    f"{'' if over == 'lr' else '−'}{EXPONENT[over]}",
+                    data=collapse_data(
+                        values, steps, raw, alive, over=over, metric=metric, reference=reference, fit=fit
+                    ),
+                )
+            )
     return out
 
 
@@ -71,16 +74,34 @@ def collapse_data(values, steps, raw, alive, *, over: str, metric: str, referenc
         x = raw[k][alive[k]][:, keep]
         mean = x.mean(axis=0)
         se = x.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-        curves.append({"label": f"{SYMBOL[over]} = {value:g}", "value": float(value), "color": colors[k],
-                       "replicas": n, "t": _round(steps[keep]), "mean": _round(mean),
-                       "lo": _round(mean - se), "hi": _round(mean + se)})
+        curves.append(
+            {
+                "label": f"{SYMBOL[over]} = {value:g}",
+                "value": float(value),
+                "color": colors[k],
+                "replicas": n,
+                "t": _round(steps[keep]),
+                "mean": _round(mean),
+                "lo": _round(mean - se),
+                "hi": _round(mean + se),
+            }
+        )
     bounds = fit.get("bounds") or [-2.0, 5.0]
-    return {"over": over, "symbol": SYMBOL[over], "exponent_symbol": EXPONENT[over], "metric": metric,
-            "metric_label": METRIC.get(metric, metric), "reference": float(reference),
-            "sign": 1.0 if over == "lr" else -1.0, "bounds": [float(bounds[0]), float(bounds[1])],
-            "paper": number(fit.get("predicted")) if number(fit.get("predicted")) is not None else PAPER_EXPONENT[over],
-            "fitted": number(fit.get("exponent")), "ci": [number(fit.get("ci_low")), number(fit.get("ci_high"))],
-            "span": [float(steps[0]), float(steps[-1])], "curves": curves}
+    return {
+        "over": over,
+        "symbol": SYMBOL[over],
+        "exponent_symbol": EXPONENT[over],
+        "metric": metric,
+        "metric_label": METRIC.get(metric, metric),
+        "reference": float(reference),
+        "sign": 1.0 if over == "lr" else -1.0,
+        "bounds": [float(bounds[0]), float(bounds[1])],
+        "paper": number(fit.get("predicted")) if number(fit.get("predicted")) is not None else PAPER_EXPONENT[over],
+        "fitted": number(fit.get("exponent")),
+        "ci": [number(fit.get("ci_low")), number(fit.get("ci_high"))],
+        "span": [float(steps[0]), float(steps[-1])],
+        "curves": curves,
+    }
 
 
 def _thin(n: int) -> np.ndarray:
@@ -100,4 +121,4 @@ def _colors(n: int) -> list[str]:
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]  # as the static figures
-    return ["#%02x%02x%02x" % tuple(int(255 * c) for c in cmap(x)[:3]) for x in np.linspace(0.0, 0.85, n)]
+    return ["#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in cmap(x)[:3])) for x in np.linspace(0.0, 0.85, n)]

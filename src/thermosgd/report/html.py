@@ -33,8 +33,13 @@ def _json_script(data) -> Markup:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("thermosgd.report", "templates"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=False, lstrip_blocks=False)
+    env = Environment(
+        loader=PackageLoader("thermosgd.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
     env.filters.update(
         json_script=_json_script,
         verdict_class=lambda v: "v-" + str(v).replace(" ", "-"),
@@ -58,8 +63,9 @@ def render(report: Report) -> str:
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         version = "(source)"
     template = _environment().get_template("report.html.j2")
-    return template.render(report=report, verdicts=VERDICTS, version=version, css=_asset("report.css"),
-                           js=_asset("collapse.js"))
+    return template.render(
+        report=report, verdicts=VERDICTS, version=version, css=_asset("report.css"), js=_asset("collapse.js")
+    )
 
 
 def write_report(runs_dir: str | os.PathLike, report: Report | None = None) -> Path:

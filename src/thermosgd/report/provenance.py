@@ -15,8 +15,17 @@ from thermosgd.report.catalogue import Experiment
 from thermosgd.report.common import number, read_json
 from thermosgd.report.records import Figure, Table
 
-__all__ = ["WALL_TIME", "embedded_figures", "markdown_details", "markdown_tables", "recorded_wall_time",
-           "recorded_machine", "file_time_span", "environment", "rerun_command"]
+__all__ = [
+    "WALL_TIME",
+    "embedded_figures",
+    "markdown_details",
+    "markdown_tables",
+    "recorded_wall_time",
+    "recorded_machine",
+    "file_time_span",
+    "environment",
+    "rerun_command",
+]
 
 WALL_TIME = ".thermosgd-wall.json"  # written by thermosgd.reproduce after each run
 
@@ -24,8 +33,10 @@ WALL_TIME = ".thermosgd-wall.json"  # written by thermosgd.reproduce after each 
 def embedded_figures(folder: Path) -> list[Figure]:
     """The folder's PNG figures as ``data:`` URIs (the PDFs stay in the folder)."""
     pngs = sorted(folder.glob("*.png")) + sorted((folder / "figures").glob("*.png"))
-    return [Figure(p.stem.replace("_", " "), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
-            for p in pngs]
+    return [
+        Figure(p.stem.replace("_", " "), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
+        for p in pngs
+    ]
 
 
 def markdown_details(folder: Path) -> list[Table]:
@@ -124,7 +135,6 @@ def _gpu() -> str:
     if torch is None:
         return "not checked (torch not loaded); see each run's machine"
     try:
-
         if torch.cuda.is_available():
             return ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

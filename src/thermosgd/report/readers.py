@@ -30,25 +30,41 @@ from thermosgd.report.verdicts import Z95, classify_interval, fit_claim, judged_
 
 __all__ = ["reader", "EXPECTED"]
 
-_WALK_CLAIMS = (("thermophoretic flux, measured / Eq. 10", "1"), ("η exponent of the thermophoretic flux", "2"),
-                ("diffusive flux, measured / Eq. 10", "1"), ("stationary density ρ ∝ g^(−k): k", "1 (Eq. 10)"))
+_WALK_CLAIMS = (
+    ("thermophoretic flux, measured / Eq. 10", "1"),
+    ("η exponent of the thermophoretic flux", "2"),
+    ("diffusive flux, measured / Eq. 10", "1"),
+    ("stationary density ρ ∝ g^(−k): k", "1 (Eq. 10)"),
+)
 _DRIFT = (("b_early", "drift of b (early window)"), ("V2_shift_early", "drift of V², mean-shift part (early window)"))
 EXPECTED = {
     "walk": _WALK_CLAIMS,
-    "drift": tuple((f"{what}: {SYMBOL[o]} exponent {EXPONENT[o]}", f"{EXPONENT[o]} = {fmt.sig(PAPER_EXPONENT[o])}")
-                   for _, what in _DRIFT for o in ("lr", "batch_size")),
-    "equal-error": (("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
-                    ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0")),
-    "generalization": (("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
-                       ("test accuracy rises as the activation rate falls", "Spearman ρ < 0"),
-                       ("test accuracy rises as ‖V‖ falls", "Spearman ρ < 0")),
+    "drift": tuple(
+        (f"{what}: {SYMBOL[o]} exponent {EXPONENT[o]}", f"{EXPONENT[o]} = {fmt.sig(PAPER_EXPONENT[o])}")
+        for _, what in _DRIFT
+        for o in ("lr", "batch_size")
+    ),
+    "equal-error": (
+        ("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
+        ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0"),
+    ),
+    "generalization": (
+        ("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
+        ("test accuracy rises as the activation rate falls", "Spearman ρ < 0"),
+        ("test accuracy rises as ‖V‖ falls", "Spearman ρ < 0"),
+    ),
 }
 
 
 def reader(exp: Experiment):
     """The function that fills ``exp``'s section from its folder: ``reader(exp)(section, exp, folder)``."""
-    by_key = {"walk": _walk, "drift": _drift, "equal-error": _equal_error, "generalization": _generalization,
-              "mechanism": _generic}
+    by_key = {
+        "walk": _walk,
+        "drift": _drift,
+        "equal-error": _equal_error,
+        "generalization": _generalization,
+        "mechanism": _generic,
+    }
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
 
@@ -73,15 +89,19 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
     metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
         figure = next((f for f in exp.figures if preset_metric(f) == metric), None)
-        sec.claims.append(fit_claim(exponent_label(metric, over, figure), fits.get(metric), over, summary,
-                                    verdicts.get(metric)))
+        sec.claims.append(
+            fit_claim(exponent_label(metric, over, figure), fits.get(metric), over, summary, verdicts.get(metric))
+        )
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
-    sec.collapses += collapses(sec, folder, metrics, over,
-                               {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics})
+    sec.collapses += collapses(
+        sec, folder, metrics, over, {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics}
+    )
     if not summary:
-        sec.notes.append("summary.json is missing: the sweep has not finished or was run with `thermosgd sweep`; "
-                         "run `thermosgd reproduce` on it to fit the exponents.")
+        sec.notes.append(
+            "summary.json is missing: the sweep has not finished or was run with `thermosgd sweep`; "
+            "run `thermosgd reproduce` on it to fit the exponents."
+        )
     if seeds is not None and steps is not None:
         sec.command = f"thermosgd reproduce {exp.name} --seeds {seeds} --steps {steps} --out {folder}"
 
@@ -91,13 +111,22 @@ def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
     rows = []
     if model:
         bias = "with bias" if model.get("bias") else "no bias"
-        rows.append(("model", f"two-layer ReLU net, {model.get('inputs')} inputs × {model.get('hidden')} hidden, "
-                              f"{bias}, init {model.get('init', '?')} (scale {model.get('init_scale', 1)})"))
+        rows.append(
+            (
+                "model",
+                f"two-layer ReLU net, {model.get('inputs')} inputs × {model.get('hidden')} hidden, "
+                f"{bias}, init {model.get('init', '?')} (scale {model.get('init_scale', 1)})",
+            )
+        )
     if data:
-        inputs = {"gaussian": "Gaussian N(0, I) inputs", "uniform": "U(0,1) inputs"}.get(data.get("inputs"),
-                                                                                          f"{data.get('inputs')} inputs")
-        size = "online (fresh samples every step)" if not data.get("train_size") else \
-            f"finite training set of {data.get('train_size')}"
+        inputs = {"gaussian": "Gaussian N(0, I) inputs", "uniform": "U(0,1) inputs"}.get(
+            data.get("inputs"), f"{data.get('inputs')} inputs"
+        )
+        size = (
+            "online (fresh samples every step)"
+            if not data.get("train_size")
+            else f"finite training set of {data.get('train_size')}"
+        )
         rows.append(("data", f"{inputs}, {data.get('labels', '?')} labels, {size}"))
     if train:
         rows.append(("loss", str(train.get("loss", "?"))))
@@ -118,10 +147,12 @@ def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
 
 def _noise(train: dict) -> str:
     noise = train.get("noise", "sgd")
-    text = {"sgd": "SGD: minibatch of |B| samples",
-            "gd": f"GD control: mean gradient over {train.get('gd_batch', '?')} samples",
-            "gaussian": "Gaussian noise with SGD's parameter-dependent covariance",
-            "frozen": "Gaussian noise with the covariance frozen at initialization"}.get(noise, str(noise))
+    text = {
+        "sgd": "SGD: minibatch of |B| samples",
+        "gd": f"GD control: mean gradient over {train.get('gd_batch', '?')} samples",
+        "gaussian": "Gaussian noise with SGD's parameter-dependent covariance",
+        "frozen": "Gaussian noise with the covariance frozen at initialization",
+    }.get(noise, str(noise))
     return text
 
 
@@ -137,8 +168,11 @@ def _initial_final(summary: dict, over: str) -> Table:
             r = summary["metrics"][m].get(v) or {}
             cells.append(f"{fmt.sig(r.get('initial'))} → {fmt.sig(r.get('final'))}")
         rows.append(cells)
-    return Table("Seed mean at the first and last recorded step (non-diverged replicas)",
-                 [SYMBOL.get(over, over)] + [METRIC.get(m, m) for m in metrics], rows)
+    return Table(
+        "Seed mean at the first and last recorded step (non-diverged replicas)",
+        [SYMBOL.get(over, over)] + [METRIC.get(m, m) for m in metrics],
+        rows,
+    )
 
 
 def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
@@ -148,38 +182,54 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.config = pretty_json(config)
     dataset = config.get("dataset", "?")
     if config.get("substitute") or (config.get("dataset_paper") and config.get("dataset_paper") != dataset):
-        sec.notes.append(f"Substitute data: {dataset} instead of the paper's {config.get('dataset_paper')}. "
-                         "This tests the mechanism on other data, not the paper's figure.")
+        sec.notes.append(
+            f"Substitute data: {dataset} instead of the paper's {config.get('dataset_paper')}. "
+            "This tests the mechanism on other data, not the paper's figure."
+        )
     if config.get("tiny"):
         sec.notes.append("Smoke-test size (--quick): not for conclusions.")
-    sec.run = [(k, v) for k, v in (
-        ("model", f"{config.get('model', '?')} (width {config.get('width', '?')})"),
-        ("data", f"{dataset}" + (", online (fresh samples every step)" if config.get("online") else
-                                 f", {config['n_train']} training samples" if config.get("n_train") else "")),
-        ("labels", str(config.get("labels", "?"))),
-        ("η", ", ".join(f"{v:g}" for v in config.get("lrs", []))),
-        ("|B|", ", ".join(str(v) for v in config.get("batch_sizes", []))),
-        ("seeds", str(config.get("seeds", "?"))),
-        ("steps", str(config.get("steps", "?"))),
-        ("noise model", str(config.get("optimizer", "plain SGD"))),
-    )]
+    sec.run = [
+        (k, v)
+        for k, v in (
+            ("model", f"{config.get('model', '?')} (width {config.get('width', '?')})"),
+            (
+                "data",
+                f"{dataset}"
+                + (
+                    ", online (fresh samples every step)"
+                    if config.get("online")
+                    else f", {config['n_train']} training samples"
+                    if config.get("n_train")
+                    else ""
+                ),
+            ),
+            ("labels", str(config.get("labels", "?"))),
+            ("η", ", ".join(f"{v:g}" for v in config.get("lrs", []))),
+            ("|B|", ", ".join(str(v) for v in config.get("batch_sizes", []))),
+            ("seeds", str(config.get("seeds", "?"))),
+            ("steps", str(config.get("steps", "?"))),
+            ("noise model", str(config.get("optimizer", "plain SGD"))),
+        )
+    ]
     metrics = [m for m in [preset_metric(exp.name)] if m] or list(config.get("figures") or [])
     fits = summary.get("collapse") or {}
     verdicts = verdict_records(summary)
     metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
-        claim = fit_claim(exponent_label(metric, over, exp.name), fits.get(metric), over, summary,
-                          verdicts.get(metric))
+        claim = fit_claim(exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric))
         if metric not in fits and not summary:
             claim.note = "no fitted exponent in this run (summary.json absent)"
         sec.claims.append(claim)
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
-    sec.collapses += collapses(sec, folder, metrics, over,
-                               {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics})
+    sec.collapses += collapses(
+        sec, folder, metrics, over, {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics}
+    )
     marker = read_json(folder / ".thermosgd-run.json")
     if marker is None and config.get("seeds") and config.get("steps"):
-        sec.command = f"thermosgd reproduce {exp.name} --seeds {config['seeds']} --steps {config['steps']} --out {folder}"
+        sec.command = (
+            f"thermosgd reproduce {exp.name} --seeds {config['seeds']} --steps {config['steps']} --out {folder}"
+        )
 
 
 def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
@@ -187,21 +237,39 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
     cases = [c for c in rep.get("cases", []) if isinstance(c, dict)]
     if number(rep.get("seconds")) is not None:
         sec.wall_time = f"{fmt.fixed(rep['seconds'], 1)} s"
-    sec.config = pretty_json({k: v for k, v in rep.items() if k not in ("cases", "seconds", "files")}
-                         | {"cases": [{k: c.get(k) for k in ("name", "g", "dim", "shared", "noise", "point")}
-                                      for c in cases]})
+    sec.config = pretty_json(
+        {k: v for k, v in rep.items() if k not in ("cases", "seconds", "files")}
+        | {"cases": [{k: c.get(k) for k in ("name", "g", "dim", "shared", "noise", "point")} for c in cases]}
+    )
     first = cases[0] if cases else {}
     stat = first.get("stationary") or {}
-    sec.run = [("size", "quick (seconds)" if rep.get("quick") else "default"), ("seed", str(rep.get("seed", "?"))),
-               ("cases", "; ".join(f"{c.get('name')}: g = {c.get('g')}, {c.get('dim')}-D" for c in cases)),
-               ("noise ζ", ", ".join(sorted({f"{c.get('noise')}, " + ("shared by all coordinates" if c.get("shared")
-                                                                        else "independent per coordinate")
-                                             for c in cases}))),
-               ("η (flux)", fmt.sig((first.get("thermophoretic") or {}).get("main", {}).get("eta"))),
-               ("stationary run", f"{stat.get('particles', '?')} particles × {stat.get('steps', '?')} steps"
-                                  f" at η = {fmt.sig(stat.get('eta'))}")]
-    sec.reading.append("Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
-                       "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper.")
+    sec.run = [
+        ("size", "quick (seconds)" if rep.get("quick") else "default"),
+        ("seed", str(rep.get("seed", "?"))),
+        ("cases", "; ".join(f"{c.get('name')}: g = {c.get('g')}, {c.get('dim')}-D" for c in cases)),
+        (
+            "noise ζ",
+            ", ".join(
+                sorted(
+                    {
+                        f"{c.get('noise')}, "
+                        + ("shared by all coordinates" if c.get("shared") else "independent per coordinate")
+                        for c in cases
+                    }
+                )
+            ),
+        ),
+        ("η (flux)", fmt.sig((first.get("thermophoretic") or {}).get("main", {}).get("eta"))),
+        (
+            "stationary run",
+            f"{stat.get('particles', '?')} particles × {stat.get('steps', '?')} steps"
+            f" at η = {fmt.sig(stat.get('eta'))}",
+        ),
+    ]
+    sec.reading.append(
+        "Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
+        "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
+    )
 
     def ratio(d, key="ratio_eq10"):
         d = d or {}
@@ -210,12 +278,26 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
     def items(group):
         return [
             [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
-            [(c.get("name"), (c.get("thermophoretic") or {}).get("exponent"),
-              (c.get("thermophoretic") or {}).get("exponent_stderr"),
-              (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0)) for c in group],
+            [
+                (
+                    c.get("name"),
+                    (c.get("thermophoretic") or {}).get("exponent"),
+                    (c.get("thermophoretic") or {}).get("exponent_stderr"),
+                    (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0),
+                )
+                for c in group
+            ],
             [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in group],
-            [(c.get("name"), (c.get("stationary") or {}).get("k_fit"), (c.get("stationary") or {}).get("k_stderr"),
-              (c.get("stationary") or {}).get("k_eq10")) for c in group if c.get("stationary")],
+            [
+                (
+                    c.get("name"),
+                    (c.get("stationary") or {}).get("k_fit"),
+                    (c.get("stationary") or {}).get("k_stderr"),
+                    (c.get("stationary") or {}).get("k_eq10"),
+                )
+                for c in group
+                if c.get("stationary")
+            ],
         ]
 
     # One claim per dimension: a 1-D result should not be judged together with a 2-D one.
@@ -232,19 +314,42 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
         main = th.get("main") or {}
-        rows.append([str(c.get("name")), str(c.get("g")),
-                     fmt.plus_minus(*ratio(main)), fmt.plus_minus(*ratio(main, "ratio_fokker_planck")),
-                     fmt.plus_minus(*ratio(di)), fmt.plus_minus(*ratio(di, "ratio_fokker_planck")),
-                     fmt.plus_minus(st.get("k_fit"), st.get("k_stderr")) if st else fmt.NA,
-                     fmt.exponent(st.get("k_eq10")) if st else fmt.NA,
-                     fmt.exponent(st.get("k_fokker_planck")) if st else fmt.NA,
-                     fmt.plus_minus(th.get("exponent"), th.get("exponent_stderr"))])
-    sec.tables.append(Table(
-        "Measured vs predicted, per case (± one standard error)",
-        ["case", "g", "thermophoretic J: meas / Eq. 10", "meas / FP", "diffusive J: meas / Eq. 10", "meas / FP",
-         "k fitted", "k Eq. 10", "k FP", "η exponent (Eq. 10: 2)"], rows))
+        rows.append(
+            [
+                str(c.get("name")),
+                str(c.get("g")),
+                fmt.plus_minus(*ratio(main)),
+                fmt.plus_minus(*ratio(main, "ratio_fokker_planck")),
+                fmt.plus_minus(*ratio(di)),
+                fmt.plus_minus(*ratio(di, "ratio_fokker_planck")),
+                fmt.plus_minus(st.get("k_fit"), st.get("k_stderr")) if st else fmt.NA,
+                fmt.exponent(st.get("k_eq10")) if st else fmt.NA,
+                fmt.exponent(st.get("k_fokker_planck")) if st else fmt.NA,
+                fmt.plus_minus(th.get("exponent"), th.get("exponent_stderr")),
+            ]
+        )
+    sec.tables.append(
+        Table(
+            "Measured vs predicted, per case (± one standard error)",
+            [
+                "case",
+                "g",
+                "thermophoretic J: meas / Eq. 10",
+                "meas / FP",
+                "diffusive J: meas / Eq. 10",
+                "meas / FP",
+                "k fitted",
+                "k Eq. 10",
+                "k FP",
+                "η exponent (Eq. 10: 2)",
+            ],
+            rows,
+        )
+    )
     marker = read_json(folder / ".thermosgd-run.json") or {}
-    sec.command = f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    sec.command = (
+        f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    )
 
 
 def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
@@ -258,33 +363,59 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
         for exp_key, sym, over in (("alpha", "α", "lr"), ("beta", "β", "batch_size")):
             label = f"{what}: {SYMBOL[over]} exponent {sym}"
             if not isinstance(fit, dict) or number(fit.get(exp_key)) is None:
-                sec.claims.append(Claim(label, f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}", fmt.NA,
-                                        NOT_MEASURED, "not in this run"))
+                sec.claims.append(
+                    Claim(label, f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}", fmt.NA, NOT_MEASURED, "not in this run")
+                )
                 continue
             ci = fit.get(f"{exp_key}_ci") or [None, None]
             verdict, why = classify_interval(PAPER_EXPONENT[over], *ci[:2])
-            sec.claims.append(Claim(label, f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}",
-                                    f"{sym} = {fmt.exponent(fit[exp_key])} {fmt.interval(*ci[:2])}", verdict, why))
+            sec.claims.append(
+                Claim(
+                    label,
+                    f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}",
+                    f"{sym} = {fmt.exponent(fit[exp_key])} {fmt.interval(*ci[:2])}",
+                    verdict,
+                    why,
+                )
+            )
         if isinstance(fit, dict) and fit.get("sign") is not None:
             frac = number(fit.get("valid_fraction"))
             negative = fit.get("sign") == -1
             sure = frac is not None and frac >= 0.95
             verdict = (AGREES if negative else DISAGREES) if sure else INCONCLUSIVE
-            sec.claims.append(Claim(f"{what}: direction", "downward",
-                                    f"{'downward' if negative else 'upward'} ({fmt.percent(frac)} of bootstrap draws)",
-                                    verdict, "" if sure else "fewer than 95% of bootstrap draws share the sign"))
+            sec.claims.append(
+                Claim(
+                    f"{what}: direction",
+                    "downward",
+                    f"{'downward' if negative else 'upward'} ({fmt.percent(frac)} of bootstrap draws)",
+                    verdict,
+                    "" if sure else "fewer than 95% of bootstrap draws share the sign",
+                )
+            )
     rows = []
     for key, fit in fits.items():
         if not isinstance(fit, dict):
             continue
-        rows.append([key, fmt.exponent(fit.get("alpha")), fmt.interval(*(fit.get("alpha_ci") or [None, None])[:2]),
-                     fmt.exponent(fit.get("beta")), fmt.interval(*(fit.get("beta_ci") or [None, None])[:2]),
-                     {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA), fmt.percent(fit.get("valid_fraction"))])
+        rows.append(
+            [
+                key,
+                fmt.exponent(fit.get("alpha")),
+                fmt.interval(*(fit.get("alpha_ci") or [None, None])[:2]),
+                fmt.exponent(fit.get("beta")),
+                fmt.interval(*(fit.get("beta_ci") or [None, None])[:2]),
+                {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA),
+                fmt.percent(fit.get("valid_fraction")),
+            ]
+        )
     if rows:
-        sec.tables.append(Table("Scaling |drift| ∝ η^α |B|^(−β) (paper: α = 2, β = 1); *_predicted rows fit the "
-                                "paper's Eq. 27 on the same grid",
-                                ["quantity", "α", "95% CI", "β", "95% CI", "sign", "bootstrap draws with one sign"],
-                                rows))
+        sec.tables.append(
+            Table(
+                "Scaling |drift| ∝ η^α |B|^(−β) (paper: α = 2, β = 1); *_predicted rows fit the "
+                "paper's Eq. 27 on the same grid",
+                ["quantity", "α", "95% CI", "β", "95% CI", "sign", "bootstrap draws with one sign"],
+                rows,
+            )
+        )
     sec.reading += [str(n) for n in rep.get("notes", [])]
 
 
@@ -295,21 +426,26 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.run = settings_rows(settings)
     target = rep.get("target")
     if target is not None:
-        sec.run.append(("equal error", f"first recorded step with training {rep.get('metric', 'error')} ≤ "
-                                       f"{fmt.sig(target)}"))
+        sec.run.append(
+            ("equal error", f"first recorded step with training {rep.get('metric', 'error')} ≤ {fmt.sig(target)}")
+        )
     for pair in rep.get("pairs") or []:
         if not isinstance(pair, dict):
             continue
         lr1, lr2 = fmt.sig(pair.get("lr1")), fmt.sig(pair.get("lr2"))
-        for q, key, frac in (("activation rate", "sigma1_minus_sigma2", "frac_sigma1_ge_sigma2"),
-                             ("‖V‖", "v1_minus_v2", "frac_v1_ge_v2")):
+        for q, key, frac in (
+            ("activation rate", "sigma1_minus_sigma2", "frac_sigma1_ge_sigma2"),
+            ("‖V‖", "v1_minus_v2", "frac_v1_ge_v2"),
+        ):
             diff, se = number(pair.get(key)), number(pair.get(key + "_se"))
             label = f"{q} at η = {lr1} ≥ at η = {lr2}"
             if diff is None:
                 sec.claims.append(Claim(label, "difference ≥ 0", fmt.NA, NOT_MEASURED, "not in this run"))
                 continue
-            measured = (f"difference {fmt.signed(diff)} ± {fmt.sig(se, 2)}; "
-                        f"{fmt.percent(pair.get(frac))} of {pair.get('seeds', '?')} seeds")
+            measured = (
+                f"difference {fmt.signed(diff)} ± {fmt.sig(se, 2)}; "
+                f"{fmt.percent(pair.get(frac))} of {pair.get('seeds', '?')} seeds"
+            )
             if se is None:
                 verdict, why = INCONCLUSIVE, "no standard error"
             elif diff + Z95 * se < 0:
@@ -320,12 +456,25 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
-            rows.append([fmt.sig(r.get("lr")), f"{r.get('reached', '?')}/{r.get('seeds', '?')}",
-                         pm_sig(r, "step"), pm_sig(r, "lr_times_step"), pm_sig(r, "activation_rate"),
-                         pm_sig(r, "v_norm"), pm_sig(r, "test_error")])
+            rows.append(
+                [
+                    fmt.sig(r.get("lr")),
+                    f"{r.get('reached', '?')}/{r.get('seeds', '?')}",
+                    pm_sig(r, "step"),
+                    pm_sig(r, "lr_times_step"),
+                    pm_sig(r, "activation_rate"),
+                    pm_sig(r, "v_norm"),
+                    pm_sig(r, "test_error"),
+                ]
+            )
     if rows:
-        sec.tables.append(Table("At the first recorded step with equal training error (mean ± s.e. over seeds)",
-                                ["η", "reached", "step t*", "η·t*", "activation rate", "‖V‖", "test error"], rows))
+        sec.tables.append(
+            Table(
+                "At the first recorded step with equal training error (mean ± s.e. over seeds)",
+                ["η", "reached", "step t*", "η·t*", "activation rate", "‖V‖", "test error"],
+                rows,
+            )
+        )
 
 
 def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
@@ -334,10 +483,11 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.config = pretty_json(settings)
     sec.run = settings_rows(settings)
     cells = (rep.get("correlations") or {}).get("cells") or {}
-    for key, label, expect in (("activation_rate~eta2_over_B", "activation rate falls as η²/|B| grows", -1),
-                               ("test_accuracy~activation_rate", "test accuracy rises as the activation rate falls",
-                                -1),
-                               ("test_accuracy~v_norm", "test accuracy rises as ‖V‖ falls", -1)):
+    for key, label, expect in (
+        ("activation_rate~eta2_over_B", "activation rate falls as η²/|B| grows", -1),
+        ("test_accuracy~activation_rate", "test accuracy rises as the activation rate falls", -1),
+        ("test_accuracy~v_norm", "test accuracy rises as ‖V‖ falls", -1),
+    ):
         c = cells.get(key)
         if not isinstance(c, dict) or number(c.get("rho")) is None:
             sec.claims.append(Claim(label, "Spearman ρ < 0", fmt.NA, NOT_MEASURED, "not in this run"))
@@ -353,20 +503,39 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
-            rows.append([fmt.sig(r.get("lr")), str(r.get("batch_size", "?")), fmt.sig(r.get("eta2_over_B")),
-                         pm_sig(r, "test_accuracy"), pm_sig(r, "train_accuracy"), pm_sig(r, "activation_rate"),
-                         pm_sig(r, "v_norm")])
+            rows.append(
+                [
+                    fmt.sig(r.get("lr")),
+                    str(r.get("batch_size", "?")),
+                    fmt.sig(r.get("eta2_over_B")),
+                    pm_sig(r, "test_accuracy"),
+                    pm_sig(r, "train_accuracy"),
+                    pm_sig(r, "activation_rate"),
+                    pm_sig(r, "v_norm"),
+                ]
+            )
     if rows:
         step = rep.get("step")
-        sec.tables.append(Table(f"Final values{f' after {step} steps' if step else ''} (mean ± s.e. over seeds)",
-                                ["η", "|B|", "η²/|B|", "test accuracy", "train accuracy", "activation rate", "‖V‖"],
-                                rows))
+        sec.tables.append(
+            Table(
+                f"Final values{f' after {step} steps' if step else ''} (mean ± s.e. over seeds)",
+                ["η", "|B|", "η²/|B|", "test accuracy", "train accuracy", "activation rate", "‖V‖"],
+                rows,
+            )
+        )
     corr = []
     for over, pairs in (rep.get("correlations") or {}).items():
         for key, c in (pairs or {}).items():
             if isinstance(c, dict):
-                corr.append([over, key.replace("~", " ~ "), fmt.signed(c.get("rho"), 2), fmt.sig(c.get("p"), 2),
-                             str(c.get("n", "?"))])
+                corr.append(
+                    [
+                        over,
+                        key.replace("~", " ~ "),
+                        fmt.signed(c.get("rho"), 2),
+                        fmt.sig(c.get("p"), 2),
+                        str(c.get("n", "?")),
+                    ]
+                )
     if corr:
         sec.tables.append(Table("Spearman rank correlations", ["over", "pair", "ρ", "p", "n"], corr))
 

@@ -7,8 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AGREES", "DISAGREES", "INCONCLUSIVE", "NOT_MEASURED", "VERDICTS", "Claim", "Table", "Figure",
-           "Collapse", "Section", "Report"]
+__all__ = [
+    "AGREES",
+    "DISAGREES",
+    "INCONCLUSIVE",
+    "NOT_MEASURED",
+    "VERDICTS",
+    "Claim",
+    "Table",
+    "Figure",
+    "Collapse",
+    "Section",
+    "Report",
+]
 
 AGREES = "agrees"
 DISAGREES = "disagrees"

@@ -26,8 +26,9 @@ def summary_table(report: Report, *, width: int = 48) -> str:
             continue
         for i, c in enumerate(s.claims):
             measured = f"{c.measured} ({c.left_out})" if c.left_out else c.measured
-            rows.append((s.name if i == 0 else "", _cut(c.label, width), c.paper or "-", _cut(measured, width),
-                         c.verdict))
+            rows.append(
+                (s.name if i == 0 else "", _cut(c.label, width), c.paper or "-", _cut(measured, width), c.verdict)
+            )
     widths = [max(len(r[k]) for r in [_HEADER, *rows]) for k in range(len(_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [_HEADER, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from thermosgd import fmt
-from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, number
 from thermosgd.analysis.verdict import classify
+from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, number
 from thermosgd.report.records import AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, Claim
 
 __all__ = ["fit_claim", "classify_interval", "pooled_claim", "verdict_records", "Z95"]
@@ -12,8 +12,9 @@ __all__ = ["fit_claim", "classify_interval", "pooled_claim", "verdict_records", 
 Z95 = 1.959964  # two-sided 95% normal quantile: "agrees" = within 1.96 standard errors
 
 
-def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = None,
-              verdict: dict | None = None) -> Claim:
+def fit_claim(
+    label: str, fit: dict | None, over: str, summary: dict | None = None, verdict: dict | None = None
+) -> Claim:
     """A collapse fit as a claim row.
 
     Args:
@@ -29,8 +30,10 @@ def fit_claim(label: str, fit: dict | None, over: str, summary: dict | None = No
         fit = v["fit"]
     f = fit if isinstance(fit, dict) else {}
     sym = EXPONENT.get(over, "exponent")
-    predicted = next((number(x) for x in (v.get("paper"), f.get("predicted"), PAPER_EXPONENT.get(over))
-                      if number(x) is not None), None)
+    predicted = next(
+        (number(x) for x in (v.get("paper"), f.get("predicted"), PAPER_EXPONENT.get(over)) if number(x) is not None),
+        None,
+    )
     paper = f"{sym} = {fmt.sig(predicted)}" if predicted is not None else fmt.NA
     detail, short = _left_out(v, f, summary or {}, over)
     exponent = number(v.get("exponent", f.get("exponent")))
@@ -94,15 +97,17 @@ def _left_out(verdict: dict, fit: dict, summary: dict, over: str) -> tuple[str, 
             count, of = r.get("count"), r.get("of", r.get("total"))
             total += count if isinstance(count, int) else 0
             when = f" from step ~{r['median_step']}" if r.get("median_step") is not None else ""
-            load = (f", η·E‖x‖² ≈ {fmt.sig(r['step_size_load'])}"
-                    if number(r.get("step_size_load")) is not None else "")
+            load = f", η·E‖x‖² ≈ {fmt.sig(r['step_size_load'])}" if number(r.get("step_size_load")) is not None else ""
             why = f" ({r['reason']}{load})" if r.get("reason") else ""
             value = fmt.sig(r["value"]) if number(r.get("value")) is not None else str(r.get("value"))
             parts.append(f"{sym} = {value}: {count}/{of if of is not None else '?'}{when}{why}")
         if parts:
             verb = "kept (--include-diverged)" if kept else "left out"
-            short = f"{total} diverged replica{'s' if total != 1 else ''} kept" if kept else \
-                f"{total} replica{'s' if total != 1 else ''} left out"
+            short = (
+                f"{total} diverged replica{'s' if total != 1 else ''} kept"
+                if kept
+                else f"{total} replica{'s' if total != 1 else ''} left out"
+            )
             return f"{verb}: " + "; ".join(parts), short
         if verdict:
             return "", ""
@@ -134,8 +139,14 @@ def pooled_claim(label: str, paper: str, items) -> Claim:
         return Claim(label, paper, fmt.NA, NOT_MEASURED, "not in this run")
     if DISAGREES in verdicts:
         bad = [p.split(" ")[0] for p, v in zip(parts, verdicts) if v == DISAGREES]
-        return Claim(label, paper, "; ".join(parts), DISAGREES, "off the prediction by more than 1.96 s.e. in: "
-                     + ", ".join(bad))
+        return Claim(
+            label, paper, "; ".join(parts), DISAGREES, "off the prediction by more than 1.96 s.e. in: " + ", ".join(bad)
+        )
     verdict = AGREES if all(v == AGREES for v in verdicts) else INCONCLUSIVE
-    return Claim(label, paper, "; ".join(parts), verdict, "within 1.96 s.e. of the prediction in every case"
-                 if verdict == AGREES else "no standard error for some cases")
+    return Claim(
+        label,
+        paper,
+        "; ".join(parts),
+        verdict,
+        "within 1.96 s.e. of the prediction in every case" if verdict == AGREES else "no standard error for some cases",
+    )

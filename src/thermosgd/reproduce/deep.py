@@ -50,8 +50,9 @@ def reproduce_deep(
     """
     preset = presets.get(preset) if isinstance(preset, str) else preset
     spec = DeepSpec.from_preset(preset, seeds=seeds, steps=steps, quick=quick)
-    ds = train_deep(spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, device=device,
-                    ensemble=ensemble)
+    ds = train_deep(
+        spec, data_dir=data_dir, dataset=dataset, progress=progress, tiny=quick, device=device, ensemble=ensemble
+    )
     out = Path(out)
     config = json.loads(ds.attrs["config"])
     write_config(config, out)
@@ -75,5 +76,7 @@ def draw_preset_figures(ds, folder: Path) -> list[Path]:
     files: list[Path] = []
     for metric in config["figures"]:
         stem = folder / (f"{name}{tag}" if len(config["figures"]) == 1 else f"{name}_{metric}{tag}")
-        files += sweep_figure(ds, metric, over=config["over"], out_stem=stem, title="\n".join(textwrap.wrap(title, 110)))
+        files += sweep_figure(
+            ds, metric, over=config["over"], out_stem=stem, title="\n".join(textwrap.wrap(title, 110))
+        )
     return files

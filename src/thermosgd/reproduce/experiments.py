@@ -70,8 +70,12 @@ def _diverged(ds) -> str | None:
     """
     div = ds["diverged"].transpose("lr", "batch_size", "seed").values
     n = div.shape[-1]
-    cells = [(float(lr), int(bs), int(div[i, j].sum())) for i, lr in enumerate(ds["lr"].values)
-             for j, bs in enumerate(ds["batch_size"].values) if div[i, j].any()]
+    cells = [
+        (float(lr), int(bs), int(div[i, j].sum()))
+        for i, lr in enumerate(ds["lr"].values)
+        for j, bs in enumerate(ds["batch_size"].values)
+        if div[i, j].any()
+    ]
     if not cells:
         return None
     which = "; ".join(f"η = {lr:g}, |B| = {bs}: {k} of {n} seeds" for lr, bs, k in cells)
@@ -114,16 +118,29 @@ def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
         raise UsageError(f"--record-every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4})")
     setup = DriftSetup(labels=s["labels"], seed=s["seed"])
     one, traj = drift_runs(
-        setup, s["lrs"], s["batch_sizes"], steps=s["steps"], blocks=s["blocks"], per_block=s["per_block"],
-        clones=s["clones"], record_every=s["record_every"], seed=s["seed"])
+        setup,
+        s["lrs"],
+        s["batch_sizes"],
+        steps=s["steps"],
+        blocks=s["blocks"],
+        per_block=s["per_block"],
+        clones=s["clones"],
+        record_every=s["record_every"],
+        seed=s["seed"],
+    )
     summary = drift_summary(one, traj, seed=s["seed"])
     table = drift_table(summary)
     payload = {"experiment": "drift", "settings": s, **summary.to_dict()}
     fig = None
     if out is not None:
-        fig = drift_figure(traj, summary.to_dict(), title=(
-            f"drift of b and V² beyond the mean gradient: {s['labels']} labels, "
-            f"{s['blocks']}×{s['per_block']} replicas per (η, |B|), shared init"))
+        fig = drift_figure(
+            traj,
+            summary.to_dict(),
+            title=(
+                f"drift of b and V² beyond the mean gradient: {s['labels']} labels, "
+                f"{s['blocks']}×{s['per_block']} replicas per (η, |B|), shared init"
+            ),
+        )
     payload["files"] = _write(out, "drift", fig, table, payload)
     payload["table"] = table
     return payload
@@ -151,8 +168,15 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
     _positive_int("train-size", s["train_size"], 2)
     if not 0 < s["target"] < 1:
         raise UsageError(f"--target must be a training error in (0, 1), got {s['target']}")
-    cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=s["batch_size"], seeds=s["seeds"], steps=s["steps"],
-                             record_every=s["record_every"], train_size=s["train_size"], seed=s["seed"])
+    cfg = presets.teacher_task_config(
+        lrs=s["lrs"],
+        batch_size=s["batch_size"],
+        seeds=s["seeds"],
+        steps=s["steps"],
+        record_every=s["record_every"],
+        train_size=s["train_size"],
+        seed=s["seed"],
+    )
     ds = train(cfg)
     note = _diverged(ds)
     res = at_first_crossing(ds, s["target"])
@@ -188,9 +212,16 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
     _positive_int("steps", s["steps"])
     _positive_int("train-size", s["train_size"], 2)
     _positive_int("test-size", s["test_size"], 10)
-    cfg = presets.teacher_task_config(lrs=s["lrs"], batch_size=list(s["batch_sizes"]), seeds=s["seeds"],
-                                      steps=s["steps"], record_every=s["steps"], train_size=s["train_size"],
-                                      test_size=s["test_size"], seed=s["seed"])
+    cfg = presets.teacher_task_config(
+        lrs=s["lrs"],
+        batch_size=list(s["batch_sizes"]),
+        seeds=s["seeds"],
+        steps=s["steps"],
+        record_every=s["steps"],
+        train_size=s["train_size"],
+        test_size=s["test_size"],
+        seed=s["seed"],
+    )
     ds = train(cfg)
     note = _diverged(ds)
     summary = generalization_summary(final_values(ds))
@@ -198,8 +229,9 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
     payload = {"experiment": "generalization", "settings": s, "diverged": note, **summary}
     fig = None
     if out is not None:
-        fig = generalization_figure(summary, title=f"teacher task, {s['train_size']} training samples, "
-                                                   f"{s['seeds']} seeds per cell")
+        fig = generalization_figure(
+            summary, title=f"teacher task, {s['train_size']} training samples, {s['seeds']} seeds per cell"
+        )
     payload["files"] = _write(out, "generalization", fig, table, payload)
     payload["table"] = table
     return payload

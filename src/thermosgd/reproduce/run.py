@@ -10,21 +10,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from thermosgd.checks import torch_device
 from thermosgd import presets
+from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
+from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
-from thermosgd.report import collect, summary_table, write_report
-from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.sweep.run import folder_lock
-from thermosgd.sweep.store import RUN_MARKER as MARKER, check_output_folder, output_path
+from thermosgd.sweep.store import RUN_MARKER as MARKER
+from thermosgd.sweep.store import check_output_folder, output_path
 
 
 def reproduce(
@@ -73,8 +74,10 @@ def reproduce(
         runs.setdefault(p.experiment, p)
     single = names is not None and len(names) == 1
     base = output_path(out) if out is not None else Path("runs")
-    folders = {p.name: base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
-               for p in runs.values()}
+    folders = {
+        p.name: base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
+        for p in runs.values()
+    }
     for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
         _check_writable(folders[p.name])
         check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
@@ -85,12 +88,27 @@ def reproduce(
             print(f"[{p.name}] {p.description}")
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(p, folder, seeds=seeds, steps=steps, quick=quick,
-                               include_diverged=include_diverged, progress=progress, device=device, fused=fused,
-                               **executor)
+            reproduce_twolayer(
+                p,
+                folder,
+                seeds=seeds,
+                steps=steps,
+                quick=quick,
+                include_diverged=include_diverged,
+                progress=progress,
+                device=device,
+                fused=fused,
+                **executor,
+            )
         else:
-            run = {"experiment": p.experiment, "seeds": seeds, "steps": steps, "quick": quick,
-                   "substitute_digits": substitute_digits, "include_diverged": include_diverged}
+            run = {
+                "experiment": p.experiment,
+                "seeds": seeds,
+                "steps": steps,
+                "quick": quick,
+                "substitute_digits": substitute_digits,
+                "include_diverged": include_diverged,
+            }
             if device != "cpu":  # absent on the CPU, so folders written before the option still match
                 run["device"] = device
             with folder_lock(folder):
@@ -119,8 +137,11 @@ def reproduce(
 def _record_wall_time(folder: Path, seconds: float) -> None:
     """The run's wall time and machine, for the report's provenance (the last run on this folder)."""
     machine = dict(environment())
-    info = {"seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine}}
+    info = {
+        "seconds": round(seconds, 3),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine},
+    }
     (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
 
 
@@ -138,8 +159,10 @@ def _claim_folder(folder: Path, run: dict) -> bool:
         except (OSError, UnicodeDecodeError, ValueError):
             old = None
         if not isinstance(old, dict):
-            raise UsageError(f"{marker} is unreadable or damaged, so the run in {folder} cannot be identified; "
-                             "choose a new --out folder")
+            raise UsageError(
+                f"{marker} is unreadable or damaged, so the run in {folder} cannot be identified; "
+                "choose a new --out folder"
+            )
         if old != run:
             diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in run.items() if old.get(k) != v)
             raise UsageError(f"{folder} holds results of another run ({diff}); choose a new --out folder")
@@ -158,21 +181,41 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
         reproduce_walk(folder, quick=quick)
         return []
     elif p.kind == "deep":
-        return reproduce_deep(p, folder, seeds=seeds, steps=steps, data_dir=data_dir, progress=progress,
-                              quick=quick, dataset="digits" if run["substitute_digits"] else None,
-                              include_diverged=run["include_diverged"], device=run.get("device", "cpu"))
+        return reproduce_deep(
+            p,
+            folder,
+            seeds=seeds,
+            steps=steps,
+            data_dir=data_dir,
+            progress=progress,
+            quick=quick,
+            dataset="digits" if run["substitute_digits"] else None,
+            include_diverged=run["include_diverged"],
+            device=run.get("device", "cpu"),
+        )
     elif p.kind == "analysis":
-        runner = {"drift": experiments.run_drift, "equal-error": experiments.run_equal_error,
-                  "generalization": experiments.run_generalization}[p.name]
+        runner = {
+            "drift": experiments.run_drift,
+            "equal-error": experiments.run_equal_error,
+            "generalization": experiments.run_generalization,
+        }[p.name]
         overrides = {} if steps is None else {"steps": steps}
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
             overrides["seeds"] = seeds
         runner(folder, quick=quick, **overrides)
         return []
     elif p.kind == "mechanism":  # one resumable sweep per noise model under folder/runs/
-        reproduce_mechanism(p, folder, seeds=seeds, steps=steps, quick=quick,
-                            include_diverged=run["include_diverged"], progress=progress,
-                            device=run.get("device", "cpu"), **executor)
+        reproduce_mechanism(
+            p,
+            folder,
+            seeds=seeds,
+            steps=steps,
+            quick=quick,
+            include_diverged=run["include_diverged"],
+            progress=progress,
+            device=run.get("device", "cpu"),
+            **executor,
+        )
         return []
     raise AssertionError(f"no runner for preset kind {p.kind!r}")
 

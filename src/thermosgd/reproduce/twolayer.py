@@ -46,7 +46,9 @@ def reproduce_twolayer(
     Returns:
         One :class:`~thermosgd.analysis.verdict.Verdict` per figure of the experiment.
     """
-    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(train={"device": device, "fused": fused})
+    cfg = presets.twolayer_config(preset, seeds=seeds, steps=steps, quick=quick).replace(
+        train={"device": device, "fused": fused}
+    )
     ds = run_sweep(cfg, out, progress=progress, **executor)
     verdicts = judge_and_draw(ds, presets.experiment_presets(preset), out, include_diverged=include_diverged)
     write_summary(out, preset, ds, verdicts)
@@ -56,8 +58,9 @@ def reproduce_twolayer(
     return verdicts
 
 
-def judge_and_draw(ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, include_diverged: bool = False,
-                   side: bool = True) -> list[Verdict]:
+def judge_and_draw(
+    ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, include_diverged: bool = False, side: bool = True
+) -> list[Verdict]:
     """Fit, judge and draw each preset's figure into ``out/figures``; one verdict per preset, in order.
 
     The collapse fit and matplotlib each keep one core busy, so with ``side`` the
@@ -68,6 +71,7 @@ def judge_and_draw(ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, i
     a lock held by another one would never be released in the child); otherwise,
     or with one core, everything runs here.
     """
+
     def here(p: presets.Preset) -> Verdict:
         v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
         twolayer_figure(ds, p, out / "figures", v)
@@ -91,8 +95,7 @@ def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool) -> V
 
 def _side_process() -> ProcessPoolExecutor | None:
     """A one-process fork pool, or None where forking is unsafe or would not pay."""
-    if (usable_cores() < 2 or "fork" not in multiprocessing.get_all_start_methods()
-            or threading.active_count() != 1):
+    if usable_cores() < 2 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() != 1:
         return None
     return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_one_intra_op_thread)
 
@@ -126,8 +129,13 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdic
         extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}"
         extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, verdict.exponent)  # noqa: E731
     return sweep_figure(
-        ds, preset.metric, over=preset.over, out_stem=folder / preset.name,
-        title=f"{preset.name}: {preset.description}", extra_panel=extra, extra_title=extra_title,
+        ds,
+        preset.metric,
+        over=preset.over,
+        out_stem=folder / preset.name,
+        title=f"{preset.name}: {preset.description}",
+        extra_panel=extra,
+        extra_title=extra_title,
     )
 
 
@@ -148,17 +156,24 @@ def report_markdown(preset: presets.Preset, summary: dict, verdicts: list[Verdic
 
 def verdict_table(verdicts: list[Verdict]) -> list[str]:
     """The markdown table of verdicts, with a line per swept value that lost replicas."""
-    lines = ["## Collapse fit", "", "| figure | metric | fitted exponent | 95% CI | paper | verdict | left out |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Collapse fit",
+        "",
+        "| figure | metric | fitted exponent | 95% CI | paper | verdict | left out |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in verdicts:
         gone = ", ".join(f"{x.count}/{x.of} at {x.value:g}" for x in v.left_out) or "none"
         if v.exponent is None or v.ci_low is None:
             fitted = "n/a" if v.exponent is None else f"{v.symbol} = {v.exponent:.3f}"
-            lines.append(f"| {v.preset} | {v.metric} | {fitted} | | {v.symbol} = {v.paper:g} | {v.status}: {v.note} "
-                         f"| {gone} |")
+            lines.append(
+                f"| {v.preset} | {v.metric} | {fitted} | | {v.symbol} = {v.paper:g} | {v.status}: {v.note} | {gone} |"
+            )
         else:
-            lines.append(f"| {v.preset} | {v.metric} | {v.symbol} = {v.exponent:.3f} | [{v.ci_low:.3f}, {v.ci_high:.3f}] "
-                         f"| {v.paper:g} | **{v.status}** | {gone} |")
+            lines.append(
+                f"| {v.preset} | {v.metric} | {v.symbol} = {v.exponent:.3f} | [{v.ci_low:.3f}, {v.ci_high:.3f}] "
+                f"| {v.paper:g} | **{v.status}** | {gone} |"
+            )
     lines.append("")
     for v in verdicts:
         if v.left_out:
@@ -169,8 +184,13 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
 
 def summarize(ds: xr.Dataset, over: str) -> dict:
     """Initial and final seed-mean of the main metrics for each swept value."""
-    out = {"over": over, "steps": int(ds["step"].values[-1]), "seeds": int(ds.sizes["seed"]),
-           "diverged": int(ds["diverged"].values.sum()), "metrics": {}}
+    out = {
+        "over": over,
+        "steps": int(ds["step"].values[-1]),
+        "seeds": int(ds.sizes["seed"]),
+        "diverged": int(ds["diverged"].values.sum()),
+        "metrics": {},
+    }
     for metric in ("activation_rate", "v_norm", "bias_mean", "loss", "grad_var"):
         if metric not in ds:
             continue

@@ -20,7 +20,8 @@ def report_markdown(suite: dict) -> str:
     lines = [
         "# Random walk (Sec. 3): simulation vs Eq. 10",
         "",
-        f"Binary zeta, shared by all coordinates; {'quick' if suite['quick'] else 'default'} size, seed {suite['seed']}. "
+        "Binary zeta, shared by all coordinates; "
+        f"{'quick' if suite['quick'] else 'default'} size, seed {suite['seed']}. "
         "Ratios are measured / predicted; FP = Fokker-Planck (Ito) limit of the same walk, not from the paper. "
         "Errors are one standard error.",
         "",
@@ -37,7 +38,8 @@ def report_markdown(suite: dict) -> str:
         lines.append(
             f"| {c['name']} | `{c['g']}` | {_pm(a['ratio_eq10'], a['ratio_eq10_stderr'])} "
             f"| {_pm(a['ratio_fokker_planck'], a['ratio_fokker_planck_stderr'])} "
-            f"| {_pm(b['ratio_eq10'], b['ratio_eq10_stderr'])} | {_pm(b['ratio_fokker_planck'], b['ratio_fokker_planck_stderr'])} "
+            f"| {_pm(b['ratio_eq10'], b['ratio_eq10_stderr'])} | "
+            f"{_pm(b['ratio_fokker_planck'], b['ratio_fokker_planck_stderr'])} "
             f"| {k[0]} | {k[1]} | {k[2]} | {_pm(sc['exponent'], sc['exponent_stderr'])} |"
         )
     lines += ["", "Where they disagree:", ""]
@@ -48,7 +50,9 @@ def report_markdown(suite: dict) -> str:
             f"diffusive flux {b['ratio_eq10']:.2f}x Eq. 10",
         ]
         if st:
-            parts.append(f"stationary k = {st['k_fit']:.2f} vs {st['k_eq10']:.0f} from Eq. 10 (ratio {st['ratio_eq10']:.2f})")
+            parts.append(
+                f"stationary k = {st['k_fit']:.2f} vs {st['k_eq10']:.0f} from Eq. 10 (ratio {st['ratio_eq10']:.2f})"
+            )
         else:
             parts.append("stationary density " + c["stationary_note"])
         lines.append(f"- {c['name']}: " + "; ".join(parts) + ".")

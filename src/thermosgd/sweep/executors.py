@@ -22,8 +22,8 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Iterator
 
 from thermosgd.errors import UsageError
 
@@ -31,7 +31,9 @@ KINDS = ("auto", "inline", "processes", "dask")
 CONNECT_TIMEOUT = "10s"  # waiting for a remote Dask scheduler
 WORKER_TIMEOUT = 60  # seconds to wait for a scheduler's first worker
 PROBE_TIMEOUT = 5.0  # seconds for the plain TCP check of a scheduler address
-_ADDRESS = re.compile(r"(?:(?P<scheme>tcp|tls|ws|wss)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})/?")
+_ADDRESS = re.compile(
+    r"(?:(?P<scheme>tcp|tls|ws|wss)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})/?"
+)
 
 
 class InlineExecutor(Executor):
@@ -177,8 +179,9 @@ def _shutdown_on_exit(ex: Executor) -> Iterator[Executor]:
 
 
 @contextlib.contextmanager
-def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None,
-                  inherited: tuple[int, ...] = ()) -> Iterator[Executor]:
+def open_executor(
+    kind: str = "inline", *, workers: int | None = None, scheduler: str | None = None, inherited: tuple[int, ...] = ()
+) -> Iterator[Executor]:
     """Context manager yielding an Executor.
 
     Args:
@@ -200,7 +203,9 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
     elif kind == "processes":
         ctx = _process_context()
         ex = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_exit_with,
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=_exit_with,
             initargs=(os.getpid(), tuple(inherited) if ctx.get_start_method() == "fork" else ()),
         )
         with _shutdown_on_exit(ex):
@@ -232,8 +237,14 @@ def open_executor(kind: str = "inline", *, workers: int | None = None, scheduler
                     ex.shutdown(wait=False)  # cancels what is still queued on the cluster
                     raise
         else:
-            with LocalCluster(
-                n_workers=workers or 2, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=40,
-            ) as cluster, Client(cluster, set_as_default=False) as client:
+            with (
+                LocalCluster(
+                    n_workers=workers or 2,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=40,
+                ) as cluster,
+                Client(cluster, set_as_default=False) as client,
+            ):
                 yield client.get_executor()

@@ -24,25 +24,40 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import xarray as xr
 
 from thermosgd.checks import require_config, torch_device
-from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
+from thermosgd.errors import UsageError
 from thermosgd.progress import bar as progress_bar
 from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
 from thermosgd.sweep.store import (
-    CONFIG_FILE, RESULTS_FILE, check_output_folder, results_problem, save_results, stale_temporaries, write_config,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    check_output_folder,
+    results_problem,
+    save_results,
+    stale_temporaries,
+    write_config,
 )
 from thermosgd.sweep.units import (
-    CORRUPT, DONE, MISSING, Unit, call_seeds, compute_unit, plan_units, read_unit, unit_state, write_unit,
+    CORRUPT,
+    DONE,
+    MISSING,
+    Unit,
+    call_seeds,
+    compute_unit,
+    plan_units,
+    read_unit,
+    unit_state,
+    write_unit,
 )
 from thermosgd.twolayer import budget
 
@@ -109,7 +124,7 @@ def lock_holder(out: str | os.PathLike) -> int | None:
     """Pid of the process writing to ``out`` (0 if unknown), or None when nobody holds the lock."""
     path = Path(out) / LOCK_FILE
     try:
-        fh = open(path, "r")
+        fh = open(path)
     except OSError:
         return None
     with fh:
@@ -152,8 +167,7 @@ def check_config(out: Path, cfg: SweepConfig) -> None:
     new = json.loads(json.dumps(cfg.to_dict()))
     if old != new:
         raise UsageError(
-            f"{out} holds results of a different config ({_first_difference(old, new)}); "
-            "choose a new --out folder"
+            f"{out} holds results of a different config ({_first_difference(old, new)}); choose a new --out folder"
         )
 
 
@@ -188,8 +202,10 @@ class SweepStatus:
 
     def line(self) -> str:
         if self.running is None and self.results_problem:
-            state = (f"results.nc is NOT usable: {self.results_problem}; re-run the same command "
-                     "to rebuild it from the finished units")
+            state = (
+                f"results.nc is NOT usable: {self.results_problem}; re-run the same command "
+                "to rebuild it from the finished units"
+            )
         elif self.running is None:
             state = f"results.nc {'written and verified' if self.merged else 'not yet written'}"
         else:
@@ -227,9 +243,14 @@ def status(out: str | os.PathLike) -> SweepStatus:
         states.append(state)
     running = lock_holder(out)
     return SweepStatus(
-        units=len(units), done=states.count(DONE), missing=states.count(MISSING),
-        corrupt=states.count(CORRUPT), replicas=replicas, diverged=diverged,
-        merged=(out / RESULTS_FILE).exists(), running=running,
+        units=len(units),
+        done=states.count(DONE),
+        missing=states.count(MISSING),
+        corrupt=states.count(CORRUPT),
+        replicas=replicas,
+        diverged=diverged,
+        merged=(out / RESULTS_FILE).exists(),
+        running=running,
         results_problem=None if running is not None else results_problem(out),
     )
 
@@ -267,8 +288,9 @@ class SweepPlan:
     cost: budget.Cost
 
 
-def plan_sweep(cfg: SweepConfig, *, executor: str | None = "inline", workers: int | None = None,
-               scheduler: str | None = None) -> SweepPlan:
+def plan_sweep(
+    cfg: SweepConfig, *, executor: str | None = "inline", workers: int | None = None, scheduler: str | None = None
+) -> SweepPlan:
     """Units, where they run (``executor="auto"``: worker processes on every core when that
     pays, else inline) and what that costs; refuses a sweep that would not fit.
 
@@ -288,6 +310,7 @@ def plan_sweep(cfg: SweepConfig, *, executor: str | None = "inline", workers: in
             # Smaller grids tried for a suggestion keep the call size and unit shape.
             n = max(1, round(len(unit_calls) * x.seeds / g.seeds))
             return budget.sweep_cost(x, unit_calls[:n], min(c, x.seeds), workers=parallel, where=where)
+
         return cost_of
 
     if kind == "auto":
@@ -361,19 +384,34 @@ def run_sweep(
         have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
         todo = [u for u in units if u.index not in have]
         if todo:
-            with open_executor(kind, workers=workers, scheduler=scheduler, inherited=(lock_fd,)) as ex, progress_bar(
-                len(units), initial=len(have), desc="units", unit="unit",
-                enabled=progress and len(units) > 1, lines=True,
-            ) as bar:
-                _run_units(ex, todo, cfg, out, bar, window=1 if kind == "inline" else len(todo),
-                           step_progress=progress and kind == "inline")
+            with (
+                open_executor(kind, workers=workers, scheduler=scheduler, inherited=(lock_fd,)) as ex,
+                progress_bar(
+                    len(units),
+                    initial=len(have),
+                    desc="units",
+                    unit="unit",
+                    enabled=progress and len(units) > 1,
+                    lines=True,
+                ) as bar,
+            ):
+                _run_units(
+                    ex,
+                    todo,
+                    cfg,
+                    out,
+                    bar,
+                    window=1 if kind == "inline" else len(todo),
+                    step_progress=progress and kind == "inline",
+                )
         merged = _merge(cfg, out, units, have)
         save_results(merged, out, cfg.to_dict())
     return merged
 
 
-def _run_units(ex: Executor, todo: list[Unit], cfg: SweepConfig, out: Path, bar, *, window: int,
-               step_progress: bool) -> None:
+def _run_units(
+    ex: Executor, todo: list[Unit], cfg: SweepConfig, out: Path, bar, *, window: int, step_progress: bool
+) -> None:
     """Run ``todo`` on ``ex`` and write each unit as soon as it finishes.
 
     At most ``window`` units are in flight (1 inline: a unit is on disk before
@@ -435,8 +473,15 @@ def _merge(cfg: SweepConfig, out: Path, units: list[Unit], have: dict[int, xr.Da
         merged = parts[0]
     else:
         # Every keyword spelled out: xarray is changing the defaults of concat.
-        merged = xr.concat(parts, dim="seed", data_vars="all", coords="minimal", compat="equals",
-                           join="exact", combine_attrs="override")
+        merged = xr.concat(
+            parts,
+            dim="seed",
+            data_vars="all",
+            coords="minimal",
+            compat="equals",
+            join="exact",
+            combine_attrs="override",
+        )
     merged = merged.sel(seed=np.array(cfg.train.seeds, dtype=merged["seed"].dtype))
     merged.attrs = dict(parts[0].attrs)
     return merged

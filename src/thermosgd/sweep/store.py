@@ -237,17 +237,22 @@ def check_output_folder(out: str | os.PathLike, kind: str) -> Path:
         return out
     if RUN_MARKER in entries:
         if kind == "sweep":
-            raise UsageError(f"{out} holds another kind of thermosgd run ({_describe_run(out)}), not a "
-                             "two-layer sweep; choose a new --out folder")
+            raise UsageError(
+                f"{out} holds another kind of thermosgd run ({_describe_run(out)}), not a "
+                "two-layer sweep; choose a new --out folder"
+            )
         return out
     if CONFIG_FILE in entries:
         if kind == "run":
-            raise UsageError(f"{out} holds a two-layer sweep ({CONFIG_FILE}), not a run of this preset; "
-                             "choose a new --out folder")
+            raise UsageError(
+                f"{out} holds a two-layer sweep ({CONFIG_FILE}), not a run of this preset; choose a new --out folder"
+            )
         return out
     shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-    raise UsageError(f"{out} is not empty ({shown}) and holds no thermosgd results; choose a new or empty "
-                     "--out folder (nothing was written)")
+    raise UsageError(
+        f"{out} is not empty ({shown}) and holds no thermosgd results; choose a new or empty "
+        "--out folder (nothing was written)"
+    )
 
 
 def _describe_run(folder: Path) -> str:

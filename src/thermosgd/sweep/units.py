@@ -41,9 +41,9 @@ import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import xarray as xr
 
@@ -111,8 +111,9 @@ def plan_units(cfg: SweepConfig) -> list[Unit]:
         c = call_seeds(cfg)
         calls = math.ceil(len(seeds) / c)
         per_call = budget.call_seconds(budget.Grid.of(cfg), c)
-        lo, hi = (math.ceil(t / per_call) if i == 0 else max(1, math.floor(t / per_call))
-                  for i, t in enumerate(UNIT_SECONDS))
+        lo, hi = (
+            math.ceil(t / per_call) if i == 0 else max(1, math.floor(t / per_call)) for i, t in enumerate(UNIT_SECONDS)
+        )
         k = c * max(1, min(hi, max(lo, math.ceil(calls / MIN_UNITS))))
     return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
 
@@ -137,7 +138,7 @@ def write_unit(ds: xr.Dataset, out: Path, unit: Unit) -> Path:
 
 
 def unit_state(out: Path, unit: Unit) -> str:
-    """"done", "missing" or "corrupt" (checksum absent, mismatched or unreadable)."""
+    """ "done", "missing" or "corrupt" (checksum absent, mismatched or unreadable)."""
     path, sums = unit_file(out, unit), checksum_file(out, unit)
     if not path.exists():
         return MISSING

@@ -26,8 +26,8 @@ import math
 import os
 from dataclasses import dataclass
 
-from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
+from thermosgd.errors import UsageError
 
 # Time model (seconds), see the module docstring. Fitted to the CPU time of single-thread
 # engine runs (R = 4…512 replicas of 10×10, 30×30 and 100×100, |B| = 1 and 3, recording
@@ -92,20 +92,31 @@ class Grid:
     share_data: bool
 
     @classmethod
-    def of(cls, cfg: SweepConfig, seeds: int | None = None) -> "Grid":
+    def of(cls, cfg: SweepConfig, seeds: int | None = None) -> Grid:
         t, d = cfg.train, cfg.data
         batch = max(t.batch_size) if t.noise == "sgd" else t.gd_batch
         # engine: _CHUNK steps of minibatches, or ~2^18 input numbers per stream for G-sample steps
         chunk = _CHUNK if t.noise == "sgd" else max(1, min(_CHUNK, (1 << 18) // (batch * cfg.model.inputs)))
         return cls(
-            seeds=len(t.seeds) if seeds is None else seeds, lrs=len(t.lr), batch_sizes=tuple(t.batch_size),
-            batch=batch, chunk=chunk, tracks_norms=t.noise == "sgd" and 4 * (t.steps // t.record_every) >= t.steps,
-            steps=t.steps, record_every=t.record_every, probe_every=cfg.probe_every_steps,
-            inputs=cfg.model.inputs, hidden=cfg.model.hidden, probe=d.probe_size, test=d.test_size,
-            train_size=d.train_size, dtype_bytes=8 if t.dtype == "float64" else 4, share_data=t.share_data,
+            seeds=len(t.seeds) if seeds is None else seeds,
+            lrs=len(t.lr),
+            batch_sizes=tuple(t.batch_size),
+            batch=batch,
+            chunk=chunk,
+            tracks_norms=t.noise == "sgd" and 4 * (t.steps // t.record_every) >= t.steps,
+            steps=t.steps,
+            record_every=t.record_every,
+            probe_every=cfg.probe_every_steps,
+            inputs=cfg.model.inputs,
+            hidden=cfg.model.hidden,
+            probe=d.probe_size,
+            test=d.test_size,
+            train_size=d.train_size,
+            dtype_bytes=8 if t.dtype == "float64" else 4,
+            share_data=t.share_data,
         )
 
-    def with_(self, **changes) -> "Grid":
+    def with_(self, **changes) -> Grid:
         return dataclasses.replace(self, **changes)
 
     @property
@@ -131,8 +142,10 @@ class Grid:
         return self.steps // self.probe_every + 1 + (self.steps % self.probe_every != 0)
 
     def words(self) -> str:
-        return (f"{self.lrs} lr × {len(self.batch_sizes)} batch sizes × {self.seeds} seeds = "
-                f"{self.replicas} replicas, {self.steps} steps, {self.records} recorded")
+        return (
+            f"{self.lrs} lr × {len(self.batch_sizes)} batch sizes × {self.seeds} seeds = "
+            f"{self.replicas} replicas, {self.steps} steps, {self.records} recorded"
+        )
 
 
 def human_bytes(n: float) -> str:
@@ -189,7 +202,9 @@ def call_bytes(g: Grid, seeds: int) -> int:
     R = seeds * g.per_seed
     streams = seeds if g.share_data else R
     total = 2 * R * (N * M + 2 * N)  # parameters and the initialization they come from
-    total += 2 * g.chunk * streams * B * (M + 1) + 2 * R * B * (M + 1)  # a chunk of samples per stream; one step's per replica
+    total += 2 * g.chunk * streams * B * (M + 1) + 2 * R * B * (
+        M + 1
+    )  # a chunk of samples per stream; one step's per replica
     total += 8 * R * B * N  # per-step temporaries
     if g.tracks_norms:
         total += 2 * R * B * B  # x xᵀ of the running ‖W_i‖² update
@@ -236,8 +251,7 @@ def train_cost(g: Grid, block_seeds: int) -> Cost:
     return Cost(memory, seconds)
 
 
-def sweep_cost(g: Grid, unit_calls: list[int], call_seeds: int, *, workers: int = 1,
-               where: str = "inline") -> Cost:
+def sweep_cost(g: Grid, unit_calls: list[int], call_seeds: int, *, workers: int = 1, where: str = "inline") -> Cost:
     """A sweep of units of ``unit_calls[i]`` engine calls of ``call_seeds`` seeds each.
 
     Args:
@@ -301,15 +315,21 @@ def check(g: Grid, cost_of, *, what: str, netcdf: bool = False) -> Cost:
 
     if not variable_ok(g):
         var = results_bytes(g, g.replicas) // N_METRICS
-        raise UsageError(f"{what} would write {human_bytes(var)} per variable ({g.words()}), more than "
-                         f"NetCDF-3 files hold (4 GiB); use {_fitting(g, ok)}")
+        raise UsageError(
+            f"{what} would write {human_bytes(var)} per variable ({g.words()}), more than "
+            f"NetCDF-3 files hold (4 GiB); use {_fitting(g, ok)}"
+        )
     cost = cost_of(g)
     if avail is not None and cost.memory > avail:
-        raise UsageError(f"{what} needs {human_bytes(cost.memory)} of memory ({g.words()}) and "
-                         f"{human_bytes(avail)} are available; use {_fitting(g, ok)}")
+        raise UsageError(
+            f"{what} needs {human_bytes(cost.memory)} of memory ({g.words()}) and "
+            f"{human_bytes(avail)} are available; use {_fitting(g, ok)}"
+        )
     if cost.seconds > MAX_SECONDS:
-        steps = _largest(lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n),
-                                              probe_every=min(g.probe_every, n))), g.steps)
+        steps = _largest(
+            lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n), probe_every=min(g.probe_every, n))),
+            g.steps,
+        )
         fewer = f"at most {steps} steps, or " if steps else ""
         raise UsageError(
             f"{what} would run for about {human_seconds(cost.seconds)} on this machine ({g.words()}), more "
@@ -328,8 +348,10 @@ def _fitting(g: Grid, ok) -> str:
     if every:
         options.append(f"record_every = {every}")
     if not options:
-        steps = _largest(lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n),
-                                              probe_every=min(g.probe_every, n))), g.steps)
+        steps = _largest(
+            lambda n: ok(g.with_(steps=n, record_every=min(g.record_every, n), probe_every=min(g.probe_every, n))),
+            g.steps,
+        )
         if steps:
             options.append(f"at most {steps} steps")
     if not options:

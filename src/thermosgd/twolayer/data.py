@@ -15,8 +15,8 @@ import zipfile
 import numpy as np
 import torch
 
-from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig
+from thermosgd.errors import UsageError
 
 INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = range(8)
 
@@ -56,8 +56,15 @@ class SampleStream:
             (lr and batch-size indices) when data streams are not shared.
     """
 
-    def __init__(self, cfg: SweepConfig, master: int, seed: int, *extra: int, dtype=torch.float32,
-                 dataset: "UserData | None" = None):
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        master: int,
+        seed: int,
+        *extra: int,
+        dtype=torch.float32,
+        dataset: UserData | None = None,
+    ):
         self.cfg, self.dtype = cfg, dtype
         self.M = cfg.model.inputs
         self._coords = (master, seed)
@@ -119,8 +126,10 @@ class SampleStream:
         idx = torch.randint(0, len(self.train_y), (n,), generator=gen)
         if out is None:
             return self.train_x[idx], self.train_y[idx]
-        return (torch.index_select(self.train_x, 0, idx, out=out[0]),
-                torch.index_select(self.train_y, 0, idx, out=out[1]))
+        return (
+            torch.index_select(self.train_x, 0, idx, out=out[0]),
+            torch.index_select(self.train_y, 0, idx, out=out[1]),
+        )
 
     def probe(self):
         """Probe set (P, M), (P,): fixed fresh samples, or a training subset."""
@@ -136,7 +145,9 @@ class SampleStream:
 
     def test(self):
         if self.user is not None:
-            return None if self.user.x_test is None else (self.user.x_test.to(self.dtype), self.user.y_test.to(self.dtype))
+            return (
+                None if self.user.x_test is None else (self.user.x_test.to(self.dtype), self.user.y_test.to(self.dtype))
+            )
         master, seed = self._coords
         n = self.cfg.data.test_size
         if not n:
@@ -167,7 +178,7 @@ class UserData:
             self.x_test, self.y_test = _check_pair(x_test, y_test, inputs, loss, "x_test", "y_test", dtype)
 
     @classmethod
-    def from_arguments(cls, data, test_data=None, *, inputs: int, loss: str, dtype: str = "float32") -> "UserData":
+    def from_arguments(cls, data, test_data=None, *, inputs: int, loss: str, dtype: str = "float32") -> UserData:
         """From ``train(cfg, data=(x, y), test_data=(x_test, y_test))``; each must be a pair."""
         pairs = []
         for name, pair in (("data", data), ("test_data", test_data)):
@@ -181,14 +192,15 @@ class UserData:
         return cls(*pairs, inputs=inputs, loss=loss, dtype=dtype)
 
     @classmethod
-    def from_npz(cls, path: str, *, inputs: int, loss: str, dtype: str = "float32") -> "UserData":
+    def from_npz(cls, path: str, *, inputs: int, loss: str, dtype: str = "float32") -> UserData:
         """Read ``x``, ``y`` (and ``x_test``, ``y_test`` if present) from an .npz, without pickle."""
         arrays = _read_npz(path)
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
             raise UsageError(f"[data] file {path} lacks array(s) {', '.join(missing)} (has: {', '.join(arrays)})")
-        return cls(arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), inputs=inputs, loss=loss,
-                   dtype=dtype)
+        return cls(
+            arrays["x"], arrays["y"], arrays.get("x_test"), arrays.get("y_test"), inputs=inputs, loss=loss, dtype=dtype
+        )
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
@@ -254,8 +266,10 @@ def _check_pair(x, y, inputs: int, loss: str, xname: str, yname: str, dtype: str
     for name, t in ((xname, x), (yname, y)):
         big = float(t.abs().max())
         if big > limit:  # finite here, but inf once cast: every replica would "diverge" at step 0
-            raise UsageError(f"{name} holds values up to {big:.3g}, beyond the range of {dtype} "
-                             f"({limit:.3g}); rescale it, or set [train] dtype = \"float64\"")
+            raise UsageError(
+                f"{name} holds values up to {big:.3g}, beyond the range of {dtype} "
+                f'({limit:.3g}); rescale it, or set [train] dtype = "float64"'
+            )
     if loss == "bce" and not bool(((y == 0) | (y == 1)).all()):
         raise UsageError(f"{yname} must be 0 or 1 for the BCE loss")
     return x, y

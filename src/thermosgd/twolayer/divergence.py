@@ -54,8 +54,9 @@ class Watch:
 
         The first values with a probe loss (step 0) fix L_0.
         """
-        bad = ~(torch.isfinite(values["v_norm"]) & torch.isfinite(values["w_norm"])
-                & torch.isfinite(values["bias_mean"]))
+        bad = ~(
+            torch.isfinite(values["v_norm"]) & torch.isfinite(values["w_norm"]) & torch.isfinite(values["bias_mean"])
+        )
         loss = values.get("loss")
         if self.factor > 0 and loss is not None:
             if self._loss0 is None:

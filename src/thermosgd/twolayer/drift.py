@@ -51,14 +51,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import xarray as xr
 
-from thermosgd.errors import UsageError
 from thermosgd.config import SweepConfig, from_dict
+from thermosgd.errors import UsageError
 from thermosgd.twolayer import theory
 from thermosgd.twolayer.data import DATA, INIT, PROBE, SampleStream, generator
 from thermosgd.twolayer.losses import dloss_df
@@ -110,12 +110,18 @@ class DriftSetup:
     def config(self) -> SweepConfig:
         if self.labels not in ("random", "teacher"):
             raise UsageError(f"labels must be 'random' or 'teacher', got {self.labels!r}")
-        return from_dict({
-            "model": {"inputs": self.inputs, "hidden": self.hidden, "init": self.init,
-                      "init_scale": self.init_scale},
-            "data": {"inputs": "gaussian", "labels": self.labels},
-            "train": {"loss": self.loss, "dtype": "float64", "seed": self.seed},
-        })
+        return from_dict(
+            {
+                "model": {
+                    "inputs": self.inputs,
+                    "hidden": self.hidden,
+                    "init": self.init,
+                    "init_scale": self.init_scale,
+                },
+                "data": {"inputs": "gaussian", "labels": self.labels},
+                "train": {"loss": self.loss, "dtype": "float64", "seed": self.seed},
+            }
+        )
 
 
 def initial_state(setup: DriftSetup):
@@ -204,9 +210,14 @@ def one_step_moments(q0, q1, mean_grad, lr, *, grad_var=None, mean_grad_se=None)
     ito = torch.full_like(G, float("nan")) if grad_var is None else lr**2 * torch.as_tensor(grad_var, dtype=_F64)
     n = lambda t: t.numpy().copy()  # noqa: E731
     return OneStep(
-        dq=n(dq_m), dq_se=n(dq_se), gradient=n(grad),
-        excess=n(dq_m - grad), excess_se=n(torch.hypot(dq_se, lr * gse)),
-        dq2=n(d2_m), dq2_se=n(d2_se), gradient_q2=n(grad_q2),
+        dq=n(dq_m),
+        dq_se=n(dq_se),
+        gradient=n(grad),
+        excess=n(dq_m - grad),
+        excess_se=n(torch.hypot(dq_se, lr * gse)),
+        dq2=n(d2_m),
+        dq2_se=n(d2_se),
+        gradient_q2=n(grad_q2),
         excess_q2=n(d2_m - grad_q2),
         excess_q2_se=n(torch.hypot(d2_se, (2 * lr * (q0 - lr * G)).abs() * gse)),
         ito=n(ito),
@@ -243,8 +254,12 @@ def population_moments(W, b, V, x, y, loss: str, random_labels: bool) -> dict:
     var_V = (e2.unsqueeze(-1) * a * a).mean(1) - G_V**2
     var_b = V * V * (e2.unsqueeze(-1) * s).mean(1) - G_b**2
     return {
-        "G_b": G_b, "G_V": G_V, "var_b": var_b, "var_V": var_V,
-        "se_G_V": ga.std(1) / math.sqrt(n), "se_G_b": V.abs() * gs.std(1) / math.sqrt(n),
+        "G_b": G_b,
+        "G_V": G_V,
+        "var_b": var_b,
+        "var_V": var_V,
+        "se_G_V": ga.std(1) / math.sqrt(n),
+        "se_G_b": V.abs() * gs.std(1) / math.sqrt(n),
         "err2": e2.mean(1),
     }
 
@@ -288,8 +303,9 @@ def _check_grid(lrs, bss):
     return lrs, bss
 
 
-def one_step_drift(setup: DriftSetup, states, lrs, batch_sizes, *, clones: int = 4096,
-                   pop_size: int = 1 << 14, seed: int = 1) -> xr.Dataset:
+def one_step_drift(
+    setup: DriftSetup, states, lrs, batch_sizes, *, clones: int = 4096, pop_size: int = 1 << 14, seed: int = 1
+) -> xr.Dataset:
     """One-step drift of b_i and V_i² from fixed states, for every (η, |B|).
 
     Args:
@@ -315,8 +331,9 @@ def one_step_drift(setup: DriftSetup, states, lrs, batch_sizes, *, clones: int =
     L, K, N, M = W.shape
     stream = SampleStream(cfg, setup.seed, 0, dtype=_F64)
     px, py = stream.sample(pop_size, generator(setup.seed, seed, PROBE))
-    pop = population_moments(W.reshape(L * K, N, M), b.reshape(L * K, N), V.reshape(L * K, N),
-                             px, py, setup.loss, random_labels)
+    pop = population_moments(
+        W.reshape(L * K, N, M), b.reshape(L * K, N), V.reshape(L * K, N), px, py, setup.loss, random_labels
+    )
     R, Bmax = clones, max(bss)
     Wc = W.reshape(L * K, 1, N, M).expand(L * K, R, N, M).reshape(-1, N, M).clone()
     bc = b.reshape(L * K, 1, N).expand(L * K, R, N).reshape(-1, N).clone()
@@ -324,30 +341,54 @@ def one_step_drift(setup: DriftSetup, states, lrs, batch_sizes, *, clones: int =
     x, y = stream.sample(L * K * R * Bmax, generator(setup.seed, seed, DATA))
     sgd_step(Wc, bc, Vc, x.view(-1, Bmax, M), y.view(-1, Bmax), _grid_wl(lrs, bss, R, Bmax), setup.loss)
     bc, Vc = bc.view(L, K, R, N), Vc.view(L, K, R, N)
-    out = {k: np.full((L, K, N), np.nan) for k in (
-        "b_step", "b_step_se", "b_gradient", "b_excess", "b_excess_se", "b_predicted",
-        "V2_step", "V2_step_se", "V2_gradient", "V2_excess", "V2_excess_se", "V2_ito", "V2_predicted")}
+    out = {
+        k: np.full((L, K, N), np.nan)
+        for k in (
+            "b_step",
+            "b_step_se",
+            "b_gradient",
+            "b_excess",
+            "b_excess_se",
+            "b_predicted",
+            "V2_step",
+            "V2_step_se",
+            "V2_gradient",
+            "V2_excess",
+            "V2_excess_se",
+            "V2_ito",
+            "V2_predicted",
+        )
+    }
     err2 = pop["err2"].view(L, K)
     for li, lr in enumerate(lrs):
         for ki, bs in enumerate(bss):
             g = li * K + ki
-            ob = one_step_moments(b[li, ki], bc[li, ki], pop["G_b"][g], lr,
-                                  grad_var=pop["var_b"][g] / bs, mean_grad_se=pop["se_G_b"][g])
-            ov = one_step_moments(V[li, ki], Vc[li, ki], pop["G_V"][g], lr,
-                                  grad_var=pop["var_V"][g] / bs, mean_grad_se=pop["se_G_V"][g])
+            ob = one_step_moments(
+                b[li, ki], bc[li, ki], pop["G_b"][g], lr, grad_var=pop["var_b"][g] / bs, mean_grad_se=pop["se_G_b"][g]
+            )
+            ov = one_step_moments(
+                V[li, ki], Vc[li, ki], pop["G_V"][g], lr, grad_var=pop["var_V"][g] / bs, mean_grad_se=pop["se_G_V"][g]
+            )
             pb, pv = predicted_drift(V[li, ki], W[li, ki], b[li, ki], err2[li, ki], lr, bs)
             vals = {
-                "b_step": ob.dq, "b_step_se": ob.dq_se, "b_gradient": ob.gradient,
-                "b_excess": ob.excess, "b_excess_se": ob.excess_se, "b_predicted": pb.numpy(),
-                "V2_step": ov.dq2, "V2_step_se": ov.dq2_se, "V2_gradient": ov.gradient_q2,
-                "V2_excess": ov.excess_q2, "V2_excess_se": ov.excess_q2_se, "V2_ito": ov.ito,
+                "b_step": ob.dq,
+                "b_step_se": ob.dq_se,
+                "b_gradient": ob.gradient,
+                "b_excess": ob.excess,
+                "b_excess_se": ob.excess_se,
+                "b_predicted": pb.numpy(),
+                "V2_step": ov.dq2,
+                "V2_step_se": ov.dq2_se,
+                "V2_gradient": ov.gradient_q2,
+                "V2_excess": ov.excess_q2,
+                "V2_excess_se": ov.excess_q2_se,
+                "V2_ito": ov.ito,
                 "V2_predicted": pv.numpy(),
             }
             for k, v in vals.items():
                 out[k][li, ki] = v
     dims = ("lr", "batch_size", "unit")
-    ds = xr.Dataset({k: (dims, v) for k, v in out.items()},
-                    coords={"lr": lrs, "batch_size": bss, "unit": np.arange(N)})
+    ds = xr.Dataset({k: (dims, v) for k, v in out.items()}, coords={"lr": lrs, "batch_size": bss, "unit": np.arange(N)})
     ds["err2"] = (("lr", "batch_size"), err2.numpy().copy())
     ds.attrs.update(clones=R, pop_size=pop_size, labels=setup.labels, loss=setup.loss)
     return ds
@@ -358,8 +399,17 @@ def one_step_drift(setup: DriftSetup, states, lrs, batch_sizes, *, clones: int =
 # --------------------------------------------------------------------------
 
 
-def trajectory_drift(setup: DriftSetup, lrs, batch_sizes, *, steps: int = 800, blocks: int = 16,
-                     per_block: int = 128, record_every: int = 20, seed: int = 1) -> xr.Dataset:
+def trajectory_drift(
+    setup: DriftSetup,
+    lrs,
+    batch_sizes,
+    *,
+    steps: int = 800,
+    blocks: int = 16,
+    per_block: int = 128,
+    record_every: int = 20,
+    seed: int = 1,
+) -> xr.Dataset:
     """SGD ensembles from one shared initialization beside their mean-gradient references.
 
     Every (η, |B|) grid point runs ``blocks × per_block`` SGD replicas; all
@@ -409,8 +459,10 @@ def trajectory_drift(setup: DriftSetup, lrs, batch_sizes, *, steps: int = 800, b
 
     rec_steps = np.unique(np.append(np.arange(0, steps + 1, record_every), steps))
     shape = (len(rec_steps), L, K, Q)
-    buf = {k: np.full((*shape, N), np.nan)
-           for k in ("b", "V", "V2", "b_ref", "V_ref", "V2_ref", "b_predicted", "V2_predicted")}
+    buf = {
+        k: np.full((*shape, N), np.nan)
+        for k in ("b", "V", "V2", "b_ref", "V_ref", "V2_ref", "b_predicted", "V2_predicted")
+    }
     buf.update({k: np.full(shape, np.nan) for k in ("err2", "activation_rate")})
 
     def block_mean(t):  # (G·R, ...) -> (L, K, Q, ...)
@@ -453,13 +505,22 @@ def trajectory_drift(setup: DriftSetup, lrs, batch_sizes, *, steps: int = 800, b
         {k: (d5 if v.ndim == 5 else d5[:-1], v) for k, v in buf.items()},
         coords={"step": rec_steps, "lr": lrs, "batch_size": bss, "block": np.arange(Q), "unit": np.arange(N)},
     ).transpose("lr", "batch_size", "block", "step", ...)
-    ds.attrs.update(per_block=P, blocks=Q, labels=setup.labels, loss=setup.loss,
-                    setup=json.dumps(setup.__dict__))
+    ds.attrs.update(per_block=P, blocks=Q, labels=setup.labels, loss=setup.loss, setup=json.dumps(setup.__dict__))
     return ds
 
 
-def drift_runs(setup: DriftSetup, lrs, batch_sizes, *, steps: int = 800, blocks: int = 16,
-               per_block: int = 128, clones: int = 4096, record_every: int = 20, seed: int = 1):
+def drift_runs(
+    setup: DriftSetup,
+    lrs,
+    batch_sizes,
+    *,
+    steps: int = 800,
+    blocks: int = 16,
+    per_block: int = 128,
+    clones: int = 4096,
+    record_every: int = 20,
+    seed: int = 1,
+):
     """Both measurements for one grid, from the same shared initialization (the paper's "early phase").
 
     Returns:
@@ -470,6 +531,7 @@ def drift_runs(setup: DriftSetup, lrs, batch_sizes, *, steps: int = 800, blocks:
     L, K = len(lrs), len(bss)
     states = (W0.expand(L, K, *W0.shape), b0.expand(L, K, *b0.shape), V0.expand(L, K, *V0.shape))
     one = one_step_drift(setup, states, lrs, bss, clones=clones, seed=seed + 1)
-    traj = trajectory_drift(setup, lrs, bss, steps=steps, blocks=blocks, per_block=per_block,
-                            record_every=record_every, seed=seed)
+    traj = trajectory_drift(
+        setup, lrs, bss, steps=steps, blocks=blocks, per_block=per_block, record_every=record_every, seed=seed
+    )
     return one, traj

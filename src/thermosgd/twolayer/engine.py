@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from thermosgd.config import SweepConfig
 from thermosgd.checks import replica_seeds, require_config, torch_device
+from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
-from thermosgd.threads import threads_for
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
+from thermosgd.threads import threads_for
 from thermosgd.twolayer import budget, divergence, fused
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
@@ -50,10 +50,16 @@ _CHUNK = 256  # minibatches drawn per stream at once
 _BLOCK_ENTRIES = 1 << 20
 
 
-
-
-def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: bool = False,
-          desc: str | None = None, device: str | None = None) -> xr.Dataset:
+def train(
+    cfg: SweepConfig,
+    seeds=None,
+    *,
+    data=None,
+    test_data=None,
+    progress: bool = False,
+    desc: str | None = None,
+    device: str | None = None,
+) -> xr.Dataset:
     """Train the grid ``cfg.train.lr × cfg.train.batch_size × seeds`` in one go, under ``cfg.train.noise``.
 
     Args:
@@ -100,9 +106,14 @@ def train(cfg: SweepConfig, seeds=None, *, data=None, test_data=None, progress: 
         # Replicas never interact, so blocks of seeds can run one after another:
         # the same numbers, with each block's weights small enough to stay in cache.
         parts = [
-            _train(cfg, seeds[i : i + block], user, progress=progress,
-                   desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]",
-                   fused_threads=fused_threads)
+            _train(
+                cfg,
+                seeds[i : i + block],
+                user,
+                progress=progress,
+                desc=f"{desc or 'train'} [{i // block + 1}/{-(-len(seeds) // block)}]",
+                fused_threads=fused_threads,
+            )
             for i in range(0, len(seeds), block)
         ]
     out = xr.concat(parts, dim="seed", data_vars="all", coords="different", compat="equals", join="exact")
@@ -123,8 +134,15 @@ def load_user_data(cfg: SweepConfig, data, test_data) -> UserData | None:
     return UserData.from_arguments(data, test_data, inputs=cfg.model.inputs, loss=cfg.train.loss, dtype=cfg.train.dtype)
 
 
-def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = False,
-           desc: str | None = None, fused_threads: int = 1) -> xr.Dataset:
+def _train(
+    cfg: SweepConfig,
+    seeds,
+    user: UserData | None,
+    *,
+    progress: bool = False,
+    desc: str | None = None,
+    fused_threads: int = 1,
+) -> xr.Dataset:
     """Body of :func:`train` for one block of seeds: initialize, loop, assemble."""
     t = cfg.train
     dtype = torch.float64 if t.dtype == "float64" else torch.float32
@@ -139,13 +157,13 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
 
     record = every(t.record_every, last=t.steps)
     probe_due = every(cfg.probe_every_steps, last=t.steps)
-    records = Records(METRICS + (TEST_METRICS if probe.test_x is not None else ()),
-                      np.array(record.steps(t.steps)), L * K * S, dtype)
+    records = Records(
+        METRICS + (TEST_METRICS if probe.test_x is not None else ()), np.array(record.steps(t.steps)), L * K * S, dtype
+    )
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
     # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = (p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps)
-                  else None)
+    row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
     bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
@@ -154,22 +172,43 @@ def _train(cfg: SweepConfig, seeds, user: UserData | None, *, progress: bool = F
     else:
         _reference_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, row_norms2)
     bar.close()
-    method = ("exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)" if gaussian
-              else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples")
-    return to_dataset(cfg, seeds, records, watch.step, activation_rate_method=method,
-                      divergence_criterion=divergence.describe(t.runaway_factor))
+    method = (
+        "exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)"
+        if gaussian
+        else f"Monte Carlo on a fixed probe set of {probe.x.shape[1]} samples"
+    )
+    return to_dataset(
+        cfg,
+        seeds,
+        records,
+        watch.step,
+        activation_rate_method=method,
+        divergence_criterion=divergence.describe(t.runaway_factor),
+    )
 
 
-def _reference_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_Stepper", records: Records,
-                    watch: divergence.Watch, bar, record, probe_due, row_norms2: torch.Tensor | None) -> None:
+def _reference_loop(
+    cfg,
+    p: Params,
+    data: _Data,
+    probe: ProbeSet,
+    stepper: _Stepper,
+    records: Records,
+    watch: divergence.Watch,
+    bar,
+    record,
+    probe_due,
+    row_norms2: torch.Tensor | None,
+) -> None:
     """The torch loop: one :class:`_Stepper` step at a time, measured at recorded steps."""
     t, dev = cfg.train, p.W.device
     gaussian = cfg.data.inputs == "gaussian"
 
     def measure_at(i: int, step: int) -> None:
         row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
-        values = measure(p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian,
-                         with_probe=probe_due(step))
+        values = measure(
+            p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian, with_probe=probe_due(step)
+        )
         values = {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
         records.put(i, values)
         _freeze(watch.update(step, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
@@ -194,8 +233,19 @@ def _reference_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_S
         bar.update(n)
 
 
-def _fused_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_Stepper", records: Records,
-                watch: divergence.Watch, bar, record, probe_due, threads: int) -> None:
+def _fused_loop(
+    cfg,
+    p: Params,
+    data: _Data,
+    probe: ProbeSet,
+    stepper: _Stepper,
+    records: Records,
+    watch: divergence.Watch,
+    bar,
+    record,
+    probe_due,
+    threads: int,
+) -> None:
     """The compiled loop (:mod:`~thermosgd.twolayer.fused`): every step up to the next recorded one per call.
 
     The parameters stay in the kernels' layout for the whole run; they are copied
@@ -215,14 +265,14 @@ def _fused_loop(cfg, p: Params, data: "_Data", probe: ProbeSet, stepper: "_Stepp
         with_probe = probe_due(step)
         if not ens.compiled_probe or (with_probe and probe.test_x is not None):  # the reference instruments on p
             ens.store(p)
-            values = measure(p, p.W.norm(dim=-1), probe, loss=t.loss, bias=bias, gaussian=gaussian,
-                             with_probe=with_probe)
+            values = measure(
+                p, p.W.norm(dim=-1), probe, loss=t.loss, bias=bias, gaussian=gaussian, with_probe=with_probe
+            )
         else:
             values = ens.cheap(threads)
             del values["finite_sum"]
             if with_probe or not gaussian:
-                counted = ens.probe(px, py, probe.batch_size, loss=t.loss, bias=bias, grads=with_probe,
-                                    threads=threads)
+                counted = ens.probe(px, py, probe.batch_size, loss=t.loss, bias=bias, grads=with_probe, threads=threads)
                 if gaussian:
                     del counted["activation_rate"]  # exact for x ~ N(0, I)
                 broken = ~torch.isfinite(values["v_norm"] + values["w_norm"] + values["bias_mean"])
@@ -292,8 +342,9 @@ class _Stepper:
         """The step-size tensors (leading replica dim) that freezing a replica zeroes."""
         return [r for r in (self.wl, self.lr, self.scale) if r is not None]
 
-    def step(self, p: Params, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None,
-             row_norms2: torch.Tensor | None) -> None:
+    def step(
+        self, p: Params, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, row_norms2: torch.Tensor | None
+    ) -> None:
         """Advance every replica by one step: x (R, batch, M), y (R, batch), z (R, G or P) or None."""
         if self.noise == "sgd":
             sgd_step(p.W, p.b, p.V, x, y, self.wl, self.loss, self.bias, row_norms2)
@@ -316,8 +367,9 @@ def _to_device(obj, dev: torch.device):
     return obj
 
 
-def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torch.dtype,
-             dev: torch.device = torch.device("cpu")) -> _Stepper:
+def _stepper(
+    cfg: SweepConfig, p: Params, data: _Data, seeds: int, dtype: torch.dtype, dev: torch.device = torch.device("cpu")
+) -> _Stepper:
     """The configured noise model's step, its random streams and, for "frozen", σ₀² at the initial ``p``."""
     t, N, M = cfg.train, cfg.model.hidden, cfg.model.inputs
     G, L, K = t.gd_batch, len(t.lr), len(t.batch_size)
@@ -325,15 +377,17 @@ def _stepper(cfg: SweepConfig, p: Params, data: "_Data", seeds: int, dtype: torc
     bs = torch.tensor(t.batch_size, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone()
     # "sgd" draws whole chunks of _CHUNK minibatches; the G-sample models about 2^18 inputs per stream.
     batch, chunk = (max(t.batch_size), _CHUNK) if t.noise == "sgd" else (G, max(1, min(_CHUNK, (1 << 18) // (G * M))))
-    out = _Stepper(t.noise, t.loss, cfg.model.bias, batch, chunk,
-                   minibatch_weights(t.lr, t.batch_size, seeds, dtype), lr, bs)
+    out = _Stepper(
+        t.noise, t.loss, cfg.model.bias, batch, chunk, minibatch_weights(t.lr, t.batch_size, seeds, dtype), lr, bs
+    )
     if t.noise in ("gaussian", "frozen"):
         size = G if t.noise == "gaussian" else N * M + 2 * N
         out.draws = NormalStreams(data.generators(NOISE), size, chunk, dtype)
     if t.noise == "frozen":
         x0, y0 = (v.to(dev) for v in data.initial_sample(G))  # (R, G, M), (R, G), drawn on the CPU
-        out.scale = (per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, cfg.model.bias)
-                     / bs.to(dev).unsqueeze(-1)).sqrt_()
+        out.scale = (
+            per_sample_variance(p.W, p.b, p.V, x0, y0, t.loss, cfg.model.bias) / bs.to(dev).unsqueeze(-1)
+        ).sqrt_()
     return out
 
 
@@ -379,12 +433,16 @@ class _Data:
         self.shared, self.batch_sizes, self.dtype = t.share_data, t.batch_size, dtype
         per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
         # Coordinates (master, seed[, lr index, batch index]) of each stream.
-        self.coords = [(t.seed, s) for s in seeds] if self.shared else [
-            (t.seed, s, li, ki) for li in range(self.L) for ki in range(self.K) for s in seeds
-        ]
-        self.streams = per_seed if self.shared else [
-            SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user) for _, s, li, ki in self.coords
-        ]
+        self.coords = (
+            [(t.seed, s) for s in seeds]
+            if self.shared
+            else [(t.seed, s, li, ki) for li in range(self.L) for ki in range(self.K) for s in seeds]
+        )
+        self.streams = (
+            per_seed
+            if self.shared
+            else [SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user) for _, s, li, ki in self.coords]
+        )
         self.probes = per_seed  # the probe set is per seed in either case
 
     def _per_seed(self, v: torch.Tensor) -> torch.Tensor:
@@ -407,8 +465,7 @@ class _Data:
     def probe_set(self) -> ProbeSet:
         px, py = (torch.stack(v) for v in zip(*(st.probe() for st in self.probes)))  # (S, P, M), (S, P)
         bsz = torch.tensor(self.batch_sizes, dtype=self.dtype).view(1, self.K, 1)
-        out = ProbeSet(self._per_seed(px), self._per_seed(py),
-                       bsz.expand(self.L, self.K, self.S).reshape(-1))
+        out = ProbeSet(self._per_seed(px), self._per_seed(py), bsz.expand(self.L, self.K, self.S).reshape(-1))
         tests = [st.test() for st in self.probes]
         if tests[0] is not None:
             out.test_x, out.test_y = (self._per_seed(torch.stack(v)) for v in zip(*tests))

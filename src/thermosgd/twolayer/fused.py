@@ -113,7 +113,9 @@ def _kernels() -> dict:
                 for i in range(N):  # backward at the pre-step V, then V's update
                     for j in range(B):
                         for q in range(Q):
-                            D[j, i, q] = e[j, q] * V[k, i, q] * (one if Z[j, i, q] > zero else zero)  # NaN·0 stays NaN, as torch
+                            D[j, i, q] = (
+                                e[j, q] * V[k, i, q] * (one if Z[j, i, q] > zero else zero)
+                            )  # NaN·0 stays NaN, as torch
                     for j in range(B):
                         for q in range(Q):
                             V[k, i, q] -= e[j, q] * max(Z[j, i, q], zero)
@@ -428,8 +430,9 @@ def _kernels() -> dict:
                 out[4, r] = sW / P
                 out[5, r] = (sb / P - mb) * corr
 
-    _KERNELS.update(steps=steps, metrics=metrics, probe=probe, row_steps=row_steps, row_steps1=row_steps1,
-                    row_probe=row_probe)
+    _KERNELS.update(
+        steps=steps, metrics=metrics, probe=probe, row_steps=row_steps, row_steps1=row_steps1, row_probe=row_probe
+    )
     return _KERNELS
 
 
@@ -459,8 +462,9 @@ def _parallel(fn, blocks: int, threads: int, work: int) -> None:
         f.result()
 
 
-def _probe_values(vals: torch.Tensor, var_W: torch.Tensor, batch_size: torch.Tensor, *, N: int, M: int,
-                  bias: bool) -> dict[str, torch.Tensor]:
+def _probe_values(
+    vals: torch.Tensor, var_W: torch.Tensor, batch_size: torch.Tensor, *, N: int, M: int, bias: bool
+) -> dict[str, torch.Tensor]:
     """A probe kernel's rows as :func:`~thermosgd.twolayer.measure.probe_metrics`' instruments, each (R,).
 
     ``vals`` (6, R): activation rate, loss, error, the per-sample gradient
@@ -472,9 +476,15 @@ def _probe_values(vals: torch.Tensor, var_W: torch.Tensor, batch_size: torch.Ten
     var_V, var_b = vals[3], vals[5]
     n_b = N if bias else 0
     total = var_V + var_W + (var_b if n_b else 0)
-    return {"activation_rate": vals[0], "loss": vals[1], "error": vals[2],
-            "grad_var_V": var_V / (N * bsz), "grad_var_W": var_W / (N * M * bsz),
-            "grad_var_b": var_b / (N * bsz), "grad_var": total / ((N + N * M + n_b) * bsz)}
+    return {
+        "activation_rate": vals[0],
+        "loss": vals[1],
+        "error": vals[2],
+        "grad_var_V": var_V / (N * bsz),
+        "grad_var_W": var_W / (N * M * bsz),
+        "grad_var_b": var_b / (N * bsz),
+        "grad_var": total / ((N + N * M + n_b) * bsz),
+    }
 
 
 #: Inputs from which replicas run one at a time along W's rows (:class:`RowEnsemble`)
@@ -520,23 +530,41 @@ class RowEnsemble:
         """Nothing to copy: the arrays are views of ``p``'s tensors."""
         assert p is self.p
 
-    def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool,
-              threads: int) -> None:
+    def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
         kernel = _kernels()["row_steps1" if xs.shape[2] == 1 else "row_steps"]
-        _parallel(lambda r0, r1: kernel(self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n,
-                                        loss == "mse", bias, r0, r1), self.R, threads, self.W.size * n * xs.shape[2])
+        _parallel(
+            lambda r0, r1: kernel(
+                self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, r0, r1
+            ),
+            self.R,
+            threads,
+            self.W.size * n * xs.shape[2],
+        )
 
     def cheap(self, threads: int) -> dict[str, torch.Tensor]:
         """As :meth:`LaneEnsemble.cheap`, computed by torch on the shared tensors."""
         p = self.p
         rows = p.W.norm(dim=-1)
-        return {"v_norm": p.V.norm(dim=-1), "w_norm": rows.norm(dim=-1), "bias_mean": p.b.mean(-1),
-                "activation_rate": torch.special.ndtr(p.b / rows).mean(-1),
-                "finite_sum": p.V.sum(-1) + p.b.sum(-1) + p.W.sum((-1, -2))}
+        return {
+            "v_norm": p.V.norm(dim=-1),
+            "w_norm": rows.norm(dim=-1),
+            "bias_mean": p.b.mean(-1),
+            "activation_rate": torch.special.ndtr(p.b / rows).mean(-1),
+            "finite_sum": p.V.sum(-1) + p.b.sum(-1) + p.W.sum((-1, -2)),
+        }
 
-    def probe(self, px: torch.Tensor, py: torch.Tensor, batch_size: torch.Tensor, *, loss: str, bias: bool,
-              grads: bool, threads: int) -> dict[str, torch.Tensor]:
+    def probe(
+        self,
+        px: torch.Tensor,
+        py: torch.Tensor,
+        batch_size: torch.Tensor,
+        *,
+        loss: str,
+        bias: bool,
+        grads: bool,
+        threads: int,
+    ) -> dict[str, torch.Tensor]:
         """As :meth:`LaneEnsemble.probe`."""
         p, R = self.p, self.R
         S = px.shape[0]
@@ -549,8 +577,12 @@ class RowEnsemble:
         out = np.full((6, R), np.nan)
         kernel = _kernels()["row_probe"]
         Zn, Vn, dn, pyn = z.numpy(), self.V, delta.numpy(), np.ascontiguousarray(py.numpy())
-        _parallel(lambda r0, r1: kernel(Zn, Vn, pyn, seed, xx, loss == "mse", grads, dn, out, r0, r1), R, threads,
-                  z.numel() * (2 if grads else 1))
+        _parallel(
+            lambda r0, r1: kernel(Zn, Vn, pyn, seed, xx, loss == "mse", grads, dn, out, r0, r1),
+            R,
+            threads,
+            z.numel() * (2 if grads else 1),
+        )
         vals = torch.from_numpy(out).to(p.W.dtype)
         if not grads:
             return {"activation_rate": vals[0]}
@@ -585,8 +617,9 @@ class LaneEnsemble:
         self.blocks = -(-self.R // LANES)
         self._pad = self.blocks * LANES - self.R
         self.W, self.b, self.V, self.wl = (self._soa(t) for t in (p.W, p.b, p.V, wl))
-        self.stream = np.concatenate([stream, np.zeros(self._pad, np.int64)]).astype(np.int64).reshape(
-            self.blocks, LANES)
+        self.stream = (
+            np.concatenate([stream, np.zeros(self._pad, np.int64)]).astype(np.int64).reshape(self.blocks, LANES)
+        )
 
     def _soa(self, t: torch.Tensor) -> np.ndarray:
         """(R, *shape) → (NB, *shape, LANES), padded lanes zero."""
@@ -605,8 +638,7 @@ class LaneEnsemble:
         for t, a in ((p.W, self.W), (p.b, self.b), (p.V, self.V)):
             t.copy_(self._aos(a))
 
-    def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool,
-              threads: int) -> None:
+    def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
         """Advance every replica by steps ``c0 .. c0 + n`` of a sample chunk, in place.
 
         Args:
@@ -615,8 +647,14 @@ class LaneEnsemble:
             loss: "bce" or "mse". bias: update b. threads: threads to split blocks over.
         """
         kernel = _kernels()["steps"]
-        _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n,
-                                        loss == "mse", bias, k0, k1), self.blocks, threads, self.W.size * n * xs.shape[2])
+        _parallel(
+            lambda k0, k1: kernel(
+                self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, k0, k1
+            ),
+            self.blocks,
+            threads,
+            self.W.size * n * xs.shape[2],
+        )
 
     def cheap(self, threads: int) -> dict[str, torch.Tensor]:
         """The cheap instruments, each (R,): ``v_norm``, ``w_norm``, ``bias_mean``,
@@ -625,16 +663,29 @@ class LaneEnsemble:
         kernel = _kernels()["metrics"]
         out = np.empty((4, self.blocks, LANES), self.W.dtype)
         ratio = np.empty((self.blocks, self.W.shape[1], LANES), self.W.dtype)
-        _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, out, ratio, k0, k1), self.blocks, threads,
-                  self.W.size)
+        _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, out, ratio, k0, k1), self.blocks, threads, self.W.size)
         flat = torch.from_numpy(out.reshape(4, -1)[:, : self.R])
         # x ~ N(0, I): unit i is active w.p. Φ(b_i/‖W_i‖), as in measure.measure (torch's ndtr, vectorized).
         rate = torch.special.ndtr(torch.from_numpy(ratio)).mean(1).reshape(-1)[: self.R]
-        return {"v_norm": flat[0], "w_norm": flat[1], "bias_mean": flat[2], "activation_rate": rate,
-                "finite_sum": flat[3]}
+        return {
+            "v_norm": flat[0],
+            "w_norm": flat[1],
+            "bias_mean": flat[2],
+            "activation_rate": rate,
+            "finite_sum": flat[3],
+        }
 
-    def probe(self, px: torch.Tensor, py: torch.Tensor, batch_size: torch.Tensor, *, loss: str, bias: bool,
-              grads: bool, threads: int) -> dict[str, torch.Tensor]:
+    def probe(
+        self,
+        px: torch.Tensor,
+        py: torch.Tensor,
+        batch_size: torch.Tensor,
+        *,
+        loss: str,
+        bias: bool,
+        grads: bool,
+        threads: int,
+    ) -> dict[str, torch.Tensor]:
         """The probe-set instruments of :func:`thermosgd.twolayer.measure.probe_metrics`, each (R,).
 
         Args:
@@ -649,10 +700,15 @@ class LaneEnsemble:
         dt = self.W.dtype
         px, py = (np.ascontiguousarray(v.numpy(), dtype=dt) for v in (px, py))
         out = np.empty((6, self.blocks, LANES))
-        _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, px, py, seed, loss == "mse", grads, out, k0, k1),
-                  self.blocks, threads, self.W.size * px.shape[1] * (2 if grads else 1))
-        vals = torch.from_numpy(out.reshape(6, -1)[:, : self.R]).to(torch.float32 if dt == np.float32 else
-                                                                      torch.float64)
+        _parallel(
+            lambda k0, k1: kernel(self.W, self.b, self.V, px, py, seed, loss == "mse", grads, out, k0, k1),
+            self.blocks,
+            threads,
+            self.W.size * px.shape[1] * (2 if grads else 1),
+        )
+        vals = torch.from_numpy(out.reshape(6, -1)[:, : self.R]).to(
+            torch.float32 if dt == np.float32 else torch.float64
+        )
         if not grads:
             return {"activation_rate": vals[0]}
         return _probe_values(vals, vals[4], batch_size, N=self.W.shape[1], M=self.W.shape[2], bias=bias)

@@ -14,8 +14,18 @@ from thermosgd.twolayer.losses import dloss_df, loss_value
 from thermosgd.twolayer.params import Params
 
 #: Variables recorded at every recorded step (probe-set ones only at probe steps, NaN elsewhere).
-METRICS = ("activation_rate", "v_norm", "w_norm", "bias_mean", "loss", "error",
-           "grad_var", "grad_var_V", "grad_var_W", "grad_var_b")
+METRICS = (
+    "activation_rate",
+    "v_norm",
+    "w_norm",
+    "bias_mean",
+    "loss",
+    "error",
+    "grad_var",
+    "grad_var_V",
+    "grad_var_W",
+    "grad_var_b",
+)
 #: Recorded at probe steps when a held-out set exists.
 TEST_METRICS = ("test_loss", "test_error")
 
@@ -43,8 +53,9 @@ def forward(p: Params, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(z.clamp_min_(0.0), p.V.unsqueeze(-1)).squeeze(-1)
 
 
-def measure(p: Params, row_norm: torch.Tensor, probe: ProbeSet, *, loss: str, bias: bool, gaussian: bool,
-            with_probe: bool) -> dict[str, torch.Tensor]:
+def measure(
+    p: Params, row_norm: torch.Tensor, probe: ProbeSet, *, loss: str, bias: bool, gaussian: bool, with_probe: bool
+) -> dict[str, torch.Tensor]:
     """The metrics of one recorded step, each (R,).
 
     Args:
@@ -61,8 +72,11 @@ def measure(p: Params, row_norm: torch.Tensor, probe: ProbeSet, *, loss: str, bi
         # x ~ N(0, I): unit i's pre-activation is N(b_i, ‖W_i‖²), active w.p. Φ(b_i/‖W_i‖).
         values["activation_rate"] = torch.special.ndtr(p.b / row_norm).mean(-1)
     if with_probe or not gaussian:
-        values.update(probe_metrics(p, probe.x, probe.y, probe.batch_size, loss=loss, bias=bias,
-                                    need_grads=with_probe, exact_rate=gaussian))
+        values.update(
+            probe_metrics(
+                p, probe.x, probe.y, probe.batch_size, loss=loss, bias=bias, need_grads=with_probe, exact_rate=gaussian
+            )
+        )
     if with_probe and probe.test_x is not None:
         f = forward(p, probe.test_x)
         values["test_loss"] = loss_value(f, probe.test_y, loss).mean(-1)
@@ -70,8 +84,9 @@ def measure(p: Params, row_norm: torch.Tensor, probe: ProbeSet, *, loss: str, bi
     return values
 
 
-def probe_metrics(p: Params, px, py, bsz, *, loss: str, bias: bool, need_grads: bool,
-                  exact_rate: bool) -> dict[str, torch.Tensor]:
+def probe_metrics(
+    p: Params, px, py, bsz, *, loss: str, bias: bool, need_grads: bool, exact_rate: bool
+) -> dict[str, torch.Tensor]:
     """Probe-set instruments for every replica (each of shape (R,)).
 
     Args:

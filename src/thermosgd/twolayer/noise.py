@@ -37,8 +37,9 @@ class NormalStreams:
         return torch.stack(draws, 1)
 
 
-def per_sample_variance(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                        loss: str, bias: bool = True) -> torch.Tensor:
+def per_sample_variance(
+    W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor, loss: str, bias: bool = True
+) -> torch.Tensor:
     """Unbiased variance over G samples of each parameter entry's per-sample gradient.
 
     Computed in float64 from first and second moments without forming the

@@ -29,8 +29,15 @@ class Records:
             self.buf[k][i] = v
 
 
-def to_dataset(cfg: SweepConfig, seeds, records: Records, diverged_step: np.ndarray, *,
-               activation_rate_method: str, divergence_criterion: str) -> xr.Dataset:
+def to_dataset(
+    cfg: SweepConfig,
+    seeds,
+    records: Records,
+    diverged_step: np.ndarray,
+    *,
+    activation_rate_method: str,
+    divergence_criterion: str,
+) -> xr.Dataset:
     """The results of one run of the grid ``cfg.train.lr × cfg.train.batch_size × seeds``.
 
     Args:

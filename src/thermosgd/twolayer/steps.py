@@ -40,8 +40,17 @@ def minibatch_weights(lrs, batch_sizes, seeds: int, dtype: torch.dtype) -> torch
     return wl.view(L * K * seeds, B)
 
 
-def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-             wl: torch.Tensor, loss: str, bias: bool = True, row_norms2: torch.Tensor | None = None) -> None:
+def sgd_step(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    V: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    wl: torch.Tensor,
+    loss: str,
+    bias: bool = True,
+    row_norms2: torch.Tensor | None = None,
+) -> None:
     """One step θ ← θ − Σ_j wl_j ∇ℓ(θ; x_j, y_j) for R replicas, in place.
 
     With ``wl`` = η/|B| on the first |B| samples this is plain SGD; the other
@@ -87,8 +96,16 @@ def sgd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor,
     V.sub_(gV)
 
 
-def gd_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-            lr: torch.Tensor, loss: str, bias: bool = True) -> None:
+def gd_step(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    V: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: torch.Tensor,
+    loss: str,
+    bias: bool = True,
+) -> None:
     """Noise model "gd": θ ← θ − η ḡ, ḡ the mean gradient over the G samples of x, in place.
 
     Args:
@@ -112,8 +129,18 @@ def gaussian_weights(lr: torch.Tensor, batch_size: torch.Tensor, z: torch.Tensor
     return lr.unsqueeze(-1) * (1.0 / G + c * (z - z.mean(-1, keepdim=True)))
 
 
-def gaussian_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                  lr: torch.Tensor, batch_size: torch.Tensor, z: torch.Tensor, loss: str, bias: bool = True) -> None:
+def gaussian_step(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    V: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: torch.Tensor,
+    batch_size: torch.Tensor,
+    z: torch.Tensor,
+    loss: str,
+    bias: bool = True,
+) -> None:
     """Noise model "gaussian": θ ← θ − η(ḡ + ξ), ξ ~ N(0, Σ̂(θ)/|B|), in place.
 
     Σ̂ is the unbiased covariance of the per-sample gradients g_i on the G
@@ -131,8 +158,18 @@ def gaussian_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Te
     sgd_step(W, b, V, x, y, gaussian_weights(lr, batch_size, z), loss, bias)
 
 
-def frozen_step(W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                lr: torch.Tensor, scale: torch.Tensor, z: torch.Tensor, loss: str, bias: bool = True) -> None:
+def frozen_step(
+    W: torch.Tensor,
+    b: torch.Tensor,
+    V: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lr: torch.Tensor,
+    scale: torch.Tensor,
+    z: torch.Tensor,
+    loss: str,
+    bias: bool = True,
+) -> None:
     """Noise model "frozen": θ ← θ − η(ḡ + ξ), ξ = scale ⊙ z ~ N(0, diag(scale²)), in place.
 
     Args:

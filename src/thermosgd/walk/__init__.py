@@ -16,6 +16,16 @@ from thermosgd.walk.lab import run_walk
 from thermosgd.walk.simulate import Free, Periodic, Planes, Reflect, WalkResult, simulate
 
 __all__ = [
-    "CASES", "Case", "Free", "Periodic", "Planes", "Reflect", "WalkResult", "parse_g", "run_suite", "run_walk",
-    "simulate", "theory",
+    "CASES",
+    "Case",
+    "Free",
+    "Periodic",
+    "Planes",
+    "Reflect",
+    "WalkResult",
+    "parse_g",
+    "run_suite",
+    "run_walk",
+    "simulate",
+    "theory",
 ]

@@ -231,7 +231,9 @@ def _geometry(case: Case, g, etas):
     """Point, normal, plane offsets and a check that jumps stay inside the uniform region."""
     point = torch.tensor(case.point, dtype=DTYPE)
     normal = _normal_at(g, point)
-    grid = point + case.half * (2 * torch.rand(4096, case.dim, generator=torch.Generator().manual_seed(0), dtype=DTYPE) - 1)
+    grid = point + case.half * (
+        2 * torch.rand(4096, case.dim, generator=torch.Generator().manual_seed(0), dtype=DTYPE) - 1
+    )
     gmax = float(torch.linalg.vector_norm(theory.jacobian(g, grid)[0], dim=1).max())
     jump = max(etas) * gmax * 1.05
     if case.dim == 1:
@@ -289,18 +291,33 @@ def thermophoretic_flux(case: Case, *, particles: int, seed: int = 0, noise: str
     by_eta = []
     for i, eta in enumerate(etas):
         m = measure_plane_flux(
-            g, point, normal, offsets, eta=eta, particles=particles, half=case.half,
-            patch=None if case.dim == 1 else case.patch, seed=seed + 17 * i, noise=noise,
+            g,
+            point,
+            normal,
+            offsets,
+            eta=eta,
+            particles=particles,
+            half=case.half,
+            patch=None if case.dim == 1 else case.patch,
+            seed=seed + 17 * i,
+            noise=noise,
         )
         pred = _predict(
-            g, pts, w, normal,
+            g,
+            pts,
+            w,
+            normal,
             lambda x: torch.full((x.shape[0],), rho0, dtype=DTYPE),
             lambda x: torch.zeros_like(x),
             eta,
         )
         eq, fp = pred["eq10_thermophoretic"], pred["fp_thermophoretic"]
-        by_eta.append({"eta": eta, **_flux_row(offsets, m["flux"], m["stderr"], float(m["mean"]),
-                                               float(m["mean_stderr"]), eq, fp)})
+        by_eta.append(
+            {
+                "eta": eta,
+                **_flux_row(offsets, m["flux"], m["stderr"], float(m["mean"]), float(m["mean_stderr"]), eq, fp),
+            }
+        )
     x = np.log([b["eta"] for b in by_eta])
     m = np.abs([b["mean_measured"] for b in by_eta])
     if np.all(m > 0):  # a zero count (tiny runs) leaves the exponent undefined
@@ -334,14 +351,16 @@ def diffusive_flux(case: Case, *, particles: int, seed: int = 0, noise: str = "b
     mean_se = float(torch.sqrt(grad["mean_stderr"] ** 2 + (flat["mean_stderr"] * scale.mean()) ** 2))
     pts, w = _plane_points(point, normal, offsets, case.patch)
     pred = _predict(
-        g, pts, w, normal,
+        g,
+        pts,
+        w,
+        normal,
         lambda x: rho0 * (1 + beta * ((x - point) @ normal)),
         lambda x: (rho0 * beta * normal).expand_as(x),
         case.eta,
     )
     eq, fp = pred["eq10_diffusion"], pred["fp_diffusion"]
-    return {"eta": case.eta, "relative_gradient": beta,
-            **_flux_row(offsets, measured, stderr, mean_m, mean_se, eq, fp)}
+    return {"eta": case.eta, "relative_gradient": beta, **_flux_row(offsets, measured, stderr, mean_m, mean_se, eq, fp)}
 
 
 # --------------------------------------------------------------------------- (c)
@@ -456,7 +475,15 @@ def stationary_fit(
 
 
 def local_thermophoretic_flux(
-    g_expr: str, dim: int, point, eta: float, *, particles: int, max_half: float = 1.0, seed: int = 0, noise: str = "binary"
+    g_expr: str,
+    dim: int,
+    point,
+    eta: float,
+    *,
+    particles: int,
+    max_half: float = 1.0,
+    seed: int = 0,
+    noise: str = "binary",
 ) -> dict:
     """(a) at one point for the CLI: picks a uniform region around ``point`` that holds the planes.
 
@@ -498,14 +525,25 @@ def _corners(dim: int) -> torch.Tensor:
 def run_case(case: Case, *, sizes: dict, seed: int = 0) -> dict:
     """(a)-(d) for one case at the given sizes (see the ``walk`` entry of :mod:`thermosgd.presets`)."""
     n_flux = sizes["flux_particles"] * (2 if case.dim > 1 else 1)
-    out = {"name": case.name, "g": case.g, "dim": case.dim, "shared": True, "noise": "binary", "point": list(case.point)}
+    out = {
+        "name": case.name,
+        "g": case.g,
+        "dim": case.dim,
+        "shared": True,
+        "noise": "binary",
+        "point": list(case.point),
+    }
     out["thermophoretic"] = thermophoretic_flux(case, particles=n_flux, seed=seed)
     out["diffusive"] = diffusive_flux(case, particles=n_flux, seed=seed)
     if case.box is not None and case.dim == 1:
         g = parse_g(case.g, 1)
         out["stationary"] = stationary_fit(
-            g, *case.box, eta=case.box_eta,
-            particles=sizes["box_particles"], steps=sizes["box_steps"], seed=seed + 7,
+            g,
+            *case.box,
+            eta=case.box_eta,
+            particles=sizes["box_particles"],
+            steps=sizes["box_steps"],
+            seed=seed + 7,
         )
     else:
         out["stationary"] = None
@@ -516,9 +554,10 @@ def run_case(case: Case, *, sizes: dict, seed: int = 0) -> dict:
     return out
 
 
-def run_suite(*, quick: bool = False, seed: int = 0, cases: tuple[Case, ...] = CASES, sizes: dict | None = None) -> dict:
+def run_suite(
+    *, quick: bool = False, seed: int = 0, cases: tuple[Case, ...] = CASES, sizes: dict | None = None
+) -> dict:
     """All cases of :data:`CASES`; a JSON-ready dict. Sizes default to the ``walk`` preset's (quick or not)."""
     if sizes is None:
         sizes = presets.get("walk").settings(quick=quick)
-    return {"quick": quick, "seed": seed,
-            "cases": [run_case(c, sizes=sizes, seed=seed) for c in cases]}
+    return {"quick": quick, "seed": seed, "cases": [run_case(c, sizes=sizes, seed=seed) for c in cases]}

@@ -48,8 +48,18 @@ def check_g_in_box(g, domain, dim: int) -> None:
         raise UsageError(f"g must be positive in the domain, but g({pts[n].tolist()}) = {gq[n].tolist()}")
 
 
-def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 1, domain: str = "free",
-             noise: str = "binary", shared: bool = True, seed: int = 0) -> dict:
+def run_walk(
+    g_expr: str,
+    *,
+    eta: float,
+    particles: int,
+    steps: int,
+    dim: int = 1,
+    domain: str = "free",
+    noise: str = "binary",
+    shared: bool = True,
+    seed: int = 0,
+) -> dict:
     """One walk of Eq. 8 for a formula g, measured next to Eq. 10; a JSON-ready dict.
 
     Args:
@@ -71,8 +81,17 @@ def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 
         raise UsageError(f"particles must be at least 2 (a standard error needs two), got {particles}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise UsageError(f"seed must be an integer in [0, 2^32), got {seed}")
-    args = SimpleNamespace(g=g_expr, eta=eta, particles=particles, steps=steps, dim=dim, domain=domain,
-                           noise=noise, independent=not shared, seed=seed)
+    args = SimpleNamespace(
+        g=g_expr,
+        eta=eta,
+        particles=particles,
+        steps=steps,
+        dim=dim,
+        domain=domain,
+        noise=noise,
+        independent=not shared,
+        seed=seed,
+    )
     domain = parse_domain(args.domain)
     g = parse_g(args.g, args.dim)
     check_g_in_box(g, domain, args.dim)
@@ -91,8 +110,15 @@ def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 
     every = max(1, (args.steps - burn) // 100)
     record = lambda t: t in shown or (t >= burn and (t - burn) % every == 0)  # noqa: E731
     res = simulate(
-        g, q0, args.eta, args.steps, domain=domain, noise=args.noise,
-        shared=not args.independent, seed=args.seed + 1, record=record,
+        g,
+        q0,
+        args.eta,
+        args.steps,
+        domain=domain,
+        noise=args.noise,
+        shared=not args.independent,
+        seed=args.seed + 1,
+        record=record,
     )
     out = {
         "g": args.g,
@@ -112,7 +138,12 @@ def run_walk(g_expr: str, *, eta: float, particles: int, steps: int, dim: int = 
     lo, hi = _range(domain, res)
     keep = [i for i, t in enumerate(res.record_steps.tolist()) if t in shown]
     centers, rho_t = res.density_over_time(50, lo, hi)
-    out["density"] = {"axis": 0, "centers": centers.tolist(), "steps": [shown[i] for i in range(len(keep))], "rho": rho_t[keep].tolist()}
+    out["density"] = {
+        "axis": 0,
+        "centers": centers.tolist(),
+        "steps": [shown[i] for i in range(len(keep))],
+        "rho": rho_t[keep].tolist(),
+    }
     return out
 
 
@@ -120,14 +151,23 @@ def _flux(args, point, max_half) -> dict:
     """(a) at ``point`` with the user's particles and eta (shared zeta, as in Eq. 10)."""
     try:
         res = local_thermophoretic_flux(
-            args.g, args.dim, point, args.eta, particles=args.particles, max_half=max_half,
-            seed=args.seed + 2, noise=args.noise,
+            args.g,
+            args.dim,
+            point,
+            args.eta,
+            particles=args.particles,
+            max_half=max_half,
+            seed=args.seed + 2,
+            noise=args.noise,
         )
     except UsageError as exc:  # the walk itself is fine; only this measurement does not fit
         return {"point": point, "note": f"not measured: {exc}"}
     if not res["mean_stderr"] > 0:  # every particle crossed alike (or none did): no spread, no error bar
-        return {"point": point, "note": f"not measured: {args.particles} particles gave too few plane crossings "
-                                        "for a standard error; increase --particles"}
+        return {
+            "point": point,
+            "note": f"not measured: {args.particles} particles gave too few plane crossings "
+            "for a standard error; increase --particles",
+        }
     return {
         "point": res["point"],
         "eta": res["eta"],
@@ -142,8 +182,12 @@ def _flux(args, point, max_half) -> dict:
 
 
 def _stationary(args, g, domain, res, burn) -> dict:
-    empty = {"stationary_exponent": None, "stationary_exponent_stderr": None, "stationary_exponent_eq10": None,
-             "stationary_exponent_fokker_planck": None}
+    empty = {
+        "stationary_exponent": None,
+        "stationary_exponent_stderr": None,
+        "stationary_exponent_eq10": None,
+        "stationary_exponent_fokker_planck": None,
+    }
     if not isinstance(domain, Reflect):
         return {**empty, "stationary_note": "only fitted in a reflecting box"}
     if args.dim != 1:

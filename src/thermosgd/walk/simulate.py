@@ -19,8 +19,8 @@ are taken on a schedule; densities are computed from them afterwards.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -270,12 +270,10 @@ def _count_axis(xb: torch.Tensor, d: torch.Tensor, offsets: torch.Tensor, domain
     right = ia > ib
     left = ia < ib
     # A jump to the right crosses images ib..ia-1; count with a difference array.
-    n_right = torch.cumsum(
-        torch.bincount(ib[right], minlength=e + 1) - torch.bincount(ia[right], minlength=e + 1), 0
-    )[:e]
-    n_left = torch.cumsum(torch.bincount(ia[left], minlength=e + 1) - torch.bincount(ib[left], minlength=e + 1), 0)[
+    n_right = torch.cumsum(torch.bincount(ib[right], minlength=e + 1) - torch.bincount(ia[right], minlength=e + 1), 0)[
         :e
     ]
+    n_left = torch.cumsum(torch.bincount(ia[left], minlength=e + 1) - torch.bincount(ib[left], minlength=e + 1), 0)[:e]
     fwd = torch.where(orient > 0, n_right, n_left)
     bwd = torch.where(orient > 0, n_left, n_right)
     out = torch.zeros(offsets.numel(), 2, dtype=torch.long)
@@ -399,8 +397,9 @@ def simulate(
     if (g is None) == (kick is None):
         raise UsageError("give exactly one of g (Eq. 8) and kick (Eq. 4)")
     if isinstance(g, str):
-        raise UsageError(f"g must be a function of q, got the string {g!r}; compile a formula with "
-                         "thermosgd.walk.parse_g(text, dim)")
+        raise UsageError(
+            f"g must be a function of q, got the string {g!r}; compile a formula with thermosgd.walk.parse_g(text, dim)"
+        )
     if not callable(g if kick is None else kick):
         raise UsageError(f"{'g' if kick is None else 'kick'} must be a function, got {type(g or kick).__name__}")
     if not isinstance(domain, (Free, Periodic, Reflect)):
@@ -428,7 +427,9 @@ def simulate(
     disp = torch.zeros_like(q)
     mean = torch.zeros(steps + 1, q.shape[1], dtype=q.dtype)
     msd = torch.zeros_like(mean)
-    crossings = torch.zeros(steps if counter else 0, 0 if counter is None else counter.offsets.numel(), 2, dtype=torch.long)
+    crossings = torch.zeros(
+        steps if counter else 0, 0 if counter is None else counter.offsets.numel(), 2, dtype=torch.long
+    )
     snaps, snap_steps = ([q.clone()], [0]) if wanted(0) else ([], [])
     for t in range(steps):
         dq = _step_eq8(q, g, eta, noise, shared, gen) if kick is None else _step_eq4(q, kick, eta, gen)

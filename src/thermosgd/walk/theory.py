@@ -29,7 +29,8 @@ whole Jacobian.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -84,8 +85,7 @@ def jacobian(g: GFunction, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     with torch.enable_grad():
         gq = as_field(g(q), q)
         rows = [
-            torch.autograd.grad(gq[:, i].sum(), q, retain_graph=True, allow_unused=True)[0]
-            for i in range(q.shape[1])
+            torch.autograd.grad(gq[:, i].sum(), q, retain_graph=True, allow_unused=True)[0] for i in range(q.shape[1])
         ]
     rows = [torch.zeros_like(q) if r is None else r for r in rows]
     return gq.detach(), torch.stack(rows, dim=1).detach()
