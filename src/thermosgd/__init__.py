@@ -17,7 +17,7 @@ from thermosgd.config import from_dict as config_from_dict
 from thermosgd.config import load_toml as load_config
 from thermosgd.errors import UsageError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Heavy parts (torch, xarray, matplotlib) load on first use, so that `import
 # thermosgd`, the CLI's --help and every Dask / process worker start fast.
