@@ -99,11 +99,11 @@ def section_markdown(section: str, cls: type) -> str:
     docs = attribute_docs(cls)
     summary = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
     parts = [f"## [{section}]", "", _markdown_text(summary), ""]
+    defaults = cls()  # every key of the schema has a default
     for fld in dataclasses.fields(cls):
         if fld.name not in docs:
             raise ValueError(f"[{section}] {fld.name} has no entry in {cls.__name__}'s Attributes docstring")
-        default = fld.default if fld.default is not dataclasses.MISSING else fld.default_factory()  # type: ignore[misc]
-        facts = [f"`{fld.type}`", f"default `{_toml_value(default)}`"]
+        facts = [f"`{fld.type}`", f"default `{_toml_value(getattr(defaults, fld.name))}`"]
         constraint = _constraint(section, fld.name)
         if constraint:
             facts.append(constraint)
