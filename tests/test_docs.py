@@ -165,9 +165,9 @@ def test_readme_is_a_front_page():
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
 
 
-def _hook() -> types.ModuleType:
-    """docs/hooks/config_reference.py, the MkDocs hook (not a package module)."""
-    spec = importlib.util.spec_from_file_location("config_reference", DOCS / "hooks" / "config_reference.py")
+def _hook(name: str = "config_reference") -> types.ModuleType:
+    """docs/hooks/NAME.py, a MkDocs hook (not a package module)."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / "hooks" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -209,6 +209,28 @@ def test_attribute_docs_parses_continuations_and_stops_at_the_next_section():
         """
 
     assert _hook().attribute_docs(Example) == {"alpha": "first line continued.", "beta": "second."}
+
+
+def test_cli_reference_has_every_command():
+    from thermosgd.cli import build_parser
+
+    hook = _hook("cli_reference")
+    names = list(hook.subcommands(build_parser()))
+    assert {"reproduce", "sweep", "walk", "collapse", "report", "status"} <= set(names)
+    page = hook.on_page_markdown((DOCS / "cli.md").read_text(encoding="utf-8"), None, None, None)
+    assert hook.MARKER not in page
+    for name in names:
+        assert f"## `thermosgd {name}`" in page
+        assert f"usage: thermosgd {name}" in page
+
+
+def test_sphinx_roles_become_code_spans():
+    pytest.importorskip("griffe")  # the docs extra
+    roles = _hook("griffe_roles").markdown_roles
+    assert roles("see :func:`fit_collapse` and :class:`~thermosgd.walk.simulate.Reflect`") == (
+        "see `fit_collapse` and `Reflect`"
+    )
+    assert roles("``x`` and :mod:`thermosgd.walk`") == "`x` and `thermosgd.walk`"
 
 
 def _documented() -> set[str]:

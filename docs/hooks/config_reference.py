@@ -54,6 +54,24 @@ def _markdown_text(text: str) -> str:
     return text.replace("``", "`")
 
 
+# How each field's Python type is written in a TOML file (a list key also takes one value).
+_TOML_TYPES = {
+    "int": "integer",
+    "float": "number",
+    "bool": "true or false",
+    "str": "string",
+    "tuple[float, ...]": "number or list of numbers",
+    "tuple[int, ...]": "integer or list of integers",
+    "int | str": '"auto" or integer',
+}
+
+
+def _toml_type(section: str, key: str, python_type: str) -> str:
+    if (section, key) == ("train", "seeds"):  # a count, or the seeds themselves
+        return "integer (a count: seeds 0 … n−1) or list of integers"
+    return _TOML_TYPES.get(python_type, python_type)
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -103,7 +121,7 @@ def section_markdown(section: str, cls: type) -> str:
     for fld in dataclasses.fields(cls):
         if fld.name not in docs:
             raise ValueError(f"[{section}] {fld.name} has no entry in {cls.__name__}'s Attributes docstring")
-        facts = [f"`{fld.type}`", f"default `{_toml_value(getattr(defaults, fld.name))}`"]
+        facts = [_toml_type(section, fld.name, str(fld.type)), f"default `{_toml_value(getattr(defaults, fld.name))}`"]
         constraint = _constraint(section, fld.name)
         if constraint:
             facts.append(constraint)
