@@ -17,7 +17,7 @@ MARKER = "<!-- cli-reference -->"
 def _help(parser: argparse.ArgumentParser) -> str:
     # argparse wraps to $COLUMNS: fix it, so the page does not depend on the terminal that built it.
     previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"
+    os.environ["COLUMNS"] = "80"
     try:
         return parser.format_help().rstrip()
     finally:
