@@ -602,7 +602,7 @@ def teacher_task_config(
     from thermosgd.config import from_dict
 
     if seeds < 2:
-        raise UsageError(f"--seeds must be >= 2, got {seeds}")
+        raise UsageError(f"seeds must be >= 2, got {seeds}", param="seeds")
     return from_dict(
         {
             "model": {"inputs": inputs, "hidden": hidden},

@@ -227,11 +227,11 @@ def parse_window(text: str | None) -> tuple[float | None, float | None] | None:
         return None
     parts = text.split(":")
     if len(parts) != 2:
-        raise UsageError(f"--window must look like START:END (got {text!r})")
+        raise UsageError(f"window must look like START:END (got {text!r})", param="window")
     try:
         start, end = (float(p) if p.strip() else None for p in parts)
     except ValueError:
-        raise UsageError(f"--window must look like START:END with numbers (got {text!r})") from None
+        raise UsageError(f"window must look like START:END with numbers (got {text!r})", param="window") from None
     _check_window((start, end))
     return start, end
 
@@ -952,9 +952,11 @@ def _fit(ds, metric, over, window, n_boot, seed, *, ci_level, reference, bounds,
     if np.any(values <= 0):
         raise UsageError(f"{over} values must be positive for a power-law rescaling")
     if n_boot > 0 and n_seeds < 2:
-        raise UsageError(f"a bootstrap over seeds needs at least 2 seeds (the sweep has {n_seeds}); use --n-boot 0")
+        raise UsageError(
+            f"a bootstrap over seeds needs at least 2 seeds (the sweep has {n_seeds}); use n_boot=0", param="n_boot"
+        )
     if n_boot == 1 or n_boot < 0:
-        raise UsageError(f"--n-boot must be 0 (no confidence interval) or at least 2, got {n_boot}")
+        raise UsageError(f"n_boot must be 0 (no confidence interval) or at least 2, got {n_boot}", param="n_boot")
     if reference is None:
         reference = default_reference(values)
     grid = _grid(steps, window, n_grid)  # the reference run's own span: its τ is t

@@ -52,14 +52,14 @@ def _settings(name: str, quick: bool, overrides: dict) -> dict:
 
 def _positive_int(name: str, value: int, minimum: int = 1) -> None:
     if value < minimum:
-        raise UsageError(f"--{name} must be >= {minimum}, got {value}")
+        raise UsageError(f"{name} must be >= {minimum}, got {value}", param=name)
 
 
 def _positive_floats(name: str, values) -> None:
     if any(not (v > 0) or not math.isfinite(v) for v in values):
-        raise UsageError(f"--{name} values must be positive and finite, got {list(values)}")
+        raise UsageError(f"{name} must be positive and finite, got {list(values)}", param=name)
     if len(set(values)) != len(values):
-        raise UsageError(f"--{name} has repeated values: {list(values)}")
+        raise UsageError(f"{name} has repeated values: {list(values)}", param=name)
 
 
 def _diverged(ds) -> str | None:
@@ -80,7 +80,9 @@ def _diverged(ds) -> str | None:
         return None
     which = "; ".join(f"η = {lr:g}, |B| = {bs}: {k} of {n} seeds" for lr, bs, k in cells)
     if any(k == n for _, _, k in cells):
-        raise UsageError(f"SGD diverged for every seed of some (η, |B|) ({which}); use smaller learning rates")
+        raise UsageError(
+            f"SGD diverged for every seed of some (η, |B|) ({which}); use smaller learning rates", param="lrs"
+        )
     return f"{int(div.sum())} of {div.size} replicas diverged and are left out ({which})"
 
 
@@ -106,16 +108,20 @@ def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
         The JSON payload (summary, settings, table, files).
     """
     s = _settings("drift", quick, overrides)
-    _positive_floats("lr", s["lrs"])
+    _positive_floats("lrs", s["lrs"])
     if any(int(b) < 1 for b in s["batch_sizes"]) or len(set(s["batch_sizes"])) != len(s["batch_sizes"]):
-        raise UsageError(f"--batch-size values must be distinct integers >= 1, got {list(s['batch_sizes'])}")
+        raise UsageError(
+            f"batch_sizes must be distinct integers >= 1, got {list(s['batch_sizes'])}", param="batch_sizes"
+        )
     _positive_int("steps", s["steps"], 4)
     _positive_int("blocks", s["blocks"], 2)
-    _positive_int("replicas", s["per_block"], 1)
+    _positive_int("per_block", s["per_block"], 1)
     _positive_int("clones", s["clones"], 2)
-    _positive_int("record-every", s["record_every"])
+    _positive_int("record_every", s["record_every"])
     if s["record_every"] > s["steps"] // 4:
-        raise UsageError(f"--record-every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4})")
+        raise UsageError(
+            f"record_every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4})", param="record_every"
+        )
     setup = DriftSetup(labels=s["labels"], seed=s["seed"])
     one, traj = drift_runs(
         setup,
@@ -158,16 +164,16 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
         The JSON payload.
     """
     s = _settings("equal-error", quick, overrides)
-    _positive_floats("lr", s["lrs"])
+    _positive_floats("lrs", s["lrs"])
     if len(s["lrs"]) < 2:
-        raise UsageError("--lr needs at least two learning rates to compare")
+        raise UsageError("lrs needs at least two learning rates to compare", param="lrs")
     _positive_int("seeds", s["seeds"], 2)
     _positive_int("steps", s["steps"])
-    _positive_int("record-every", s["record_every"])
-    _positive_int("batch-size", s["batch_size"])
-    _positive_int("train-size", s["train_size"], 2)
+    _positive_int("record_every", s["record_every"])
+    _positive_int("batch_size", s["batch_size"])
+    _positive_int("train_size", s["train_size"], 2)
     if not 0 < s["target"] < 1:
-        raise UsageError(f"--target must be a training error in (0, 1), got {s['target']}")
+        raise UsageError(f"target must be a training error in (0, 1), got {s['target']}", param="target")
     cfg = presets.teacher_task_config(
         lrs=s["lrs"],
         batch_size=s["batch_size"],
@@ -203,15 +209,17 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
         The JSON payload.
     """
     s = _settings("generalization", quick, overrides)
-    _positive_floats("lr", s["lrs"])
+    _positive_floats("lrs", s["lrs"])
     if any(int(b) < 1 for b in s["batch_sizes"]) or len(set(s["batch_sizes"])) != len(s["batch_sizes"]):
-        raise UsageError(f"--batch-size values must be distinct integers >= 1, got {list(s['batch_sizes'])}")
+        raise UsageError(
+            f"batch_sizes must be distinct integers >= 1, got {list(s['batch_sizes'])}", param="batch_sizes"
+        )
     if len(s["lrs"]) * len(s["batch_sizes"]) < 3:
-        raise UsageError("the (η, |B|) grid needs at least 3 cells for rank correlations")
+        raise UsageError("the (η, |B|) grid needs at least 3 cells for rank correlations", param="lrs")
     _positive_int("seeds", s["seeds"], 2)
     _positive_int("steps", s["steps"])
-    _positive_int("train-size", s["train_size"], 2)
-    _positive_int("test-size", s["test_size"], 10)
+    _positive_int("train_size", s["train_size"], 2)
+    _positive_int("test_size", s["test_size"], 10)
     cfg = presets.teacher_task_config(
         lrs=s["lrs"],
         batch_size=list(s["batch_sizes"]),
