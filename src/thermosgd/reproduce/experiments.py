@@ -1,9 +1,14 @@
 """The prediction-vs-measurement experiments: drift, equal error, generalization.
 
 Each runs one experiment at the size of its entry in :mod:`thermosgd.presets`
-(``quick`` for seconds), and, given a folder, writes ``<name>.png``, ``<name>.pdf``,
-``<name>.md`` and ``<name>.json`` there. ``thermosgd drift | equal-error |
-generalization`` and ``thermosgd reproduce`` call these functions.
+(``quick`` for seconds), and, given a folder, writes its raw datasets there
+(``drift_one.nc`` and ``drift_trajectories.nc``, ``equal_error.nc``,
+``generalization.nc``, each with its settings in ``attrs["settings"]``), reads
+them back, and computes the summary, table and figure from what it read:
+``<name>.png``, ``<name>.pdf``, ``<name>.md`` and ``<name>.json``. So every
+verdict can be recomputed from disk (:func:`summary_from_disk`).
+``thermosgd drift | equal-error | generalization`` and ``thermosgd reproduce``
+call these functions.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+import xarray as xr
 
 from thermosgd import presets
 from thermosgd.analysis.drift import drift_summary, drift_table
@@ -21,10 +28,18 @@ from thermosgd.figures.comparisons import equal_error_figure, generalization_fig
 from thermosgd.figures.drift import drift_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
+from thermosgd.sweep.store import load, save_dataset
 from thermosgd.twolayer.drift import DriftSetup, drift_runs
 from thermosgd.twolayer.engine import train
 
-__all__ = ["run_drift", "run_equal_error", "run_generalization"]
+__all__ = ["RAW_DATASETS", "run_drift", "run_equal_error", "run_generalization", "summary_from_disk"]
+
+#: Experiment -> the stems of the raw datasets it writes (``<stem>.nc``), in the order its summary takes them.
+RAW_DATASETS = {
+    "drift": ("drift_one", "drift_trajectories"),
+    "equal-error": ("equal_error",),
+    "generalization": ("generalization",),
+}
 
 
 def _write(out: Path | None, name: str, fig, table: str, payload: dict) -> list[str]:
@@ -35,7 +50,53 @@ def _write(out: Path | None, name: str, fig, table: str, payload: dict) -> list[
     files = [str(p) for p in save_figure(fig, out / name)]
     (out / f"{name}.md").write_text(table)
     (out / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
-    return files + [str(out / f"{name}.md"), str(out / f"{name}.json")]
+    raw = [str(out / f"{stem}.nc") for stem in RAW_DATASETS[payload["experiment"]]]
+    return raw + files + [str(out / f"{name}.md"), str(out / f"{name}.json")]
+
+
+def _through_disk(out: Path | None, experiment: str, datasets: tuple[xr.Dataset, ...], settings: dict):
+    """Write the raw datasets into ``out`` and return them as read back (unchanged when ``out`` is None)."""
+    if out is None:
+        return datasets
+    read = []
+    for stem, ds in zip(RAW_DATASETS[experiment], datasets):
+        ds = ds.copy()
+        ds.attrs["settings"] = json.dumps(json_safe(settings), sort_keys=True)
+        read.append(load(save_dataset(ds, Path(out) / f"{stem}.nc")))
+    return tuple(read)
+
+
+def _summaries(experiment: str, datasets: tuple[xr.Dataset, ...], s: dict):
+    """The analysis of one experiment's raw datasets: ``(summary as a dict, what its figure draws)``."""
+    if experiment == "drift":
+        one, traj = datasets
+        drift = drift_summary(one, traj, seed=s["seed"])
+        return drift.to_dict(), drift
+    (ds,) = datasets
+    if experiment == "equal-error":
+        res = at_first_crossing(ds, s["target"])
+        return equal_error_summary(res), res
+    return generalization_summary(final_values(ds)), None
+
+
+def summary_from_disk(folder: str | Path, experiment: str) -> dict:
+    """Recompute an experiment's summary from the raw datasets in its folder.
+
+    Args:
+        folder: where :func:`run_drift`, :func:`run_equal_error` or :func:`run_generalization` wrote.
+        experiment: ``"drift"``, ``"equal-error"`` or ``"generalization"``.
+
+    Returns:
+        The summary, the same numbers as in ``<name>.json``.
+
+    Raises:
+        UsageError: an unknown experiment, or its datasets are missing or unreadable.
+    """
+    if experiment not in RAW_DATASETS:
+        raise UsageError(f"unknown experiment {experiment!r}; known: {', '.join(RAW_DATASETS)}", param="experiment")
+    datasets = tuple(load(Path(folder) / f"{stem}.nc") for stem in RAW_DATASETS[experiment])
+    settings = json.loads(datasets[0].attrs["settings"])
+    return _summaries(experiment, datasets, settings)[0]
 
 
 def _settings(name: str, quick: bool, overrides: dict) -> dict:
@@ -99,7 +160,8 @@ def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
     """Part 4: measured noise-induced drift of b and V² beside the paper's prediction.
 
     Args:
-        out: folder for ``drift.{png,pdf,md,json}`` (None: write nothing).
+        out: folder for ``drift.{png,pdf,md,json}`` and the raw ``drift_one.nc``,
+            ``drift_trajectories.nc`` (None: write nothing).
         quick: a seconds-long run (for tests and smoke checks).
         overrides: any of ``lrs, batch_sizes, steps, blocks, per_block, clones,
             record_every, labels, seed``.
@@ -134,14 +196,15 @@ def run_drift(out=None, *, quick: bool = False, **overrides) -> dict:
         record_every=s["record_every"],
         seed=s["seed"],
     )
-    summary = drift_summary(one, traj, seed=s["seed"])
-    table = drift_table(summary)
-    payload = {"experiment": "drift", "settings": s, **summary.to_dict()}
+    one, traj = _through_disk(out, "drift", (one, traj), s)
+    summary, drift = _summaries("drift", (one, traj), s)
+    table = drift_table(drift)
+    payload = {"experiment": "drift", "settings": s, **summary}
     fig = None
     if out is not None:
         fig = drift_figure(
             traj,
-            summary.to_dict(),
+            summary,
             title=(
                 f"drift of b and V² beyond the mean gradient: {s['labels']} labels, "
                 f"{s['blocks']}×{s['per_block']} replicas per (η, |B|), shared init"
@@ -156,7 +219,7 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
     """Part 5: σ and ‖V‖ when each η first reaches the same training error (same init).
 
     Args:
-        out: folder for ``equal_error.{png,pdf,md,json}`` (None: write nothing).
+        out: folder for ``equal_error.{png,pdf,md,json}`` and the raw ``equal_error.nc`` (None: write nothing).
         quick: a seconds-long run.
         overrides: any of ``lrs, batch_size, seeds, steps, record_every, target, train_size, seed``.
 
@@ -183,10 +246,9 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
         train_size=s["train_size"],
         seed=s["seed"],
     )
-    ds = train(cfg)
+    (ds,) = _through_disk(out, "equal-error", (train(cfg),), s)
     note = _diverged(ds)
-    res = at_first_crossing(ds, s["target"])
-    summary = equal_error_summary(res)
+    summary, res = _summaries("equal-error", (ds,), s)
     table = _with_note(equal_error_table(summary), note)
     payload = {"experiment": "equal-error", "settings": s, "diverged": note, **summary}
     fig = None
@@ -201,7 +263,8 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
     """Part 6: final test accuracy vs activation rate and ‖V‖ over an (η, |B|) grid.
 
     Args:
-        out: folder for ``generalization.{png,pdf,md,json}`` (None: write nothing).
+        out: folder for ``generalization.{png,pdf,md,json}`` and the raw ``generalization.nc``
+            (None: write nothing).
         quick: a seconds-long run.
         overrides: any of ``lrs, batch_sizes, seeds, steps, train_size, test_size, seed``.
 
@@ -230,9 +293,9 @@ def run_generalization(out=None, *, quick: bool = False, **overrides) -> dict:
         test_size=s["test_size"],
         seed=s["seed"],
     )
-    ds = train(cfg)
+    (ds,) = _through_disk(out, "generalization", (train(cfg),), s)
     note = _diverged(ds)
-    summary = generalization_summary(final_values(ds))
+    summary = _summaries("generalization", (ds,), s)[0]
     table = _with_note(generalization_table(summary), note)
     payload = {"experiment": "generalization", "settings": s, "diverged": note, **summary}
     fig = None
