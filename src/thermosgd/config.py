@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
-from thermosgd.presets import MAX_SEEDS, MAX_STEPS
+
+#: Upper bounds on the size of any run, checked once for every entry point (``presets`` re-exports them).
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10**9
 
 
 @dataclass(frozen=True)
