@@ -95,15 +95,15 @@ class Preset:
         return out
 
 
-def check_count(flag: str, value, maximum: int) -> int:
-    """The one check of ``--seeds`` / ``--steps``: a positive integer within bounds."""
+def check_count(name: str, value, maximum: int) -> int:
+    """The one check of ``seeds`` / ``steps``: a positive integer within bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
+        raise UsageError(f"{name} must be a positive integer, got {value!r}", param=name)
     value = int(value)
     if value <= 0:
-        raise UsageError(f"--{flag} must be positive, got {value}")
+        raise UsageError(f"{name} must be positive, got {value}", param=name)
     if value > maximum:
-        raise UsageError(f"--{flag} = {value} is beyond the supported maximum {maximum}")
+        raise UsageError(f"{name} = {value} is beyond the supported maximum {maximum}", param=name)
     return value
 
 
@@ -551,7 +551,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 def get(name: str) -> Preset:
     """The preset called ``name``; a UsageError lists the known names otherwise."""
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; run `thermosgd reproduce --list` (known: {', '.join(PRESETS)})")
+        raise UsageError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
 
 

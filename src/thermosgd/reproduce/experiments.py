@@ -93,7 +93,7 @@ def summary_from_disk(folder: str | Path, experiment: str) -> dict:
         UsageError: an unknown experiment, or its datasets are missing or unreadable.
     """
     if experiment not in RAW_DATASETS:
-        raise UsageError(f"unknown experiment {experiment!r}; known: {', '.join(RAW_DATASETS)}", param="experiment")
+        raise UsageError(f"unknown experiment {experiment!r}; known: {', '.join(RAW_DATASETS)}")
     datasets = tuple(load(Path(folder) / f"{stem}.nc") for stem in RAW_DATASETS[experiment])
     settings = json.loads(datasets[0].attrs["settings"])
     return _summaries(experiment, datasets, settings)[0]
