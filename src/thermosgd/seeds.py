@@ -39,11 +39,11 @@ STREAMS: dict[str, int] = {
     "twolayer.test": 5,
     "twolayer.noise": 6,
     "twolayer.noise_init": 7,
-    # Deep networks, coordinates (run seed, stream[, index]).
-    "deep.init": 0,
-    "deep.order": 1,
-    "deep.data": 2,
-    "deep.subset": 3,
+    # Deep networks, coordinates (run seed, stream).
+    "deep.init": 0,  # the model factory's weights (seeded inside torch.random.fork_rng)
+    "deep.minibatches": 1,  # which samples each step's minibatch holds
+    "deep.trainset": 2,  # a finite Gaussian training set
+    "deep.online": 3,  # online Gaussian samples: sample i has the stream id 3 + i (above every other deep id)
     # Random walk, coordinates (seed, stream[, index...]).
     "walk.start": 100,  # initial positions of a walk
     "walk.steps": 101,  # the walk's zeta (or kick) draws
