@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from thermosgd.analysis import collapse
+from thermosgd.analysis.collapse import _data, _fit, _score
 
 LRS = np.array([0.025, 0.05, 0.075, 0.1])
 STEPS, EVERY = 20000, 40
@@ -69,20 +70,20 @@ def synthetic(n_seeds: int, seed: int = 0) -> xr.Dataset:
 def old_scores(self, exponents):
     """``_Forms.scores`` with the contraction used before (one einsum over all forms)."""
     out = np.empty((self.weights.shape[0], exponents.size))
-    for lo in range(0, exponents.size, collapse._CHUNK):
-        mats, norm = self.scorer.forms(exponents[lo : lo + collapse._CHUNK])
+    for lo in range(0, exponents.size, _score._CHUNK):
+        mats, norm = self.scorer.forms(exponents[lo : lo + _score._CHUNK])
         quad = np.einsum("bs,jest,bt->bje", self.weights, mats, self.weights, optimize=True)
         total = (quad / self.dens[:, :, None]).sum(axis=1)
-        out[:, lo : lo + collapse._CHUNK] = np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), np.inf)
+        out[:, lo : lo + _score._CHUNK] = np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), np.inf)
     return out
 
 
 def timed_fits(ds: xr.Dataset, variant: str, repeats: int):
     """Best and median seconds of ``repeats`` fits with one evaluation forced, and the last fit."""
-    saved = collapse._FORMS_RATIO, collapse._Forms.scores
-    collapse._FORMS_RATIO = 0.0 if variant == "sums" else math.inf
+    saved = _score._FORMS_RATIO, _score._Forms.scores
+    _score._FORMS_RATIO = 0.0 if variant == "sums" else math.inf
     if variant == "old":
-        collapse._Forms.scores = old_scores
+        _score._Forms.scores = old_scores
     times = []
     try:
         for _ in range(repeats):
@@ -90,7 +91,7 @@ def timed_fits(ds: xr.Dataset, variant: str, repeats: int):
             fit = collapse.fit_collapse(ds, "activation_rate", "lr")
             times.append(time.perf_counter() - start)
     finally:
-        collapse._FORMS_RATIO, collapse._Forms.scores = saved
+        _score._FORMS_RATIO, _score._Forms.scores = saved
     return min(times), statistics.median(times), fit
 
 
@@ -112,11 +113,9 @@ def main() -> None:
             continue
         ds = real.isel(seed=slice(0, n_seeds)) if real is not None else synthetic(n_seeds)
         values, steps, raw, alive = collapse.sweep_data(ds, "activation_rate", "lr")
-        grid = collapse._grid(steps, (None, None), 200)
-        method = collapse._score_method(ds, alive, "auto")
-        auto = collapse._Scorer(
-            raw, alive, steps, values, "lr", collapse.default_reference(values), grid, method
-        ).route()
+        grid = _data._grid(steps, (None, None), 200)
+        method = _fit._score_method(ds, alive, "auto")
+        auto = _score._Scorer(raw, alive, steps, values, "lr", collapse.default_reference(values), grid, method).route()
         variants = ["sums", "forms"] + (["old"] if args.old and n_seeds <= 256 else [])
         base = None
         for variant in variants:

@@ -9,8 +9,8 @@ paper's Eq. 10 implies (1) and the k of the walk's Fokker-Planck limit (2).
 
 import torch
 
+from thermosgd.analysis.walk_fits import fit_stationary_exponent
 from thermosgd.walk import Reflect, parse_g, simulate, theory
-from thermosgd.walk.compare import fit_stationary_exponent
 
 g = parse_g("1 + 0.5*q")
 lo, hi, eta, steps = 0.0, 4.0, 0.2, 800

@@ -51,8 +51,8 @@ def test_sweep_command_and_dry_run(tmp_path, capsys):
     "argv, words",
     [
         (["reproduce", "fig99"], "unknown preset"),
-        (["reproduce", "fig3", "--steps", "0"], "--steps must be positive"),
-        (["reproduce", "fig3", "--seeds", "-1"], "--seeds must be positive"),
+        (["reproduce", "fig3", "--steps", "0"], "steps must be positive, got 0 (--steps)"),
+        (["reproduce", "fig3", "--seeds", "-1"], "seeds must be positive, got -1 (--seeds)"),
         (["reproduce", "fig3", "--steps", "ten"], "invalid int"),
         (["sweep", "missing.toml", "--out", "x"], "cannot read config"),
         (["frobnicate"], "invalid choice"),

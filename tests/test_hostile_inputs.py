@@ -331,9 +331,9 @@ _BIG[0, 0] = 1e300
 API_REFUSALS = [
     ("train-dict", lambda: thermosgd.train({"model": {}}), "expected a SweepConfig"),
     ("train-None", lambda: thermosgd.train(None), "expected a SweepConfig"),
-    ("sweep-dict", lambda: thermosgd.sweep({"model": {}}, "unused"), "expected a SweepConfig"),
-    ("sweep-out-empty", lambda: thermosgd.sweep(_cfg(), ""), "non-empty path"),
-    ("reproduce-out-empty", lambda: thermosgd.reproduce(["fig3"], out="", quick=True), "non-empty path"),
+    ("sweep-dict", lambda: thermosgd.run_sweep({"model": {}}, "unused"), "expected a SweepConfig"),
+    ("sweep-out-empty", lambda: thermosgd.run_sweep(_cfg(), ""), "non-empty path"),
+    ("reproduce-out-empty", lambda: thermosgd.run_presets(["fig3"], out="", quick=True), "non-empty path"),
     ("load-None", lambda: thermosgd.load(None), "got NoneType"),
     ("simulate-string-g", lambda: simulate("1+q", torch.zeros(4, 1), 0.1, 2), "parse_g"),
     (

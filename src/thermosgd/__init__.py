@@ -3,12 +3,15 @@
 Public entry points:
 
 - :func:`train` — train a two-layer ensemble in memory (no files).
-- :func:`sweep` — run or resume a two-layer sweep into a results folder; :func:`status`.
+- :func:`run_sweep` — run or resume a two-layer sweep into a results folder; :func:`status`.
 - :func:`load` — a sweep's results as an ``xarray.Dataset`` (lr, batch_size, seed, step).
 - :func:`fit_collapse` — the exponent that collapses a sweep's curves, with its interval.
 - :mod:`instruments` — instruments for any ``nn.Module``.
 - :mod:`walk` — the random walk of Sec. 3.
-- :func:`reproduce` — the paper's presets end to end.
+- :func:`run_presets` — the paper's presets end to end.
+
+``thermosgd.sweep(...)`` and ``thermosgd.reproduce(...)`` still work and warn:
+they are deprecated aliases of :func:`run_sweep` and :func:`run_presets`.
 - :class:`SweepConfig`, :func:`config_from_dict`, :func:`load_config` — the one config schema.
 """
 
@@ -23,7 +26,9 @@ __version__ = "0.2.0"
 # thermosgd`, the CLI's --help and every Dask / process worker start fast.
 _LAZY = {
     "train": ("thermosgd.twolayer.engine", "train"),
-    "sweep": ("thermosgd.sweep", None),  # a callable package: see thermosgd._callable
+    "run_sweep": ("thermosgd.sweep.run", "run_sweep"),
+    "run_presets": ("thermosgd.reproduce.run", "reproduce"),
+    "sweep": ("thermosgd.sweep", None),  # the package; calling it is deprecated (thermosgd._callable)
     "status": ("thermosgd.sweep.run", "status"),
     "load": ("thermosgd.sweep.store", "load"),
     "fit_collapse": ("thermosgd.analysis.collapse", "fit_collapse"),
@@ -58,6 +63,8 @@ __all__ = [
     "load",
     "load_config",
     "reproduce",
+    "run_presets",
+    "run_sweep",
     "status",
     "sweep",
     "train",

@@ -1,11 +1,11 @@
-"""Packages that are also the public function of the same name.
+"""Deprecated: calling the packages ``thermosgd.sweep`` and ``thermosgd.reproduce``.
 
-``thermosgd.sweep`` and ``thermosgd.reproduce`` name both a subpackage and a
-public function (``thermosgd.sweep(cfg, out)``). Python's import system sets
-``thermosgd.sweep`` to the subpackage as soon as any of its modules is imported
-(``thermosgd.load`` imports ``thermosgd.sweep.store``), so a plain function of that
-name would be replaced by a module and ``thermosgd.sweep(cfg, out)`` would fail
-depending on what ran before. Instead, the subpackage itself is made callable.
+``thermosgd.sweep(cfg, out)`` and ``thermosgd.reproduce(names, ...)`` once named
+both a subpackage and a function. Python sets ``thermosgd.sweep`` to the
+subpackage as soon as any of its modules is imported, so a plain function of
+that name cannot exist; the functions are now :func:`thermosgd.run_sweep` and
+:func:`thermosgd.run_presets`. Old code keeps working: calling the package
+warns (``DeprecationWarning``) and calls the function.
 """
 
 from __future__ import annotations
@@ -13,14 +13,26 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 
 
-def make_callable(package: str, module: str, function: str) -> None:
-    """Calling the module object ``package`` calls ``module.function`` (imported on first call)."""
+def make_callable(package: str, module: str, function: str, *, instead: str) -> None:
+    """Calling the module object ``package`` warns and calls ``module.function`` (imported on first call).
+
+    Args:
+        package: the package made callable, e.g. ``"thermosgd.sweep"``.
+        module, function: what a call runs.
+        instead: the name to call instead, e.g. ``"thermosgd.run_sweep"``.
+    """
 
     class CallablePackage(types.ModuleType):
         def __call__(self, *args, **kwargs):
+            warnings.warn(
+                f"calling {package}(...) is deprecated; call {instead}(...) instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             return getattr(importlib.import_module(module), function)(*args, **kwargs)
 
-    CallablePackage.__call__.__doc__ = f"Same as :func:`{module}.{function}`."
+    CallablePackage.__call__.__doc__ = f"Deprecated alias of :func:`{instead}`."
     sys.modules[package].__class__ = CallablePackage

@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
-from thermosgd.presets import MAX_SEEDS, MAX_STEPS
+
+#: Upper bounds on the size of any run, checked once for every entry point (``presets`` re-exports them).
+MAX_SEEDS = 1_000_000
+MAX_STEPS = 10**9
 
 
 @dataclass(frozen=True)
@@ -280,9 +283,9 @@ def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
         return int(value)
     if (section, key) == ("train", "seeds"):
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            if value <= 0:
+            if int(value) <= 0:
                 raise UsageError(f"[train] seeds must be positive, got {value}")
-            if value > MAX_SEEDS:
+            if int(value) > MAX_SEEDS:
                 raise UsageError(f"[train] seeds = {value} is beyond the supported maximum {MAX_SEEDS}")
             return tuple(range(int(value)))
         if isinstance(value, (list, tuple)) and len(value) > MAX_SEEDS:
@@ -293,7 +296,7 @@ def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
         return out
     if key in ("lr", "batch_size") and section == "train":
         return _as_tuple(section, key, value, float if key == "lr" else int)
-    kind = {"int": int, "float": float, "bool": bool, "str": str}[fld.type]
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[str(fld.type)]
     return _check_scalar(section, key, value, kind)
 
 

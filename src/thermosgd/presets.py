@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from thermosgd.config import MAX_SEEDS, MAX_STEPS, SweepConfig, from_dict
 from thermosgd.errors import UsageError
 
 #: The paper's scaling exponents (Eq. 27-28: rate ∝ η²/|B|): t·η^α with α = 2 for an η
@@ -32,10 +33,6 @@ PAPER_EXPONENT: Mapping[str, float] = MappingProxyType({"lr": 2.0, "batch_size":
 EXPONENT_SYMBOL: Mapping[str, str] = MappingProxyType({"lr": "α", "batch_size": "β"})
 
 ETAS = (0.025, 0.05, 0.075, 0.1)
-
-#: Upper bounds on the size of any run, checked once for every entry point.
-MAX_SEEDS = 1_000_000
-MAX_STEPS = 10**9
 
 
 @dataclass(frozen=True)
@@ -98,15 +95,15 @@ class Preset:
         return out
 
 
-def check_count(flag: str, value, maximum: int) -> int:
-    """The one check of ``--seeds`` / ``--steps``: a positive integer within bounds."""
+def check_count(name: str, value, maximum: int) -> int:
+    """The one check of ``seeds`` / ``steps``: a positive integer within bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
+        raise UsageError(f"{name} must be a positive integer, got {value!r}", param=name)
     value = int(value)
     if value <= 0:
-        raise UsageError(f"--{flag} must be positive, got {value}")
+        raise UsageError(f"{name} must be positive, got {value}", param=name)
     if value > maximum:
-        raise UsageError(f"--{flag} = {value} is beyond the supported maximum {maximum}")
+        raise UsageError(f"{name} = {value} is beyond the supported maximum {maximum}", param=name)
     return value
 
 
@@ -554,7 +551,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 def get(name: str) -> Preset:
     """The preset called ``name``; a UsageError lists the known names otherwise."""
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; run `thermosgd reproduce --list` (known: {', '.join(PRESETS)})")
+        raise UsageError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
 
 
@@ -568,10 +565,10 @@ def experiment_presets(preset: Preset) -> list[Preset]:
     return [p for p in TABLE if p.experiment == preset.experiment and p.kind == preset.kind]
 
 
-def twolayer_config(preset: Preset, *, seeds: int | None = None, steps: int | None = None, quick: bool = False):
+def twolayer_config(
+    preset: Preset, *, seeds: int | None = None, steps: int | None = None, quick: bool = False
+) -> SweepConfig:
     """The :class:`~thermosgd.config.SweepConfig` of a two-layer preset at the requested size."""
-    from thermosgd.config import from_dict
-
     if preset.kind != "twolayer":
         raise UsageError(f"preset {preset.name} is a {preset.kind} preset, not a two-layer sweep")
     seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
@@ -593,16 +590,14 @@ def teacher_task_config(
     train_size: int = 256,
     test_size: int = 1000,
     seed: int = 0,
-):
+) -> SweepConfig:
     """The equal-error and generalization experiments' configuration.
 
     Teacher labels, a finite training set probed in full, a held-out set, shared
     initialization and data across the grid (``batch_size`` may be a list).
     """
-    from thermosgd.config import from_dict
-
     if seeds < 2:
-        raise UsageError(f"--seeds must be >= 2, got {seeds}")
+        raise UsageError(f"seeds must be >= 2, got {seeds}", param="seeds")
     return from_dict(
         {
             "model": {"inputs": inputs, "hidden": hidden},

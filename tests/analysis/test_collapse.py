@@ -170,19 +170,17 @@ def test_panel_and_figure(lr_sweep, lr_fit, tmp_path):
 
 # --- Noise-corrected score: twins, unbiasedness, common random numbers -------------------------
 
-from thermosgd.analysis import collapse  # noqa: E402
+from thermosgd.analysis.collapse import _score as scoring  # noqa: E402
 from thermosgd.analysis.collapse import (  # noqa: E402
-    _check_window,
-    _exponent_grid,
-    _grid,
-    _Scorer,
-    _search,
     collapse_score,
     default_reference,
     expanded_percentiles,
     mean_curves,
     sweep_data,
 )
+from thermosgd.analysis.collapse._data import _check_window, _grid  # noqa: E402
+from thermosgd.analysis.collapse._score import _Scorer  # noqa: E402
+from thermosgd.analysis.collapse._search import _exponent_grid, _search  # noqa: E402
 
 
 def _seed_curves_on_grid(data, steps, values, over, exponent, reference, grid):
@@ -309,8 +307,8 @@ def test_search_matches_row_by_row_twin(method, route, monkeypatch):
     # All resamples at once (in chunks of 3–7 rows and blocks of 1–7 exponents, to cross their
     # edges) against one resample at a time; 12 seeds, two diverged at different values, 40
     # resamples (seed 1). Equal to round-off: 1e-9 on the exponents.
-    monkeypatch.setattr(collapse, "_TABLES", 1344)  # numbers per chunk of (T + 1 = 32)-step tables
-    monkeypatch.setattr(collapse, "_BLOCK", 840)  # numbers per block of 40-point grids
+    monkeypatch.setattr(scoring, "_TABLES", 1344)  # numbers per chunk of (T + 1 = 32)-step tables
+    monkeypatch.setattr(scoring, "_BLOCK", 840)  # numbers per block of 40-point grids
     ds = synthetic_sweep(1.0, n_seeds=12, seed=5, steps=300, every=10, noise=0.05)
     ds["diverged"][2, 0, 4] = True
     ds["diverged"][0, 0, 9] = True
@@ -334,7 +332,7 @@ def test_fit_is_the_same_with_either_evaluation(pairing, monkeypatch):
     ds["diverged"][1, 0, 7] = True
     fits = {}
     for route, ratio in (("forms", math.inf), ("sums", 0.0)):
-        monkeypatch.setattr(collapse, "_FORMS_RATIO", ratio)
+        monkeypatch.setattr(scoring, "_FORMS_RATIO", ratio)
         fits[route] = fit_collapse(ds, "activation_rate", "lr", n_boot=300, seed=4, pairing=pairing)
     a, b = fits["forms"].to_dict(), fits["sums"].to_dict()
     for key in ("exponent", "ci_low", "ci_high", "boot_std", "score", "score_raw", "score_predicted"):

@@ -28,7 +28,8 @@ def twolayer(name: str, dtype: str = "float32"):
 def walk_suite() -> dict:
     """The walk's quick suite, first two cases, seed 3, as strict JSON."""
     from thermosgd.jsonsafe import json_safe
-    from thermosgd.walk.compare import CASES, run_suite
+    from thermosgd.reproduce.walk_suite import run_suite
+    from thermosgd.walk.compare import CASES
 
     return json_safe(run_suite(quick=True, seed=3, cases=CASES[:2]))
 

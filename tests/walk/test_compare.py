@@ -10,9 +10,10 @@ import math
 import pytest
 import torch
 
+from thermosgd.analysis.walk_fits import fit_stationary_exponent
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.walk import CASES, WalkResult, parse_g
-from thermosgd.walk.compare import fit_stationary_exponent, measure_plane_flux
+from thermosgd.walk.compare import measure_plane_flux
 
 F64 = torch.float64
 

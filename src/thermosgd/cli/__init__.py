@@ -16,7 +16,7 @@ import gc
 import sys
 
 from thermosgd.cli import collapse, experiments, report, reproduce, sweep, walk
-from thermosgd.cli.common import Parser
+from thermosgd.cli.common import Parser, flag
 from thermosgd.errors import UsageError
 
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         code = args.func(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}" + (f" ({flag(exc.param)})" if exc.param else ""), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`
         sys.stderr.close()

@@ -61,3 +61,12 @@ def add_fused_arg(p: argparse.ArgumentParser) -> None:
 def executor_kwargs(args: argparse.Namespace) -> dict:
     """The executor options as keyword arguments of ``run_sweep`` / ``reproduce``."""
     return {"executor": args.executor or "auto", "workers": args.workers, "scheduler": args.scheduler}
+
+
+# Library argument -> flag, where the flag is not the argument's name with dashes.
+_FLAGS = {"lrs": "--lr", "batch_sizes": "--batch-size", "per_block": "--replicas"}
+
+
+def flag(param: str) -> str:
+    """The command-line flag that sets the library argument ``param`` (``n_boot`` -> ``--n-boot``)."""
+    return _FLAGS.get(param, "--" + param.replace("_", "-"))

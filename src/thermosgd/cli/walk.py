@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from thermosgd.jsonsafe import json_safe
-    from thermosgd.walk.lab import run_walk
+    from thermosgd.reproduce.walk_lab import run_walk
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

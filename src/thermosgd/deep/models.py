@@ -13,11 +13,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from thermosgd.seeds import derive_seed, stream
+
 
 def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Call ``build()`` with the random state seeded by ``seed``, restoring the global state after."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(derive_seed(seed, stream("deep.init")))
         return build()
 
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import xarray as xr
 from torch import nn
@@ -27,6 +26,7 @@ from torch import nn
 from thermosgd.errors import UsageError
 from thermosgd.instruments.recorder import Instrument, Recorder, Schedule, combine_runs
 from thermosgd.progress import bar as progress_bar
+from thermosgd.seeds import derive_seed
 from thermosgd.threads import threads_for
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -71,7 +71,7 @@ class Run:
 
 def stream_seed(seed: int, stream: int) -> int:
     """Independent 63-bit seed for random stream ``stream`` of run seed ``seed``."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+    return derive_seed(seed, stream)  # stream: an id of thermosgd.seeds.STREAMS["deep.*"] (+ index)
 
 
 def _finite(model: nn.Module) -> bool:

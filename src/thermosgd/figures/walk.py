@@ -1,5 +1,5 @@
 """Figures of the random-walk lab (Sec. 3). Plots only: reads the dicts of
-:mod:`thermosgd.walk.compare`, never simulates."""
+:mod:`thermosgd.reproduce.walk_suite`, never simulates."""
 
 from __future__ import annotations
 

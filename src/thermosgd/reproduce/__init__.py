@@ -1,6 +1,7 @@
 """Orchestration: run the paper's presets end to end and write results, figures and reports.
 
-``thermosgd.reproduce(names, ...)`` calls :func:`thermosgd.reproduce.run.reproduce`.
+``thermosgd.run_presets(names, ...)`` is :func:`thermosgd.reproduce.run.reproduce` (calling the
+package, ``thermosgd.reproduce(...)``, is a deprecated alias).
 """
 
 from thermosgd._callable import make_callable
@@ -8,4 +9,4 @@ from thermosgd.reproduce.run import reproduce
 
 __all__ = ["reproduce"]
 
-make_callable(__name__, "thermosgd.reproduce.run", "reproduce")
+make_callable(__name__, "thermosgd.reproduce.run", "reproduce", instead="thermosgd.run_presets")

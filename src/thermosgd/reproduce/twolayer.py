@@ -12,11 +12,13 @@ import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
 from thermosgd import presets
 from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.errors import UsageError
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
 from thermosgd.jsonsafe import json_safe
@@ -73,7 +75,7 @@ def judge_and_draw(
     """
 
     def here(p: presets.Preset) -> Verdict:
-        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
+        v = judge(ds, p.name, p.metric, swept(p), include_diverged=include_diverged)
         twolayer_figure(ds, p, out / "figures", v)
         return v
 
@@ -109,9 +111,16 @@ def _one_intra_op_thread() -> None:
     torch.set_num_threads(1)
 
 
+def swept(preset: presets.Preset) -> str:
+    """The hyperparameter a two-layer preset sweeps (every two-layer preset sweeps one)."""
+    if preset.over is None:
+        raise UsageError(f"preset {preset.name!r} sweeps no hyperparameter: there is no collapse to fit or draw")
+    return preset.over
+
+
 def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
     """``summary.json`` and ``report.md`` of one experiment's folder."""
-    summary = summarize(ds, preset.over)
+    summary = summarize(ds, swept(preset))
     summary["preset"] = preset.name
     summary["experiment"] = preset.experiment
     summary["verdicts"] = [v.to_dict() for v in verdicts]
@@ -124,14 +133,14 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdic
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
     extra = extra_title = None
     if verdict is not None and verdict.exponent is not None:
-        sym = presets.EXPONENT_SYMBOL[preset.over]
+        sym = presets.EXPONENT_SYMBOL[swept(preset)]
         ci = "" if verdict.ci_low is None else f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] (95%)"
         extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}"
-        extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, verdict.exponent)  # noqa: E731
+        extra = lambda ax: collapse_panel(ax, ds, preset.metric, swept(preset), verdict.exponent)  # noqa: E731
     return sweep_figure(
         ds,
         preset.metric,
-        over=preset.over,
+        over=swept(preset),
         out_stem=folder / preset.name,
         title=f"{preset.name}: {preset.description}",
         extra_panel=extra,
@@ -184,7 +193,7 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
 
 def summarize(ds: xr.Dataset, over: str) -> dict:
     """Initial and final seed-mean of the main metrics for each swept value."""
-    out = {
+    out: dict[str, Any] = {
         "over": over,
         "steps": int(ds["step"].values[-1]),
         "seeds": int(ds.sizes["seed"]),

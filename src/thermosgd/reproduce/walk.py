@@ -1,4 +1,4 @@
-"""The walk preset: run the suite of :mod:`thermosgd.walk.compare`, write its report and figures."""
+"""The walk preset: run the suite of :mod:`thermosgd.reproduce.walk_suite`, write its report and figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from thermosgd.figures import walk as walk_figures
 from thermosgd.jsonsafe import json_safe
-from thermosgd.walk.compare import run_suite
+from thermosgd.reproduce.walk_suite import run_suite
 
 
 def _pm(value, err, digits=3):

@@ -17,18 +17,10 @@ import torch
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.seeds import derive_seed, generator, stream  # noqa: F401 (derive_seed is re-exported)
 
-INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = range(8)
-
-
-def derive_seed(*coords: int) -> int:
-    """A 63-bit seed from nonnegative integer coordinates (order matters)."""
-    state = np.random.SeedSequence([int(c) for c in coords]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def generator(*coords: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*coords))
+_NAMES = ("init", "data", "probe", "teacher", "trainset", "test", "noise", "noise_init")
+INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = (stream(f"twolayer.{n}") for n in _NAMES)
 
 
 class Teacher:

@@ -54,7 +54,9 @@ def to_dataset(
     t = cfg.train
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
     dims = ("lr", "batch_size", "seed", "step")
-    data = {k: (dims, v.T.reshape(L, K, S, -1).numpy()) for k, v in records.buf.items()}
+    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+        k: (dims, v.T.reshape(L, K, S, -1).numpy()) for k, v in records.buf.items()
+    }
     if not cfg.model.bias:
         data["grad_var_b"] = (data["grad_var_b"][0], np.full_like(data["grad_var_b"][1], np.nan))
     diverged_step = np.asarray(diverged_step).reshape(L, K, S)

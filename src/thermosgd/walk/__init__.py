@@ -5,14 +5,15 @@
 - :mod:`~thermosgd.walk.theory` evaluates Eq. 9, 10, 11, 34 for any g by autograd,
   plus the Fokker-Planck limit of the same walk (labelled as such).
 - :func:`parse_g` compiles a safe formula in ``q`` to a torch function.
-- :func:`run_suite` puts measurement next to prediction for the preset's cases;
-  :func:`run_walk` does it for one user-given g.
+- :mod:`~thermosgd.walk.compare` counts plane fluxes and evaluates Eq. 10 at the same
+  planes for the preset's :data:`CASES`. The fits are in :mod:`thermosgd.analysis.walk_fits`;
+  the suite and the one-walk lab that put measurement next to prediction are
+  :func:`thermosgd.reproduce.walk_suite.run_suite` and :func:`thermosgd.reproduce.walk_lab.run_walk`.
 """
 
 from thermosgd.walk import theory
-from thermosgd.walk.compare import CASES, Case, run_suite
+from thermosgd.walk.compare import CASES, Case
 from thermosgd.walk.expr import parse_g
-from thermosgd.walk.lab import run_walk
 from thermosgd.walk.simulate import Free, Periodic, Planes, Reflect, WalkResult, simulate
 
 __all__ = [
@@ -24,8 +25,6 @@ __all__ = [
     "Reflect",
     "WalkResult",
     "parse_g",
-    "run_suite",
-    "run_walk",
     "simulate",
     "theory",
 ]

@@ -38,7 +38,7 @@ FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "abs": torch.abs,
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e}
-_BINOPS = {
+_BINOPS: dict[type[ast.operator], Callable[..., torch.Tensor]] = {
     ast.Add: torch.add,
     ast.Sub: torch.sub,
     ast.Mult: torch.mul,
@@ -84,7 +84,7 @@ def parse_g(text: str, dim: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
     body = tree.body
     if isinstance(body, (ast.Tuple, ast.List)):
         if len(body.elts) != dim:
-            raise UsageError(f"expression gives {len(body.elts)} components but --dim is {dim}")
+            raise UsageError(f"expression gives {len(body.elts)} components but dim is {dim}", param="dim")
         parts = [_compile(e, dim, text) for e in body.elts]
     else:
         parts = [_compile(body, dim, text)]
@@ -117,7 +117,7 @@ def _compile(node: ast.AST, dim: int, text: str) -> Node:
             return lambda q: torch.tensor(value, dtype=q.dtype)
         if node.id == "q":
             if dim != 1:
-                raise UsageError(f"with --dim {dim} write q[0] ... q[{dim - 1}], not q")
+                raise UsageError(f"with dim = {dim} write q[0] ... q[{dim - 1}], not q", param="dim")
             return lambda q: q[:, 0]
         raise UsageError(f"unknown name {node.id!r} in {text!r} (allowed: q, pi, e)")
     if isinstance(node, ast.Subscript):

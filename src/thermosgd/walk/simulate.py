@@ -312,7 +312,7 @@ class _Counter:
         if isinstance(planes.normal, int):
             if not 0 <= planes.normal < dim:
                 raise UsageError(f"plane axis {planes.normal} out of range for dimension {dim}")
-            self.axis = planes.normal
+            self.axis: int | None = planes.normal
             normal = torch.zeros(dim, dtype=dtype)
             normal[self.axis] = 1.0
         else:
@@ -325,12 +325,13 @@ class _Counter:
         if (planes.halfwidth is None) != (planes.center is None):
             raise UsageError("a plane patch needs both center and halfwidth")
         self.center = None if planes.center is None else torch.as_tensor(list(planes.center), dtype=dtype)
-        if self.center is not None and (self.center.shape != (dim,) or not planes.halfwidth > 0):
+        if self.center is not None and (self.center.shape != (dim,) or not (planes.halfwidth or 0) > 0):
             raise UsageError(f"patch center must have length {dim} and halfwidth must be positive")
         self.general = self.axis is None or self.center is not None
         if self.general and not isinstance(domain, Free):
             raise UsageError("oblique planes and plane patches are supported in the free domain only")
         self.domain = domain
+        self.area = planes.area(dim)
 
     def __call__(self, q, dq):
         if self.general:
@@ -422,8 +423,16 @@ def simulate(
     except (TypeError, ValueError, OverflowError, RuntimeError):
         raise UsageError(f"seed must be an integer in [0, 2^63), got {seed!r}") from None
     counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
-    wanted = _schedule(record, steps)
+    step = (
+        (lambda q: _step_eq8(q, g, eta, noise, shared, gen))
+        if kick is None
+        else (lambda q: _step_eq4(q, kick, eta, gen))
+    )
+    return _run(q, step, domain, steps, counter, _schedule(record, steps), eta)
 
+
+def _run(q, step, domain, steps: int, counter: _Counter | None, wanted, eta: float) -> WalkResult:
+    """The loop: ``steps`` jumps from ``q`` ``(particles, D)``, measured every step, snapshots on ``wanted``."""
     disp = torch.zeros_like(q)
     mean = torch.zeros(steps + 1, q.shape[1], dtype=q.dtype)
     msd = torch.zeros_like(mean)
@@ -432,7 +441,7 @@ def simulate(
     )
     snaps, snap_steps = ([q.clone()], [0]) if wanted(0) else ([], [])
     for t in range(steps):
-        dq = _step_eq8(q, g, eta, noise, shared, gen) if kick is None else _step_eq4(q, kick, eta, gen)
+        dq = step(q)
         if counter is not None:
             crossings[t] = counter(q, dq)
         q, moved = domain.move(q, dq)
@@ -451,5 +460,5 @@ def simulate(
         mean_displacement=mean,
         msd=msd,
         crossings=crossings,
-        plane_area=1.0 if planes is None else planes.area(q.shape[1]),
+        plane_area=1.0 if counter is None else counter.area,
     )

@@ -1,4 +1,7 @@
-"""One walk for a user's g, measured next to Eq. 10: what ``thermosgd walk`` runs."""
+"""One walk for a user's g, measured next to Eq. 10: what ``thermosgd walk`` runs.
+
+Simulates with :mod:`thermosgd.walk` and fits with :mod:`thermosgd.analysis.walk_fits`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from types import SimpleNamespace
 
 import torch
 
+from thermosgd.analysis.walk_fits import fit_stationary_exponent
 from thermosgd.errors import UsageError
+from thermosgd.reproduce.walk_suite import local_thermophoretic_flux
+from thermosgd.seeds import derive_seed, generator, stream
 from thermosgd.walk import theory
-from thermosgd.walk.compare import fit_stationary_exponent, local_thermophoretic_flux
 from thermosgd.walk.expr import parse_g
 from thermosgd.walk.simulate import Free, Periodic, Reflect, simulate
 
@@ -25,11 +30,11 @@ def parse_domain(text: str):
         return Free()
     kind, sep, rest = text.partition(":")
     if kind not in ("periodic", "reflect") or not sep:
-        raise UsageError(f"--domain must be free, periodic:LO,HI or reflect:LO,HI, got {text!r}")
+        raise UsageError(f"domain must be free, periodic:LO,HI or reflect:LO,HI, got {text!r}", param="domain")
     try:
         lo, hi = (float(x) for x in rest.split(","))
     except ValueError:
-        raise UsageError(f"--domain {kind}:LO,HI needs two numbers, got {rest!r}") from None
+        raise UsageError(f"domain {kind}:LO,HI needs two numbers, got {rest!r}", param="domain") from None
     return Periodic(lo, hi) if kind == "periodic" else Reflect(lo, hi)
 
 
@@ -77,10 +82,7 @@ def run_walk(
         Displacement moments, the thermophoretic flux at a point (measured, Eq. 10,
         Fokker-Planck), the stationary exponent in a reflecting box, the density over time.
     """
-    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
-        raise UsageError(f"particles must be at least 2 (a standard error needs two), got {particles}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise UsageError(f"seed must be an integer in [0, 2^32), got {seed}")
+    _check(particles, seed)
     args = SimpleNamespace(
         g=g_expr,
         eta=eta,
@@ -92,19 +94,10 @@ def run_walk(
         independent=not shared,
         seed=seed,
     )
-    domain = parse_domain(args.domain)
+    box = parse_domain(args.domain)
     g = parse_g(args.g, args.dim)
-    check_g_in_box(g, domain, args.dim)
-    gen = torch.Generator().manual_seed(args.seed)
-    dtype = torch.float64
-    if isinstance(domain, Free):
-        q0 = torch.zeros(args.particles, args.dim, dtype=dtype)
-        point = [0.0] * args.dim
-        max_half = 1.0
-    else:
-        q0 = domain.lo + domain.length * torch.rand(args.particles, args.dim, generator=gen, dtype=dtype)
-        point = [0.5 * (domain.lo + domain.hi)] * args.dim
-        max_half = min(1.0, 0.5 * domain.length) if isinstance(domain, Reflect) else 1.0
+    check_g_in_box(g, box, args.dim)
+    q0, point, max_half = _start(args, box)
     shown = sorted({0, *[int(round(args.steps ** (i / 5))) for i in range(1, 6)]})
     burn = args.steps // 2
     every = max(1, (args.steps - burn) // 100)
@@ -114,10 +107,10 @@ def run_walk(
         q0,
         args.eta,
         args.steps,
-        domain=domain,
+        domain=box,
         noise=args.noise,
         shared=not args.independent,
-        seed=args.seed + 1,
+        seed=derive_seed(args.seed, stream("walk.steps")),
         record=record,
     )
     out = {
@@ -134,17 +127,42 @@ def run_walk(
         "mean_squared_displacement": res.msd[-1].tolist(),
     }
     out["thermophoretic_flux"] = _flux(args, point, max_half)
-    out.update(_stationary(args, g, domain, res, burn))
-    lo, hi = _range(domain, res)
+    out.update(_stationary(args, g, box, res, burn))
+    out["density"] = _density(box, res, shown)
+    return out
+
+
+def _check(particles, seed) -> None:
+    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2:
+        raise UsageError(
+            f"particles must be at least 2 (a standard error needs two), got {particles}", param="particles"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UsageError(f"seed must be an integer in [0, 2^32), got {seed}", param="seed")
+
+
+def _start(args, box) -> tuple[torch.Tensor, list[float], float]:
+    """Initial positions ``(particles, D)``, the point where the flux is measured, and the room around it."""
+    dtype = torch.float64
+    if isinstance(box, Free):
+        return torch.zeros(args.particles, args.dim, dtype=dtype), [0.0] * args.dim, 1.0
+    gen = generator(args.seed, stream("walk.start"))
+    q0 = box.lo + box.length * torch.rand(args.particles, args.dim, generator=gen, dtype=dtype)
+    max_half = min(1.0, 0.5 * box.length) if isinstance(box, Reflect) else 1.0
+    return q0, [0.5 * (box.lo + box.hi)] * args.dim, max_half
+
+
+def _density(box, res, shown: list[int]) -> dict:
+    """The density of coordinate 0 at the ``shown`` steps."""
+    lo, hi = _range(box, res)
     keep = [i for i, t in enumerate(res.record_steps.tolist()) if t in shown]
     centers, rho_t = res.density_over_time(50, lo, hi)
-    out["density"] = {
+    return {
         "axis": 0,
         "centers": centers.tolist(),
         "steps": [shown[i] for i in range(len(keep))],
         "rho": rho_t[keep].tolist(),
     }
-    return out
 
 
 def _flux(args, point, max_half) -> dict:
@@ -157,7 +175,7 @@ def _flux(args, point, max_half) -> dict:
             args.eta,
             particles=args.particles,
             max_half=max_half,
-            seed=args.seed + 2,
+            seed=derive_seed(args.seed, stream("walk.local_flux")),
             noise=args.noise,
         )
     except UsageError as exc:  # the walk itself is fine; only this measurement does not fit
@@ -166,7 +184,7 @@ def _flux(args, point, max_half) -> dict:
         return {
             "point": point,
             "note": f"not measured: {args.particles} particles gave too few plane crossings "
-            "for a standard error; increase --particles",
+            "for a standard error; use more particles",
         }
     return {
         "point": res["point"],
@@ -191,7 +209,7 @@ def _stationary(args, g, domain, res, burn) -> dict:
     if not isinstance(domain, Reflect):
         return {**empty, "stationary_note": "only fitted in a reflecting box"}
     if args.dim != 1:
-        return {**empty, "stationary_note": "only fitted for --dim 1"}
+        return {**empty, "stationary_note": "only fitted for dim = 1"}
     try:
         fit = fit_stationary_exponent(res, g, domain.lo, domain.hi, since=burn)
     except UsageError as exc:
@@ -219,7 +237,7 @@ def _stationary(args, g, domain, res, burn) -> dict:
     if burn < 3 * relax:
         out["stationary_note"] += (
             f"; WARNING: not yet stationary (the fit starts at step {burn}, under 3 relaxation times "
-            f"= {3 * relax:.0f} steps): increase --steps"
+            f"= {3 * relax:.0f} steps): use more steps"
         )
     return out
 
