@@ -40,14 +40,14 @@ from thermosgd.instruments import (
     ActivationRates,
     GradientVariance,
     TraceBound,
+    _moments,
     activation_rates,
     gradient_variance,
     hessian_trace_bound,
     weight_norms,
 )
-from thermosgd.instruments._checks import layer_of
 from thermosgd.instruments.gradient_variance import _conv2d_weight_grads, _one_sample_loss
-from thermosgd.instruments.hessian import _mlp_layers, _output_hessian_trace
+from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -419,41 +419,25 @@ class ProbeGradientVariance:
             if isinstance(layer, nn.Linear) and h.dim() != 3:
                 return None
             if isinstance(layer, nn.Conv2d):
-                g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer).reshape(E, n, -1)
-                m2[prefix + "weight"] = _two_pass(g)
+                g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer)
+                m2[prefix + "weight"] = _moments.deviations(g.reshape(E, n, -1))
                 bias_g = delta.sum((3, 4))
             else:
-                h64, d64 = h.reshape(E, n, -1).to(torch.float64), delta.reshape(E, n, -1).to(torch.float64)
-                mean = d64.mT @ h64 / n  # (E, out, in)
-                m2[prefix + "weight"] = ((d64 * d64).sum(-1) * (h64 * h64).sum(-1)).sum(1) - n * (mean * mean).sum(
-                    (1, 2)
-                )
-                m2[prefix + "weight"] = m2[prefix + "weight"].clamp_min(0.0)
-                bias_g = delta.reshape(E, n, -1)
+                m2[prefix + "weight"] = _moments.linear_weight_deviations(h, delta)
+                bias_g = delta
             if prefix + "bias" in ens.params:
-                m2[prefix + "bias"] = _two_pass(bias_g.reshape(E, n, -1))
-        results = []
-        for e in range(E):
-            sums: dict[str, float] = {}
-            counts: dict[str, int] = {}
-            for pname in ens.params:  # model order, as gradient_variance
-                layer = layer_of(pname)
-                sums[layer] = sums.get(layer, 0.0) + float(m2[pname][e]) / (n - 1)
-                counts[layer] = counts.get(layer, 0) + ens.params[pname][0].numel()
-            results.append(
-                GradientVariance(
-                    value=sum(sums.values()) / sum(counts.values()),
-                    per_layer={k: sums[k] / counts[k] for k in sums},
-                    batch_size=n,
-                    convention="unbiased",
-                )
+                m2[prefix + "bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
+        sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
+        total, per_layer = _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
+        return [
+            GradientVariance(
+                value=float(total[e]),
+                per_layer={k: float(v[e]) for k, v in per_layer.items()},
+                batch_size=n,
+                convention="unbiased",
             )
-        return results
-
-
-def _two_pass(g: torch.Tensor) -> torch.Tensor:
-    """``(E,)``: sum over entries and samples of ``(g_i - mean)^2`` for ``g: (E, n, ...)``."""
-    return torch.sub(g, g.mean(dim=1, keepdim=True)).square_().reshape(g.shape[0], -1).sum(1).to(torch.float64)
+            for e in range(E)
+        ]
 
 
 @dataclass(frozen=True, eq=False)
@@ -488,41 +472,16 @@ class ProbeTraceBound:
         loss_fn = objs[0].loss_fn
         linears = _mlp_layers(ens.template)
         names = {id(m): name for name, m in ens.template.named_modules()}
-        E = ens.size
-        with torch.no_grad():
-            x = torch.stack([o.x for o in objs])
-            h = x.reshape(E, x.shape[1], -1).to(torch.float64)
-            Ws, bs = [], []
-            for layer in linears:
-                prefix = names[id(layer)]
-                Ws.append(ens.params[f"{prefix}.weight"].detach().to(torch.float64))
-                b = ens.params.get(f"{prefix}.bias")
-                bs.append(None if b is None else b.detach().to(torch.float64))
-            has_bias = [b is not None for b in bs]
-            u = (h * h).sum(-1) + float(has_bias[0])  # (E, N)
-            u_in, masks = [], []
-            for k, (w, b) in enumerate(zip(Ws, bs)):
-                u_in.append(u)
-                a = h @ w.mT + (b.unsqueeze(1) if b is not None else 0)
-                if k == len(Ws) - 1:
-                    z = a
-                    break
-                d = (a > 0).to(torch.float64)
-                masks.append(d)
-                h = a * d
-                row2 = (w * w).sum(-1) + (b * b if b is not None else 0)  # (E, out)
-                u = (d @ row2.unsqueeze(-1)).squeeze(-1) * u + float(has_bias[k + 1])
-            tail = torch.ones_like(u)
-            trace_k = torch.zeros_like(u)
-            for k in range(len(Ws) - 1, -1, -1):
-                trace_k = trace_k + u_in[k] * tail
-                if k > 0:
-                    col2 = (Ws[k] * Ws[k]).sum(dim=1)  # (E, in)
-                    tail = tail * (masks[k - 1] @ col2.unsqueeze(-1)).squeeze(-1)
-            per_sample = _output_hessian_trace(loss_fn, z.reshape(-1, z.shape[-1])).reshape(E, -1) * trace_k
+        x = torch.stack([o.x for o in objs])
+        weights, biases = [], []
+        for layer in linears:
+            prefix = names[id(layer)]
+            weights.append(ens.params[f"{prefix}.weight"])
+            biases.append(ens.params.get(f"{prefix}.bias"))
+        per_sample = stacked_trace_bound(loss_fn, x.reshape(ens.size, x.shape[1], -1), weights, biases)
         values = per_sample.sum(1) if loss_fn.reduction == "sum" else per_sample.mean(1)
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(E)]
+        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(ens.size)]
 
 
 def record_ensemble(ens: Ensemble, runs: list[Any], step: int, alive: torch.Tensor, recorders: list) -> None:
