@@ -4,6 +4,7 @@ Public entry points:
 
 - :func:`train` — train a two-layer ensemble in memory (no files).
 - :func:`sweep` — run or resume a two-layer sweep into a results folder; :func:`status`.
+- :func:`study` — the same experiment (lr × |B| × seeds, instruments, resume) for any ``nn.Module``.
 - :func:`load` — a sweep's results as an ``xarray.Dataset`` (lr, batch_size, seed, step).
 - :func:`fit_collapse` — the exponent that collapses a sweep's curves, with its interval.
 - :mod:`instruments` — instruments for any ``nn.Module``.
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("thermosgd.twolayer.engine", "train"),
     "sweep": ("thermosgd.sweep", None),  # a callable package: see thermosgd._callable
+    "study": ("thermosgd.studies.run", "study"),
     "status": ("thermosgd.sweep.run", "status"),
     "load": ("thermosgd.sweep.store", "load"),
     "fit_collapse": ("thermosgd.analysis.collapse", "fit_collapse"),
@@ -59,6 +61,7 @@ __all__ = [
     "load_config",
     "reproduce",
     "status",
+    "study",
     "sweep",
     "train",
     "walk",

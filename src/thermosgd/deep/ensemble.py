@@ -62,7 +62,8 @@ def _leaves(model: nn.Module, prefix: str = ""):
 
 def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The layers of ``model`` if it is an ``nn.Sequential`` of layers the ensemble batches
-    by hand (Linear; Conv2d with groups 1 and zero padding; ReLU; Flatten), else None."""
+    by hand (Linear; Conv2d with groups 1 and zero padding; LayerNorm; ReLU, GELU, Tanh;
+    Flatten), else None."""
     if not isinstance(model, nn.Sequential):
         return None
     layers = list(_leaves(model))
@@ -70,7 +71,7 @@ def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if isinstance(layer, nn.Conv2d):
             if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
                 return None
-        elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten):
+        elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten, nn.LayerNorm, nn.GELU, nn.Tanh):
             return None
     return layers
 
@@ -113,7 +114,8 @@ class Ensemble:
         """Outputs ``(E, B, ...)`` for inputs ``(E, B, *input_shape)``.
 
         ``capture`` (batched layers only): filled with layer name -> (input, output)
-        for Linear and Conv2d layers and name -> output for ReLU layers.
+        for Linear and Conv2d layers, (normalized input, output) for LayerNorm layers
+        and name -> output for ReLU layers.
         """
         if self.layers is None:
 
@@ -146,11 +148,21 @@ class Ensemble:
                 out = out.reshape(B, E, W.shape[1], *out.shape[2:]).transpose(0, 1)
             elif isinstance(layer, nn.ReLU):
                 out = torch.relu(h)
+            elif isinstance(layer, nn.LayerNorm):
+                out = F.layer_norm(h, layer.normalized_shape, None, None, layer.eps)
+                W, b = self.params.get(prefix + "weight"), self.params.get(prefix + "bias")
+                view = (E,) + (1,) * (h.dim() - 1 - len(layer.normalized_shape)) + tuple(layer.normalized_shape)
+                out = out if W is None else out * W.view(view)
+                out = out if b is None else out + b.view(view)
+            elif isinstance(layer, (nn.GELU, nn.Tanh)):
+                out = layer(h)
             else:  # nn.Flatten over the per-replica dims: shift its dims past the replica dim
                 start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
                 end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
                 out = h.flatten(start, end)
-            if capture is not None and not isinstance(layer, nn.Flatten):
+            if capture is not None and isinstance(layer, nn.LayerNorm):
+                capture[name] = (F.layer_norm(h, layer.normalized_shape, None, None, layer.eps), out)
+            elif capture is not None and isinstance(layer, (nn.ReLU, nn.Linear, nn.Conv2d)):
                 capture[name] = out if isinstance(layer, nn.ReLU) else (h, out)
             h = out
         return h
@@ -187,6 +199,45 @@ class Ensemble:
             scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             torch._foreach_addcmul_(params, grads, scales, value=-1.0)  # p -= lr * grad
         return losses.detach(), update
+
+    def weighted_step(
+        self,
+        sample_losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        alive: torch.Tensor,
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``θ_e ← θ_e − Σ_i w_ei ∇ℓ(θ_e; x_ei, y_ei) − extra_e`` for every live replica.
+
+        Every noise model of :mod:`thermosgd.deep.noise` is such a step (the learning
+        rate is folded into the weights), taken by one backward pass of the weighted
+        loss: no per-sample gradient is formed.
+
+        Args:
+            sample_losses: ``(outputs (E, n, ...), targets (E, n, ...)) -> (E, n)`` per-sample losses.
+            x, y: ``(E, n, ...)`` samples of each replica.
+            w: ``(E, n)`` per-sample weights.
+            alive: ``(E,)`` bool; other replicas are not updated.
+            extra: parameter name -> ``(E, *shape)`` added to the step (the "frozen" noise), or None.
+
+        Returns:
+            The ``(E,)`` mean per-sample losses before the step, and which replicas were
+            updated: the live ones whose loss is finite.
+        """
+        params = list(self.params.values())
+        with torch.enable_grad():
+            each = sample_losses(self.forward(x), y)
+            grads = torch.autograd.grad((each * w).sum(), params)
+        losses = each.detach().mean(1)
+        update = alive & torch.isfinite(losses)
+        with torch.no_grad():
+            steps = list(grads) if extra is None else [g + extra[k] for g, k in zip(grads, self.params)]
+            if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
+                steps = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in steps]
+            torch._foreach_sub_(params, steps)
+        return losses, update
 
     def _plan(self) -> list[tuple]:
         """The Linear/ReLU/Flatten stack as (kind, weight, bias or None, flatten dims, in-place ReLU)."""
@@ -399,45 +450,69 @@ class ProbeGradientVariance:
         return gradient_variance(model, self.loss_fn, self.x, self.y)
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance] | None:
-        """The hooks path of ``gradient_variance`` for all replicas: layer inputs and the
-        gradients of the per-sample losses with respect to the layer outputs. None (measure
-        replica by replica) for a Linear layer applied to more than one feature dim."""
-        loss_fn = objs[0].loss_fn
+    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance]:
+        """:func:`ensemble_gradient_variance` of every replica on its probe batch."""
         x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
-        E, n = ens.size, x.shape[1]
-        seen: dict = {}
-        with torch.enable_grad():
-            out = ens.forward(x, capture=seen)
-            per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
-            layers = [(name, layer) for name, layer in ens.layers if isinstance(layer, (nn.Linear, nn.Conv2d))]
-            deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
-        m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
-        for (name, layer), delta in zip(layers, deltas):
-            prefix = f"{name}." if name else ""
-            h = seen[name][0].detach()
-            if isinstance(layer, nn.Linear) and h.dim() != 3:
-                return None
-            if isinstance(layer, nn.Conv2d):
-                g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer)
-                m2[prefix + "weight"] = _moments.deviations(g.reshape(E, n, -1))
-                bias_g = delta.sum((3, 4))
-            else:
-                m2[prefix + "weight"] = _moments.linear_weight_deviations(h, delta)
-                bias_g = delta
-            if prefix + "bias" in ens.params:
-                m2[prefix + "bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
-        sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
-        total, per_layer = _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
+        total, per_layer = ensemble_gradient_variance(ens, objs[0].loss_fn, x, y)
         return [
             GradientVariance(
                 value=float(total[e]),
                 per_layer={k: float(v[e]) for k, v in per_layer.items()},
-                batch_size=n,
+                batch_size=x.shape[1],
                 convention="unbiased",
             )
-            for e in range(E)
+            for e in range(ens.size)
         ]
+
+
+def ensemble_gradient_variance(
+    ens: Ensemble, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The hooks path of ``gradient_variance`` (unbiased) for all replicas on the batched layers.
+
+    Layer inputs (LayerNorm: its normalized input) and the gradients of the per-sample
+    losses with respect to the layer outputs go through :mod:`thermosgd.instruments._moments`.
+
+    Args:
+        ens: an ensemble with batched layers (``ens.layers`` not None).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on one sample.
+        x: ``(E, n, *input_shape)``; y: ``(E, n, *target_shape)``.
+
+    Returns:
+        float64 ``(E,)`` mean over parameter entries, and layer name -> ``(E,)``.
+    """
+    assert ens.layers is not None
+    E, n = ens.size, x.shape[1]
+    seen: dict = {}
+    with torch.enable_grad():
+        out = ens.forward(x, capture=seen)
+        per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
+        layers = [(name, layer) for name, layer in ens.layers if name in seen and isinstance(seen[name], tuple)]
+        deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
+    m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
+    for (name, layer), delta in zip(layers, deltas):
+        prefix = f"{name}." if name else ""
+        h = seen[name][0].detach()
+        if isinstance(layer, nn.Conv2d):
+            g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer)
+            weight_m2 = _moments.deviations(g.reshape(E, n, -1))
+            bias_g = delta.sum((3, 4))
+        elif isinstance(layer, nn.LayerNorm):  # per-sample: Σ_positions δ ⊙ x̂ and Σ_positions δ
+            shape = (E, n, -1, *layer.normalized_shape)
+            weight_m2 = _moments.deviations((delta * h).reshape(shape).sum(2))
+            bias_g = delta.reshape(shape).sum(2)
+        else:
+            positions = h.dim() > 3  # Linear on (E, n, ..., in): the extra dims are positions
+            hh = h.reshape(E, n, -1, h.shape[-1]) if positions else h
+            dd = delta.reshape(E, n, -1, delta.shape[-1]) if positions else delta
+            weight_m2 = _moments.linear_weight_deviations(hh, dd)
+            bias_g = dd.sum(2) if positions else dd
+        if prefix + "weight" in ens.params:
+            m2[prefix + "weight"] = weight_m2
+        if prefix + "bias" in ens.params:
+            m2[prefix + "bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
+    sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
+    return _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
 
 
 @dataclass(frozen=True, eq=False)

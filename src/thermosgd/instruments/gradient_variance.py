@@ -351,3 +351,57 @@ def gradient_variance(
     total_t, layers_t = _moments.layer_means(m2, {pname: size for pname, (_, size) in moments.items()}, n, convention)
     total, per_layer = float(total_t[0]), {layer: float(v[0]) for layer, v in layers_t.items()}
     return GradientVariance(value=total, per_layer=per_layer, batch_size=n, convention=convention)
+
+
+def replica_per_sample_gradients(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """:func:`per_sample_gradients` of ``E`` replicas at once (vmap over replicas of vmap over samples).
+
+    Args:
+        model: the architecture; its own parameters are not used (``torch.func.functional_call``).
+        params: name -> ``(E, *param.shape)`` stacked trainable parameters.
+        buffers: name -> ``(E, *buffer.shape)``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on a batch of one sample.
+        inputs: ``(E, n, *input_shape)``; targets: ``(E, n, *target_shape)``.
+
+    Returns:
+        name -> ``(E, n, *param.shape)``.
+    """
+
+    def sample_loss(p, b, x, y):
+        return _one_sample_loss(loss_fn, functional_call(model, (p, b), (x.unsqueeze(0),)), y, "grad_var")
+
+    per_replica = vmap(grad(sample_loss), in_dims=(None, None, 0, 0))
+    params = {k: v.detach() for k, v in params.items()}
+    try:
+        return vmap(per_replica)(params, buffers, inputs, targets)
+    except UsageError:
+        raise
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise UsageError(f"grad_var: cannot compute per-sample gradients for this model: {exc}") from exc
+
+
+def replica_gradient_variance(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    convention: Convention = "unbiased",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`gradient_variance` of ``E`` replicas at once (arguments of :func:`replica_per_sample_gradients`).
+
+    Returns:
+        float64 ``(E,)`` mean over all parameter entries, and layer name -> ``(E,)`` per layer.
+    """
+    grads = replica_per_sample_gradients(model, params, buffers, loss_fn, inputs, targets)
+    m2 = {k: _moments.deviations(g) for k, g in grads.items()}
+    return _moments.layer_means(m2, {k: v[0].numel() for k, v in params.items()}, inputs.shape[1], convention)
