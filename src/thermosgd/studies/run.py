@@ -32,6 +32,7 @@ from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_ki
 from thermosgd.sweep.run import check_config, folder_lock, usable_cores
 from thermosgd.sweep.store import CONFIG_FILE, check_output_folder, save_results, stale_temporaries, write_config
 from thermosgd.sweep.units import Stamp, Unit, read_unit, study_units, write_unit
+from thermosgd.threads import threads_for
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,29 @@ def plan_units(study: Study) -> list[Unit]:
     return study_units(study.cfg.train.seeds, study.cfg.sweep.seeds_per_unit)
 
 
-def estimate(study: Study, trial_steps: int = 10) -> tuple[float, int]:
-    """Seconds for the whole study on one core and bytes per unit, from a short trial of seed 0.
+def estimate(study: Study, trial_steps: int = 20) -> tuple[float, int]:
+    """Seconds for the whole study on one core and bytes per unit, from short trials of seed 0.
 
-    Times ``trial_steps`` steps and one measurement of the first batch size, and
-    extrapolates to every seed × batch size × step and recorded step.
+    Times a run of 0 steps (build, checks, one measurement) and one of ``trial_steps``
+    steps at the first batch size, and extrapolates to every seed × batch size, step
+    and recorded step (measurements cost about what the 0-step trial did).
     """
     t = study.cfg.train
-    steps = engine.record_steps(study)
-    short = Study(_with_steps(study.cfg, trial_steps), study.factory, study.data, study.fingerprint, study.portable)
-    start = time.perf_counter()
-    engine.train_seed(short, t.seeds[0], 0, [0])
-    per_run = time.perf_counter() - start
-    model = engine.models.build(study.factory, t.seed, t.seeds[0], study.data.dtype)
-    params = sum(p.numel() for p in model.parameters())
-    seconds = per_run * (t.steps / trial_steps + len(steps)) * len(t.seeds) * len(t.batch_size)
+    times = []
+    for steps in (0, trial_steps):
+        short = Study(_with_steps(study.cfg, steps), study.factory, study.data, study.fingerprint, study.portable)
+        start = time.perf_counter()
+        with threads_for(0):
+            engine.train_seed(short, t.seeds[0], 0, [0])
+        times.append(time.perf_counter() - start)
+    per_step = max(times[1] - times[0], 0.0) / trial_steps
+    per_run = t.steps * per_step + len(engine.record_steps(study)) * times[0]
+    params = sum(
+        p.numel() for p in engine.models.build(study.factory, t.seed, t.seeds[0], study.data.dtype).parameters()
+    )
     grads = min(len(t.lr) * study.cfg.data.probe_size * params, engine.GRAD_ELEMENTS)
     memory = 4 * 8 * grads + 16 * len(t.lr) * params * max(1, t.gd_batch if t.noise != "sgd" else 1) // 64
-    return seconds, int(memory)
+    return per_run * len(t.seeds) * len(t.batch_size), int(memory)
 
 
 def _with_steps(cfg: StudyConfig, steps: int) -> StudyConfig:
