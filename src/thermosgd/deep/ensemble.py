@@ -46,7 +46,7 @@ from thermosgd.instruments import (
     hessian_trace_bound,
     weight_norms,
 )
-from thermosgd.instruments.gradient_variance import _conv2d_weight_grads, _one_sample_loss
+from thermosgd.instruments.gradient_variance import _one_sample_loss, layer_deviations
 from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -482,7 +482,7 @@ def ensemble_gradient_variance(
         float64 ``(E,)`` mean over parameter entries, and layer name -> ``(E,)``.
     """
     assert ens.layers is not None
-    E, n = ens.size, x.shape[1]
+    n = x.shape[1]
     seen: dict = {}
     with torch.enable_grad():
         out = ens.forward(x, capture=seen)
@@ -492,25 +492,8 @@ def ensemble_gradient_variance(
     m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
     for (name, layer), delta in zip(layers, deltas):
         prefix = f"{name}." if name else ""
-        h = seen[name][0].detach()
-        if isinstance(layer, nn.Conv2d):
-            g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer)
-            weight_m2 = _moments.deviations(g.reshape(E, n, -1))
-            bias_g = delta.sum((3, 4))
-        elif isinstance(layer, nn.LayerNorm):  # per-sample: Σ_positions δ ⊙ x̂ and Σ_positions δ
-            shape = (E, n, -1, *layer.normalized_shape)
-            weight_m2 = _moments.deviations((delta * h).reshape(shape).sum(2))
-            bias_g = delta.reshape(shape).sum(2)
-        else:
-            positions = h.dim() > 3  # Linear on (E, n, ..., in): the extra dims are positions
-            hh = h.reshape(E, n, -1, h.shape[-1]) if positions else h
-            dd = delta.reshape(E, n, -1, delta.shape[-1]) if positions else delta
-            weight_m2 = _moments.linear_weight_deviations(hh, dd)
-            bias_g = dd.sum(2) if positions else dd
-        if prefix + "weight" in ens.params:
-            m2[prefix + "weight"] = weight_m2
-        if prefix + "bias" in ens.params:
-            m2[prefix + "bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
+        for pname, value in layer_deviations(layer, seen[name][0].detach(), delta).items():
+            m2[prefix + pname] = value
     sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
     return _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import nn
@@ -229,29 +228,54 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     _refuse_sample_mixing(
         model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0], deltas[list(layers).index(last)]
     )
-    n = inputs.shape[0]
     result: dict[str, tuple[float, int]] = {}
     for (name, module), delta in zip(layers.items(), deltas):
-        x = seen[name][0][0].detach()
         prefix = f"{name}." if name else ""
-        weight, bias = cast(torch.Tensor, module.weight), cast(torch.Tensor | None, module.bias)
-        if isinstance(module, nn.Conv2d):
-            bias_g = delta.sum((2, 3))
-        else:  # (n, in) or (n, ..., in): the extra dims are positions
-            x3 = x if x.ndim == 2 else x.reshape(n, -1, x.shape[-1])
-            d3 = delta if x.ndim == 2 else delta.reshape(n, -1, delta.shape[-1])
-            bias_g = d3 if x.ndim == 2 else d3.sum(1)
-        if weight.requires_grad:
-            m2 = (
-                _moments.deviations(_conv2d_weight_grads(x, delta, module).unsqueeze(0))
-                if isinstance(module, nn.Conv2d)
-                else _moments.linear_weight_deviations(x3.unsqueeze(0), d3.unsqueeze(0))
-            )
-            result[prefix + "weight"] = (float(m2[0]), weight.numel())
-        if bias is not None and bias.requires_grad:
-            result[prefix + "bias"] = (float(_moments.deviations(bias_g.unsqueeze(0))[0]), bias.numel())
+        m2 = layer_deviations(module, seen[name][0][0].detach().unsqueeze(0), delta.unsqueeze(0))
+        for pname, p in module.named_parameters(recurse=False):
+            if p.requires_grad:
+                result[prefix + pname] = (float(m2[pname][0]), p.numel())
     order = [name for name, p in model.named_parameters() if p.requires_grad]
     return {name: result[name] for name in order}
+
+
+def layer_deviations(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``M2`` of the per-sample gradients of a layer's ``weight`` and ``bias``, for ``E`` replicas.
+
+    The layer-type part of the moment algebra (:mod:`thermosgd.instruments._moments`),
+    shared by the single-model hooks path (``E = 1``) and the ensembles.
+
+    Args:
+        module: ``nn.Linear`` (extra dims between samples and features are positions),
+            ``nn.Conv2d`` (groups 1, zero padding) or ``nn.LayerNorm``.
+        x: ``(E, n, ...)`` the layer's inputs (LayerNorm: its normalized input ``x̂``).
+        delta: ``(E, n, ...)`` gradients of each sample's loss with respect to the layer's output.
+
+    Returns:
+        ``"weight"`` and ``"bias"`` (where the layer has them) -> float64 ``(E,)``.
+    """
+    E, n = x.shape[:2]
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(module, nn.Conv2d):
+        out["weight"] = _moments.deviations(
+            _conv2d_weight_grads(x.flatten(0, 1), delta.flatten(0, 1), module).reshape(E, n, -1)
+        )
+        bias_g = delta.sum((3, 4))
+    elif isinstance(module, nn.LayerNorm):  # per sample: Σ_positions δ ⊙ x̂ and Σ_positions δ
+        shape = (E, n, -1, *module.normalized_shape)
+        out["weight"] = _moments.deviations((delta * x).reshape(shape).sum(2))
+        bias_g = delta.reshape(shape).sum(2)
+    else:
+        positions = x.dim() > 3
+        xx = x.reshape(E, n, -1, x.shape[-1]) if positions else x
+        dd = delta.reshape(E, n, -1, delta.shape[-1]) if positions else delta
+        out["weight"] = _moments.linear_weight_deviations(xx, dd)
+        bias_g = dd.sum(2) if positions else dd
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
+    if getattr(module, "weight", None) is None:
+        del out["weight"]
+    return out
 
 
 def _first_sample_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
