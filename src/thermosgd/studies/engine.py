@@ -16,12 +16,14 @@ import warnings
 import numpy as np
 import torch
 import xarray as xr
+from torch import nn
 
 from thermosgd.deep.ensemble import Ensemble, ensemble_gradient_variance
 from thermosgd.deep.noise import frozen_noise, step_weights
+from thermosgd.errors import UsageError
 from thermosgd.instruments.activations import replica_activation_rates
 from thermosgd.instruments.gradient_variance import replica_gradient_variance, replica_per_sample_gradients
-from thermosgd.instruments.hessian import hessian_trace
+from thermosgd.instruments.hessian import _mlp_layers, hessian_trace, stacked_trace_bound
 from thermosgd.instruments.norms import replica_weight_norms
 from thermosgd.instruments.schedule import log_spaced
 from thermosgd.studies import model as models
@@ -74,7 +76,27 @@ def measure(study: Study, ens: Ensemble, probe: Samples, test: Samples | None, h
     out["last_weight_norm"] = list(out["weight_norm_layer"].values())[-1]
     if study.cfg.record.hessian:
         out["hessian_trace"], out["hessian_trace_stderr"] = _hessian(study, ens, probe, hess_gen)
+        bound = _trace_bound(study, ens, probe)
+        if bound is not None:
+            out["hessian_trace_bound"] = bound
     return out
+
+
+def _trace_bound(study: Study, ens: Ensemble, probe: Samples) -> torch.Tensor | None:
+    """The A.5 bound (Eq. 62) on each replica's probe-loss Hessian trace, where it applies:
+    a ReLU MLP (``nn.Sequential`` of Linear and ReLU) with the bce or cross-entropy loss."""
+    loss = {"bce": nn.BCEWithLogitsLoss(), "cross_entropy": nn.CrossEntropyLoss()}.get(study.cfg.train.loss)
+    try:
+        linears = _mlp_layers(ens.template)
+    except UsageError:
+        return None
+    if loss is None:
+        return None
+    names = {id(m): name for name, m in ens.template.named_modules()}
+    weights = [ens.params[f"{names[id(m)]}.weight"] for m in linears]
+    biases = [ens.params.get(f"{names[id(m)]}.bias") for m in linears]
+    x = probe.x.reshape(1, len(probe), -1).expand(ens.size, -1, -1)
+    return stacked_trace_bound(loss, x, weights, biases).mean(1)
 
 
 def _grad_var(ens: Ensemble, loss_fn, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
