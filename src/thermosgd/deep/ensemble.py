@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,12 @@ def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten, nn.LayerNorm, nn.GELU, nn.Tanh):
             return None
     return layers
+
+
+def _flatten_dims(layer: nn.Flatten) -> tuple[int, int]:
+    """An ``nn.Flatten``'s dims on per-replica tensors: shifted past the leading replica dim."""
+    start, end = int(layer.start_dim), int(layer.end_dim)
+    return (start + 1 if start >= 0 else start), (end + 1 if end >= 0 else end)
 
 
 class Ensemble:
@@ -156,10 +162,8 @@ class Ensemble:
                 out = out if b is None else out + b.view(view)
             elif isinstance(layer, (nn.GELU, nn.Tanh)):
                 out = layer(h)
-            else:  # nn.Flatten over the per-replica dims: shift its dims past the replica dim
-                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
-                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
-                out = h.flatten(start, end)
+            else:
+                out = h.flatten(*_flatten_dims(cast(nn.Flatten, layer)))
             if capture is not None and isinstance(layer, nn.LayerNorm):
                 capture[name] = (F.layer_norm(h, layer.normalized_shape, None, None, layer.eps), out)
             elif capture is not None and isinstance(layer, (nn.ReLU, nn.Linear, nn.Conv2d)):
@@ -195,7 +199,7 @@ class Ensemble:
         with torch.no_grad():
             if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
                 lr = torch.where(update, lr, 0.0)
-                grads = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+                grads = tuple(torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads)
             scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             torch._foreach_addcmul_(params, grads, scales, value=-1.0)  # p -= lr * grad
         return losses.detach(), update
@@ -241,19 +245,19 @@ class Ensemble:
 
     def _plan(self) -> list[tuple]:
         """The Linear/ReLU/Flatten stack as (kind, weight, bias or None, flatten dims, in-place ReLU)."""
-        plan = []
-        for i, (name, layer) in enumerate(self.layers):
+        plan: list[tuple] = []
+        layers = self.layers
+        assert layers is not None
+        for i, (name, layer) in enumerate(layers):
             prefix = f"{name}." if name else ""
             if isinstance(layer, nn.Linear):
                 plan.append(("linear", self.params[prefix + "weight"], self.params.get(prefix + "bias"), None, False))
             elif isinstance(layer, nn.ReLU):
                 # In place on a Linear's output (only this ReLU reads it, and backward
                 # needs the ReLU's output alone); never on the input or a view of it.
-                plan.append(("relu", None, None, None, i > 0 and isinstance(self.layers[i - 1][1], nn.Linear)))
+                plan.append(("relu", None, None, None, i > 0 and isinstance(layers[i - 1][1], nn.Linear)))
             else:
-                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
-                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
-                plan.append(("flatten", None, None, (start, end), False))
+                plan.append(("flatten", None, None, _flatten_dims(cast(nn.Flatten, layer)), False))
         return plan
 
     def _sgd_by_hand(
@@ -359,7 +363,7 @@ def replica_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch
     else:
         each = F.mse_loss(flat_out, flat_y, reduction="none")
     each = each.reshape(E, -1)
-    return each.mean(1) if loss_fn.reduction == "mean" else each.sum(1)
+    return each.mean(1) if getattr(loss_fn, "reduction", "mean") == "mean" else each.sum(1)
 
 
 def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,7 +388,7 @@ def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tupl
             losses = replica_losses(loss_fn, leaf, y)
             (grad,) = torch.autograd.grad(losses.sum(), leaf)
         return losses.detach(), grad
-    if loss_fn.reduction == "mean":
+    if getattr(loss_fn, "reduction", "mean") == "mean":
         per = out[0].numel() if kind is not nn.CrossEntropyLoss else out[0].numel() // out.shape[-1]
         grad = grad / per
     return losses, grad.reshape(E, *out.shape[1:])
@@ -427,7 +431,7 @@ class ProbeActivationRates:
         seen: dict = {}
         with torch.no_grad():
             ens.forward(torch.stack([o.x for o in objs]), capture=seen)
-        relus = [name for name, layer in ens.layers if isinstance(layer, nn.ReLU)]
+        relus = [name for name, layer in ens.layers or [] if isinstance(layer, nn.ReLU)]
         active = {n: (seen[n] > 0).reshape(ens.size, -1).sum(1) for n in relus}
         total = {n: seen[n][0].numel() for n in relus}
         out = []
@@ -537,7 +541,7 @@ class ProbeTraceBound:
             weights.append(ens.params[f"{prefix}.weight"])
             biases.append(ens.params.get(f"{prefix}.bias"))
         per_sample = stacked_trace_bound(loss_fn, x.reshape(ens.size, x.shape[1], -1), weights, biases)
-        values = per_sample.sum(1) if loss_fn.reduction == "sum" else per_sample.mean(1)
+        values = per_sample.sum(1) if getattr(loss_fn, "reduction", "mean") == "sum" else per_sample.mean(1)
         dtype = x.dtype if x.is_floating_point() else torch.float32
         return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(ens.size)]
 
