@@ -324,3 +324,25 @@ def test_the_trace_bound_holds_over_training_on_a_relu_mlp():
     model, probe = build(study.factory, 0, 0, torch.float64), study.data.probe(0)
     want = hessian_trace_bound(model, nn.BCEWithLogitsLoss(), probe.x).value
     assert ds.hessian_trace_bound.isel(step=0, lr=0, seed=0).item() == pytest.approx(want, rel=1e-12)
+
+
+def test_a_diverging_replica_is_recorded_and_the_others_kept():
+    spec = {
+        "data": {"dim": 5, "probe_size": 16},
+        "train": {"loss": "mse", "lr": [0.01, 1e6], "steps": 20},
+        "record": {"steps": [0, 10, 20]},
+    }
+    ds = thermosgd.study(spec, model=unseeded_factory)
+    assert ds.diverged.sel(lr=1e6).item() and not ds.diverged.sel(lr=0.01).item()
+    step = ds.diverged_step.sel(lr=1e6).item()
+    assert 0 <= step < 20 and np.isnan(ds.loss.sel(lr=1e6, step=20).item())
+    assert np.isfinite(ds.loss.sel(lr=0.01).values).all() and np.isfinite(ds.grad_var.sel(lr=0.01).values).all()
+
+
+def test_a_changed_factory_file_is_not_resumed_into_the_old_folder(tmp_path, capsys):
+    path = small_toml(tmp_path, seeds=1, steps=4)
+    assert main(["study", str(path), "--out", str(tmp_path / "o"), "--executor", "inline", "--no-progress"]) == 0
+    with open(tmp_path / "mymodels.py", "a") as fh:
+        fh.write("\n# edited\n")
+    assert main(["study", str(path), "--out", str(tmp_path / "o"), "--executor", "inline", "--no-progress"]) == 2
+    assert "factory's file or the data changed" in capsys.readouterr().err

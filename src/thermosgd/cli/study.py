@@ -33,14 +33,33 @@ def _study(args) -> int:
 
     study = resolve(args.config)
     if args.dry_run:
-        if args.out is not None:
-            from thermosgd.studies.run import check_folder
-
-            check_folder(study, args.out)  # the refusal a real run would give
-        print(plan_study(study, **executor_kwargs(args)).line(study))
+        _dry_run(study, args.out, plan_study(study, **executor_kwargs(args)))
         return 0
     if args.out is None:
         raise UsageError("--out DIR is required (or use --dry-run)")
     run_study(study, args.out, progress=not args.no_progress, **executor_kwargs(args))
     print(f"results in {args.out}")
     return 0
+
+
+def _dry_run(study, out: Path | None, plan) -> None:
+    """Print the grid, the units and the estimate; with --out, the refusal a real run would
+    give, or how many units are already done there."""
+    from thermosgd.studies.run import check_folder
+    from thermosgd.sweep.run import status
+    from thermosgd.sweep.store import CONFIG_FILE
+
+    cfg = study.cfg
+    t = cfg.train
+    print(f"model       {cfg.model.factory or 'a factory callable'}")
+    print(f"data        {cfg.data.source}" + (f" (dim {cfg.data.dim}, online)" if study.data.online else ""))
+    print(f"lr          {list(t.lr)}")
+    print(f"batch_size  {list(t.batch_size)}")
+    print(f"seeds       {len(t.seeds)} ({t.seeds[0]} … {t.seeds[-1]})")
+    print(f"steps       {t.steps}, noise {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch})"))
+    print(f"plan        {plan.line(study)} (from a short trial run here, ±3×)")
+    if out is not None:
+        check_folder(study, out)
+        if (out / CONFIG_FILE).exists():
+            st = status(out)
+            print(f"done        {st.done} of {st.units} units already in {out}")

@@ -187,7 +187,15 @@ def check_folder(study: Study, out: str | os.PathLike) -> Path:
             f"{out} holds an earlier run, and this study's inputs cannot be fingerprinted (a factory defined "
             "outside a file), so it cannot resume; choose a new --out folder"
         )
-    check_config(out, Stamp(study.stamp()))
+    try:
+        check_config(out, Stamp(study.stamp()))
+    except UsageError as exc:
+        if "inputs_sha256" in str(exc).split("(", 1)[-1].split(":", 1)[0]:
+            raise UsageError(
+                f"{out} holds results of this study made with other inputs: the model factory's file or the "
+                "data changed since; choose a new --out folder"
+            ) from None
+        raise
     return out
 
 
