@@ -58,7 +58,9 @@ def test_replica_gradient_variance_is_each_replicas(path, inputs):
         total, per_layer = ensemble_gradient_variance(ens, loss, x, y)
     else:
         params, buffers = stack_module_state(models)
-        total, per_layer = replica_gradient_variance(models[0], params, buffers, loss, x, y)
+        total, per_layer = replica_gradient_variance(
+            replica_per_sample_gradients(models[0], params, buffers, loss, x, y)
+        )
     for e, m in enumerate(models):
         want = gradient_variance(m, loss, x[e], y[e], fast=False)
         torch.testing.assert_close(float(total[e]), want.value, rtol=RTOL, atol=0)

@@ -48,6 +48,7 @@ from thermosgd.instruments import (
 )
 from thermosgd.instruments.gradient_variance import _one_sample_loss, layer_deviations
 from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
+from thermosgd.instruments.norms import replica_weight_norms
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -511,11 +512,8 @@ class LastWeightNorm:
 
     @staticmethod
     def ensemble(ens: Ensemble, objs: list[LastWeightNorm]) -> list[float]:
-        last = [
-            name for name, m in ens.template.named_modules() if isinstance(m._parameters.get("weight"), torch.Tensor)
-        ][-1]
-        w = ens.params[f"{last}.weight" if last else "weight"].detach().to(torch.float64)
-        return [float(v) for v in torch.linalg.vector_norm(w.reshape(ens.size, -1), dim=1)]
+        last = list(replica_weight_norms(ens.template, ens.params)[1].values())[-1]
+        return [float(v) for v in last]
 
 
 @dataclass(frozen=True, eq=False)

@@ -412,20 +412,17 @@ def replica_per_sample_gradients(
 
 
 def replica_gradient_variance(
-    model: nn.Module,
-    params: dict[str, torch.Tensor],
-    buffers: dict[str, torch.Tensor],
-    loss_fn: LossFn,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    convention: Convention = "unbiased",
+    grads: dict[str, torch.Tensor], *, convention: Convention = "unbiased"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`gradient_variance` of ``E`` replicas at once (arguments of :func:`replica_per_sample_gradients`).
+    """:func:`gradient_variance` of ``E`` replicas from their per-sample gradients.
+
+    Args:
+        grads: parameter name -> ``(E, n, *param.shape)``, in model order (as
+            :func:`replica_per_sample_gradients` returns them).
 
     Returns:
         float64 ``(E,)`` mean over all parameter entries, and layer name -> ``(E,)`` per layer.
     """
-    grads = replica_per_sample_gradients(model, params, buffers, loss_fn, inputs, targets)
     m2 = {k: _moments.deviations(g) for k, g in grads.items()}
-    return _moments.layer_means(m2, {k: v[0].numel() for k, v in params.items()}, inputs.shape[1], convention)
+    n = next(iter(grads.values())).shape[1]
+    return _moments.layer_means(m2, {k: g[0, 0].numel() for k, g in grads.items()}, n, convention)

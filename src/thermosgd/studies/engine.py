@@ -108,12 +108,14 @@ def _grad_var(ens: Ensemble, loss_fn, x: torch.Tensor, y: torch.Tensor) -> tuple
     chunk = max(1, GRAD_ELEMENTS // (n * sum(p[0].numel() for p in ens.params.values())))
     parts = [
         replica_gradient_variance(
-            ens.template,
-            {k: v[i : i + chunk] for k, v in ens.params.items()},
-            {k: v[i : i + chunk] for k, v in ens.buffers.items()},
-            loss_fn,
-            x[i : i + chunk],
-            y[i : i + chunk],
+            replica_per_sample_gradients(
+                ens.template,
+                {k: v[i : i + chunk] for k, v in ens.params.items()},
+                {k: v[i : i + chunk] for k, v in ens.buffers.items()},
+                loss_fn,
+                x[i : i + chunk],
+                y[i : i + chunk],
+            )
         )
         for i in range(0, E, chunk)
     ]

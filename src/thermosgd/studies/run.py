@@ -226,16 +226,7 @@ def merge(parts: list[xr.Dataset], seeds) -> xr.Dataset:
 
 
 def study(
-    spec,
-    out: str | os.PathLike | None = None,
-    *,
-    model: Callable | None = None,
-    data=None,
-    test_data=None,
-    executor: str | None = "inline",
-    workers: int | None = None,
-    scheduler: str | None = None,
-    progress: bool = False,
+    spec, out: str | os.PathLike | None = None, *, model: Callable | None = None, data=None, test_data=None, **options
 ) -> xr.Dataset:
     """Run a study: every lr × batch size × seed of any ``nn.Module``, instruments on a schedule.
 
@@ -246,8 +237,8 @@ def study(
         model: a factory ``model(seed=s) -> nn.Module``, replacing ``[model] factory``.
         data: the training set as ``(x, y)`` tensors or a ``torch.utils.data.Dataset``.
         test_data: a held-out set, likewise.
-        executor, workers, scheduler: where units run (a TOML study only; as for sweeps).
-        progress: a progress bar over units.
+        **options: with ``out``, :func:`run_study`'s ``executor``, ``workers``, ``scheduler``
+            (a TOML study only; as for sweeps) and ``progress``.
 
     Returns:
         Dataset with dims ``(lr, batch_size, seed, step)``: ``loss``, ``accuracy``,
@@ -257,6 +248,8 @@ def study(
     """
     resolved = resolve(spec, model=model, data=data, test_data=test_data)
     if out is None:
+        if options:
+            raise UsageError(f"study: {', '.join(options)} apply only with out=FOLDER")
         units = plan_units(resolved)
         return merge([engine.compute_unit(resolved, u.seeds) for u in units], resolved.cfg.train.seeds)
-    return run_study(resolved, out, executor=executor, workers=workers, scheduler=scheduler, progress=progress)
+    return run_study(resolved, out, **{"progress": False, **options})
