@@ -404,8 +404,9 @@ class StudyDataConfig:
 
     Attributes:
         source: "gaussian" (x ~ N(0, I_dim), random balanced binary labels), "file"
-            (an .npz with x, y and optionally x_test, y_test) or "digits"
-            (scikit-learn's 8x8 digits, 10 classes; its last 360 images held out).
+            (an .npz with x, y and optionally x_test, y_test), "digits" (scikit-learn's
+            8x8 digits, 10 classes; its last 360 images held out), "fashion-mnist" or
+            "cifar10" (the paper's files in ``data_dir``; their test split held out when present).
         dim: gaussian: the input dimension.
         online: gaussian: fresh samples every step (false: a finite set of ``train_size``).
         train_size: gaussian with ``online = false``: the training set's size.
@@ -413,6 +414,8 @@ class StudyDataConfig:
             samples drawn once; else the first ``probe_size`` training samples).
         test_size: gaussian: held-out samples for test loss and accuracy (0: none).
         file: source "file": the .npz path (relative to the TOML file).
+        data_dir: sources "fashion-mnist" and "cifar10": the folder of the paper's data
+            files (relative to the TOML file; "" = ``$THERMOSGD_DATA``).
     """
 
     source: str = "gaussian"
@@ -422,6 +425,7 @@ class StudyDataConfig:
     probe_size: int = 256
     test_size: int = 0
     file: str = ""
+    data_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -487,7 +491,7 @@ _STUDY_SECTIONS = {
     "sweep": UnitConfig,
 }
 _STUDY_CHOICES = {
-    ("data", "source"): ("gaussian", "file", "digits"),
+    ("data", "source"): ("gaussian", "file", "digits", "fashion-mnist", "cifar10"),
     ("train", "loss"): ("bce", "cross_entropy", "mse"),
     ("train", "dtype"): ("float32", "float64"),
     ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
@@ -555,6 +559,8 @@ def load_study_toml(path: str | Path) -> StudyConfig:
         if not file.is_file():
             raise UsageError(f"[data] file {data['file']!r} not found (looked for {file})")
         data["file"] = str(file)
+    if isinstance(data, dict) and isinstance(data.get("data_dir"), str) and data["data_dir"]:
+        data["data_dir"] = str((path.parent / data["data_dir"]).resolve())
     return study_from_dict(raw)
 
 

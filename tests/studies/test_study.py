@@ -346,3 +346,27 @@ def test_a_changed_factory_file_is_not_resumed_into_the_old_folder(tmp_path, cap
         fh.write("\n# edited\n")
     assert main(["study", str(path), "--out", str(tmp_path / "o"), "--executor", "inline", "--no-progress"]) == 2
     assert "factory's file or the data changed" in capsys.readouterr().err
+
+
+def test_fashion_mnist_files_from_data_dir_and_their_fingerprint(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 24
+    header = bytes.fromhex("00000803") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
+    labels = bytes.fromhex("00000801") + n.to_bytes(4, "big") + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels)
+    spec = {
+        "data": {"source": "fashion-mnist", "data_dir": str(tmp_path), "probe_size": 8},
+        "train": {"loss": "cross_entropy", "lr": [0.1], "batch_size": [4], "steps": 3},
+        "record": {"steps": [0, 3]},
+    }
+    from thermosgd.studies.spec import resolve
+
+    def factory(seed):
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    ds = thermosgd.study(spec, model=factory)
+    assert "test_loss" not in ds and np.isfinite(ds.loss.values).all()  # no test files: no held-out set
+    before = resolve(spec, model=factory).fingerprint
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels[:-1] + bytes([(labels[-1] + 1) % 10]))
+    assert resolve(spec, model=factory).fingerprint != before

@@ -95,14 +95,24 @@ class StudyData:
             self.train = given(arrays["x"], arrays["y"], t.loss, self.dtype, f"[data] file {d.file}")
             if "x_test" in arrays and "y_test" in arrays:
                 self.test = given(arrays["x_test"], arrays["y_test"], t.loss, self.dtype, f"[data] file {d.file}")
-        elif train is None and d.source == "digits":
-            from thermosgd.data import load_digits
-
-            tr, te = (load_digits(split=s) for s in ("train", "test"))
-            self.train = given(tr.images.astype(np.float32) * tr.scale, tr.labels, t.loss, self.dtype)
-            self.test = given(te.images.astype(np.float32) * te.scale, te.labels, t.loss, self.dtype)
+        elif train is None and d.source in ("digits", "fashion-mnist", "cifar10"):
+            self.train, self.test = self._images(d.source, d.data_dir or None)
         if self.train is not None and len(self.train) < d.probe_size:
             raise UsageError(f"[data] probe_size = {d.probe_size} exceeds the {len(self.train)} training samples")
+
+    def _images(self, name: str, data_dir: str | None) -> tuple[Samples, Samples | None]:
+        """An image data set's training split and, when its files are there, its test split."""
+        from thermosgd.data import load_dataset
+
+        def samples(split: str) -> Samples:
+            images = load_dataset(name, data_dir, split=split)
+            return given(images.images.astype(np.float32) * images.scale, images.labels, self.loss, self.dtype)
+
+        train = samples("train")
+        try:
+            return train, samples("test")
+        except UsageError:  # no test files: no held-out set (the training split is all there is)
+            return train, None
 
     def _gaussian(self, n: int, gen: torch.Generator, balanced: bool = False) -> Samples:
         x = torch.randn(n, self.cfg.data.dim, generator=gen, dtype=self.dtype)

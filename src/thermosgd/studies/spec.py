@@ -113,10 +113,9 @@ def resolve(spec, *, model: Callable | None = None, data=None, test_data=None) -
             raise UsageError('a study needs [model] factory = "module:function" or a model factory callable')
         factory = import_factory(cfg.model.factory, cfg.model.folder)
         part = fingerprint(factory_file(cfg.model.factory, cfg.model.folder))
-    if cfg.data.source == "file" and train is None:
-        h.update(fingerprint(Path(cfg.data.file)).encode())
-    _hash_tensors(h, train)
-    _hash_tensors(h, test)
+    samples = StudyData(cfg, train, test)
+    _hash_tensors(h, samples.train)  # whatever the data came from: tensors, a file, a data set
+    _hash_tensors(h, samples.test)
     fp = None if part is None else hashlib.sha256((part + h.hexdigest()).encode()).hexdigest()
     portable = model is None and data is None and test_data is None
-    return Study(cfg, factory, StudyData(cfg, train, test), fp, portable)
+    return Study(cfg, factory, samples, fp, portable)
