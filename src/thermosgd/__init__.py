@@ -4,6 +4,7 @@ Public entry points:
 
 - :func:`train` — train a two-layer ensemble in memory (no files).
 - :func:`run_sweep` — run or resume a two-layer sweep into a results folder; :func:`status`.
+- :func:`study` — the same experiment (lr × |B| × seeds, instruments, resume) for any ``nn.Module``.
 - :func:`load` — a sweep's results as an ``xarray.Dataset`` (lr, batch_size, seed, step).
 - :func:`fit_collapse` — the exponent that collapses a sweep's curves, with its interval.
 - :mod:`instruments` — instruments for any ``nn.Module``.
@@ -29,6 +30,7 @@ _LAZY = {
     "run_sweep": ("thermosgd.sweep.run", "run_sweep"),
     "run_presets": ("thermosgd.reproduce.run", "reproduce"),
     "sweep": ("thermosgd.sweep", None),  # the package; calling it is deprecated (thermosgd._callable)
+    "study": ("thermosgd.studies.run", "study"),
     "status": ("thermosgd.sweep.run", "status"),
     "load": ("thermosgd.sweep.store", "load"),
     "fit_collapse": ("thermosgd.analysis.collapse", "fit_collapse"),
@@ -66,6 +68,7 @@ __all__ = [
     "run_presets",
     "run_sweep",
     "status",
+    "study",
     "sweep",
     "train",
     "walk",

@@ -253,11 +253,18 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
     """Validate a nested dict (as read from TOML) into a :class:`SweepConfig`."""
     if not isinstance(raw, dict):
         raise UsageError("config must be a table of sections")
-    unknown = set(raw) - set(_SECTIONS)
+    cfg = SweepConfig(**_sections(raw, _SECTIONS, "config"))
+    _check_values(cfg)
+    return cfg
+
+
+def _sections(raw: dict[str, Any], sections: dict[str, type], what: str) -> dict[str, Any]:
+    """Each section of ``raw`` built into its dataclass, every key converted and checked."""
+    unknown = set(raw) - set(sections)
     if unknown:
-        raise UsageError(f"unknown config section [{sorted(unknown)[0]}]; allowed: {', '.join(_SECTIONS)}")
+        raise UsageError(f"unknown {what} section [{sorted(unknown)[0]}]; allowed: {', '.join(sections)}")
     built = {}
-    for section, cls in _SECTIONS.items():
+    for section, cls in sections.items():
         values = raw.get(section, {}) or {}
         if not isinstance(values, dict):
             raise UsageError(f"[{section}] must be a table")
@@ -265,13 +272,8 @@ def from_dict(raw: dict[str, Any]) -> SweepConfig:
         bad = set(values) - set(fields)
         if bad:
             raise UsageError(f"unknown key [{section}] {sorted(bad)[0]}; allowed: {', '.join(fields)}")
-        kwargs = {}
-        for key, value in values.items():
-            kwargs[key] = _convert(section, key, value, fields[key])
-        built[section] = cls(**kwargs)
-    cfg = SweepConfig(**built)
-    _check_values(cfg)
-    return cfg
+        built[section] = cls(**{key: _convert(section, key, value, fields[key]) for key, value in values.items()})
+    return built
 
 
 def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
@@ -294,6 +296,8 @@ def _convert(section: str, key: str, value: Any, fld: dataclasses.Field) -> Any:
         if min(out) < 0 or max(out) >= SEED_LIMIT:
             raise UsageError(f"[train] seeds must be integers in [0, 2^31), got {list(out)[:8]}")
         return out
+    if (section, key) == ("record", "steps"):  # studies: the recorded steps, or [] for [record] points
+        return tuple(sorted(_as_tuple(section, key, value, int))) if value != [] else ()
     if key in ("lr", "batch_size") and section == "train":
         return _as_tuple(section, key, value, float if key == "lr" else int)
     kind = {"int": int, "float": float, "bool": bool, "str": str}[str(fld.type)]
@@ -364,6 +368,207 @@ def check_device_name(name: Any, where: str = "device") -> str:
 def load_toml(path: str | Path) -> SweepConfig:
     """Read and validate a TOML sweep configuration (at most 1 MiB, UTF-8)."""
     path = Path(path)
+    raw = _read_toml(path)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("file"), str) and data["file"]:
+        # A data file is relative to the config file, not to where the command runs.
+        file = (path.parent / data["file"]).resolve()
+        if not file.is_file():
+            raise UsageError(f"[data] file {data['file']!r} not found (looked for {file})")
+        data["file"] = str(file)
+    return from_dict(raw)
+
+
+# ---------------------------------------------------------------------------
+# Studies: the same experiment on any nn.Module (``thermosgd study``). A study
+# TOML is told apart from a two-layer sweep by ``[model] factory``. Keys that mean
+# what a two-layer key means share its name (loss, lr, batch_size, seeds, steps,
+# seed, dtype, noise, gd_batch, probe_size, train_size, test_size, file,
+# seeds_per_unit).
+
+
+@dataclass(frozen=True)
+class StudyModelConfig:
+    """The model of a study.
+
+    Attributes:
+        factory: ``"module:function"``; ``function(seed=s)`` returns a fresh ``nn.Module``
+            for seed ``s``. The module is imported from ``folder``.
+        folder: where ``module`` is imported from (a TOML file's own folder; absolute).
+    """
+
+    factory: str = ""
+    folder: str = ""
+
+
+@dataclass(frozen=True)
+class StudyDataConfig:
+    """Where a study's samples come from.
+
+    Attributes:
+        source: "gaussian" (x ~ N(0, I_dim), random balanced binary labels), "file"
+            (an .npz with x, y and optionally x_test, y_test), "digits" (scikit-learn's
+            8x8 digits, 10 classes; its last 360 images held out), "fashion-mnist" or
+            "cifar10" (the paper's files in ``data_dir``; their test split held out when present).
+        dim: gaussian: the input dimension.
+        online: gaussian: fresh samples every step (false: a finite set of ``train_size``).
+        train_size: gaussian with ``online = false``: the training set's size.
+        probe_size: the fixed probe set the instruments measure on (online: fresh
+            samples drawn once; else the first ``probe_size`` training samples).
+        test_size: gaussian: held-out samples for test loss and accuracy (0: none).
+        file: source "file": the .npz path (relative to the TOML file).
+        data_dir: sources "fashion-mnist" and "cifar10": the folder of the paper's data
+            files (relative to the TOML file; "" = ``$THERMOSGD_DATA``).
+    """
+
+    source: str = "gaussian"
+    dim: int = 20
+    online: bool = True
+    train_size: int = 1024  # used only with online = false (two-layer: 0 means online)
+    probe_size: int = 256
+    test_size: int = 0
+    file: str = ""
+    data_dir: str = ""
+
+
+@dataclass(frozen=True)
+class StudyTrainConfig:
+    """The grid lr × batch_size × seeds and the update rule (noise models as in :class:`TrainConfig`).
+
+    Attributes:
+        loss: "bce" (logistic loss on a scalar logit, labels in {0, 1}), "cross_entropy"
+            (softmax over logits, integer labels) or "mse" (½‖f − y‖², as the two-layer "mse").
+        lr, batch_size, seeds, steps, seed, dtype, noise, gd_batch: as in :class:`TrainConfig`.
+    """
+
+    loss: str = "bce"
+    lr: tuple[float, ...] = (0.05,)
+    batch_size: tuple[int, ...] = (1,)
+    seeds: tuple[int, ...] = (0,)
+    steps: int = 1000
+    seed: int = 0
+    dtype: str = "float32"
+    noise: str = "sgd"
+    gd_batch: int = 1024
+
+
+@dataclass(frozen=True)
+class StudyRecordConfig:
+    """When and what a study records.
+
+    Attributes:
+        steps: the recorded steps (each in ``0..[train] steps``), or empty for ``points``.
+        points: about this many log-spaced steps from 0 to ``[train] steps`` (used when
+            ``steps`` is empty; default 30).
+        hessian: also Hutchinson's estimate of the Hessian trace of the probe loss, with its s.e.
+        hessian_samples: Rademacher probes of that estimate (≥ 2).
+    """
+
+    steps: tuple[int, ...] = ()
+    points: int = 30
+    hessian: bool = False
+    hessian_samples: int = 16
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    model: StudyModelConfig = field(default_factory=StudyModelConfig)
+    data: StudyDataConfig = field(default_factory=StudyDataConfig)
+    train: StudyTrainConfig = field(default_factory=StudyTrainConfig)
+    record: StudyRecordConfig = field(default_factory=StudyRecordConfig)
+    sweep: UnitConfig = field(default_factory=UnitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("lr", "batch_size", "seeds"):
+            out["train"][key] = list(out["train"][key])
+        out["record"]["steps"] = list(out["record"]["steps"])
+        return out
+
+
+_STUDY_SECTIONS = {
+    "model": StudyModelConfig,
+    "data": StudyDataConfig,
+    "train": StudyTrainConfig,
+    "record": StudyRecordConfig,
+    "sweep": UnitConfig,
+}
+_STUDY_CHOICES = {
+    ("data", "source"): ("gaussian", "file", "digits", "fashion-mnist", "cifar10"),
+    ("train", "loss"): ("bce", "cross_entropy", "mse"),
+    ("train", "dtype"): ("float32", "float64"),
+    ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
+}
+
+
+def is_study(raw: Any) -> bool:
+    """A study configuration (it names a model factory), not a two-layer sweep's."""
+    return isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "factory" in raw["model"]
+
+
+def study_from_dict(raw: dict[str, Any]) -> StudyConfig:
+    """Validate a nested dict (as read from TOML) into a :class:`StudyConfig`."""
+    if not isinstance(raw, dict):
+        raise UsageError("config must be a table of sections")
+    cfg = StudyConfig(**_sections(raw, _STUDY_SECTIONS, "study"))
+    _check_study(cfg)
+    return cfg
+
+
+def _check_study(cfg: StudyConfig) -> None:
+    for (section, key), allowed in _STUDY_CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise UsageError(f"[{section}] {key} = {value!r} is not one of: {', '.join(allowed)}")
+    m, d, t, r = cfg.model, cfg.data, cfg.train, cfg.record
+    if m.factory and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", m.factory):
+        raise UsageError(f'[model] factory must read "module:function", got {m.factory!r}')
+    for where, value, low in (
+        ("[data] dim", d.dim, 1),
+        ("[data] probe_size", d.probe_size, 2),
+        ("[data] train_size", d.train_size, 2),
+        ("[train] steps", t.steps, 1),
+        ("[train] gd_batch", t.gd_batch, 2),
+        ("[record] points", r.points, 1),
+        ("[record] hessian_samples", r.hessian_samples, 2),
+    ):
+        if value < low:
+            raise UsageError(f"{where} must be at least {low}, got {value}")
+    if d.test_size < 0 or t.seed < 0 or t.seed > _MAX_SEED:
+        raise UsageError("[data] test_size and [train] seed must be nonnegative (seed below 2^63)")
+    if any(not (0 < lr < 1e30) for lr in t.lr):
+        raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
+    if any(b < 1 for b in t.batch_size):
+        raise UsageError(f"[train] batch_size must be ≥ 1, got {list(t.batch_size)}")
+    if t.steps > MAX_STEPS:
+        raise UsageError(f"[train] steps = {t.steps} is beyond the supported maximum {MAX_STEPS}")
+    if r.steps and (r.steps[0] < 0 or r.steps[-1] > t.steps):
+        raise UsageError(f"[record] steps must lie in 0..{t.steps} ([train] steps), got {list(r.steps)}")
+    if (d.source == "file") != bool(d.file):
+        raise UsageError('[data] file is given exactly when source = "file"')
+
+
+def load_study_toml(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML; its factory module and data file are found from its folder."""
+    path = Path(path)
+    raw = _read_toml(path)
+    if not is_study(raw):
+        raise UsageError(f'{path} is not a study: it has no [model] factory = "module:function"')
+    model = raw["model"]
+    model.setdefault("folder", str(path.resolve().parent))
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("file"), str) and data["file"]:
+        file = (path.parent / data["file"]).resolve()
+        if not file.is_file():
+            raise UsageError(f"[data] file {data['file']!r} not found (looked for {file})")
+        data["file"] = str(file)
+    if isinstance(data, dict) and isinstance(data.get("data_dir"), str) and data["data_dir"]:
+        data["data_dir"] = str((path.parent / data["data_dir"]).resolve())
+    return study_from_dict(raw)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table (at most 1 MiB, UTF-8), or one UsageError line."""
     try:
         with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
             raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
@@ -378,14 +583,6 @@ def load_toml(path: str | Path) -> SweepConfig:
     except UnicodeDecodeError as exc:
         raise UsageError(f"config {path} is not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed TOML in {path}: {exc}") from None
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("file"), str) and data["file"]:
-        # A data file is relative to the config file, not to where the command runs.
-        file = (path.parent / data["file"]).resolve()
-        if not file.is_file():
-            raise UsageError(f"[data] file {data['file']!r} not found (looked for {file})")
-        data["file"] = str(file)
-    return from_dict(raw)

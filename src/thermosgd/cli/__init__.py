@@ -15,7 +15,7 @@ import argparse
 import gc
 import sys
 
-from thermosgd.cli import collapse, experiments, report, reproduce, sweep, walk
+from thermosgd.cli import collapse, experiments, report, reproduce, study, sweep, walk
 from thermosgd.cli.common import Parser, flag
 from thermosgd.errors import UsageError
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for module in (reproduce, report, sweep, walk, collapse, experiments):
+    for module in (reproduce, report, sweep, study, walk, collapse, experiments):
         module.register(sub)
     return parser
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,15 @@ from thermosgd.instruments import (
     ActivationRates,
     GradientVariance,
     TraceBound,
+    _moments,
     activation_rates,
     gradient_variance,
     hessian_trace_bound,
     weight_norms,
 )
-from thermosgd.instruments._checks import layer_of
-from thermosgd.instruments.gradient_variance import _conv2d_weight_grads, _one_sample_loss
-from thermosgd.instruments.hessian import _mlp_layers, _output_hessian_trace
+from thermosgd.instruments.gradient_variance import _one_sample_loss, layer_deviations
+from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
+from thermosgd.instruments.norms import replica_weight_norms
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -62,7 +63,8 @@ def _leaves(model: nn.Module, prefix: str = ""):
 
 def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The layers of ``model`` if it is an ``nn.Sequential`` of layers the ensemble batches
-    by hand (Linear; Conv2d with groups 1 and zero padding; ReLU; Flatten), else None."""
+    by hand (Linear; Conv2d with groups 1 and zero padding; LayerNorm; ReLU, GELU, Tanh;
+    Flatten), else None."""
     if not isinstance(model, nn.Sequential):
         return None
     layers = list(_leaves(model))
@@ -70,9 +72,15 @@ def batched_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         if isinstance(layer, nn.Conv2d):
             if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
                 return None
-        elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten):
+        elif type(layer) not in (nn.Linear, nn.ReLU, nn.Flatten, nn.LayerNorm, nn.GELU, nn.Tanh):
             return None
     return layers
+
+
+def _flatten_dims(layer: nn.Flatten) -> tuple[int, int]:
+    """An ``nn.Flatten``'s dims on per-replica tensors: shifted past the leading replica dim."""
+    start, end = int(layer.start_dim), int(layer.end_dim)
+    return (start + 1 if start >= 0 else start), (end + 1 if end >= 0 else end)
 
 
 class Ensemble:
@@ -113,7 +121,8 @@ class Ensemble:
         """Outputs ``(E, B, ...)`` for inputs ``(E, B, *input_shape)``.
 
         ``capture`` (batched layers only): filled with layer name -> (input, output)
-        for Linear and Conv2d layers and name -> output for ReLU layers.
+        for Linear and Conv2d layers, (normalized input, output) for LayerNorm layers
+        and name -> output for ReLU layers.
         """
         if self.layers is None:
 
@@ -146,11 +155,19 @@ class Ensemble:
                 out = out.reshape(B, E, W.shape[1], *out.shape[2:]).transpose(0, 1)
             elif isinstance(layer, nn.ReLU):
                 out = torch.relu(h)
-            else:  # nn.Flatten over the per-replica dims: shift its dims past the replica dim
-                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
-                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
-                out = h.flatten(start, end)
-            if capture is not None and not isinstance(layer, nn.Flatten):
+            elif isinstance(layer, nn.LayerNorm):
+                out = F.layer_norm(h, layer.normalized_shape, None, None, layer.eps)
+                W, b = self.params.get(prefix + "weight"), self.params.get(prefix + "bias")
+                view = (E,) + (1,) * (h.dim() - 1 - len(layer.normalized_shape)) + tuple(layer.normalized_shape)
+                out = out if W is None else out * W.view(view)
+                out = out if b is None else out + b.view(view)
+            elif isinstance(layer, (nn.GELU, nn.Tanh)):
+                out = layer(h)
+            else:
+                out = h.flatten(*_flatten_dims(cast(nn.Flatten, layer)))
+            if capture is not None and isinstance(layer, nn.LayerNorm):
+                capture[name] = (F.layer_norm(h, layer.normalized_shape, None, None, layer.eps), out)
+            elif capture is not None and isinstance(layer, (nn.ReLU, nn.Linear, nn.Conv2d)):
                 capture[name] = out if isinstance(layer, nn.ReLU) else (h, out)
             h = out
         return h
@@ -183,26 +200,65 @@ class Ensemble:
         with torch.no_grad():
             if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
                 lr = torch.where(update, lr, 0.0)
-                grads = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads]
+                grads = tuple(torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in grads)
             scales = [lr.view(-1, *[1] * (g.dim() - 1)) for g in grads]
             torch._foreach_addcmul_(params, grads, scales, value=-1.0)  # p -= lr * grad
         return losses.detach(), update
 
+    def weighted_step(
+        self,
+        sample_losses: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        alive: torch.Tensor,
+        extra: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``θ_e ← θ_e − Σ_i w_ei ∇ℓ(θ_e; x_ei, y_ei) − extra_e`` for every live replica.
+
+        Every noise model of :mod:`thermosgd.deep.noise` is such a step (the learning
+        rate is folded into the weights), taken by one backward pass of the weighted
+        loss: no per-sample gradient is formed.
+
+        Args:
+            sample_losses: ``(outputs (E, n, ...), targets (E, n, ...)) -> (E, n)`` per-sample losses.
+            x, y: ``(E, n, ...)`` samples of each replica.
+            w: ``(E, n)`` per-sample weights.
+            alive: ``(E,)`` bool; other replicas are not updated.
+            extra: parameter name -> ``(E, *shape)`` added to the step (the "frozen" noise), or None.
+
+        Returns:
+            The ``(E,)`` mean per-sample losses before the step, and which replicas were
+            updated: the live ones whose loss is finite.
+        """
+        params = list(self.params.values())
+        with torch.enable_grad():
+            each = sample_losses(self.forward(x), y)
+            grads = torch.autograd.grad((each * w).sum(), params)
+        losses = each.detach().mean(1)
+        update = alive & torch.isfinite(losses)
+        with torch.no_grad():
+            steps = list(grads) if extra is None else [g + extra[k] for g, k in zip(grads, self.params)]
+            if not bool(update.all()):  # frozen replicas: step 0, and no NaN × 0
+                steps = [torch.where(update.view(-1, *[1] * (g.dim() - 1)), g, 0.0) for g in steps]
+            torch._foreach_sub_(params, steps)
+        return losses, update
+
     def _plan(self) -> list[tuple]:
         """The Linear/ReLU/Flatten stack as (kind, weight, bias or None, flatten dims, in-place ReLU)."""
-        plan = []
-        for i, (name, layer) in enumerate(self.layers):
+        plan: list[tuple] = []
+        layers = self.layers
+        assert layers is not None
+        for i, (name, layer) in enumerate(layers):
             prefix = f"{name}." if name else ""
             if isinstance(layer, nn.Linear):
                 plan.append(("linear", self.params[prefix + "weight"], self.params.get(prefix + "bias"), None, False))
             elif isinstance(layer, nn.ReLU):
                 # In place on a Linear's output (only this ReLU reads it, and backward
                 # needs the ReLU's output alone); never on the input or a view of it.
-                plan.append(("relu", None, None, None, i > 0 and isinstance(self.layers[i - 1][1], nn.Linear)))
+                plan.append(("relu", None, None, None, i > 0 and isinstance(layers[i - 1][1], nn.Linear)))
             else:
-                start = layer.start_dim + 1 if layer.start_dim >= 0 else layer.start_dim
-                end = layer.end_dim + 1 if layer.end_dim >= 0 else layer.end_dim
-                plan.append(("flatten", None, None, (start, end), False))
+                plan.append(("flatten", None, None, _flatten_dims(cast(nn.Flatten, layer)), False))
         return plan
 
     def _sgd_by_hand(
@@ -308,7 +364,7 @@ def replica_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch
     else:
         each = F.mse_loss(flat_out, flat_y, reduction="none")
     each = each.reshape(E, -1)
-    return each.mean(1) if loss_fn.reduction == "mean" else each.sum(1)
+    return each.mean(1) if getattr(loss_fn, "reduction", "mean") == "mean" else each.sum(1)
 
 
 def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +389,7 @@ def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tupl
             losses = replica_losses(loss_fn, leaf, y)
             (grad,) = torch.autograd.grad(losses.sum(), leaf)
         return losses.detach(), grad
-    if loss_fn.reduction == "mean":
+    if getattr(loss_fn, "reduction", "mean") == "mean":
         per = out[0].numel() if kind is not nn.CrossEntropyLoss else out[0].numel() // out.shape[-1]
         grad = grad / per
     return losses, grad.reshape(E, *out.shape[1:])
@@ -376,7 +432,7 @@ class ProbeActivationRates:
         seen: dict = {}
         with torch.no_grad():
             ens.forward(torch.stack([o.x for o in objs]), capture=seen)
-        relus = [name for name, layer in ens.layers if isinstance(layer, nn.ReLU)]
+        relus = [name for name, layer in ens.layers or [] if isinstance(layer, nn.ReLU)]
         active = {n: (seen[n] > 0).reshape(ens.size, -1).sum(1) for n in relus}
         total = {n: seen[n][0].numel() for n in relus}
         out = []
@@ -399,61 +455,52 @@ class ProbeGradientVariance:
         return gradient_variance(model, self.loss_fn, self.x, self.y)
 
     @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance] | None:
-        """The hooks path of ``gradient_variance`` for all replicas: layer inputs and the
-        gradients of the per-sample losses with respect to the layer outputs. None (measure
-        replica by replica) for a Linear layer applied to more than one feature dim."""
-        loss_fn = objs[0].loss_fn
+    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance]:
+        """:func:`ensemble_gradient_variance` of every replica on its probe batch."""
         x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
-        E, n = ens.size, x.shape[1]
-        seen: dict = {}
-        with torch.enable_grad():
-            out = ens.forward(x, capture=seen)
-            per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
-            layers = [(name, layer) for name, layer in ens.layers if isinstance(layer, (nn.Linear, nn.Conv2d))]
-            deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
-        m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
-        for (name, layer), delta in zip(layers, deltas):
-            prefix = f"{name}." if name else ""
-            h = seen[name][0].detach()
-            if isinstance(layer, nn.Linear) and h.dim() != 3:
-                return None
-            if isinstance(layer, nn.Conv2d):
-                g = _conv2d_weight_grads(h.flatten(0, 1), delta.flatten(0, 1), layer).reshape(E, n, -1)
-                m2[prefix + "weight"] = _two_pass(g)
-                bias_g = delta.sum((3, 4))
-            else:
-                h64, d64 = h.reshape(E, n, -1).to(torch.float64), delta.reshape(E, n, -1).to(torch.float64)
-                mean = d64.mT @ h64 / n  # (E, out, in)
-                m2[prefix + "weight"] = ((d64 * d64).sum(-1) * (h64 * h64).sum(-1)).sum(1) - n * (mean * mean).sum(
-                    (1, 2)
-                )
-                m2[prefix + "weight"] = m2[prefix + "weight"].clamp_min(0.0)
-                bias_g = delta.reshape(E, n, -1)
-            if prefix + "bias" in ens.params:
-                m2[prefix + "bias"] = _two_pass(bias_g.reshape(E, n, -1))
-        results = []
-        for e in range(E):
-            sums: dict[str, float] = {}
-            counts: dict[str, int] = {}
-            for pname in ens.params:  # model order, as gradient_variance
-                layer = layer_of(pname)
-                sums[layer] = sums.get(layer, 0.0) + float(m2[pname][e]) / (n - 1)
-                counts[layer] = counts.get(layer, 0) + ens.params[pname][0].numel()
-            results.append(
-                GradientVariance(
-                    value=sum(sums.values()) / sum(counts.values()),
-                    per_layer={k: sums[k] / counts[k] for k in sums},
-                    batch_size=n,
-                    convention="unbiased",
-                )
+        total, per_layer = ensemble_gradient_variance(ens, objs[0].loss_fn, x, y)
+        return [
+            GradientVariance(
+                value=float(total[e]),
+                per_layer={k: float(v[e]) for k, v in per_layer.items()},
+                batch_size=x.shape[1],
+                convention="unbiased",
             )
-        return results
+            for e in range(ens.size)
+        ]
 
 
-def _two_pass(g: torch.Tensor) -> torch.Tensor:
-    """``(E,)``: sum over entries and samples of ``(g_i - mean)^2`` for ``g: (E, n, ...)``."""
-    return torch.sub(g, g.mean(dim=1, keepdim=True)).square_().reshape(g.shape[0], -1).sum(1).to(torch.float64)
+def ensemble_gradient_variance(
+    ens: Ensemble, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The hooks path of ``gradient_variance`` (unbiased) for all replicas on the batched layers.
+
+    Layer inputs (LayerNorm: its normalized input) and the gradients of the per-sample
+    losses with respect to the layer outputs go through :mod:`thermosgd.instruments._moments`.
+
+    Args:
+        ens: an ensemble with batched layers (``ens.layers`` not None).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on one sample.
+        x: ``(E, n, *input_shape)``; y: ``(E, n, *target_shape)``.
+
+    Returns:
+        float64 ``(E,)`` mean over parameter entries, and layer name -> ``(E,)``.
+    """
+    assert ens.layers is not None
+    n = x.shape[1]
+    seen: dict = {}
+    with torch.enable_grad():
+        out = ens.forward(x, capture=seen)
+        per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
+        layers = [(name, layer) for name, layer in ens.layers if name in seen and isinstance(seen[name], tuple)]
+        deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
+    m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
+    for (name, layer), delta in zip(layers, deltas):
+        prefix = f"{name}." if name else ""
+        for pname, value in layer_deviations(layer, seen[name][0].detach(), delta).items():
+            m2[prefix + pname] = value
+    sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
+    return _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
 
 
 @dataclass(frozen=True, eq=False)
@@ -465,11 +512,8 @@ class LastWeightNorm:
 
     @staticmethod
     def ensemble(ens: Ensemble, objs: list[LastWeightNorm]) -> list[float]:
-        last = [
-            name for name, m in ens.template.named_modules() if isinstance(m._parameters.get("weight"), torch.Tensor)
-        ][-1]
-        w = ens.params[f"{last}.weight" if last else "weight"].detach().to(torch.float64)
-        return [float(v) for v in torch.linalg.vector_norm(w.reshape(ens.size, -1), dim=1)]
+        last = list(replica_weight_norms(ens.template, ens.params)[1].values())[-1]
+        return [float(v) for v in last]
 
 
 @dataclass(frozen=True, eq=False)
@@ -488,41 +532,16 @@ class ProbeTraceBound:
         loss_fn = objs[0].loss_fn
         linears = _mlp_layers(ens.template)
         names = {id(m): name for name, m in ens.template.named_modules()}
-        E = ens.size
-        with torch.no_grad():
-            x = torch.stack([o.x for o in objs])
-            h = x.reshape(E, x.shape[1], -1).to(torch.float64)
-            Ws, bs = [], []
-            for layer in linears:
-                prefix = names[id(layer)]
-                Ws.append(ens.params[f"{prefix}.weight"].detach().to(torch.float64))
-                b = ens.params.get(f"{prefix}.bias")
-                bs.append(None if b is None else b.detach().to(torch.float64))
-            has_bias = [b is not None for b in bs]
-            u = (h * h).sum(-1) + float(has_bias[0])  # (E, N)
-            u_in, masks = [], []
-            for k, (w, b) in enumerate(zip(Ws, bs)):
-                u_in.append(u)
-                a = h @ w.mT + (b.unsqueeze(1) if b is not None else 0)
-                if k == len(Ws) - 1:
-                    z = a
-                    break
-                d = (a > 0).to(torch.float64)
-                masks.append(d)
-                h = a * d
-                row2 = (w * w).sum(-1) + (b * b if b is not None else 0)  # (E, out)
-                u = (d @ row2.unsqueeze(-1)).squeeze(-1) * u + float(has_bias[k + 1])
-            tail = torch.ones_like(u)
-            trace_k = torch.zeros_like(u)
-            for k in range(len(Ws) - 1, -1, -1):
-                trace_k = trace_k + u_in[k] * tail
-                if k > 0:
-                    col2 = (Ws[k] * Ws[k]).sum(dim=1)  # (E, in)
-                    tail = tail * (masks[k - 1] @ col2.unsqueeze(-1)).squeeze(-1)
-            per_sample = _output_hessian_trace(loss_fn, z.reshape(-1, z.shape[-1])).reshape(E, -1) * trace_k
-        values = per_sample.sum(1) if loss_fn.reduction == "sum" else per_sample.mean(1)
+        x = torch.stack([o.x for o in objs])
+        weights, biases = [], []
+        for layer in linears:
+            prefix = names[id(layer)]
+            weights.append(ens.params[f"{prefix}.weight"])
+            biases.append(ens.params.get(f"{prefix}.bias"))
+        per_sample = stacked_trace_bound(loss_fn, x.reshape(ens.size, x.shape[1], -1), weights, biases)
+        values = per_sample.sum(1) if getattr(loss_fn, "reduction", "mean") == "sum" else per_sample.mean(1)
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(E)]
+        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(ens.size)]
 
 
 def record_ensemble(ens: Ensemble, runs: list[Any], step: int, alive: torch.Tensor, recorders: list) -> None:

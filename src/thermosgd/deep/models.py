@@ -9,14 +9,17 @@ the global random state.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from thermosgd.seeds import derive_seed, stream
 
+M = TypeVar("M", bound=nn.Module)
 
-def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+
+def seeded(build: Callable[[], M], seed: int) -> M:
     """Call ``build()`` with the random state seeded by ``seed``, restoring the global state after."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, stream("deep.init")))

@@ -97,7 +97,7 @@ class DeepSpec:
             description=preset.description,
             model=p["model"],
             dataset=p["dataset"],
-            over=preset.over,
+            over=preset.over,  # type: ignore[arg-type]  # every deep preset sweeps lr or batch_size
             lrs=tuple(p["lrs"]),
             batch_sizes=tuple(p["batch_sizes"]),
             seeds=seeds,
@@ -167,7 +167,7 @@ def _model(preset: DeepSpec, shape: tuple[int, ...], out_dim: int, seed: int) ->
     return cnn(channels, size, out_dim, seed=seed, padding=0 if size >= 25 else 2)
 
 
-def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet, loss_fn, device=None) -> dict:
+def _instruments(preset: DeepSpec, model: nn.Module, data: TrainSet | OnlineGaussian, loss_fn, device=None) -> dict:
     """The preset's instruments on its probe set (called on one module, each is the
     ``thermosgd.instruments`` function it names; an ensemble measures all replicas at once)."""
     probe = torch.arange(min(preset.probe_size, len(data)))
@@ -215,6 +215,7 @@ def train_deep(
     source = dataset or preset.dataset
     if preset.dataset == "gaussian" and source != "gaussian":
         raise UsageError(f"preset {preset.name} uses synthetic Gaussian data; it takes no data-set substitute")
+    loss_fn: nn.Module
     if preset.dataset == "gaussian":
         images, out_dim, loss_fn = None, 1, nn.BCEWithLogitsLoss()
         shape: tuple[int, ...] = (preset.gaussian_dim,)
@@ -232,7 +233,7 @@ def train_deep(
     def setup(seed: int) -> Run:
         data = _gaussian_set(preset, seed) if images is None else _image_set(preset, images)
         model = _model(preset, shape, out_dim, seed)
-        return Run(model.to(dev), data, _instruments(preset, model, data, loss_fn, dev))
+        return Run(model.to(dev), data, _instruments(preset, model, data, loss_fn, dev))  # type: ignore[arg-type]
 
     config = {
         "kind": "deep",

@@ -78,3 +78,51 @@ def activation_rates(model: nn.Module, inputs: torch.Tensor) -> ActivationRates:
     per_layer = {name: active[name] / total[name] for name in used}
     value = sum(active[n] for n in used) / sum(total[n] for n in used)
     return ActivationRates(value=value, per_layer=per_layer)
+
+
+def replica_activation_rates(
+    model: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], inputs: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """:func:`activation_rates` of ``E`` replicas of ``model``, replica by replica.
+
+    Args:
+        model: the architecture; each replica runs through it with ``functional_call``.
+        params, buffers: name -> ``(E, *shape)`` stacked tensors.
+        inputs: ``(E, n, *input_shape)``.
+
+    Returns:
+        float64 ``(E,)`` pooled rates and ReLU module name -> ``(E,)`` rates (as
+        :class:`ActivationRates`' ``value`` and ``per_layer``), or None when ``model``
+        has no ``nn.ReLU`` module that its forward calls.
+    """
+    from torch.func import functional_call
+
+    relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    counts: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in relus}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, args, output: torch.Tensor) -> None:
+            counts[name].append((int((output > 0).sum()), output.numel()))
+
+        return hook
+
+    E = inputs.shape[0]
+    rows = []
+    handles = [m.register_forward_hook(hook_for(name)) for name, m in relus]
+    try:
+        with torch.no_grad():
+            for e in range(E):
+                for seen in counts.values():
+                    seen.clear()
+                replica = ({k: v[e] for k, v in params.items()}, {k: v[e] for k, v in buffers.items()})
+                functional_call(model, replica, (inputs[e],))
+                rows.append({n: (sum(a for a, _ in c), sum(t for _, t in c)) for n, c in counts.items() if c})
+    finally:
+        for h in handles:
+            h.remove()
+    used = list(rows[0]) if rows else []
+    if not used:
+        return None
+    per_layer = {n: torch.tensor([r[n][0] / r[n][1] for r in rows], dtype=torch.float64) for n in used}
+    value = torch.tensor([sum(r[n][0] for n in used) / sum(r[n][1] for n in used) for r in rows], dtype=torch.float64)
+    return value, per_layer

@@ -10,6 +10,9 @@ Normalization (``convention``):
 * ``"backpack"``: BackPACK's ``Variance`` extension. It uses the individual
   gradients of the *mean* loss, ``g_i / N``, and the biased ``1/N`` normalization:
   ``1/N * sum_i (g_i/N - mean_g/N)**2 = (N-1)/N**3 * unbiased``.
+* ``"biased"``: the population variance ``1/N * sum_i (g_i - mean_g)**2``.
+
+All three come from the one moment algebra of :mod:`thermosgd.instruments._moments`.
 
 Both are averaged over all parameter entries (every entry weighs the same) for the
 headline number, and over the entries of each layer for the per-layer breakdown.
@@ -34,19 +37,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from thermosgd.errors import UsageError
+from thermosgd.instruments import _moments
 from thermosgd.instruments._checks import (
     batch_size,
     call_loss,
     forward,
-    layer_of,
     loss_callable,
     model_dtype,
     output_tensor,
@@ -55,7 +56,7 @@ from thermosgd.instruments._checks import (
 )
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Convention = Literal["unbiased", "backpack"]
+Convention = _moments.Convention
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class GradientVariance:
         per_layer: module name -> mean of the per-entry variance over that module's
             trainable parameters (weight and bias together).
         batch_size: number of samples ``N`` the variance was taken over.
-        convention: ``"unbiased"`` or ``"backpack"`` (see the module docstring).
+        convention: ``"unbiased"``, ``"biased"`` or ``"backpack"`` (see the module docstring).
     """
 
     value: float
@@ -133,29 +134,18 @@ def per_sample_gradients(
 def _moments_vmap(model, loss_fn, inputs, targets, chunk_size) -> dict[str, tuple[float, int]]:
     """Per parameter: summed squared deviations ``M2 = sum_entries sum_i (g_i - mean)^2`` and size.
 
-    Chunks of per-sample gradients (torch.func) are merged with Chan et al.'s pairwise
-    update, so only one chunk is in memory at a time.
+    Chunks of per-sample gradients (torch.func) are merged exactly (:func:`_moments.merge`),
+    so only one chunk is in memory at a time.
     """
     n = inputs.shape[0]
     step = n if chunk_size is None else max(1, int(chunk_size))
-    means: dict[str, torch.Tensor] = {}
-    m2: dict[str, float] = {}
-    seen = 0
+    acc: dict[str, tuple[torch.Tensor, torch.Tensor, int]] = {}
     for start in range(0, n, step):
         grads = per_sample_gradients(model, loss_fn, inputs[start : start + step], targets[start : start + step])
-        k = next(iter(grads.values())).shape[0]
         for pname, g in grads.items():
-            mean = g.mean(dim=0)
-            dev = float(torch.sub(g, mean).square_().sum())  # faster than torch.var on CPU
-            if seen == 0:
-                means[pname], m2[pname] = mean, dev
-            else:
-                delta = mean - means[pname]
-                total = seen + k
-                m2[pname] += dev + float(delta.square().sum()) * seen * k / total
-                means[pname] = means[pname] + delta * (k / total)
-        seen += k
-    return {pname: (m2[pname], means[pname].numel()) for pname in means}
+            part = (g.mean(dim=0), _moments.deviations(g.unsqueeze(0), per_entry=True)[0], g.shape[0])
+            acc[pname] = part if pname not in acc else _moments.merge(acc[pname], part)
+    return {pname: (float(m2.sum()), mean.numel()) for pname, (mean, m2, _) in acc.items()}
 
 
 def _supported(module: nn.Module) -> bool:
@@ -170,28 +160,8 @@ def _supported(module: nn.Module) -> bool:
 
 
 def _conv2d_weight_grads(x: torch.Tensor, delta: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Per-sample Conv2d weight gradients ``(N, C_out, C_in, kh, kw)``.
-
-    One bmm per kernel offset: ``G[n, :, :, i, j] = delta_n (C_out, L) @ x_n[:, shifted (i, j)]^T``;
-    on CPU this is several times faster than im2col (``F.unfold``) and than vmap's grouped
-    convolutions.
-    """
-    n, c_out, h_out, w_out = delta.shape
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    ph, pw = conv.padding
-    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
-    d = delta.reshape(n, c_out, h_out * w_out)
-    out = delta.new_empty(n, c_out, x.shape[1], kh, kw)
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, :, i * dh : i * dh + sh * (h_out - 1) + 1 : sh, j * dw : j * dw + sw * (w_out - 1) + 1 : sw]
-            out[:, :, :, i, j] = torch.bmm(d, window.reshape(n, x.shape[1], h_out * w_out).transpose(1, 2))
-    return out
-
-
-def _two_pass(g: torch.Tensor) -> float:
-    """``sum_entries sum_i (g_i - mean)^2`` for per-sample values ``g: (N, ...)``."""
-    return float(torch.sub(g, g.mean(dim=0)).square_().sum())
+    """Per-sample Conv2d weight gradients ``(N, C_out, C_in, kh, kw)`` (:func:`_moments.conv2d_weight_grads`)."""
+    return _moments.conv2d_weight_grads(x, delta, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
 
 
 def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, int]] | None:
@@ -258,38 +228,54 @@ def _moments_hooks(model, loss_fn, inputs, targets) -> dict[str, tuple[float, in
     _refuse_sample_mixing(
         model, loss_fn, inputs, targets, last, layers[last], seen[last][0][0], deltas[list(layers).index(last)]
     )
-    n = inputs.shape[0]
     result: dict[str, tuple[float, int]] = {}
     for (name, module), delta in zip(layers.items(), deltas):
-        x = seen[name][0][0].detach()
         prefix = f"{name}." if name else ""
-        if isinstance(module, nn.Conv2d):
-
-            def weight_m2(x=x, delta=delta, module=module):
-                return _two_pass(_conv2d_weight_grads(x, delta, module))
-
-            bias_g = delta.sum((2, 3))
-        elif x.ndim == 2:
-            x64, d64 = x.to(torch.float64), delta.to(torch.float64)
-
-            def weight_m2(x64=x64, d64=d64):
-                mean = d64.T @ x64 / n
-                return max(float(((d64 * d64).sum(1) * (x64 * x64).sum(1)).sum() - n * (mean * mean).sum()), 0.0)
-
-            bias_g = delta
-        else:
-            x3, d3 = x.reshape(n, -1, x.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
-
-            def weight_m2(x3=x3, d3=d3):
-                return _two_pass(d3.transpose(1, 2) @ x3)
-
-            bias_g = d3.sum(1)
-        if module.weight.requires_grad:
-            result[prefix + "weight"] = (weight_m2(), module.weight.numel())
-        if module.bias is not None and module.bias.requires_grad:
-            result[prefix + "bias"] = (_two_pass(bias_g), module.bias.numel())
+        m2 = layer_deviations(module, seen[name][0][0].detach().unsqueeze(0), delta.unsqueeze(0))
+        for pname, p in module.named_parameters(recurse=False):
+            if p.requires_grad:
+                result[prefix + pname] = (float(m2[pname][0]), p.numel())
     order = [name for name, p in model.named_parameters() if p.requires_grad]
     return {name: result[name] for name in order}
+
+
+def layer_deviations(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``M2`` of the per-sample gradients of a layer's ``weight`` and ``bias``, for ``E`` replicas.
+
+    The layer-type part of the moment algebra (:mod:`thermosgd.instruments._moments`),
+    shared by the single-model hooks path (``E = 1``) and the ensembles.
+
+    Args:
+        module: ``nn.Linear`` (extra dims between samples and features are positions),
+            ``nn.Conv2d`` (groups 1, zero padding) or ``nn.LayerNorm``.
+        x: ``(E, n, ...)`` the layer's inputs (LayerNorm: its normalized input ``x̂``).
+        delta: ``(E, n, ...)`` gradients of each sample's loss with respect to the layer's output.
+
+    Returns:
+        ``"weight"`` and ``"bias"`` (where the layer has them) -> float64 ``(E,)``.
+    """
+    E, n = x.shape[:2]
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(module, nn.Conv2d):
+        out["weight"] = _moments.deviations(
+            _conv2d_weight_grads(x.flatten(0, 1), delta.flatten(0, 1), module).reshape(E, n, -1)
+        )
+        bias_g = delta.sum((3, 4))
+    elif isinstance(module, nn.LayerNorm):  # per sample: Σ_positions δ ⊙ x̂ and Σ_positions δ
+        shape = (E, n, -1, *module.normalized_shape)
+        out["weight"] = _moments.deviations((delta * x).reshape(shape).sum(2))
+        bias_g = delta.reshape(shape).sum(2)
+    else:
+        positions = x.dim() > 3
+        xx = x.reshape(E, n, -1, x.shape[-1]) if positions else x
+        dd = delta.reshape(E, n, -1, delta.shape[-1]) if positions else delta
+        out["weight"] = _moments.linear_weight_deviations(xx, dd)
+        bias_g = dd.sum(2) if positions else dd
+    if getattr(module, "bias", None) is not None:
+        out["bias"] = _moments.deviations(bias_g.reshape(E, n, -1))
+    if getattr(module, "weight", None) is None:
+        del out["weight"]
+    return out
 
 
 def _first_sample_grads(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
@@ -317,7 +303,7 @@ def _refuse_sample_mixing(
     gradient. Cheap: a forward of one sample and a backward through one layer.
     """
     batched = _first_sample_grads(module, x, delta)
-    params = [p for p in (module.weight, module.bias) if p is not None and p.requires_grad]
+    params = [p for p in (module.weight, module.bias) if isinstance(p, torch.Tensor) and p.requires_grad]
     with torch.enable_grad():
         loss = _one_sample_loss(loss_fn, forward(model, inputs[:1], "gradient_variance"), targets[0])
         alone = torch.autograd.grad(loss, params, allow_unused=True)
@@ -356,8 +342,8 @@ def gradient_variance(
         inputs: ``(N, *input_shape)`` with ``N >= 2``; floating-point inputs of another
             dtype than the model's parameters are cast to it.
         targets: ``(N, *target_shape)``; floating-point targets are cast likewise.
-        convention: ``"unbiased"`` (1/(N-1), per-sample losses) or ``"backpack"``
-            (1/N, individual gradients of the mean loss, as BackPACK's ``Variance``).
+        convention: ``"unbiased"`` (1/(N-1), per-sample losses), ``"biased"`` (1/N) or
+            ``"backpack"`` (1/N, individual gradients of the mean loss, as BackPACK's ``Variance``).
         chunk_size: samples whose gradients are held in memory at once (``None``: all);
             chunks are merged exactly (pairwise mean/variance update).
         fast: when all trainable parameters sit in ``nn.Linear`` or ``nn.Conv2d`` layers,
@@ -372,8 +358,10 @@ def gradient_variance(
             inputs, or a forward that mixes samples (see the module docstring for
             where that can be detected).
     """
-    if convention not in ("unbiased", "backpack"):
-        raise UsageError(f"gradient_variance: convention must be 'unbiased' or 'backpack', got {convention!r}")
+    if convention not in _moments.CONVENTIONS:
+        raise UsageError(
+            f"gradient_variance: convention must be one of {', '.join(_moments.CONVENTIONS)}, got {convention!r}"
+        )
     n = batch_size(inputs, targets, "gradient_variance", at_least=2)
     trainable_parameters(model, "gradient_variance")
     loss_callable(loss_fn, "gradient_variance")
@@ -383,13 +371,58 @@ def gradient_variance(
     moments = _moments_hooks(model, loss_fn, inputs, targets) if fast else None
     if moments is None:
         moments = _moments_vmap(model, loss_fn, inputs, targets, chunk_size)
-    norm = (n - 1) if convention == "unbiased" else n**3  # backpack: (1/N) sum (g_i/N - mean/N)^2
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for pname, (m2, size) in moments.items():
-        layer = layer_of(pname)
-        sums[layer] = sums.get(layer, 0.0) + m2 / norm
-        counts[layer] = counts.get(layer, 0) + size
-    total = sum(sums.values()) / sum(counts.values())
-    per_layer = {layer: sums[layer] / counts[layer] for layer in sums}
+    m2 = {pname: torch.tensor([value], dtype=torch.float64) for pname, (value, _) in moments.items()}
+    total_t, layers_t = _moments.layer_means(m2, {pname: size for pname, (_, size) in moments.items()}, n, convention)
+    total, per_layer = float(total_t[0]), {layer: float(v[0]) for layer, v in layers_t.items()}
     return GradientVariance(value=total, per_layer=per_layer, batch_size=n, convention=convention)
+
+
+def replica_per_sample_gradients(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    loss_fn: LossFn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """:func:`per_sample_gradients` of ``E`` replicas at once (vmap over replicas of vmap over samples).
+
+    Args:
+        model: the architecture; its own parameters are not used (``torch.func.functional_call``).
+        params: name -> ``(E, *param.shape)`` stacked trainable parameters.
+        buffers: name -> ``(E, *buffer.shape)``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on a batch of one sample.
+        inputs: ``(E, n, *input_shape)``; targets: ``(E, n, *target_shape)``.
+
+    Returns:
+        name -> ``(E, n, *param.shape)``.
+    """
+
+    def sample_loss(p, b, x, y):
+        return _one_sample_loss(loss_fn, functional_call(model, (p, b), (x.unsqueeze(0),)), y, "grad_var")
+
+    per_replica = vmap(grad(sample_loss), in_dims=(None, None, 0, 0))
+    params = {k: v.detach() for k, v in params.items()}
+    try:
+        return vmap(per_replica)(params, buffers, inputs, targets)
+    except UsageError:
+        raise
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        raise UsageError(f"grad_var: cannot compute per-sample gradients for this model: {exc}") from exc
+
+
+def replica_gradient_variance(
+    grads: dict[str, torch.Tensor], *, convention: Convention = "unbiased"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`gradient_variance` of ``E`` replicas from their per-sample gradients.
+
+    Args:
+        grads: parameter name -> ``(E, n, *param.shape)``, in model order (as
+            :func:`replica_per_sample_gradients` returns them).
+
+    Returns:
+        float64 ``(E,)`` mean over all parameter entries, and layer name -> ``(E,)`` per layer.
+    """
+    m2 = {k: _moments.deviations(g) for k, g in grads.items()}
+    n = next(iter(grads.values())).shape[1]
+    return _moments.layer_means(m2, {k: g[0, 0].numel() for k, g in grads.items()}, n, convention)

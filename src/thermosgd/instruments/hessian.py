@@ -27,7 +27,7 @@ is the mean of the per-sample bounds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -148,7 +148,7 @@ def hessian_trace(
         return sum((v[k] * hv[k]).sum() for k in params)
 
     try:
-        _, hvp = vjp(grad(loss), params)
+        hvp = vjp(grad(loss), params)[1]
         values = vmap(quadratic_form, chunk_size=chunk_size)(probes).to(torch.float64)
     except UsageError:
         raise
@@ -222,6 +222,54 @@ def _output_hessian_trace(loss_fn: LossFn, z: torch.Tensor) -> torch.Tensor:
     return tr * scale
 
 
+def stacked_trace_bound(
+    loss_fn: LossFn, x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None]
+) -> torch.Tensor:
+    """Per-sample bounds (Eq. 62) of ``E`` ReLU MLPs at once, from their stacked weights.
+
+    The one implementation of the bound: :func:`hessian_trace_bound` calls it with
+    ``E = 1``, the ensembles with their replica dim.
+
+    Args:
+        loss_fn: as in :func:`hessian_trace_bound`.
+        x: ``(E, N, d)`` flattened inputs.
+        weights: per Linear layer, ``(E, out, in)``.
+        biases: per Linear layer, ``(E, out)`` or None.
+
+    Returns:
+        float64 ``(E, N)``: the bound on each sample's ``Tr(H^mu)``.
+    """
+    with torch.no_grad():
+        h = x.to(torch.float64)
+        Ws = [w.detach().to(torch.float64) for w in weights]
+        bs = [None if b is None else b.detach().to(torch.float64) for b in biases]
+        has_bias = [b is not None for b in bs]
+        u = (h * h).sum(-1) + float(has_bias[0])  # bound on ||[x; 1]||^2, (E, N)
+        u_in: list[torch.Tensor] = []  # u_{l-1} for each layer l
+        masks: list[torch.Tensor] = []  # D_n for hidden layers n = 1..L-1
+        for k, (w, b) in enumerate(zip(Ws, bs)):
+            u_in.append(u)
+            a = h @ w.mT + (b.unsqueeze(1) if b is not None else 0)
+            if k == len(Ws) - 1:
+                z = a
+                break
+            d = (a > 0).to(torch.float64)
+            masks.append(d)
+            h = a * d
+            row2 = (w * w).sum(-1) + (b * b if b is not None else 0)  # ||row of [W b]||^2, (E, out)
+            u = (d @ row2.unsqueeze(-1)).squeeze(-1) * u + float(has_bias[k + 1])
+        # backward factors ||W^n D_{n-1}||_F^2, n = 2..L, and their suffix products
+        tail = torch.ones_like(u)
+        trace_k = torch.zeros_like(u)
+        for k in range(len(Ws) - 1, -1, -1):
+            trace_k = trace_k + u_in[k] * tail
+            if k > 0:
+                col2 = (Ws[k] * Ws[k]).sum(dim=1)  # (E, in)
+                tail = tail * (masks[k - 1] @ col2.unsqueeze(-1)).squeeze(-1)
+        E, N = u.shape
+        return _output_hessian_trace(loss_fn, z.reshape(E * N, -1)).reshape(E, N) * trace_k
+
+
 def hessian_trace_bound(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor) -> TraceBound:
     """Upper bound (A.5, Eq. 62) on the Hessian trace of a ReLU MLP's batch loss.
 
@@ -242,36 +290,11 @@ def hessian_trace_bound(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor)
     linears = _mlp_layers(model)
     if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
         raise UsageError("hessian_trace_bound: inputs must be a tensor with a leading batch dimension")
-    with torch.no_grad():
-        h = inputs.reshape(inputs.shape[0], -1).to(torch.float64)
-        has_bias = [layer.bias is not None for layer in linears]
-        u = (h * h).sum(dim=1) + float(has_bias[0])  # bound on ||[x; 1]||^2
-        u_in: list[torch.Tensor] = []  # u_{l-1} for each layer l
-        masks: list[torch.Tensor] = []  # D_n for hidden layers n = 1..L-1
-        for n, layer in enumerate(linears):
-            w = layer.weight.to(torch.float64)
-            b = layer.bias.to(torch.float64) if has_bias[n] else None
-            u_in.append(u)
-            a = h @ w.T + (b if b is not None else 0)
-            if n == len(linears) - 1:
-                z = a
-                break
-            d = (a > 0).to(torch.float64)
-            masks.append(d)
-            h = a * d
-            row2 = (w * w).sum(dim=1) + (b * b if b is not None else 0)  # ||row of [W b]||^2
-            u = (d @ row2) * u + float(has_bias[n + 1])
-        # backward factors ||W^n D_{n-1}||_F^2, n = 2..L, and their suffix products
-        tail = torch.ones_like(u)
-        trace_k = torch.zeros_like(u)
-        for n in range(len(linears) - 1, -1, -1):
-            trace_k = trace_k + u_in[n] * tail
-            if n > 0:
-                w = linears[n].weight.to(torch.float64)
-                tail = tail * (masks[n - 1] @ (w * w).sum(dim=0))
-        per_sample = _output_hessian_trace(loss_fn, z) * trace_k
-    reduction = loss_fn.reduction
-    value = per_sample.sum() if reduction == "sum" else per_sample.mean()
+    x = inputs.reshape(1, inputs.shape[0], -1)
+    weights = [layer.weight.unsqueeze(0) for layer in linears]
+    biases = [None if layer.bias is None else layer.bias.unsqueeze(0) for layer in linears]
+    per_sample = stacked_trace_bound(loss_fn, x, weights, biases)[0]
+    value = per_sample.sum() if getattr(loss_fn, "reduction", None) == "sum" else per_sample.mean()
     return TraceBound(
         value=float(value), per_sample=per_sample.to(inputs.dtype if inputs.is_floating_point() else torch.float32)
     )

@@ -51,3 +51,25 @@ def weight_norms(model: nn.Module) -> WeightNorms:
     if not per_layer:
         raise UsageError(f"weight_norms: {type(model).__name__} has no submodule with a 'weight' parameter")
     return WeightNorms(value=math.sqrt(sum(v * v for v in per_layer.values())), per_layer=per_layer)
+
+
+def replica_weight_norms(
+    model: nn.Module, params: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`weight_norms` of ``E`` replicas from their stacked parameters (name -> ``(E, *shape)``).
+
+    Returns:
+        float64 ``(E,)`` norms of all weights together, and module name -> ``(E,)`` norms in
+        model order (as :class:`WeightNorms`' ``value`` and ``per_layer``; the last is ``||V||``).
+    """
+    per_layer: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            w = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+            if isinstance(w, torch.Tensor):
+                stacked = params[f"{name}.weight" if name else "weight"].detach().to(torch.float64)
+                per_layer[name or "weight"] = torch.linalg.vector_norm(stacked.reshape(stacked.shape[0], -1), dim=1)
+    if not per_layer:
+        raise UsageError(f"weight_norms: {type(model).__name__} has no submodule with a 'weight' parameter")
+    value = torch.stack([v * v for v in per_layer.values()]).sum(0).sqrt()
+    return value, per_layer

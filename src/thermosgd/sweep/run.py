@@ -51,11 +51,13 @@ from thermosgd.sweep.units import (
     CORRUPT,
     DONE,
     MISSING,
+    Stamp,
     Unit,
     call_seeds,
     compute_unit,
     plan_units,
     read_unit,
+    study_units,
     unit_state,
     write_unit,
 )
@@ -158,7 +160,7 @@ def _read_config(path: Path) -> dict:
     return raw
 
 
-def check_config(out: Path, cfg: SweepConfig) -> None:
+def check_config(out: Path, cfg: SweepConfig | Stamp) -> None:
     """Refuse a folder that holds results of another configuration."""
     path = Path(out) / CONFIG_FILE
     if not path.exists():
@@ -224,11 +226,20 @@ def status(out: str | os.PathLike) -> SweepStatus:
     path = out / CONFIG_FILE
     if not path.exists():
         raise UsageError(f"{out} is not a sweep folder (no {CONFIG_FILE})")
-    try:
-        cfg = from_dict(_read_config(path))
-    except UsageError as exc:
-        raise UsageError(f"{out} is not a two-layer sweep folder ({str(exc).split('; choose')[0]})") from None
-    units = plan_units(cfg)
+    raw = _read_config(path)
+    cfg: SweepConfig | Stamp
+    if isinstance(raw.get("study"), dict):  # a study folder (thermosgd.studies): units are blocks of its seeds
+        try:
+            study_train, study_sweep = raw["study"]["train"], raw["study"]["sweep"]
+            units, cfg = study_units(study_train["seeds"], study_sweep["seeds_per_unit"]), Stamp(raw)
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{out} is not a sweep folder (its {CONFIG_FILE} is not a study's)") from None
+    else:
+        try:
+            sweep_cfg = from_dict(raw)
+        except UsageError as exc:
+            raise UsageError(f"{out} is not a two-layer sweep folder ({str(exc).split('; choose')[0]})") from None
+        units, cfg = plan_units(sweep_cfg), sweep_cfg
     states = []
     diverged = replicas = 0
     for u in units:

@@ -118,6 +118,29 @@ def plan_units(cfg: SweepConfig) -> list[Unit]:
     return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
 
 
+STUDY_UNITS = 16  # a study's "auto" layout: about this many units (a kill loses at most one)
+
+
+def study_units(seeds: tuple[int, ...] | list[int], seeds_per_unit: int | str) -> list[Unit]:
+    """A study's units (:mod:`thermosgd.studies`): consecutive blocks of its seeds.
+
+    A study's replica never depends on its unit, so the layout only decides what a
+    kill loses: ``"auto"`` cuts about ``STUDY_UNITS`` units.
+    """
+    k = max(1, math.ceil(len(seeds) / STUDY_UNITS)) if isinstance(seeds_per_unit, str) else int(seeds_per_unit)
+    return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """A configuration that is already a dict (a study's), in the shape the functions here read."""
+
+    stamp: dict
+
+    def to_dict(self) -> dict:
+        return self.stamp
+
+
 def unit_file(out: Path, unit: Unit) -> Path:
     return Path(out) / UNITS_DIR / f"{unit.name}.nc"
 
@@ -149,7 +172,7 @@ def unit_state(out: Path, unit: Unit) -> str:
     return DONE if ok else CORRUPT
 
 
-def read_unit(out: Path, unit: Unit, cfg: SweepConfig | None = None) -> xr.Dataset | None:
+def read_unit(out: Path, unit: Unit, cfg: SweepConfig | Stamp | None = None) -> xr.Dataset | None:
     """The unit's results, or None when missing or corrupt (then it is recomputed).
 
     Besides the checksum, the file must hold exactly the unit's seeds and, when
@@ -172,7 +195,7 @@ def read_unit(out: Path, unit: Unit, cfg: SweepConfig | None = None) -> xr.Datas
     return ds
 
 
-def config_attr(cfg: SweepConfig) -> str:
+def config_attr(cfg: SweepConfig | Stamp) -> str:
     """The ``attrs["config"]`` string a unit trained from ``cfg`` carries."""
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
