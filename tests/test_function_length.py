@@ -15,7 +15,6 @@ SPLITTING = {
     "deep/runs.py",
     "report/readers.py",
     "analysis/drift.py",
-    "instruments/gradient_variance.py",
     "reproduce/run.py",
     "twolayer/drift.py",
     "twolayer/fused.py",
