@@ -34,7 +34,7 @@ import xarray as xr
 from scipy import stats
 
 from thermosgd import fmt
-from thermosgd.analysis.collapse import fit_collapse
+from thermosgd.analysis.collapse import CollapseFit, fit_collapse
 from thermosgd.errors import UsageError
 from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
 
@@ -578,6 +578,7 @@ def judge(
     window=None,
     margin: float = DEFAULT_MARGIN,
     claimed: int = FALLS,
+    fit: CollapseFit | None = None,
 ) -> Verdict:
     """Judge a fitted claim: the direction first, then ``metric``'s collapse exponent over ``over``.
 
@@ -590,6 +591,7 @@ def judge(
         n_boot, seed, window: passed to :func:`~thermosgd.analysis.collapse.fit_collapse`.
         margin: practical margin, a fraction of the paper's exponent (:func:`judge_exponent`).
         claimed: the direction the claim says the metric moves (every fitted claim of the paper: ``FALLS``).
+        fit: the collapse fit already made on ``ds`` (``thermosgd collapse``); None: fitted here.
 
     Returns:
         A :class:`Verdict`: "opposite" or "no effect" from the direction rule (the exponent
@@ -619,7 +621,7 @@ def judge(
         return replace(base, note=why)
     data = ds.assign(diverged=xr.zeros_like(ds["diverged"])) if include_diverged and "diverged" in ds else ds
     try:
-        fit = fit_collapse(data, metric, over, window=window, n_boot=n_boot, seed=seed)
+        fit = fit if fit is not None else fit_collapse(data, metric, over, window=window, n_boot=n_boot, seed=seed)
     except UsageError as exc:
         if direction.status in (OPPOSITE, NO_EFFECT):
             return replace(base, status=direction.status, note=f"{direction.reason}; no exponent ({exc})")
@@ -627,7 +629,7 @@ def judge(
     return _judge_fit(fit, direction, base)
 
 
-def _judge_fit(fit, direction: Judgement, base: Verdict) -> Verdict:
+def _judge_fit(fit: CollapseFit, direction: Judgement, base: Verdict) -> Verdict:
     """The verdict once the exponent is fitted: direction, then seeds, then the exponent rule."""
     low, high = fit.ci_low, fit.ci_high
     base = replace(base, exponent=fit.exponent, fit=fit.to_dict())

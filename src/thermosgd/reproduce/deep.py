@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
 from thermosgd.reproduce.twolayer import write_summary
@@ -27,6 +27,7 @@ def reproduce_deep(
     progress: bool = True,
     device: str = "cpu",
     ensemble: bool = True,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
 
@@ -43,6 +44,7 @@ def reproduce_deep(
         device: "cpu", "cuda" or "cuda:N" (README "Devices").
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
+        margin: practical margin of the exponent's verdict (a fraction of the paper's value).
 
     Returns:
         The preset's verdict (fitted exponent of its plotted metric against the paper's),
@@ -58,7 +60,7 @@ def reproduce_deep(
     write_config(config, out)
     save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
-    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged)
+    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged, margin=margin)
     write_summary(out, preset, ds, [verdict])
     if progress:
         print(f"[{preset.name}] {preset.metric}: {verdict.line()}")

@@ -2,7 +2,8 @@
 
 Data flows one way: preset → sweep (results on disk) → figures read from the
 results. Plain ``thermosgd reproduce`` runs the default set (every figure that
-needs no downloaded data) at a small size under ``runs/``.
+needs no downloaded data) at a small size under ``runs/``; ``--quick`` runs go
+under ``runs-quick/``, so a smoke test never meets a default run's folders.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from thermosgd import presets
+from thermosgd import fmt, presets
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
 from thermosgd.report import collect, summary_table, write_report
@@ -41,6 +43,7 @@ def reproduce(
     progress: bool = True,
     device: str = "cpu",
     fused: bool = False,
+    margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
@@ -55,7 +58,12 @@ def reproduce(
 
     With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
     several or none (the default set), each experiment gets ``out/NAME``
-    (``out`` defaults to ``runs``).
+    (``out`` defaults to ``runs``). With ``quick``, ``runs-quick`` replaces ``runs``
+    in these defaults.
+
+    ``margin`` is the practical margin of every exponent's verdict, a fraction of
+    the paper's value (:func:`~thermosgd.analysis.verdict.judge_exponent`); it is
+    recorded in each ``summary.json`` and used for the page.
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
     deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
@@ -63,6 +71,7 @@ def reproduce(
     "Fused CPU step"); the others ignore it.
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
+    margin = check_margin(margin)
     if seeds is not None:
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
@@ -73,15 +82,16 @@ def reproduce(
     for p in chosen:
         runs.setdefault(p.experiment, p)
     single = names is not None and len(names) == 1
-    base = output_path(out) if out is not None else Path("runs")
+    root = Path("runs-quick" if quick else "runs")
+    base = output_path(out) if out is not None else root
     folders = {
-        p.name: base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
+        p.name: base if single and out is not None else (root / p.name if single else base / p.name)
         for p in runs.values()
     }
     for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
         _check_writable(folders[p.name])
         check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
-    done = {}
+    done, seconds = {}, {}
     for p in runs.values():
         folder = folders[p.name]
         if progress:
@@ -98,6 +108,7 @@ def reproduce(
                 progress=progress,
                 device=device,
                 fused=fused,
+                margin=margin,
                 **executor,
             )
         else:
@@ -114,24 +125,32 @@ def reproduce(
             with folder_lock(folder):
                 fresh = _claim_folder(folder, run)
                 try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, executor=executor)
+                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, margin=margin, executor=executor)
                 except BaseException:
                     if fresh:  # e.g. missing data files: let the user retry with other options
                         (folder / MARKER).unlink(missing_ok=True)
                     raise
-        _record_wall_time(folder, time.perf_counter() - start)
+        seconds[p.name] = time.perf_counter() - start
+        _record_wall_time(folder, seconds[p.name])
         if progress:
             print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
     # One page for everything under the runs folder (or for the one folder given with --out),
     # and its summary table as the run's closing table.
-    pages = base if single and out is not None else (Path("runs") if single else base)
-    report = collect(pages)
+    pages = base if single and out is not None else (root if single else base)
+    report = collect(pages, margin=margin)
     page = write_report(pages, report)
-    if progress:
-        print("\n" + summary_table(report))
-        print(f"\nreport: {page}")
+    print("\n" + summary_table(report))
+    print("\n" + wall_times(seconds))
+    print(f"\nreport: {page}")
     return done
+
+
+def wall_times(seconds: dict[str, float]) -> str:
+    """The wall time of each section of this command, and the total, one line each."""
+    width = max([len(n) for n in seconds] + [len("total")])
+    lines = [f"{n:<{width}}  {fmt.fixed(s, 1)} s" for n, s in seconds.items()]
+    return "\n".join(["wall time per section:", *lines, f"{'total':<{width}}  {fmt.fixed(sum(seconds.values()), 1)} s"])
 
 
 def _record_wall_time(folder: Path, seconds: float) -> None:
@@ -173,7 +192,9 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, executor: dict) -> list:
+def _run_other(
+    p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, margin: float, executor: dict
+) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
@@ -192,6 +213,7 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
             dataset="digits" if run["substitute_digits"] else None,
             include_diverged=run["include_diverged"],
             device=run.get("device", "cpu"),
+            margin=margin,
         )
     elif p.kind == "analysis":
         runner = {

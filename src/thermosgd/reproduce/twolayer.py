@@ -16,7 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
 from thermosgd.jsonsafe import json_safe
@@ -35,6 +35,7 @@ def reproduce_twolayer(
     progress: bool = True,
     device: str = "cpu",
     fused: bool = False,
+    margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> list[Verdict]:
     """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
@@ -50,7 +51,9 @@ def reproduce_twolayer(
         train={"device": device, "fused": fused}
     )
     ds = run_sweep(cfg, out, progress=progress, **executor)
-    verdicts = judge_and_draw(ds, presets.experiment_presets(preset), out, include_diverged=include_diverged)
+    verdicts = judge_and_draw(
+        ds, presets.experiment_presets(preset), out, include_diverged=include_diverged, margin=margin
+    )
     write_summary(out, preset, ds, verdicts)
     if progress:
         for v in verdicts:
@@ -59,7 +62,13 @@ def reproduce_twolayer(
 
 
 def judge_and_draw(
-    ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, include_diverged: bool = False, side: bool = True
+    ds: xr.Dataset,
+    chosen: list[presets.Preset],
+    out: Path,
+    *,
+    include_diverged: bool = False,
+    side: bool = True,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
     """Fit, judge and draw each preset's figure into ``out/figures``; one verdict per preset, in order.
 
@@ -73,7 +82,7 @@ def judge_and_draw(
     """
 
     def here(p: presets.Preset) -> Verdict:
-        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged)
+        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged, margin=margin)
         twolayer_figure(ds, p, out / "figures", v)
         return v
 
@@ -84,13 +93,14 @@ def judge_and_draw(
         # Python ≥ 3.12 warns on fork() beside torch's OpenMP threads (not Python threads):
         # the child runs with one intra-op thread (_one_intra_op_thread), so it never waits on them.
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
-        later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged) for p in chosen[1:]]
+        later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged, margin) for p in chosen[1:]]
         return [here(chosen[0])] + [f.result() for f in later]
 
 
-def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool) -> Verdict:
+def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool, margin: float) -> Verdict:
     """:func:`judge_and_draw` of one preset, on the results stored in ``out`` (checksum verified)."""
-    return judge_and_draw(load(out), [presets.get(name)], out, include_diverged=include_diverged, side=False)[0]
+    chosen = [presets.get(name)]
+    return judge_and_draw(load(out), chosen, out, include_diverged=include_diverged, side=False, margin=margin)[0]
 
 
 def _side_process() -> ProcessPoolExecutor | None:
@@ -115,6 +125,7 @@ def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: l
     summary["preset"] = preset.name
     summary["experiment"] = preset.experiment
     summary["verdicts"] = [v.to_dict() for v in verdicts]
+    summary["margin"] = verdicts[0].margin if verdicts else DEFAULT_MARGIN  # the page re-reads the same word
     summary["collapse"] = {v.metric: v.fit for v in verdicts}
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary, verdicts))
