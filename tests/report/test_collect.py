@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import numpy as np
@@ -194,9 +195,36 @@ def test_mechanism_section_only_when_present(fake_runs):
 
 def test_folders_found_by_content_not_only_by_name(fake_runs):
     shutil.copytree(fake_runs / "fig3", fake_runs / "gauss-big")  # a second fig3 run under another name
+    summary = json.loads((fake_runs / "gauss-big" / "summary.json").read_text())
+    (fake_runs / "gauss-big" / "summary.json").write_text(json.dumps({**summary, "preset": "fig3"}))
     report = collect(fake_runs)
     assert [s.folder.rsplit("/", 1)[-1] for s in report.sections if s.name == "fig3"] == ["fig3", "gauss-big"]
     assert len({s.id for s in report.sections}) == len(report.sections)
+
+
+def test_a_custom_sweep_is_labelled_by_its_folder_and_its_command_works(fake_runs, capsys):
+    """`thermosgd sweep my.toml --out runs/mine` on fig3's very grid: not fig3 (issue 24)."""
+    import xarray as xr
+
+    from thermosgd.cli import main
+    from thermosgd.sweep.store import save_results
+
+    shutil.copytree(fake_runs / "fig3", fake_runs / "mine")
+    (fake_runs / "mine" / "summary.json").unlink()  # `thermosgd sweep` writes none
+    ds = xr.load_dataset(fake_runs / "mine" / "results.nc")
+    (fake_runs / "mine" / "results.nc").unlink()
+    save_results(ds, fake_runs / "mine", json.loads((fake_runs / "mine" / "config.json").read_text()))
+    report = collect(fake_runs)
+    assert [s.folder.rsplit("/", 1)[-1] for s in report.sections if s.name == "fig3"] == ["fig3"]
+    (sec,) = [s for s in report.sections if s.name == "mine"]
+    assert sec.experiment == "sweep" and "mine" in sec.title
+    (claim,) = sec.claims
+    assert "4 η × 1 |B| × 4 seeds" in claim.note and "needs ≥ 2" not in claim.note
+    assert "mine" in summary_table(report)
+    argv = shlex.split(sec.command)
+    assert argv[:2] == ["thermosgd", "collapse"]
+    assert main([*argv[1:], "--n-boot", "20", "--no-figure"]) == 0  # the command the page offers works
+    assert "activation_rate" in capsys.readouterr().out
 
 
 def test_one_result_folder_is_a_report_of_its_own(fake_runs):

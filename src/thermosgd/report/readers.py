@@ -6,6 +6,7 @@ malformed field leaves a claim "not measured", never an exception.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from thermosgd import fmt
@@ -20,7 +21,7 @@ from thermosgd.analysis.verdict import (
     judge_exponent,
     judge_sign,
 )
-from thermosgd.report.catalogue import Experiment
+from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment
 from thermosgd.report.common import (
     EXPONENT,
     METRIC,
@@ -76,6 +77,7 @@ def reader(exp: Experiment):
         "equal-error": _equal_error,
         "generalization": _generalization,
         "mechanism": _generic,
+        CUSTOM_SWEEP: _custom_sweep,
     }
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
@@ -118,6 +120,32 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path, margin: float | None 
         )
     if seeds is not None and steps is not None:
         sec.command = f"thermosgd reproduce {exp.name} --seeds {seeds} --steps {steps} --out {folder}"
+
+
+def _custom_sweep(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
+    """A sweep no preset ran: what was run, its curves, and the command that fits it (no paper claim)."""
+    config = read_json(folder / "config.json") or {}
+    train = config.get("train", {})
+    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
+    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
+    sec.config = pretty_json(config)
+    sec.run = _twolayer_run(config, {})
+    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric activation_rate --over {over}"
+    if sizes.get("lr", 0) >= 2 and sizes.get("batch_size", 0) >= 2:
+        sec.command += " --select batch_size=" + str(train["batch_size"][0])
+    sec.claims.append(
+        Claim(
+            "collapse exponent",
+            "no claim of the paper",
+            fmt.NA,
+            NOT_MEASURED,
+            f"a custom sweep ({sizes.get('lr', '?')} η × {sizes.get('batch_size', '?')} |B| × "
+            f"{seed_count(train.get('seeds'))} seeds): the report fits only the paper's presets; "
+            f"`{sec.command}` fits this one",
+        )
+    )
+    if (folder / "results.nc").exists():
+        sec.collapses += collapses(sec, folder, ["activation_rate", "v_norm"], over, {})
 
 
 def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:

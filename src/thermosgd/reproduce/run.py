@@ -19,6 +19,7 @@ from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
 from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.html import check_page
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
@@ -88,9 +89,11 @@ def reproduce(
         p.name: base if single and out is not None else (root / p.name if single else base / p.name)
         for p in runs.values()
     }
+    pages = base if single and out is not None else (root if single else base)
     for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
         _check_writable(folders[p.name])
         check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
+    check_page(pages)  # an index.html that is not ours is refused before anything runs
     done, seconds = {}, {}
     for p in runs.values():
         folder = folders[p.name]
@@ -137,8 +140,9 @@ def reproduce(
         done[p.name] = folder
     # One page for everything under the runs folder (or for the one folder given with --out),
     # and its summary table as the run's closing table.
-    pages = base if single and out is not None else (root if single else base)
     report = collect(pages, margin=margin)
+    for line in report.warnings:
+        print(f"warning: {line}")
     page = write_report(pages, report)
     print("\n" + summary_table(report))
     print("\n" + wall_times(seconds))
