@@ -24,7 +24,6 @@ every verdict says what it left out and why.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -35,6 +34,7 @@ from scipy import stats
 
 from thermosgd import fmt
 from thermosgd.analysis.collapse import CollapseFit, fit_collapse
+from thermosgd.analysis.run_config import run_config
 from thermosgd.errors import UsageError
 from thermosgd.presets import EXPONENT_SYMBOL, PAPER_EXPONENT
 
@@ -313,7 +313,7 @@ class DirectionChange:
 
     def setting(self) -> str:
         parts = [f"η = {fmt.sig(self.lr)}" if self.lr is not None else ""]
-        parts.append(f"|B| = {fmt.sig(self.batch_size)}" if self.batch_size is not None else "")
+        parts.append(f"|B| = {self.batch_size:g}" if self.batch_size is not None else "")
         return ", ".join(p for p in parts if p)
 
     def text(self) -> str:
@@ -527,16 +527,6 @@ def _left_out_text(x: LeftOut, over: str, included: bool) -> str:
     return f"{name} = {fmt.sig(x.value)}: {x.count}/{x.of} {what}{when} ({x.reason}{load}), {verb}"
 
 
-def _input_second_moment(ds: xr.Dataset) -> float | None:
-    """E‖x‖² of the two-layer run's inputs (Gaussian: M, U(0,1): M/3), from its config attrs."""
-    try:
-        cfg = json.loads(ds.attrs["config"])
-        inputs, dist = int(cfg["model"]["inputs"]), cfg["data"]["inputs"]
-    except (KeyError, TypeError, ValueError):
-        return None
-    return {"gaussian": float(inputs), "uniform": inputs / 3.0}.get(dist)
-
-
 def left_out(ds: xr.Dataset, over: str) -> tuple[LeftOut, ...]:
     """Diverged replicas per swept value (values with none are omitted)."""
     if "diverged" not in ds:
@@ -549,7 +539,7 @@ def left_out(ds: xr.Dataset, over: str) -> tuple[LeftOut, ...]:
     if steps is not None and other in steps.dims:
         steps = steps.min(other) if steps.sizes[other] > 1 else steps.isel({other: 0})
     reason = str(ds.attrs.get("divergence_criterion", "non-finite loss or parameters"))
-    ex2 = _input_second_moment(ds)
+    ex2 = run_config(ds).input_second_moment()
     out = []
     for v in ds[over].values:
         d = np.asarray(div.sel({over: v}).values, dtype=bool)

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from thermosgd import fmt
+from thermosgd.analysis.run_config import DATASET_NAME, config_of
 from thermosgd.analysis.verdict import (
     DEFAULT_MARGIN,
     FALLS,
@@ -222,10 +223,12 @@ def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
     summary = read_json(folder / "summary.json") or {}
     over = config.get("over", "lr")
     sec.config = pretty_json(config)
-    dataset = config.get("dataset", "?")
-    if config.get("substitute") or (config.get("dataset_paper") and config.get("dataset_paper") != dataset):
+    run = config_of(config)
+    if run.substitute:  # named in the section's title and in the closing table too
+        sec.name = f"{exp.name} ({run.substitute_label})"
+        sec.title = run.on_data(sec.title)
         sec.notes.append(
-            f"Substitute data: {dataset} instead of the paper's {config.get('dataset_paper')}. "
+            f"Substitute data: {run.dataset} instead of the paper's {run.dataset_paper}. "
             "This tests the mechanism on other data, not the paper's figure."
         )
     if config.get("tiny"):
@@ -236,7 +239,11 @@ def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
             ("model", f"{config.get('model', '?')} (width {config.get('width', '?')})"),
             (
                 "data",
-                f"{dataset}"
+                (
+                    run.on_data(DATASET_NAME.get(run.dataset_paper, run.dataset_paper))
+                    if run.substitute
+                    else run.dataset or "?"
+                )
                 + (
                     ", online (fresh samples every step)"
                     if config.get("online")

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from thermosgd import presets
+from thermosgd.analysis.run_config import run_config
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
@@ -69,16 +70,17 @@ def reproduce_deep(
 
 def draw_preset_figures(ds, folder: Path) -> list[Path]:
     """The preset's figures from its results (``ds.attrs["config"]`` says which), into ``folder``."""
-    config = json.loads(ds.attrs["config"])
-    name = config["preset"]
-    tag = "_digits-substitute" if config.get("substitute") else ""
-    title = f"{name}: {config['description']}"
-    if config.get("substitute"):
-        title = f"[SUBSTITUTE DATA: {config['dataset']}, not {config['dataset_paper']}] {title}"
+    run = run_config(ds)
+    name = run.preset
+    tag = f"_{run.dataset}-substitute" if run.substitute else ""
+    # The description names the paper's data; on a substitute it says which data replaced it.
+    title = run.on_data(
+        f"{name} ({run.substitute_label}): {run.description}" if run.substitute else f"{name}: {run.description}"
+    )
     files: list[Path] = []
-    for metric in config["figures"]:
-        stem = folder / (f"{name}{tag}" if len(config["figures"]) == 1 else f"{name}_{metric}{tag}")
+    for metric in run.figures:
+        stem = folder / (f"{name}{tag}" if len(run.figures) == 1 else f"{name}_{metric}{tag}")
         files += sweep_figure(
-            ds, metric, over=config["over"], out_stem=stem, title="\n".join(textwrap.wrap(title, 110))
+            ds, metric, over=run.over or "lr", out_stem=stem, title="\n".join(textwrap.wrap(title, 90))
         )
     return files

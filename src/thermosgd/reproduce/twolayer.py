@@ -16,6 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
+from thermosgd.analysis.run_config import run_config
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
@@ -124,6 +125,10 @@ def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: l
     summary = summarize(ds, preset.over)
     summary["preset"] = preset.name
     summary["experiment"] = preset.experiment
+    run = run_config(ds)
+    if run.substitute:  # said wherever the result appears (issue 20): the page, the table, report.md
+        summary["substitute"] = run.dataset
+        summary["dataset_paper"] = run.dataset_paper
     summary["verdicts"] = [v.to_dict() for v in verdicts]
     summary["margin"] = verdicts[0].margin if verdicts else DEFAULT_MARGIN  # the page re-reads the same word
     summary["collapse"] = {v.metric: v.fit for v in verdicts}
@@ -154,6 +159,12 @@ def report_markdown(preset: presets.Preset, summary: dict, verdicts: list[Verdic
     """A short human-readable report: values per swept setting, verdicts, replicas left out."""
     sym = "η" if preset.over == "lr" else "|B|"
     lines = [f"# {preset.experiment}: {preset.description}", "", f"Paper: {preset.claim}", ""]
+    if summary.get("substitute"):
+        lines += [
+            f"> **Substitute data: {summary['substitute']}** instead of the paper's {summary.get('dataset_paper')}: "
+            "this tests the mechanism on other data, not the paper's figure.",
+            "",
+        ]
     if summary["seeds"] <= 2 or summary["steps"] <= 100:
         lines += ["> **Smoke-test size** (few seeds or steps): the fits below are not for conclusions.", ""]
     lines += [f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
