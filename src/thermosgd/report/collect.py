@@ -186,7 +186,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set, margi
         )
     if not sec.claims:
         sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, "no measured value in this folder"))
-    sec.figures = embedded_figures(folder)
+    sec.figures = embedded_figures(folder, exp.figures)
     sec.details += markdown_details(folder)
     sec.wall_time = recorded_wall_time(folder) or sec.wall_time or file_time_span(folder)
     sec.machine = recorded_machine(folder)
