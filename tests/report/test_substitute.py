@@ -78,3 +78,28 @@ def test_summary_report_md_figures_and_page_say_substitute(tmp_path):
     )
     assert sec.claims[0].verdict == "opposite"
     assert "fig11 (substitute: digits)" in summary_table(report)
+
+
+def test_summary_round_trips_and_a_renamed_field_is_said_not_silently_dropped(tmp_path):
+    from thermosgd.analysis.summary import RunSummary, summarize
+    from thermosgd.analysis.verdict import judge
+    from thermosgd.errors import UsageError
+
+    ds = _results()
+    s = summarize(ds, "fig11", "fig11", "lr", [judge(ds, "fig11", "activation_rate", "lr", n_boot=20)])
+    back = RunSummary.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert back == s and back.substitute == "digits" and back.verdicts[0].status == "opposite"
+    bad = s.to_dict()
+    bad["verdict"] = bad.pop("verdicts")
+    try:
+        RunSummary.from_dict(bad)
+    except UsageError as exc:
+        assert "verdict" in str(exc)
+    else:
+        raise AssertionError("a renamed field was accepted")
+    folder = tmp_path / "runs" / "fig11"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "summary.json").write_text(json.dumps(bad))
+    (sec,) = [x for x in collect(tmp_path / "runs").sections if x.experiment == "fig11"]
+    assert any("summary.json could not be read" in n and "verdict" in n for n in sec.notes)

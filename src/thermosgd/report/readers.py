@@ -11,6 +11,7 @@ from pathlib import Path
 
 from thermosgd import fmt
 from thermosgd.analysis.run_config import DATASET_NAME, config_of
+from thermosgd.analysis.summary import RunSummary
 from thermosgd.analysis.verdict import (
     DEFAULT_MARGIN,
     FALLS,
@@ -22,6 +23,7 @@ from thermosgd.analysis.verdict import (
     judge_exponent,
     judge_sign,
 )
+from thermosgd.errors import UsageError
 from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment
 from thermosgd.report.common import (
     EXPONENT,
@@ -83,9 +85,22 @@ def reader(exp: Experiment):
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
 
+def _summary(sec: Section, folder: Path) -> dict:
+    """``summary.json`` checked by its one reader (:meth:`RunSummary.from_dict`); ``{}`` with a note when a
+    field is missing or renamed, so the claims read "not measured" with the reason, never silently."""
+    summary = read_json(folder / "summary.json") or {}
+    if summary:
+        try:
+            RunSummary.from_dict(summary)
+        except UsageError as exc:
+            sec.notes.append(f"summary.json could not be read ({exc}); rerun the command below to rewrite it.")
+            return {}
+    return summary
+
+
 def _twolayer(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     config = read_json(folder / "config.json") or {}
-    summary = read_json(folder / "summary.json") or {}
+    summary = _summary(sec, folder)
     train = config.get("train", {})
     over = summary.get("over") or ("batch_size" if len(train.get("batch_size", [])) > 1 else "lr")
     sec.config = pretty_json(config)
@@ -114,7 +129,7 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path, margin: float | None 
     sec.collapses += collapses(
         sec, folder, metrics, over, {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics}
     )
-    if not summary:
+    if not (folder / "summary.json").exists():
         sec.notes.append(
             "summary.json is missing: the sweep has not finished or was run with `thermosgd sweep`; "
             "run `thermosgd reproduce` on it to fit the exponents."
@@ -220,7 +235,7 @@ def _initial_final(summary: dict, over: str) -> Table:
 
 def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     config = read_json(folder / "config.json") or {}
-    summary = read_json(folder / "summary.json") or {}
+    summary = _summary(sec, folder)
     over = config.get("over", "lr")
     sec.config = pretty_json(config)
     run = config_of(config)

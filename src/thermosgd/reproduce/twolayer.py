@@ -16,7 +16,7 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.run_config import run_config
+from thermosgd.analysis.summary import RunSummary, summarize
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
@@ -121,18 +121,11 @@ def _one_intra_op_thread() -> None:
 
 
 def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
-    """``summary.json`` and ``report.md`` of one experiment's folder."""
-    summary = summarize(ds, preset.over)
-    summary["preset"] = preset.name
-    summary["experiment"] = preset.experiment
-    run = run_config(ds)
-    if run.substitute:  # said wherever the result appears (issue 20): the page, the table, report.md
-        summary["substitute"] = run.dataset
-        summary["dataset_paper"] = run.dataset_paper
-    summary["verdicts"] = [v.to_dict() for v in verdicts]
-    summary["margin"] = verdicts[0].margin if verdicts else DEFAULT_MARGIN  # the page re-reads the same word
-    summary["collapse"] = {v.metric: v.fit for v in verdicts}
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    """``summary.json`` (a :class:`~thermosgd.analysis.summary.RunSummary`: its verdicts, the margin they
+    were judged with, the substitute data if any) and ``report.md`` of one experiment's folder."""
+    assert preset.over is not None
+    summary = summarize(ds, preset.name, preset.experiment, preset.over, verdicts)
+    (out / "summary.json").write_text(json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary, verdicts))
 
 
@@ -155,22 +148,22 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdic
     )
 
 
-def report_markdown(preset: presets.Preset, summary: dict, verdicts: list[Verdict]) -> str:
+def report_markdown(preset: presets.Preset, summary: RunSummary, verdicts: list[Verdict]) -> str:
     """A short human-readable report: values per swept setting, verdicts, replicas left out."""
     sym = "η" if preset.over == "lr" else "|B|"
     lines = [f"# {preset.experiment}: {preset.description}", "", f"Paper: {preset.claim}", ""]
-    if summary.get("substitute"):
+    if summary.substitute:
         lines += [
-            f"> **Substitute data: {summary['substitute']}** instead of the paper's {summary.get('dataset_paper')}: "
+            f"> **Substitute data: {summary.substitute}** instead of the paper's {summary.dataset_paper}: "
             "this tests the mechanism on other data, not the paper's figure.",
             "",
         ]
-    if summary["seeds"] <= 2 or summary["steps"] <= 100:
+    if summary.seeds <= 2 or summary.steps <= 100:
         lines += ["> **Smoke-test size** (few seeds or steps): the fits below are not for conclusions.", ""]
-    lines += [f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
-    for metric, rows in summary["metrics"].items():
+    lines += [f"{summary.seeds} seeds, {summary.steps} steps, {summary.diverged} diverged replicas.", ""]
+    for metric, rows in summary.metrics.items():
         lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
-        lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
+        lines += [f"| {k} | {c.initial:.4f} | {c.final:.4f} |" for k, c in rows.items()]
         lines.append("")
     lines += verdict_table(verdicts)
     return "\n".join(lines)
@@ -202,29 +195,3 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
             lines.append(f"- {v.preset}: {v.line()}")
     lines.append("")
     return lines
-
-
-def summarize(ds: xr.Dataset, over: str) -> dict:
-    """Initial and final seed-mean of the main metrics for each swept value."""
-    out = {
-        "over": over,
-        "steps": int(ds["step"].values[-1]),
-        "seeds": int(ds.sizes["seed"]),
-        "diverged": int(ds["diverged"].values.sum()),
-        "metrics": {},
-    }
-    for metric in ("activation_rate", "v_norm", "bias_mean", "loss", "grad_var"):
-        if metric not in ds:
-            continue
-        m = ds[metric].where(~ds["diverged"]).mean("seed", skipna=True)
-        rows = {}
-        for v in ds[over].values:
-            series = m.sel({over: v}).squeeze(drop=True)
-            if series.ndim != 1:
-                continue
-            valid = series.dropna("step")
-            if valid.sizes["step"] == 0:
-                continue
-            rows[f"{float(v):g}"] = {"initial": float(valid[0]), "final": float(valid[-1])}
-        out["metrics"][metric] = rows
-    return out
