@@ -63,8 +63,7 @@ def reproduce_deep(
     draw_preset_figures(ds, out / "figures")
     verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged, margin=margin)
     write_summary(out, preset, ds, [verdict])
-    if progress:
-        print(f"[{preset.name}] {preset.metric}: {verdict.line()}")
+    print(f"[{preset.name}] {preset.metric}: {verdict.line()}")  # the result, with or without progress bars
     return [verdict]
 
 

@@ -97,8 +97,7 @@ def reproduce(
     done, seconds = {}, {}
     for p in runs.values():
         folder = folders[p.name]
-        if progress:
-            print(f"[{p.name}] {p.description}")
+        print(f"[{p.name}] {p.description}")
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
             reproduce_twolayer(
@@ -135,8 +134,7 @@ def reproduce(
                     raise
         seconds[p.name] = time.perf_counter() - start
         _record_wall_time(folder, seconds[p.name])
-        if progress:
-            print(f"[{p.name}] results and figures in {folder}")
+        print(f"[{p.name}] results and figures in {folder}")
         done[p.name] = folder
     # One page for everything under the runs folder (or for the one folder given with --out),
     # and its summary table as the run's closing table.

@@ -56,9 +56,8 @@ def reproduce_twolayer(
         ds, presets.experiment_presets(preset), out, include_diverged=include_diverged, margin=margin
     )
     write_summary(out, preset, ds, verdicts)
-    if progress:
-        for v in verdicts:
-            print(f"[{v.preset}] {v.metric}: {v.line()}")
+    for v in verdicts:  # printed with or without progress bars: the result, not progress
+        print(f"[{v.preset}] {v.metric}: {v.line()}")
     return verdicts
 
 
