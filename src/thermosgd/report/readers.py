@@ -336,45 +336,61 @@ def _walk(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
         "Verdicts: " + RULES["ratio"] + " FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
     )
 
-    def ratio(d, key="ratio_eq10"):
-        d = d or {}
-        return d.get(key), d.get(key + "_stderr")
+    _walk_claims(sec, cases, margin)
+    sec.tables.append(_walk_table(cases))
+    marker = read_json(folder / ".thermosgd-run.json") or {}
+    sec.command = (
+        f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    )
 
-    def items(group):
-        return [
-            [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
-            [
-                (
-                    c.get("name"),
-                    (c.get("thermophoretic") or {}).get("exponent"),
-                    (c.get("thermophoretic") or {}).get("exponent_stderr"),
-                    (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0),
-                )
-                for c in group
-            ],
-            [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in group],
-            [
-                (
-                    c.get("name"),
-                    (c.get("stationary") or {}).get("k_fit"),
-                    (c.get("stationary") or {}).get("k_stderr"),
-                    (c.get("stationary") or {}).get("k_eq10"),
-                )
-                for c in group
-                if c.get("stationary")
-            ],
-        ]
 
-    # One claim per dimension: a 1-D result should not be judged together with a 2-D one.
+def _ratio(d, key="ratio_eq10"):
+    d = d or {}
+    return d.get(key), d.get(key + "_stderr")
+
+
+def _walk_items(group: list[dict]) -> list[list[tuple]]:
+    """Per claim of :data:`_WALK_CLAIMS`: ``(case, value, s.e., prediction)`` of each case in ``group``."""
+    return [
+        [(c.get("name"), *_ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
+        [
+            (
+                c.get("name"),
+                (c.get("thermophoretic") or {}).get("exponent"),
+                (c.get("thermophoretic") or {}).get("exponent_stderr"),
+                (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0),
+            )
+            for c in group
+        ],
+        [(c.get("name"), *_ratio(c.get("diffusive")), 1.0) for c in group],
+        [
+            (
+                c.get("name"),
+                (c.get("stationary") or {}).get("k_fit"),
+                (c.get("stationary") or {}).get("k_stderr"),
+                (c.get("stationary") or {}).get("k_eq10"),
+            )
+            for c in group
+            if c.get("stationary")
+        ],
+    ]
+
+
+def _walk_claims(sec: Section, cases: list[dict], margin: float | None) -> None:
+    """One claim per dimension and kind: a 1-D result is not judged together with a 2-D one."""
     dims = sorted({c.get("dim") for c in cases}, key=str) or [None]
     for k, (label, paper) in enumerate(_WALK_CLAIMS):
         for dim in dims:
             group = [c for c in cases if c.get("dim") == dim]
-            rows = items(group)[k]
+            rows = _walk_items(group)[k]
             if not rows and len(dims) > 1:
                 continue
             tag = f" ({dim}-D)" if len(dims) > 1 else ""
             sec.claims.append(pooled_claim(label + tag, paper, rows, margin))
+
+
+def _walk_table(cases: list[dict]) -> Table:
+    """Measured against predicted, per case."""
     rows = []
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
@@ -383,37 +399,31 @@ def _walk(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
             [
                 str(c.get("name")),
                 str(c.get("g")),
-                fmt.plus_minus(*ratio(main)),
-                fmt.plus_minus(*ratio(main, "ratio_fokker_planck")),
-                fmt.plus_minus(*ratio(di)),
-                fmt.plus_minus(*ratio(di, "ratio_fokker_planck")),
+                fmt.plus_minus(*_ratio(main)),
+                fmt.plus_minus(*_ratio(main, "ratio_fokker_planck")),
+                fmt.plus_minus(*_ratio(di)),
+                fmt.plus_minus(*_ratio(di, "ratio_fokker_planck")),
                 fmt.plus_minus(st.get("k_fit"), st.get("k_stderr")) if st else fmt.NA,
                 fmt.exponent(st.get("k_eq10")) if st else fmt.NA,
                 fmt.exponent(st.get("k_fokker_planck")) if st else fmt.NA,
                 fmt.plus_minus(th.get("exponent"), th.get("exponent_stderr")),
             ]
         )
-    sec.tables.append(
-        Table(
-            "Measured vs predicted, per case (± one standard error)",
-            [
-                "case",
-                "g",
-                "thermophoretic J: meas / Eq. 10",
-                "meas / FP",
-                "diffusive J: meas / Eq. 10",
-                "meas / FP",
-                "k fitted",
-                "k Eq. 10",
-                "k FP",
-                "η exponent (Eq. 10: 2)",
-            ],
-            rows,
-        )
-    )
-    marker = read_json(folder / ".thermosgd-run.json") or {}
-    sec.command = (
-        f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    return Table(
+        "Measured vs predicted, per case (± one standard error)",
+        [
+            "case",
+            "g",
+            "thermophoretic J: meas / Eq. 10",
+            "meas / FP",
+            "diffusive J: meas / Eq. 10",
+            "meas / FP",
+            "k fitted",
+            "k Eq. 10",
+            "k FP",
+            "η exponent (Eq. 10: 2)",
+        ],
+        rows,
     )
 
 

@@ -77,10 +77,55 @@ def reproduce(
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
         presets.check_count("steps", steps, presets.MAX_STEPS)
+    runs, folders, pages = _plan(names, out, quick)
+    for p in runs:  # every folder is checked before anything runs; refusals touch nothing
+        _check_writable(folders[p.name])
+        check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
+    check_page(pages)  # an index.html that is not ours is refused before anything runs
+    options: dict = dict(
+        seeds=seeds,
+        steps=steps,
+        quick=quick,
+        include_diverged=include_diverged,
+        progress=progress,
+        device=device,
+        margin=margin,
+    )
+    other = dict(substitute_digits=substitute_digits, data_dir=data_dir)
+    done, seconds = {}, {}
+    for p in runs:
+        folder = folders[p.name]
+        print(f"[{p.name}] {p.description}")
+        start = time.perf_counter()
+        if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
+            reproduce_twolayer(p, folder, fused=fused, **options, **executor)
+        else:
+            _run_locked(p, folder, options, other, executor)
+        seconds[p.name] = time.perf_counter() - start
+        _record_wall_time(folder, seconds[p.name])
+        print(f"[{p.name}] results and figures in {folder}")
+        done[p.name] = folder
+    _finish(pages, margin, seconds)
+    return done
+
+
+def _finish(pages: Path, margin: float, seconds: dict[str, float]) -> None:
+    """One page for everything under the runs folder (or the one folder given with --out); its summary
+    table is the run's closing table, then the wall time of each section."""
+    report = collect(pages, margin=margin)
+    for line in report.warnings:
+        print(f"warning: {line}")
+    page = write_report(pages, report)
+    print("\n" + summary_table(report))
+    print("\n" + wall_times(seconds))
+    print(f"\nreport: {page}")
+
+
+def _plan(names: list[str] | None, out: Path | None, quick: bool):
+    """``(presets to run, one per experiment; their folders by name; the folder of the page)``."""
     chosen = [presets.get(n) for n in names] if names else presets.default_set()
-    # One run per experiment: fig3 also writes fig4's figure.
     runs: dict[str, presets.Preset] = {}
-    for p in chosen:
+    for p in chosen:  # one run per experiment: fig3 also writes fig4's figure
         runs.setdefault(p.experiment, p)
     single = names is not None and len(names) == 1
     root = Path("runs-quick" if quick else "runs")
@@ -90,62 +135,37 @@ def reproduce(
         for p in runs.values()
     }
     pages = base if single and out is not None else (root if single else base)
-    for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
-        _check_writable(folders[p.name])
-        check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
-    check_page(pages)  # an index.html that is not ours is refused before anything runs
-    done, seconds = {}, {}
-    for p in runs.values():
-        folder = folders[p.name]
-        print(f"[{p.name}] {p.description}")
-        start = time.perf_counter()
-        if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(
+    return list(runs.values()), folders, pages
+
+
+def _run_locked(p: presets.Preset, folder: Path, options: dict, other: dict, executor: dict) -> None:
+    """A walk, deep, analysis or mechanism preset, in its folder, locked and marked as this run's."""
+    run = {
+        "experiment": p.experiment,
+        "seeds": options["seeds"],
+        "steps": options["steps"],
+        "quick": options["quick"],
+        "substitute_digits": other["substitute_digits"],
+        "include_diverged": options["include_diverged"],
+    }
+    if options["device"] != "cpu":  # absent on the CPU, so folders written before the option still match
+        run["device"] = options["device"]
+    with folder_lock(folder):
+        fresh = _claim_folder(folder, run)
+        try:
+            _run_other(
                 p,
                 folder,
-                seeds=seeds,
-                steps=steps,
-                quick=quick,
-                include_diverged=include_diverged,
-                progress=progress,
-                device=device,
-                fused=fused,
-                margin=margin,
-                **executor,
+                run,
+                data_dir=other["data_dir"],
+                progress=options["progress"],
+                margin=options["margin"],
+                executor=executor,
             )
-        else:
-            run = {
-                "experiment": p.experiment,
-                "seeds": seeds,
-                "steps": steps,
-                "quick": quick,
-                "substitute_digits": substitute_digits,
-                "include_diverged": include_diverged,
-            }
-            if device != "cpu":  # absent on the CPU, so folders written before the option still match
-                run["device"] = device
-            with folder_lock(folder):
-                fresh = _claim_folder(folder, run)
-                try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, margin=margin, executor=executor)
-                except BaseException:
-                    if fresh:  # e.g. missing data files: let the user retry with other options
-                        (folder / MARKER).unlink(missing_ok=True)
-                    raise
-        seconds[p.name] = time.perf_counter() - start
-        _record_wall_time(folder, seconds[p.name])
-        print(f"[{p.name}] results and figures in {folder}")
-        done[p.name] = folder
-    # One page for everything under the runs folder (or for the one folder given with --out),
-    # and its summary table as the run's closing table.
-    report = collect(pages, margin=margin)
-    for line in report.warnings:
-        print(f"warning: {line}")
-    page = write_report(pages, report)
-    print("\n" + summary_table(report))
-    print("\n" + wall_times(seconds))
-    print(f"\nreport: {page}")
-    return done
+        except BaseException:
+            if fresh:  # e.g. missing data files: let the user retry with other options
+                (folder / MARKER).unlink(missing_ok=True)
+            raise
 
 
 def wall_times(seconds: dict[str, float]) -> str:
