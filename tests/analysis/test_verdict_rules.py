@@ -195,3 +195,15 @@ def test_margin_is_recorded_and_changes_only_the_close_word():
     a, b = (judge(ds, "t", "activation_rate", "lr", n_boot=50, margin=m) for m in (0.1, 0.0))
     assert (a.margin, b.margin) == (0.1, 0.0) and a.exponent == b.exponent
     assert b.status != CLOSE
+
+
+def test_closing_table_rows_are_built_here_and_only_formatted_by_the_report():
+    a = V.Claim("activation rate: η exponent α", "α = 2", "α = 1.89 [1.84, 1.94]", CLOSE, "", "2 replicas left out")
+    b = V.Claim("‖V‖: η exponent α", "α = 2", "α = -0.65 [-0.84, -0.34]", DISAGREES)
+    c = V.Claim("activation rate", "α = 2", "not run", NOT_MEASURED, "no data")
+    rows = V.closing_table([("fig3", "Gaussian", True, [a, b]), ("fig11", "CIFAR-10", False, [c])])
+    assert [r.experiment for r in rows] == ["fig3", "", "fig11"]
+    assert rows[0].measured == "α = 1.89 [1.84, 1.94] (2 replicas left out)" and rows[0].verdict == CLOSE
+    assert (rows[2].label, rows[2].measured, rows[2].verdict) == ("CIFAR-10", "not run", NOT_MEASURED)
+    with pytest.raises(AttributeError):
+        a.verdict = AGREES  # type: ignore[misc]  # frozen: a word changes only through a rule

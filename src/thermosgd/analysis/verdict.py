@@ -25,7 +25,7 @@ every verdict says what it left out and why.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -53,6 +53,9 @@ __all__ = [
     "RISES",
     "Z95",
     "Judgement",
+    "Claim",
+    "ClosingRow",
+    "closing_table",
     "DirectionChange",
     "LeftOut",
     "Verdict",
@@ -124,6 +127,56 @@ class Judgement:
 
     status: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim as the page, ``report.md`` and the closing table show it: every number already a string.
+
+    Attributes:
+        label: what is compared, e.g. "activation rate: η exponent α (Fig. 3)".
+        paper: the paper's value, e.g. "α = 2".
+        measured: e.g. "α = 1.89 [1.84, 1.94]".
+        verdict: one of :data:`VERDICTS`, decided by a rule of this module.
+        note: the rule's reason, and what was left out per swept value.
+        left_out: short count of replicas left out, e.g. "8 replicas left out" ("" if none).
+    """
+
+    label: str
+    paper: str
+    measured: str
+    verdict: str
+    note: str = ""
+    left_out: str = ""
+
+
+@dataclass(frozen=True)
+class ClosingRow:
+    """One row of the closing table (``reproduce``, ``report``) and of the page's summary."""
+
+    experiment: str
+    label: str
+    paper: str
+    measured: str
+    verdict: str
+
+
+def closing_table(sections: Iterable[tuple[str, str, bool, Sequence[Claim]]]) -> tuple[ClosingRow, ...]:
+    """The closing table: one row per claim, grouped by experiment (named on its first row only).
+
+    Args:
+        sections: per experiment ``(name, title, measured, claims)``; an experiment not run here
+            gets one "not run" row with its first claim's word instead of one row per claim.
+    """
+    rows = []
+    for name, title, measured, claims in sections:
+        if not measured:
+            rows.append(ClosingRow(name, title, "-", "not run", claims[0].verdict if claims else NOT_MEASURED))
+            continue
+        for i, c in enumerate(claims):
+            shown = f"{c.measured} ({c.left_out})" if c.left_out else c.measured
+            rows.append(ClosingRow(name if i == 0 else "", c.label, c.paper or "-", shown, c.verdict))
+    return tuple(rows)
 
 
 def check_margin(margin: float) -> float:

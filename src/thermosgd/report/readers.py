@@ -7,6 +7,7 @@ malformed field leaves a claim "not measured", never an exception.
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from thermosgd import fmt
@@ -284,7 +285,7 @@ def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
             exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric), margin
         )
         if metric not in fits and not summary:
-            claim.note = "no fitted exponent in this run (summary.json absent)"
+            claim = replace(claim, note="no fitted exponent in this run (summary.json absent)")
         sec.claims.append(claim)
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from thermosgd.analysis.verdict import Claim  # the typed row analysis decides; the page only formats it
+
 __all__ = [
     "Claim",
     "Table",
@@ -15,27 +17,6 @@ __all__ = [
     "Section",
     "Report",
 ]
-
-
-@dataclass
-class Claim:
-    """One measured number set against the paper's.
-
-    Attributes:
-        label: what is compared, e.g. "activation rate: η exponent α (Fig. 3)".
-        paper: the paper's value, e.g. "α = 2".
-        measured: e.g. "α = 1.52 [1.10, 3.86]".
-        verdict: one of :data:`thermosgd.analysis.verdict.VERDICTS`.
-        note: why, and what was left out per swept value.
-        left_out: short count of replicas left out, e.g. "8 replicas left out" ("" if none).
-    """
-
-    label: str
-    paper: str
-    measured: str
-    verdict: str
-    note: str = ""
-    left_out: str = ""
 
 
 @dataclass
