@@ -3,9 +3,12 @@ without progress bars, the wall time per section, and quick runs beside default 
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from thermosgd.cli import main
+from thermosgd.report import collect
 
 
 @pytest.mark.slow
@@ -21,3 +24,9 @@ def test_no_progress_drops_only_the_bars_and_quick_runs_beside_a_default_run(tmp
     assert main(["reproduce", "fig5", "--quick", "--no-progress"]) == 0
     assert (tmp_path / "runs-quick" / "fig5" / "summary.json").exists()
     assert (tmp_path / "runs-quick" / "index.html").exists()
+    # The rerun command each page offers works (it resumes the finished sweep and judges it again).
+    for runs in ("runs", "runs-quick"):
+        (sec,) = [s for s in collect(tmp_path / runs).sections if s.name == "fig5"]
+        argv = shlex.split(sec.command)
+        assert argv[:2] == ["thermosgd", "reproduce"]
+        assert main([*argv[1:], "--no-progress"]) == 0, sec.command
