@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from thermosgd.cli.common import add_margin_arg, margin_value
@@ -157,7 +158,7 @@ def score_note(fit) -> str:
     return text
 
 
-def format_table(fit, figures: list[Path] = (), verdict=None) -> str:
+def format_table(fit, figures: Sequence[Path] = (), verdict=None) -> str:
     """Human-readable summary of a fit, one quantity per line."""
     from thermosgd.analysis.collapse import EXPONENT_SYMBOL
     from thermosgd.analysis.verdict import MIN_SEEDS_FOR_VERDICT

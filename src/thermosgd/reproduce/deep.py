@@ -61,6 +61,7 @@ def reproduce_deep(
     write_config(config, out)
     save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
+    assert preset.over is not None  # a deep preset sweeps η or |B|
     verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged, margin=margin)
     write_summary(out, preset, ds, [verdict])
     print(f"[{preset.name}] {preset.metric}: {verdict.line()}")  # the result, with or without progress bars

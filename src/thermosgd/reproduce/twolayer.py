@@ -82,6 +82,7 @@ def judge_and_draw(
     """
 
     def here(p: presets.Preset) -> Verdict:
+        assert p.over is not None  # a two-layer preset sweeps η or |B|
         v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged, margin=margin)
         twolayer_figure(ds, p, out / "figures", v)
         return v
@@ -131,15 +132,18 @@ def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: l
 def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdict: Verdict | None = None) -> list[Path]:
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
     extra = extra_title = None
+    over = preset.over
+    assert over is not None  # a two-layer preset sweeps η or |B|
     if verdict is not None and verdict.exponent is not None:
-        sym = presets.EXPONENT_SYMBOL[preset.over]
+        sym = presets.EXPONENT_SYMBOL[over]
         ci = "" if verdict.ci_low is None else f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] (95%)"
-        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}"
-        extra = lambda ax: collapse_panel(ax, ds, preset.metric, preset.over, verdict.exponent)  # noqa: E731
+        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}: {verdict.status}"
+        exponent = verdict.exponent
+        extra = lambda ax: collapse_panel(ax, ds, preset.metric, over, exponent)  # noqa: E731
     return sweep_figure(
         ds,
         preset.metric,
-        over=preset.over,
+        over=over,
         out_stem=folder / preset.name,
         title=f"{preset.name}: {preset.description}",
         extra_panel=extra,
