@@ -102,7 +102,7 @@ RULES = {
     "outside but the whole CI lies within ±m of it; 'disagrees' otherwise. 'inconclusive' when the CI "
     "runs to the fit's search bound or fewer than 4 seeds were run; 'not measured' when nothing was fitted.",
     "ratio": "A value ± s.e. against a prediction: the exponent rule on the interval value ± 1.96 s.e.; "
-    "pooled over cases, the worst case's word (disagrees > opposite > inconclusive > close > agrees).",
+    "pooled over cases, the worst case's word (disagrees > opposite > inconclusive > no effect > close > agrees).",
     "sign": "A sign from bootstrap draws: 'agrees' if ≥ 95% of draws have the claimed sign, 'opposite' if "
     "≥ 95% have the other, 'no effect' otherwise.",
     "difference": "A difference ± s.e. claimed to have a sign: 'agrees' if its 95% interval (± 1.96 s.e.) "
