@@ -84,3 +84,22 @@ def test_too_few_seeds_and_missing_folder(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["ci_low"] is None
     assert main(["collapse", str(tmp_path / "missing"), *argv]) == 2
     assert "no results found" in capsys.readouterr().err
+
+
+def test_json_has_the_verdict_and_says_what_the_score_is(results, capsys):
+    argv = ["collapse", str(results), "--metric", "activation_rate", "--over", "lr", "--n-boot", "50"]
+    assert main([*argv, "--json", "--no-figure", "--margin", "0.2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"]["status"] in ("agrees", "close") and out["verdict"]["margin"] == 0.2
+    assert out["verdict"]["direction"] and all(c["ci_high"] < 0 for c in out["verdict"]["direction"])  # falls
+    assert "lower is better" in out["score_note"]
+    if out["score"] < 0:
+        assert "below 0" in out["score_note"]
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "1", "nan"])
+def test_bad_margin_is_one_line(results, capsys, bad):
+    argv = ["collapse", str(results), "--metric", "activation_rate", "--over", "lr", "--no-figure"]
+    assert main([*argv, "--margin", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--margin" in err[0]

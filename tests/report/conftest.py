@@ -71,6 +71,8 @@ def _twolayer(folder: Path, name: str, fits: dict, rng, *, seeds=4, steps=200, d
     values = preset.params["train"]["lr" if preset.over == "lr" else "batch_size"]
     _sweep(preset.over, values, seeds, steps, rng).to_netcdf(folder / "results.nc")
     summary = {
+        "preset": name,
+        "experiment": preset.experiment,
         "over": preset.over,
         "steps": steps,
         "seeds": seeds,

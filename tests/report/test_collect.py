@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 
 import numpy as np
-import pytest
 
 from thermosgd.report import collect, summary_table
 from thermosgd.report.catalogue import experiments
 from thermosgd.report.curves import collapse_data
 from thermosgd.report.provenance import markdown_tables
-from thermosgd.report.verdicts import classify_interval, fit_claim, judged_fit
+from thermosgd.report.verdicts import fit_claim, judged_fit
 
 
 def _claims(report, name):
@@ -37,32 +37,17 @@ def test_twolayer_verdicts_from_the_fits(fake_runs):
     fig3 = _claims(report, "fig3")
     assert [c.verdict for c in fig3] == ["agrees", "disagrees"]
     assert fig3[0].measured == "α = 1.95 [1.70, 2.20]" and fig3[0].paper == "α = 2"
-    assert "outside the 95% CI (by 1.50)" in fig3[1].note
+    assert "outside the 95% CI (by 1.5)" in fig3[1].note
     fig5 = _claims(report, "fig5")
     assert [c.verdict for c in fig5] == ["inconclusive", "not measured"]
     assert "search bound" in fig5[0].note and fig5[0].left_out == "3 replicas left out"
 
 
-@pytest.mark.parametrize(
-    "predicted, lo, hi, bounds, verdict",
-    [
-        (2.0, 1.5, 2.5, (-2, 5), "agrees"),
-        (2.0, 2.1, 2.5, (-2, 5), "disagrees"),
-        (2.0, 1.5, 1.9, (-2, 5), "disagrees"),
-        (2.0, -2.0, 2.5, (-2, 5), "inconclusive"),  # the CI runs to the search bound
-        (1.0, 0.2, 5.0, (-2, 5), "inconclusive"),
-        (0.0, -2.0, -1.0, (-2, 5), "disagrees"),  # at a bound, but the paper's value is outside
-        (2.0, None, 2.5, None, "not measured"),
-        (2.0, float("nan"), 2.5, None, "not measured"),
-    ],
-)
-def test_classify_interval(predicted, lo, hi, bounds, verdict):
-    assert classify_interval(predicted, lo, hi, bounds)[0] == verdict
-
-
 def test_left_out_replicas_per_value_are_stated():
     fit = {"exponent": 1.99, "ci_low": 1.96, "ci_high": 2.03, "predicted": 2.0, "bounds": [-2, 5]}
     verdict = {
+        "preset": "fig3",
+        "over": "lr",
         "metric": "activation_rate",
         "status": "agrees",
         "paper": 2.0,
@@ -76,6 +61,7 @@ def test_left_out_replicas_per_value_are_stated():
                 "value": 0.1,
                 "count": 8,
                 "of": 8,
+                "first_step": 850,
                 "median_step": 900,
                 "reason": "loss > 10× initial",
                 "step_size_load": 10.0,
@@ -96,7 +82,14 @@ def test_left_out_replicas_per_value_are_stated():
         None,
         "lr",
         {},
-        {"metric": "a", "status": "not measured", "paper": 2.0, "note": "needs ≥ 2 swept values of lr and ≥ 2 seeds"},
+        {
+            "preset": "p",
+            "over": "lr",
+            "metric": "a",
+            "status": "not measured",
+            "paper": 2.0,
+            "note": "needs ≥ 2 swept values of lr and ≥ 2 seeds",
+        },
     )
     assert none.verdict == "not measured" and "needs ≥ 2 swept values" in none.note
 
@@ -117,7 +110,7 @@ def test_analysis_claims(fake_runs):
     assert drift["drift of b (early window): direction"] == "agrees"
     assert drift["drift of V², mean-shift part (early window): η exponent α"] == "not measured"
     eq = [c.verdict for c in _claims(report, "equal-error")]
-    assert eq == ["agrees", "disagrees"]  # +0.03 ± 0.01; -0.3 ± 0.1 is below 0 by 3 s.e.
+    assert eq == ["agrees", "opposite"]  # +0.03 ± 0.01; -0.3 ± 0.1 is below 0 by 3 s.e.
 
 
 def test_collapse_data_is_the_seed_mean_and_standard_error():
@@ -180,7 +173,8 @@ def test_missing_and_broken_files_read_as_not_measured(fake_runs):
     assert {c.verdict for c in by["fig3"].claims} == {"not measured"}
     assert any("summary.json is missing" in n for n in by["fig3"].notes)
     assert by["fig3"].collapses  # the curves are still there
-    assert by["fig5"].claims[0].verdict == "not measured" and "no confidence interval" in by["fig5"].claims[0].note
+    assert by["fig5"].claims[0].verdict == "not measured"  # a summary missing its fields is said, not half-read
+    assert any("summary.json could not be read" in n and "preset" in n for n in by["fig5"].notes)
     assert {c.verdict for c in by["walk"].claims} == {"not measured"}
     assert {c.verdict for c in by["equal-error"].claims} == {"not measured"}
     assert {c.verdict for c in by["drift"].claims} == {"not measured"}
@@ -202,9 +196,36 @@ def test_mechanism_section_only_when_present(fake_runs):
 
 def test_folders_found_by_content_not_only_by_name(fake_runs):
     shutil.copytree(fake_runs / "fig3", fake_runs / "gauss-big")  # a second fig3 run under another name
+    summary = json.loads((fake_runs / "gauss-big" / "summary.json").read_text())
+    (fake_runs / "gauss-big" / "summary.json").write_text(json.dumps({**summary, "preset": "fig3"}))
     report = collect(fake_runs)
     assert [s.folder.rsplit("/", 1)[-1] for s in report.sections if s.name == "fig3"] == ["fig3", "gauss-big"]
     assert len({s.id for s in report.sections}) == len(report.sections)
+
+
+def test_a_custom_sweep_is_labelled_by_its_folder_and_its_command_works(fake_runs, capsys):
+    """`thermosgd sweep my.toml --out runs/mine` on fig3's very grid: not fig3 (issue 24)."""
+    import xarray as xr
+
+    from thermosgd.cli import main
+    from thermosgd.sweep.store import save_results
+
+    shutil.copytree(fake_runs / "fig3", fake_runs / "mine")
+    (fake_runs / "mine" / "summary.json").unlink()  # `thermosgd sweep` writes none
+    ds = xr.load_dataset(fake_runs / "mine" / "results.nc")
+    (fake_runs / "mine" / "results.nc").unlink()
+    save_results(ds, fake_runs / "mine", json.loads((fake_runs / "mine" / "config.json").read_text()))
+    report = collect(fake_runs)
+    assert [s.folder.rsplit("/", 1)[-1] for s in report.sections if s.name == "fig3"] == ["fig3"]
+    (sec,) = [s for s in report.sections if s.name == "mine"]
+    assert sec.experiment == "sweep" and "mine" in sec.title
+    (claim,) = sec.claims
+    assert "4 η × 1 |B| × 4 seeds" in claim.note and "needs ≥ 2" not in claim.note
+    assert "mine" in summary_table(report)
+    argv = shlex.split(sec.command)
+    assert argv[:2] == ["thermosgd", "collapse"]
+    assert main([*argv[1:], "--n-boot", "20", "--no-figure"]) == 0  # the command the page offers works
+    assert "activation_rate" in capsys.readouterr().out
 
 
 def test_one_result_folder_is_a_report_of_its_own(fake_runs):
@@ -253,6 +274,8 @@ def test_a_verdict_without_interval_shows_none_even_if_its_fit_recorded_one():
         "bounds": [-2.0, 5.0],
     }
     verdict = {
+        "preset": "p",
+        "over": "lr",
         "metric": "a",
         "status": "inconclusive",
         "paper": 2.0,

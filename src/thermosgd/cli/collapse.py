@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from thermosgd.cli.common import add_margin_arg, margin_value
 from thermosgd.errors import UsageError
 from thermosgd.presets import PAPER_EXPONENT
 
@@ -46,15 +48,24 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--figure", metavar="STEM", help="figure path without suffix (default RESULTS_DIR/figures/...)")
     parser.add_argument("--no-figure", action="store_true", help="do not write a figure")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of a table (the fit, its verdict, and what the score means)",
+    )
+    add_margin_arg(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit code."""
     from thermosgd.analysis.collapse import fit_collapse, parse_window
+    from thermosgd.analysis.verdict import judge
+    from thermosgd.jsonsafe import json_safe
     from thermosgd.sweep.store import load
 
+    margin = margin_value(args)
+    assert margin is not None
     if args.n_boot < 0:
         raise UsageError("--n-boot must be >= 0")
     if not 0 <= args.seed < 2**63:
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     ds = select(load(args.results), args.select, args.over, args.metric)
     check_metric(ds, args.metric)
     fit = fit_collapse(ds, args.metric, args.over, window=window, n_boot=args.n_boot, seed=args.seed)
+    verdict = judge(ds, "collapse", args.metric, args.over, margin=margin, fit=fit)
     figures: list[Path] = []
     if not args.no_figure:
         from thermosgd.figures.collapse import collapse_figure
@@ -73,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = fit.to_dict()
         out["figures"] = [str(p) for p in figures]
-        print(json.dumps(out))
+        out["score_note"] = score_note(fit)
+        out["verdict"] = {
+            "status": verdict.status,
+            "reason": verdict.note,
+            "margin": verdict.margin,
+            "direction": [c.__dict__ for c in verdict.direction],
+        }
+        print(json.dumps(json_safe(out), allow_nan=False))
     else:
-        print(format_table(fit, figures))
+        print(format_table(fit, figures, verdict))
     return 0
 
 
@@ -128,7 +147,18 @@ def _default_stem(results: Path, fit) -> Path:
     return folder / "figures" / f"collapse_{fit.metric}_{fit.over}"
 
 
-def format_table(fit, figures: list[Path] = ()) -> str:
+def score_note(fit) -> str:
+    """What the score is, in one sentence (it can be negative)."""
+    text = "collapse misfit of the seed-mean curves (lower is better, 0 = perfect overlap)"
+    if fit.score_method != "plain":
+        return text + (
+            f"; the {fit.score_method} score subtracts the seed noise's expected share, so a good collapse "
+            "can score slightly below 0"
+        )
+    return text
+
+
+def format_table(fit, figures: Sequence[Path] = (), verdict=None) -> str:
     """Human-readable summary of a fit, one quantity per line."""
     from thermosgd.analysis.collapse import EXPONENT_SYMBOL
     from thermosgd.analysis.verdict import MIN_SEEDS_FOR_VERDICT
@@ -154,14 +184,11 @@ def format_table(fit, figures: list[Path] = ()) -> str:
         ("over", f"{fit.over} = {', '.join(f'{v:g}' for v in fit.values)} (reference {fit.reference:g})"),
         (symbol, f"{fit.exponent:.3f}  {ci}"),
         ("paper", f"{symbol} = {fit.predicted:g}"),
+        ("verdict", "n/a" if verdict is None else f"{verdict.status} ({verdict.note})"),
         (
             "score",
             f"{fit.score:.4g} at fit, {fit.score_predicted:.4g} at paper's {symbol}, {fit.score_raw:.4g} unscaled "
-            + (
-                f"({fit.score_method} score: noise-corrected, may dip below 0)"
-                if fit.score_method != "plain"
-                else "(plain score)"
-            ),
+            f"({score_note(fit)})",
         ),
         ("interval", fit.interval),
         ("window", window),

@@ -70,3 +70,29 @@ _FLAGS = {"lrs": "--lr", "batch_sizes": "--batch-size", "per_block": "--replicas
 def flag(param: str) -> str:
     """The command-line flag that sets the library argument ``param`` (``n_boot`` -> ``--n-boot``)."""
     return _FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
+def add_margin_arg(p: argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    """``--margin``: the practical margin of exponent verdicts, a fraction of the paper's value."""
+    default = "the margin each run recorded (0.1 if none)" if recorded else "0.1, i.e. ±10%"
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="practical margin of an exponent's verdict, a fraction of the paper's value in [0, 1): "
+        f"'close' when the CI misses the paper's value but lies within ±FRACTION of it (default: {default})",
+    )
+
+
+def margin_value(args: argparse.Namespace, *, recorded: bool = False) -> float | None:
+    """``--margin`` checked; when not given, the default margin (``recorded``: None, the runs' own).
+    A bad value is a one-line usage error naming the flag."""
+    from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
+
+    if args.margin is None:
+        return None if recorded else DEFAULT_MARGIN
+    try:
+        return check_margin(args.margin)
+    except UsageError:
+        raise UsageError(f"--margin takes a fraction in [0, 1) (e.g. 0.1 for ±10%), got {args.margin:g}") from None

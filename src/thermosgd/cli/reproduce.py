@@ -6,7 +6,15 @@ import os
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.cli.common import add_device_arg, add_executor_args, add_fused_arg, executor_kwargs, out_folder
+from thermosgd.cli.common import (
+    add_device_arg,
+    add_executor_args,
+    add_fused_arg,
+    add_margin_arg,
+    executor_kwargs,
+    margin_value,
+    out_folder,
+)
 
 
 def register(sub) -> None:
@@ -14,13 +22,13 @@ def register(sub) -> None:
         "reproduce",
         help="run the paper's experiments and write results + figures",
         description="Run preset experiments of the paper. Without NAME: the default set "
-        "(all figures that need no downloaded data) at a small size, under runs/.",
+        "(all figures that need no downloaded data) at a small size, under runs/ (--quick: runs-quick/).",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="preset(s); see --list")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the preset's)")
     p.add_argument("--steps", type=int, help="SGD iterations (default: the preset's)")
-    p.add_argument("--out", type=out_folder, help="output folder (default runs/NAME)")
+    p.add_argument("--out", type=out_folder, help="output folder (default runs/NAME; with --quick runs-quick/NAME)")
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -45,6 +53,7 @@ def register(sub) -> None:
         help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_margin_arg(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +61,7 @@ def run(args) -> int:
     if args.list:
         print(presets.listing())
         return 0
+    margin_value(args)  # a bad --margin fails before anything runs
     if args.seeds is not None:
         presets.check_count("seeds", args.seeds, presets.MAX_SEEDS)
     if args.steps is not None:
@@ -68,6 +78,9 @@ def run(args) -> int:
         fused.require()  # numba missing: one line before anything runs
     from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
 
+    margin = margin_value(args)
+    assert margin is not None  # not a "recorded" option: the default applies
+
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
     reproduce(
         args.names or None,
@@ -81,6 +94,7 @@ def run(args) -> int:
         progress=not args.no_progress,
         device=args.device or "cpu",
         fused=args.fused,
+        margin=margin,
         **executor_kwargs(args),
     )
     return 0

@@ -21,7 +21,23 @@ from thermosgd.analysis.collapse import (
     sweep_data,
 )
 
-__all__ = ["collapse_panel", "collapse_figure", "PAPER_EXPONENTS"]
+__all__ = ["collapse_panel", "collapse_figure", "PAPER_EXPONENTS", "METRIC_LABEL", "metric_label"]
+
+#: One axis label per metric, on every panel and figure.
+METRIC_LABEL = {
+    "activation_rate": "activation rate",
+    "v_norm": "‖V‖₂",
+    "w_norm": "‖W‖_F",
+    "bias_mean": "mean bias",
+    "loss": "loss",
+    "grad_var": "gradient variance",
+}
+
+
+def metric_label(metric: str) -> str:
+    """The axis label of ``metric``: its name in :data:`METRIC_LABEL`, with the band's meaning."""
+    return f"{METRIC_LABEL.get(metric, metric.replace('_', ' '))} (mean ± s.e.m.)"
+
 
 # The panels the paper shows for each sweep: raw steps, then its rescalings.
 PAPER_EXPONENTS = {"lr": (0.0, 1.0, 2.0), "batch_size": (0.0, 1.0)}
@@ -93,7 +109,7 @@ def collapse_panel(
         hi = steps[-1] if window[1] is None else window[1]
         ax.axvspan(lo, hi, color="0.9", zorder=0, lw=0)
     ax.set_xlabel(_axis_label(over, exponent, reference))
-    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylabel(metric_label(metric))
     if title is None:
         title = "raw iterations" if exponent == 0 else f"rescaled, exponent {exponent:.3g}"
     ax.set_title(title, fontsize="medium")

@@ -11,6 +11,8 @@ paper's 0.025…0.1, as in footnote 5), the same as in the collapse fit. Curves 
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,18 +20,11 @@ import matplotlib
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from thermosgd.analysis.collapse import default_reference
+from thermosgd.figures.collapse import metric_label
 from thermosgd.figures.save import save_figure
-
-LABELS = {
-    "activation_rate": "activation rate",
-    "v_norm": r"$\|V\|_2$",
-    "w_norm": r"$\|W\|_F$",
-    "bias_mean": "mean bias",
-    "loss": "loss",
-    "grad_var": "gradient variance",
-}
 
 
 def rescaled_steps(steps: np.ndarray, value: float, ref: float, over: str, exponent: float) -> np.ndarray:
@@ -74,9 +69,43 @@ def sweep_figure(
     """
     exponents = [0.0, 1.0, 2.0] if over == "lr" else [0.0, 1.0]
     n = len(exponents) + (extra_panel is not None)
-    fig = Figure(figsize=(4.2 * n, 3.4))
-    axes = fig.subplots(1, n, sharey=True, squeeze=False)
-    axes = axes[0]
+    cols = min(n, 2)  # two panels a row: legible at the ~1000 px the page shows a figure
+    rows = -(-n // cols)
+    with matplotlib.rc_context(_STYLE):
+        fig = Figure(figsize=(5.4 * cols, 3.9 * rows + (0.5 if title else 0)), layout="constrained")
+        axes = [ax for row in fig.subplots(rows, cols, sharey=True, squeeze=False) for ax in row]
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        _draw_panels(ds, metric, over, exponents, axes)
+        if extra_panel is not None:
+            extra_panel(axes[n - 1])
+            legend = axes[n - 1].get_legend()
+            if legend is not None:  # the first panel's legend names the curves
+                legend.remove()
+            if extra_title:
+                axes[n - 1].set_title(extra_title)
+        for k, ax in enumerate(axes[:n]):
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+            ax.set_ylabel(metric_label(metric) if k % cols == 0 else "")
+        if title:
+            fig.suptitle(figure_title(title))
+        return save_figure(fig, Path(out_stem))
+
+
+_STYLE: dict = {
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+}
+
+
+def _draw_panels(ds: xr.Dataset, metric: str, over: str, exponents: list[float], axes) -> None:
+    """The seed-mean curves with ± s.e.m. bands, one panel per rescaling; the legend (first panel)
+    lists only curves that were drawn (a swept value whose replicas all diverged has none)."""
     div = ds["diverged"] if "diverged" in ds else None
     mean, sem = seed_summary(ds[metric], div)
     values = ds[over].values
@@ -88,6 +117,8 @@ def sweep_figure(
         for i, v in enumerate(values):
             for j, w in enumerate(ds[other].values):
                 m = mean.sel({over: v, other: w}).values
+                if not np.isfinite(m).any():
+                    continue
                 e = sem.sel({over: v, other: w}).values
                 x = rescaled_steps(steps, float(v), ref, over, expo)
                 color = cmap(i / max(len(values) - 1, 1))
@@ -95,22 +126,19 @@ def sweep_figure(
                 ax.plot(x, m, color=color, lw=1.4, ls=["-", "--", ":", "-."][j % 4], label=label)
                 ax.fill_between(x, m - e, m + e, color=color, alpha=0.2, lw=0)
         ax.set_xlabel(_xlabel(over, expo))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(LABELS.get(metric, metric) + " (mean ± s.e.m.)")
-    axes[0].legend(fontsize=8)
-    if extra_panel is not None:
-        extra_panel(axes[-1])
-        axes[-1].grid(alpha=0.3)
-        if extra_title:
-            axes[-1].set_title(extra_title, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, Path(out_stem))
+    if axes[0].get_lines():
+        axes[0].legend()
+
+
+def figure_title(text: str) -> str:
+    """A title said once and in the page's symbols: "fig11: Fig. 11: … eta sweep" → "fig11: … η sweep"."""
+    text = re.sub(r"^(fig\S*.*?): Fig\. [^:]+: ", r"\1: ", text)
+    text = re.sub(r"\beta\b", "η", text).replace("||V||", "‖V‖").replace("||W||", "‖W‖")
+    return "\n".join(textwrap.wrap(text, 95))
 
 
 def _label(dim: str, v) -> str:
-    return f"η={float(v):g}" if dim == "lr" else f"|B|={int(v)}"
+    return f"η = {float(v):g}" if dim == "lr" else f"|B| = {int(v)}"
 
 
 def _xlabel(over: str, expo: float) -> str:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from thermosgd import presets
 
-__all__ = ["Experiment", "experiments", "by_key", "preset_of"]
+__all__ = ["CUSTOM_SWEEP", "Experiment", "experiments", "by_key", "preset_of"]
+
+#: The key of a two-layer sweep that no preset ran (``thermosgd sweep my.toml --out runs/mine``).
+CUSTOM_SWEEP = "sweep"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,17 @@ EXTRA = (
         claim="The decrease needs SGD noise whose variance depends on the parameters (a temperature gradient, "
         "Sec. 3, Eq. 23–27): noise-free or constant-variance noise should not produce it.",
         source=_TITLE["mechanism"][1],
+        optional=True,
+    ),
+    Experiment(
+        CUSTOM_SWEEP,
+        CUSTOM_SWEEP,
+        "twolayer",
+        (),
+        title="Custom two-layer sweep",
+        claim="A sweep from your own configuration (thermosgd sweep): no claim of the paper is attached to it, "
+        "so it gets no verdict here; `thermosgd collapse` fits its exponents.",
+        source="thermosgd sweep",
         optional=True,
     ),
 )

@@ -14,9 +14,10 @@ import os
 import re
 from pathlib import Path
 
-from thermosgd import fmt, presets
-from thermosgd.report.catalogue import Experiment, by_key, experiments, preset_of
-from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, exponent_label, read_json
+from thermosgd import fmt
+from thermosgd.analysis.verdict import NOT_MEASURED, check_margin
+from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment, by_key, experiments, preset_of
+from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, exponent_label, json_problem, read_json
 from thermosgd.report.provenance import (
     embedded_figures,
     environment,
@@ -27,16 +28,18 @@ from thermosgd.report.provenance import (
     rerun_command,
 )
 from thermosgd.report.readers import EXPECTED, reader
-from thermosgd.report.records import NOT_MEASURED, Claim, Report, Section
+from thermosgd.report.records import Claim, Report, Section
 
 __all__ = ["collect", "identify"]
 
 
-def collect(runs_dir: str | os.PathLike) -> Report:
+def collect(runs_dir: str | os.PathLike, margin: float | None = None) -> Report:
     """Read every result folder under ``runs_dir`` into a :class:`Report`.
 
     Args:
         runs_dir: a folder of result folders (``runs/``), or one result folder.
+        margin: judge every exponent with this practical margin (a fraction of the paper's
+            value); None: the margin each run recorded in its ``summary.json`` (default 0.1).
 
     Returns:
         Sections in the paper's order: one per result folder found, plus a
@@ -44,21 +47,27 @@ def collect(runs_dir: str | os.PathLike) -> Report:
         (none when ``runs_dir`` is itself one result folder).
     """
     runs_dir = Path(runs_dir)
+    if margin is not None:
+        check_margin(margin)
     found: dict[str, list[Path]] = {}
-    unrecognized = []
-    single = identify(runs_dir) is not None  # one result folder: its section only
-    folders = [runs_dir] if single else sorted(p for p in runs_dir.iterdir() if p.is_dir())
+    unrecognized: list[str] = []
+    warnings: list[str] = []
+    single = _identify_or_warn(runs_dir, []) is not None  # one result folder: its section only
+    folders = [runs_dir] if single else _subfolders(runs_dir, warnings)
     for folder in folders:
-        key = identify(folder)
+        key = _identify_or_warn(folder, warnings)
         if key is None:
             if not folder.name.startswith("."):
                 unrecognized.append(folder.name)
+                if (folder / "config.json").exists() and not any(str(folder) in w for w in warnings):
+                    warnings.append(f"skipped {folder}: its config.json is not a thermosgd configuration")
             continue
         found.setdefault(key, []).append(folder)
-    sections, used_ids = [], set()
+    sections: list[Section] = []
+    used_ids: set[str] = set()
     for exp in experiments():
         for folder in found.get(exp.key, []):
-            sections.append(_section(exp, folder, runs_dir, used_ids))
+            sections.append(_section(exp, folder, runs_dir, used_ids, margin))
         if exp.key not in found and not exp.optional and not single:
             sections.append(_missing(exp, runs_dir, used_ids))
     return Report(
@@ -67,18 +76,56 @@ def collect(runs_dir: str | os.PathLike) -> Report:
         sections=sections,
         environment=environment(),
         unrecognized=unrecognized,
+        warnings=warnings,
+        margin_text="as recorded by each run (default ±10%)" if margin is None else f"±{fmt.percent(margin)}",
     )
 
 
+def _subfolders(runs_dir: Path, warnings: list[str]) -> list[Path]:
+    out = []
+    for p in sorted(runs_dir.iterdir()):
+        try:
+            if p.is_dir():
+                out.append(p)
+        except OSError as exc:
+            warnings.append(f"skipped {p}: {exc.strerror or type(exc).__name__}")
+    return out
+
+
+def _identify_or_warn(folder: Path, warnings: list[str]) -> str | None:
+    """:func:`identify`, or None with a one-line warning for a folder that cannot be read or is damaged."""
+    try:
+        key = identify(folder)
+    except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
+        warnings.append(f"skipped {folder}: {type(exc).__name__}: {exc}")
+        return None
+    problems = [
+        why for name in ("config.json", "summary.json", ".thermosgd-run.json") if (why := _problem(folder, name))
+    ]
+    if problems:
+        warnings.append(f"skipped {folder}: " + "; ".join(problems))
+        return None
+    return key
+
+
+def _problem(folder: Path, name: str) -> str:
+    return json_problem(folder / name)[1]
+
+
 def identify(folder: Path) -> str | None:
-    """The experiment key of a result folder, or None if it holds no known results."""
+    """The experiment key of a result folder, or None if it holds no known results.
+
+    A two-layer sweep is known by its ``summary.json`` (written by ``reproduce``) or its
+    folder's name (``runs/fig3``); any other two-layer sweep (``thermosgd sweep my.toml
+    --out runs/mine``) is a custom ``"sweep"``, never taken for a preset by its grid.
+    """
     marker = read_json(folder / ".thermosgd-run.json") or {}
     if by_key(str(marker.get("experiment", ""))):
         return marker["experiment"]
     config = read_json(folder / "config.json") or {}
     summary = read_json(folder / "summary.json") or {}
     for name in (config.get("preset"), summary.get("experiment"), summary.get("preset")):
-        key = _experiment_of(name)
+        key = _experiment_of(name) if isinstance(name, str) else None
         if key:
             return key
     for file, key in (
@@ -90,9 +137,21 @@ def identify(folder: Path) -> str | None:
     ):
         if (folder / file).exists():
             return key
-    if "model" in config and "train" in config:  # a two-layer sweep: by folder name, else by its grid
-        return _experiment_of(folder.name) or _twolayer_by_config(config)
+    if _is_twolayer_config(config):
+        return _experiment_of(folder.name) or CUSTOM_SWEEP
     return None
+
+
+def _is_twolayer_config(config: dict) -> bool:
+    """Our two-layer sweep config (not another tool's ``{"model": "gpt2", "train": ...}``)."""
+    model, train = config.get("model"), config.get("train")
+    return (
+        isinstance(model, dict)
+        and isinstance(train, dict)
+        and all(isinstance(model.get(k), int) for k in ("inputs", "hidden"))
+        and isinstance(train.get("lr"), list)
+        and isinstance(train.get("batch_size"), list)
+    )
 
 
 def _experiment_of(name) -> str | None:
@@ -106,38 +165,20 @@ def _experiment_of(name) -> str | None:
     return None
 
 
-def _twolayer_by_config(config: dict) -> str | None:
-    """Match a sweep's model, inputs and grid against the two-layer presets."""
-    model, data, train = config.get("model", {}), config.get("data", {}), config.get("train", {})
-    for p in presets.PRESETS.values():
-        raw = p.params
-        if p.kind != "twolayer" or not raw:
-            continue
-        pm, pd, pt = raw.get("model", {}), raw.get("data", {}), raw.get("train", {})
-        same = (
-            all(model.get(k) == v for k, v in pm.items())
-            and data.get("inputs") == pd.get("inputs")
-            and [float(x) for x in train.get("lr", [])] == [float(x) for x in pt.get("lr", [])]
-            and [int(x) for x in train.get("batch_size", [])] == [int(x) for x in pt.get("batch_size", [])]
-        )
-        if same:
-            return _experiment_of(p.name)
-    return None
-
-
-def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Section:
+def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set, margin: float | None) -> Section:
+    custom = exp.key == CUSTOM_SWEEP  # labelled by its folder: it is no preset of the paper
     sec = Section(
         id=_unique_id(folder.name if folder != runs_dir else exp.name, used_ids),
         experiment=exp.key,
-        name=exp.name,
-        title=exp.title,
+        name=folder.resolve().name if custom else exp.name,
+        title=f"{exp.title}: {folder}" if custom else exp.title,
         claim=exp.claim,
         source=exp.source,
         folder=str(folder),
         measured=True,
     )
     try:
-        reader(exp)(sec, exp, folder)
+        reader(exp)(sec, exp, folder, margin)
     except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
         sec.notes.append(
             f"This folder could not be read completely ({type(exc).__name__}: {exc}); "
@@ -145,7 +186,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
         )
     if not sec.claims:
         sec.claims.append(Claim("the paper's claim", "", fmt.NA, NOT_MEASURED, "no measured value in this folder"))
-    sec.figures = embedded_figures(folder)
+    sec.figures = embedded_figures(folder, exp.figures)
     sec.details += markdown_details(folder)
     sec.wall_time = recorded_wall_time(folder) or sec.wall_time or file_time_span(folder)
     sec.machine = recorded_machine(folder)

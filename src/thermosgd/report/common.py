@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 from thermosgd import fmt, presets
@@ -15,6 +17,7 @@ __all__ = [
     "PAPER_EXPONENT",
     "METRIC",
     "read_json",
+    "json_problem",
     "number",
     "seed_count",
     "pm_sig",
@@ -39,12 +42,44 @@ METRIC = {
 }
 
 
-def read_json(path: Path):
-    """The file's JSON, or None when it is missing or not JSON."""
+#: A results JSON larger than this is not one of ours (ours are kilobytes).
+MAX_JSON_BYTES = 64 * 2**20
+
+
+def json_problem(path: Path) -> tuple[dict | None, str]:
+    """``(the file's JSON object, "")``, or ``(None, why)`` ("" when the file is simply absent).
+
+    Opens only regular files without following a symlink at the last component or
+    blocking on a FIFO, reads at most :data:`MAX_JSON_BYTES`, and refuses JSON that is
+    not an object or nests too deeply to parse.
+    """
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"{path.name} cannot be opened ({exc.strerror or type(exc).__name__})"
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"{path.name} is not a regular file"
+        if info.st_size > MAX_JSON_BYTES:
+            return None, f"{path.name} is larger than {MAX_JSON_BYTES // 2**20} MiB"
+        raw = f.read(MAX_JSON_BYTES + 1)
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        return None, f"{path.name} nests too deeply"
+    except ValueError:
+        return None, f"{path.name} is not JSON"
+    if not isinstance(data, dict):
+        return None, f"{path.name} holds a JSON {type(data).__name__}, not an object"
+    return data, ""
+
+
+def read_json(path: Path) -> dict | None:
+    """The file's JSON object, or None when it is missing, unreadable, not JSON or not an object."""
+    return json_problem(path)[0]
 
 
 def number(x) -> float | None:

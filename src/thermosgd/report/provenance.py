@@ -30,9 +30,21 @@ __all__ = [
 WALL_TIME = ".thermosgd-wall.json"  # written by thermosgd.reproduce after each run
 
 
-def embedded_figures(folder: Path) -> list[Figure]:
-    """The folder's PNG figures as ``data:`` URIs (the PDFs stay in the folder)."""
-    pngs = sorted(folder.glob("*.png")) + sorted((folder / "figures").glob("*.png"))
+def embedded_figures(folder: Path, first: tuple[str, ...] = ()) -> list[Figure]:
+    """The folder's PNG figures as ``data:`` URIs (the PDFs stay in the folder).
+
+    Args:
+        folder: a result folder.
+        first: figure names shown first, in this order (a section's own figures: fig9's before fig10's);
+            the rest follow in natural order (fig9 before fig10).
+    """
+    rank = {name: i for i, name in enumerate(first)}
+
+    def key(p: Path):
+        own = next((rank[n] for n in rank if p.stem == n or p.stem.startswith(n + "_")), len(rank))
+        return own, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.stem)]
+
+    pngs = sorted(folder.glob("*.png"), key=key) + sorted((folder / "figures").glob("*.png"), key=key)
     return [
         Figure(p.stem.replace("_", " "), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
         for p in pngs

@@ -6,10 +6,26 @@ malformed field leaves a claim "not measured", never an exception.
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from thermosgd import fmt
-from thermosgd.report.catalogue import Experiment
+from thermosgd.analysis.run_config import DATASET_NAME, config_of
+from thermosgd.analysis.summary import RunSummary
+from thermosgd.analysis.verdict import (
+    DEFAULT_MARGIN,
+    FALLS,
+    NOT_MEASURED,
+    RISES,
+    RULES,
+    judge_correlation,
+    judge_difference,
+    judge_exponent,
+    judge_sign,
+)
+from thermosgd.errors import UsageError
+from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment
 from thermosgd.report.common import (
     EXPONENT,
     METRIC,
@@ -25,8 +41,8 @@ from thermosgd.report.common import (
     settings_rows,
 )
 from thermosgd.report.curves import collapses
-from thermosgd.report.records import AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, Claim, Section, Table
-from thermosgd.report.verdicts import Z95, classify_interval, fit_claim, judged_fit, pooled_claim, verdict_records
+from thermosgd.report.records import Claim, Section, Table
+from thermosgd.report.verdicts import claim_of, fit_claim, judged_fit, pooled_claim, verdict_records
 
 __all__ = ["reader", "EXPECTED"]
 
@@ -45,8 +61,8 @@ EXPECTED = {
         for o in ("lr", "batch_size")
     ),
     "equal-error": (
-        ("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
-        ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0"),
+        ("activation rate at the smaller η > at the larger η", "difference > 0"),
+        ("‖V‖ at the smaller η > at the larger η", "difference > 0"),
     ),
     "generalization": (
         ("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
@@ -57,20 +73,35 @@ EXPECTED = {
 
 
 def reader(exp: Experiment):
-    """The function that fills ``exp``'s section from its folder: ``reader(exp)(section, exp, folder)``."""
+    """The function that fills ``exp``'s section from its folder: ``reader(exp)(section, exp, folder, margin)``
+    (``margin``: judge exponents with this practical margin instead of the one each run recorded)."""
     by_key = {
         "walk": _walk,
         "drift": _drift,
         "equal-error": _equal_error,
         "generalization": _generalization,
         "mechanism": _generic,
+        CUSTOM_SWEEP: _custom_sweep,
     }
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
 
-def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
-    config = read_json(folder / "config.json") or {}
+def _summary(sec: Section, folder: Path) -> dict:
+    """``summary.json`` checked by its one reader (:meth:`RunSummary.from_dict`); ``{}`` with a note when a
+    field is missing or renamed, so the claims read "not measured" with the reason, never silently."""
     summary = read_json(folder / "summary.json") or {}
+    if summary:
+        try:
+            RunSummary.from_dict(summary)
+        except UsageError as exc:
+            sec.notes.append(f"summary.json could not be read ({exc}); rerun the command below to rewrite it.")
+            return {}
+    return summary
+
+
+def _twolayer(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
+    config = read_json(folder / "config.json") or {}
+    summary = _summary(sec, folder)
     train = config.get("train", {})
     over = summary.get("over") or ("batch_size" if len(train.get("batch_size", [])) > 1 else "lr")
     sec.config = pretty_json(config)
@@ -90,20 +121,48 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
     for metric in metrics:
         figure = next((f for f in exp.figures if preset_metric(f) == metric), None)
         sec.claims.append(
-            fit_claim(exponent_label(metric, over, figure), fits.get(metric), over, summary, verdicts.get(metric))
+            fit_claim(
+                exponent_label(metric, over, figure), fits.get(metric), over, summary, verdicts.get(metric), margin
+            )
         )
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
     sec.collapses += collapses(
         sec, folder, metrics, over, {m: judged_fit(fits.get(m), verdicts.get(m)) for m in metrics}
     )
-    if not summary:
+    if not (folder / "summary.json").exists():
         sec.notes.append(
             "summary.json is missing: the sweep has not finished or was run with `thermosgd sweep`; "
             "run `thermosgd reproduce` on it to fit the exponents."
         )
     if seeds is not None and steps is not None:
         sec.command = f"thermosgd reproduce {exp.name} --seeds {seeds} --steps {steps} --out {folder}"
+
+
+def _custom_sweep(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
+    """A sweep no preset ran: what was run, its curves, and the command that fits it (no paper claim)."""
+    config = read_json(folder / "config.json") or {}
+    train = config.get("train", {})
+    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
+    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
+    sec.config = pretty_json(config)
+    sec.run = _twolayer_run(config, {})
+    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric activation_rate --over {over}"
+    if sizes.get("lr", 0) >= 2 and sizes.get("batch_size", 0) >= 2:
+        sec.command += " --select batch_size=" + str(train["batch_size"][0])
+    sec.claims.append(
+        Claim(
+            "collapse exponent",
+            "no claim of the paper",
+            fmt.NA,
+            NOT_MEASURED,
+            f"a custom sweep ({sizes.get('lr', '?')} η × {sizes.get('batch_size', '?')} |B| × "
+            f"{seed_count(train.get('seeds'))} seeds): the report fits only the paper's presets; "
+            f"`{sec.command}` fits this one",
+        )
+    )
+    if (folder / "results.nc").exists():
+        sec.collapses += collapses(sec, folder, ["activation_rate", "v_norm"], over, {})
 
 
 def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
@@ -175,15 +234,17 @@ def _initial_final(summary: dict, over: str) -> Table:
     )
 
 
-def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
+def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     config = read_json(folder / "config.json") or {}
-    summary = read_json(folder / "summary.json") or {}
+    summary = _summary(sec, folder)
     over = config.get("over", "lr")
     sec.config = pretty_json(config)
-    dataset = config.get("dataset", "?")
-    if config.get("substitute") or (config.get("dataset_paper") and config.get("dataset_paper") != dataset):
+    run = config_of(config)
+    if run.substitute:  # named in the section's title and in the closing table too
+        sec.name = f"{exp.name} ({run.substitute_label})"
+        sec.title = run.on_data(sec.title)
         sec.notes.append(
-            f"Substitute data: {dataset} instead of the paper's {config.get('dataset_paper')}. "
+            f"Substitute data: {run.dataset} instead of the paper's {run.dataset_paper}. "
             "This tests the mechanism on other data, not the paper's figure."
         )
     if config.get("tiny"):
@@ -194,7 +255,11 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
             ("model", f"{config.get('model', '?')} (width {config.get('width', '?')})"),
             (
                 "data",
-                f"{dataset}"
+                (
+                    run.on_data(DATASET_NAME.get(run.dataset_paper, run.dataset_paper))
+                    if run.substitute
+                    else run.dataset or "?"
+                )
                 + (
                     ", online (fresh samples every step)"
                     if config.get("online")
@@ -216,9 +281,11 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
     verdicts = verdict_records(summary)
     metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
-        claim = fit_claim(exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric))
+        claim = fit_claim(
+            exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric), margin
+        )
         if metric not in fits and not summary:
-            claim.note = "no fitted exponent in this run (summary.json absent)"
+            claim = replace(claim, note="no fitted exponent in this run (summary.json absent)")
         sec.claims.append(claim)
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
@@ -232,7 +299,7 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         )
 
 
-def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
+def _walk(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "walk_report.json") or {}
     cases = [c for c in rep.get("cases", []) if isinstance(c, dict)]
     if number(rep.get("seconds")) is not None:
@@ -267,49 +334,64 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
         ),
     ]
     sec.reading.append(
-        "Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
-        "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
+        "Verdicts: " + RULES["ratio"] + " FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
     )
 
-    def ratio(d, key="ratio_eq10"):
-        d = d or {}
-        return d.get(key), d.get(key + "_stderr")
+    _walk_claims(sec, cases, margin)
+    sec.tables.append(_walk_table(cases))
+    marker = read_json(folder / ".thermosgd-run.json") or {}
+    sec.command = (
+        f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    )
 
-    def items(group):
-        return [
-            [(c.get("name"), *ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
-            [
-                (
-                    c.get("name"),
-                    (c.get("thermophoretic") or {}).get("exponent"),
-                    (c.get("thermophoretic") or {}).get("exponent_stderr"),
-                    (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0),
-                )
-                for c in group
-            ],
-            [(c.get("name"), *ratio(c.get("diffusive")), 1.0) for c in group],
-            [
-                (
-                    c.get("name"),
-                    (c.get("stationary") or {}).get("k_fit"),
-                    (c.get("stationary") or {}).get("k_stderr"),
-                    (c.get("stationary") or {}).get("k_eq10"),
-                )
-                for c in group
-                if c.get("stationary")
-            ],
-        ]
 
-    # One claim per dimension: a 1-D result should not be judged together with a 2-D one.
+def _ratio(d, key="ratio_eq10"):
+    d = d or {}
+    return d.get(key), d.get(key + "_stderr")
+
+
+def _walk_items(group: list[dict]) -> list[list[tuple]]:
+    """Per claim of :data:`_WALK_CLAIMS`: ``(case, value, s.e., prediction)`` of each case in ``group``."""
+    return [
+        [(c.get("name"), *_ratio((c.get("thermophoretic") or {}).get("main")), 1.0) for c in group],
+        [
+            (
+                c.get("name"),
+                (c.get("thermophoretic") or {}).get("exponent"),
+                (c.get("thermophoretic") or {}).get("exponent_stderr"),
+                (c.get("thermophoretic") or {}).get("exponent_eq10", 2.0),
+            )
+            for c in group
+        ],
+        [(c.get("name"), *_ratio(c.get("diffusive")), 1.0) for c in group],
+        [
+            (
+                c.get("name"),
+                (c.get("stationary") or {}).get("k_fit"),
+                (c.get("stationary") or {}).get("k_stderr"),
+                (c.get("stationary") or {}).get("k_eq10"),
+            )
+            for c in group
+            if c.get("stationary")
+        ],
+    ]
+
+
+def _walk_claims(sec: Section, cases: list[dict], margin: float | None) -> None:
+    """One claim per dimension and kind: a 1-D result is not judged together with a 2-D one."""
     dims = sorted({c.get("dim") for c in cases}, key=str) or [None]
     for k, (label, paper) in enumerate(_WALK_CLAIMS):
         for dim in dims:
             group = [c for c in cases if c.get("dim") == dim]
-            rows = items(group)[k]
+            rows = _walk_items(group)[k]
             if not rows and len(dims) > 1:
                 continue
             tag = f" ({dim}-D)" if len(dims) > 1 else ""
-            sec.claims.append(pooled_claim(label + tag, paper, rows))
+            sec.claims.append(pooled_claim(label + tag, paper, rows, margin))
+
+
+def _walk_table(cases: list[dict]) -> Table:
+    """Measured against predicted, per case."""
     rows = []
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
@@ -318,41 +400,35 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
             [
                 str(c.get("name")),
                 str(c.get("g")),
-                fmt.plus_minus(*ratio(main)),
-                fmt.plus_minus(*ratio(main, "ratio_fokker_planck")),
-                fmt.plus_minus(*ratio(di)),
-                fmt.plus_minus(*ratio(di, "ratio_fokker_planck")),
+                fmt.plus_minus(*_ratio(main)),
+                fmt.plus_minus(*_ratio(main, "ratio_fokker_planck")),
+                fmt.plus_minus(*_ratio(di)),
+                fmt.plus_minus(*_ratio(di, "ratio_fokker_planck")),
                 fmt.plus_minus(st.get("k_fit"), st.get("k_stderr")) if st else fmt.NA,
                 fmt.exponent(st.get("k_eq10")) if st else fmt.NA,
                 fmt.exponent(st.get("k_fokker_planck")) if st else fmt.NA,
                 fmt.plus_minus(th.get("exponent"), th.get("exponent_stderr")),
             ]
         )
-    sec.tables.append(
-        Table(
-            "Measured vs predicted, per case (± one standard error)",
-            [
-                "case",
-                "g",
-                "thermophoretic J: meas / Eq. 10",
-                "meas / FP",
-                "diffusive J: meas / Eq. 10",
-                "meas / FP",
-                "k fitted",
-                "k Eq. 10",
-                "k FP",
-                "η exponent (Eq. 10: 2)",
-            ],
-            rows,
-        )
-    )
-    marker = read_json(folder / ".thermosgd-run.json") or {}
-    sec.command = (
-        f"thermosgd reproduce walk{' --quick' if marker.get('quick', rep.get('quick')) else ''} --out {folder}"
+    return Table(
+        "Measured vs predicted, per case (± one standard error)",
+        [
+            "case",
+            "g",
+            "thermophoretic J: meas / Eq. 10",
+            "meas / FP",
+            "diffusive J: meas / Eq. 10",
+            "meas / FP",
+            "k fitted",
+            "k Eq. 10",
+            "k FP",
+            "η exponent (Eq. 10: 2)",
+        ],
+        rows,
     )
 
 
-def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
+def _drift(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "drift.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -368,28 +444,29 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
                 )
                 continue
             ci = fit.get(f"{exp_key}_ci") or [None, None]
-            verdict, why = classify_interval(PAPER_EXPONENT[over], *ci[:2])
+            j = judge_exponent(
+                PAPER_EXPONENT[over],
+                number(ci[0]),
+                number(ci[1]) if len(ci) > 1 else None,
+                margin=DEFAULT_MARGIN if margin is None else margin,
+            )
             sec.claims.append(
-                Claim(
+                claim_of(
                     label,
                     f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}",
                     f"{sym} = {fmt.exponent(fit[exp_key])} {fmt.interval(*ci[:2])}",
-                    verdict,
-                    why,
+                    j,
                 )
             )
         if isinstance(fit, dict) and fit.get("sign") is not None:
             frac = number(fit.get("valid_fraction"))
             negative = fit.get("sign") == -1
-            sure = frac is not None and frac >= 0.95
-            verdict = (AGREES if negative else DISAGREES) if sure else INCONCLUSIVE
             sec.claims.append(
-                Claim(
+                claim_of(
                     f"{what}: direction",
                     "downward",
                     f"{'downward' if negative else 'upward'} ({fmt.percent(frac)} of bootstrap draws)",
-                    verdict,
-                    "" if sure else "fewer than 95% of bootstrap draws share the sign",
+                    judge_sign(fit.get("sign"), frac, FALLS),
                 )
             )
     rows = []
@@ -403,7 +480,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
                 fmt.interval(*(fit.get("alpha_ci") or [None, None])[:2]),
                 fmt.exponent(fit.get("beta")),
                 fmt.interval(*(fit.get("beta_ci") or [None, None])[:2]),
-                {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA),
+                {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA),  # type: ignore[arg-type]
                 fmt.percent(fit.get("valid_fraction")),
             ]
         )
@@ -419,7 +496,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.reading += [str(n) for n in rep.get("notes", [])]
 
 
-def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
+def _equal_error(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "equal_error.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -438,21 +515,15 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
             ("‖V‖", "v1_minus_v2", "frac_v1_ge_v2"),
         ):
             diff, se = number(pair.get(key)), number(pair.get(key + "_se"))
-            label = f"{q} at η = {lr1} ≥ at η = {lr2}"
+            label = f"{q} at η = {lr1} > at η = {lr2}"
             if diff is None:
-                sec.claims.append(Claim(label, "difference ≥ 0", fmt.NA, NOT_MEASURED, "not in this run"))
+                sec.claims.append(Claim(label, "difference > 0", fmt.NA, NOT_MEASURED, "not in this run"))
                 continue
             measured = (
                 f"difference {fmt.signed(diff)} ± {fmt.sig(se, 2)}; "
                 f"{fmt.percent(pair.get(frac))} of {pair.get('seeds', '?')} seeds"
             )
-            if se is None:
-                verdict, why = INCONCLUSIVE, "no standard error"
-            elif diff + Z95 * se < 0:
-                verdict, why = DISAGREES, "the difference is below 0 by more than 1.96 s.e."
-            else:
-                verdict, why = AGREES, "the difference is not significantly below 0 (1.96 s.e.)"
-            sec.claims.append(Claim(label, "difference ≥ 0", measured, verdict, why))
+            sec.claims.append(claim_of(label, "difference > 0", measured, judge_difference(diff, se, RISES)))
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
@@ -477,7 +548,7 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
         )
 
 
-def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
+def _generalization(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "generalization.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -494,12 +565,7 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
             continue
         rho, p = float(c["rho"]), number(c.get("p"))
         measured = f"ρ = {fmt.signed(rho, 2)}, p = {fmt.sig(p, 2)}, over {c.get('n', '?')} (η, |B|) cells"
-        if p is None or p >= 0.05:
-            verdict, why = INCONCLUSIVE, "not significant at the 5% level"
-        else:
-            verdict = AGREES if rho * expect > 0 else DISAGREES
-            why = "significant at the 5% level"
-        sec.claims.append(Claim(label, "Spearman ρ < 0", measured, verdict, why))
+        sec.claims.append(claim_of(label, "Spearman ρ < 0", measured, judge_correlation(rho, p, expect)))
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
@@ -540,7 +606,7 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
         sec.tables.append(Table("Spearman rank correlations", ["over", "pair", "ρ", "p", "n"], corr))
 
 
-def _generic(sec: Section, exp: Experiment, folder: Path) -> None:
+def _generic(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     """An experiment this report knows only by its folder: its JSON's verdicts, tables and figures."""
     config = read_json(folder / "config.json")
     data = read_json(folder / f"{exp.key}.json") or {}
@@ -548,7 +614,8 @@ def _generic(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.run = settings_rows(data.get("settings") or {})
     for metric, fit in (data.get("collapse") or {}).items():
         over = (fit or {}).get("over", "lr") if isinstance(fit, dict) else "lr"
-        sec.claims.append(fit_claim(f"{METRIC.get(metric, metric)}: {SYMBOL.get(over, over)} exponent", fit, over))
+        label = f"{METRIC.get(metric, metric)}: {SYMBOL.get(over, over)} exponent"
+        sec.claims.append(fit_claim(label, fit, over, margin=margin))
     verdict = data.get("verdict")
     if isinstance(verdict, str) and verdict:
         sec.notes.append(verdict)

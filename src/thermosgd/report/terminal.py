@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from thermosgd.analysis.verdict import closing_table
 from thermosgd.report.records import Report
 
 __all__ = ["summary_table"]
@@ -19,16 +20,8 @@ def summary_table(report: Report, *, width: int = 48) -> str:
     Returns:
         The table, lines joined by newlines (no trailing newline).
     """
-    rows = []
-    for s in report.sections:
-        if not s.measured:  # not run here: one line, not one per claim
-            rows.append((s.name, _cut(s.title, width), "-", "not run", s.claims[0].verdict if s.claims else ""))
-            continue
-        for i, c in enumerate(s.claims):
-            measured = f"{c.measured} ({c.left_out})" if c.left_out else c.measured
-            rows.append(
-                (s.name if i == 0 else "", _cut(c.label, width), c.paper or "-", _cut(measured, width), c.verdict)
-            )
+    table = closing_table((s.name, s.title, s.measured, s.claims) for s in report.sections)
+    rows = [(r.experiment, _cut(r.label, width), r.paper, _cut(r.measured, width), r.verdict) for r in table]
     widths = [max(len(r[k]) for r in [_HEADER, *rows]) for k in range(len(_HEADER))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [_HEADER, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

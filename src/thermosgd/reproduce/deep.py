@@ -7,7 +7,8 @@ import textwrap
 from pathlib import Path
 
 from thermosgd import presets
-from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.analysis.run_config import run_config
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.deep.runs import DeepSpec, train_deep
 from thermosgd.figures import sweep_figure
 from thermosgd.reproduce.twolayer import write_summary
@@ -27,6 +28,7 @@ def reproduce_deep(
     progress: bool = True,
     device: str = "cpu",
     ensemble: bool = True,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
     """Train a deep preset, save ``results.nc`` + ``config.json`` in ``out``, draw ``out/figures/``.
 
@@ -43,6 +45,7 @@ def reproduce_deep(
         device: "cpu", "cuda" or "cuda:N" (README "Devices").
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
+        margin: practical margin of the exponent's verdict (a fraction of the paper's value).
 
     Returns:
         The preset's verdict (fitted exponent of its plotted metric against the paper's),
@@ -58,25 +61,26 @@ def reproduce_deep(
     write_config(config, out)
     save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")
-    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged)
+    assert preset.over is not None  # a deep preset sweeps η or |B|
+    verdict = judge(ds, preset.name, preset.metric, preset.over, include_diverged=include_diverged, margin=margin)
     write_summary(out, preset, ds, [verdict])
-    if progress:
-        print(f"[{preset.name}] {preset.metric}: {verdict.line()}")
+    print(f"[{preset.name}] {preset.metric}: {verdict.line()}")  # the result, with or without progress bars
     return [verdict]
 
 
 def draw_preset_figures(ds, folder: Path) -> list[Path]:
     """The preset's figures from its results (``ds.attrs["config"]`` says which), into ``folder``."""
-    config = json.loads(ds.attrs["config"])
-    name = config["preset"]
-    tag = "_digits-substitute" if config.get("substitute") else ""
-    title = f"{name}: {config['description']}"
-    if config.get("substitute"):
-        title = f"[SUBSTITUTE DATA: {config['dataset']}, not {config['dataset_paper']}] {title}"
+    run = run_config(ds)
+    name = run.preset
+    tag = f"_{run.dataset}-substitute" if run.substitute else ""
+    # The description names the paper's data; on a substitute it says which data replaced it.
+    title = run.on_data(
+        f"{name} ({run.substitute_label}): {run.description}" if run.substitute else f"{name}: {run.description}"
+    )
     files: list[Path] = []
-    for metric in config["figures"]:
-        stem = folder / (f"{name}{tag}" if len(config["figures"]) == 1 else f"{name}_{metric}{tag}")
+    for metric in run.figures:
+        stem = folder / (f"{name}{tag}" if len(run.figures) == 1 else f"{name}_{metric}{tag}")
         files += sweep_figure(
-            ds, metric, over=config["over"], out_stem=stem, title="\n".join(textwrap.wrap(title, 110))
+            ds, metric, over=run.over or "lr", out_stem=stem, title="\n".join(textwrap.wrap(title, 90))
         )
     return files

@@ -2,7 +2,8 @@
 
 Data flows one way: preset → sweep (results on disk) → figures read from the
 results. Plain ``thermosgd reproduce`` runs the default set (every figure that
-needs no downloaded data) at a small size under ``runs/``.
+needs no downloaded data) at a small size under ``runs/``; ``--quick`` runs go
+under ``runs-quick/``, so a smoke test never meets a default run's folders.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from thermosgd import presets
+from thermosgd import fmt, presets
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
 from thermosgd.report import collect, summary_table, write_report
+from thermosgd.report.html import check_page
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
@@ -41,6 +44,7 @@ def reproduce(
     progress: bool = True,
     device: str = "cpu",
     fused: bool = False,
+    margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
@@ -55,7 +59,12 @@ def reproduce(
 
     With one name, ``out`` (default ``runs/NAME``) is that preset's folder. With
     several or none (the default set), each experiment gets ``out/NAME``
-    (``out`` defaults to ``runs``).
+    (``out`` defaults to ``runs``). With ``quick``, ``runs-quick`` replaces ``runs``
+    in these defaults.
+
+    ``margin`` is the practical margin of every exponent's verdict, a fraction of
+    the paper's value (:func:`~thermosgd.analysis.verdict.judge_exponent`); it is
+    recorded in each ``summary.json`` and used for the page.
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
     deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
@@ -63,75 +72,107 @@ def reproduce(
     "Fused CPU step"); the others ignore it.
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
+    margin = check_margin(margin)
     if seeds is not None:
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
         presets.check_count("steps", steps, presets.MAX_STEPS)
-    chosen = [presets.get(n) for n in names] if names else presets.default_set()
-    # One run per experiment: fig3 also writes fig4's figure.
-    runs: dict[str, presets.Preset] = {}
-    for p in chosen:
-        runs.setdefault(p.experiment, p)
-    single = names is not None and len(names) == 1
-    base = output_path(out) if out is not None else Path("runs")
-    folders = {
-        p.name: base if single and out is not None else (Path("runs") / p.name if single else base / p.name)
-        for p in runs.values()
-    }
-    for p in runs.values():  # every folder is checked before anything runs; refusals touch nothing
+    runs, folders, pages = _plan(names, out, quick)
+    for p in runs:  # every folder is checked before anything runs; refusals touch nothing
         _check_writable(folders[p.name])
         check_output_folder(folders[p.name], "sweep" if p.kind == "twolayer" else "run")
-    done = {}
-    for p in runs.values():
+    check_page(pages)  # an index.html that is not ours is refused before anything runs
+    options: dict = dict(
+        seeds=seeds,
+        steps=steps,
+        quick=quick,
+        include_diverged=include_diverged,
+        progress=progress,
+        device=device,
+        margin=margin,
+    )
+    other = dict(substitute_digits=substitute_digits, data_dir=data_dir)
+    done, seconds = {}, {}
+    for p in runs:
         folder = folders[p.name]
-        if progress:
-            print(f"[{p.name}] {p.description}")
+        print(f"[{p.name}] {p.description}")
         start = time.perf_counter()
         if p.kind == "twolayer":  # run_sweep locks the folder and checks its config itself
-            reproduce_twolayer(
+            reproduce_twolayer(p, folder, fused=fused, **options, **executor)
+        else:
+            _run_locked(p, folder, options, other, executor)
+        seconds[p.name] = time.perf_counter() - start
+        _record_wall_time(folder, seconds[p.name])
+        print(f"[{p.name}] results and figures in {folder}")
+        done[p.name] = folder
+    _finish(pages, margin, seconds)
+    return done
+
+
+def _finish(pages: Path, margin: float, seconds: dict[str, float]) -> None:
+    """One page for everything under the runs folder (or the one folder given with --out); its summary
+    table is the run's closing table, then the wall time of each section."""
+    report = collect(pages, margin=margin)
+    for line in report.warnings:
+        print(f"warning: {line}")
+    page = write_report(pages, report)
+    print("\n" + summary_table(report))
+    print("\n" + wall_times(seconds))
+    print(f"\nreport: {page}")
+
+
+def _plan(names: list[str] | None, out: Path | None, quick: bool):
+    """``(presets to run, one per experiment; their folders by name; the folder of the page)``."""
+    chosen = [presets.get(n) for n in names] if names else presets.default_set()
+    runs: dict[str, presets.Preset] = {}
+    for p in chosen:  # one run per experiment: fig3 also writes fig4's figure
+        runs.setdefault(p.experiment, p)
+    single = names is not None and len(names) == 1
+    root = Path("runs-quick" if quick else "runs")
+    base = output_path(out) if out is not None else root
+    folders = {
+        p.name: base if single and out is not None else (root / p.name if single else base / p.name)
+        for p in runs.values()
+    }
+    pages = base if single and out is not None else (root if single else base)
+    return list(runs.values()), folders, pages
+
+
+def _run_locked(p: presets.Preset, folder: Path, options: dict, other: dict, executor: dict) -> None:
+    """A walk, deep, analysis or mechanism preset, in its folder, locked and marked as this run's."""
+    run = {
+        "experiment": p.experiment,
+        "seeds": options["seeds"],
+        "steps": options["steps"],
+        "quick": options["quick"],
+        "substitute_digits": other["substitute_digits"],
+        "include_diverged": options["include_diverged"],
+    }
+    if options["device"] != "cpu":  # absent on the CPU, so folders written before the option still match
+        run["device"] = options["device"]
+    with folder_lock(folder):
+        fresh = _claim_folder(folder, run)
+        try:
+            _run_other(
                 p,
                 folder,
-                seeds=seeds,
-                steps=steps,
-                quick=quick,
-                include_diverged=include_diverged,
-                progress=progress,
-                device=device,
-                fused=fused,
-                **executor,
+                run,
+                data_dir=other["data_dir"],
+                progress=options["progress"],
+                margin=options["margin"],
+                executor=executor,
             )
-        else:
-            run = {
-                "experiment": p.experiment,
-                "seeds": seeds,
-                "steps": steps,
-                "quick": quick,
-                "substitute_digits": substitute_digits,
-                "include_diverged": include_diverged,
-            }
-            if device != "cpu":  # absent on the CPU, so folders written before the option still match
-                run["device"] = device
-            with folder_lock(folder):
-                fresh = _claim_folder(folder, run)
-                try:
-                    _run_other(p, folder, run, data_dir=data_dir, progress=progress, executor=executor)
-                except BaseException:
-                    if fresh:  # e.g. missing data files: let the user retry with other options
-                        (folder / MARKER).unlink(missing_ok=True)
-                    raise
-        _record_wall_time(folder, time.perf_counter() - start)
-        if progress:
-            print(f"[{p.name}] results and figures in {folder}")
-        done[p.name] = folder
-    # One page for everything under the runs folder (or for the one folder given with --out),
-    # and its summary table as the run's closing table.
-    pages = base if single and out is not None else (Path("runs") if single else base)
-    report = collect(pages)
-    page = write_report(pages, report)
-    if progress:
-        print("\n" + summary_table(report))
-        print(f"\nreport: {page}")
-    return done
+        except BaseException:
+            if fresh:  # e.g. missing data files: let the user retry with other options
+                (folder / MARKER).unlink(missing_ok=True)
+            raise
+
+
+def wall_times(seconds: dict[str, float]) -> str:
+    """The wall time of each section of this command, and the total, one line each."""
+    width = max([len(n) for n in seconds] + [len("total")])
+    lines = [f"{n:<{width}}  {fmt.fixed(s, 1)} s" for n, s in seconds.items()]
+    return "\n".join(["wall time per section:", *lines, f"{'total':<{width}}  {fmt.fixed(sum(seconds.values()), 1)} s"])
 
 
 def _record_wall_time(folder: Path, seconds: float) -> None:
@@ -173,7 +214,9 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     return True
 
 
-def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, executor: dict) -> list:
+def _run_other(
+    p: presets.Preset, folder: Path, run: dict, *, data_dir, progress: bool, margin: float, executor: dict
+) -> list:
     quick, seeds, steps = run["quick"], run["seeds"], run["steps"]
     if p.kind == "walk":
         if progress and (seeds or steps):
@@ -192,6 +235,7 @@ def _run_other(p: presets.Preset, folder: Path, run: dict, *, data_dir, progress
             dataset="digits" if run["substitute_digits"] else None,
             include_diverged=run["include_diverged"],
             device=run.get("device", "cpu"),
+            margin=margin,
         )
     elif p.kind == "analysis":
         runner = {

@@ -12,13 +12,12 @@ import threading
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.verdict import Verdict, judge
-from thermosgd.errors import UsageError
+from thermosgd.analysis.summary import RunSummary, summarize
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
 from thermosgd.jsonsafe import json_safe
@@ -37,6 +36,7 @@ def reproduce_twolayer(
     progress: bool = True,
     device: str = "cpu",
     fused: bool = False,
+    margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> list[Verdict]:
     """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
@@ -52,16 +52,23 @@ def reproduce_twolayer(
         train={"device": device, "fused": fused}
     )
     ds = run_sweep(cfg, out, progress=progress, **executor)
-    verdicts = judge_and_draw(ds, presets.experiment_presets(preset), out, include_diverged=include_diverged)
+    verdicts = judge_and_draw(
+        ds, presets.experiment_presets(preset), out, include_diverged=include_diverged, margin=margin
+    )
     write_summary(out, preset, ds, verdicts)
-    if progress:
-        for v in verdicts:
-            print(f"[{v.preset}] {v.metric}: {v.line()}")
+    for v in verdicts:  # printed with or without progress bars: the result, not progress
+        print(f"[{v.preset}] {v.metric}: {v.line()}")
     return verdicts
 
 
 def judge_and_draw(
-    ds: xr.Dataset, chosen: list[presets.Preset], out: Path, *, include_diverged: bool = False, side: bool = True
+    ds: xr.Dataset,
+    chosen: list[presets.Preset],
+    out: Path,
+    *,
+    include_diverged: bool = False,
+    side: bool = True,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Verdict]:
     """Fit, judge and draw each preset's figure into ``out/figures``; one verdict per preset, in order.
 
@@ -75,7 +82,8 @@ def judge_and_draw(
     """
 
     def here(p: presets.Preset) -> Verdict:
-        v = judge(ds, p.name, p.metric, swept(p), include_diverged=include_diverged)
+        assert p.over is not None  # a two-layer preset sweeps η or |B|
+        v = judge(ds, p.name, p.metric, p.over, include_diverged=include_diverged, margin=margin)
         twolayer_figure(ds, p, out / "figures", v)
         return v
 
@@ -86,13 +94,14 @@ def judge_and_draw(
         # Python ≥ 3.12 warns on fork() beside torch's OpenMP threads (not Python threads):
         # the child runs with one intra-op thread (_one_intra_op_thread), so it never waits on them.
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
-        later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged) for p in chosen[1:]]
+        later = [pool.submit(_judge_and_draw_from_disk, out, p.name, include_diverged, margin) for p in chosen[1:]]
         return [here(chosen[0])] + [f.result() for f in later]
 
 
-def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool) -> Verdict:
+def _judge_and_draw_from_disk(out: Path, name: str, include_diverged: bool, margin: float) -> Verdict:
     """:func:`judge_and_draw` of one preset, on the results stored in ``out`` (checksum verified)."""
-    return judge_and_draw(load(out), [presets.get(name)], out, include_diverged=include_diverged, side=False)[0]
+    chosen = [presets.get(name)]
+    return judge_and_draw(load(out), chosen, out, include_diverged=include_diverged, side=False, margin=margin)[0]
 
 
 def _side_process() -> ProcessPoolExecutor | None:
@@ -111,36 +120,30 @@ def _one_intra_op_thread() -> None:
     torch.set_num_threads(1)
 
 
-def swept(preset: presets.Preset) -> str:
-    """The hyperparameter a two-layer preset sweeps (every two-layer preset sweeps one)."""
-    if preset.over is None:
-        raise UsageError(f"preset {preset.name!r} sweeps no hyperparameter: there is no collapse to fit or draw")
-    return preset.over
-
-
 def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: list[Verdict]) -> None:
-    """``summary.json`` and ``report.md`` of one experiment's folder."""
-    summary = summarize(ds, swept(preset))
-    summary["preset"] = preset.name
-    summary["experiment"] = preset.experiment
-    summary["verdicts"] = [v.to_dict() for v in verdicts]
-    summary["collapse"] = {v.metric: v.fit for v in verdicts}
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    """``summary.json`` (a :class:`~thermosgd.analysis.summary.RunSummary`: its verdicts, the margin they
+    were judged with, the substitute data if any) and ``report.md`` of one experiment's folder."""
+    assert preset.over is not None
+    summary = summarize(ds, preset.name, preset.experiment, preset.over, verdicts)
+    (out / "summary.json").write_text(json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary, verdicts))
 
 
 def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdict: Verdict | None = None) -> list[Path]:
     """The paper's panels for one preset, plus a panel at the fitted collapse exponent."""
     extra = extra_title = None
+    over = preset.over
+    assert over is not None  # a two-layer preset sweeps η or |B|
     if verdict is not None and verdict.exponent is not None:
-        sym = presets.EXPONENT_SYMBOL[swept(preset)]
+        sym = presets.EXPONENT_SYMBOL[over]
         ci = "" if verdict.ci_low is None else f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] (95%)"
-        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}"
-        extra = lambda ax: collapse_panel(ax, ds, preset.metric, swept(preset), verdict.exponent)  # noqa: E731
+        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}: {verdict.status}"
+        exponent = verdict.exponent
+        extra = lambda ax: collapse_panel(ax, ds, preset.metric, over, exponent)  # noqa: E731
     return sweep_figure(
         ds,
         preset.metric,
-        over=swept(preset),
+        over=over,
         out_stem=folder / preset.name,
         title=f"{preset.name}: {preset.description}",
         extra_panel=extra,
@@ -148,16 +151,22 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdic
     )
 
 
-def report_markdown(preset: presets.Preset, summary: dict, verdicts: list[Verdict]) -> str:
+def report_markdown(preset: presets.Preset, summary: RunSummary, verdicts: list[Verdict]) -> str:
     """A short human-readable report: values per swept setting, verdicts, replicas left out."""
     sym = "η" if preset.over == "lr" else "|B|"
     lines = [f"# {preset.experiment}: {preset.description}", "", f"Paper: {preset.claim}", ""]
-    if summary["seeds"] <= 2 or summary["steps"] <= 100:
+    if summary.substitute:
+        lines += [
+            f"> **Substitute data: {summary.substitute}** instead of the paper's {summary.dataset_paper}: "
+            "this tests the mechanism on other data, not the paper's figure.",
+            "",
+        ]
+    if summary.seeds <= 2 or summary.steps <= 100:
         lines += ["> **Smoke-test size** (few seeds or steps): the fits below are not for conclusions.", ""]
-    lines += [f"{summary['seeds']} seeds, {summary['steps']} steps, {summary['diverged']} diverged replicas.", ""]
-    for metric, rows in summary["metrics"].items():
+    lines += [f"{summary.seeds} seeds, {summary.steps} steps, {summary.diverged} diverged replicas.", ""]
+    for metric, rows in summary.metrics.items():
         lines += [f"## {metric}", "", f"| {sym} | initial | final |", "|---|---|---|"]
-        lines += [f"| {k} | {v['initial']:.4f} | {v['final']:.4f} |" for k, v in rows.items()]
+        lines += [f"| {k} | {c.initial:.4f} | {c.final:.4f} |" for k, c in rows.items()]
         lines.append("")
     lines += verdict_table(verdicts)
     return "\n".join(lines)
@@ -189,29 +198,3 @@ def verdict_table(verdicts: list[Verdict]) -> list[str]:
             lines.append(f"- {v.preset}: {v.line()}")
     lines.append("")
     return lines
-
-
-def summarize(ds: xr.Dataset, over: str) -> dict:
-    """Initial and final seed-mean of the main metrics for each swept value."""
-    out: dict[str, Any] = {
-        "over": over,
-        "steps": int(ds["step"].values[-1]),
-        "seeds": int(ds.sizes["seed"]),
-        "diverged": int(ds["diverged"].values.sum()),
-        "metrics": {},
-    }
-    for metric in ("activation_rate", "v_norm", "bias_mean", "loss", "grad_var"):
-        if metric not in ds:
-            continue
-        m = ds[metric].where(~ds["diverged"]).mean("seed", skipna=True)
-        rows = {}
-        for v in ds[over].values:
-            series = m.sel({over: v}).squeeze(drop=True)
-            if series.ndim != 1:
-                continue
-            valid = series.dropna("step")
-            if valid.sizes["step"] == 0:
-                continue
-            rows[f"{float(v):g}"] = {"initial": float(valid[0]), "final": float(valid[-1])}
-        out["metrics"][metric] = rows
-    return out
