@@ -74,7 +74,7 @@ def flag(param: str) -> str:
 
 def add_margin_arg(p: argparse.ArgumentParser, *, recorded: bool = False) -> None:
     """``--margin``: the practical margin of exponent verdicts, a fraction of the paper's value."""
-    default = "the margin each run recorded (0.1 if none)" if recorded else "0.1, i.e. ±10%"
+    default = "the margin each run recorded (0.1 if none)" if recorded else "0.1, i.e. ±10%%"
     p.add_argument(
         "--margin",
         type=float,
