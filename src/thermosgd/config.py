@@ -6,7 +6,7 @@ A configuration has four sections::
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
              seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch,
-             device, fused
+             device, fused, sampling
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -127,6 +127,12 @@ class TrainConfig:
             :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
             the same random numbers, results equal to the default path to
             floating-point tolerance, not bit-identical.
+        sampling: how minibatches are drawn from a finite training set
+            (``[data] train_size > 0`` or a data file): "iid" = each sample
+            uniformly with replacement; "reshuffle" = epochs without
+            replacement (each epoch a fresh permutation from the replica's own
+            data stream; every sample used once per epoch), as Smith et al.
+            (ICLR 2021) assume.
     """
 
     loss: str = "bce"
@@ -145,6 +151,7 @@ class TrainConfig:
     gd_batch: int = 1024
     device: str = "cpu"
     fused: bool = False
+    sampling: str = "iid"
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,7 @@ _CHOICES = {
     ("train", "loss"): ("bce", "mse"),
     ("train", "dtype"): ("float32", "float64"),
     ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
+    ("train", "sampling"): ("iid", "reshuffle"),
 }
 _POSITIVE = {
     ("model", "inputs"),
@@ -345,6 +353,24 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError('[data] file is read only with inputs = "file" and labels = "file"')
     if cfg.data.train_size and cfg.data.train_size < 2:
         raise UsageError("[data] train_size must be 0 (online) or at least 2")
+    _check_sampling(cfg)
+
+
+def _check_sampling(cfg: SweepConfig) -> None:
+    """Epochs without replacement need a finite set, and one batch size per shared stream."""
+    t, d = cfg.train, cfg.data
+    if t.sampling != "reshuffle":
+        return
+    if not d.train_size and d.inputs != "file":
+        raise UsageError(
+            '[train] sampling = "reshuffle" needs a finite training set ([data] train_size > 0 or inputs = "file")'
+        )
+    if t.share_data and len(t.batch_size) > 1 and t.noise == "sgd":
+        # A shared stream hands |B| = b the first b samples of each largest batch: not once per epoch.
+        raise UsageError(
+            '[train] sampling = "reshuffle" with several batch sizes needs share_data = false '
+            "(a shared stream would not use every sample once per epoch at the smaller sizes)"
+        )
 
 
 def check_device_name(name: Any, where: str = "device") -> str:
