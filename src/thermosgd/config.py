@@ -6,7 +6,7 @@ A configuration has four sections::
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
              seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch,
-             device, fused, sampling
+             device, fused, svag, sampling
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -127,6 +127,13 @@ class TrainConfig:
             :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
             the same random numbers, results equal to the default path to
             floating-point tolerance, not bit-identical.
+        svag: l, the SVAG factor (Li, Malladi & Arora 2021, arXiv 2102.12470;
+            :mod:`thermosgd.twolayer.steps`): each step becomes l steps of size
+            η/l with the same mean drift per unit of η·steps and l times the noise
+            covariance per step, so l → ∞ approaches the SDE limit. 1 = the process
+            as configured. ``steps``, ``record_every`` and ``probe_every`` stay
+            in the original step units (l·steps updates run; records land at the
+            same step coordinates for every l).
         sampling: how minibatches are drawn from a finite training set
             (``[data] train_size > 0`` or a data file): "iid" = each sample
             uniformly with replacement; "reshuffle" = epochs without
@@ -151,6 +158,7 @@ class TrainConfig:
     gd_batch: int = 1024
     device: str = "cpu"
     fused: bool = False
+    svag: int = 1
     sampling: str = "iid"
 
 
@@ -215,6 +223,7 @@ _POSITIVE = {
     ("data", "teacher_hidden"),
     ("train", "steps"),
     ("train", "record_every"),
+    ("train", "svag"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
 _MAX_SEED = 2**63 - 1  # the master seed only enters SeedSequence
@@ -325,6 +334,10 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(f"[train] seed must be below 2^63, got {t.seed}")
     if t.steps > MAX_STEPS:
         raise UsageError(f"[train] steps = {t.steps} is beyond the supported maximum {MAX_STEPS}")
+    if t.steps * t.svag > MAX_STEPS:
+        raise UsageError(
+            f"[train] svag = {t.svag} makes {t.steps * t.svag} updates, beyond the supported maximum {MAX_STEPS}"
+        )
     if cfg.data.probe_size < 2:
         raise UsageError(
             f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}"
