@@ -546,8 +546,57 @@ _MECHANISM = Preset(
     quick={"seeds": 2, "steps": 100, "gd_batch": 64},
 )
 
+_SDE_LIMIT = Preset(
+    name="sde-limit",
+    kind="mechanism",
+    experiment="sde-limit",
+    over="lr",
+    metric="activation_rate",
+    seeds=8,
+    steps=3000,
+    in_default_set=False,
+    figures=("sde_limit_fig3", "sde_limit_fig7"),
+    description="beyond the figures: the fig3 and fig7 settings under SVAG ([train] svag = l, l ∈ {1, 2, 4, 8}; "
+    "Li, Malladi & Arora 2021), activation rate against k/l: is the fall a continuous-time (SDE) effect?",
+    claim="The fall is a property of the SGD dynamics' diffusion limit (Sec. 3 treats SGD as a diffusion): "
+    "as l grows (the SDE limit) the activation rate's fall should stay the same; a discretization artefact "
+    "would vanish as 1/l.",
+    params={"settings": ["fig3", "fig7"], "svag": [1, 2, 4, 8]},
+    quick={"seeds": 2, "steps": 100, "svag": [1, 2]},
+)
+
+_DECOMPOSITION = Preset(
+    name="decomposition",
+    kind="mechanism",
+    experiment="decomposition",
+    over=None,
+    metric="decomposition",
+    seeds=64,
+    steps=1500,
+    in_default_set=False,
+    figures=(),
+    description="beyond the figures: clones of SGD states (fig3 setting, η = 0.1, |B| = 1) under sgd, gd, gaussian "
+    "and frozen noise beside their noise-free path; the mean change of b, ‖W‖, ‖V‖² and the activation rate "
+    "after 1, 10 and 100 steps split into deterministic and noise-induced parts, and the noise-induced part into "
+    "θ-dependence and state-independent noise",
+    claim="The noise-induced fall comes from the noise's dependence on θ (thermophoresis, Sec. 3, Eq. 23–27): "
+    "sgd − frozen should carry it, not state-independent noise (frozen − gd).",
+    params={
+        "setup": {"inputs": 10, "hidden": 10, "labels": "random", "loss": "bce", "init": "torch", "seed": 0},
+        "lr": 0.1,
+        "batch_size": 1,
+        "anchor_fractions": [0.0, 0.2, 1.0],
+        "clones": 32,
+        "horizons": [1, 10, 100],
+        "gd_batch": 128,
+        "pop_size": 4096,
+        "seed": 1,
+    },
+    quick={"seeds": 4, "steps": 50, "clones": 4, "horizons": [1, 10], "gd_batch": 16, "pop_size": 256},
+)
+
 #: Every preset, in the paper's order; ``thermosgd reproduce --list`` prints it.
-TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _MECHANISM)
+TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _MECHANISM, _SDE_LIMIT, _DECOMPOSITION)
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 
 
