@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from thermosgd import fmt, presets
+from thermosgd.analysis.verdict import NOT_MEASURED, check_margin
 from thermosgd.report.catalogue import Experiment, by_key, experiments, preset_of
 from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, exponent_label, read_json
 from thermosgd.report.provenance import (
@@ -27,16 +28,18 @@ from thermosgd.report.provenance import (
     rerun_command,
 )
 from thermosgd.report.readers import EXPECTED, reader
-from thermosgd.report.records import NOT_MEASURED, Claim, Report, Section
+from thermosgd.report.records import Claim, Report, Section
 
 __all__ = ["collect", "identify"]
 
 
-def collect(runs_dir: str | os.PathLike) -> Report:
+def collect(runs_dir: str | os.PathLike, margin: float | None = None) -> Report:
     """Read every result folder under ``runs_dir`` into a :class:`Report`.
 
     Args:
         runs_dir: a folder of result folders (``runs/``), or one result folder.
+        margin: judge every exponent with this practical margin (a fraction of the paper's
+            value); None: the margin each run recorded in its ``summary.json`` (default 0.1).
 
     Returns:
         Sections in the paper's order: one per result folder found, plus a
@@ -44,6 +47,8 @@ def collect(runs_dir: str | os.PathLike) -> Report:
         (none when ``runs_dir`` is itself one result folder).
     """
     runs_dir = Path(runs_dir)
+    if margin is not None:
+        check_margin(margin)
     found: dict[str, list[Path]] = {}
     unrecognized = []
     single = identify(runs_dir) is not None  # one result folder: its section only
@@ -55,10 +60,11 @@ def collect(runs_dir: str | os.PathLike) -> Report:
                 unrecognized.append(folder.name)
             continue
         found.setdefault(key, []).append(folder)
-    sections, used_ids = [], set()
+    sections: list[Section] = []
+    used_ids: set[str] = set()
     for exp in experiments():
         for folder in found.get(exp.key, []):
-            sections.append(_section(exp, folder, runs_dir, used_ids))
+            sections.append(_section(exp, folder, runs_dir, used_ids, margin))
         if exp.key not in found and not exp.optional and not single:
             sections.append(_missing(exp, runs_dir, used_ids))
     return Report(
@@ -67,6 +73,7 @@ def collect(runs_dir: str | os.PathLike) -> Report:
         sections=sections,
         environment=environment(),
         unrecognized=unrecognized,
+        margin_text="as recorded by each run (default ±10%)" if margin is None else f"±{fmt.percent(margin)}",
     )
 
 
@@ -125,7 +132,7 @@ def _twolayer_by_config(config: dict) -> str | None:
     return None
 
 
-def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Section:
+def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set, margin: float | None) -> Section:
     sec = Section(
         id=_unique_id(folder.name if folder != runs_dir else exp.name, used_ids),
         experiment=exp.key,
@@ -137,7 +144,7 @@ def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set) -> Se
         measured=True,
     )
     try:
-        reader(exp)(sec, exp, folder)
+        reader(exp)(sec, exp, folder, margin)
     except Exception as exc:  # noqa: BLE001 - one unreadable folder must not take the page down
         sec.notes.append(
             f"This folder could not be read completely ({type(exc).__name__}: {exc}); "

@@ -31,7 +31,8 @@ def collapses(sec: Section, folder: Path, metrics: list[str], over: str, fits: d
                 values, steps, raw, alive = sweep_data(ds, metric, over)
             except Exception:  # noqa: BLE001 - e.g. one swept value: nothing to collapse
                 continue
-            fit = fits.get(metric) if isinstance(fits.get(metric), dict) else {}
+            got = fits.get(metric)
+            fit = got if isinstance(got, dict) else {}
             reference = number(fit.get("reference")) or float(default_reference(values))
             out.append(
                 Collapse(

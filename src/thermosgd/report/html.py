@@ -17,9 +17,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from thermosgd import fmt
+from thermosgd.analysis.verdict import RULES, VERDICTS
 from thermosgd.errors import UsageError
 from thermosgd.report.collect import collect
-from thermosgd.report.records import VERDICTS, Report
+from thermosgd.report.records import Report
 
 __all__ = ["render", "write_report", "INDEX"]
 
@@ -64,7 +65,12 @@ def render(report: Report) -> str:
         version = "(source)"
     template = _environment().get_template("report.html.j2")
     return template.render(
-        report=report, verdicts=VERDICTS, version=version, css=_asset("report.css"), js=_asset("collapse.js")
+        report=report,
+        verdicts=VERDICTS,
+        rules=RULES,
+        version=version,
+        css=_asset("report.css"),
+        js=_asset("collapse.js"),
     )
 
 

@@ -9,6 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from thermosgd import fmt
+from thermosgd.analysis.verdict import (
+    DEFAULT_MARGIN,
+    FALLS,
+    NOT_MEASURED,
+    RISES,
+    RULES,
+    judge_correlation,
+    judge_difference,
+    judge_exponent,
+    judge_sign,
+)
 from thermosgd.report.catalogue import Experiment
 from thermosgd.report.common import (
     EXPONENT,
@@ -25,8 +36,8 @@ from thermosgd.report.common import (
     settings_rows,
 )
 from thermosgd.report.curves import collapses
-from thermosgd.report.records import AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED, Claim, Section, Table
-from thermosgd.report.verdicts import Z95, classify_interval, fit_claim, judged_fit, pooled_claim, verdict_records
+from thermosgd.report.records import Claim, Section, Table
+from thermosgd.report.verdicts import claim_of, fit_claim, judged_fit, pooled_claim, verdict_records
 
 __all__ = ["reader", "EXPECTED"]
 
@@ -45,8 +56,8 @@ EXPECTED = {
         for o in ("lr", "batch_size")
     ),
     "equal-error": (
-        ("activation rate at the smaller η ≥ at the larger η", "difference ≥ 0"),
-        ("‖V‖ at the smaller η ≥ at the larger η", "difference ≥ 0"),
+        ("activation rate at the smaller η > at the larger η", "difference > 0"),
+        ("‖V‖ at the smaller η > at the larger η", "difference > 0"),
     ),
     "generalization": (
         ("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
@@ -57,7 +68,8 @@ EXPECTED = {
 
 
 def reader(exp: Experiment):
-    """The function that fills ``exp``'s section from its folder: ``reader(exp)(section, exp, folder)``."""
+    """The function that fills ``exp``'s section from its folder: ``reader(exp)(section, exp, folder, margin)``
+    (``margin``: judge exponents with this practical margin instead of the one each run recorded)."""
     by_key = {
         "walk": _walk,
         "drift": _drift,
@@ -68,7 +80,7 @@ def reader(exp: Experiment):
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
 
-def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
+def _twolayer(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     config = read_json(folder / "config.json") or {}
     summary = read_json(folder / "summary.json") or {}
     train = config.get("train", {})
@@ -90,7 +102,9 @@ def _twolayer(sec: Section, exp: Experiment, folder: Path) -> None:
     for metric in metrics:
         figure = next((f for f in exp.figures if preset_metric(f) == metric), None)
         sec.claims.append(
-            fit_claim(exponent_label(metric, over, figure), fits.get(metric), over, summary, verdicts.get(metric))
+            fit_claim(
+                exponent_label(metric, over, figure), fits.get(metric), over, summary, verdicts.get(metric), margin
+            )
         )
     if summary.get("metrics"):
         sec.tables.append(_initial_final(summary, over))
@@ -175,7 +189,7 @@ def _initial_final(summary: dict, over: str) -> Table:
     )
 
 
-def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
+def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     config = read_json(folder / "config.json") or {}
     summary = read_json(folder / "summary.json") or {}
     over = config.get("over", "lr")
@@ -216,7 +230,9 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
     verdicts = verdict_records(summary)
     metrics += [m for m in [*fits, *verdicts] if m not in metrics]
     for metric in metrics:
-        claim = fit_claim(exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric))
+        claim = fit_claim(
+            exponent_label(metric, over, exp.name), fits.get(metric), over, summary, verdicts.get(metric), margin
+        )
         if metric not in fits and not summary:
             claim.note = "no fitted exponent in this run (summary.json absent)"
         sec.claims.append(claim)
@@ -232,7 +248,7 @@ def _deep(sec: Section, exp: Experiment, folder: Path) -> None:
         )
 
 
-def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
+def _walk(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "walk_report.json") or {}
     cases = [c for c in rep.get("cases", []) if isinstance(c, dict)]
     if number(rep.get("seconds")) is not None:
@@ -267,8 +283,7 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
         ),
     ]
     sec.reading.append(
-        "Verdicts: the measured value agrees when the prediction lies within 1.96 standard "
-        "errors (95%); FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
+        "Verdicts: " + RULES["ratio"] + " FP = Fokker–Planck (Itô) limit of the same walk, not from the paper."
     )
 
     def ratio(d, key="ratio_eq10"):
@@ -309,7 +324,7 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
             if not rows and len(dims) > 1:
                 continue
             tag = f" ({dim}-D)" if len(dims) > 1 else ""
-            sec.claims.append(pooled_claim(label + tag, paper, rows))
+            sec.claims.append(pooled_claim(label + tag, paper, rows, margin))
     rows = []
     for c in cases:
         th, di, st = (c.get("thermophoretic") or {}), (c.get("diffusive") or {}), (c.get("stationary") or {})
@@ -352,7 +367,7 @@ def _walk(sec: Section, exp: Experiment, folder: Path) -> None:
     )
 
 
-def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
+def _drift(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "drift.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -368,28 +383,29 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
                 )
                 continue
             ci = fit.get(f"{exp_key}_ci") or [None, None]
-            verdict, why = classify_interval(PAPER_EXPONENT[over], *ci[:2])
+            j = judge_exponent(
+                PAPER_EXPONENT[over],
+                number(ci[0]),
+                number(ci[1]) if len(ci) > 1 else None,
+                margin=DEFAULT_MARGIN if margin is None else margin,
+            )
             sec.claims.append(
-                Claim(
+                claim_of(
                     label,
                     f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}",
                     f"{sym} = {fmt.exponent(fit[exp_key])} {fmt.interval(*ci[:2])}",
-                    verdict,
-                    why,
+                    j,
                 )
             )
         if isinstance(fit, dict) and fit.get("sign") is not None:
             frac = number(fit.get("valid_fraction"))
             negative = fit.get("sign") == -1
-            sure = frac is not None and frac >= 0.95
-            verdict = (AGREES if negative else DISAGREES) if sure else INCONCLUSIVE
             sec.claims.append(
-                Claim(
+                claim_of(
                     f"{what}: direction",
                     "downward",
                     f"{'downward' if negative else 'upward'} ({fmt.percent(frac)} of bootstrap draws)",
-                    verdict,
-                    "" if sure else "fewer than 95% of bootstrap draws share the sign",
+                    judge_sign(fit.get("sign"), frac, FALLS),
                 )
             )
     rows = []
@@ -403,7 +419,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
                 fmt.interval(*(fit.get("alpha_ci") or [None, None])[:2]),
                 fmt.exponent(fit.get("beta")),
                 fmt.interval(*(fit.get("beta_ci") or [None, None])[:2]),
-                {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA),
+                {1: "+", -1: "−"}.get(fit.get("sign"), fmt.NA),  # type: ignore[arg-type]
                 fmt.percent(fit.get("valid_fraction")),
             ]
         )
@@ -419,7 +435,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.reading += [str(n) for n in rep.get("notes", [])]
 
 
-def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
+def _equal_error(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "equal_error.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -438,21 +454,15 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
             ("‖V‖", "v1_minus_v2", "frac_v1_ge_v2"),
         ):
             diff, se = number(pair.get(key)), number(pair.get(key + "_se"))
-            label = f"{q} at η = {lr1} ≥ at η = {lr2}"
+            label = f"{q} at η = {lr1} > at η = {lr2}"
             if diff is None:
-                sec.claims.append(Claim(label, "difference ≥ 0", fmt.NA, NOT_MEASURED, "not in this run"))
+                sec.claims.append(Claim(label, "difference > 0", fmt.NA, NOT_MEASURED, "not in this run"))
                 continue
             measured = (
                 f"difference {fmt.signed(diff)} ± {fmt.sig(se, 2)}; "
                 f"{fmt.percent(pair.get(frac))} of {pair.get('seeds', '?')} seeds"
             )
-            if se is None:
-                verdict, why = INCONCLUSIVE, "no standard error"
-            elif diff + Z95 * se < 0:
-                verdict, why = DISAGREES, "the difference is below 0 by more than 1.96 s.e."
-            else:
-                verdict, why = AGREES, "the difference is not significantly below 0 (1.96 s.e.)"
-            sec.claims.append(Claim(label, "difference ≥ 0", measured, verdict, why))
+            sec.claims.append(claim_of(label, "difference > 0", measured, judge_difference(diff, se, RISES)))
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
@@ -477,7 +487,7 @@ def _equal_error(sec: Section, exp: Experiment, folder: Path) -> None:
         )
 
 
-def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
+def _generalization(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     rep = read_json(folder / "generalization.json") or {}
     settings = rep.get("settings") or {}
     sec.config = pretty_json(settings)
@@ -494,12 +504,7 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
             continue
         rho, p = float(c["rho"]), number(c.get("p"))
         measured = f"ρ = {fmt.signed(rho, 2)}, p = {fmt.sig(p, 2)}, over {c.get('n', '?')} (η, |B|) cells"
-        if p is None or p >= 0.05:
-            verdict, why = INCONCLUSIVE, "not significant at the 5% level"
-        else:
-            verdict = AGREES if rho * expect > 0 else DISAGREES
-            why = "significant at the 5% level"
-        sec.claims.append(Claim(label, "Spearman ρ < 0", measured, verdict, why))
+        sec.claims.append(claim_of(label, "Spearman ρ < 0", measured, judge_correlation(rho, p, expect)))
     rows = []
     for r in rep.get("rows") or []:
         if isinstance(r, dict):
@@ -540,7 +545,7 @@ def _generalization(sec: Section, exp: Experiment, folder: Path) -> None:
         sec.tables.append(Table("Spearman rank correlations", ["over", "pair", "ρ", "p", "n"], corr))
 
 
-def _generic(sec: Section, exp: Experiment, folder: Path) -> None:
+def _generic(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
     """An experiment this report knows only by its folder: its JSON's verdicts, tables and figures."""
     config = read_json(folder / "config.json")
     data = read_json(folder / f"{exp.key}.json") or {}
@@ -548,7 +553,8 @@ def _generic(sec: Section, exp: Experiment, folder: Path) -> None:
     sec.run = settings_rows(data.get("settings") or {})
     for metric, fit in (data.get("collapse") or {}).items():
         over = (fit or {}).get("over", "lr") if isinstance(fit, dict) else "lr"
-        sec.claims.append(fit_claim(f"{METRIC.get(metric, metric)}: {SYMBOL.get(over, over)} exponent", fit, over))
+        label = f"{METRIC.get(metric, metric)}: {SYMBOL.get(over, over)} exponent"
+        sec.claims.append(fit_claim(label, fit, over, margin=margin))
     verdict = data.get("verdict")
     if isinstance(verdict, str) and verdict:
         sec.notes.append(verdict)

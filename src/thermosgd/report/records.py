@@ -8,11 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
-    "AGREES",
-    "DISAGREES",
-    "INCONCLUSIVE",
-    "NOT_MEASURED",
-    "VERDICTS",
     "Claim",
     "Table",
     "Figure",
@@ -20,13 +15,6 @@ __all__ = [
     "Section",
     "Report",
 ]
-
-AGREES = "agrees"
-DISAGREES = "disagrees"
-# Measured, but the interval is too wide to say (e.g. a CI that runs to the search bound).
-INCONCLUSIVE = "inconclusive"
-NOT_MEASURED = "not measured"
-VERDICTS = (AGREES, DISAGREES, INCONCLUSIVE, NOT_MEASURED)
 
 
 @dataclass
@@ -37,7 +25,7 @@ class Claim:
         label: what is compared, e.g. "activation rate: η exponent α (Fig. 3)".
         paper: the paper's value, e.g. "α = 2".
         measured: e.g. "α = 1.52 [1.10, 3.86]".
-        verdict: one of :data:`VERDICTS`.
+        verdict: one of :data:`thermosgd.analysis.verdict.VERDICTS`.
         note: why, and what was left out per swept value.
         left_out: short count of replicas left out, e.g. "8 replicas left out" ("" if none).
     """
@@ -120,3 +108,5 @@ class Report:
     sections: list[Section]
     environment: list[tuple[str, str]]
     unrecognized: list[str] = field(default_factory=list)
+    margin_text: str = "as recorded by each run (default ±10%)"
+    warnings: list[str] = field(default_factory=list)
