@@ -130,14 +130,15 @@ def shares(ds: xr.Dataset, observables=None, *, n_boot: int = 2000, seed: int = 
             for h, k in enumerate(ds["horizon"].values):
                 cut = {n: v[a, h] for n, v in series.items()}
                 total = cut["sgd"] - cut["free"]
-                row = {
+                n_sgd = mean_interval(total)
+                row: dict = {
                     "anchor": int(anchor),
                     "horizon": int(k),
                     "observable": q,
-                    "sgd_noise_induced": mean_interval(total),
+                    "sgd_noise_induced": n_sgd,
                     "contrasts": {c: mean_interval(cut[p] - cut[m]) for c, (p, m) in CONTRASTS.items()},
                 }
-                row["shares"], row["note"] = _share_intervals(cut, total, row["sgd_noise_induced"], idx)
+                row["shares"], row["note"] = _share_intervals(cut, total, n_sgd, idx)
                 rows.append(row)
     return rows
 

@@ -82,7 +82,8 @@ class SampleStream:
             if d.labels == "teacher"
             else None
         )
-        self.train_x = self.train_y = None
+        self.train_x: torch.Tensor | None = None
+        self.train_y: torch.Tensor | None = None
         self._epoch = torch.empty(0, dtype=torch.long)  # the current epoch's order ("reshuffle")
         self._read = 0  # samples of it already used
         self.user = dataset
@@ -132,18 +133,17 @@ class SampleStream:
         ``epochs``: read the set in epochs without replacement (:meth:`epoch_indices`)
         instead of drawing with replacement.
         """
-        if self.train_x is None:
+        xs, ys = self.train_x, self.train_y
+        if xs is None or ys is None:
             return self.sample(n, gen, out=out)
-        idx = self.epoch_indices(n, gen) if epochs else torch.randint(0, len(self.train_y), (n,), generator=gen)
+        idx = self.epoch_indices(n, gen) if epochs else torch.randint(0, len(ys), (n,), generator=gen)
         if out is None:
-            return self.train_x[idx], self.train_y[idx]
-        return (
-            torch.index_select(self.train_x, 0, idx, out=out[0]),
-            torch.index_select(self.train_y, 0, idx, out=out[1]),
-        )
+            return xs[idx], ys[idx]
+        return torch.index_select(xs, 0, idx, out=out[0]), torch.index_select(ys, 0, idx, out=out[1])
 
     def epoch_indices(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """The next n indices (n,) of the set read in epochs: each epoch a fresh permutation from ``gen``."""
+        assert self.train_y is not None, "epochs need a finite training set"
         size, parts, need = len(self.train_y), [], n
         while need:
             if self._read == len(self._epoch):
@@ -159,18 +159,18 @@ class SampleStream:
         master, seed = self._coords
         P = self.cfg.data.probe_size
         g = generator(master, seed, PROBE)
-        if self.train_x is None:
+        xs, ys = self.train_x, self.train_y
+        if xs is None or ys is None:
             return self.sample(P, g, balanced=True)
-        if len(self.train_y) <= P:
-            return self.train_x, self.train_y
-        idx = torch.randperm(len(self.train_y), generator=g)[:P]
-        return self.train_x[idx], self.train_y[idx]
+        if len(ys) <= P:
+            return xs, ys
+        idx = torch.randperm(len(ys), generator=g)[:P]
+        return xs[idx], ys[idx]
 
     def test(self):
         if self.user is not None:
-            return (
-                None if self.user.x_test is None else (self.user.x_test.to(self.dtype), self.user.y_test.to(self.dtype))
-            )
+            xt, yt = self.user.x_test, self.user.y_test
+            return None if xt is None or yt is None else (xt.to(self.dtype), yt.to(self.dtype))
         master, seed = self._coords
         n = self.cfg.data.test_size
         if not n:
