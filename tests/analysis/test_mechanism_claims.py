@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from thermosgd.analysis.mechanism import mechanism_claims, paired_change
+from thermosgd.analysis.mechanism import mechanism_claims, paired_change, sde_limit_rows
 from thermosgd.analysis.verdict import AGREES, DISAGREES, INCONCLUSIVE, NO_EFFECT
 
 LRS = (0.025, 0.05, 0.075, 0.1)
@@ -27,7 +27,12 @@ def _run(fall: float, *, seeds: int = 8, seed: int = 0, noise: float = 0.002) ->
     act[..., 0] = 0.5  # shared initialization
     dims = ("lr", "batch_size", "seed", "step")
     return xr.Dataset(
-        {"activation_rate": (dims, act[:, None]), "diverged": (dims[:3], np.zeros((len(LRS), 1, seeds), bool))},
+        {
+            "activation_rate": (dims, act[:, None]),
+            "v_norm": (dims, 1 + act[:, None]),
+            "bias_mean": (dims, act[:, None] - 0.5),
+            "diverged": (dims[:3], np.zeros((len(LRS), 1, seeds), bool)),
+        },
         coords={"lr": list(LRS), "batch_size": [1], "seed": np.arange(seeds), "step": np.arange(11) * 100},
     )
 
@@ -87,3 +92,13 @@ def test_a_diverged_seed_is_left_out_of_both():
     a, b = _run(0.1), _run(0.2)
     a["diverged"][-1, 0, 3] = True
     assert paired_change(a, b, "lr")["seeds"] == 7
+
+
+def test_sde_limit_rows_give_each_eta_and_l_and_judge_the_largest_l():
+    rows = sde_limit_rows({1: _run(0.2, seed=1), 4: _run(0.2, seed=2), 8: _run(0.1, seed=3)}, "lr")
+    assert [r["value"] for r in rows] == list(LRS) and list(rows[0]["by_l"]) == [1, 4, 8]
+    top = rows[-1]
+    assert top["by_l"][8]["change"] == pytest.approx(-0.1, abs=0.005) and top["by_l"][1]["replicas"] == 8
+    assert top["versus"]["l"] == 8 and top["versus"]["status"] == DISAGREES  # the fall halves at l = 8
+    same = sde_limit_rows({1: _run(0.2, seed=1), 8: _run(0.2, seed=3)}, "lr")
+    assert {r["versus"]["status"] for r in same} == {AGREES}

@@ -75,7 +75,7 @@ def test_sde_limit_tiny(tmp_path):
         presets.get("sde-limit"), quick={"seeds": 2, "steps": 20, "svag": [1, 2], "settings": ["fig3"]}
     )
     reproduce_mechanism(tiny, tmp_path, quick=True, progress=False)
-    summary = json.loads((tmp_path / "sde_limit.json").read_text())
+    summary = json.loads((tmp_path / "sde-limit.json").read_text())
     rows = summary["results"]["fig3"]
     assert [r["value"] for r in rows] == [0.025, 0.05, 0.075, 0.1]
     ds = thermosgd.load(tmp_path / "runs" / "fig3-l2")

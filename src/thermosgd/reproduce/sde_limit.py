@@ -4,7 +4,7 @@ Each (setting, l) is an ordinary resumable sweep with ``[train] svag = l`` under
 ``OUT/runs/SETTING-lL``; its records sit at k/l in the original step units, so
 one figure per setting shows the activation rate for every l on one axis
 (``figures/sde_limit_SETTING``). The numbers
-(:func:`thermosgd.analysis.mechanism.sde_limit_rows`) go to ``sde_limit.json``
+(:func:`thermosgd.analysis.mechanism.sde_limit_rows`) go to ``sde-limit.json``
 and ``report.md``: the end activation rate per η and l, and the largest l
 against l = 1, judged with the equivalence rule against the margin.
 """
@@ -39,10 +39,10 @@ def reproduce_sde_limit(
     margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> list[Verdict]:
-    """Run every (setting, l), draw one figure per setting, write ``sde_limit.json`` and ``report.md``.
+    """Run every (setting, l), draw one figure per setting, write ``sde-limit.json`` and ``report.md``.
 
     Nothing is fitted; a diverged replica is left out of every mean. Returns no verdicts (the
-    judged rows are in ``sde_limit.json``).
+    judged rows are in ``sde-limit.json``, named after the experiment as the report expects).
     """
     out = Path(out)
     seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
@@ -72,10 +72,11 @@ def reproduce_sde_limit(
         "steps": steps,
         "svag": factors,
         "margin": margin,
+        "settings": {"seeds": seeds, "steps": steps, "svag": factors, "margin": margin, "settings": params["settings"]},
         "rule": RULES["equivalence"],
         "results": results,
     }
-    (out / "sde_limit.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    (out / "sde-limit.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary))
     if progress:
         for setting, rows in results.items():
