@@ -12,7 +12,7 @@ import pytest
 import torch
 import xarray as xr
 
-from thermosgd.analysis.decomposition import CONTRASTS, mean_interval, parts, shares
+from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, mean_interval, parts, shares
 from thermosgd.errors import UsageError
 from thermosgd.twolayer.decomposition import (
     NOISES,
@@ -20,9 +20,12 @@ from thermosgd.twolayer.decomposition import (
     DecompositionSettings,
     anchor_states,
     decomposition_runs,
+    frozen_spread,
     observables,
+    per_sample_gradients,
 )
 from thermosgd.twolayer.drift import DriftSetup, initial_state
+from thermosgd.twolayer.noise import per_sample_variance
 
 SMALL = DecompositionSettings(lr=0.1, anchors=(0, 40), states=12, clones=16, horizons=(1, 5), gd_batch=16, pop_size=512)
 
@@ -102,7 +105,7 @@ def _synthetic(effects: dict[str, float], S: int = 40, noise: float = 0.01, seed
 
 
 def test_parts_recover_known_parts():
-    ds = _synthetic({"sgd": -0.4, "gd": -0.01, "gaussian": -0.38, "frozen": -0.1})
+    ds = _synthetic({"sgd": -0.4, "gd": -0.01, "gaussian": -0.38, "frozen": -0.1, "frozen_cov": -0.2})
     rows = {r["noise"]: r for r in parts(ds)}
     assert rows["sgd"]["deterministic"]["mean"] == pytest.approx(-1.0)
     assert rows["sgd"]["noise_induced"]["low"] < -0.4 < rows["sgd"]["noise_induced"]["high"]
@@ -110,17 +113,25 @@ def test_parts_recover_known_parts():
 
 
 def test_shares_add_up_to_one_and_cover_the_truth():
-    ds = _synthetic({"sgd": -0.4, "gd": -0.02, "gaussian": -0.38, "frozen": -0.1})
+    ds = _synthetic({"sgd": -0.4, "gd": -0.02, "gaussian": -0.38, "frozen": -0.1, "frozen_cov": -0.2})
     (row,) = shares(ds)
     got = {c: row["shares"][c]["share"] for c in CONTRASTS}
     assert sum(got.values()) == pytest.approx(1.0)
-    truth = {"theta_dependence": 0.3 / 0.4, "state_independent": 0.08 / 0.4, "gd_residual": 0.02 / 0.4}
+    assert sum(row["shares"][c]["share"] for c in DETAIL) == pytest.approx(got["theta_dependence"])
+    truth = {
+        "theta_dependence": 0.3 / 0.4,
+        "state_independent": 0.08 / 0.4,
+        "gd_residual": 0.02 / 0.4,
+        "higher_moments": 0.02 / 0.4,
+        "theta_alone": 0.18 / 0.4,
+        "correlations": 0.1 / 0.4,
+    }
     for c, v in truth.items():
         assert row["shares"][c]["low"] <= v <= row["shares"][c]["high"], (c, row["shares"][c])
 
 
 def test_shares_are_withheld_when_sgds_noise_part_is_not_resolved():
-    (row,) = shares(_synthetic({"sgd": 0.0, "gd": 0.0, "gaussian": 0.0, "frozen": 0.0}))
+    (row,) = shares(_synthetic(dict.fromkeys(NOISES, 0.0)))
     assert all(v is None for v in row["shares"].values()) and "not resolved" in row["note"]
 
 
@@ -130,3 +141,41 @@ def test_shares_are_withheld_when_sgds_noise_part_is_not_resolved():
 def test_bad_settings_are_refused(change):
     with pytest.raises(UsageError):
         DecompositionSettings(**{**SMALL.__dict__, **change}).checked()
+
+
+def _small_state(seed: int = 0, R: int = 2, G: int = 7, N: int = 3, M: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    W, b, V = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((R, N, M), (R, N), (R, N)))
+    x = torch.randn(R, G, M, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (R, G), generator=g).to(torch.float64)
+    return W, b, V, x, y
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_per_sample_gradients_match_autograd(loss):
+    W, b, V, x, y = _small_state()
+    got = per_sample_gradients(W, b, V, x, y, loss)
+    for r in range(W.shape[0]):
+        for i in range(x.shape[1]):
+            Wr, br, Vr = (t[r].clone().requires_grad_(True) for t in (W, b, V))
+            f = torch.relu(Wr @ x[r, i] + br) @ Vr
+            ell = (
+                torch.nn.functional.binary_cross_entropy_with_logits(f, y[r, i])
+                if loss == "bce"
+                else 0.5 * (f - y[r, i]) ** 2
+            )
+            ell.backward()
+            want = torch.cat([Wr.grad.flatten(), br.grad, Vr.grad])
+            torch.testing.assert_close(got[r, i], want, rtol=1e-12, atol=1e-14)
+
+
+def test_frozen_cov_noise_has_the_full_covariance_and_frozens_diagonal():
+    """spreadᵀspread = Σ̂/|B| (the per-sample gradients' unbiased covariance), whose diagonal is frozen's σ₀²/|B|."""
+    W, b, V, x, y = _small_state(1)
+    spread = frozen_spread(W, b, V, x, y, "bce", batch_size=3)
+    g = per_sample_gradients(W, b, V, x, y, "bce")
+    for r in range(W.shape[0]):
+        cov = spread[r].T @ spread[r]
+        torch.testing.assert_close(cov, torch.cov(g[r].T) / 3, rtol=1e-10, atol=1e-14)
+        diag = per_sample_variance(W, b, V, x, y, "bce")[r] / 3
+        torch.testing.assert_close(torch.diagonal(cov), diag, rtol=1e-8, atol=1e-14)

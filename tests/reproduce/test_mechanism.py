@@ -90,6 +90,6 @@ def test_decomposition_tiny(tmp_path):
     reproduce_mechanism(presets.get("decomposition"), tmp_path, quick=True, progress=False)
     summary = json.loads((tmp_path / "decomposition.json").read_text())
     assert summary["settings"]["anchors"] == [0, 10, 50] and summary["settings"]["states"] == 4
-    assert {r["noise"] for r in summary["parts"]} == {"sgd", "gd", "gaussian", "frozen"}
+    assert {r["noise"] for r in summary["parts"]} == {"sgd", "gd", "gaussian", "frozen", "frozen_cov"}
     assert (tmp_path / "decomposition.nc").exists()
     assert "## Shares of SGD's noise-induced part" in (tmp_path / "report.md").read_text()

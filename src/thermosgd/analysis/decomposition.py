@@ -23,6 +23,13 @@ same states (paired), which add up to 1:
 * **gd residual** ``(gd − free)/N``: what the G-sample mean gradient's own
   residual noise does (→ 0 as G grows).
 
+With the fifth model "frozen_cov" (Σ̂(θ₀) in full, frozen at the start), the
+θ-dependence share splits further into three that add up to it:
+
+* **higher moments** ``(sgd − gaussian)/N``: SGD's noise is not Gaussian;
+* **θ alone** ``(gaussian − frozen_cov)/N``: the covariance follows θ;
+* **correlations** ``(frozen_cov − frozen)/N``: "frozen" drops the off-diagonal covariance.
+
 Their intervals are percentile intervals of a paired bootstrap over states. A
 share is given only where ``N`` itself is resolved (its t-interval excludes 0);
 otherwise it is ``None`` with the reason.
@@ -36,7 +43,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import stdtrit
 
-__all__ = ["mean_interval", "parts", "shares", "LEVEL"]
+__all__ = ["mean_interval", "parts", "shares", "LEVEL", "CONTRASTS", "DETAIL"]
 
 LEVEL = 0.95
 #: Noise-model contrasts of the shares: name → (minuend, subtrahend); "free" is the noise-free path.
@@ -44,6 +51,12 @@ CONTRASTS = {
     "theta_dependence": ("sgd", "frozen"),
     "state_independent": ("frozen", "gd"),
     "gd_residual": ("gd", "free"),
+}
+#: The θ-dependence contrast split further (needs "gaussian" and "frozen_cov"); they add up to it.
+DETAIL = {
+    "higher_moments": ("sgd", "gaussian"),
+    "theta_alone": ("gaussian", "frozen_cov"),
+    "correlations": ("frozen_cov", "frozen"),
 }
 
 
@@ -108,7 +121,8 @@ def shares(ds: xr.Dataset, observables=None, *, n_boot: int = 2000, seed: int = 
     """SGD's noise-induced change split into θ-dependence, state-independent noise and gd's residual.
 
     Args:
-        ds: a decomposition dataset holding the noise models "sgd", "gd" and "frozen".
+        ds: a decomposition dataset holding the noise models "sgd", "gd" and "frozen" (and, for
+            :data:`DETAIL`, "gaussian" and "frozen_cov").
         observables: names to report (default: every observable in ``ds``).
         n_boot: paired bootstrap resamples of the states for the shares' intervals.
         seed: bootstrap seed.
@@ -121,11 +135,12 @@ def shares(ds: xr.Dataset, observables=None, *, n_boot: int = 2000, seed: int = 
     rng = np.random.default_rng(seed)
     S = ds.sizes["state"]
     idx = rng.integers(0, S, size=(n_boot, S))
+    present = [str(n) for n in ds["noise"].values] + ["free"]
+    # The finer split where its models were run.
+    contrasts = {**CONTRASTS, **{c: pm for c, pm in DETAIL.items() if set(pm) <= set(present)}}
     rows = []
     for q in observables or _observables(ds):
-        series = {
-            n: _series(ds, q, n).transpose("anchor", "horizon", "state").values for n in ("sgd", "gd", "frozen", "free")
-        }
+        series = {n: _series(ds, q, n).transpose("anchor", "horizon", "state").values for n in present}
         for a, anchor in enumerate(ds["anchor"].values):
             for h, k in enumerate(ds["horizon"].values):
                 cut = {n: v[a, h] for n, v in series.items()}
@@ -136,20 +151,20 @@ def shares(ds: xr.Dataset, observables=None, *, n_boot: int = 2000, seed: int = 
                     "horizon": int(k),
                     "observable": q,
                     "sgd_noise_induced": n_sgd,
-                    "contrasts": {c: mean_interval(cut[p] - cut[m]) for c, (p, m) in CONTRASTS.items()},
+                    "contrasts": {c: mean_interval(cut[p] - cut[m]) for c, (p, m) in contrasts.items()},
                 }
-                row["shares"], row["note"] = _share_intervals(cut, total, n_sgd, idx)
+                row["shares"], row["note"] = _share_intervals(cut, total, n_sgd, idx, contrasts)
                 rows.append(row)
     return rows
 
 
-def _share_intervals(cut: dict, total: np.ndarray, n_sgd: dict, idx: np.ndarray):
+def _share_intervals(cut: dict, total: np.ndarray, n_sgd: dict, idx: np.ndarray, contrasts: dict):
     """Point shares and paired-bootstrap percentile intervals, or (None per contrast, why)."""
     if not (n_sgd["low"] > 0 or n_sgd["high"] < 0):
-        return {c: None for c in CONTRASTS}, "SGD's noise-induced change is not resolved (its interval holds 0)"
+        return {c: None for c in contrasts}, "SGD's noise-induced change is not resolved (its interval holds 0)"
     denominator = total[idx].mean(-1)  # (n_boot,)
     out = {}
-    for c, (p, m) in CONTRASTS.items():
+    for c, (p, m) in contrasts.items():
         diff = cut[p] - cut[m]
         draws = diff[idx].mean(-1) / denominator
         lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])

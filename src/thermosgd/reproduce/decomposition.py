@@ -17,7 +17,7 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.decomposition import CONTRASTS, parts, shares
+from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, parts, shares
 from thermosgd.jsonsafe import json_safe
 from thermosgd.twolayer.decomposition import NOISES, DecompositionSettings, decomposition_runs
 from thermosgd.twolayer.drift import DriftSetup
@@ -110,6 +110,7 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         "| quantity | anchor | k | deterministic | " + " | ".join(f"noise-induced, {n}" for n in NOISES) + " |",
         "|---|---|---|---|" + "---|" * len(NOISES),
     ]
+    names = [*CONTRASTS, *DETAIL]
     by_key: dict[tuple, dict] = {}
     for r in summary["parts"]:
         by_key.setdefault((r["observable"], r["anchor"], r["horizon"]), {})[r["noise"]] = r
@@ -124,16 +125,19 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         "",
         "## Shares of SGD's noise-induced part",
         "",
-        "θ-dependence = (sgd − frozen)/N, state-independent noise = (frozen − gd)/N, gd residual = "
-        "(gd − noise-free)/N, N = sgd − noise-free; they add up to 1. Intervals: paired bootstrap over states.",
+        "theta dependence = (sgd − frozen)/N, state independent = (frozen − gd)/N, gd residual = "
+        "(gd − noise-free)/N, N = sgd − noise-free; they add up to 1. theta dependence splits into higher "
+        "moments = (sgd − gaussian)/N, theta alone = (gaussian − frozen_cov)/N and correlations = "
+        "(frozen_cov − frozen)/N (frozen keeps only the diagonal of the covariance). Intervals: paired "
+        "bootstrap over states.",
         "",
         "| quantity | anchor | k | N (sgd's noise-induced part) | "
-        + " | ".join(c.replace("_", " ") for c in CONTRASTS)
+        + " | ".join(c.replace("_", " ") for c in names)
         + " | note |",
-        "|---|---|---|---|" + "---|" * len(CONTRASTS) + "---|",
+        "|---|---|---|---|" + "---|" * len(names) + "---|",
     ]
     for r in summary["shares"]:
-        cells = " | ".join(_share(r["shares"][c]) for c in CONTRASTS)
+        cells = " | ".join(_share(r["shares"].get(c)) for c in names)
         lines.append(
             f"| {_LABELS.get(r['observable'], r['observable'])} | {r['anchor']} | {r['horizon']} | "
             f"{_ci(r['sgd_noise_induced'])} | {cells} | {r['note']} |"

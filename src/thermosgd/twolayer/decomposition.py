@@ -18,6 +18,12 @@ measure how much it does, and through which property of the noise:
    samples; the clone means of the observables are kept at each horizon k.
    "frozen" takes σ₀² at the clone's starting state (on G fresh samples, as the
    engine does at initialization), so it begins with SGD's noise and keeps it.
+   It differs from SGD's noise in two ways: it does not follow θ, and it drops
+   the correlations between parameter entries (a diagonal covariance). A fifth
+   model, "frozen_cov" (here only), keeps the full covariance Σ̂(θ₀)/|B| of the
+   starting state: ξ = (|B|(G−1))^(−1/2) Σ_i z_i (g_i(θ₀) − ḡ(θ₀)) on G samples
+   fixed at the start, so "gaussian" − "frozen_cov" is the dependence on θ
+   alone and "frozen_cov" − "frozen" the correlations.
 3. **The noise-free path.** From the same state, full-batch gradient descent on
    a fixed sample of ``pop_size`` inputs (labels averaged exactly when they are
    random, as in :func:`thermosgd.twolayer.drift.population_moments`): the
@@ -48,13 +54,23 @@ from thermosgd.progress import bar as progress_bar
 from thermosgd.threads import threads_for
 from thermosgd.twolayer.data import DATA, PROBE, SampleStream, generator
 from thermosgd.twolayer.drift import DriftSetup, initial_state
+from thermosgd.twolayer.losses import dloss_df
 from thermosgd.twolayer.noise import per_sample_variance
 from thermosgd.twolayer.steps import frozen_step, gaussian_step, gd_step, sgd_step
 
-__all__ = ["NOISES", "OBSERVABLES", "DecompositionSettings", "observables", "anchor_states", "decomposition_runs"]
+__all__ = [
+    "NOISES",
+    "OBSERVABLES",
+    "DecompositionSettings",
+    "observables",
+    "anchor_states",
+    "per_sample_gradients",
+    "frozen_spread",
+    "decomposition_runs",
+]
 
 _F64 = torch.float64
-NOISES = ("sgd", "gd", "gaussian", "frozen")
+NOISES = ("sgd", "gd", "gaussian", "frozen", "frozen_cov")
 OBSERVABLES = ("bias_mean", "v_mean", "w_norm", "v2", "activation_rate")
 _CLONE_STREAM = 11  # stream ids beyond the engine's (data.py's 0–7), so no draw is shared with a sweep
 _STATES_PER_BLOCK = 8  # clones of this many states step together (bounds the G-sample intermediates)
@@ -134,6 +150,37 @@ def anchor_states(setup: DriftSetup, s: DecompositionSettings):
     return tuple(torch.stack([kept[a][i] for a in s.anchors]) for i in range(3))
 
 
+def per_sample_gradients(W, b, V, x, y, loss: str) -> torch.Tensor:
+    """Per-sample gradients ∇ℓ(θ; x_i, y_i) of R replicas on G samples each.
+
+    Args:
+        W: (R, N, M); b, V: (R, N); x: (R, G, M); y: (R, G). loss: "bce" or "mse".
+
+    Returns:
+        (R, G, P), entries ordered (W row-major, b, V) as the "frozen" step's, P = N·M + 2N.
+    """
+    z = torch.baddbmm(b.unsqueeze(1), x, W.mT)  # (R, G, N)
+    a = z.clamp_min(0.0)
+    e = dloss_df(torch.bmm(a, V.unsqueeze(-1)).squeeze(-1), y, loss)  # (R, G)
+    delta = e.unsqueeze(-1) * (z > 0).to(z.dtype) * V.unsqueeze(1)  # ∂ℓ/∂b, (R, G, N)
+    g_W = delta.unsqueeze(-1) * x.unsqueeze(2)  # (R, G, N, M)
+    return torch.cat([g_W.flatten(2), delta, e.unsqueeze(-1) * a], -1)
+
+
+def frozen_spread(W, b, V, x, y, loss: str, batch_size: int) -> torch.Tensor:
+    """ "frozen_cov"'s noise factor: ξ = Σ_i z_i · spread_i, z ~ N(0, I_G), has covariance Σ̂(θ)/|B|.
+
+    Σ̂ is the unbiased covariance of the per-sample gradients on the G samples of x
+    (the "gaussian" step's algebra, with the gradients fixed at this θ); its diagonal
+    is :func:`~thermosgd.twolayer.noise.per_sample_variance`, the "frozen" model's σ₀².
+
+    Returns:
+        (R, G, P), entries as :func:`per_sample_gradients`.
+    """
+    g = per_sample_gradients(W, b, V, x, y, loss)
+    return (g - g.mean(1, keepdim=True)).mul_((batch_size * (x.shape[1] - 1)) ** -0.5)
+
+
 def _clone_block(setup, s: DecompositionSettings, noise: str, W, b, V, gen: torch.Generator) -> np.ndarray:
     """Run R clones (W (R, N, M), b, V (R, N), modified in place) under ``noise``.
 
@@ -145,10 +192,13 @@ def _clone_block(setup, s: DecompositionSettings, noise: str, W, b, V, gen: torc
     G, B = s.gd_batch, s.batch_size
     lr = torch.full((R,), s.lr, dtype=_F64)
     bs = torch.full((R,), float(B), dtype=_F64)
-    scale = None
-    if noise == "frozen":
-        x0, y0 = stream.sample(R * G, gen)
-        scale = (per_sample_variance(W, b, V, x0.view(R, G, M), y0.view(R, G), setup.loss) / B).sqrt_()
+    scale = spread = None
+    if noise in ("frozen", "frozen_cov"):
+        x0, y0 = (v.view(R, G, *v.shape[1:]) for v in stream.sample(R * G, gen))
+        if noise == "frozen":
+            scale = (per_sample_variance(W, b, V, x0, y0, setup.loss) / B).sqrt_()
+        else:
+            spread = frozen_spread(W, b, V, x0, y0, setup.loss, B)
     out = np.empty((len(OBSERVABLES), len(s.horizons), R))
     h = 0
     for k in range(1, max(s.horizons) + 1):
@@ -165,6 +215,10 @@ def _clone_block(setup, s: DecompositionSettings, noise: str, W, b, V, gen: torc
             z = torch.randn(R, N * M + 2 * N, generator=gen, dtype=_F64)
             assert scale is not None  # set above for "frozen"
             frozen_step(W, b, V, x, y, lr, scale, z, setup.loss)
+        elif noise == "frozen_cov":
+            assert spread is not None  # set above for "frozen_cov"
+            xi = torch.einsum("rg,rgp->rp", torch.randn(R, G, generator=gen, dtype=_F64), spread)
+            frozen_step(W, b, V, x, y, lr, torch.ones_like(xi), xi, setup.loss)
         else:
             raise AssertionError(noise)
         if k == s.horizons[h]:
