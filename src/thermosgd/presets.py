@@ -580,10 +580,10 @@ _DECOMPOSITION = Preset(
     steps=1500,
     in_default_set=False,
     figures=(),
-    description="beyond the figures: clones of SGD states (fig3 setting, η = 0.1, |B| = 1) under sgd, gd, gaussian "
-    "and frozen noise beside their noise-free path; the mean change of b, ‖W‖, ‖V‖² and the activation rate "
-    "after 1, 10 and 100 steps split into deterministic and noise-induced parts, and the noise-induced part into "
-    "θ-dependence and state-independent noise",
+    description="beyond the figures: clones of SGD states (fig3 setting, η = 0.1, |B| = 1) under sgd, gd, gaussian, "
+    "frozen and frozen_cov noise beside their noise-free path; the mean change of b, ‖W‖, ‖V‖² and the activation "
+    "rate after 1, 10 and 100 steps split into deterministic and noise-induced parts, and the noise-induced part "
+    "into θ-dependence and state-independent noise",
     claim="The noise-induced fall comes from the noise's dependence on θ (thermophoresis, Sec. 3, Eq. 23–27): "
     "sgd − frozen should carry it, not state-independent noise (frozen − gd).",
     params={
