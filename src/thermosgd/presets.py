@@ -601,7 +601,7 @@ _DECOMPOSITION = Preset(
 )
 
 #: Every preset, in the paper's order; ``thermosgd reproduce --list`` prints it.
-TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _MECHANISM, _SDE_LIMIT, _DECOMPOSITION)
+TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _SDE_LIMIT, _DECOMPOSITION, _MECHANISM)
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 
 
