@@ -107,3 +107,10 @@ def test_bad_sampling_settings_are_refused_in_one_line(data, train, message):
     with pytest.raises(UsageError, match=message) as err:
         from_dict({"data": data, "train": {"sampling": "reshuffle", **train}})
     assert "\n" not in str(err.value)
+
+
+def test_reshuffled_replica_does_not_depend_on_the_seeds_trained_with_it():
+    cfg = _cfg("reshuffle", seeds=3, lr=[0.05, 0.1], steps=60, record_every=10)
+    together = thermosgd.train(cfg)
+    alone = thermosgd.train(cfg, seeds=[1])
+    np.testing.assert_array_equal(together.v_norm.sel(seed=[1]).values, alone.v_norm.values)
