@@ -28,7 +28,7 @@ def test_mechanism_tiny(tmp_path):
     for stem in ("mechanism_fig3", "mechanism_fig5"):
         assert (tmp_path / "figures" / f"{stem}.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "mechanism.json").read_text())
-    assert summary["gd_batch"] == 8 and len(summary["verdict"]) == 2
+    assert summary["gd_batch"] == 8 and len(summary["verdict"]) == 2 + len(summary["claims"])
     ds = thermosgd.load(tmp_path / "runs" / "fig3-frozen")
     assert json.loads(ds.attrs["config"])["train"]["noise"] == "frozen"
     row = summary["results"]["fig3"]["noise_models"]["frozen"]["rows"][-1]
@@ -93,3 +93,15 @@ def test_decomposition_tiny(tmp_path):
     assert {r["noise"] for r in summary["parts"]} == {"sgd", "gd", "gaussian", "frozen", "frozen_cov"}
     assert (tmp_path / "decomposition.nc").exists()
     assert "## Shares of SGD's noise-induced part" in (tmp_path / "report.md").read_text()
+
+
+def test_the_new_experiments_state_their_verdicts_in_words_for_the_page(tmp_path):
+    reproduce_mechanism(presets.get("decomposition"), tmp_path / "d", quick=True, progress=False)
+    lines = json.loads((tmp_path / "d" / "decomposition.json").read_text())["verdict"]
+    assert len(lines) == 3 and all(line.startswith("activation rate, 10 steps from step") for line in lines)
+    tiny = dataclasses.replace(
+        presets.get("sde-limit"), quick={"seeds": 2, "steps": 20, "svag": [1, 2], "settings": ["fig7"]}
+    )
+    reproduce_mechanism(tiny, tmp_path / "s", quick=True, progress=False)
+    lines = json.loads((tmp_path / "s" / "sde-limit.json").read_text())["verdict"]
+    assert len(lines) == 4 and lines[0].startswith("fig7, η = 0.025: l = 2 vs l = 1: inconclusive")

@@ -56,6 +56,7 @@ def reproduce_decomposition(
 ) -> dict:
     """Run, store, estimate and report; returns the summary written to ``decomposition.json``."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     s = settings_of(preset, seeds=seeds, steps=steps, quick=quick)
     setup = DriftSetup(**preset.settings(quick=quick)["setup"])
     path = out / "decomposition.nc"
@@ -73,11 +74,29 @@ def reproduce_decomposition(
         "parts": parts(ds),
         "shares": shares(ds),
     }
+    summary["verdict"] = _in_words(summary["shares"])
     (out / "decomposition.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(preset, summary))
     if progress:
         print(f"[decomposition] tables in {out / 'report.md'}")
     return summary
+
+
+def _in_words(rows: list[dict]) -> list[str]:
+    """The activation rate's shares at the longest horizon from each anchor, one line each (for the page)."""
+    last = max((r["horizon"] for r in rows), default=0)
+    out = []
+    for r in rows:
+        if r["observable"] != "activation_rate" or r["horizon"] != last:
+            continue
+        noise = _ci(r["sgd_noise_induced"])
+        head = f"activation rate, {last} steps from step {r['anchor']}: SGD's noise-induced change {noise}"
+        if r["note"]:
+            out.append(f"{head}; {r['note']}")
+            continue
+        shares = ", ".join(f"{c.replace('_', ' ')} {_share(x)}" for c, x in r["shares"].items())
+        out.append(f"{head}; shares: {shares}")
+    return out
 
 
 def _ci(x: dict, digits: int = 3) -> str:
