@@ -298,7 +298,7 @@ _STATEMENTS = {
         "equivalence",
     ),
     "needs_theta_dependence": (
-        "it needs θ-dependent noise (frozen noise adds nothing to gd)",
+        "it needs θ-dependent noise (frozen, diagonal noise adds nothing to gd)",
         "frozen − gd",
         "equivalence",
     ),
