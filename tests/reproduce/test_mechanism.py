@@ -105,3 +105,10 @@ def test_the_new_experiments_state_their_verdicts_in_words_for_the_page(tmp_path
     reproduce_mechanism(tiny, tmp_path / "s", quick=True, progress=False)
     lines = json.loads((tmp_path / "s" / "sde-limit.json").read_text())["verdict"]
     assert len(lines) == 4 and lines[0].startswith("fig7, η = 0.025: l = 2 vs l = 1: inconclusive")
+
+
+def test_decomposition_refuses_one_seed_in_one_line(tmp_path):
+    from thermosgd.errors import UsageError
+
+    with pytest.raises(UsageError, match="--seeds must be at least 2 for decomposition"):
+        reproduce_mechanism(presets.get("decomposition"), tmp_path, seeds=1, quick=True, progress=False)

@@ -18,6 +18,7 @@ import xarray as xr
 
 from thermosgd import presets
 from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, parts, shares
+from thermosgd.errors import UsageError
 from thermosgd.jsonsafe import json_safe
 from thermosgd.twolayer.decomposition import NOISES, DecompositionSettings, decomposition_runs
 from thermosgd.twolayer.drift import DriftSetup
@@ -36,6 +37,8 @@ _LABELS = {
 def settings_of(preset: presets.Preset, *, seeds=None, steps=None, quick: bool = False) -> DecompositionSettings:
     """The preset's :class:`DecompositionSettings` at the requested size (anchors as fractions of ``steps``)."""
     states, last = preset.size(seeds=seeds, steps=steps, quick=quick)
+    if states < 2:
+        raise UsageError(f"--seeds must be at least 2 for {preset.name}: its intervals are over SGD trajectories")
     p = preset.settings(quick=quick)
     anchors = tuple(sorted({round(f * last) for f in p["anchor_fractions"]}))
     return DecompositionSettings(
