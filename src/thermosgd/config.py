@@ -6,7 +6,7 @@ A configuration has four sections::
     [data]   inputs, labels, train_size, probe_size, test_size, teacher_hidden
     [train]  loss, lr, batch_size, seeds, steps, record_every, probe_every,
              seed, share_init, share_data, dtype, runaway_factor, noise, gd_batch,
-             device, fused
+             device, fused, svag, sampling
     [sweep]  seeds_per_unit
 
 Every key has a default (see the dataclasses below). Unknown keys, wrong types
@@ -130,6 +130,19 @@ class TrainConfig:
             :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
             the same random numbers, results equal to the default path to
             floating-point tolerance, not bit-identical.
+        svag: l, the SVAG factor (Li, Malladi & Arora 2021, arXiv 2102.12470;
+            :mod:`thermosgd.twolayer.steps`): each step becomes l steps of size
+            η/l with the same mean drift per unit of η·steps and l times the noise
+            covariance per step, so l → ∞ approaches the SDE limit. 1 = the process
+            as configured. ``steps``, ``record_every`` and ``probe_every`` stay
+            in the original step units (l·steps updates run; records land at the
+            same step coordinates for every l).
+        sampling: how minibatches are drawn from a finite training set
+            (``[data] train_size > 0`` or a data file): "iid" = each sample
+            uniformly with replacement; "reshuffle" = epochs without
+            replacement (each epoch a fresh permutation from the replica's own
+            data stream; every sample used once per epoch), as Smith et al.
+            (ICLR 2021) assume.
     """
 
     loss: str = "bce"
@@ -148,6 +161,8 @@ class TrainConfig:
     gd_batch: int = 1024
     device: str = "cpu"
     fused: bool = False
+    svag: int = 1
+    sampling: str = "iid"
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,7 @@ _CHOICES = {
     ("train", "loss"): ("bce", "mse"),
     ("train", "dtype"): ("float32", "float64"),
     ("train", "noise"): ("sgd", "gd", "gaussian", "frozen"),
+    ("train", "sampling"): ("iid", "reshuffle"),
 }
 _POSITIVE = {
     ("model", "inputs"),
@@ -210,6 +226,7 @@ _POSITIVE = {
     ("data", "teacher_hidden"),
     ("train", "steps"),
     ("train", "record_every"),
+    ("train", "svag"),
 }
 _NONNEGATIVE = {("data", "train_size"), ("data", "test_size"), ("train", "probe_every"), ("train", "seed")}
 _MAX_SEED = 2**63 - 1  # the master seed only enters SeedSequence
@@ -324,6 +341,10 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError(f"[train] seed must be below 2^63, got {t.seed}")
     if t.steps > MAX_STEPS:
         raise UsageError(f"[train] steps = {t.steps} is beyond the supported maximum {MAX_STEPS}")
+    if t.steps * t.svag > MAX_STEPS:
+        raise UsageError(
+            f"[train] svag = {t.svag} makes {t.steps * t.svag} updates, beyond the supported maximum {MAX_STEPS}"
+        )
     if cfg.data.probe_size < 2:
         raise UsageError(
             f"[data] probe_size must be at least 2 (a variance needs two samples), got {cfg.data.probe_size}"
@@ -352,6 +373,24 @@ def _check_values(cfg: SweepConfig) -> None:
         raise UsageError('[data] file is read only with inputs = "file" and labels = "file"')
     if cfg.data.train_size and cfg.data.train_size < 2:
         raise UsageError("[data] train_size must be 0 (online) or at least 2")
+    _check_sampling(cfg)
+
+
+def _check_sampling(cfg: SweepConfig) -> None:
+    """Epochs without replacement need a finite set, and one batch size per shared stream."""
+    t, d = cfg.train, cfg.data
+    if t.sampling != "reshuffle":
+        return
+    if not d.train_size and d.inputs != "file":
+        raise UsageError(
+            '[train] sampling = "reshuffle" needs a finite training set ([data] train_size > 0 or inputs = "file")'
+        )
+    if t.share_data and len(t.batch_size) > 1 and t.noise == "sgd":
+        # A shared stream hands |B| = b the first b samples of each largest batch: not once per epoch.
+        raise UsageError(
+            '[train] sampling = "reshuffle" with several batch sizes needs share_data = false '
+            "(a shared stream would not use every sample once per epoch at the smaller sizes)"
+        )
 
 
 def check_device_name(name: Any, where: str = "device") -> str:

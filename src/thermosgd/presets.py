@@ -526,11 +526,12 @@ _MECHANISM = Preset(
     over="lr",
     metric="activation_rate",
     seeds=8,
-    steps=3000,
+    steps=2000,
     in_default_set=False,
     figures=("mechanism_fig3", "mechanism_fig7", "mechanism_fig5"),
     description="beyond the figures: the fig3 and fig7 settings under four noise models (sgd, gd, gaussian, "
-    "frozen; shared initialization), and fig5's |B| sweep at η = 0.05 under sgd and gaussian",
+    "frozen; shared initialization) and under SVAG (l = 8), fig5's |B| sweep at η = 0.05 under sgd and "
+    "gaussian, and fig3 on 256 samples drawn iid or in reshuffled epochs; the mechanism's claims as rows",
     claim="The activation rate falls at a rate ∝ η²/|B| because SGD's noise has a parameter-dependent "
     "variance (a temperature gradient, Sec. 3, Eq. 23–27): the fall should need such noise, i.e. "
     "appear with 'sgd' and 'gaussian' noise but not with the noise-free 'gd' step or the "
@@ -540,13 +541,66 @@ _MECHANISM = Preset(
         "noises": ["sgd", "gd", "gaussian", "frozen"],
         "batch_sweep": "fig5",
         "batch_noises": ["sgd", "gaussian"],
-        "gd_batch": 1024,
+        "gd_batch": 256,
+        # sgd under [train] svag = 8 in each setting: the "survives the SDE limit" claim
+        "svag": 8,
+        # fig3 on a finite training set, minibatches drawn iid and in reshuffled epochs
+        "finite": {"setting": "fig3", "train_size": 256, "samplings": ["iid", "reshuffle"]},
     },
-    quick={"seeds": 2, "steps": 100, "gd_batch": 64},
+    quick={"seeds": 2, "steps": 100, "gd_batch": 64, "svag": 2},
+)
+
+_SDE_LIMIT = Preset(
+    name="sde-limit",
+    kind="mechanism",
+    experiment="sde-limit",
+    over="lr",
+    metric="activation_rate",
+    seeds=8,
+    steps=3000,
+    in_default_set=False,
+    figures=("sde_limit_fig3", "sde_limit_fig7"),
+    description="beyond the figures: the fig3 and fig7 settings under SVAG ([train] svag = l, l ∈ {1, 2, 4, 8}; "
+    "Li, Malladi & Arora 2021), activation rate against k/l: is the fall a continuous-time (SDE) effect?",
+    claim="The fall is a property of the SGD dynamics' diffusion limit (Sec. 3 treats SGD as a diffusion): "
+    "as l grows (the SDE limit) the activation rate's fall should stay the same; a discretization artefact "
+    "would vanish as 1/l.",
+    params={"settings": ["fig3", "fig7"], "svag": [1, 2, 4, 8]},
+    quick={"seeds": 2, "steps": 100, "svag": [1, 2]},
+)
+
+_DECOMPOSITION = Preset(
+    name="decomposition",
+    kind="mechanism",
+    experiment="decomposition",
+    over=None,
+    metric="decomposition",
+    seeds=64,
+    steps=1500,
+    in_default_set=False,
+    figures=(),
+    description="beyond the figures: clones of SGD states (fig3 setting, η = 0.1, |B| = 1) under sgd, gd, gaussian, "
+    "frozen and frozen_cov noise beside their noise-free path; the mean change of b, ‖W‖, ‖V‖² and the activation "
+    "rate after 1, 10 and 100 steps split into deterministic and noise-induced parts, and the noise-induced part "
+    "into θ-dependence and state-independent noise",
+    claim="The noise-induced fall comes from the noise's dependence on θ (thermophoresis, Sec. 3, Eq. 23–27): "
+    "sgd − frozen should carry it, not state-independent noise (frozen − gd).",
+    params={
+        "setup": {"inputs": 10, "hidden": 10, "labels": "random", "loss": "bce", "init": "torch", "seed": 0},
+        "lr": 0.1,
+        "batch_size": 1,
+        "anchor_fractions": [0.0, 0.2, 1.0],
+        "clones": 32,
+        "horizons": [1, 10, 100],
+        "gd_batch": 128,
+        "pop_size": 4096,
+        "seed": 1,
+    },
+    quick={"seeds": 4, "steps": 50, "clones": 4, "horizons": [1, 10], "gd_batch": 16, "pop_size": 256},
 )
 
 #: Every preset, in the paper's order; ``thermosgd reproduce --list`` prints it.
-TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _MECHANISM)
+TABLE: tuple[Preset, ...] = (_WALK, *_TWOLAYER, *_DEEP, *_ANALYSIS, _SDE_LIMIT, _DECOMPOSITION, _MECHANISM)
 PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in TABLE})
 
 

@@ -20,12 +20,12 @@ from thermosgd.fitting import loglog_regression, percentile_interval
 __all__ = ["window_drift", "excess_parts", "fit_scaling", "ScalingFit", "DriftSummary", "drift_summary", "drift_table"]
 
 
-def window_drift(ds: xr.Dataset, var: str, window: tuple[float, float]) -> xr.DataArray:
+def window_drift(ds: xr.Dataset, var: str | xr.DataArray, window: tuple[float, float]) -> xr.DataArray:
     """Per-step change of ``var`` over a window of steps, by linear interpolation.
 
     Args:
         ds: a :func:`trajectory_drift` dataset.
-        var: a data variable with a ``step`` dim (e.g. ``"b"``, or a derived excess).
+        var: the name of a data variable with a ``step`` dim (e.g. ``"b"``), or such an array (a derived excess).
         window: ``(t1, t2)`` steps, t1 < t2.
 
     Returns:

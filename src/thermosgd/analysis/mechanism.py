@@ -17,19 +17,59 @@ rate (:func:`~thermosgd.analysis.verdict.judge`), and a plain reading:
   **matches SGD** (falls within 3 combined standard errors, overlapping
   exponent CIs) — the question of the ablation, independent of how exactly the
   paper's exponent holds.
+
+The mechanism's claims as their own rows (:func:`mechanism_claims`,
+:class:`MechanismClaim`), each judged by a rule of
+:mod:`thermosgd.analysis.verdict` on the change of the activation rate from
+step 0 to the last step at the strongest setting, compared seed by seed (every
+noise model starts from the same initialization per seed):
+
+* **the fall needs noise**: gd − sgd > 0, the difference rule (``"agrees"`` when
+  gd's change lies significantly above sgd's, i.e. it falls less);
+* **second moments suffice**: gaussian − sgd = 0 within the margin, the
+  equivalence rule, margin m·|sgd's change|;
+* **it needs θ-dependent noise**: frozen − gd = 0 within the margin (noise of
+  SGD's initial size that does not follow θ adds nothing to the noise-free
+  fall), the equivalence rule, margin m·|sgd's change − gd's change|;
+* **it survives the SDE limit**: sgd at svag = l − sgd = 0 within the margin, the
+  equivalence rule, margin m·|sgd's change|.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import xarray as xr
 
-from thermosgd.analysis.verdict import Verdict, judge
+from thermosgd.analysis.verdict import (
+    DEFAULT_MARGIN,
+    INCONCLUSIVE,
+    MIN_SEEDS_FOR_VERDICT,
+    NOT_MEASURED,
+    RISES,
+    Judgement,
+    Verdict,
+    check_margin,
+    judge,
+    judge_difference,
+    judge_equivalence,
+    t_interval,
+)
 from thermosgd.presets import PAPER_EXPONENT
 
-__all__ = ["end_values", "assess", "versus", "plain_verdict", "METRICS"]
+__all__ = [
+    "end_values",
+    "assess",
+    "versus",
+    "plain_verdict",
+    "METRICS",
+    "MechanismClaim",
+    "mechanism_claims",
+    "paired_change",
+    "sde_limit_rows",
+]
 
 #: Reported at the end of each run, with their change from initialization.
 METRICS = ("activation_rate", "v_norm", "bias_mean")
@@ -59,7 +99,7 @@ def end_values(ds: xr.Dataset, over: str) -> list[dict]:
     for v in np.sort(ds[over].values):
         sub = ds.sel({over: v}).isel({other: 0})
         alive = ~sub["diverged"].values.astype(bool) if "diverged" in sub else np.ones(sub.sizes["seed"], bool)
-        row = {"value": float(v), "replicas": int(alive.sum()), "left_out": int((~alive).sum())}
+        row: dict = {"value": float(v), "replicas": int(alive.sum()), "left_out": int((~alive).sum())}
         for m in METRICS:
             da = sub[m].transpose("seed", "step").values
             start, end = da[alive, 0], da[alive, -1]
@@ -70,8 +110,18 @@ def end_values(ds: xr.Dataset, over: str) -> list[dict]:
     return rows
 
 
-def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = False, n_boot: int | None = None) -> dict:
+def assess(
+    ds: xr.Dataset,
+    name: str,
+    over: str,
+    *,
+    include_diverged: bool = False,
+    n_boot: int | None = None,
+    margin: float = DEFAULT_MARGIN,
+) -> dict:
     """End values, the activation-rate collapse fit and the plain reading of one run (module docstring).
+
+    ``margin``: the practical margin of the exponent's verdict (:func:`~thermosgd.analysis.verdict.judge`).
 
     Returns:
         dict with ``rows`` (:func:`end_values`), ``verdict`` (a
@@ -81,7 +131,7 @@ def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = Fal
     """
     rows = end_values(ds, over)
     boot = {} if n_boot is None else {"n_boot": n_boot}  # default: the verdicts' own resample count
-    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, **boot)
+    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, margin=margin, **boot)
     strongest = rows[-1] if over == "lr" else rows[0]
     change = strongest["activation_rate"]
     falls = bool(
@@ -100,7 +150,7 @@ def assess(ds: xr.Dataset, name: str, over: str, *, include_diverged: bool = Fal
 
 
 def _collapses(v: Verdict) -> str:
-    if v.ci_low is None or v.ci_high is None:
+    if v.ci_low is None or v.ci_high is None or v.fit is None:
         return "not measured"
     paper_in = v.ci_low <= v.paper <= v.ci_high
     lo, hi = v.fit["bounds"]
@@ -197,3 +247,201 @@ def plain_verdict(assessed: dict[str, dict], setting: str) -> str:
             + ")"
         )
     return head + ". " + " ".join(f"{n}: {a['words']}." for n, a in assessed.items())
+
+
+# --------------------------------------------------------------------------- the mechanism's claims
+
+
+@dataclass(frozen=True)
+class MechanismClaim:
+    """One claim about the mechanism in one setting, judged (a summary row).
+
+    Attributes:
+        claim: key (``needs_noise``, ``second_moments_suffice``, ``needs_theta_dependence``,
+            ``survives_sde_limit``). statement: the claim in words. setting: e.g. ``"fig3"``.
+        compared: the difference measured, e.g. ``"gd − sgd"``. rule: the
+            :data:`~thermosgd.analysis.verdict.RULES` key that judged it.
+        value: the swept value compared (the strongest setting), ``over`` its name.
+        difference, se, ci_low, ci_high: the mean over seeds of the per-seed difference of
+            the activation rate's change (first to last step), its standard error and 95% t-interval.
+        seeds: seeds compared. reference: sgd's mean change there.
+        margin: the equivalence margin in activation-rate units (None for the difference rule).
+        status, reason: the verdict word and why.
+    """
+
+    claim: str
+    statement: str
+    setting: str
+    compared: str
+    rule: str
+    over: str
+    value: float
+    difference: float
+    se: float
+    ci_low: float
+    ci_high: float
+    seeds: int
+    reference: float
+    margin: float | None
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_STATEMENTS = {
+    "needs_noise": ("the fall needs noise", "gd − sgd", "difference"),
+    "second_moments_suffice": (
+        "second moments suffice (Gaussian noise, SGD's covariance)",
+        "gaussian − sgd",
+        "equivalence",
+    ),
+    "needs_theta_dependence": (
+        "it needs θ-dependent noise (frozen, diagonal noise adds nothing to gd)",
+        "frozen − gd",
+        "equivalence",
+    ),
+    "survives_sde_limit": ("it survives the SDE limit (SVAG)", "svag − sgd", "equivalence"),
+}
+
+
+def _changes(ds: xr.Dataset, over: str, value: float, metric: str) -> np.ndarray:
+    """Per seed (S,): metric at the last step minus at step 0 at one swept value; NaN where diverged."""
+    other = "batch_size" if over == "lr" else "lr"
+    sub = ds.sel({over: value}).isel({other: 0})
+    da = sub[metric].transpose("seed", "step").values
+    change = da[:, -1] - da[:, 0]
+    if "diverged" in sub:
+        change = np.where(sub["diverged"].values.astype(bool), np.nan, change)
+    return change
+
+
+def strongest(ds: xr.Dataset, over: str) -> float:
+    """The swept value with the largest expected effect: largest η, or smallest |B|."""
+    values = ds[over].values
+    return float(values.max() if over == "lr" else values.min())
+
+
+def paired_change(
+    a: xr.Dataset, b: xr.Dataset, over: str, *, metric: str = "activation_rate", value: float | None = None
+) -> dict:
+    """``a``'s change minus ``b``'s, seed by seed, at ``value`` of ``over`` (default: the strongest).
+
+    Returns:
+        ``{"value", "difference", "se", "ci_low", "ci_high", "seeds", "reference"}`` (``reference``:
+        ``b``'s mean change); NaN entries where fewer than 2 seeds survive in both.
+    """
+    value = strongest(b, over) if value is None else float(value)
+    da, db = _changes(a, over, value, metric), _changes(b, over, value, metric)
+    seeds = np.intersect1d(a["seed"].values, b["seed"].values)
+    da = da[np.isin(a["seed"].values, seeds)]
+    db = db[np.isin(b["seed"].values, seeds)]
+    d = (da - db)[np.isfinite(da - db)]
+    ref = db[np.isfinite(db)]
+    out = {"value": value, "seeds": int(d.size), "reference": float(ref.mean()) if ref.size else math.nan}
+    if d.size < 2:
+        return {**out, "difference": math.nan, "se": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    mean, low, high = t_interval(d)
+    return {**out, "difference": mean, "se": float(d.std(ddof=1) / math.sqrt(d.size)), "ci_low": low, "ci_high": high}
+
+
+def _judged(key: str, setting: str, over: str, p: dict, margin: float | None) -> MechanismClaim:
+    statement, compared, rule = _STATEMENTS[key]
+    if not math.isfinite(p["difference"]):
+        j = Judgement(NOT_MEASURED, "fewer than 2 seeds compared")
+    elif p["seeds"] < MIN_SEEDS_FOR_VERDICT:
+        j = Judgement(INCONCLUSIVE, f"{p['seeds']} seeds compared; a verdict needs {MIN_SEEDS_FOR_VERDICT}")
+    elif rule == "difference":
+        j = judge_difference(p["difference"], p["se"], RISES)
+    else:
+        j = judge_equivalence(p["difference"], (p["ci_low"], p["ci_high"]), margin if margin is not None else math.nan)
+    return MechanismClaim(
+        key,
+        statement,
+        setting,
+        compared,
+        rule,
+        over,
+        p["value"],
+        p["difference"],
+        p["se"],
+        p["ci_low"],
+        p["ci_high"],
+        p["seeds"],
+        p["reference"],
+        margin,
+        j.status,
+        j.reason,
+    )
+
+
+def mechanism_claims(
+    by_noise: dict[str, xr.Dataset],
+    setting: str,
+    over: str,
+    *,
+    svag: xr.Dataset | None = None,
+    margin: float = DEFAULT_MARGIN,
+) -> list[MechanismClaim]:
+    """The mechanism's claims in one setting (module docstring), for the noise models present.
+
+    Args:
+        by_noise: {noise model: results}, with "sgd" (else nothing is judged).
+        setting: the setting's name. over: the swept parameter.
+        svag: results of sgd under ``[train] svag`` = l > 1, for the SDE-limit claim.
+        margin: the practical margin, a fraction (see the module docstring for its reference).
+    """
+    m = check_margin(margin)
+    sgd = by_noise.get("sgd")
+    if sgd is None:
+        return []
+    out = []
+    gd = by_noise.get("gd")
+    if gd is not None:
+        out.append(_judged("needs_noise", setting, over, paired_change(gd, sgd, over), None))
+    if "gaussian" in by_noise:
+        p = paired_change(by_noise["gaussian"], sgd, over)
+        out.append(_judged("second_moments_suffice", setting, over, p, m * abs(p["reference"])))
+    if "frozen" in by_noise and gd is not None:
+        noise_fall = paired_change(sgd, gd, over)["difference"]
+        p = paired_change(by_noise["frozen"], gd, over)
+        out.append(_judged("needs_theta_dependence", setting, over, p, m * abs(noise_fall)))
+    if svag is not None:
+        p = paired_change(svag, sgd, over)
+        out.append(_judged("survives_sde_limit", setting, over, p, m * abs(p["reference"])))
+    return out
+
+
+def sde_limit_rows(by_l: dict[int, xr.Dataset], over: str, *, margin: float = DEFAULT_MARGIN) -> list[dict]:
+    """End activation rate per swept value and SVAG factor l, and l = 1 against the largest l.
+
+    Args:
+        by_l: {l: results of the same preset under ``[train] svag = l``}, with l = 1 among them.
+        over: the swept parameter.
+        margin: the equivalence margin, a fraction of l = 1's change at that value.
+
+    Returns:
+        One row per swept value (ascending): ``value``; ``by_l`` {l: :func:`end_values`' activation-rate
+        dict plus ``replicas``}; ``versus`` (:func:`paired_change` of the largest l minus l = 1) with
+        ``l``, ``margin`` (activation-rate units), ``status`` and ``reason`` of the equivalence rule.
+    """
+    m = check_margin(margin)
+    top = max(by_l)
+    base = by_l[1]
+    rows = []
+    for i, value in enumerate(np.sort(base[over].values)):
+        cells = {}
+        for factor, ds in sorted(by_l.items()):
+            r = end_values(ds, over)[i]
+            cells[factor] = {**r["activation_rate"], "replicas": r["replicas"]}
+        p = paired_change(by_l[top], base, over, value=float(value))
+        claim = _judged("survives_sde_limit", "", over, p, m * abs(p["reference"]))
+        rows.append(
+            {
+                "value": float(value),
+                "by_l": cells,
+                "versus": {**p, "l": top, "margin": claim.margin, "status": claim.status, "reason": claim.reason},
+            }
+        )
+    return rows

@@ -94,7 +94,10 @@ class Grid:
     @classmethod
     def of(cls, cfg: SweepConfig, seeds: int | None = None) -> Grid:
         t, d = cfg.train, cfg.data
-        batch = max(t.batch_size) if t.noise == "sgd" else t.gd_batch
+        # SVAG runs t.svag updates per configured step, "sgd" on two minibatches each: the grid is
+        # costed in updates (so step counts in its messages are updates, t.svag per step).
+        per_step = t.svag
+        batch = max(t.batch_size) * (1 if per_step == 1 else 2) if t.noise == "sgd" else t.gd_batch
         # engine: _CHUNK steps of minibatches, or ~2^18 input numbers per stream for G-sample steps
         chunk = _CHUNK if t.noise == "sgd" else max(1, min(_CHUNK, (1 << 18) // (batch * cfg.model.inputs)))
         return cls(
@@ -104,9 +107,9 @@ class Grid:
             batch=batch,
             chunk=chunk,
             tracks_norms=t.noise == "sgd" and 4 * (t.steps // t.record_every) >= t.steps,
-            steps=t.steps,
-            record_every=t.record_every,
-            probe_every=cfg.probe_every_steps,
+            steps=per_step * t.steps,
+            record_every=per_step * t.record_every,
+            probe_every=per_step * cfg.probe_every_steps,
             inputs=cfg.model.inputs,
             hidden=cfg.model.hidden,
             probe=d.probe_size,

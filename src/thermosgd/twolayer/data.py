@@ -5,6 +5,12 @@ Every random draw comes from a ``torch.Generator`` whose seed is derived from
 NumPy's ``SeedSequence``. A replica's numbers therefore depend on its
 coordinates only, never on which other replicas are trained with it or in which
 order work units run.
+
+A finite training set is sampled as ``[train] sampling`` says: "iid" draws each
+minibatch sample uniformly with replacement; "reshuffle" reads the set in
+epochs, each a fresh permutation drawn from the same data stream, so the
+sample sequence is a concatenation of permutations cut into minibatches (a
+minibatch may straddle two epochs when |B| does not divide the set's size).
 """
 
 from __future__ import annotations
@@ -68,13 +74,17 @@ class SampleStream:
             if d.labels == "teacher"
             else None
         )
-        self.train_x = self.train_y = None
+        self.train_x: torch.Tensor | None = None
+        self.train_y: torch.Tensor | None = None
+        self._epoch = torch.empty(0, dtype=torch.long)  # the current epoch's order ("reshuffle")
+        self._read = 0  # samples of it already used
         self.user = dataset
         if dataset is not None:
             self.train_x, self.train_y = dataset.x.to(dtype), dataset.y.to(dtype)
         elif d.train_size:
             g = generator(master, seed, TRAINSET)
             self.train_x, self.train_y = self.sample(d.train_size, g, balanced=True)
+        self.reshuffle = cfg.train.sampling == "reshuffle" and self.train_x is not None
 
     def inputs(self, n: int, gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
         """n fresh inputs (n, M), drawn into ``out`` when given."""
@@ -97,7 +107,7 @@ class SampleStream:
 
     def batches(self, steps: int, batch: int):
         """The next ``steps`` minibatches: x (steps, batch, M), y (steps, batch)."""
-        x, y = self.draw(steps * batch, self._gen)
+        x, y = self.draw(steps * batch, self._gen, epochs=self.reshuffle)
         return x.view(steps, batch, self.M), y.view(steps, batch)
 
     def batches_into(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -106,40 +116,53 @@ class SampleStream:
         The engine draws hundreds of streams per chunk into one buffer, where
         copies and per-call overhead would cost more than the draws themselves.
         """
-        self.draw(len(y), self._gen, out=(x, y))
+        self.draw(len(y), self._gen, out=(x, y), epochs=self.reshuffle)
 
-    def draw(self, n: int, gen: torch.Generator, out=None):
-        """n training samples x (n, M), y (n,): fresh ones online, else drawn with replacement from the set.
+    def draw(self, n: int, gen: torch.Generator, out=None, epochs: bool = False):
+        """n training samples x (n, M), y (n,): fresh ones online, else drawn from the set.
 
         ``out``: (x, y) to write them into (contiguous, of the stream's dtype).
+        ``epochs``: read the set in epochs without replacement (:meth:`epoch_indices`)
+        instead of drawing with replacement.
         """
-        if self.train_x is None:
+        xs, ys = self.train_x, self.train_y
+        if xs is None or ys is None:
             return self.sample(n, gen, out=out)
-        idx = torch.randint(0, len(self.train_y), (n,), generator=gen)
+        idx = self.epoch_indices(n, gen) if epochs else torch.randint(0, len(ys), (n,), generator=gen)
         if out is None:
-            return self.train_x[idx], self.train_y[idx]
-        return (
-            torch.index_select(self.train_x, 0, idx, out=out[0]),
-            torch.index_select(self.train_y, 0, idx, out=out[1]),
-        )
+            return xs[idx], ys[idx]
+        return torch.index_select(xs, 0, idx, out=out[0]), torch.index_select(ys, 0, idx, out=out[1])
+
+    def epoch_indices(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """The next n indices (n,) of the set read in epochs: each epoch a fresh permutation from ``gen``."""
+        assert self.train_y is not None, "epochs need a finite training set"
+        size, parts, need = len(self.train_y), [], n
+        while need:
+            if self._read == len(self._epoch):
+                self._epoch, self._read = torch.randperm(size, generator=gen), 0
+            take = min(need, size - self._read)
+            parts.append(self._epoch[self._read : self._read + take])
+            self._read += take
+            need -= take
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
     def probe(self):
         """Probe set (P, M), (P,): fixed fresh samples, or a training subset."""
         master, seed = self._coords
         P = self.cfg.data.probe_size
         g = generator(master, seed, PROBE)
-        if self.train_x is None:
+        xs, ys = self.train_x, self.train_y
+        if xs is None or ys is None:
             return self.sample(P, g, balanced=True)
-        if len(self.train_y) <= P:
-            return self.train_x, self.train_y
-        idx = torch.randperm(len(self.train_y), generator=g)[:P]
-        return self.train_x[idx], self.train_y[idx]
+        if len(ys) <= P:
+            return xs, ys
+        idx = torch.randperm(len(ys), generator=g)[:P]
+        return xs[idx], ys[idx]
 
     def test(self):
         if self.user is not None:
-            return (
-                None if self.user.x_test is None else (self.user.x_test.to(self.dtype), self.user.y_test.to(self.dtype))
-            )
+            xt, yt = self.user.x_test, self.user.y_test
+            return None if xt is None or yt is None else (xt.to(self.dtype), yt.to(self.dtype))
         master, seed = self._coords
         n = self.cfg.data.test_size
         if not n:

@@ -155,10 +155,15 @@ def _train(
     probe = _to_device(data.probe_set(), dev)
     stepper = _to_device(_stepper(cfg, p, data, S, dtype, dev), dev)
 
-    record = every(t.record_every, last=t.steps)
-    probe_due = every(cfg.probe_every_steps, last=t.steps)
+    # SVAG runs l updates per configured step: schedules count updates, records keep configured steps.
+    per_step, updates = t.svag, t.svag * t.steps
+    record = every(per_step * t.record_every, last=updates)
+    probe_due = every(per_step * cfg.probe_every_steps, last=updates)
     records = Records(
-        METRICS + (TEST_METRICS if probe.test_x is not None else ()), np.array(record.steps(t.steps)), L * K * S, dtype
+        METRICS + (TEST_METRICS if probe.test_x is not None else ()),
+        np.array(record.steps(updates)) // per_step,
+        L * K * S,
+        dtype,
     )
     # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
     # pass over W (which for large N·M costs more than the SGD step itself);
@@ -166,7 +171,7 @@ def _train(
     row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
-    bar = progress_bar(t.steps, desc=desc or "train", unit="step", enabled=progress)
+    bar = progress_bar(updates, desc=desc or "train", unit="step", enabled=progress)
     if t.fused:
         _fused_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, fused_threads)
     else:
@@ -211,12 +216,12 @@ def _reference_loop(
         )
         values = {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
         records.put(i, values)
-        _freeze(watch.update(step, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
+        _freeze(watch.update(step // t.svag, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
 
     measure_at(0, 0)
-    ri, step = 1, 0
-    while step < t.steps:
-        n = min(stepper.chunk, t.steps - step)
+    ri, step, updates = 1, 0, t.svag * t.steps
+    while step < updates:
+        n = min(stepper.chunk, updates - step)
         xs, ys = data.chunk(n, stepper.batch, stepper.chunk)  # (n, streams, batch, M), (n, streams, batch)
         zs = stepper.draws.next(n) if stepper.draws is not None else None  # (n, streams, G or P)
         xs, ys, zs = (None if v is None else v.to(dev) for v in (xs, ys, zs))  # no copy on the CPU
@@ -281,14 +286,15 @@ def _fused_loop(
                         counted[k][broken] = float("nan")
                 values.update(counted)  # for other inputs the counted rate replaces the Gaussian formula
         records.put(i, values)
-        ens.freeze(watch.update(step, values).numpy())  # recorded, then frozen
+        ens.freeze(watch.update(step // t.svag, values).numpy())  # recorded, then frozen
 
     def draw(n: int):  # (streams, n, batch, M), (streams, n, batch) as numpy
         return tuple(v.numpy() for v in data.chunk(n, stepper.batch, stepper.chunk, by_stream=True))
 
     measure_at(0, 0)
     ri, step = 1, 0
-    sizes = [min(stepper.chunk, t.steps - s) for s in range(0, t.steps, stepper.chunk)]
+    updates = t.svag * t.steps
+    sizes = [min(stepper.chunk, updates - s) for s in range(0, updates, stepper.chunk)]
     # The next chunk's samples are drawn on a second thread while the kernels run (only
     # that thread draws, chunk after chunk, so the streams are consumed in the same order).
     with ThreadPoolExecutor(1, thread_name_prefix="thermosgd-data") as pool:
@@ -372,13 +378,16 @@ def _stepper(
 ) -> _Stepper:
     """The configured noise model's step, its random streams and, for "frozen", σ₀² at the initial ``p``."""
     t, N, M = cfg.train, cfg.model.hidden, cfg.model.inputs
-    G, L, K = t.gd_batch, len(t.lr), len(t.batch_size)
-    lr = torch.tensor(t.lr, dtype=dtype).view(L, 1, 1).expand(L, K, seeds).reshape(-1).clone()
-    bs = torch.tensor(t.batch_size, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone()
-    # "sgd" draws whole chunks of _CHUNK minibatches; the G-sample models about 2^18 inputs per stream.
-    batch, chunk = (max(t.batch_size), _CHUNK) if t.noise == "sgd" else (G, max(1, min(_CHUNK, (1 << 18) // (G * M))))
+    G, L, K, svag = t.gd_batch, len(t.lr), len(t.batch_size), t.svag
+    # SVAG of the G-sample models (steps module): η → η/l, and |B| → |B|/l scales their noise term by √l.
+    lr = torch.tensor(t.lr, dtype=dtype).view(L, 1, 1).expand(L, K, seeds).reshape(-1).clone().div_(svag)
+    bs = torch.tensor(t.batch_size, dtype=dtype).view(1, K, 1).expand(L, K, seeds).reshape(-1).clone().div_(svag)
+    # "sgd" draws whole chunks of _CHUNK minibatches (two per SVAG update); the G-sample models about
+    # 2^18 inputs per stream.
+    sgd_batch = max(t.batch_size) * (1 if svag == 1 else 2)
+    batch, chunk = (sgd_batch, _CHUNK) if t.noise == "sgd" else (G, max(1, min(_CHUNK, (1 << 18) // (G * M))))
     out = _Stepper(
-        t.noise, t.loss, cfg.model.bias, batch, chunk, minibatch_weights(t.lr, t.batch_size, seeds, dtype), lr, bs
+        t.noise, t.loss, cfg.model.bias, batch, chunk, minibatch_weights(t.lr, t.batch_size, seeds, dtype, svag), lr, bs
     )
     if t.noise in ("gaussian", "frozen"):
         size = G if t.noise == "gaussian" else N * M + 2 * N

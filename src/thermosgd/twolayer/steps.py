@@ -10,6 +10,16 @@ a plain if/elif:
 * ``"frozen"``: :func:`frozen_step`, ḡ + ξ with ξ ~ N(0, diag(σ₀²)/|B|), σ₀² fixed
   at initialization (:func:`thermosgd.twolayer.noise.per_sample_variance`).
 
+SVAG (``[train] svag`` = l; Li, Malladi & Arora 2021) is not a step of its
+own: it is one of these steps with other weights, run l times as often.
+:func:`svag_coefficients` gives c₁,₂ = (1 ± √(2l−1))/2: c₁ + c₂ = 1 and
+c₁² + c₂² = l, so "sgd" with θ ← θ − (η/l)[c₁ ĝ(B₁) + c₂ ĝ(B₂)] (two
+independent minibatches, :func:`minibatch_weights` with ``svag``) has mean
+update −(η/l)∇L and covariance (η/l)²·l·Σ/|B| = (η²/l)Σ/|B|: over l steps
+the same drift and noise as one step of η, up to O(η²/l) corrections. For
+"gaussian" and "frozen" the same moments come from η → η/l and |B| → |B|/l
+(the noise term times √l); "gd" has no noise term and becomes GD with η/l.
+
 Step functions take tensors and plain scalars only (no config, no engine
 state) and update the parameters in place: for large nets the step is bound by
 memory traffic, and an in-place rank-1 update is one pass over W. Every step is
@@ -20,24 +30,44 @@ is rank-1 updates or one batched matmul.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from thermosgd.twolayer.losses import dloss_df
 
 
-def minibatch_weights(lrs, batch_sizes, seeds: int, dtype: torch.dtype) -> torch.Tensor:
-    """Per-sample step weights of plain SGD for the grid lr × batch size × ``seeds``.
+def svag_coefficients(svag: int) -> tuple[float, float]:
+    """SVAG's weights (c₁, c₂) = ((1 + √(2l−1))/2, (1 − √(2l−1))/2) of the two minibatches, l = ``svag`` ≥ 1."""
+    root = math.sqrt(2 * svag - 1)
+    return (1 + root) / 2, (1 - root) / 2
+
+
+def minibatch_weights(lrs, batch_sizes, seeds: int, dtype: torch.dtype, svag: int = 1) -> torch.Tensor:
+    """Per-sample step weights of plain SGD (or its SVAG) for the grid lr × batch size × ``seeds``.
+
+    Args:
+        lrs: the L learning rates η. batch_sizes: the K batch sizes |B|.
+        seeds: S. dtype: of the weights.
+        svag: l ≥ 1; above 1, each step sees two minibatches of max |B| slots.
 
     Returns:
         (R, B) with R = L·K·S (order lr, batch size, seed) and B = max batch
-        size: η/|B| on a replica's first |B| samples, 0 on the rest.
+        size: η/|B| on a replica's first |B| samples, 0 on the rest. With
+        ``svag`` = l > 1, (R, 2B): c₁η/(l|B|) on the first |B| samples of the
+        first half and c₂η/(l|B|) on those of the second (:func:`svag_coefficients`).
     """
     L, K, B = len(lrs), len(batch_sizes), max(batch_sizes)
-    wl = torch.zeros(L, K, seeds, B, dtype=dtype)
+    wl = torch.zeros(L, K, seeds, B if svag == 1 else 2 * B, dtype=dtype)
+    c1, c2 = svag_coefficients(svag)
     for li, lr in enumerate(lrs):
         for ki, bs in enumerate(batch_sizes):
-            wl[li, ki, :, :bs] = lr / bs
-    return wl.view(L * K * seeds, B)
+            if svag == 1:
+                wl[li, ki, :, :bs] = lr / bs  # the plain process, bit for bit
+            else:
+                wl[li, ki, :, :bs] = c1 * lr / (svag * bs)
+                wl[li, ki, :, B : B + bs] = c2 * lr / (svag * bs)
+    return wl.view(L * K * seeds, -1)
 
 
 def sgd_step(
@@ -79,7 +109,7 @@ def sgd_step(
     el = dloss_df(f, y, loss).mul_(wl)
     gV = torch.bmm(el.unsqueeze(1), a).squeeze(1)  # (R, N)
     delta = (el.unsqueeze(-1) * V.unsqueeze(1)).mul_(s)  # (R, B, N)
-    if row_norms2 is not None:
+    if row_norms2 is not None and wx is not None:
         # ‖W_i − Σ_j δ_ji x_j‖² = ‖W_i‖² − 2 Σ_j δ_ji (W x_j)_i + Σ_jl δ_ji δ_li (x_j · x_l)
         row_norms2.sub_(2.0 * (delta * wx).sum(1))
         row_norms2.add_((delta * torch.bmm(torch.bmm(x, x.mT), delta)).sum(1))

@@ -1,0 +1,116 @@
+"""``[train] sampling``: minibatches from a finite set, with replacement ("iid") or in epochs ("reshuffle").
+
+The twins: "iid" against the draw it has always been (``torch.randint`` on the
+replica's data stream, written out here), "reshuffle" against the definition of
+an epoch (every sample exactly once), on the very buffers both engine paths read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import thermosgd
+from thermosgd.config import from_dict
+from thermosgd.errors import UsageError
+from thermosgd.twolayer.data import DATA, SampleStream, generator
+from thermosgd.twolayer.engine import _CHUNK, _Data
+
+
+def _cfg(sampling: str | None, n: int = 24, **train):
+    """A small finite-set configuration; ``sampling`` None leaves the key out (the default)."""
+    chosen = {} if sampling is None else {"sampling": sampling}
+    return from_dict(
+        {
+            "model": {"inputs": 3, "hidden": 4},
+            "data": {"train_size": n, "probe_size": 8},
+            "train": {**chosen, "seed": 5, "dtype": "float64", **train},
+        }
+    )
+
+
+def _indices(stream: SampleStream, x: torch.Tensor) -> np.ndarray:
+    """Which training sample each row of x (k, M) is (the set's rows are distinct Gaussian draws)."""
+    match = (x.unsqueeze(1) == stream.train_x.unsqueeze(0)).all(-1)  # (k, n)
+    assert bool((match.sum(1) == 1).all())
+    return match.to(torch.int64).argmax(1).numpy()
+
+
+def test_iid_draws_are_the_draws_of_before_bit_for_bit():
+    cfg = _cfg("iid")
+    stream = SampleStream(cfg, 5, 2, dtype=torch.float64)
+    xs, ys = stream.batches(10, 3)
+    idx = torch.randint(0, 24, (30,), generator=generator(5, 2, DATA))  # the one draw "iid" has always made
+    assert torch.equal(xs.reshape(30, 3), stream.train_x[idx]) and torch.equal(ys.reshape(30), stream.train_y[idx])
+
+
+@pytest.mark.parametrize("batch", [1, 4, 5])  # 5 does not divide 24: minibatches straddle epochs
+def test_reshuffle_uses_every_sample_once_per_epoch(batch):
+    stream = SampleStream(_cfg("reshuffle"), 5, 2, dtype=torch.float64)
+    xs, _ = stream.batches(24, batch)  # 24·batch samples = `batch` whole epochs
+    idx = _indices(stream, xs.reshape(-1, 3)).reshape(batch, 24)
+    for epoch in idx:
+        assert sorted(epoch) == list(range(24))
+    assert len({tuple(e) for e in idx}) == batch or batch == 1  # a fresh permutation each epoch
+
+
+def test_reshuffle_is_the_same_sequence_however_it_is_read():
+    """Drawn in pieces of any size (chunks, buffers), the stream is one sequence of permutations."""
+    a, b = (SampleStream(_cfg("reshuffle"), 5, 1, dtype=torch.float64) for _ in range(2))
+    whole, _ = a.batches(50, 1)
+    x = torch.empty(35, 3, dtype=torch.float64)
+    y = torch.empty(35, dtype=torch.float64)
+    b.batches_into(x, y)
+    rest, _ = b.batches(15, 1)
+    assert torch.equal(torch.cat([x, rest.reshape(15, 3)]), whole.reshape(50, 3))
+
+
+@pytest.mark.parametrize("share_data", [True, False])
+def test_engine_streams_use_every_sample_once_per_epoch_per_replica(share_data):
+    """The buffers the reference and the fused loop read: per stream, each epoch a permutation."""
+    cfg = _cfg("reshuffle", n=32, seeds=3, lr=[0.05, 0.1], batch_size=[2], share_data=share_data)
+    data = _Data(cfg, [0, 1, 2], None, torch.float64)
+    xs, _ = data.chunk(_CHUNK, 2, _CHUNK, by_stream=True)  # (streams, chunk, batch, M)
+    assert xs.shape[0] == (3 if share_data else 6)
+    for stream, x in zip(data.streams, xs):
+        idx = _indices(stream, x.reshape(-1, 3)).reshape(-1, 32)  # 16 whole epochs
+        for epoch in idx:
+            assert sorted(epoch) == list(range(32))
+
+
+def test_reshuffle_changes_the_run_and_iid_is_the_default():
+    iid, explicit = (thermosgd.train(_cfg(s, steps=40, record_every=10)) for s in (None, "iid"))
+    np.testing.assert_array_equal(iid.v_norm.values, explicit.v_norm.values)
+    shuffled = thermosgd.train(_cfg("reshuffle", steps=40, record_every=10))
+    assert not np.array_equal(iid.v_norm.values[..., 1:], shuffled.v_norm.values[..., 1:])
+    assert shuffled.attrs["config"].count('"reshuffle"') == 1
+
+
+def test_reshuffle_fused_equals_reference():
+    pytest.importorskip("numba")
+    cfg = _cfg("reshuffle", seeds=3, lr=[0.05, 0.3], batch_size=[5], steps=120, record_every=3, probe_every=30)
+    ref, fus = thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True}))
+    for name in ("v_norm", "w_norm", "bias_mean", "activation_rate", "loss"):
+        np.testing.assert_allclose(fus[name].values, ref[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "data, train, message",
+    [
+        ({"train_size": 0}, {}, "needs a finite training set"),
+        ({"train_size": 24}, {"batch_size": [1, 2]}, "needs share_data = false"),
+        ({"train_size": 24}, {"sampling": "epochs"}, "is not one of: iid, reshuffle"),
+    ],
+)
+def test_bad_sampling_settings_are_refused_in_one_line(data, train, message):
+    with pytest.raises(UsageError, match=message) as err:
+        from_dict({"data": data, "train": {"sampling": "reshuffle", **train}})
+    assert "\n" not in str(err.value)
+
+
+def test_reshuffled_replica_does_not_depend_on_the_seeds_trained_with_it():
+    cfg = _cfg("reshuffle", seeds=3, lr=[0.05, 0.1], steps=60, record_every=10)
+    together = thermosgd.train(cfg)
+    alone = thermosgd.train(cfg, seeds=[1])
+    np.testing.assert_array_equal(together.v_norm.sel(seed=[1]).values, alone.v_norm.values)
