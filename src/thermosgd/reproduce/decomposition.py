@@ -38,7 +38,9 @@ def settings_of(preset: presets.Preset, *, seeds=None, steps=None, quick: bool =
     """The preset's :class:`DecompositionSettings` at the requested size (anchors as fractions of ``steps``)."""
     states, last = preset.size(seeds=seeds, steps=steps, quick=quick)
     if states < 2:
-        raise UsageError(f"--seeds must be at least 2 for {preset.name}: its intervals are over SGD trajectories")
+        raise UsageError(
+            f"seeds must be at least 2 for {preset.name}: its intervals are over SGD trajectories", param="seeds"
+        )
     p = preset.settings(quick=quick)
     anchors = tuple(sorted({round(f * last) for f in p["anchor_fractions"]}))
     return DecompositionSettings(

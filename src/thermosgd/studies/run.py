@@ -122,7 +122,8 @@ def compute_portable_unit(stamp: dict[str, Any], seeds: tuple[int, ...]) -> xr.D
     study = resolve(study_from_dict(stamp["study"]))
     if study.fingerprint != stamp["inputs_sha256"]:
         raise UsageError(
-            "the study's inputs (factory file or data file) changed since the study started; choose a new --out folder"
+            "the study's inputs (factory file or data file) changed since the study started; choose a new output folder",
+            param="out",
         )
     return engine.compute_unit(study, seeds)
 
@@ -185,7 +186,8 @@ def check_folder(study: Study, out: str | os.PathLike) -> Path:
     if study.fingerprint is None and (out / CONFIG_FILE).exists():
         raise UsageError(
             f"{out} holds an earlier run, and this study's inputs cannot be fingerprinted (a factory defined "
-            "outside a file), so it cannot resume; choose a new --out folder"
+            "outside a file), so it cannot resume; choose a new output folder",
+            param="out",
         )
     try:
         check_config(out, Stamp(study.stamp()))
@@ -193,7 +195,8 @@ def check_folder(study: Study, out: str | os.PathLike) -> Path:
         if "inputs_sha256" in str(exc).split("(", 1)[-1].split(":", 1)[0]:
             raise UsageError(
                 f"{out} holds results of this study made with other inputs: the model factory's file or the "
-                "data changed since; choose a new --out folder"
+                "data changed since; choose a new output folder",
+                param="out",
             ) from None
         raise
     return out
