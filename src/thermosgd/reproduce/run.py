@@ -40,7 +40,7 @@ def reproduce(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
-    fused: bool = False,
+    fused: bool = True,
     **executor,
 ) -> dict[str, Path]:
     """Run presets; returns {preset name: its results folder}.
@@ -59,8 +59,8 @@ def reproduce(
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
     deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
-    ``fused`` trains the two-layer presets through the compiled CPU loop (README
-    "Fused CPU step"); the others ignore it.
+    ``fused`` (default true) trains the two-layer presets through the compiled CPU
+    kernels where they apply; false takes the torch reference path. The others ignore it.
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
     if seeds is not None:

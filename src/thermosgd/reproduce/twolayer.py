@@ -34,7 +34,7 @@ def reproduce_twolayer(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
-    fused: bool = False,
+    fused: bool = True,
     **executor,
 ) -> list[Verdict]:
     """Run a two-layer preset's sweep into ``out``; judge and draw every figure of its experiment.
