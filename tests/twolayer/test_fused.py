@@ -87,6 +87,23 @@ def test_fused_equals_reference_float64(train):
     _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("noise", ["gd", "gaussian", "frozen"])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {},
+        {"loss": "mse", "bias": False, "share_data": False, "svag": 3},
+        {"gd_batch": 512, "svag": 2},  # chunks of 2^18 / (512·6) = 85 updates: 120 updates cross one
+        {"M": fused.ROW_INPUTS + 1, "record_every": 7, "probe_every": 14},
+        {"M": fused.ROW_INPUTS + 1, "bias": False, "svag": 2},
+    ],
+)
+def test_fused_controls_equal_reference_float64(noise, train):
+    """The G-sample noise models on the compiled kernels, lanes and rows, with and without SVAG."""
+    cfg = _cfg(noise=noise, steps=60, **{"gd_batch": 16, **train})
+    _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-9, atol=1e-12)
+
+
 def test_fused_equals_reference_float32_fig3_grid():
     cfg = thermosgd.config_from_dict(
         {
@@ -126,7 +143,7 @@ def test_compiled_kernels_are_the_default_where_they_apply():
     assert thermosgd.config_from_dict({}).train.fused is True
     assert fused.applies(_cfg(fused=True))
     assert not fused.applies(_cfg(fused=False))
-    assert not fused.applies(_cfg(fused=True, noise="gd"))  # the controls take the torch path
+    assert fused.applies(_cfg(fused=True, noise="gaussian"))
     assert not fused.applies(_cfg(fused=True, device="cuda"))
 
 
@@ -178,6 +195,16 @@ def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
     _close(runs[0], runs[1], rtol=0, atol=0)
 
 
+def test_no_kernel_thread_outlives_a_training_call(monkeypatch):
+    """A process that forks after training (reproduce's side process) must have no other thread."""
+    import threading
+
+    monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 3)
+    thermosgd.train(_cfg(fused=True, steps=12, seeds=list(range(12))))
+    assert threading.active_count() == 1, threading.enumerate()
+
+
 @pytest.mark.parametrize("M", [4, fused.ROW_INPUTS + 3])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatch):
@@ -217,6 +244,7 @@ def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatc
                 assert set(got) == set(ref)
                 for k in ref:
                     np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), err_msg=k, **tol)
+    fused.release_threads()  # called outside train(): end the kernels' threads as train() does
 
 
 def test_cli_fused_flags_are_recorded_and_a_missing_numba_is_refused_when_asked_for(tmp_path, capsys, monkeypatch):

@@ -391,3 +391,61 @@ def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no
             out[3, r] = (sV / P - mV) * corr
             out[4, r] = sW / P
             out[5, r] = (sb / P - mb) * corr
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def sample_steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
+    """Steps c0..c0+n of the chunk for replicas r0..r1 with many samples per step (the G-sample noise
+    models), in place, one replica at a time.
+
+    W (R, N, M), b, V (R, N), wl (R, G), stream (R,); xs (streams, chunk, G, M), ys (streams, chunk, G).
+    A step's samples are first transposed into a buffer that stays in cache (M, G), so that every
+    inner loop runs over the G samples (vectorized): the forward pass as N·M multiply-adds of
+    length G, W's update as N·M dot products of length G.
+    """
+    _, N, M = W.shape
+    G = xs.shape[2]
+    dt = W.dtype
+    X = np.empty((M, G), dt)
+    Z = np.empty((N, G), dt)  # pre-activations, then δ
+    e = np.empty(G, dt)
+    f = np.empty(G, dt)
+    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
+    for r in range(r0, r1):
+        s = stream[r]
+        for c in range(c0, c0 + n):
+            for j in range(G):
+                for m in range(M):
+                    X[m, j] = xs[s, c, j, m]
+            f[:] = zero
+            for i in range(N):  # forward at the pre-step parameters
+                bi, vi = b[r, i], V[r, i]
+                for j in range(G):
+                    Z[i, j] = bi
+                for m in range(M):
+                    w = W[r, i, m]
+                    for j in range(G):
+                        Z[i, j] += w * X[m, j]
+                for j in range(G):
+                    f[j] += max(Z[i, j], zero) * vi
+            for j in range(G):
+                y = ys[s, c, j]
+                g = f[j] - y if mse else one / (one + np.exp(-f[j])) - y
+                e[j] = g * wl[r, j]
+            for i in range(N):  # backward at the pre-step V (row i's δ before its V moves), then the update
+                vi = V[r, i]
+                gv, gb = zero, zero
+                for j in range(G):
+                    z = Z[i, j]
+                    gv += e[j] * max(z, zero)
+                    d = e[j] * vi * (one if z > zero else zero)  # NaN·0 stays NaN, as torch
+                    Z[i, j] = d
+                    gb += d
+                for m in range(M):
+                    acc = zero
+                    for j in range(G):
+                        acc += Z[i, j] * X[m, j]
+                    W[r, i, m] -= acc
+                if bias:
+                    b[r, i] -= gb
+                V[r, i] -= gv

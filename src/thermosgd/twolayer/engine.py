@@ -174,10 +174,13 @@ def _train(
         R = L * K * S
         # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
         stream = np.arange(R) % (data.S if t.share_data else R)
-        backend = fused.FusedBackend(cfg, p, stepper.wl, stream, probe, S, fused_threads)
+        backend = fused.FusedBackend(cfg, p, stepper, stream, data.replicate, probe, S, fused_threads)
     else:
         backend = TorchBackend(cfg, p, data, probe, stepper, _dense(records.steps, t.steps))
-    _integrate(backend, data, stepper, records, watch, bar, record, probe_due, updates, per_step)
+    try:
+        _integrate(backend, data, stepper, records, watch, bar, record, probe_due, updates, per_step)
+    finally:
+        fused.release_threads()
     bar.close()
     method = (
         "exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)"

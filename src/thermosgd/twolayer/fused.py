@@ -47,6 +47,7 @@ from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.twolayer.measure import ProbeSet, measure
 from thermosgd.twolayer.params import Params
+from thermosgd.twolayer.steps import frozen_noise, gaussian_weights, gd_weights
 
 #: Replicas per block: the kernels' innermost loops run over them (SIMD lanes). 64 measured faster
 #: than 32 in 8 of 10 interleaved runs of the step kernel on fig3 (median 30.7 vs 26.5 M
@@ -70,7 +71,7 @@ def require() -> None:
 
 
 #: Noise models the compiled kernels run (the others take the torch path whatever ``fused`` says).
-NOISES = ("sgd",)
+NOISES = ("sgd", "gd", "gaussian", "frozen")
 
 _said_fallback = False
 
@@ -127,6 +128,15 @@ def _kernels():
 _POOL: ThreadPoolExecutor | None = None
 
 
+def release_threads() -> None:
+    """End the kernels' worker threads (a training call ends with this: a process that forks
+    afterwards, as ``reproduce``'s side process does, must have no other thread)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
+
+
 #: Multiply-adds per call below which one thread is faster than waking others (measured:
 #: the cheap instruments of 1024 replicas of 10×10, 10⁵ multiply-adds, took 0.1 ms on one
 #: thread and 1 ms on two of a busy 2-core machine).
@@ -180,17 +190,28 @@ def _probe_values(
 ROW_INPUTS = 32
 
 
-def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray):
+def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool = False):
     """The kernels' state for ``p``: lanes of replicas for small nets, rows of W for large ones.
 
     With M ≥ :data:`ROW_INPUTS` inputs a row of W fills SIMD registers by itself,
     so one replica at a time keeps its W in cache and skips inactive units' rows;
     below, replicas side by side in lanes vectorize better (both measured in
-    ``benchmarks/bench_engine.py``).
+    ``benchmarks/bench_engine.py``). With ``many_samples`` (the G-sample noise
+    models) one replica at a time with the samples innermost
+    (:func:`~thermosgd.twolayer._kernels.sample_steps`) for every net size.
     """
-    if p.W.shape[2] >= ROW_INPUTS:
-        return RowEnsemble(p, wl, stream)
+    if many_samples or p.W.shape[2] >= ROW_INPUTS:
+        return RowEnsemble(p, wl, stream, many_samples)
     return LaneEnsemble(p, wl, stream)
+
+
+def _subtract(p: Params, delta: torch.Tensor, bias: bool) -> None:
+    """p ← p − delta in place, delta (R, P) ordered (W row-major, b, V); b only if ``bias``."""
+    R, N, M = p.W.shape
+    p.W.sub_(delta[:, : N * M].view(R, N, M))
+    if bias:
+        p.b.sub_(delta[:, N * M : N * M + N])
+    p.V.sub_(delta[:, N * M + N :])
 
 
 class RowEnsemble:
@@ -202,7 +223,8 @@ class RowEnsemble:
     pass (:meth:`probe`).
     """
 
-    def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray):
+    def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool = False):
+        self.many_samples = many_samples  # steps through _kernels.sample_steps
         for t in (p.W, p.b, p.V):
             if not t.is_contiguous():
                 raise ValueError("RowEnsemble needs contiguous parameters")  # init_ensemble makes them so
@@ -218,14 +240,15 @@ class RowEnsemble:
 
     def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
-        kernel = _kernels().row_steps1 if xs.shape[2] == 1 else _kernels().row_steps
+        k = _kernels()
+        kernel = k.sample_steps if self.many_samples else (k.row_steps1 if ys.shape[2] == 1 else k.row_steps)
         _parallel(
             lambda r0, r1: kernel(
                 self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, r0, r1
             ),
             self.R,
             threads,
-            self.W.size * n * xs.shape[2],
+            self.W.size * n * ys.shape[2],
         )
 
     def cheap(self, threads: int) -> dict[str, torch.Tensor]:
@@ -283,6 +306,14 @@ class RowEnsemble:
             for a in (self.W, self.b, self.V):
                 a[bad] = np.nan
             self.wl[bad] = 0.0
+
+    def set_weights(self, wl: torch.Tensor) -> None:
+        """New (R, B) per-sample step weights for the next steps."""
+        self.wl = np.ascontiguousarray(wl.numpy())
+
+    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
+        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
+        _subtract(self.p, delta, bias)
 
 
 class LaneEnsemble:
@@ -407,17 +438,36 @@ class LaneEnsemble:
             a[k, ..., q] = np.nan
         self.wl[k, :, q] = 0.0
 
+    def set_weights(self, wl: torch.Tensor) -> None:
+        """New (R, B) per-sample step weights for the next steps (padded lanes stay 0)."""
+        self.wl = self._soa(wl)
+
+    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
+        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
+        R, N, M = self.R, self.W.shape[1], self.W.shape[2]
+        self.W -= self._soa(delta[:, : N * M].reshape(R, N, M))
+        if bias:
+            self.b -= self._soa(delta[:, N * M : N * M + N])
+        self.V -= self._soa(delta[:, N * M + N :])
+
 
 class FusedBackend:
     """The compiled backend of :func:`thermosgd.twolayer.engine._integrate` (its ``Backend`` interface).
 
     The parameters stay in the kernels' layout (:func:`ensemble`) for the whole run;
     they are copied back into ``p`` only where the torch probe-set instruments need
-    them (runs with a held-out set, at probe steps).
+    them (runs with a held-out set, at probe steps). Every noise model is the one
+    step kernel with its per-sample weights (:mod:`thermosgd.twolayer.steps`): "sgd"
+    and "gd" fixed ones (many steps per call), "gaussian" new ones each step (from
+    :func:`~thermosgd.twolayer.steps.gaussian_weights`), "frozen" the "gd" step plus
+    :func:`~thermosgd.twolayer.steps.frozen_noise` added to the parameters.
 
     Args:
         cfg: the configuration. p: the initial parameters (R replicas).
-        wl: (R, B) per-sample step weights. stream: (R,) the sample stream of each replica.
+        stepper: the engine's step of the configured noise model (its ``noise``,
+            ``wl``, ``lr``, ``batch_size``, ``scale`` and ``rates()``).
+        stream: (R,) the sample stream of each replica.
+        replicate: (streams, ...) → (R, ...), one row per replica.
         probe: the probe set, (R, ...) in replica order. seeds: S (rows r < S of the probe
             set are seeds 0..S−1). threads: threads to split the kernels over.
     """
@@ -428,26 +478,41 @@ class FusedBackend:
         self,
         cfg: SweepConfig,
         p: Params,
-        wl: torch.Tensor,
+        stepper,
         stream: np.ndarray,
+        replicate,
         probe: ProbeSet,
         seeds: int,
         threads: int,
     ):
-        self.p, self.probe, self.threads = p, probe, threads
+        self.p, self.stepper, self.replicate, self.probe, self.threads = p, stepper, replicate, probe, threads
         self.loss, self.bias, self.gaussian = cfg.train.loss, cfg.model.bias, cfg.data.inputs == "gaussian"
-        self.ens = ensemble(p, wl, stream)
+        self.noise, G = stepper.noise, cfg.train.gd_batch
+        wl = stepper.wl if self.noise == "sgd" else gd_weights(stepper.lr, G)  # "gaussian": replaced each step
+        self.ens = ensemble(p, wl, stream, many_samples=self.noise != "sgd")
         self.px, self.py = probe.x[:seeds], probe.y[:seeds]  # each seed's probe set
         self.chunk: tuple = ()
 
     def start_chunk(self, chunk: tuple) -> None:
-        self.chunk = tuple(v.numpy() for v in chunk[:2])  # (streams, n, batch, M), (streams, n, batch)
+        xs, ys, zs = chunk  # (streams, n, batch, M), (streams, n, batch), (n, streams, ·) or None
+        self.chunk = (xs.numpy(), ys.numpy(), zs)
         # Overflowed replicas are frozen at chunk starts, as on the torch path.
-        self.ens.freeze(~np.isfinite(self.ens.cheap(self.threads)["finite_sum"].numpy()))
+        self.freeze(torch.from_numpy(~np.isfinite(self.ens.cheap(self.threads)["finite_sum"].numpy())))
 
     def advance(self, c0: int, n: int) -> None:
-        xs, ys = self.chunk
-        self.ens.steps(xs, ys, c0, n, loss=self.loss, bias=self.bias, threads=self.threads)
+        xs, ys, zs = self.chunk
+        kw = {"loss": self.loss, "bias": self.bias, "threads": self.threads}
+        if self.noise in ("sgd", "gd"):
+            self.ens.steps(xs, ys, c0, n, **kw)
+            return
+        st = self.stepper
+        for c in range(c0, c0 + n):
+            z = self.replicate(zs[c])
+            if self.noise == "gaussian":
+                self.ens.set_weights(gaussian_weights(st.lr, st.batch_size, z))
+            self.ens.steps(xs, ys, c, 1, **kw)
+            if self.noise == "frozen":
+                self.ens.subtract(frozen_noise(st.lr, st.scale, z), bias=self.bias)
 
     def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
         ens, probe = self.ens, self.probe
@@ -479,4 +544,7 @@ class FusedBackend:
         return values
 
     def freeze(self, bad: torch.Tensor) -> None:
-        self.ens.freeze(np.asarray(bad))
+        if bool(bad.any()):
+            self.ens.freeze(bad.numpy())
+            for r in self.stepper.rates():  # the step sizes later weights derive from
+                r[bad] = 0.0
