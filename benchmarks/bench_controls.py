@@ -42,10 +42,10 @@ def plain_step(W, b, V, lr, x, y, noise: str, z: torch.Tensor | None, scale: tor
     step = torch.cat(
         [torch.bmm(delta.mT, x).flatten(1) / G, delta.mean(1), torch.bmm(e[:, None, :], act)[:, 0] / G], -1
     )  # ḡ, (R, P) ordered (W row-major, b, V)
-    if noise == "gaussian":  # ξ = Σ_i z_i (g_i − ḡ) / √(|B|(G−1)): covariance Σ̂/|B| given the samples
+    if noise == "gaussian" and z is not None:  # ξ = Σ_i z_i (g_i − ḡ) / √(|B|(G−1)): covariance Σ̂/|B| given the samples
         grads = torch.cat([(delta[..., None] * x[:, :, None, :]).flatten(2), delta, e[..., None] * act], -1)
         step = step + torch.einsum("rg,rgp->rp", z, grads - step[:, None]) / (bs * (G - 1)) ** 0.5
-    elif noise == "frozen":
+    elif noise == "frozen" and scale is not None and z is not None:
         step = step + scale * z
     step = lr[:, None] * step
     W -= step[:, : N * M].view(W.shape)

@@ -49,6 +49,9 @@ _CHUNK = 256  # minibatches drawn per stream at once
 # memory traffic (measured on the fig2-top grid: 162k replica-steps/s with 128
 # replicas of 100×100, 103k with 512).
 _BLOCK_ENTRIES = 1 << 20
+# On a GPU the whole grid should be one computation (each step is a few kernel launches whatever
+# the replica count); blocks only bound the memory: 2^28 entries are 1 GiB in float32.
+_GPU_BLOCK_ENTRIES = 1 << 28
 
 
 def train(
@@ -97,7 +100,7 @@ def train(
     per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
     if t.noise != "sgd":  # the G-sample steps' intermediates (R, G, N) and (R, G, M) dominate
         per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
-    block = max(1, _BLOCK_ENTRIES // per_seed)
+    block = max(1, (_BLOCK_ENTRIES if cfg.train.device == "cpu" else _GPU_BLOCK_ENTRIES) // per_seed)
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     # The fused path splits whole multi-step calls over threads: it uses every thread it is given.
     fused_threads = torch.get_num_threads()
