@@ -202,7 +202,8 @@ def test_no_kernel_thread_outlives_a_training_call(monkeypatch):
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
     monkeypatch.setattr("torch.get_num_threads", lambda: 3)
     thermosgd.train(_cfg(fused=True, steps=12, seeds=list(range(12))))
-    assert threading.active_count() == 1, threading.enumerate()
+    ours = [t for t in threading.enumerate() if t.name.startswith("thermosgd-")]  # other tests' threads may live on
+    assert not ours, ours
 
 
 @pytest.mark.parametrize("M", [4, fused.ROW_INPUTS + 3])
