@@ -9,10 +9,17 @@ replica (:mod:`~thermosgd.twolayer.divergence`) is frozen and marked, the rest g
 "frozen": :mod:`~thermosgd.twolayer.steps`) that sees G = ``gd_batch`` samples
 per step; everything else (initialization, data, measurement) stays the same.
 
+``[train] svag = l`` runs each configured step as l updates of the SVAG process
+(:mod:`~thermosgd.twolayer.steps`); records stay at the configured steps.
+
 The pieces, one job each: :mod:`~thermosgd.twolayer.params` (initialization),
 :mod:`~thermosgd.twolayer.steps` (the update), :mod:`~thermosgd.twolayer.measure`
 (what is recorded; when is a schedule from :mod:`thermosgd.instruments.schedule`),
-:mod:`~thermosgd.twolayer.results` (the dataset). This module holds the loop.
+:mod:`~thermosgd.twolayer.results` (the dataset). This module holds the one loop
+(:func:`_integrate`) and its two backends with the same four methods (:class:`Backend`):
+the compiled kernels (:class:`thermosgd.twolayer.fused.FusedBackend`, the default on
+the CPU wherever they apply) and the torch reference (:class:`TorchBackend`, every
+device, ``[train] fused = false``), chosen by a plain if/else.
 
 Shapes used below: L learning rates, K batch sizes, S seeds, B = max batch size,
 N hidden units, M inputs, P probe samples.
