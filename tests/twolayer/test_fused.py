@@ -248,6 +248,15 @@ def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatc
     fused.release_threads()  # called outside train(): end the kernels' threads as train() does
 
 
+def test_probe_instruments_in_groups_of_blocks_are_the_same_bits(monkeypatch):
+    """Grids whose lane-layout probe set would exceed _PROBE_LAYOUT_BYTES are done in groups of blocks."""
+    cfg = _cfg(seeds=list(range(30)), steps=20, record_every=10, probe_every=10, fused=True)
+    whole = thermosgd.train(cfg)
+    monkeypatch.setattr(fused, "_PROBE_LAYOUT_BYTES", 1)  # one block of 64 lanes per group
+    grouped = thermosgd.train(cfg)
+    _close(whole, grouped, rtol=0, atol=0)
+
+
 def test_cli_fused_flags_are_recorded_and_a_missing_numba_is_refused_when_asked_for(tmp_path, capsys, monkeypatch):
     import json
 

@@ -108,18 +108,18 @@ def metrics(W, b, V, out, ratio, k0, k1):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def probe(W, b, V, px, py, seed, mse, grads, out, k0, k1):  # pragma: no cover - compiled
+def probe(W, b, V, pxl, pyl, g0, mse, grads, out, k0, k1):  # pragma: no cover - compiled
     """Probe-set instruments per lane, into out (6, NB, Q): activation rate, loss, error,
     and the per-sample gradient variances (summed over entries, unnormalized) of V, W, b.
 
-    px (S, P, M), py (S, P): each seed's probe set; seed (NB, Q): a lane's seed
-    index. ``grads`` False: the activation rate only. Sums over samples run in
-    float64; the loops over lanes are innermost (vectorized), one array per accumulator.
+    pxl (NBg, P, M, Q), pyl (NBg, P, Q): each lane's probe set in the lanes' layout, for
+    blocks g0 .. g0 + NBg (k0 .. k1 among them). ``grads`` False: the activation rate only.
+    Sums over samples run in float64; the loops over lanes are innermost (vectorized), one
+    array per accumulator.
     """
     _, N, M, Q = W.shape
-    P = px.shape[1]
+    P = pxl.shape[1]
     dt = W.dtype  # per-sample work and per-entry sums in the parameters' precision, as the reference
-    X = np.empty((M, Q), dt)
     Z = np.empty((N, Q), dt)
     grad_sums = np.empty((2 * N + N * M, Q), dt)  # Σ_p of the per-sample gradients: V, b, W (row-major)
     F = np.empty(Q, dt)  # f, then ∂ℓ/∂f, of the current sample
@@ -131,9 +131,7 @@ def probe(W, b, V, px, py, seed, mse, grads, out, k0, k1):  # pragma: no cover -
         sums[:] = 0
         grad_sums[:] = 0
         for p in range(P):
-            for m in range(M):
-                for q in range(Q):
-                    X[m, q] = px[seed[k, q], p, m]
+            X = pxl[k - g0, p]  # (M, Q)
             for q in range(Q):
                 F[q] = zero
             for i in range(N):
@@ -147,23 +145,27 @@ def probe(W, b, V, px, py, seed, mse, grads, out, k0, k1):  # pragma: no cover -
                     sums[0, q] += 1.0 if z > 0 else 0.0
                     F[q] += max(z, zero) * V[k, i, q]
             if grads:
-                _lane_loss(F, py, seed, k, p, mse, sums)
+                _lane_loss(F, pyl[k - g0, p], mse, sums)
                 _lane_grads(V, k, X, Z, F, grad_sums, sums, scratch)
         _lane_probe_out(grad_sums, sums, N, M, P, out, k)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def _lane_loss(F, py, seed, k, p, mse, sums):  # pragma: no cover - compiled
-    """Loss and error of probe sample ``p`` per lane into sums[1], sums[2]; F (Q,): f in, ∂ℓ/∂f out."""
+def _lane_loss(F, y_lanes, mse, sums):  # pragma: no cover - compiled
+    """Loss and error of one probe sample per lane (labels y_lanes (Q,)) into sums[1], sums[2];
+    F (Q,): f in, ∂ℓ/∂f out."""
     for q in range(Q):
-        f, y = F[q], py[seed[k, q], p]
+        f, y = F[q], y_lanes[q]
         if mse:
             sums[1, q] += 0.5 * (f - y) ** 2
             F[q] = f - y
         else:  # softplus(f) − y f, overflow-free (log(1 + t) in float64 rather than
-            # log1p(t): libm's log1p took 1.5–1.9× log's time here; error < 2e-16 absolute)
-            sums[1, q] += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
-            F[q] = 1 / (1 + math.exp(-f)) - y
+            # log1p(t): libm's log1p took 1.5–1.9× log's time here; error < 2e-16 absolute),
+            # and σ(f) from the same t = e^(−|f|): one exp per sample and lane
+            t = math.exp(-abs(f))
+            sums[1, q] += max(f, 0.0) + math.log(1.0 + t) - y * f
+            sig = 1 / (1 + t)
+            F[q] = (sig if f >= 0 else t * sig) - y
         sums[2, q] += (1.0 if f > 0 else 0.0) != y
 
 
@@ -361,8 +363,10 @@ def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no
                 lsum += 0.5 * (f - y) ** 2
                 e = f - y
             else:  # softplus(f) − y f, overflow-free (log(1 + t): as in probe)
-                lsum += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
-                e = 1 / (1 + math.exp(-f)) - y
+                t = math.exp(-abs(f))  # one exp for both, as in _lane_loss
+                lsum += max(f, 0.0) + math.log(1.0 + t) - y * f
+                sig = 1 / (1 + t)
+                e = (sig if f >= 0 else t * sig) - y
             eb[0] = e  # ∂ℓ/∂f in the parameters' precision, as the reference
             e = eb[0]
             esum += (1.0 if f > 0 else 0.0) != y

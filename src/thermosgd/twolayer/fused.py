@@ -185,6 +185,12 @@ def _probe_values(
     }
 
 
+#: Largest copy of the probe set in the lanes' layout (each lane's own probe samples side by side, read
+#: as vectors instead of gathered from 64 seeds' sets per sample); larger grids are done in groups of
+#: blocks, each group's copy made per call.
+_PROBE_LAYOUT_BYTES = 64 << 20
+
+
 #: Inputs from which replicas run one at a time along W's rows (:class:`RowEnsemble`)
 #: instead of in SIMD lanes (:class:`LaneEnsemble`); see :func:`ensemble`.
 ROW_INPUTS = 32
@@ -410,23 +416,44 @@ class LaneEnsemble:
             threads: threads to split blocks over.
         """
         kernel = _kernels().probe
-        S = px.shape[0]
-        seed = (np.arange(self.blocks * LANES) % S).reshape(self.blocks, LANES)
         dt = self.W.dtype
-        pxn, pyn = (np.ascontiguousarray(v.numpy(), dtype=dt) for v in (px, py))
+        P, M = px.shape[1], px.shape[2]
+        group = max(1, _PROBE_LAYOUT_BYTES // (LANES * P * (M + 1) * self.W.itemsize))
         out = np.empty((6, self.blocks, LANES))
-        _parallel(
-            lambda k0, k1: kernel(self.W, self.b, self.V, pxn, pyn, seed, loss == "mse", grads, out, k0, k1),
-            self.blocks,
-            threads,
-            self.W.size * px.shape[1] * (2 if grads else 1),
-        )
+        for g0 in range(0, self.blocks, group):
+            g1 = min(self.blocks, g0 + group)
+            pxl, pyl = self._lane_probe(px, py, g0, g1)
+            _parallel(
+                lambda k0, k1: kernel(
+                    self.W, self.b, self.V, pxl, pyl, g0, loss == "mse", grads, out, g0 + k0, g0 + k1
+                ),
+                g1 - g0,
+                threads,
+                self.W.size * P * (2 if grads else 1) * (g1 - g0) // self.blocks,
+            )
         vals = torch.from_numpy(out.reshape(6, -1)[:, : self.R]).to(
             torch.float32 if dt == np.float32 else torch.float64
         )
         if not grads:
             return {"activation_rate": vals[0]}
         return _probe_values(vals, vals[4], batch_size, N=self.W.shape[1], M=self.W.shape[2], bias=bias)
+
+    def _lane_probe(self, px: torch.Tensor, py: torch.Tensor, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks g0..g1's probe sets in the lanes' layout: (g1−g0, P, M, LANES), (g1−g0, P, LANES).
+
+        Lane q of block k is replica k·LANES + q, whose probe set is seed (k·LANES + q) mod S of
+        ``px`` (S, P, M), ``py`` (S, P). Kept for the run when all blocks fit in one group.
+        """
+        cached = getattr(self, "_lane_probe_cache", None)
+        if cached is not None and cached[0] is px and cached[1] == (g0, g1):
+            return cached[2], cached[3]
+        dt = self.W.dtype
+        seed = (np.arange(g0 * LANES, g1 * LANES) % px.shape[0]).reshape(g1 - g0, LANES)
+        pxl = np.ascontiguousarray(px.numpy()[seed].transpose(0, 2, 3, 1), dtype=dt)
+        pyl = np.ascontiguousarray(py.numpy()[seed].transpose(0, 2, 1), dtype=dt)
+        if g0 == 0 and g1 == self.blocks:
+            self._lane_probe_cache = (px, (g0, g1), pxl, pyl)
+        return pxl, pyl
 
     def freeze(self, bad: np.ndarray) -> None:
         """NaN parameters and zero step weights for the replicas in the (R,) mask ``bad``."""
