@@ -124,9 +124,9 @@ class TrainConfig:
             "Devices"). Part of the configuration because results depend on it
             at that level (a sweep folder resumes only on the same device).
         fused: true (default): run through the compiled loops of
-            :mod:`thermosgd.twolayer.fused` wherever they apply (noise = "sgd"
-            on the CPU, numba importable; elsewhere the torch path runs, and a
-            missing numba is said once on stderr): the same random numbers,
+            :mod:`thermosgd.twolayer.fused` wherever they apply (every noise
+            model on the CPU, numba importable; on a GPU the torch path runs, and
+            a missing numba is said once on stderr): the same random numbers,
             results equal to the torch path to floating-point tolerance, not
             bit-identical. false: the torch reference path.
         svag: l, the SVAG factor (Li, Malladi & Arora 2021, arXiv 2102.12470;

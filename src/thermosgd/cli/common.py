@@ -54,7 +54,7 @@ def add_fused_arg(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="two-layer runs: --fused requires the compiled kernels (numba; the default wherever they apply, "
-        "noise = sgd on the CPU), --no-fused takes the torch reference path ([train] fused = false); equal "
+        "every noise model on the CPU), --no-fused takes the torch reference path ([train] fused = false); equal "
         "to floating-point tolerance, not bit for bit",
     )
 
