@@ -118,8 +118,8 @@ def main(argv=None) -> None:
         f"{args.preset}, {args.seeds} seeds × {args.steps} steps; {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f} at start"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         wall, peak, out, cpu = run(
             [py, "-c", TRAIN_SCRIPT, args.preset, str(args.seeds), str(args.steps), str(tmp / "train.nc")], env
         )
@@ -132,77 +132,86 @@ def main(argv=None) -> None:
             f"process {wall:.1f} s with imports and warm-up, {cpu:.1f} CPU s)"
         )
 
-        plan = subprocess.run(
-            [
-                py,
-                "-c",
-                (
-                    "import sys; from thermosgd.presets import get, "
-                    "twolayer_config; from thermosgd.sweep.run import plan_sweep;"
-                    f"p = plan_sweep(twolayer_config(get('{args.preset}'), "
-                    f"seeds={args.seeds}, steps={args.steps}), executor='auto');"
-                    "print(len(p.units), p.call_seeds, p.executor, p.workers, p.cost.describe())"
-                ),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        ).stdout.split(maxsplit=4)
-        cmd = [
-            py,
-            "-m",
-            "thermosgd",
-            "reproduce",
-            args.preset,
-            "--seeds",
-            str(args.seeds),
-            "--steps",
-            str(args.steps),
-            "--out",
-            str(tmp / "cmd"),
-            "--no-progress",
-        ]
-        wall, peak, _, cpu = run(cmd, env)
-        print(
-            f"reproduce (whole)      {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s  "
-            f"peak {peak / 2**20:6.0f} MiB  ({plan[0]} units, engine calls of {plan[1]} seeds, "
-            f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
-            f"estimated {plan[4].strip()})"
-        )
-        print(f"ratio command / train() = {base and rs / wall / base:.2f}")
-
-        sweep_only = (
-            f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
-            f"run_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}),"
-            f" '{tmp / 'sweep'}', executor='auto', progress=False)"
-        )
-        wall_s, peak_s, _, cpu_s = run([py, "-c", sweep_only], env)
-        print(
-            f"sweep only (run_sweep) {wall_s:7.2f} s  {rs / wall_s / 1e6:6.3f} M replica-steps/s  "
-            f"peak {peak_s / 2**20:6.0f} MiB  ({cpu_s:.1f} CPU s; the command without fits, figures, "
-            f"report); ratio to train() = {rs / wall_s / base:.2f}"
-        )
-
-        import numpy as np
-        import xarray as xr
-
-        a, b = xr.load_dataset(tmp / "train.nc"), xr.load_dataset(tmp / "cmd" / "results.nc")
-        same = all(np.array_equal(a[v].values, b[v].values, equal_nan=True) for v in a.data_vars)
-        print(f"results.nc bit-identical to train(): {same}")
-
-        if args.old:
-            old = (
-                f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
-                f"cfg = twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps});"
-                f"run_sweep(cfg.replace(sweep={{'seeds_per_unit': 8}}), '{tmp / 'old'}', executor='inline',"
-                f" progress=False)"
-            )
-            wall, peak, _, cpu = run([py, "-c", old], env)
-            print(
-                f"sweep only, 8 seeds/unit inline (old layout) {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s "
-                f" peak {peak / 2**20:6.0f} MiB"
-            )
+        _time_command(args, tmp, env, py, rs, base)
+        _time_sweeps(args, tmp, env, py, rs, base)
     print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+def _time_command(args, tmp: Path, env: dict, py: str, rs: int, base: float) -> None:
+    """Time ``thermosgd reproduce`` from process start to exit (with the plan it makes)."""
+    plan = subprocess.run(
+        [
+            py,
+            "-c",
+            (
+                "import sys; from thermosgd.presets import get, "
+                "twolayer_config; from thermosgd.sweep.run import plan_sweep;"
+                f"p = plan_sweep(twolayer_config(get('{args.preset}'), "
+                f"seeds={args.seeds}, steps={args.steps}), executor='auto');"
+                "print(len(p.units), p.call_seeds, p.executor, p.workers, p.cost.describe())"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.split(maxsplit=4)
+    cmd = [
+        py,
+        "-m",
+        "thermosgd",
+        "reproduce",
+        args.preset,
+        "--seeds",
+        str(args.seeds),
+        "--steps",
+        str(args.steps),
+        "--out",
+        str(tmp / "cmd"),
+        "--no-progress",
+    ]
+    wall, peak, _, cpu = run(cmd, env)
+    print(
+        f"reproduce (whole)      {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s  "
+        f"peak {peak / 2**20:6.0f} MiB  ({plan[0]} units, engine calls of {plan[1]} seeds, "
+        f"executor {plan[2]}{'' if plan[3] == 'None' else ' × ' + plan[3]}; {cpu:.1f} CPU s; "
+        f"estimated {plan[4].strip()})"
+    )
+    print(f"ratio command / train() = {base and rs / wall / base:.2f}")
+
+
+def _time_sweeps(args, tmp: Path, env: dict, py: str, rs: int, base: float) -> None:
+    """Time the sweep alone (and with ``--old`` the old layout); compare results.nc with train()'s."""
+    sweep_only = (
+        f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
+        f"run_sweep(twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps}),"
+        f" '{tmp / 'sweep'}', executor='auto', progress=False)"
+    )
+    wall_s, peak_s, _, cpu_s = run([py, "-c", sweep_only], env)
+    print(
+        f"sweep only (run_sweep) {wall_s:7.2f} s  {rs / wall_s / 1e6:6.3f} M replica-steps/s  "
+        f"peak {peak_s / 2**20:6.0f} MiB  ({cpu_s:.1f} CPU s; the command without fits, figures, "
+        f"report); ratio to train() = {rs / wall_s / base:.2f}"
+    )
+
+    import numpy as np
+    import xarray as xr
+
+    a, b = xr.load_dataset(tmp / "train.nc"), xr.load_dataset(tmp / "cmd" / "results.nc")
+    same = all(np.array_equal(a[v].values, b[v].values, equal_nan=True) for v in a.data_vars)
+    print(f"results.nc bit-identical to train(): {same}")
+
+    if args.old:
+        old = (
+            f"from thermosgd.presets import get, twolayer_config; from thermosgd.sweep.run import run_sweep;"
+            f"cfg = twolayer_config(get('{args.preset}'), seeds={args.seeds}, steps={args.steps});"
+            f"run_sweep(cfg.replace(sweep={{'seeds_per_unit': 8}}), '{tmp / 'old'}', executor='inline',"
+            f" progress=False)"
+        )
+        wall, peak, _, cpu = run([py, "-c", old], env)
+        print(
+            f"sweep only, 8 seeds/unit inline (old layout) {wall:7.2f} s  {rs / wall / 1e6:6.3f} M replica-steps/s "
+            f" peak {peak / 2**20:6.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

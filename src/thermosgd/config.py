@@ -126,10 +126,12 @@ class TrainConfig:
             device; GPU arithmetic differs from the CPU's in the last bits (README,
             "Devices"). Part of the configuration because results depend on it
             at that level (a sweep folder resumes only on the same device).
-        fused: run noise = "sgd" on the CPU through the compiled loop of
-            :mod:`thermosgd.twolayer.fused` (needs numba, the ``fast`` extra):
-            the same random numbers, results equal to the default path to
-            floating-point tolerance, not bit-identical.
+        fused: true (default): run through the compiled loops of
+            :mod:`thermosgd.twolayer.fused` wherever they apply (every noise
+            model on the CPU, numba importable; on a GPU the torch path runs, and
+            a missing numba is said once on stderr): the same random numbers,
+            results equal to the torch path to floating-point tolerance, not
+            bit-identical. false: the torch reference path.
         svag: l, the SVAG factor (Li, Malladi & Arora 2021, arXiv 2102.12470;
             :mod:`thermosgd.twolayer.steps`): each step becomes l steps of size
             η/l with the same mean drift per unit of η·steps and l times the noise
@@ -160,7 +162,7 @@ class TrainConfig:
     noise: str = "sgd"
     gd_batch: int = 1024
     device: str = "cpu"
-    fused: bool = False
+    fused: bool = True
     svag: int = 1
     sampling: str = "iid"
 
@@ -354,11 +356,6 @@ def _check_values(cfg: SweepConfig) -> None:
     if t.probe_every and t.probe_every % t.record_every:
         raise UsageError(f"[train] probe_every ({t.probe_every}) must be a multiple of record_every ({t.record_every})")
     check_device_name(t.device, "[train] device")
-    if t.fused and (t.noise != "sgd" or t.device != "cpu"):
-        raise UsageError(
-            f'[train] fused = true runs noise = "sgd" on device = "cpu" only, '
-            f"got noise = {t.noise!r}, device = {t.device!r}"
-        )
     if t.gd_batch < 2:
         raise UsageError(f"[train] gd_batch must be at least 2 (a variance needs two samples), got {t.gd_batch}")
     if not (t.runaway_factor == 0 or 1 < t.runaway_factor < float("inf")):

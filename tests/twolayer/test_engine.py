@@ -53,14 +53,17 @@ def test_sgd_step_matches_autograd(loss, bias):
 
 
 def _cfg(**train):
-    base = {"lr": [0.05, 0.1], "batch_size": [1, 3], "seeds": [0, 1], "steps": 40, "dtype": "float64"}
+    # The torch reference backend unless a test asks for the compiled one (its twin tests: test_fused.py).
+    base = {"lr": [0.05, 0.1], "batch_size": [1, 3], "seeds": [0, 1], "steps": 40, "dtype": "float64", "fused": False}
     base.update(train)
     return from_dict({"model": {"inputs": 4, "hidden": 5}, "train": base})
 
 
-def test_whole_run_matches_plain_loop():
-    """Every replica of an ensemble run equals a one-run-at-a-time autograd loop on the same data."""
-    cfg = _cfg(record_every=40)
+@pytest.mark.parametrize("fused", [False, True])
+def test_whole_run_matches_plain_loop(fused):
+    """Every replica of an ensemble run, on either backend, equals a one-run-at-a-time autograd loop on the
+    same data."""
+    cfg = _cfg(record_every=40, fused=fused)
     ds = train(cfg)
     t = cfg.train
     for seed in t.seeds:

@@ -1,4 +1,4 @@
-"""The fused CPU step ([train] fused = true) against the reference engine, over whole runs.
+"""The compiled backend (the default, [train] fused = true) against the torch reference (fused = false).
 
 The fused path consumes the same CPU-drawn samples in the same order, so the two
 differ only by floating-point rounding (another summation order, and ‖W_i‖
@@ -7,6 +7,8 @@ runs to 1e-4 over a few hundred steps. Seeds are explicit in each config.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +31,7 @@ def _cfg(**train):
         "probe_every": 30,
         "dtype": "float64",
         "seed": 7,
+        "fused": False,  # the torch reference; each test turns the compiled path on
     }
     model = {"inputs": train.pop("M", 6), "hidden": 5, "bias": train.pop("bias", True)}
     data = {"probe_size": 32, "inputs": train.pop("inputs", "gaussian"), **train.pop("data", {})}
@@ -84,6 +87,23 @@ def test_fused_equals_reference_float64(train):
     _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("noise", ["gd", "gaussian", "frozen"])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {},
+        {"loss": "mse", "bias": False, "share_data": False, "svag": 3},
+        {"gd_batch": 512, "svag": 2},  # chunks of 2^18 / (512·6) = 85 updates: 120 updates cross one
+        {"M": fused.ROW_INPUTS + 1, "record_every": 7, "probe_every": 14},
+        {"M": fused.ROW_INPUTS + 1, "bias": False, "svag": 2},
+    ],
+)
+def test_fused_controls_equal_reference_float64(noise, train):
+    """The G-sample noise models on the compiled kernels, lanes and rows, with and without SVAG."""
+    cfg = _cfg(noise=noise, steps=60, **{"gd_batch": 16, **train})
+    _close(thermosgd.train(cfg), thermosgd.train(cfg.replace(train={"fused": True})), rtol=1e-9, atol=1e-12)
+
+
 def test_fused_equals_reference_float32_fig3_grid():
     cfg = thermosgd.config_from_dict(
         {
@@ -94,6 +114,7 @@ def test_fused_equals_reference_float32_fig3_grid():
                 "record_every": 6,
                 "probe_every": 60,
                 "seed": 1,
+                "fused": False,
             }
         }
     )
@@ -118,14 +139,47 @@ def test_a_replica_does_not_depend_on_its_companions(M):
     _close(alone, together, rtol=1e-12, atol=0)
 
 
-def test_fused_is_refused_where_it_does_not_apply(monkeypatch):
-    with pytest.raises(UsageError, match='fused = true runs noise = "sgd" on device = "cpu" only'):
-        _cfg(fused=True, noise="gd")
-    with pytest.raises(UsageError, match="fused = true runs"):
-        _cfg(fused=True, device="cuda")
-    monkeypatch.setattr(fused, "available", lambda: False)
-    with pytest.raises(UsageError, match="needs numba"):
-        thermosgd.train(_cfg(fused=True, steps=3))
+def test_compiled_kernels_are_the_default_where_they_apply():
+    assert thermosgd.config_from_dict({}).train.fused is True
+    assert fused.applies(_cfg(fused=True))
+    assert not fused.applies(_cfg(fused=False))
+    assert fused.applies(_cfg(fused=True, noise="gaussian"))
+    assert not fused.applies(_cfg(fused=True, device="cuda"))
+
+
+def test_a_numba_that_fails_to_import_falls_back_to_torch_and_says_so_once(monkeypatch, capsys):
+    import sys
+
+    cfg = _cfg(fused=True, steps=12, record_every=4, probe_every=4)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.setattr(fused, "_said_fallback", False)
+    assert not fused.available()
+    runs = [thermosgd.train(cfg), thermosgd.train(cfg)]
+    err = capsys.readouterr().err
+    assert err.count("numba could not be imported") == 1 and err.count("\n") == 1
+    reference = thermosgd.train(cfg.replace(train={"fused": False}))
+    for ds in runs:  # the torch path itself, bit for bit
+        _close(reference, ds, rtol=0, atol=0)
+    with pytest.raises(UsageError, match="need numba"):
+        fused.require()
+
+
+def test_numba_caches_outside_the_source_tree():
+    import numba
+
+    fused._kernels()
+    where = Path(numba.config.CACHE_DIR).resolve()
+    src = Path(fused.__file__).resolve().parents[1]
+    assert src not in where.parents and where != src
+    assert not list(src.rglob("_kernels*.nbi")) and not list(src.rglob("_kernels*.nbc"))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert fused.cache_dir() == tmp_path / "thermosgd" / "numba"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert fused.cache_dir() == tmp_path / "mine"
 
 
 @pytest.mark.parametrize("M", [6, fused.ROW_INPUTS + 1])
@@ -139,6 +193,17 @@ def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
         monkeypatch.setattr("torch.get_num_threads", lambda: threads)
         runs.append(thermosgd.train(cfg))
     _close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_no_kernel_thread_outlives_a_training_call(monkeypatch):
+    """A process that forks after training (reproduce's side process) must have no other thread."""
+    import threading
+
+    monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 3)
+    thermosgd.train(_cfg(fused=True, steps=12, seeds=list(range(12))))
+    ours = [t for t in threading.enumerate() if t.name.startswith("thermosgd-")]  # other tests' threads may live on
+    assert not ours, ours
 
 
 @pytest.mark.parametrize("M", [4, fused.ROW_INPUTS + 3])
@@ -180,24 +245,34 @@ def test_compiled_probe_set_instruments_equal_the_reference(M, dtype, monkeypatc
                 assert set(got) == set(ref)
                 for k in ref:
                     np.testing.assert_allclose(got[k].numpy(), ref[k].numpy(), err_msg=k, **tol)
+    fused.release_threads()  # called outside train(): end the kernels' threads as train() does
 
 
-def test_cli_fused_flag_is_recorded_and_refused_where_it_does_not_apply(tmp_path, capsys, monkeypatch):
+def test_probe_instruments_in_groups_of_blocks_are_the_same_bits(monkeypatch):
+    """Grids whose lane-layout probe set would exceed _PROBE_LAYOUT_BYTES are done in groups of blocks."""
+    cfg = _cfg(seeds=list(range(30)), steps=20, record_every=10, probe_every=10, fused=True)
+    whole = thermosgd.train(cfg)
+    monkeypatch.setattr(fused, "_PROBE_LAYOUT_BYTES", 1)  # one block of 64 lanes per group
+    grouped = thermosgd.train(cfg)
+    _close(whole, grouped, rtol=0, atol=0)
+
+
+def test_cli_fused_flags_are_recorded_and_a_missing_numba_is_refused_when_asked_for(tmp_path, capsys, monkeypatch):
     import json
 
     from thermosgd.cli import main
 
     grid = tmp_path / "grid.toml"
     grid.write_text("[train]\nsteps = 12\nseeds = 2\nrecord_every = 4\n")
-    assert main(["sweep", str(grid), "--out", str(tmp_path / "r"), "--fused", "--no-progress"]) == 0
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["fused"] is True
-    assert main(["reproduce", "fig3", "--quick", "--fused", "--out", str(tmp_path / "f3"), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "f3" / "config.json").read_text())["train"]["fused"] is True
+
+    def recorded(folder):
+        return json.loads((tmp_path / folder / "config.json").read_text())["train"]["fused"]
+
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "r"), "--no-fused", "--no-progress"]) == 0
+    assert main(["reproduce", "fig3", "--quick", "--out", str(tmp_path / "f3"), "--no-progress"]) == 0
+    assert (recorded("d"), recorded("r"), recorded("f3")) == (True, False, True)
     capsys.readouterr()
-    grid.write_text('[train]\nsteps = 12\nnoise = "gd"\n')
-    assert main(["sweep", str(grid), "--out", str(tmp_path / "g"), "--fused", "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and 'noise = "sgd"' in err
     monkeypatch.setattr(fused, "available", lambda: False)
     assert main(["reproduce", "fig3", "--quick", "--fused", "--out", str(tmp_path / "n"), "--no-progress"]) == 2
-    assert "needs numba" in capsys.readouterr().err and not (tmp_path / "n").exists()
+    assert "need numba" in capsys.readouterr().err and not (tmp_path / "n").exists()

@@ -48,13 +48,14 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_fused_arg(p: argparse.ArgumentParser) -> None:
-    """``--fused``: the compiled CPU loop for noise = "sgd" two-layer training ([train] fused)."""
+    """``--fused`` / ``--no-fused``: the compiled kernels (the default where they apply) or the torch path."""
     p.add_argument(
         "--fused",
-        action="store_true",
-        help='two-layer runs with noise = "sgd" on the CPU: use the compiled loop ([train] fused = '
-        'true; needs numba, pip install "thermosgd[fast]"); equal to the default path to '
-        "floating-point tolerance, not bit for bit (README: Fused CPU step)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="two-layer runs: --fused requires the compiled kernels (numba; the default wherever they apply, "
+        "every noise model on the CPU), --no-fused takes the torch reference path ([train] fused = false); equal "
+        "to floating-point tolerance, not bit for bit",
     )
 
 

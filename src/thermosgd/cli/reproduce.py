@@ -93,7 +93,7 @@ def run(args) -> int:
         include_diverged=args.include_diverged,
         progress=not args.no_progress,
         device=args.device or "cpu",
-        fused=args.fused,
+        fused=args.fused is not False,
         margin=margin,
         **executor_kwargs(args),
     )

@@ -50,7 +50,8 @@ def _sweep(args) -> int:
         from thermosgd.twolayer import fused
 
         fused.require()  # numba missing: one line before anything runs
-        cfg = cfg.replace(train={"fused": True})  # validated there: noise = "sgd" on the CPU only
+    if args.fused is not None:
+        cfg = cfg.replace(train={"fused": args.fused})
     if args.dry_run:
         _dry_run(cfg, args.out, executor_kwargs(args))
         return 0

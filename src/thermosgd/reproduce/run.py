@@ -43,7 +43,7 @@ def reproduce(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
-    fused: bool = False,
+    fused: bool = True,
     margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> dict[str, Path]:
@@ -68,8 +68,8 @@ def reproduce(
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
     deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
-    ``fused`` trains the two-layer presets through the compiled CPU loop (README
-    "Fused CPU step"); the others ignore it.
+    ``fused`` (default true) trains the two-layer presets through the compiled CPU
+    kernels where they apply; false takes the torch reference path. The others ignore it.
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
     margin = check_margin(margin)

@@ -35,7 +35,7 @@ def reproduce_twolayer(
     include_diverged: bool = False,
     progress: bool = True,
     device: str = "cpu",
-    fused: bool = False,
+    fused: bool = True,
     margin: float = DEFAULT_MARGIN,
     **executor,
 ) -> list[Verdict]:

@@ -9,10 +9,17 @@ replica (:mod:`~thermosgd.twolayer.divergence`) is frozen and marked, the rest g
 "frozen": :mod:`~thermosgd.twolayer.steps`) that sees G = ``gd_batch`` samples
 per step; everything else (initialization, data, measurement) stays the same.
 
+``[train] svag = l`` runs each configured step as l updates of the SVAG process
+(:mod:`~thermosgd.twolayer.steps`); records stay at the configured steps.
+
 The pieces, one job each: :mod:`~thermosgd.twolayer.params` (initialization),
 :mod:`~thermosgd.twolayer.steps` (the update), :mod:`~thermosgd.twolayer.measure`
 (what is recorded; when is a schedule from :mod:`thermosgd.instruments.schedule`),
-:mod:`~thermosgd.twolayer.results` (the dataset). This module holds the loop.
+:mod:`~thermosgd.twolayer.results` (the dataset). This module holds the one loop
+(:func:`_integrate`) and its two backends with the same four methods (:class:`Backend`):
+the compiled kernels (:class:`thermosgd.twolayer.fused.FusedBackend`, the default on
+the CPU wherever they apply) and the torch reference (:class:`TorchBackend`, every
+device, ``[train] fused = false``), chosen by a plain if/else.
 
 Shapes used below: L learning rates, K batch sizes, S seeds, B = max batch size,
 N hidden units, M inputs, P probe samples.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -48,6 +56,9 @@ _CHUNK = 256  # minibatches drawn per stream at once
 # memory traffic (measured on the fig2-top grid: 162k replica-steps/s with 128
 # replicas of 100×100, 103k with 512).
 _BLOCK_ENTRIES = 1 << 20
+# On a GPU the whole grid should be one computation (each step is a few kernel launches whatever
+# the replica count); blocks only bound the memory: 2^28 entries are 1 GiB in float32.
+_GPU_BLOCK_ENTRIES = 1 << 28
 
 
 def train(
@@ -96,7 +107,7 @@ def train(
     per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
     if t.noise != "sgd":  # the G-sample steps' intermediates (R, G, N) and (R, G, M) dominate
         per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
-    block = max(1, _BLOCK_ENTRIES // per_seed)
+    block = max(1, (_BLOCK_ENTRIES if cfg.train.device == "cpu" else _GPU_BLOCK_ENTRIES) // per_seed)
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     # The fused path splits whole multi-step calls over threads: it uses every thread it is given.
     fused_threads = torch.get_num_threads()
@@ -165,17 +176,21 @@ def _train(
         L * K * S,
         dtype,
     )
-    # Running ‖W_i‖² for the exact activation rate at (almost) every step without a
-    # pass over W (which for large N·M costs more than the SGD step itself);
-    # recomputed from W at every chunk so rounding cannot accumulate.
-    row_norms2 = p.W.pow(2).sum(-1) if t.noise == "sgd" and not t.fused and _dense(records.steps, t.steps) else None
     gaussian = cfg.data.inputs == "gaussian"
     watch = divergence.Watch(t.runaway_factor, L * K * S)
     bar = progress_bar(updates, desc=desc or "train", unit="step", enabled=progress)
-    if t.fused:
-        _fused_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, fused_threads)
+    backend: Backend
+    if fused.applies(cfg):
+        R = L * K * S
+        # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
+        stream = np.arange(R) % (data.S if t.share_data else R)
+        backend = fused.FusedBackend(cfg, p, stepper, stream, data.replicate, probe, S, fused_threads)
     else:
-        _reference_loop(cfg, p, data, probe, stepper, records, watch, bar, record, probe_due, row_norms2)
+        backend = TorchBackend(cfg, p, data, probe, stepper, _dense(records.steps, t.steps))
+    try:
+        _integrate(backend, data, stepper, records, watch, bar, record, probe_due, updates, per_step)
+    finally:
+        fused.release_threads()
     bar.close()
     method = (
         "exact: mean_i Phi(b_i/||W_i||) for x ~ N(0, I)"
@@ -192,131 +207,121 @@ def _train(
     )
 
 
-def _reference_loop(
-    cfg,
-    p: Params,
+class Backend(Protocol):
+    """What :func:`_integrate` needs of a backend: the torch reference (:class:`TorchBackend`) or the
+    compiled kernels (:class:`thermosgd.twolayer.fused.FusedBackend`). Each holds R replicas' parameters
+    in its own layout; values are (R,) CPU tensors, masks (R,) bool tensors."""
+
+    by_stream: bool  # sample chunks as (streams, n, ...) rather than (n, streams, ...)
+
+    def start_chunk(self, chunk: tuple) -> None:
+        """Take a chunk's (xs, ys, zs), as :meth:`_Data.chunk` and :class:`NormalStreams` draw them,
+        and freeze replicas whose parameters overflowed since the last chunk."""
+
+    def advance(self, c0: int, n: int) -> None:
+        """Steps ``c0 .. c0 + n`` of the current chunk, for every replica, in place."""
+
+    def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
+        """The recorded instruments now (probe-set ones if ``with_probe``)."""
+
+    def freeze(self, bad: torch.Tensor) -> None:
+        """NaN parameters and zero step sizes from here on for the replicas in ``bad``."""
+
+
+def _integrate(
+    backend: Backend,
     data: _Data,
-    probe: ProbeSet,
     stepper: _Stepper,
     records: Records,
     watch: divergence.Watch,
     bar,
     record,
     probe_due,
-    row_norms2: torch.Tensor | None,
+    updates: int,
+    per_step: int,
 ) -> None:
-    """The torch loop: one :class:`_Stepper` step at a time, measured at recorded steps."""
-    t, dev = cfg.train, p.W.device
-    gaussian = cfg.data.inputs == "gaussian"
+    """The one training loop: chunks of samples, every step up to the next recorded one per call.
 
-    def measure_at(i: int, step: int) -> None:
-        row_norm = p.W.norm(dim=-1) if row_norms2 is None else row_norms2.clamp_min(0.0).sqrt()
-        values = measure(
-            p, row_norm, probe, loss=t.loss, bias=cfg.model.bias, gaussian=gaussian, with_probe=probe_due(step)
-        )
-        values = {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
-        records.put(i, values)
-        _freeze(watch.update(step // t.svag, values).to(dev), p, stepper.rates(), row_norms2)  # recorded, then frozen
-
-    measure_at(0, 0)
-    ri, step, updates = 1, 0, t.svag * t.steps
-    while step < updates:
-        n = min(stepper.chunk, updates - step)
-        xs, ys = data.chunk(n, stepper.batch, stepper.chunk)  # (n, streams, batch, M), (n, streams, batch)
-        zs = stepper.draws.next(n) if stepper.draws is not None else None  # (n, streams, G or P)
-        xs, ys, zs = (None if v is None else v.to(dev) for v in (xs, ys, zs))  # no copy on the CPU
-        if row_norms2 is not None:
-            torch.sum(p.W.pow(2), -1, out=row_norms2)
-        _freeze_nonfinite(p, stepper.rates(), row_norms2)
-        for c in range(n):
-            z = None if zs is None else data.replicate(zs[c])
-            stepper.step(p, data.replicate(xs[c]), data.replicate(ys[c]), z, row_norms2)
-            step += 1
-            if record(step):
-                measure_at(ri, step)
-                ri += 1
-        bar.update(n)
-
-
-def _fused_loop(
-    cfg,
-    p: Params,
-    data: _Data,
-    probe: ProbeSet,
-    stepper: _Stepper,
-    records: Records,
-    watch: divergence.Watch,
-    bar,
-    record,
-    probe_due,
-    threads: int,
-) -> None:
-    """The compiled loop (:mod:`~thermosgd.twolayer.fused`): every step up to the next recorded one per call.
-
-    The parameters stay in the kernels' layout for the whole run; they are copied
-    back into ``p`` only where the torch probe-set instruments need them.
+    ``record`` and ``probe_due`` count updates; records and divergence steps are kept in
+    configured steps (``per_step`` updates each: SVAG). The next chunk is drawn on a second
+    thread while the backend steps (only that thread draws, chunk after chunk, so every
+    stream is consumed in the same order as by one thread).
     """
-    fused.require()
-    t, bias = cfg.train, cfg.model.bias
-    gaussian = cfg.data.inputs == "gaussian"
-    R = p.W.shape[0]
-    # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
-    ens = fused.ensemble(p, stepper.wl, np.arange(R) % (data.S if t.share_data else R))
-
-    S = data.S
-    px, py = probe.x[:S], probe.y[:S]  # each seed's probe set (rows r < S are seeds 0..S−1)
 
     def measure_at(i: int, step: int) -> None:
-        with_probe = probe_due(step)
-        if not ens.compiled_probe or (with_probe and probe.test_x is not None):  # the reference instruments on p
-            ens.store(p)
-            values = measure(
-                p, p.W.norm(dim=-1), probe, loss=t.loss, bias=bias, gaussian=gaussian, with_probe=with_probe
-            )
-        else:
-            values = ens.cheap(threads)
-            del values["finite_sum"]
-            if with_probe or not gaussian:
-                counted = ens.probe(px, py, probe.batch_size, loss=t.loss, bias=bias, grads=with_probe, threads=threads)
-                if gaussian:
-                    del counted["activation_rate"]  # exact for x ~ N(0, I)
-                broken = ~torch.isfinite(values["v_norm"] + values["w_norm"] + values["bias_mean"])
-                for k in counted:  # as the reference: non-finite parameters give NaN (counts stay finite)
-                    if k not in ("activation_rate", "error"):
-                        counted[k][broken] = float("nan")
-                values.update(counted)  # for other inputs the counted rate replaces the Gaussian formula
+        values = backend.measure(probe_due(step))
         records.put(i, values)
-        ens.freeze(watch.update(step // t.svag, values).numpy())  # recorded, then frozen
+        backend.freeze(watch.update(step // per_step, values))  # recorded, then frozen
 
-    def draw(n: int):  # (streams, n, batch, M), (streams, n, batch) as numpy
-        return tuple(v.numpy() for v in data.chunk(n, stepper.batch, stepper.chunk, by_stream=True))
+    def draw(n: int) -> tuple:
+        xs, ys = data.chunk(n, stepper.batch, stepper.chunk, by_stream=backend.by_stream)
+        return xs, ys, (stepper.draws.next(n) if stepper.draws is not None else None)
 
     measure_at(0, 0)
     ri, step = 1, 0
-    updates = t.svag * t.steps
     sizes = [min(stepper.chunk, updates - s) for s in range(0, updates, stepper.chunk)]
-    # The next chunk's samples are drawn on a second thread while the kernels run (only
-    # that thread draws, chunk after chunk, so the streams are consumed in the same order).
     with ThreadPoolExecutor(1, thread_name_prefix="thermosgd-data") as pool:
         upcoming = pool.submit(draw, sizes[0])
         for ci, n in enumerate(sizes):
-            xs, ys = upcoming.result()
+            chunk = upcoming.result()
             if ci + 1 < len(sizes):
                 upcoming = pool.submit(draw, sizes[ci + 1])
-            # Overflowed replicas are frozen at chunk starts, as in the reference loop.
-            ens.freeze(~torch.isfinite(ens.cheap(threads)["finite_sum"]).numpy())
+            backend.start_chunk(chunk)
             c = 0
             while c < n:
                 m = 1
                 while c + m < n and not record(step + m):
                     m += 1
-                ens.steps(xs, ys, c, m, loss=t.loss, bias=bias, threads=threads)
+                backend.advance(c, m)
                 c += m
                 step += m
                 if record(step):
                     measure_at(ri, step)
                     ri += 1
             bar.update(n)
+
+
+class TorchBackend:
+    """The reference: one :class:`_Stepper` step at a time as batched torch ops, on any device.
+
+    With ``track_norms`` (dense recording, noise = "sgd") the running ‖W_i‖² is updated by
+    each step, so the exact activation rate at (almost) every step needs no pass over W
+    (which for large N·M costs more than the step itself); it is recomputed from W at
+    every chunk so rounding cannot accumulate.
+    """
+
+    by_stream = False
+
+    def __init__(self, cfg: SweepConfig, p: Params, data: _Data, probe: ProbeSet, stepper: _Stepper, track_norms):
+        self.p, self.data, self.probe, self.stepper = p, data, probe, stepper
+        self.loss, self.bias, self.gaussian = cfg.train.loss, cfg.model.bias, cfg.data.inputs == "gaussian"
+        self.dev = p.W.device
+        self.row_norms2 = p.W.pow(2).sum(-1) if cfg.train.noise == "sgd" and track_norms else None
+        self.chunk: tuple = ()
+
+    def start_chunk(self, chunk: tuple) -> None:
+        self.chunk = tuple(None if v is None else v.to(self.dev) for v in chunk)  # no copy on the CPU
+        if self.row_norms2 is not None:
+            torch.sum(self.p.W.pow(2), -1, out=self.row_norms2)
+        _freeze_nonfinite(self.p, self.stepper.rates(), self.row_norms2)
+
+    def advance(self, c0: int, n: int) -> None:
+        xs, ys, zs = self.chunk
+        rep = self.data.replicate
+        for c in range(c0, c0 + n):
+            z = None if zs is None else rep(zs[c])
+            self.stepper.step(self.p, rep(xs[c]), rep(ys[c]), z, self.row_norms2)
+
+    def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
+        p = self.p
+        row_norm = p.W.norm(dim=-1) if self.row_norms2 is None else self.row_norms2.clamp_min(0.0).sqrt()
+        values = measure(
+            p, row_norm, self.probe, loss=self.loss, bias=self.bias, gaussian=self.gaussian, with_probe=with_probe
+        )
+        return {k: v.cpu() for k, v in values.items()}  # no copy on the CPU
+
+    def freeze(self, bad: torch.Tensor) -> None:
+        _freeze(bad.to(self.dev), self.p, self.stepper.rates(), self.row_norms2)
 
 
 @dataclass
@@ -356,9 +361,9 @@ class _Stepper:
             sgd_step(p.W, p.b, p.V, x, y, self.wl, self.loss, self.bias, row_norms2)
         elif self.noise == "gd":
             gd_step(p.W, p.b, p.V, x, y, self.lr, self.loss, self.bias)
-        elif self.noise == "gaussian":
+        elif self.noise == "gaussian" and z is not None:
             gaussian_step(p.W, p.b, p.V, x, y, self.lr, self.batch_size, z, self.loss, self.bias)
-        elif self.noise == "frozen":
+        elif self.noise == "frozen" and z is not None and self.scale is not None:
             frozen_step(p.W, p.b, p.V, x, y, self.lr, self.scale, z, self.loss, self.bias)
         else:
             raise AssertionError(self.noise)  # config validation lists the models
@@ -442,7 +447,7 @@ class _Data:
         self.shared, self.batch_sizes, self.dtype = t.share_data, t.batch_size, dtype
         per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
         # Coordinates (master, seed[, lr index, batch index]) of each stream.
-        self.coords = (
+        self.coords: list[tuple[int, ...]] = (
             [(t.seed, s) for s in seeds]
             if self.shared
             else [(t.seed, s, li, ki) for li in range(self.L) for ki in range(self.K) for s in seeds]
@@ -450,7 +455,7 @@ class _Data:
         self.streams = (
             per_seed
             if self.shared
-            else [SampleStream(cfg, t.seed, s, li, ki, dtype=dtype, dataset=user) for _, s, li, ki in self.coords]
+            else [SampleStream(cfg, t.seed, *c[1:], dtype=dtype, dataset=user) for c in self.coords]
         )
         self.probes = per_seed  # the probe set is per seed in either case
 

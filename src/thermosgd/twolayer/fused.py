@@ -1,43 +1,53 @@
-"""A fused CPU path for noise = "sgd": SGD steps and per-record instruments as compiled loops.
+"""The compiled backend of the two-layer engine: SGD steps and recorded instruments as numba loops.
 
-Opt-in (``[train] fused = true``); the reference is
-:func:`thermosgd.twolayer.steps.sgd_step` (about fifteen batched torch ops per
-step) plus :func:`thermosgd.twolayer.measure.measure`. Here the parameters of
-all replicas live, for the whole run, in the kernels' layout, chosen by
-:func:`ensemble`: for small nets (:class:`LaneEnsemble`) blocks of
-:data:`LANES` replicas, replicas innermost, so the loops over them are
+The default wherever it applies (``[train] fused = true``, noise = "sgd", on the
+CPU, numba importable; :func:`applies`); the torch reference
+(:class:`thermosgd.twolayer.engine.TorchBackend`: :func:`~thermosgd.twolayer.steps.sgd_step`
+plus :func:`~thermosgd.twolayer.measure.measure`) is its twin in the tests and runs
+everywhere else, and with ``fused = false``. If numba fails to import, the torch
+path runs and :func:`applies` says so once on stderr.
+
+Here the parameters of all replicas live, for the whole run, in the kernels'
+layout, chosen by :func:`ensemble`: for small nets (:class:`LaneEnsemble`) blocks
+of :data:`LANES` replicas, replicas innermost, so the loops over them are
 SIMD-vectorized, one replica per lane; for large nets (:class:`RowEnsemble`)
 torch's own layout, one replica at a time along W's rows. One numba-compiled
-call runs every step between two recorded steps (forward, hand-written
-backward of Eq. 13/16, in-place update) for a range of replicas, so their
-weights stay in cache for all those steps; ranges are split over threads
-(numba releases the GIL; replicas never mix, so the thread count does not
-change a single bit). The instruments of a recorded step are compiled too:
-the cheap ones (‖V‖, ‖W‖, mean b, and for Gaussian inputs the exact activation
-rate; torch reductions for large nets) and the probe-set ones (loss, error,
-gradient variances, the counted activation rate; large nets leave their two
-products over the probe set to torch's batched matmul). Runs with a held-out set compute their probe-step
-instruments with the reference :func:`~thermosgd.twolayer.measure.measure`.
+call (:mod:`thermosgd.twolayer._kernels`) runs every step between two recorded
+steps (forward, hand-written backward of Eq. 13/16, in-place update) for a range
+of replicas, so their weights stay in cache for all those steps; ranges are
+split over threads (numba releases the GIL; replicas never mix, so the thread
+count does not change a single bit). The instruments of a recorded step are
+compiled too: the cheap ones (‖V‖, ‖W‖, mean b, and for Gaussian inputs the
+exact activation rate; torch reductions for large nets) and the probe-set ones
+(loss, error, gradient variances, the counted activation rate; large nets leave
+their two products over the probe set to torch's batched matmul). Runs with a
+held-out set compute their probe-step instruments with the reference
+:func:`~thermosgd.twolayer.measure.measure`.
 
 It consumes exactly the samples the reference consumes (the same CPU-drawn
-chunks, in the same order), so per-replica random streams are unchanged. It
-is equal to the reference to floating-point tolerance, not bit-identical: the
-sums run in another order, and ‖W_i‖ is recomputed from W at recorded steps
-instead of being tracked incrementally.
-
-Needs numba (the ``fast`` extra: ``pip install thermosgd[fast]``).
+chunks, in the same order), so per-replica random streams are unchanged. It is
+equal to the reference to floating-point tolerance, not bit-identical: the sums
+run in another order, and ‖W_i‖ is recomputed from W at recorded steps instead
+of being tracked incrementally. numba's on-disk cache goes to :func:`cache_dir`
+(a user cache folder unless ``NUMBA_CACHE_DIR`` is set), never into the source tree.
 """
 
 from __future__ import annotations
 
-import math
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.twolayer.measure import ProbeSet, measure
 from thermosgd.twolayer.params import Params
+from thermosgd.twolayer.steps import frozen_noise, gaussian_weights, gd_weights
 
 #: Replicas per block: the kernels' innermost loops run over them (SIMD lanes). 64 measured faster
 #: than 32 in 8 of 10 interleaved runs of the step kernel on fig3 (median 30.7 vs 26.5 M
@@ -48,7 +58,7 @@ LANES = 64
 def available() -> bool:
     """Whether numba can be imported."""
     try:
-        import numba  # noqa: F401
+        _numba()
     except ImportError:
         return False
     return True
@@ -57,386 +67,74 @@ def available() -> bool:
 def require() -> None:
     """UsageError (one line) when numba is missing."""
     if not available():
-        raise UsageError('[train] fused = true needs numba: pip install "thermosgd[fast]" (or pip install numba)')
+        raise UsageError("the compiled kernels need numba, which could not be imported: pip install numba")
 
 
-_KERNELS: dict = {}
+#: Noise models the compiled kernels run (the others take the torch path whatever ``fused`` says).
+NOISES = ("sgd", "gd", "gaussian", "frozen")
+
+_said_fallback = False
 
 
-def _kernels() -> dict:
-    """The compiled loops by name (compiled on first use, cached on disk by numba)."""
-    if _KERNELS:
-        return _KERNELS
+def applies(cfg: SweepConfig) -> bool:
+    """Whether ``train(cfg)`` runs the compiled kernels: ``[train] fused`` on, a noise model they
+    cover on the CPU, and numba importable (if it is not, says so once per process on stderr)."""
+    global _said_fallback
+    t = cfg.train
+    if not (t.fused and t.noise in NOISES and t.device == "cpu"):
+        return False
+    if available():
+        return True
+    if not _said_fallback:
+        _said_fallback = True
+        print(
+            "thermosgd: numba could not be imported; training on the torch reference path instead "
+            "(same random numbers, several times slower; pip install numba, or set [train] fused = false)",
+            file=sys.stderr,
+        )
+    return False
+
+
+def cache_dir() -> Path:
+    """Where numba caches the compiled kernels: ``$NUMBA_CACHE_DIR`` if set, else a user cache folder
+    (``$XDG_CACHE_HOME/thermosgd/numba``, default ``~/.cache/thermosgd/numba``), never the source tree."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "thermosgd" / "numba"
+
+
+def _numba():
+    """numba, imported with its on-disk cache pointed at :func:`cache_dir` (raises ImportError)."""
+    where = str(cache_dir())
+    os.environ.setdefault("NUMBA_CACHE_DIR", where)  # read when numba is first imported
     import numba
 
-    Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
+    config: Any = numba.config  # numba's config module is typed as it reads its environment
+    if not config.CACHE_DIR:  # numba imported earlier without the variable
+        config.CACHE_DIR = where
+    return numba
 
-    @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-    def steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, k0, k1):  # pragma: no cover - compiled
-        """Steps c0..c0+n of the chunk for blocks k0..k1, in place.
 
-        W (NB, N, M, Q), b, V (NB, N, Q), wl (NB, B, Q), stream (NB, Q);
-        xs (streams, chunk, B, M), ys (streams, chunk, B).
-        """
-        _, N, M, Q = W.shape
-        B = xs.shape[2]
-        dt = W.dtype
-        X = np.empty((B, M, Q), dt)
-        Y = np.empty((B, Q), dt)
-        Z = np.empty((B, N, Q), dt)
-        D = np.empty((B, N, Q), dt)
-        e = np.empty((B, Q), dt)
-        f = np.empty(Q, dt)
-        zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]  # typed constants: no float64 promotion
-        for k in range(k0, k1):
-            for c in range(c0, c0 + n):
-                for j in range(B):  # gather this step's samples into lanes
-                    for q in range(Q):
-                        s = stream[k, q]
-                        Y[j, q] = ys[s, c, j]
-                        for m in range(M):
-                            X[j, m, q] = xs[s, c, j, m]
-                for j in range(B):  # forward at the pre-step parameters
-                    for q in range(Q):
-                        f[q] = zero
-                    for i in range(N):
-                        for q in range(Q):
-                            Z[j, i, q] = b[k, i, q]
-                        for m in range(M):
-                            for q in range(Q):
-                                Z[j, i, q] += W[k, i, m, q] * X[j, m, q]
-                        for q in range(Q):
-                            f[q] += max(Z[j, i, q], zero) * V[k, i, q]
-                    for q in range(Q):
-                        g = f[q] - Y[j, q] if mse else one / (one + np.exp(-f[q])) - Y[j, q]
-                        e[j, q] = g * wl[k, j, q]
-                for i in range(N):  # backward at the pre-step V, then V's update
-                    for j in range(B):
-                        for q in range(Q):
-                            D[j, i, q] = (
-                                e[j, q] * V[k, i, q] * (one if Z[j, i, q] > zero else zero)
-                            )  # NaN·0 stays NaN, as torch
-                    for j in range(B):
-                        for q in range(Q):
-                            V[k, i, q] -= e[j, q] * max(Z[j, i, q], zero)
-                for i in range(N):  # W_i -= Σ_j δ_ji x_j, b_i -= Σ_j δ_ji
-                    for j in range(B):
-                        for m in range(M):
-                            for q in range(Q):
-                                W[k, i, m, q] -= D[j, i, q] * X[j, m, q]
-                        if bias:
-                            for q in range(Q):
-                                b[k, i, q] -= D[j, i, q]
+def _kernels():
+    """The module of compiled loops (:mod:`thermosgd.twolayer._kernels`; compiled on first use,
+    cached on disk by numba under :func:`cache_dir`)."""
+    _numba()
+    from thermosgd.twolayer import _kernels as kernels
 
-    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-    def metrics(W, b, V, out, ratio, k0, k1):  # pragma: no cover - compiled
-        """Per lane, into out (4, NB, Q): ‖V‖, ‖W‖, mean b, Σ V + Σ b + Σ W; into ratio
-        (NB, N, Q): b_i/‖W_i‖ (Φ of it, for the exact activation rate, is taken by torch)."""
-        _, N, M, _ = W.shape
-        r2 = np.empty(Q, W.dtype)
-        for k in range(k0, k1):
-            for c in range(4):
-                for q in range(Q):
-                    out[c, k, q] = 0
-            for i in range(N):
-                for q in range(Q):
-                    r2[q] = 0
-                for m in range(M):
-                    for q in range(Q):
-                        w = W[k, i, m, q]
-                        r2[q] += w * w
-                        out[3, k, q] += w
-                for q in range(Q):
-                    bi, vi = b[k, i, q], V[k, i, q]
-                    out[0, k, q] += vi * vi
-                    out[1, k, q] += r2[q]
-                    out[2, k, q] += bi
-                    out[3, k, q] += bi + vi
-                    ratio[k, i, q] = bi / math.sqrt(r2[q])
-            for q in range(Q):
-                out[0, k, q] = math.sqrt(out[0, k, q])
-                out[1, k, q] = math.sqrt(out[1, k, q])
-                out[2, k, q] /= N
-
-    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-    def probe(W, b, V, px, py, seed, mse, grads, out, k0, k1):  # pragma: no cover - compiled
-        """Probe-set instruments per lane, into out (6, NB, Q): activation rate, loss, error,
-        and the per-sample gradient variances (summed over entries, unnormalized) of V, W, b.
-
-        px (S, P, M), py (S, P): each seed's probe set; seed (NB, Q): a lane's seed
-        index. ``grads`` False: the activation rate only. Sums over samples run in
-        float64; the loops over lanes are innermost (vectorized), one array per accumulator.
-        """
-        _, N, M, Q = W.shape
-        P = px.shape[1]
-        dt = W.dtype  # per-sample work and per-entry sums in the parameters' precision, as the reference
-        X = np.empty((M, Q), dt)
-        Z = np.empty((N, Q), dt)
-        D = np.empty((N, Q), dt)
-        gV = np.empty((N, Q), dt)
-        gb = np.empty((N, Q), dt)
-        gW = np.empty((N, M, Q), dt)
-        F = np.empty(Q, dt)  # f, then ∂ℓ/∂f, of the current sample
-        xx = np.empty(Q, dt)
-        d2 = np.empty(Q, dt)
-        a2 = np.empty(Q, dt)
-        zero = np.zeros(1, dt)[0]  # a typed constant: no float64 promotion
-        active = np.empty(Q)
-        lsum = np.empty(Q)
-        esum = np.empty(Q)
-        sV = np.empty(Q)  # Σ_p e² ‖a‖²
-        sb = np.empty(Q)  # Σ_p ‖δ‖²
-        sW = np.empty(Q)  # Σ_p ‖δ‖² ‖x‖²
-        for k in range(k0, k1):
-            for arr in (active, lsum, esum, sV, sb, sW):
-                arr[:] = 0
-            gV[:] = 0
-            gb[:] = 0
-            gW[:] = 0
-            for p in range(P):
-                for m in range(M):
-                    for q in range(Q):
-                        X[m, q] = px[seed[k, q], p, m]
-                for q in range(Q):
-                    F[q] = zero
-                for i in range(N):
-                    for q in range(Q):
-                        Z[i, q] = b[k, i, q]
-                    for m in range(M):
-                        for q in range(Q):
-                            Z[i, q] += W[k, i, m, q] * X[m, q]
-                    for q in range(Q):
-                        z = Z[i, q]
-                        active[q] += 1.0 if z > 0 else 0.0
-                        F[q] += max(z, zero) * V[k, i, q]
-                if not grads:
-                    continue
-                for q in range(Q):
-                    f, y = F[q], py[seed[k, q], p]
-                    if mse:
-                        lsum[q] += 0.5 * (f - y) ** 2
-                        F[q] = f - y
-                    else:  # softplus(f) − y f, overflow-free (log(1 + t) in float64 rather than
-                        # log1p(t): libm's log1p took 1.5–1.9× log's time here; error < 2e-16 absolute)
-                        lsum[q] += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
-                        F[q] = 1 / (1 + math.exp(-f)) - y
-                    esum[q] += (1.0 if f > 0 else 0.0) != y
-                for q in range(Q):  # per-sample gradients, lanes innermost
-                    xx[q] = zero
-                    d2[q] = zero
-                    a2[q] = zero
-                for m in range(M):
-                    for q in range(Q):
-                        xx[q] += X[m, q] * X[m, q]
-                for i in range(N):
-                    for q in range(Q):
-                        e, z = F[q], Z[i, q]
-                        a = max(z, zero)
-                        d = e * V[k, i, q] if z > zero else zero
-                        D[i, q] = d
-                        gV[i, q] += e * a
-                        a2[q] += a * a
-                        gb[i, q] += d
-                        d2[q] += d * d
-                    for m in range(M):
-                        for q in range(Q):
-                            gW[i, m, q] += D[i, q] * X[m, q]
-                for q in range(Q):  # per-sample sums into float64 once per sample
-                    sV[q] += F[q] * F[q] * a2[q]
-                    sb[q] += d2[q]
-                    sW[q] += d2[q] * xx[q]
-            corr = P / (P - 1)
-            for q in range(Q):
-                mV, mb, mW = 0.0, 0.0, 0.0
-                for i in range(N):
-                    mV += (gV[i, q] / P) ** 2
-                    mb += (gb[i, q] / P) ** 2
-                    for m in range(M):
-                        mW += (gW[i, m, q] / P) ** 2
-                out[0, k, q] = active[q] / (P * N)
-                out[1, k, q] = lsum[q] / P
-                out[2, k, q] = esum[q] / P
-                out[3, k, q] = (sV[q] / P - mV) * corr
-                out[4, k, q] = (sW[q] / P - mW) * corr
-                out[5, k, q] = (sb[q] / P - mb) * corr
-
-    @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-    def row_steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
-        """Steps c0..c0+n of the chunk for replicas r0..r1, in place, one replica at a time.
-
-        W (R, N, M), b, V (R, N), wl (R, B), stream (R,); xs (streams, chunk, B, M),
-        ys (streams, chunk, B). The loops over M run along W's rows (vectorized),
-        and the rows of inactive units (δ_i = 0) are not touched.
-        """
-        _, N, M = W.shape
-        B = xs.shape[2]
-        dt = W.dtype
-        Z = np.empty((B, N), dt)
-        D = np.empty((B, N), dt)
-        e = np.empty(B, dt)
-        zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
-        for r in range(r0, r1):
-            s = stream[r]
-            for c in range(c0, c0 + n):
-                for j in range(B):  # forward at the pre-step parameters
-                    i = 0
-                    while i + 4 <= N:  # four rows at once: four independent sums share each x_m
-                        a0, a1, a2, a3 = b[r, i], b[r, i + 1], b[r, i + 2], b[r, i + 3]
-                        for m in range(M):
-                            xm = xs[s, c, j, m]
-                            a0 += W[r, i, m] * xm
-                            a1 += W[r, i + 1, m] * xm
-                            a2 += W[r, i + 2, m] * xm
-                            a3 += W[r, i + 3, m] * xm
-                        Z[j, i], Z[j, i + 1], Z[j, i + 2], Z[j, i + 3] = a0, a1, a2, a3
-                        i += 4
-                    while i < N:
-                        acc = b[r, i]
-                        for m in range(M):
-                            acc += W[r, i, m] * xs[s, c, j, m]
-                        Z[j, i] = acc
-                        i += 1
-                    f = zero
-                    for i in range(N):
-                        f += max(Z[j, i], zero) * V[r, i]
-                    y = ys[s, c, j]
-                    g = f - y if mse else one / (one + np.exp(-f)) - y
-                    e[j] = g * wl[r, j]
-                for i in range(N):  # backward at the pre-step V, then V's update
-                    for j in range(B):
-                        D[j, i] = e[j] * V[r, i] * (one if Z[j, i] > zero else zero)  # NaN·0 stays NaN, as torch
-                    for j in range(B):
-                        V[r, i] -= e[j] * max(Z[j, i], zero)
-                for i in range(N):  # W_i -= Σ_j δ_ji x_j, b_i -= Σ_j δ_ji
-                    for j in range(B):
-                        d = D[j, i]
-                        if d != zero:  # inactive unit: nothing to add (a NaN d is added)
-                            for m in range(M):
-                                W[r, i, m] -= d * xs[s, c, j, m]
-                            if bias:
-                                b[r, i] -= d
-
-    @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-    def row_steps1(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
-        """:func:`row_steps` for one sample per step (|B| = 1), one pass over W per step.
-
-        Row i's update of step c and its pre-activation for step c + 1 share one
-        loop over W_i (it is loaded once per step, not twice). The update is
-        branch-free (δ_i = 0 for inactive units): measured faster than skipping
-        rows, whose branch is unpredictable.
-        """
-        _, N, M = W.shape
-        dt = W.dtype
-        Z = np.empty(N, dt)
-        zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
-        end = c0 + n
-        for r in range(r0, r1):
-            s = stream[r]
-            w = wl[r, 0]
-            for i in range(N):  # pre-activations of the first step
-                acc = zero
-                for m in range(M):
-                    acc += W[r, i, m] * xs[s, c0, 0, m]
-                Z[i] = acc + b[r, i]
-            for c in range(c0, end):
-                f = zero
-                for i in range(N):
-                    f += max(Z[i], zero) * V[r, i]
-                y = ys[s, c, 0]
-                e = (f - y if mse else one / (one + np.exp(-f)) - y) * w
-                nxt = c + 1 < end
-                cn = c + 1 if nxt else c
-                for i in range(N):
-                    z = Z[i]
-                    d = e * V[r, i] * (one if z > zero else zero)  # at the pre-step V; NaN·0 stays NaN
-                    V[r, i] -= e * max(z, zero)
-                    if bias:
-                        b[r, i] -= d
-                    if nxt:
-                        acc = zero
-                        for m in range(M):
-                            wm = W[r, i, m] - d * xs[s, c, 0, m]
-                            W[r, i, m] = wm
-                            acc += wm * xs[s, cn, 0, m]
-                        Z[i] = acc + b[r, i]
-                    else:
-                        for m in range(M):
-                            W[r, i, m] -= d * xs[s, c, 0, m]
-
-    @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-    def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no cover - compiled
-        """The per-sample part of the probe-set instruments for replicas r0..r1, into out (6, R).
-
-        Z (R, P, N): pre-activations on the probe set (torch's batched product);
-        py (S, P) labels, seed (R,) a replica's seed index, xx (S, P) ‖x_p‖².
-        Writes δ (R, P, N) (for Σ_p δ_p x_pᵀ, a batched product left to torch) and
-        out: activation rate, loss, error, then the per-sample gradient second
-        moments minus squared means of V and b, and E_p[‖δ_p‖²‖x_p‖²] for W (its
-        squared mean is subtracted by the caller). Sums over samples in float64.
-        """
-        _, P, N = Z.shape
-        dt = Z.dtype
-        zero = np.zeros(1, dt)[0]
-        gV = np.empty(N)
-        gb = np.empty(N)
-        eb = np.empty(1, dt)
-        corr = P / (P - 1)
-        for r in range(r0, r1):
-            k = seed[r]
-            active, lsum, esum, sV, sb, sW = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-            gV[:] = 0
-            gb[:] = 0
-            for p in range(P):
-                f = zero
-                for i in range(N):
-                    z = Z[r, p, i]
-                    active += 1.0 if z > zero else 0.0
-                    f += max(z, zero) * V[r, i]
-                if not grads:
-                    continue
-                y = py[k, p]
-                if mse:
-                    lsum += 0.5 * (f - y) ** 2
-                    e = f - y
-                else:  # softplus(f) − y f, overflow-free (log(1 + t): as in probe)
-                    lsum += max(f, 0.0) + math.log(1.0 + math.exp(-abs(f))) - y * f
-                    e = 1 / (1 + math.exp(-f)) - y
-                eb[0] = e  # ∂ℓ/∂f in the parameters' precision, as the reference
-                e = eb[0]
-                esum += (1.0 if f > 0 else 0.0) != y
-                a2 = zero
-                d2 = zero
-                for i in range(N):
-                    z = Z[r, p, i]
-                    a = max(z, zero)
-                    d = e * V[r, i] if z > zero else zero
-                    delta[r, p, i] = d
-                    gV[i] += e * a
-                    gb[i] += d
-                    a2 += a * a
-                    d2 += d * d
-                sV += e * e * a2
-                sb += d2
-                sW += d2 * xx[k, p]
-            out[0, r] = active / (P * N)
-            if grads:
-                mV, mb = 0.0, 0.0
-                for i in range(N):
-                    mV += (gV[i] / P) ** 2
-                    mb += (gb[i] / P) ** 2
-                out[1, r] = lsum / P
-                out[2, r] = esum / P
-                out[3, r] = (sV / P - mV) * corr
-                out[4, r] = sW / P
-                out[5, r] = (sb / P - mb) * corr
-
-    _KERNELS.update(
-        steps=steps, metrics=metrics, probe=probe, row_steps=row_steps, row_steps1=row_steps1, row_probe=row_probe
-    )
-    return _KERNELS
+    return kernels
 
 
 _POOL: ThreadPoolExecutor | None = None
+
+
+def release_threads() -> None:
+    """End the kernels' worker threads (a training call ends with this: a process that forks
+    afterwards, as ``reproduce``'s side process does, must have no other thread)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
 
 
 #: Multiply-adds per call below which one thread is faster than waking others (measured:
@@ -487,22 +185,39 @@ def _probe_values(
     }
 
 
+#: Largest copy of the probe set in the lanes' layout (each lane's own probe samples side by side, read
+#: as vectors instead of gathered from 64 seeds' sets per sample); larger grids are done in groups of
+#: blocks, each group's copy made per call.
+_PROBE_LAYOUT_BYTES = 64 << 20
+
+
 #: Inputs from which replicas run one at a time along W's rows (:class:`RowEnsemble`)
 #: instead of in SIMD lanes (:class:`LaneEnsemble`); see :func:`ensemble`.
 ROW_INPUTS = 32
 
 
-def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray):
+def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool = False):
     """The kernels' state for ``p``: lanes of replicas for small nets, rows of W for large ones.
 
     With M ≥ :data:`ROW_INPUTS` inputs a row of W fills SIMD registers by itself,
     so one replica at a time keeps its W in cache and skips inactive units' rows;
     below, replicas side by side in lanes vectorize better (both measured in
-    ``benchmarks/bench_engine.py``).
+    ``benchmarks/bench_engine.py``). With ``many_samples`` (the G-sample noise
+    models) one replica at a time with the samples innermost
+    (:func:`~thermosgd.twolayer._kernels.sample_steps`) for every net size.
     """
-    if p.W.shape[2] >= ROW_INPUTS:
-        return RowEnsemble(p, wl, stream)
+    if many_samples or p.W.shape[2] >= ROW_INPUTS:
+        return RowEnsemble(p, wl, stream, many_samples)
     return LaneEnsemble(p, wl, stream)
+
+
+def _subtract(p: Params, delta: torch.Tensor, bias: bool) -> None:
+    """p ← p − delta in place, delta (R, P) ordered (W row-major, b, V); b only if ``bias``."""
+    R, N, M = p.W.shape
+    p.W.sub_(delta[:, : N * M].view(R, N, M))
+    if bias:
+        p.b.sub_(delta[:, N * M : N * M + N])
+    p.V.sub_(delta[:, N * M + N :])
 
 
 class RowEnsemble:
@@ -514,9 +229,8 @@ class RowEnsemble:
     pass (:meth:`probe`).
     """
 
-    compiled_probe = True
-
-    def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray):
+    def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool = False):
+        self.many_samples = many_samples  # steps through _kernels.sample_steps
         for t in (p.W, p.b, p.V):
             if not t.is_contiguous():
                 raise ValueError("RowEnsemble needs contiguous parameters")  # init_ensemble makes them so
@@ -532,14 +246,15 @@ class RowEnsemble:
 
     def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
-        kernel = _kernels()["row_steps1" if xs.shape[2] == 1 else "row_steps"]
+        k = _kernels()
+        kernel = k.sample_steps if self.many_samples else (k.row_steps1 if ys.shape[2] == 1 else k.row_steps)
         _parallel(
             lambda r0, r1: kernel(
                 self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, r0, r1
             ),
             self.R,
             threads,
-            self.W.size * n * xs.shape[2],
+            self.W.size * n * ys.shape[2],
         )
 
     def cheap(self, threads: int) -> dict[str, torch.Tensor]:
@@ -575,7 +290,7 @@ class RowEnsemble:
         z = torch.baddbmm(p.b.unsqueeze(1), xr, p.W.mT)  # (R, P, N)
         delta = torch.empty_like(z) if grads else z[:, :0]
         out = np.full((6, R), np.nan)
-        kernel = _kernels()["row_probe"]
+        kernel = _kernels().row_probe
         Zn, Vn, dn, pyn = z.numpy(), self.V, delta.numpy(), np.ascontiguousarray(py.numpy())
         _parallel(
             lambda r0, r1: kernel(Zn, Vn, pyn, seed, xx, loss == "mse", grads, dn, out, r0, r1),
@@ -598,6 +313,14 @@ class RowEnsemble:
                 a[bad] = np.nan
             self.wl[bad] = 0.0
 
+    def set_weights(self, wl: torch.Tensor) -> None:
+        """New (R, B) per-sample step weights for the next steps."""
+        self.wl = np.ascontiguousarray(wl.numpy())
+
+    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
+        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
+        _subtract(self.p, delta, bias)
+
 
 class LaneEnsemble:
     """R replicas' W, b, V (and per-sample step weights) in the kernels' layout.
@@ -605,8 +328,6 @@ class LaneEnsemble:
     Arrays are ``(NB, ..., LANES)``: replica r is lane r % LANES of block
     r // LANES; padded lanes have step weight 0 (they never move).
     """
-
-    compiled_probe = True
 
     def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray):
         """Copy ``p`` (W (R, N, M), b (R, N), V (R, N)) and ``wl`` (R, B) in.
@@ -646,7 +367,7 @@ class LaneEnsemble:
             c0, n: the first step within the chunk and the number of steps.
             loss: "bce" or "mse". bias: update b. threads: threads to split blocks over.
         """
-        kernel = _kernels()["steps"]
+        kernel = _kernels().steps
         _parallel(
             lambda k0, k1: kernel(
                 self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, k0, k1
@@ -660,7 +381,7 @@ class LaneEnsemble:
         """The cheap instruments, each (R,): ``v_norm``, ``w_norm``, ``bias_mean``,
         ``activation_rate`` (exact for x ~ N(0, I)) and ``finite_sum`` (non-finite
         iff some parameter is)."""
-        kernel = _kernels()["metrics"]
+        kernel = _kernels().metrics
         out = np.empty((4, self.blocks, LANES), self.W.dtype)
         ratio = np.empty((self.blocks, self.W.shape[1], LANES), self.W.dtype)
         _parallel(lambda k0, k1: kernel(self.W, self.b, self.V, out, ratio, k0, k1), self.blocks, threads, self.W.size)
@@ -694,24 +415,45 @@ class LaneEnsemble:
             grads: also loss, error and gradient variances (else the activation rate only).
             threads: threads to split blocks over.
         """
-        kernel = _kernels()["probe"]
-        S = px.shape[0]
-        seed = (np.arange(self.blocks * LANES) % S).reshape(self.blocks, LANES)
+        kernel = _kernels().probe
         dt = self.W.dtype
-        px, py = (np.ascontiguousarray(v.numpy(), dtype=dt) for v in (px, py))
+        P, M = px.shape[1], px.shape[2]
+        group = max(1, _PROBE_LAYOUT_BYTES // (LANES * P * (M + 1) * self.W.itemsize))
         out = np.empty((6, self.blocks, LANES))
-        _parallel(
-            lambda k0, k1: kernel(self.W, self.b, self.V, px, py, seed, loss == "mse", grads, out, k0, k1),
-            self.blocks,
-            threads,
-            self.W.size * px.shape[1] * (2 if grads else 1),
-        )
+        for g0 in range(0, self.blocks, group):
+            g1 = min(self.blocks, g0 + group)
+            pxl, pyl = self._lane_probe(px, py, g0, g1)
+            _parallel(
+                lambda k0, k1: kernel(
+                    self.W, self.b, self.V, pxl, pyl, g0, loss == "mse", grads, out, g0 + k0, g0 + k1
+                ),
+                g1 - g0,
+                threads,
+                self.W.size * P * (2 if grads else 1) * (g1 - g0) // self.blocks,
+            )
         vals = torch.from_numpy(out.reshape(6, -1)[:, : self.R]).to(
             torch.float32 if dt == np.float32 else torch.float64
         )
         if not grads:
             return {"activation_rate": vals[0]}
         return _probe_values(vals, vals[4], batch_size, N=self.W.shape[1], M=self.W.shape[2], bias=bias)
+
+    def _lane_probe(self, px: torch.Tensor, py: torch.Tensor, g0: int, g1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blocks g0..g1's probe sets in the lanes' layout: (g1−g0, P, M, LANES), (g1−g0, P, LANES).
+
+        Lane q of block k is replica k·LANES + q, whose probe set is seed (k·LANES + q) mod S of
+        ``px`` (S, P, M), ``py`` (S, P). Kept for the run when all blocks fit in one group.
+        """
+        cached = getattr(self, "_lane_probe_cache", None)
+        if cached is not None and cached[0] is px and cached[1] == (g0, g1):
+            return cached[2], cached[3]
+        dt = self.W.dtype
+        seed = (np.arange(g0 * LANES, g1 * LANES) % px.shape[0]).reshape(g1 - g0, LANES)
+        pxl = np.ascontiguousarray(px.numpy()[seed].transpose(0, 2, 3, 1), dtype=dt)
+        pyl = np.ascontiguousarray(py.numpy()[seed].transpose(0, 2, 1), dtype=dt)
+        if g0 == 0 and g1 == self.blocks:
+            self._lane_probe_cache = (px, (g0, g1), pxl, pyl)
+        return pxl, pyl
 
     def freeze(self, bad: np.ndarray) -> None:
         """NaN parameters and zero step weights for the replicas in the (R,) mask ``bad``."""
@@ -722,3 +464,114 @@ class LaneEnsemble:
         for a in (self.W, self.b, self.V):
             a[k, ..., q] = np.nan
         self.wl[k, :, q] = 0.0
+
+    def set_weights(self, wl: torch.Tensor) -> None:
+        """New (R, B) per-sample step weights for the next steps (padded lanes stay 0)."""
+        self.wl = self._soa(wl)
+
+    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
+        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
+        R, N, M = self.R, self.W.shape[1], self.W.shape[2]
+        self.W -= self._soa(delta[:, : N * M].reshape(R, N, M))
+        if bias:
+            self.b -= self._soa(delta[:, N * M : N * M + N])
+        self.V -= self._soa(delta[:, N * M + N :])
+
+
+class FusedBackend:
+    """The compiled backend of :func:`thermosgd.twolayer.engine._integrate` (its ``Backend`` interface).
+
+    The parameters stay in the kernels' layout (:func:`ensemble`) for the whole run;
+    they are copied back into ``p`` only where the torch probe-set instruments need
+    them (runs with a held-out set, at probe steps). Every noise model is the one
+    step kernel with its per-sample weights (:mod:`thermosgd.twolayer.steps`): "sgd"
+    and "gd" fixed ones (many steps per call), "gaussian" new ones each step (from
+    :func:`~thermosgd.twolayer.steps.gaussian_weights`), "frozen" the "gd" step plus
+    :func:`~thermosgd.twolayer.steps.frozen_noise` added to the parameters.
+
+    Args:
+        cfg: the configuration. p: the initial parameters (R replicas).
+        stepper: the engine's step of the configured noise model (its ``noise``,
+            ``wl``, ``lr``, ``batch_size``, ``scale`` and ``rates()``).
+        stream: (R,) the sample stream of each replica.
+        replicate: (streams, ...) → (R, ...), one row per replica.
+        probe: the probe set, (R, ...) in replica order. seeds: S (rows r < S of the probe
+            set are seeds 0..S−1). threads: threads to split the kernels over.
+    """
+
+    by_stream = True
+
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        p: Params,
+        stepper,
+        stream: np.ndarray,
+        replicate,
+        probe: ProbeSet,
+        seeds: int,
+        threads: int,
+    ):
+        self.p, self.stepper, self.replicate, self.probe, self.threads = p, stepper, replicate, probe, threads
+        self.loss, self.bias, self.gaussian = cfg.train.loss, cfg.model.bias, cfg.data.inputs == "gaussian"
+        self.noise, G = stepper.noise, cfg.train.gd_batch
+        wl = stepper.wl if self.noise == "sgd" else gd_weights(stepper.lr, G)  # "gaussian": replaced each step
+        self.ens = ensemble(p, wl, stream, many_samples=self.noise != "sgd")
+        self.px, self.py = probe.x[:seeds], probe.y[:seeds]  # each seed's probe set
+        self.chunk: tuple = ()
+
+    def start_chunk(self, chunk: tuple) -> None:
+        xs, ys, zs = chunk  # (streams, n, batch, M), (streams, n, batch), (n, streams, ·) or None
+        self.chunk = (xs.numpy(), ys.numpy(), zs)
+        # Overflowed replicas are frozen at chunk starts, as on the torch path.
+        self.freeze(torch.from_numpy(~np.isfinite(self.ens.cheap(self.threads)["finite_sum"].numpy())))
+
+    def advance(self, c0: int, n: int) -> None:
+        xs, ys, zs = self.chunk
+        kw = {"loss": self.loss, "bias": self.bias, "threads": self.threads}
+        if self.noise in ("sgd", "gd"):
+            self.ens.steps(xs, ys, c0, n, **kw)
+            return
+        st = self.stepper
+        for c in range(c0, c0 + n):
+            z = self.replicate(zs[c])
+            if self.noise == "gaussian":
+                self.ens.set_weights(gaussian_weights(st.lr, st.batch_size, z))
+            self.ens.steps(xs, ys, c, 1, **kw)
+            if self.noise == "frozen":
+                self.ens.subtract(frozen_noise(st.lr, st.scale, z), bias=self.bias)
+
+    def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
+        ens, probe = self.ens, self.probe
+        if with_probe and probe.test_x is not None:  # the reference instruments on p
+            ens.store(self.p)
+            W = self.p.W
+            return measure(
+                self.p, W.norm(dim=-1), probe, loss=self.loss, bias=self.bias, gaussian=self.gaussian, with_probe=True
+            )
+        values = ens.cheap(self.threads)
+        del values["finite_sum"]
+        if with_probe or not self.gaussian:
+            counted = ens.probe(
+                self.px,
+                self.py,
+                probe.batch_size,
+                loss=self.loss,
+                bias=self.bias,
+                grads=with_probe,
+                threads=self.threads,
+            )
+            if self.gaussian:
+                del counted["activation_rate"]  # exact for x ~ N(0, I)
+            broken = ~torch.isfinite(values["v_norm"] + values["w_norm"] + values["bias_mean"])
+            for k in counted:  # as the reference: non-finite parameters give NaN (counts stay finite)
+                if k not in ("activation_rate", "error"):
+                    counted[k][broken] = float("nan")
+            values.update(counted)  # for other inputs the counted rate replaces the Gaussian formula
+        return values
+
+    def freeze(self, bad: torch.Tensor) -> None:
+        if bool(bad.any()):
+            self.ens.freeze(bad.numpy())
+            for r in self.stepper.rates():  # the step sizes later weights derive from
+                r[bad] = 0.0

@@ -77,10 +77,10 @@ def measure(
                 p, probe.x, probe.y, probe.batch_size, loss=loss, bias=bias, need_grads=with_probe, exact_rate=gaussian
             )
         )
-    if with_probe and probe.test_x is not None:
+    if with_probe and probe.test_x is not None and probe.test_y is not None:
         f = forward(p, probe.test_x)
         values["test_loss"] = loss_value(f, probe.test_y, loss).mean(-1)
-        values["test_error"] = ((f > 0).to(f.dtype) != probe.test_y).to(f.dtype).mean(-1)
+        values["test_error"] = torch.ne((f > 0).to(f.dtype), probe.test_y).to(f.dtype).mean(-1)
     return values
 
 

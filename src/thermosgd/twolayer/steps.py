@@ -144,8 +144,12 @@ def gd_step(
         lr: (R,) step sizes η (0 freezes a replica).
         loss: "bce" or "mse". bias: update b.
     """
-    G = x.shape[1]
-    sgd_step(W, b, V, x, y, (lr / G).unsqueeze(-1).expand(-1, G), loss, bias)
+    sgd_step(W, b, V, x, y, gd_weights(lr, x.shape[1]), loss, bias)
+
+
+def gd_weights(lr: torch.Tensor, G: int) -> torch.Tensor:
+    """Per-sample weights of the "gd" step (and of "frozen"'s drift): (R, G) = η/G, from lr (R,)."""
+    return (lr / G).unsqueeze(-1).expand(-1, G)
 
 
 def gaussian_weights(lr: torch.Tensor, batch_size: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -213,8 +217,13 @@ def frozen_step(
     """
     gd_step(W, b, V, x, y, lr, loss, bias)
     R, N, M = W.shape
-    xi = (lr.unsqueeze(-1) * scale).mul_(z)
+    xi = frozen_noise(lr, scale, z)
     W.sub_(xi[:, : N * M].view(R, N, M))
     if bias:
         b.sub_(xi[:, N * M : N * M + N])
     V.sub_(xi[:, N * M + N :])
+
+
+def frozen_noise(lr: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The noise part η ξ of the "frozen" step: (R, P) = lr (R,) × scale (R, P) ⊙ z (R, P), entries (W, b, V)."""
+    return (lr.unsqueeze(-1) * scale).mul_(z)

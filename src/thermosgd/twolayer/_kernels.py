@@ -1,0 +1,480 @@
+"""The compiled loops of :mod:`thermosgd.twolayer.fused`, as module-level numba functions.
+
+Imported only by :mod:`~thermosgd.twolayer.fused` (which sets numba's on-disk
+cache outside the source tree first), so ``import thermosgd`` never needs numba.
+Each kernel works on a range of replica blocks (lanes) or replicas (rows) and is
+split over threads by the caller; replicas never mix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from thermosgd.twolayer.fused import LANES
+
+Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, k0, k1):  # pragma: no cover - compiled
+    """Steps c0..c0+n of the chunk for blocks k0..k1, in place.
+
+    W (NB, N, M, Q), b, V (NB, N, Q), wl (NB, B, Q), stream (NB, Q);
+    xs (streams, chunk, B, M), ys (streams, chunk, B).
+    """
+    _, N, M, Q = W.shape
+    B = xs.shape[2]
+    dt = W.dtype
+    X = np.empty((B, M, Q), dt)
+    Y = np.empty((B, Q), dt)
+    Z = np.empty((B, N, Q), dt)
+    D = np.empty((B, N, Q), dt)
+    e = np.empty((B, Q), dt)
+    f = np.empty(Q, dt)
+    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]  # typed constants: no float64 promotion
+    for k in range(k0, k1):
+        for c in range(c0, c0 + n):
+            for j in range(B):  # gather this step's samples into lanes
+                for q in range(Q):
+                    s = stream[k, q]
+                    Y[j, q] = ys[s, c, j]
+                    for m in range(M):
+                        X[j, m, q] = xs[s, c, j, m]
+            for j in range(B):  # forward at the pre-step parameters
+                for q in range(Q):
+                    f[q] = zero
+                for i in range(N):
+                    for q in range(Q):
+                        Z[j, i, q] = b[k, i, q]
+                    for m in range(M):
+                        for q in range(Q):
+                            Z[j, i, q] += W[k, i, m, q] * X[j, m, q]
+                    for q in range(Q):
+                        f[q] += max(Z[j, i, q], zero) * V[k, i, q]
+                for q in range(Q):
+                    g = f[q] - Y[j, q] if mse else one / (one + np.exp(-f[q])) - Y[j, q]
+                    e[j, q] = g * wl[k, j, q]
+            for i in range(N):  # backward at the pre-step V, then V's update
+                for j in range(B):
+                    for q in range(Q):
+                        D[j, i, q] = (
+                            e[j, q] * V[k, i, q] * (one if Z[j, i, q] > zero else zero)
+                        )  # NaN·0 stays NaN, as torch
+                for j in range(B):
+                    for q in range(Q):
+                        V[k, i, q] -= e[j, q] * max(Z[j, i, q], zero)
+            for i in range(N):  # W_i -= Σ_j δ_ji x_j, b_i -= Σ_j δ_ji
+                for j in range(B):
+                    for m in range(M):
+                        for q in range(Q):
+                            W[k, i, m, q] -= D[j, i, q] * X[j, m, q]
+                    if bias:
+                        for q in range(Q):
+                            b[k, i, q] -= D[j, i, q]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def metrics(W, b, V, out, ratio, k0, k1):  # pragma: no cover - compiled
+    """Per lane, into out (4, NB, Q): ‖V‖, ‖W‖, mean b, Σ V + Σ b + Σ W; into ratio
+    (NB, N, Q): b_i/‖W_i‖ (Φ of it, for the exact activation rate, is taken by torch)."""
+    _, N, M, _ = W.shape
+    r2 = np.empty(Q, W.dtype)
+    for k in range(k0, k1):
+        for c in range(4):
+            for q in range(Q):
+                out[c, k, q] = 0
+        for i in range(N):
+            for q in range(Q):
+                r2[q] = 0
+            for m in range(M):
+                for q in range(Q):
+                    w = W[k, i, m, q]
+                    r2[q] += w * w
+                    out[3, k, q] += w
+            for q in range(Q):
+                bi, vi = b[k, i, q], V[k, i, q]
+                out[0, k, q] += vi * vi
+                out[1, k, q] += r2[q]
+                out[2, k, q] += bi
+                out[3, k, q] += bi + vi
+                ratio[k, i, q] = bi / math.sqrt(r2[q])
+        for q in range(Q):
+            out[0, k, q] = math.sqrt(out[0, k, q])
+            out[1, k, q] = math.sqrt(out[1, k, q])
+            out[2, k, q] /= N
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def probe(W, b, V, pxl, pyl, g0, mse, grads, out, k0, k1):  # pragma: no cover - compiled
+    """Probe-set instruments per lane, into out (6, NB, Q): activation rate, loss, error,
+    and the per-sample gradient variances (summed over entries, unnormalized) of V, W, b.
+
+    pxl (NBg, P, M, Q), pyl (NBg, P, Q): each lane's probe set in the lanes' layout, for
+    blocks g0 .. g0 + NBg (k0 .. k1 among them). ``grads`` False: the activation rate only.
+    Sums over samples run in float64; the loops over lanes are innermost (vectorized), one
+    array per accumulator.
+    """
+    _, N, M, Q = W.shape
+    P = pxl.shape[1]
+    dt = W.dtype  # per-sample work and per-entry sums in the parameters' precision, as the reference
+    Z = np.empty((N, Q), dt)
+    grad_sums = np.empty((2 * N + N * M, Q), dt)  # Σ_p of the per-sample gradients: V, b, W (row-major)
+    F = np.empty(Q, dt)  # f, then ∂ℓ/∂f, of the current sample
+    scratch = np.empty((4, Q), dt)
+    zero = np.zeros(1, dt)[0]  # a typed constant: no float64 promotion
+    # Σ_p in float64 of: active units, loss, errors, e²‖a‖², ‖δ‖², ‖δ‖²‖x‖²
+    sums = np.empty((6, Q))
+    for k in range(k0, k1):
+        sums[:] = 0
+        grad_sums[:] = 0
+        for p in range(P):
+            X = pxl[k - g0, p]  # (M, Q)
+            for q in range(Q):
+                F[q] = zero
+            for i in range(N):
+                for q in range(Q):
+                    Z[i, q] = b[k, i, q]
+                for m in range(M):
+                    for q in range(Q):
+                        Z[i, q] += W[k, i, m, q] * X[m, q]
+                for q in range(Q):
+                    z = Z[i, q]
+                    sums[0, q] += 1.0 if z > 0 else 0.0
+                    F[q] += max(z, zero) * V[k, i, q]
+            if grads:
+                _lane_loss(F, pyl[k - g0, p], mse, sums)
+                _lane_grads(V, k, X, Z, F, grad_sums, sums, scratch)
+        _lane_probe_out(grad_sums, sums, N, M, P, out, k)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _lane_loss(F, y_lanes, mse, sums):  # pragma: no cover - compiled
+    """Loss and error of one probe sample per lane (labels y_lanes (Q,)) into sums[1], sums[2];
+    F (Q,): f in, ∂ℓ/∂f out."""
+    for q in range(Q):
+        f, y = F[q], y_lanes[q]
+        if mse:
+            sums[1, q] += 0.5 * (f - y) ** 2
+            F[q] = f - y
+        else:  # softplus(f) − y f, overflow-free (log(1 + t) in float64 rather than
+            # log1p(t): libm's log1p took 1.5–1.9× log's time here; error < 2e-16 absolute),
+            # and σ(f) from the same t = e^(−|f|): one exp per sample and lane
+            t = math.exp(-abs(f))
+            sums[1, q] += max(f, 0.0) + math.log(1.0 + t) - y * f
+            sig = 1 / (1 + t)
+            F[q] = (sig if f >= 0 else t * sig) - y
+        sums[2, q] += (1.0 if f > 0 else 0.0) != y
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _lane_grads(V, k, X, Z, F, grad_sums, sums, scratch):  # pragma: no cover - compiled
+    """One probe sample's per-sample gradients, lanes innermost: added to grad_sums (V, b, W rows)
+    and, as e²‖a‖², ‖δ‖², ‖δ‖²‖x‖², to sums[3:6] (into float64 once per sample). scratch: (4, Q)."""
+    N, Q = Z.shape
+    M = X.shape[0]
+    zero = np.zeros(1, Z.dtype)[0]
+    xx, d2, a2, D = scratch[0], scratch[1], scratch[2], scratch[3]
+    xx[:] = zero
+    d2[:] = zero
+    a2[:] = zero
+    for m in range(M):
+        for q in range(Q):
+            xx[q] += X[m, q] * X[m, q]
+    for i in range(N):
+        for q in range(Q):
+            e, z = F[q], Z[i, q]
+            a = max(z, zero)
+            d = e * V[k, i, q] if z > zero else zero
+            D[q] = d
+            grad_sums[i, q] += e * a
+            a2[q] += a * a
+            grad_sums[N + i, q] += d
+            d2[q] += d * d
+        for m in range(M):
+            row = 2 * N + i * M + m
+            for q in range(Q):
+                grad_sums[row, q] += D[q] * X[m, q]
+    for q in range(Q):
+        sums[3, q] += F[q] * F[q] * a2[q]
+        sums[4, q] += d2[q]
+        sums[5, q] += d2[q] * xx[q]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _lane_probe_out(grad_sums, sums, N, M, P, out, k):  # pragma: no cover - compiled
+    """Block k's means over the P probe samples into out (6, NB, Q) (see :func:`probe`)."""
+    corr = P / (P - 1)
+    for q in range(Q):
+        mV, mb, mW = 0.0, 0.0, 0.0
+        for i in range(N):
+            mV += (grad_sums[i, q] / P) ** 2
+            mb += (grad_sums[N + i, q] / P) ** 2
+            for m in range(M):
+                mW += (grad_sums[2 * N + i * M + m, q] / P) ** 2
+        out[0, k, q] = sums[0, q] / (P * N)
+        out[1, k, q] = sums[1, q] / P
+        out[2, k, q] = sums[2, q] / P
+        out[3, k, q] = (sums[3, q] / P - mV) * corr
+        out[4, k, q] = (sums[5, q] / P - mW) * corr
+        out[5, k, q] = (sums[4, q] / P - mb) * corr
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def row_steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
+    """Steps c0..c0+n of the chunk for replicas r0..r1, in place, one replica at a time.
+
+    W (R, N, M), b, V (R, N), wl (R, B), stream (R,); xs (streams, chunk, B, M),
+    ys (streams, chunk, B). The loops over M run along W's rows (vectorized),
+    and the rows of inactive units (δ_i = 0) are not touched.
+    """
+    _, N, M = W.shape
+    B = xs.shape[2]
+    dt = W.dtype
+    Z = np.empty((B, N), dt)
+    D = np.empty((B, N), dt)
+    e = np.empty(B, dt)
+    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
+    for r in range(r0, r1):
+        s = stream[r]
+        for c in range(c0, c0 + n):
+            for j in range(B):  # forward at the pre-step parameters
+                i = 0
+                while i + 4 <= N:  # four rows at once: four independent sums share each x_m
+                    a0, a1, a2, a3 = b[r, i], b[r, i + 1], b[r, i + 2], b[r, i + 3]
+                    for m in range(M):
+                        xm = xs[s, c, j, m]
+                        a0 += W[r, i, m] * xm
+                        a1 += W[r, i + 1, m] * xm
+                        a2 += W[r, i + 2, m] * xm
+                        a3 += W[r, i + 3, m] * xm
+                    Z[j, i], Z[j, i + 1], Z[j, i + 2], Z[j, i + 3] = a0, a1, a2, a3
+                    i += 4
+                while i < N:
+                    acc = b[r, i]
+                    for m in range(M):
+                        acc += W[r, i, m] * xs[s, c, j, m]
+                    Z[j, i] = acc
+                    i += 1
+                f = zero
+                for i in range(N):
+                    f += max(Z[j, i], zero) * V[r, i]
+                y = ys[s, c, j]
+                g = f - y if mse else one / (one + np.exp(-f)) - y
+                e[j] = g * wl[r, j]
+            for i in range(N):  # backward at the pre-step V, then V's update
+                for j in range(B):
+                    D[j, i] = e[j] * V[r, i] * (one if Z[j, i] > zero else zero)  # NaN·0 stays NaN, as torch
+                for j in range(B):
+                    V[r, i] -= e[j] * max(Z[j, i], zero)
+            for i in range(N):  # W_i -= Σ_j δ_ji x_j, b_i -= Σ_j δ_ji
+                for j in range(B):
+                    d = D[j, i]
+                    if d != zero:  # inactive unit: nothing to add (a NaN d is added)
+                        for m in range(M):
+                            W[r, i, m] -= d * xs[s, c, j, m]
+                        if bias:
+                            b[r, i] -= d
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def row_steps1(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
+    """:func:`row_steps` for one sample per step (|B| = 1), one pass over W per step.
+
+    Row i's update of step c and its pre-activation for step c + 1 share one
+    loop over W_i (it is loaded once per step, not twice). The update is
+    branch-free (δ_i = 0 for inactive units): measured faster than skipping
+    rows, whose branch is unpredictable.
+    """
+    _, N, M = W.shape
+    dt = W.dtype
+    Z = np.empty(N, dt)
+    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
+    end = c0 + n
+    for r in range(r0, r1):
+        s = stream[r]
+        w = wl[r, 0]
+        for i in range(N):  # pre-activations of the first step
+            acc = zero
+            for m in range(M):
+                acc += W[r, i, m] * xs[s, c0, 0, m]
+            Z[i] = acc + b[r, i]
+        for c in range(c0, end):
+            f = zero
+            for i in range(N):
+                f += max(Z[i], zero) * V[r, i]
+            y = ys[s, c, 0]
+            e = (f - y if mse else one / (one + np.exp(-f)) - y) * w
+            nxt = c + 1 < end
+            cn = c + 1 if nxt else c
+            for i in range(N):
+                z = Z[i]
+                d = e * V[r, i] * (one if z > zero else zero)  # at the pre-step V; NaN·0 stays NaN
+                V[r, i] -= e * max(z, zero)
+                if bias:
+                    b[r, i] -= d
+                if nxt:
+                    acc = zero
+                    for m in range(M):
+                        wm = W[r, i, m] - d * xs[s, c, 0, m]
+                        W[r, i, m] = wm
+                        acc += wm * xs[s, cn, 0, m]
+                    Z[i] = acc + b[r, i]
+                else:
+                    for m in range(M):
+                        W[r, i, m] -= d * xs[s, c, 0, m]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no cover - compiled
+    """The per-sample part of the probe-set instruments for replicas r0..r1, into out (6, R).
+
+    Z (R, P, N): pre-activations on the probe set (torch's batched product);
+    py (S, P) labels, seed (R,) a replica's seed index, xx (S, P) ‖x_p‖².
+    Writes δ (R, P, N) (for Σ_p δ_p x_pᵀ, a batched product left to torch) and
+    out: activation rate, loss, error, then the per-sample gradient second
+    moments minus squared means of V and b, and E_p[‖δ_p‖²‖x_p‖²] for W (its
+    squared mean is subtracted by the caller). Sums over samples in float64.
+    """
+    _, P, N = Z.shape
+    dt = Z.dtype
+    zero = np.zeros(1, dt)[0]
+    gV = np.empty(N)
+    gb = np.empty(N)
+    eb = np.empty(1, dt)
+    corr = P / (P - 1)
+    for r in range(r0, r1):
+        k = seed[r]
+        active, lsum, esum, sV, sb, sW = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        gV[:] = 0
+        gb[:] = 0
+        for p in range(P):
+            f = zero
+            for i in range(N):
+                z = Z[r, p, i]
+                active += 1.0 if z > zero else 0.0
+                f += max(z, zero) * V[r, i]
+            if not grads:
+                continue
+            y = py[k, p]
+            if mse:
+                lsum += 0.5 * (f - y) ** 2
+                e = f - y
+            else:  # softplus(f) − y f, overflow-free (log(1 + t): as in probe)
+                t = math.exp(-abs(f))  # one exp for both, as in _lane_loss
+                lsum += max(f, 0.0) + math.log(1.0 + t) - y * f
+                sig = 1 / (1 + t)
+                e = (sig if f >= 0 else t * sig) - y
+            eb[0] = e  # ∂ℓ/∂f in the parameters' precision, as the reference
+            e = eb[0]
+            esum += (1.0 if f > 0 else 0.0) != y
+            a2 = zero
+            d2 = zero
+            for i in range(N):
+                z = Z[r, p, i]
+                a = max(z, zero)
+                d = e * V[r, i] if z > zero else zero
+                delta[r, p, i] = d
+                gV[i] += e * a
+                gb[i] += d
+                a2 += a * a
+                d2 += d * d
+            sV += e * e * a2
+            sb += d2
+            sW += d2 * xx[k, p]
+        out[0, r] = active / (P * N)
+        if grads:
+            mV, mb = 0.0, 0.0
+            for i in range(N):
+                mV += (gV[i] / P) ** 2
+                mb += (gb[i] / P) ** 2
+            out[1, r] = lsum / P
+            out[2, r] = esum / P
+            out[3, r] = (sV / P - mV) * corr
+            out[4, r] = sW / P
+            out[5, r] = (sb / P - mb) * corr
+
+
+#: Samples per tile of :func:`sample_steps`: a tile's inputs and pre-activations ((M + N)·T numbers,
+#: 40 KiB for 10×10 in float64) stay in the L1 cache while every pass over them runs.
+TILE = 256
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def sample_steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
+    """Steps c0..c0+n of the chunk for replicas r0..r1 with many samples per step (the G-sample noise
+    models), in place, one replica at a time.
+
+    W (R, N, M), b, V (R, N), wl (R, G), stream (R,); xs (streams, chunk, G, M), ys (streams, chunk, G).
+    The G samples go in tiles of :data:`TILE` (:func:`_sample_tile`), the gradient is summed over
+    the tiles, and the parameters move once per step (every sample sees the pre-step parameters).
+    """
+    _, N, M = W.shape
+    G = xs.shape[2]
+    dt = W.dtype
+    T = min(TILE, G)
+    X = np.empty((M, T), dt)
+    Z = np.empty((N, T), dt)
+    e = np.empty(T, dt)
+    grad = np.empty((N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), row i
+    for r in range(r0, r1):
+        s = stream[r]
+        for c in range(c0, c0 + n):
+            grad[:] = 0
+            for t0 in range(0, G, T):
+                _sample_tile(W[r], b[r], V[r], xs[s, c], ys[s, c], wl[r], t0, min(T, G - t0), mse, X, Z, e, grad)
+            for i in range(N):
+                for m in range(M):
+                    W[r, i, m] -= grad[i, m]
+                if bias:
+                    b[r, i] -= grad[i, M]
+                V[r, i] -= grad[i, M + 1]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+def _sample_tile(W, b, V, x, y, wl, t0, T, mse, X, Z, e, grad):  # pragma: no cover - compiled
+    """Samples t0..t0+T of one step of one replica, added to ``grad`` (N, M + 2).
+
+    W (N, M), b, V (N,); x (G, M), y (G,), wl (G,). The tile's samples are first transposed
+    into X (M, ≥T), so that every inner loop runs over them (vectorized): the forward pass as
+    N·M multiply-adds of length T, W's gradient as N·M dot products of length T.
+    """
+    N, M = W.shape
+    dt = W.dtype
+    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
+    for j in range(T):
+        for m in range(M):
+            X[m, j] = x[t0 + j, m]
+    for j in range(T):
+        e[j] = zero  # f, then w ∂ℓ/∂f
+    for i in range(N):  # forward at the pre-step parameters
+        bi, vi = b[i], V[i]
+        for j in range(T):
+            Z[i, j] = bi
+        for m in range(M):
+            w = W[i, m]
+            for j in range(T):
+                Z[i, j] += w * X[m, j]
+        for j in range(T):
+            e[j] += max(Z[i, j], zero) * vi
+    for j in range(T):
+        f, yj = e[j], y[t0 + j]
+        e[j] = (f - yj if mse else one / (one + np.exp(-f)) - yj) * wl[t0 + j]
+    for i in range(N):
+        vi = V[i]
+        gv, gb = zero, zero
+        for j in range(T):
+            z = Z[i, j]
+            gv += e[j] * max(z, zero)
+            d = e[j] * vi * (one if z > zero else zero)  # NaN·0 stays NaN, as torch
+            Z[i, j] = d
+            gb += d
+        for m in range(M):
+            acc = zero
+            for j in range(T):
+                acc += Z[i, j] * X[m, j]
+            grad[i, m] += acc
+        grad[i, M] += gb
+        grad[i, M + 1] += gv
