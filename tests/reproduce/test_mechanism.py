@@ -110,5 +110,5 @@ def test_the_new_experiments_state_their_verdicts_in_words_for_the_page(tmp_path
 def test_decomposition_refuses_one_seed_in_one_line(tmp_path):
     from thermosgd.errors import UsageError
 
-    with pytest.raises(UsageError, match="--seeds must be at least 2 for decomposition"):
+    with pytest.raises(UsageError, match="seeds must be at least 2 for decomposition"):
         reproduce_mechanism(presets.get("decomposition"), tmp_path, seeds=1, quick=True, progress=False)

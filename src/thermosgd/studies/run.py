@@ -122,7 +122,8 @@ def compute_portable_unit(stamp: dict[str, Any], seeds: tuple[int, ...]) -> xr.D
     study = resolve(study_from_dict(stamp["study"]))
     if study.fingerprint != stamp["inputs_sha256"]:
         raise UsageError(
-            "the study's inputs (factory file or data file) changed since the study started; choose a new output folder",
+            "the study's inputs (factory file or data file) changed since the study started; "
+            "choose a new output folder",
             param="out",
         )
     return engine.compute_unit(study, seeds)

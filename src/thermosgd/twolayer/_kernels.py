@@ -13,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-from thermosgd.twolayer.fused import LANES
+from thermosgd.twolayer.lanes import LANES
 
 Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
 

@@ -45,14 +45,10 @@ import torch
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.twolayer.lanes import LANES
 from thermosgd.twolayer.measure import ProbeSet, measure
 from thermosgd.twolayer.params import Params
 from thermosgd.twolayer.steps import frozen_noise, gaussian_weights, gd_weights
-
-#: Replicas per block: the kernels' innermost loops run over them (SIMD lanes). 64 measured faster
-#: than 32 in 8 of 10 interleaved runs of the step kernel on fig3 (median 30.7 vs 26.5 M
-#: replica-steps/s on 2 threads), and 32 faster than 16 (1.3–1.7×).
-LANES = 64
 
 
 def available() -> bool:
