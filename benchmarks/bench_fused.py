@@ -14,7 +14,7 @@ numba kernels). Throughput is replica-steps per second; peak memory is the
 largest resident set of the process, sampled every 20 ms.
 
 The two results are then compared (float32; equal to tolerance, not bit for
-bit, README "Fused CPU step"): per replica, the largest relative difference of
+bit, docs/benchmarks.md): per replica, the largest relative difference of
 the activation rate over the run (median over replicas, and how many replicas
 separate by more than 1e-3 somewhere: SGD trajectories that pass a ReLU kink
 within rounding distance part ways), and the fitted η exponent of both.

@@ -1,6 +1,6 @@
 """The device option: ``[train] device``, ``train(cfg, device=...)``, ``--device``, deep presets.
 
-What is claimed (README "Devices"): every random number is drawn on the CPU from
+What is claimed (docs/devices.md): every random number is drawn on the CPU from
 the same per-replica generators whatever the device, so a CUDA run sees the same
 draws as a CPU run and its results equal the CPU's to floating-point tolerance
 (GPU arithmetic differs in the last bits); ``device = "cpu"`` is the code path of

@@ -110,7 +110,7 @@ class TrainConfig:
             parameters are not finite, its parameter norm ‖θ‖ (‖θ‖² = ‖W‖_F² +
             ‖b‖² + ‖V‖²) exceeds k × its value at step 0, or its probe loss
             exceeds k × its value at step 0. 0 = catch non-finite values only.
-        noise: the noise model of each step θ ← θ − η(g + ξ) (README, "Noise
+        noise: the noise model of each step θ ← θ − η(g + ξ) (docs/mechanism.md, "Noise
             models"): "sgd" = a minibatch of |B| samples (g + ξ = minibatch
             gradient); "gd" = the mean gradient ḡ over ``gd_batch`` = G fresh
             samples (ξ = 0: the deterministic drift alone, noise reduced G-fold);
@@ -123,7 +123,7 @@ class TrainConfig:
         device: where the arithmetic runs: "cpu", "cuda" or "cuda:N". Random
             numbers are always drawn on the CPU from the same per-replica
             generators and then moved, so the draws are bit-identical on every
-            device; GPU arithmetic differs from the CPU's in the last bits (README,
+            device; GPU arithmetic differs from the CPU's in the last bits (docs/devices.md,
             "Devices"). Part of the configuration because results depend on it
             at that level (a sweep folder resumes only on the same device).
         fused: true (default): run through the compiled loops of

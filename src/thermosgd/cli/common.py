@@ -43,7 +43,7 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DEVICE",
         help='"cpu" (default), "cuda" or "cuda:N"; replaces [train] device. Random numbers are '
-        "drawn on the CPU either way (README: Devices)",
+        "drawn on the CPU either way (docs/devices.md)",
     )
 
 

@@ -202,7 +202,7 @@ def train_deep(
         progress: show progress.
         tiny: recorded in the config (the spec was built at the quick size).
         device: "cpu", "cuda" or "cuda:N". Initial weights, data and minibatch
-            indices are drawn on the CPU as always, then moved (README "Devices").
+            indices are drawn on the CPU as always, then moved (docs/devices.md).
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
 

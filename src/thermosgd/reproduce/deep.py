@@ -42,7 +42,7 @@ def reproduce_deep(
         dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
         include_diverged: keep diverged replicas in the collapse fit.
         progress: show progress.
-        device: "cpu", "cuda" or "cuda:N" (README "Devices").
+        device: "cpu", "cuda" or "cuda:N" (docs/devices.md).
         ensemble: train all seeds × lrs of a batch size as one ensemble (default);
             False: one run after another (the reference; same curves to tolerance).
         margin: practical margin of the exponent's verdict (a fraction of the paper's value).

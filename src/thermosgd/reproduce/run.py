@@ -67,7 +67,7 @@ def reproduce(
     recorded in each ``summary.json`` and used for the page.
 
     ``device`` ("cpu", "cuda" or "cuda:N") is where the two-layer, mechanism and
-    deep presets train (README "Devices"); the walk and analysis presets run on the CPU.
+    deep presets train (docs/devices.md); the walk and analysis presets run on the CPU.
     ``fused`` (default true) trains the two-layer presets through the compiled CPU
     kernels where they apply; false takes the torch reference path. The others ignore it.
     """

@@ -86,7 +86,7 @@ def train(
         progress: show a progress bar over steps.
         device: "cpu", "cuda" or "cuda:N"; replaces ``cfg.train.device`` (and is
             recorded in the dataset's config). Random numbers are drawn on the
-            CPU either way (bit-identical draws); see README "Devices".
+            CPU either way (bit-identical draws); see docs/devices.md.
 
     Returns:
         Dataset with dims (lr, batch_size, seed, step); see :func:`thermosgd.load`.
