@@ -13,7 +13,7 @@ def register(sub) -> None:
         "study",
         help="study your own model: lr × batch size × seeds of any nn.Module, from a TOML file",
         description="Run (or resume) the study described by STUDY.toml into --out. The model comes "
-        'from [model] factory = "module:function" in the TOML\'s folder (see NOTES-study.md).',
+        'from [model] factory = "module:function" in the TOML\'s folder (see docs/study.md).',
     )
     p.add_argument("config", type=Path, metavar="STUDY.toml")
     p.add_argument("--out", type=out_folder, help="results folder (required unless --dry-run)")

@@ -235,7 +235,7 @@ def study(
     """Run a study: every lr × batch size × seed of any ``nn.Module``, instruments on a schedule.
 
     Args:
-        spec: a study TOML path, or its dict (see ``NOTES-study.md`` for the keys).
+        spec: a study TOML path, or its dict (see docs/study.md for the keys).
         out: results folder (created; resumed when it holds this study's earlier run),
             or None to run in memory and write nothing.
         model: a factory ``model(seed=s) -> nn.Module``, replacing ``[model] factory``.
