@@ -91,7 +91,7 @@ Z95 = 1.959964
 #: Level of every interval a rule reads (t-intervals of the direction test, p-value threshold 1 − LEVEL).
 LEVEL = 0.95
 
-#: Each kind of claim's rule, in words (the page's legend, the closing table, ``NOTES``).
+#: Each kind of claim's rule, in words (the page's legend, the closing table, docs/findings.md).
 RULES = {
     "direction": "Direction first: per swept value, the change of the seed mean from the first to the last "
     "recorded step, with a 95% t-interval over seeds. A significant change against the claim at the "
