@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import shutil
 import struct
@@ -31,9 +32,18 @@ import thermosgd
 from thermosgd import UsageError
 from thermosgd.cli import main
 from thermosgd.config import from_dict
-from thermosgd.instruments import Recorder, activation_rates, gradient_variance, hessian_trace
+from thermosgd.instruments import (
+    Recorder,
+    activation_rates,
+    combine_runs,
+    every,
+    gradient_variance,
+    hessian_trace,
+    log_spaced,
+    weight_norms,
+)
 from thermosgd.sweep.run import run_sweep, status
-from thermosgd.sweep.store import RUN_MARKER, stale_temporaries
+from thermosgd.sweep.store import RUN_MARKER, stale_temporaries, temporary_path
 from thermosgd.walk import Reflect, parse_g, simulate
 
 GRID = """[model]
@@ -378,6 +388,64 @@ API_REFUSALS = [
 ]
 
 
+def _record(instruments, steps=(0,), schedule=None):
+    rec = Recorder(instruments, schedule or every(1))
+    for step in steps:
+        rec(step, _mlp())
+    return rec
+
+
+def _flip_kind():
+    calls = iter([1.0, {"a": 1.0}])
+    return _record({"x": lambda m: next(calls)}, steps=(0, 1))
+
+
+def _conflicting_runs():
+    runs = [_record({"x": lambda m, v=v: v}).to_dataset(lr=0.1, batch_size=1, seed=0) for v in (1.0, 2.0)]
+    return combine_runs(runs)
+
+
+API_REFUSALS += [
+    ("every-2.5", lambda: every(2.5), "integer >= 1"),
+    ("every-nan", lambda: every(math.nan), "integer >= 1"),
+    ("every-0.5", lambda: every(0.5), "integer >= 1"),
+    ("every-string", lambda: every("a"), "integer >= 1"),
+    ("every-bool", lambda: every(True), "integer >= 1"),
+    ("every-start-float", lambda: every(2, start=1.5), "start"),
+    ("log-spaced-points-2.5", lambda: log_spaced(100, points=2.5), "points"),
+    ("log-spaced-points-10^9", lambda: log_spaced(10**12, points=10**9), "at most"),
+    ("log-spaced-max-float", lambda: log_spaced(100.5), "max_step"),
+    ("recorder-schedule-int", lambda: Recorder({"x": lambda m: 1.0}, 5), "callable step -> bool"),
+    ("recorder-instruments-list", lambda: Recorder([lambda m: 1.0], every(1)), "mapping"),
+    ("recorder-name-diverged", lambda: _record({"diverged": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-lr", lambda: _record({"lr": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-step", lambda: _record({"step": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-layer-dim", lambda: _record({"layer_w": lambda m: 1.0}), "uses itself"),
+    ("recorder-x-and-x-layer", lambda: _record({"x": lambda m: {"a": 1.0}, "x_layer": lambda m: 2.0}), "both write"),
+    ("recorder-float-step", lambda: _record({"x": lambda m: 1.0}, steps=(1.2,)), "integer >= 0"),
+    ("recorder-negative-step", lambda: _record({"x": lambda m: 1.0}, steps=(-1,)), "integer >= 0"),
+    ("recorder-string-result", lambda: _record({"x": lambda m: "a"}), "returned str"),
+    ("recorder-vector-result", lambda: _record({"x": lambda m: torch.ones(3)}), "shape (3,)"),
+    ("recorder-layer-string", lambda: _record({"x": lambda m: {"a": "b"}}), "not a number"),
+    ("recorder-mixed-kinds", _flip_kind, "per layer at some steps"),
+    (
+        "to-dataset-float-steps",
+        lambda: _record({"x": lambda m: 1.0}).to_dataset(lr=0.1, batch_size=1, seed=0, steps=[0.5]),
+        "integer",
+    ),
+    ("combine-not-datasets", lambda: combine_runs(["a"]), "expected datasets"),
+    (
+        "combine-a-dataset",
+        lambda: combine_runs(_record({"x": lambda m: 1.0}).to_dataset(lr=0.1, batch_size=1, seed=0)),
+        "list",
+    ),
+    ("combine-conflicting", _conflicting_runs, "disagree"),
+    ("weight-norms-string", lambda: weight_norms("model"), "torch.nn.Module"),
+    ("weight-norms-lazy", lambda: weight_norms(nn.Sequential(nn.LazyLinear(2))), "not initialised"),
+    ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
+]
+
+
 @pytest.mark.parametrize("case, call, words", API_REFUSALS, ids=[c[0] for c in API_REFUSALS])
 def test_api_refusal_is_usage_error(case, call, words):
     with pytest.raises(UsageError) as info:
@@ -461,13 +529,205 @@ def test_only_our_own_stale_temporaries_are_cleaned(tmp_path):
     out = tmp_path / "r"
     cfg = _cfg()
     run_sweep(cfg, out, progress=False)
-    ours = out / "units" / f".thermosgd-tmp-{dead}-unit-00000.nc"
-    keep = [out / ".results.nc.tmp-123", out / ".draft.tmp-notes", out / f".thermosgd-tmp-{live}-results.nc"]
+    ours = temporary_path(out / "units" / "unit-00000.nc", pid=dead)
+    keep = [
+        out / ".results.nc.tmp-123",
+        out / ".draft.tmp-notes",
+        temporary_path(out / "results.nc", pid=live),
+        out / ".thermosgd-tmp-999999-notes.txt",  # named like our old temporaries: the user's
+        out / f".thermosgd-tmp-{dead}-0123456789abcdef-results.nc",  # a token that does not check out
+    ]
     for p in [ours, *keep]:
         p.write_text("x")
     assert stale_temporaries(out) == [ours]
     run_sweep(cfg, out, progress=False)
     assert not ours.exists() and all(p.read_text() == "x" for p in keep)
+
+
+# --------------------------------------------------------------------------- security: links in a run folder
+
+VICTIM = b"the user's own file\n"
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(VICTIM)
+    return victim
+
+
+def _refused(argv, capsys, words: str) -> None:
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert words in err, err
+
+
+def test_symlinked_lock_in_a_new_folder_is_not_followed(tmp_path, files, capsys):
+    """``ln -s ../victim.txt o/.lock``: the folder is not empty (the link counts) and nothing is written."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    (out / ".lock").symlink_to("../victim.txt")
+    before = _snapshot(out)
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not empty (.lock)")
+    assert victim.read_bytes() == VICTIM and _snapshot(out) == before
+
+
+def test_symlinked_lock_in_a_sweep_folder_is_not_followed(tmp_path, files, capsys):
+    """The same link planted in a folder that holds a finished sweep: the lock refuses to open it."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    (out / ".lock").unlink()
+    (out / ".lock").symlink_to("../victim.txt")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "symbolic link")
+    os.link(victim, tmp_path / "hardlink")
+    (out / ".lock").unlink()
+    os.link(victim, out / ".lock")  # a hard link: writing our pid would change the victim too
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
+    assert victim.read_bytes() == VICTIM
+
+
+def test_symlinked_temporaries_are_not_followed(tmp_path, files, capsys):
+    """Links named like temporaries for 3000 pids around ours (old and new name forms): a new folder holding
+    them is not empty; planted in a sweep folder, none is written through and config.json stays a file."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    pids = range(max(1, os.getpid() - 1500), os.getpid() + 1500)
+    for pid in pids:
+        (out / f".thermosgd-tmp-{pid}-config.json").symlink_to("../victim.txt")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not empty")
+    shutil.rmtree(out)
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    (out / "results.nc").unlink()  # the re-run rewrites config.json, results.nc and its checksum
+    for pid in pids:
+        for name in ("config.json", "results.nc", "results.nc.sha256"):
+            (out / f".thermosgd-tmp-{pid}-{name}").symlink_to("../victim.txt")
+        (out / temporary_path(out / "config.json", pid=pid).name).symlink_to("../victim.txt")
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    assert victim.read_bytes() == VICTIM
+    for name in ("config.json", "results.nc", "results.nc.sha256"):
+        assert (out / name).is_file() and not (out / name).is_symlink()
+    thermosgd.load(out)
+
+
+def test_symlinked_units_folder_is_refused(tmp_path, files, capsys):
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    shutil.rmtree(out / "units")
+    elsewhere.mkdir()
+    (out / "units").symlink_to(elsewhere)
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_fifo_is_never_opened_as_a_file(tmp_path, files, capsys):
+    """A FIFO as the config, results.nc, a unit file or .lock is refused at once (a reader would block)."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    _refused(["sweep", fifo, "--dry-run"], capsys, "not a regular file")
+    out = tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    unit = out / "units" / "unit-00000.nc"
+    unit.unlink()
+    os.mkfifo(unit)
+    assert status(out).corrupt == 1  # a FIFO unit is not done; a run would replace it
+    (out / "results.nc").unlink()
+    os.mkfifo(out / "results.nc")
+    with pytest.raises(UsageError, match="not a regular file"):
+        thermosgd.load(out / "results.nc")
+    (out / ".lock").unlink()
+    os.mkfifo(out / ".lock")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
+
+
+# --------------------------------------------------------------------------- data loss: every --out
+
+
+def _user_folder(tmp_path: Path) -> Path:
+    d = tmp_path / "mine"
+    (d / "figures").mkdir(parents=True)
+    for name in ("walk.json", "density.png", "drift.md", "equal_error.json", "generalization.png", "notes.txt"):
+        (d / name).write_bytes(f"the user's {name}\n".encode())
+    return d
+
+
+OUT_COMMANDS = {
+    "walk": "walk --g 1+0.5*q --eta 0.05 --particles 10 --steps 2",
+    "drift": "drift --quick",
+    "equal-error": "equal-error --quick",
+    "generalization": "generalization --quick",
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+def test_out_into_a_users_folder_is_refused_and_nothing_is_touched(command, tmp_path, files, lr_bs_sweep, capsys):
+    d = _user_folder(tmp_path)
+    before, sweep_before = _snapshot(d), _snapshot(lr_bs_sweep)
+    argv = OUT_COMMANDS[command].split()
+    _refused([*argv, "--out", d], capsys, "holds no thermosgd results")
+    _refused([*argv, "--out", lr_bs_sweep], capsys, "holds a two-layer sweep")
+    _refused([*argv, "--out", files / "walkrun"], capsys, "another kind of thermosgd run")
+    assert _snapshot(d) == before and _snapshot(lr_bs_sweep) == sweep_before
+
+
+def test_walk_out_reuses_its_own_folder_only(tmp_path, capsys, monkeypatch):
+    """A second ``walk --out`` into the first one's folder rewrites it; ``drift --out`` there is refused;
+    a quoted '~/x' is expanded once (nothing is written under a folder named '~')."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    argv = OUT_COMMANDS["walk"].split()
+    for _ in range(2):
+        assert main([*argv, "--out", "~/w"]) == 0
+    out = tmp_path / "home" / "w"
+    assert (out / "walk.json").is_file() and not (tmp_path / "~").exists()
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "density.pdf", "density.png", "walk.json"]
+    capsys.readouterr()
+    _refused(["drift", "--quick", "--out", out], capsys, "`thermosgd walk`")
+
+
+# --------------------------------------------------------------------------- changed input files
+
+
+@pytest.fixture
+def data_sweep(tmp_path):
+    """A finished sweep on ``d.npz``, and a function that changes d.npz's numbers."""
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 3)), y=(np.arange(20) % 2).astype(float))
+    (tmp_path / "d.toml").write_text(_with_data("d.npz"))
+    out = tmp_path / "r"
+    assert main(["sweep", str(tmp_path / "d.toml"), "--out", str(out), "--no-progress"]) == 0
+
+    def change():
+        np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 3)), y=(np.arange(20) % 2).astype(float))
+
+    return tmp_path / "d.toml", out, change
+
+
+def test_rerun_on_a_changed_data_file_is_refused(data_sweep, capsys):
+    cfg, out, change = data_sweep
+    assert json.loads((out / "inputs.json").read_text()) == {str(cfg.parent / "d.npz"): _sha(cfg.parent / "d.npz")}
+    change()
+    before = _snapshot(out)
+    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "d.npz changed since the run started")
+    assert _snapshot(out) == before
+
+
+def test_resume_on_a_changed_data_file_is_refused(data_sweep, capsys):
+    """Interrupted (one unit and the merged results missing), then the data file changes: the resume would
+    mix seeds trained on both files, so it is refused and the finished units are kept as they were."""
+    cfg, out, change = data_sweep
+    (out / "units" / "unit-00001.nc").unlink()
+    (out / "results.nc").unlink()
+    change()
+    before = _snapshot(out)
+    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "choose a new --out folder")
+    assert _snapshot(out) == before
+    assert main(["sweep", str(cfg), "--out", str(out.parent / "fresh"), "--no-progress"]) == 0  # as the line says
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- verification of results.nc

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
+from thermosgd.files import read_regular
 from thermosgd.presets import MAX_SEEDS, MAX_STEPS
 
 
@@ -361,11 +362,7 @@ def check_device_name(name: Any, where: str = "device") -> str:
 def load_toml(path: str | Path) -> SweepConfig:
     """Read and validate a TOML sweep configuration (at most 1 MiB, UTF-8)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
-            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    raw_bytes = read_regular(path, "config", MAX_CONFIG_BYTES)  # a pipe or device is refused, never read
     if len(raw_bytes) > MAX_CONFIG_BYTES:
         raise UsageError(
             f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration is a few lines of TOML"

@@ -78,6 +78,27 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run_generalization)
 
 
+def _checked_out(args, command: str):
+    """``--out``, refused before the experiment runs unless new, empty or an earlier ``COMMAND --out``."""
+    if args.out is None:
+        return None
+    from thermosgd.sweep.store import check_output_folder, unlink_links
+
+    out = check_output_folder(args.out, "command", command)
+    if out.is_dir():
+        stems = {"equal-error": "equal_error"}.get(command, command)
+        unlink_links(out, [f"{stems}.{ext}" for ext in ("png", "pdf", "md", "json")])
+    return out
+
+
+def _claimed(out, command: str) -> None:
+    """Mark the folder as this command's once its files are written (never before: a refused run leaves nothing)."""
+    if out is not None:
+        from thermosgd.sweep.store import claim_command_folder
+
+        claim_command_folder(out, command)
+
+
 def _emit(args, payload: dict) -> int:
     if args.json:
         from thermosgd.jsonsafe import json_safe
@@ -97,58 +118,58 @@ def _tuple(v):
 def _run_drift(args) -> int:
     from thermosgd.reproduce.experiments import run_drift
 
-    return _emit(
-        args,
-        run_drift(
-            args.out,
-            quick=args.quick,
-            lrs=_tuple(args.lr),
-            batch_sizes=_tuple(args.batch_size),
-            steps=args.steps,
-            blocks=args.blocks,
-            per_block=args.replicas,
-            clones=args.clones,
-            record_every=args.record_every,
-            labels=args.labels,
-            seed=args.seed,
-        ),
+    out = _checked_out(args, "drift")
+    payload = run_drift(
+        out,
+        quick=args.quick,
+        lrs=_tuple(args.lr),
+        batch_sizes=_tuple(args.batch_size),
+        steps=args.steps,
+        blocks=args.blocks,
+        per_block=args.replicas,
+        clones=args.clones,
+        record_every=args.record_every,
+        labels=args.labels,
+        seed=args.seed,
     )
+    _claimed(out, "drift")
+    return _emit(args, payload)
 
 
 def _run_equal_error(args) -> int:
     from thermosgd.reproduce.experiments import run_equal_error
 
-    return _emit(
-        args,
-        run_equal_error(
-            args.out,
-            quick=args.quick,
-            lrs=_tuple(args.lr),
-            batch_size=args.batch_size,
-            seeds=args.seeds,
-            steps=args.steps,
-            record_every=args.record_every,
-            target=args.target,
-            train_size=args.train_size,
-            seed=args.seed,
-        ),
+    out = _checked_out(args, "equal-error")
+    payload = run_equal_error(
+        out,
+        quick=args.quick,
+        lrs=_tuple(args.lr),
+        batch_size=args.batch_size,
+        seeds=args.seeds,
+        steps=args.steps,
+        record_every=args.record_every,
+        target=args.target,
+        train_size=args.train_size,
+        seed=args.seed,
     )
+    _claimed(out, "equal-error")
+    return _emit(args, payload)
 
 
 def _run_generalization(args) -> int:
     from thermosgd.reproduce.experiments import run_generalization
 
-    return _emit(
-        args,
-        run_generalization(
-            args.out,
-            quick=args.quick,
-            lrs=_tuple(args.lr),
-            batch_sizes=_tuple(args.batch_size),
-            seeds=args.seeds,
-            steps=args.steps,
-            train_size=args.train_size,
-            test_size=args.test_size,
-            seed=args.seed,
-        ),
+    out = _checked_out(args, "generalization")
+    payload = run_generalization(
+        out,
+        quick=args.quick,
+        lrs=_tuple(args.lr),
+        batch_sizes=_tuple(args.batch_size),
+        seeds=args.seeds,
+        steps=args.steps,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        seed=args.seed,
     )
+    _claimed(out, "generalization")
+    return _emit(args, payload)

@@ -66,6 +66,10 @@ def _check_args(args) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one walk; print a summary (or JSON); return 0."""
     _check_args(args)
+    if args.out is not None:  # refused before the walk runs; a refusal touches nothing
+        from thermosgd.sweep.store import check_output_folder
+
+        args.out = check_output_folder(args.out, "command", "walk")
     import torch
 
     from thermosgd.jsonsafe import json_safe
@@ -94,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(out_dir, out: dict) -> None:
+    """walk.json and the density figure, into a folder that is new, empty or an earlier ``walk --out``."""
     from thermosgd.figures.walk import plot_density_over_time
     from thermosgd.jsonsafe import json_safe
+    from thermosgd.sweep.store import claim_command_folder, unlink_links, write_text
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-    (out_dir / "walk.json").write_text(json.dumps(json_safe(out), indent=1))
+    out_dir = claim_command_folder(out_dir, "walk")
+    write_text(out_dir / "walk.json", json.dumps(json_safe(out), indent=1))
+    unlink_links(out_dir, ["density.png", "density.pdf"])  # the figure writer would follow them
     d = out["density"]
     plot_density_over_time(
         d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}"

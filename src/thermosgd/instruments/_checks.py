@@ -12,7 +12,7 @@ def trainable_parameters(model: nn.Module, instrument: str) -> dict[str, torch.T
     """The parameters with ``requires_grad=True``, by qualified name, in model order."""
     if not isinstance(model, nn.Module):
         raise UsageError(f"{instrument}: expected a torch.nn.Module, got {type(model).__name__}")
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    params: dict[str, torch.Tensor] = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise UsageError(
             f"{instrument}: {type(model).__name__} has no parameters with requires_grad=True, "
@@ -139,3 +139,38 @@ def call_loss(loss_fn, outputs: torch.Tensor, targets: torch.Tensor, instrument:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise UsageError(f"{instrument}: loss_fn must return a scalar tensor, got {shape}")
     return loss.sum()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the OS can give now (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def fits_in_memory(nbytes: int, what: str, instrument: str) -> None:
+    """Refuse an allocation of ``nbytes`` larger than half the memory available now (before making it)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail // 2:
+        raise UsageError(
+            f"{instrument}: {what} would need {nbytes / 2**30:.3g} GiB, more than half of the "
+            f"{avail / 2**30:.3g} GiB available; use fewer samples"
+        )
+
+
+def probes_fit(
+    samples: int, chunk: int | None, params: dict[str, torch.Tensor], instrument: str, work: int = 0
+) -> None:
+    """The ``samples × P`` probe matrix of a trace estimator and the work of ``chunk`` probes at once
+    (``work`` elements per probe, e.g. the forward's activations) fit in memory."""
+    first = next(iter(params.values()))
+    n = sum(p.numel() for p in params.values())
+    at_once = samples if chunk is None else min(samples, chunk)
+    # A Hessian-vector product holds a few copies of the parameters and the activations per probe.
+    need = (samples * n + at_once * 4 * (n + work)) * first.element_size()
+    fits_in_memory(need, f"{samples} probes of {n} parameters", instrument)

@@ -42,6 +42,7 @@ from thermosgd.instruments._checks import (
     model_dtype,
     output_tensor,
     per_sample_safe,
+    probes_fit,
     trainable_parameters,
 )
 
@@ -127,6 +128,7 @@ def hessian_trace(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UsageError(f"{name}: samples must be >= 2 for a standard error, got {samples}")
     params = {k: p.detach() for k, p in params.items()}
+    probes_fit(samples, chunk_size, params, name, inputs.numel())
     frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = {k: b.detach() for k, b in model.named_buffers()}
 

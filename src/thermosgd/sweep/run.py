@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -41,7 +42,9 @@ from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_ki
 from thermosgd.sweep.store import (
     CONFIG_FILE,
     RESULTS_FILE,
+    check_inputs,
     check_output_folder,
+    read_meta,
     results_problem,
     save_results,
     stale_temporaries,
@@ -75,11 +78,7 @@ def folder_lock(out: Path) -> Iterator[int]:
     belong to open files, and the kernel drops them with the process.
     """
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / LOCK_FILE, "a+")
-    except OSError as exc:
-        raise UsageError(f"cannot write to output folder {out}: {exc.strerror}") from None
+    fh = _open_lock(out)
     if not _try_flock(fh, fcntl.LOCK_EX, patience=_LOCK_PATIENCE):
         fh.close()
         pid = _lock_pid(out)
@@ -96,6 +95,31 @@ def folder_lock(out: Path) -> Iterator[int]:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _open_lock(out: Path):
+    """Open (or create) ``out/.lock`` without following a link; refuse anything but a plain file.
+
+    A ``.lock`` that is a symbolic link, a hard link to another file, a FIFO or
+    a device is refused: writing our pid into it would change a file elsewhere.
+    """
+    path = out / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{path} is a symbolic link; thermosgd never writes through links (remove it)") from None
+        raise UsageError(f"cannot write to output folder {out}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise UsageError(
+            f"{path} is not a plain file of ours (a link, pipe or device); remove it or choose a new --out"
+        )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+")
 
 
 def _try_flock(fh, mode: int, patience: float = 0.0) -> bool:
@@ -115,8 +139,8 @@ def _try_flock(fh, mode: int, patience: float = 0.0) -> bool:
 
 def _lock_pid(out: Path) -> int | None:
     try:
-        return int((out / LOCK_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        return int(read_meta(out / LOCK_FILE, 64).split()[0])
+    except (OSError, UsageError, ValueError, IndexError):
         return None
 
 
@@ -124,9 +148,10 @@ def lock_holder(out: str | os.PathLike) -> int | None:
     """Pid of the process writing to ``out`` (0 if unknown), or None when nobody holds the lock."""
     path = Path(out) / LOCK_FILE
     try:
-        fh = open(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    fh = os.fdopen(fd, "r")
     with fh:
         # A shared lock is granted unless a sweep holds the exclusive one. It is
         # dropped at once; a sweep starting meanwhile waits _LOCK_PATIENCE for it.
@@ -150,8 +175,8 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
 
 def _read_config(path: Path) -> dict:
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raw = json.loads(read_meta(path))
+    except (OSError, UsageError, ValueError, RecursionError):
         raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path} is not a sweep configuration; choose a new --out folder")
@@ -375,8 +400,10 @@ def run_sweep(
         from thermosgd.twolayer.engine import load_user_data
 
         load_user_data(cfg, None, None)
+    inputs = [cfg.data.file] if cfg.data.inputs == "file" else []
     with folder_lock(out) as lock_fd:
         check_config(out, cfg)
+        check_inputs(out, inputs)  # a changed data file is refused, never mixed into old results
         write_config(cfg.to_dict(), out)
         for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
             tmp.unlink(missing_ok=True)
@@ -405,6 +432,7 @@ def run_sweep(
                     step_progress=progress and kind == "inline",
                 )
         merged = _merge(cfg, out, units, have)
+        check_inputs(out, inputs)  # changed while the units ran: the merged results would mix both
         save_results(merged, out, cfg.to_dict())
     return merged
 
