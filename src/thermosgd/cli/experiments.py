@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--clones", type=int, help="clones for the one-step estimate (default 4096)")
     p.add_argument("--record-every", type=int, help="record every k steps (default 20)")
     p.add_argument("--labels", choices=("random", "teacher"), help="random labels (paper, default) or a teacher")
-    p.set_defaults(func=_run_drift)
+    p.set_defaults(func=_guarded(_run_drift, "drift"))
 
     p = subparsers.add_parser(
         "equal-error",
@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--record-every", type=int, help="check the training error every k steps (default 10)")
     p.add_argument("--target", type=float, help="target training error ε (default 0.1)")
     p.add_argument("--train-size", type=int, help="training set size (default 256)")
-    p.set_defaults(func=_run_equal_error)
+    p.set_defaults(func=_guarded(_run_equal_error, "equal-error"))
 
     p = subparsers.add_parser(
         "generalization",
@@ -75,28 +75,27 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="SGD steps (default 4000)")
     p.add_argument("--train-size", type=int, help="training set size (default 256)")
     p.add_argument("--test-size", type=int, help="held-out set size (default 2000)")
-    p.set_defaults(func=_run_generalization)
+    p.set_defaults(func=_guarded(_run_generalization, "generalization"))
 
 
-def _checked_out(args, command: str):
-    """``--out``, refused before the experiment runs unless new, empty or an earlier ``COMMAND --out``."""
-    if args.out is None:
-        return None
-    from thermosgd.sweep.store import check_output_folder, unlink_links
+def _guarded(run, command: str):
+    """``run`` with the sweep's folder rule on ``--out``: refused before the experiment runs unless new,
+    empty or an earlier ``thermosgd COMMAND --out`` (touching nothing); marked as COMMAND's once written."""
 
-    out = check_output_folder(args.out, "command", command)
-    if out.is_dir():
-        stems = {"equal-error": "equal_error"}.get(command, command)
-        unlink_links(out, [f"{stems}.{ext}" for ext in ("png", "pdf", "md", "json")])
-    return out
+    def guarded(args) -> int:
+        from thermosgd.sweep.store import check_output_folder, claim_command_folder, unlink_links
 
+        if args.out is not None:
+            args.out = check_output_folder(args.out, "command", command)
+            if args.out.is_dir():  # the figure writer would follow a link planted under one of our names
+                stem = command.replace("-", "_")
+                unlink_links(args.out, [f"{stem}.{ext}" for ext in ("png", "pdf", "md", "json")])
+        code = run(args)
+        if args.out is not None:
+            claim_command_folder(args.out, command)
+        return code
 
-def _claimed(out, command: str) -> None:
-    """Mark the folder as this command's once its files are written (never before: a refused run leaves nothing)."""
-    if out is not None:
-        from thermosgd.sweep.store import claim_command_folder
-
-        claim_command_folder(out, command)
+    return guarded
 
 
 def _emit(args, payload: dict) -> int:
@@ -118,58 +117,58 @@ def _tuple(v):
 def _run_drift(args) -> int:
     from thermosgd.reproduce.experiments import run_drift
 
-    out = _checked_out(args, "drift")
-    payload = run_drift(
-        out,
-        quick=args.quick,
-        lrs=_tuple(args.lr),
-        batch_sizes=_tuple(args.batch_size),
-        steps=args.steps,
-        blocks=args.blocks,
-        per_block=args.replicas,
-        clones=args.clones,
-        record_every=args.record_every,
-        labels=args.labels,
-        seed=args.seed,
+    return _emit(
+        args,
+        run_drift(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_sizes=_tuple(args.batch_size),
+            steps=args.steps,
+            blocks=args.blocks,
+            per_block=args.replicas,
+            clones=args.clones,
+            record_every=args.record_every,
+            labels=args.labels,
+            seed=args.seed,
+        ),
     )
-    _claimed(out, "drift")
-    return _emit(args, payload)
 
 
 def _run_equal_error(args) -> int:
     from thermosgd.reproduce.experiments import run_equal_error
 
-    out = _checked_out(args, "equal-error")
-    payload = run_equal_error(
-        out,
-        quick=args.quick,
-        lrs=_tuple(args.lr),
-        batch_size=args.batch_size,
-        seeds=args.seeds,
-        steps=args.steps,
-        record_every=args.record_every,
-        target=args.target,
-        train_size=args.train_size,
-        seed=args.seed,
+    return _emit(
+        args,
+        run_equal_error(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_size=args.batch_size,
+            seeds=args.seeds,
+            steps=args.steps,
+            record_every=args.record_every,
+            target=args.target,
+            train_size=args.train_size,
+            seed=args.seed,
+        ),
     )
-    _claimed(out, "equal-error")
-    return _emit(args, payload)
 
 
 def _run_generalization(args) -> int:
     from thermosgd.reproduce.experiments import run_generalization
 
-    out = _checked_out(args, "generalization")
-    payload = run_generalization(
-        out,
-        quick=args.quick,
-        lrs=_tuple(args.lr),
-        batch_sizes=_tuple(args.batch_size),
-        seeds=args.seeds,
-        steps=args.steps,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        seed=args.seed,
+    return _emit(
+        args,
+        run_generalization(
+            args.out,
+            quick=args.quick,
+            lrs=_tuple(args.lr),
+            batch_sizes=_tuple(args.batch_size),
+            seeds=args.seeds,
+            steps=args.steps,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            seed=args.seed,
+        ),
     )
-    _claimed(out, "generalization")
-    return _emit(args, payload)
