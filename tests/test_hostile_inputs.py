@@ -88,6 +88,16 @@ def files(tmp_path_factory) -> Path:
     }.items():
         np.savez(d / f"{name}.npz", **arrays)
         (d / f"{name}.toml").write_text(_with_data(f"{name}.npz"))
+    np.savez(d / "encrypted.npz", x=x, y=y)
+    raw = bytearray((d / "encrypted.npz").read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the "encrypted" flag of every member
+        at = raw.find(sig)
+        while at >= 0:
+            raw[at + offset] |= 1
+            at = raw.find(sig, at + 4)
+    (d / "encrypted.npz").write_bytes(bytes(raw))
+    (d / "encrypted.toml").write_text(_with_data("encrypted.npz"))
+    os.mkfifo(d / "fifo.toml")
     with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
         z.writestr("x.txt", "1 2 3")
         z.writestr("y.txt", "0 1")
@@ -110,6 +120,20 @@ def files(tmp_path_factory) -> Path:
     (d / "gz").mkdir()
     (d / "gz" / "train-images-idx3-ubyte.gz").write_bytes(broken)
     (d / "gz" / "train-labels-idx1-ubyte.gz").write_bytes(broken)
+    # IDX image files the CNN cannot take (non-square, 0×0), a gzip bomb (declares 2.4 GB) and a FIFO.
+    labels = _idx_header(8, [2]) + b"\0\0"
+    for name, dims in {"wide": [2, 1, 5000], "narrow": [2, 28, 5], "empty": [2, 0, 0]}.items():
+        (d / name).mkdir()
+        (d / name / "train-images-idx3-ubyte").write_bytes(_idx_header(8, dims) + b"\0" * math.prod(dims))
+        (d / name / "train-labels-idx1-ubyte").write_bytes(labels)
+    (d / "bomb").mkdir()
+    (d / "bomb" / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(_idx_header(8, [3_000_000, 28, 28]) + bytes(10**6))
+    )
+    (d / "bomb" / "train-labels-idx1-ubyte").write_bytes(labels)
+    (d / "fifo").mkdir()
+    os.mkfifo(d / "fifo" / "train-images-idx3-ubyte")
+    (d / "fifo" / "train-labels-idx1-ubyte").write_bytes(labels)
     # Folders holding runs of ours, one of another kind, and damaged markers.
     (d / "walkrun").mkdir()
     (d / "walkrun" / RUN_MARKER).write_text(
@@ -188,6 +212,30 @@ CLI_REFUSALS = [
         "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
         "corrupt gzip",
     ),
+    ("idx-1x5000", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/wide --out {f}/o-wide", "1×5000"),
+    ("idx-28x5", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/narrow --out {f}/o-narrow", "28×5"),
+    ("idx-0x0", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/empty --out {f}/o-empty", "0×0"),
+    (
+        "idx-gzip-bomb",
+        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/bomb --out {f}/o-bomb",
+        "nothing was decompressed",
+    ),
+    (
+        "idx-fifo",
+        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/fifo --out {f}/o-fifo",
+        "files not found",
+    ),
+    ("npz-encrypted", "sweep {f}/encrypted.toml --out {f}/o-encrypted --no-progress", "encrypted"),
+    ("config-fifo", "sweep {f}/fifo.toml --dry-run", "not a regular file"),
+    (
+        "walk-out-user-folder",
+        "walk --g 1 --eta 0.05 --particles 10 --steps 2 --out {f}/userfolder",
+        "holds no thermosgd results",
+    ),
+    ("drift-out-user-folder", "drift --quick --out {f}/userfolder", "holds no thermosgd results"),
+    ("equal-error-out-sweep", "equal-error --quick --out {s}", "holds a two-layer sweep"),
+    ("generalization-out-walk-run", "generalization --quick --out {f}/walkrun", "another kind"),
+    ("equal-error-record-every-huge", "equal-error --quick --record-every 1000000000", "at most steps/4"),
     ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
     ("npz-float32-overflow", "sweep {f}/f32overflow.toml --out {f}/o-f32 --no-progress", "x holds values up to"),
     ("npz-strings", "sweep {f}/strings.toml --out {f}/o-str --no-progress", "real numbers"),

@@ -17,6 +17,7 @@ import torch
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.files import open_regular
 
 INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = range(8)
 
@@ -207,11 +208,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` (a zip of ``.npy`` members, as ``numpy.savez`` writes), never unpickled."""
     where = f"[data] file {path}"
     save_hint = "save it with numpy.savez(path, x=x, y=y)"
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise UsageError(f"cannot read {where}: {exc.strerror}") from None
+    with open_regular(path, "[data] file") as fh:  # a FIFO or device is refused, never read
+        magic = fh.read(6)
     if magic == b"\x93NUMPY":
         raise UsageError(f"{where} is a single .npy array, not an .npz holding x and y; {save_hint}")
     if not zipfile.is_zipfile(path):
@@ -226,7 +224,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                 arrays[k] = f[k]
     except UsageError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot read {where}: {first}") from None
     return arrays
