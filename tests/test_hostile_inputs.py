@@ -212,19 +212,6 @@ CLI_REFUSALS = [
         "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
         "corrupt gzip",
     ),
-    ("idx-1x5000", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/wide --out {f}/o-wide", "1×5000"),
-    ("idx-28x5", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/narrow --out {f}/o-narrow", "28×5"),
-    ("idx-0x0", "reproduce fig2-bottom --quick --no-progress --data-dir {f}/empty --out {f}/o-empty", "0×0"),
-    (
-        "idx-gzip-bomb",
-        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/bomb --out {f}/o-bomb",
-        "nothing was decompressed",
-    ),
-    (
-        "idx-fifo",
-        "reproduce fig2-bottom --quick --no-progress --data-dir {f}/fifo --out {f}/o-fifo",
-        "files not found",
-    ),
     ("npz-encrypted", "sweep {f}/encrypted.toml --out {f}/o-encrypted --no-progress", "encrypted"),
     ("config-fifo", "sweep {f}/fifo.toml --dry-run", "not a regular file"),
     (
@@ -260,6 +247,18 @@ CLI_REFUSALS = [
     ),
     ("generalization-diverges", "generalization --quick --lr 5 10 20", "η = 5, |B| = 1"),
     ("equal-error-diverges", "equal-error --quick --lr 5 10", "η = 10, |B| = 1"),
+]
+
+IDX_FOLDERS = {  # folder of the files fixture -> words of the refusal
+    "wide": "1×5000",
+    "narrow": "28×5",
+    "empty": "0×0",
+    "bomb": "nothing was decompressed",
+    "fifo": "files not found",  # a FIFO is not taken for a file (and never opened)
+}
+CLI_REFUSALS += [
+    (f"idx-{k}", f"reproduce fig2-bottom --quick --no-progress --data-dir {{f}}/{k} --out {{f}}/o-{k}", words)
+    for k, words in IDX_FOLDERS.items()
 ]
 
 

@@ -116,7 +116,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raise
 
 
-def _parse_idx(path: Path, fh: BinaryIO, size: int | None) -> np.ndarray:
+def _parse_idx(path: Path, fh: BinaryIO | gzip.GzipFile, size: int | None) -> np.ndarray:
     """The IDX array in ``fh``; ``size``: the file's length (None when gzipped: known only by reading)."""
     magic = fh.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES or magic[3] == 0:
