@@ -98,6 +98,7 @@ def files(tmp_path_factory) -> Path:
     (d / "encrypted.npz").write_bytes(bytes(raw))
     (d / "encrypted.toml").write_text(_with_data("encrypted.npz"))
     os.mkfifo(d / "fifo.toml")
+    (d / "cuda.toml").write_text(GRID.replace("[train]", '[train]\ndevice = "cuda:9999"'))
     with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
         z.writestr("x.txt", "1 2 3")
         z.writestr("y.txt", "0 1")
@@ -222,6 +223,11 @@ CLI_REFUSALS = [
     ("drift-out-user-folder", "drift --quick --out {f}/userfolder", "holds no thermosgd results"),
     ("equal-error-out-sweep", "equal-error --quick --out {s}", "holds a two-layer sweep"),
     ("generalization-out-walk-run", "generalization --quick --out {f}/walkrun", "another kind"),
+    ("walk-eta-1e-320", "walk --g 1 --eta 1e-320 --particles 10 --steps 2", "--eta must be between"),
+    ("walk-eta-1e308", "walk --g 1+0.5*q --eta 1e308 --particles 10 --steps 2", "--eta must be between"),
+    ("walk-eta-1e140", "walk --g 1+0.5*q --eta 1e140 --particles 10 --steps 2", "choose a smaller eta"),
+    ("walk-g-1e-300", "walk --g 1e-300 --eta 0.05 --particles 10 --steps 2", "double precision"),
+    ("dry-run-cuda-9999", "sweep {f}/cuda.toml --dry-run", "cuda:9999"),
     ("equal-error-record-every-huge", "equal-error --quick --record-every 1000000000", "at most steps/4"),
     ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
     ("npz-float32-overflow", "sweep {f}/f32overflow.toml --out {f}/o-f32 --no-progress", "x holds values up to"),
@@ -489,6 +495,14 @@ API_REFUSALS += [
     ("combine-conflicting", _conflicting_runs, "disagree"),
     ("weight-norms-string", lambda: weight_norms("model"), "torch.nn.Module"),
     ("weight-norms-lazy", lambda: weight_norms(nn.Sequential(nn.LazyLinear(2))), "not initialised"),
+    ("simulate-g-raises", lambda: simulate(lambda q: 1 / 0, torch.zeros(4, 1), 0.1, 2), "ZeroDivisionError"),
+    ("simulate-g-shape", lambda: simulate(lambda q: torch.ones(3, 7), torch.zeros(4, 1), 0.1, 2), "g failed"),
+    ("simulate-record-string", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, record="a"), "record"),
+    ("simulate-complex-q0", lambda: simulate(parse_g("1"), torch.zeros(4, 1) + 1j, 0.1, 2), "real numbers"),
+    ("simulate-eta-bool", lambda: simulate(parse_g("1"), torch.zeros(4, 1), True, 2), "eta must be"),
+    ("status-None", lambda: thermosgd.status(None), "expected a results folder"),
+    ("status-int", lambda: thermosgd.status(5), "expected a results folder"),
+    ("reproduce-one-string", lambda: thermosgd.reproduce("nosuch"), "unknown preset 'nosuch'"),
     ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
 ]
 
@@ -499,6 +513,18 @@ def test_api_refusal_is_usage_error(case, call, words):
         call()
     assert words in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_version_and_no_progress(tmp_path, capsys):
+    """``--version`` answers; ``reproduce --no-progress`` drops the bars only: verdicts and the closing table print."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"thermosgd {thermosgd.__version__}\n"
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "fig3", "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]) == 0
+    printed, err = capsys.readouterr()
+    assert "[fig3]" in printed and "report: " in printed and f"results and figures in {out}" in printed
+    assert "unit" not in err  # no progress lines
 
 
 def test_api_cases_that_are_accepted():
@@ -681,6 +707,7 @@ def test_a_fifo_is_never_opened_as_a_file(tmp_path, files, capsys):
     os.mkfifo(out / "results.nc")
     with pytest.raises(UsageError, match="not a regular file"):
         thermosgd.load(out / "results.nc")
+    assert "results.nc is NOT usable" in status(out).line()  # read, never blocked on
     (out / ".lock").unlink()
     os.mkfifo(out / ".lock")
     _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
-from thermosgd import presets
+from thermosgd import presets, progress
 from thermosgd.cli.common import add_device_arg, add_executor_args, add_fused_arg, executor_kwargs, out_folder
 
 
@@ -44,7 +45,9 @@ def register(sub) -> None:
         action="store_true",
         help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (verdict lines and the closing table still print)"
+    )
     p.set_defaults(func=run)
 
 
@@ -66,9 +69,16 @@ def run(args) -> int:
         from thermosgd.twolayer import fused
 
         fused.require()  # numba missing: one line before anything runs
-    from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
 
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
+    with progress.no_bars() if args.no_progress else contextlib.nullcontext():
+        _run(args, data_dir)
+    return 0
+
+
+def _run(args, data_dir) -> None:
+    from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
+
     reproduce(
         args.names or None,
         out=args.out,
@@ -78,9 +88,8 @@ def run(args) -> int:
         substitute_digits=args.substitute_digits,
         quick=args.quick,
         include_diverged=args.include_diverged,
-        progress=not args.no_progress,
+        progress=True,  # the lines and the closing table; --no-progress silences the bars only
         device=args.device or "cpu",
         fused=args.fused,
         **executor_kwargs(args),
     )
-    return 0

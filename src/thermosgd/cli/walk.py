@@ -16,6 +16,9 @@ from thermosgd.errors import UsageError
 
 __all__ = ["register", "run"]
 
+#: Step sizes the walk and its measurement grid can represent in double precision.
+ETA_RANGE = (1e-150, 1e150)
+
 
 def register(subparsers) -> None:
     """Add the ``walk`` subcommand."""
@@ -53,6 +56,8 @@ def register(subparsers) -> None:
 def _check_args(args) -> None:
     if not (math.isfinite(args.eta) and args.eta > 0):
         raise UsageError(f"--eta must be positive, got {args.eta}")
+    if not ETA_RANGE[0] <= args.eta <= ETA_RANGE[1]:  # beyond, eta·g under- or overflows double precision
+        raise UsageError(f"--eta must be between {ETA_RANGE[0]:g} and {ETA_RANGE[1]:g}, got {args.eta:g}")
     for name in ("particles", "steps", "dim"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -77,7 +82,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = run_walk(
+    try:
+        out = _walk(args, run_walk)
+    except UsageError:
+        raise
+    except (OverflowError, ValueError) as exc:  # the measurement grid scales with eta·g (walk.compare)
+        raise UsageError(
+            f"the walk's steps eta·g are too small or too large for double precision ({exc}); "
+            "choose eta and g so that eta·g lies between 1e-150 and 1e150"
+        ) from None
+    if args.out is not None:
+        _write(args.out, out)
+    if args.json:
+        print(json.dumps(json_safe(out)))
+    else:
+        _print_summary(out)
+    return 0
+
+
+def _walk(args, run_walk) -> dict:
+    return run_walk(
         args.g,
         eta=args.eta,
         particles=args.particles,
@@ -88,13 +112,6 @@ def run(args: argparse.Namespace) -> int:
         shared=not args.independent,
         seed=args.seed,
     )
-    if args.out is not None:
-        _write(args.out, out)
-    if args.json:
-        print(json.dumps(json_safe(out)))
-    else:
-        _print_summary(out)
-    return 0
 
 
 def _write(out_dir, out: dict) -> None:

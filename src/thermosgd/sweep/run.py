@@ -245,7 +245,9 @@ def status(out: str | os.PathLike) -> SweepStatus:
     """How far a results folder has got (reads config.json and the unit files; writes nothing)."""
     from thermosgd.config import from_dict
 
-    out = Path(out)
+    if not isinstance(out, (str, os.PathLike)):
+        raise UsageError(f"status: expected a results folder path, got {type(out).__name__}")
+    out = Path(os.path.expanduser(os.fspath(out)))
     path = out / CONFIG_FILE
     if not path.exists():
         raise UsageError(f"{out} is not a sweep folder (no {CONFIG_FILE})")
