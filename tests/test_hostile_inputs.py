@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
 import thermosgd
@@ -39,6 +40,7 @@ from thermosgd.instruments import (
     every,
     gradient_variance,
     hessian_trace,
+    hessian_trace_bound,
     log_spaced,
     weight_norms,
 )
@@ -458,7 +460,46 @@ def _conflicting_runs():
     return combine_runs(runs)
 
 
+def _sweep_like(lr=(0.05, 0.1), steps=(0, 10, 20, 30)) -> xr.Dataset:
+    """A tiny lr sweep in the results format (values need not be physical: the checks run first)."""
+    shape = (len(lr), 1, 3, len(steps))
+    m = np.random.default_rng(0).random(shape) + np.arange(len(steps))
+    coords = {"lr": list(lr), "batch_size": [1], "seed": [0, 1, 2], "step": list(steps)}
+    return xr.Dataset(
+        {
+            "m": (("lr", "batch_size", "seed", "step"), m),
+            "diverged": (("lr", "batch_size", "seed"), np.zeros(shape[:3], bool)),
+        },
+        coords=coords,
+    )
+
+
+def _fit(ds=None, n_boot_override=0, **kw):
+    from thermosgd.analysis.collapse import fit_collapse
+
+    return fit_collapse(_sweep_like() if ds is None else ds, "m", "lr", n_boot=n_boot_override, **kw)
+
+
 API_REFUSALS += [
+    ("fit-dataarray", lambda: _fit(_sweep_like()["m"]), "expected an xarray Dataset"),
+    ("fit-path", lambda: _fit("runs/fig3"), "thermosgd.load(path)"),
+    ("fit-bounds-inf", lambda: _fit(bounds=(0.0, math.inf)), "finite"),
+    ("fit-bounds-nan", lambda: _fit(bounds=(math.nan, 2.0)), "finite"),
+    ("fit-bounds-10^400", lambda: _fit(bounds=(0, 10**400)), "too large"),
+    ("fit-bounds-reversed", lambda: _fit(bounds=(2.0, 0.0)), "low < high"),
+    ("fit-bounds-equal", lambda: _fit(bounds=(1.0, 1.0)), "low < high"),
+    ("fit-n-grid-0", lambda: _fit(n_grid=0), "n_grid"),
+    ("fit-n-grid-1", lambda: _fit(n_grid=1), "n_grid"),
+    ("fit-n-grid-negative", lambda: _fit(n_grid=-5), "n_grid"),
+    ("fit-n-boot-2.5", lambda: _fit(_sweep_like(), n_boot_override=2.5), "n_boot"),
+    ("fit-window-int", lambda: _fit(window=5), "window"),
+    ("fit-lr-nan", lambda: _fit(_sweep_like(lr=(0.05, math.nan))), "NaN"),
+    ("fit-lr-inf", lambda: _fit(_sweep_like(lr=(0.05, math.inf))), "NaN or infinite"),
+    ("fit-lr-strings", lambda: _fit(_sweep_like(lr=("a", "b"))), "numbers"),
+    ("fit-reference-0", lambda: _fit(reference=0.0), "reference"),
+    ("fit-reference-nan", lambda: _fit(reference=math.nan), "reference"),
+    ("fit-reference-negative", lambda: _fit(reference=-0.1), "reference"),
+    ("fit-negative-steps", lambda: _fit(_sweep_like(steps=(-10, 0, 10, 20))), "steps must be >= 0"),
     ("every-2.5", lambda: every(2.5), "integer >= 1"),
     ("every-nan", lambda: every(math.nan), "integer >= 1"),
     ("every-0.5", lambda: every(0.5), "integer >= 1"),
@@ -503,6 +544,21 @@ API_REFUSALS += [
     ("status-None", lambda: thermosgd.status(None), "expected a results folder"),
     ("status-int", lambda: thermosgd.status(5), "expected a results folder"),
     ("reproduce-one-string", lambda: thermosgd.reproduce("nosuch"), "unknown preset 'nosuch'"),
+    ("config-lr-10^400", lambda: thermosgd.config_from_dict({"train": {"lr": 10**400}}), "too large"),
+    ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
+    ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),
+    ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
+    (
+        "bound-3d-inputs",
+        lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:, None, :].repeat(1, 2, 1)),
+        "first layer takes 3",
+    ),
+    ("bound-wrong-dim", lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:, :2]), "first layer takes 3"),
+    ("bound-0-samples", lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:0]), "N >= 1"),
+    ("bound-meta-model", lambda: hessian_trace_bound(_mlp().to("meta"), nn.BCEWithLogitsLoss(), X), "meta"),
+    ("gv-chunk-string", lambda: gradient_variance(_mlp(), _bce, X, Y, fast=False, chunk_size="8"), "chunk_size"),
+    ("gv-meta-inputs", lambda: gradient_variance(_mlp(), _bce, X.to("meta"), Y), "meta"),
+    ("data-meta", lambda: thermosgd.train(_file_cfg(), data=(X.to("meta"), Y)), "meta"),
     ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
 ]
 
@@ -525,6 +581,18 @@ def test_version_and_no_progress(tmp_path, capsys):
     printed, err = capsys.readouterr()
     assert "[fig3]" in printed and "report: " in printed and f"results and figures in {out}" in printed
     assert "unit" not in err  # no progress lines
+
+
+def test_data_tensors_are_cast_where_no_value_changes():
+    """bfloat16, sparse and negated-view tensors train exactly as their plain float32 equals do."""
+    cfg = _file_cfg()
+
+    def v_norm(x):
+        return thermosgd.train(cfg, data=(x, Y))["v_norm"].values
+
+    np.testing.assert_array_equal(v_norm(X.bfloat16()), v_norm(X.bfloat16().float()))
+    np.testing.assert_array_equal(v_norm(X.to_sparse()), v_norm(X))
+    np.testing.assert_array_equal(v_norm(torch._neg_view(X)), v_norm(-X))
 
 
 def test_api_cases_that_are_accepted():

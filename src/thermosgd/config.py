@@ -188,6 +188,8 @@ class SweepConfig:
         for section, values in sections.items():
             if section not in raw:
                 raise UsageError(f"unknown config section [{section}]; allowed: {', '.join(raw)}")
+            if not isinstance(values, dict):
+                raise UsageError(f"replace: {section}= must be a dict of keys, e.g. {section}={{...}}, got {values!r}")
             raw[section].update(values)
         return from_dict(raw)
 
@@ -229,7 +231,12 @@ def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise UsageError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the largest float
+            raise UsageError(
+                f"{where} is too large for a floating-point number (got an integer of {len(str(value))} digits)"
+            ) from None
     if kind is str:
         if not isinstance(value, str):
             raise UsageError(f"{where} must be a string, got {value!r}")

@@ -120,6 +120,7 @@ from scipy.optimize import minimize_scalar
 # ~0.5 s to the start of every command.
 from scipy.special import ndtr, stdtrit
 
+from thermosgd.analysis.fit_args import check_fit_args
 from thermosgd.errors import UsageError
 from thermosgd.presets import PAPER_EXPONENT
 
@@ -936,6 +937,7 @@ def fit_collapse(
 
 def _fit(ds, metric, over, window, n_boot, seed, *, ci_level, reference, bounds, n_grid, pairing):
     """:func:`fit_collapse`, also returning the ``(n_boot',)`` bootstrap exponents (for coverage studies)."""
+    check_fit_args(ds, over, window=window, n_boot=n_boot, reference=reference, bounds=bounds, n_grid=n_grid)
     if isinstance(window, str):
         window = parse_window(window)
     window = _check_window(window)

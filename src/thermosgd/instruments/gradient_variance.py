@@ -45,6 +45,7 @@ from thermosgd.errors import UsageError
 from thermosgd.instruments._checks import (
     batch_size,
     call_loss,
+    check_chunk_size,
     forward,
     layer_of,
     loss_callable,
@@ -375,6 +376,7 @@ def gradient_variance(
     if convention not in ("unbiased", "backpack"):
         raise UsageError(f"gradient_variance: convention must be 'unbiased' or 'backpack', got {convention!r}")
     n = batch_size(inputs, targets, "gradient_variance", at_least=2)
+    check_chunk_size(chunk_size, "gradient_variance")
     trainable_parameters(model, "gradient_variance")
     loss_callable(loss_fn, "gradient_variance")
     per_sample_safe(model, "gradient_variance")

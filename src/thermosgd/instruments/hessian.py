@@ -39,6 +39,7 @@ from thermosgd.instruments._checks import (
     batch_size,
     call_loss,
     loss_callable,
+    mlp_inputs,
     model_dtype,
     output_tensor,
     per_sample_safe,
@@ -242,8 +243,7 @@ def hessian_trace_bound(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor)
         sum loss) and the per-sample bounds ``(N,)``.
     """
     linears = _mlp_layers(model)
-    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
-        raise UsageError("hessian_trace_bound: inputs must be a tensor with a leading batch dimension")
+    mlp_inputs(inputs, linears[0], linears, "hessian_trace_bound")
     with torch.no_grad():
         h = inputs.reshape(inputs.shape[0], -1).to(torch.float64)
         has_bias = [layer.bias is not None for layer in linears]

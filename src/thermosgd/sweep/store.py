@@ -37,6 +37,7 @@ from typing import IO, Any
 import numpy as np
 import xarray as xr
 
+from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.files import changed_inputs, file_sha256, fingerprint, open_regular
 
@@ -283,6 +284,42 @@ def _config_matches(ds: xr.Dataset, file: Path) -> None:
         same = False
     if not same:
         raise UsageError(f"{file} holds results of another configuration than {config_file}; {_REBUILD}")
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            diff = _first_difference(va, vb, f"{prefix}[{key}] ")
+            if diff:
+                return diff
+        elif va != vb:
+            return f"{prefix}{key}: {va!r} there, {vb!r} now"
+    return ""
+
+
+def read_config(path: Path) -> dict:
+    """A folder's config.json as a dict; refuses an unreadable or foreign one in one line."""
+    try:
+        raw = json.loads(read_meta(path))
+    except (OSError, UsageError, ValueError, RecursionError):
+        raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} is not a sweep configuration; choose a new --out folder")
+    return raw
+
+
+def check_config(out: Path, cfg: SweepConfig) -> None:
+    """Refuse a folder that holds results of another configuration."""
+    path = Path(out) / CONFIG_FILE
+    if not path.exists():
+        return
+    old = read_config(path)
+    new = json.loads(json.dumps(cfg.to_dict()))
+    if old != new:
+        raise UsageError(
+            f"{out} holds results of a different config ({_first_difference(old, new)}); choose a new --out folder"
+        )
 
 
 def output_path(out: str | os.PathLike) -> Path:

@@ -238,7 +238,12 @@ def _real_array(v, name: str) -> np.ndarray:
             raise UsageError(f"{name} requires grad; pass {name}.detach() (the data are not trained)")
         if v.is_complex():
             raise UsageError(f"{name} is complex ({v.dtype}); the model takes real inputs")
-        v = v.detach().cpu().numpy()
+        if v.is_meta:
+            raise UsageError(f"{name} is on the 'meta' device (shapes only, no data); pass real values")
+        # Casts that keep every value: sparse -> dense, bfloat16/half -> float32, a negated view resolved.
+        v = v.to_dense() if v.layout != torch.strided else v
+        v = v.float() if v.dtype in (torch.bfloat16, torch.float16) else v
+        v = v.detach().resolve_neg().cpu().numpy()
     try:
         a = np.asarray(v)
     except (ValueError, TypeError) as exc:
