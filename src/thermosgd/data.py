@@ -73,6 +73,7 @@ class ImageData:
         classes: class names, indexed by label.
         scale: multiply ``images`` by this to get values in ``[0, 1]``.
         substitute: True for the digits stand-in (say so in every figure and config).
+        files: the files read (absolute paths), for :func:`thermosgd.files.fingerprint`.
     """
 
     images: np.ndarray
@@ -81,6 +82,7 @@ class ImageData:
     classes: tuple[str, ...]
     scale: float
     substitute: bool = False
+    files: tuple[str, ...] = ()
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -211,6 +213,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, split: str 
         name="fashion-mnist",
         classes=FASHION_CLASSES,
         scale=1 / 255,
+        files=tuple(str(p.resolve()) for p in (image_path, label_path)),
     )
 
 
@@ -256,6 +259,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, split: str = "tra
         name="cifar10",
         classes=CIFAR_CLASSES,
         scale=1 / 255,
+        files=tuple(str((folder / n).resolve()) for n in names),
     )
 
 
