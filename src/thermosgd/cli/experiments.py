@@ -83,7 +83,7 @@ def _guarded(run, command: str):
     empty or an earlier ``thermosgd COMMAND --out`` (touching nothing); marked as COMMAND's once written."""
 
     def guarded(args) -> int:
-        from thermosgd.sweep.store import check_output_folder, claim_command_folder, unlink_links
+        from thermosgd.sweep.store import check_output_folder, mark_command_folder, unlink_links
 
         if args.out is not None:
             args.out = check_output_folder(args.out, "command", command)
@@ -91,8 +91,8 @@ def _guarded(run, command: str):
                 stem = command.replace("-", "_")
                 unlink_links(args.out, [f"{stem}.{ext}" for ext in ("png", "pdf", "md", "json")])
         code = run(args)
-        if args.out is not None:
-            claim_command_folder(args.out, command)
+        if args.out is not None:  # checked before the run; its files are ours now
+            mark_command_folder(args.out, command)
         return code
 
     return guarded

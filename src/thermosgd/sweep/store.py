@@ -423,7 +423,11 @@ def claim_command_folder(out: str | os.PathLike, command: str) -> Path:
     Raises:
         UsageError: see :func:`check_output_folder` (nothing is written then).
     """
-    out = check_output_folder(out, "command", command)
+    return mark_command_folder(check_output_folder(out, "command", command), command)
+
+
+def mark_command_folder(out: Path, command: str) -> Path:
+    """Mark ``out`` (already checked by :func:`check_output_folder`) as ``thermosgd COMMAND --out``'s."""
     safe_folder(out)
     if _marker(out) is None:
         write_text(out / RUN_MARKER, json.dumps({"command": command}) + "\n")
