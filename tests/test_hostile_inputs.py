@@ -811,6 +811,20 @@ def test_out_into_a_users_folder_is_refused_and_nothing_is_touched(command, tmp_
     assert _snapshot(d) == before and _snapshot(lr_bs_sweep) == sweep_before
 
 
+def test_a_commands_folder_is_its_own_after_the_run(tmp_path):
+    """Checked before the run, marked after it: a re-run of the same command is accepted, any other refused."""
+    from thermosgd.sweep.store import check_output_folder, mark_command_folder
+
+    out = check_output_folder(tmp_path / "o", "command", "drift")
+    out.mkdir()
+    (out / "drift.md").write_text("the run's table\n")
+    mark_command_folder(out, "drift")
+    assert check_output_folder(out, "command", "drift") == out
+    for kind, command in (("command", "walk"), ("run", None), ("sweep", None)):
+        with pytest.raises(UsageError, match="another kind of thermosgd run"):
+            check_output_folder(out, kind, command)
+
+
 def test_walk_out_reuses_its_own_folder_only(tmp_path, capsys, monkeypatch):
     """A second ``walk --out`` into the first one's folder rewrites it; ``drift --out`` there is refused;
     a quoted '~/x' is expanded once (nothing is written under a folder named '~')."""
