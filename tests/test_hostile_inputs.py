@@ -836,6 +836,13 @@ def test_walk_out_reuses_its_own_folder_only(tmp_path, capsys, monkeypatch):
     out = tmp_path / "home" / "w"
     assert (out / "walk.json").is_file() and not (tmp_path / "~").exists()
     assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "density.pdf", "density.png", "walk.json"]
+    victim = _victim(tmp_path)
+    for name in ("density.png", "density.pdf", "walk.json"):  # links planted in a folder of ours
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert victim.read_bytes() == VICTIM
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in ("density.png", "density.pdf", "walk.json"))
     capsys.readouterr()
     _refused(["drift", "--quick", "--out", out], capsys, "`thermosgd walk`")
 

@@ -118,11 +118,10 @@ def _write(out_dir, out: dict) -> None:
     """walk.json and the density figure, into a folder that is new, empty or an earlier ``walk --out``."""
     from thermosgd.figures.walk import plot_density_over_time
     from thermosgd.jsonsafe import json_safe
-    from thermosgd.sweep.store import claim_command_folder, unlink_links, write_text
+    from thermosgd.sweep.store import claim_command_folder, write_text
 
     out_dir = claim_command_folder(out_dir, "walk")
     write_text(out_dir / "walk.json", json.dumps(json_safe(out), indent=1))
-    unlink_links(out_dir, ["density.png", "density.pdf"])  # the figure writer would follow them
     d = out["density"]
     plot_density_over_time(
         d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}"
