@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
+from thermosgd.files import read_regular
 
 #: Upper bounds on the size of any run, checked once for every entry point (``presets`` re-exports them).
 MAX_SEEDS = 1_000_000
@@ -207,6 +208,8 @@ class SweepConfig:
         for section, values in sections.items():
             if section not in raw:
                 raise UsageError(f"unknown config section [{section}]; allowed: {', '.join(raw)}")
+            if not isinstance(values, dict):
+                raise UsageError(f"replace: {section}= must be a dict of keys, e.g. {section}={{...}}, got {values!r}")
             raw[section].update(values)
         return from_dict(raw)
 
@@ -250,7 +253,12 @@ def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise UsageError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the largest float
+            raise UsageError(
+                f"{where} is too large for a floating-point number (got an integer of {len(str(value))} digits)"
+            ) from None
     if kind is str:
         if not isinstance(value, str):
             raise UsageError(f"{where} must be a string, got {value!r}")
@@ -605,11 +613,7 @@ def load_study_toml(path: str | Path) -> StudyConfig:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's table (at most 1 MiB, UTF-8), or one UsageError line."""
-    try:
-        with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
-            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    raw_bytes = read_regular(path, "config", MAX_CONFIG_BYTES)  # a pipe or device is refused, never read
     if len(raw_bytes) > MAX_CONFIG_BYTES:
         raise UsageError(
             f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration is a few lines of TOML"

@@ -73,6 +73,7 @@ def reproduce(
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
     margin = check_margin(margin)
+    names = [names] if isinstance(names, str) else names  # reproduce("fig3"): one name, never its letters
     if seeds is not None:
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
