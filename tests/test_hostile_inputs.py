@@ -543,7 +543,7 @@ API_REFUSALS += [
     ("simulate-eta-bool", lambda: simulate(parse_g("1"), torch.zeros(4, 1), True, 2), "eta must be"),
     ("status-None", lambda: thermosgd.status(None), "expected a results folder"),
     ("status-int", lambda: thermosgd.status(5), "expected a results folder"),
-    ("reproduce-one-string", lambda: thermosgd.reproduce("nosuch"), "unknown preset 'nosuch'"),
+    ("reproduce-one-string", lambda: thermosgd.run_presets("nosuch"), "unknown preset 'nosuch'"),
     ("config-lr-10^400", lambda: thermosgd.config_from_dict({"train": {"lr": 10**400}}), "too large"),
     ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
     ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),

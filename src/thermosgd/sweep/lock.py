@@ -40,7 +40,8 @@ def folder_lock(out: Path) -> Iterator[int]:
         pid = _lock_pid(out)
         raise UsageError(
             f"another thermosgd process{f' (pid {pid})' if pid else ''} is writing to {out}; "
-            "wait for it or choose another --out"
+            "wait for it or choose another output folder",
+            param="out",
         )
     try:
         fh.seek(0)
@@ -72,7 +73,8 @@ def _open_lock(out: Path):
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
         os.close(fd)
         raise UsageError(
-            f"{path} is not a plain file of ours (a link, pipe or device); remove it or choose a new --out"
+            f"{path} is not a plain file of ours (a link, pipe or device); remove it or choose a new output folder",
+            param="out",
         )
     os.set_blocking(fd, True)
     return os.fdopen(fd, "r+")

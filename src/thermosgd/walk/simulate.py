@@ -416,6 +416,18 @@ def simulate(
         UsageError: Nonpositive eta or steps, an unknown noise law, positions
             outside the box, or g <= 0 (or not finite) at a visited position.
     """
+    q, gen = _checked_inputs(g, kick, domain, eta, steps, noise, q0, seed)
+    counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
+    step = (
+        (lambda q: _step_eq8(q, g, eta, noise, shared, gen))
+        if kick is None
+        else (lambda q: _step_eq4(q, kick, eta, gen))
+    )
+    return _run(q, step, domain, steps, counter, _schedule(record, steps), eta)
+
+
+def _checked_inputs(g, kick, domain, eta, steps, noise, q0, seed) -> tuple[torch.Tensor, torch.Generator]:
+    """:func:`simulate`'s arguments checked (one UsageError line each); the positions and the generator."""
     if (g is None) == (kick is None):
         raise UsageError("give exactly one of g (Eq. 8) and kick (Eq. 4)")
     if isinstance(g, str):
@@ -448,13 +460,7 @@ def simulate(
         gen = torch.Generator().manual_seed(int(seed))
     except (TypeError, ValueError, OverflowError, RuntimeError):
         raise UsageError(f"seed must be an integer in [0, 2^63), got {seed!r}") from None
-    counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
-    step = (
-        (lambda q: _step_eq8(q, g, eta, noise, shared, gen))
-        if kick is None
-        else (lambda q: _step_eq4(q, kick, eta, gen))
-    )
-    return _run(q, step, domain, steps, counter, _schedule(record, steps), eta)
+    return q, gen
 
 
 def _run(q, step, domain, steps: int, counter: _Counter | None, wanted, eta: float) -> WalkResult:

@@ -175,9 +175,7 @@ def fit_collapse(
 def _fit(ds, metric, over, window, n_boot, seed, *, ci_level, reference, bounds, n_grid, pairing):
     """:func:`fit_collapse`, also returning the ``(n_boot',)`` bootstrap exponents (for coverage studies)."""
     check_fit_args(ds, over, window=window, n_boot=n_boot, reference=reference, bounds=bounds, n_grid=n_grid)
-    if isinstance(window, str):
-        window = parse_window(window)
-    window = _check_window(window)
+    window = _check_window(parse_window(window) if isinstance(window, str) else window)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"the bootstrap seed must be a non-negative integer (got {seed!r})")
     if not 0 < ci_level < 1:
