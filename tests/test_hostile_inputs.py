@@ -781,6 +781,41 @@ def test_a_fifo_is_never_opened_as_a_file(tmp_path, files, capsys):
     _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
 
 
+def test_links_planted_in_a_reproduce_folder_are_replaced_not_followed(tmp_path, capsys):
+    """``ln -s ../victim.txt run/summary.json`` (and report.md, the wall-time file) in a finished ``reproduce``
+    folder: the re-run replaces each link with its own file and never writes through it. (A linked
+    index.html is refused: it is not a page of ours.)"""
+    from thermosgd.report.provenance import WALL_TIME
+
+    victim, out = _victim(tmp_path), tmp_path / "fig3"
+    argv = ["reproduce", "fig3", "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    names = ("summary.json", "report.md", WALL_TIME)
+    for name in names:
+        (out / name).unlink()
+        (out / name).symlink_to("../victim.txt")
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert victim.read_bytes() == VICTIM
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in names)
+    assert json.loads((out / "summary.json").read_text())["preset"] == "fig3"
+
+
+def test_links_planted_for_an_experiments_files_are_replaced_not_followed(tmp_path):
+    """``drift``/``equal-error``/``generalization --out`` write their table and summary the same way."""
+    from matplotlib.figure import Figure
+
+    from thermosgd.reproduce.experiments import _write
+
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    for name in ("drift.md", "drift.json", "drift.png", "drift.pdf"):
+        (out / name).symlink_to("../victim.txt")
+    _write(out, "drift", Figure(), "| table |\n", {"experiment": "drift"})
+    assert victim.read_bytes() == VICTIM
+    assert (out / "drift.md").read_text() == "| table |\n" and not (out / "drift.md").is_symlink()
+
+
 # --------------------------------------------------------------------------- data loss: every --out
 
 
