@@ -46,6 +46,7 @@ from thermosgd.instruments import (
 )
 from thermosgd.sweep.run import run_sweep, status
 from thermosgd.sweep.store import RUN_MARKER, stale_temporaries, temporary_path
+from thermosgd.twolayer import theory
 from thermosgd.walk import Reflect, parse_g, simulate
 
 GRID = """[model]
@@ -560,6 +561,16 @@ API_REFUSALS += [
     ("gv-meta-inputs", lambda: gradient_variance(_mlp(), _bce, X.to("meta"), Y), "meta"),
     ("data-meta", lambda: thermosgd.train(_file_cfg(), data=(X.to("meta"), Y)), "meta"),
     ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
+    ("theory-h-v-units", lambda: theory.h_v(torch.ones(3), torch.ones(4, 5), torch.ones(3)), "W (4, 5)"),
+    ("theory-h-w-b", lambda: theory.h_w(1.0, torch.ones(3, 5), torch.ones(3, 1, 2)), "b (3, 1, 2)"),
+    ("theory-phi1-units", lambda: theory.phi1(torch.ones(4, 5), torch.ones(3), 0.25), "W (4, 5), b (3,)"),
+    ("theory-psi-err2", lambda: theory.psi(1.0, torch.ones(3, 5), 0.1, torch.ones(2)), "err2 (2,)"),
+    (
+        "theory-flow-lr",
+        lambda: theory.thermophoretic_flow(1.0, torch.ones(3, 5), 0.1, 0.25, torch.ones(2), 4),
+        "lr (2,)",
+    ),
+    ("theory-string", lambda: theory.activation_rate("w", 0.1), "W must be a float or a tensor"),
 ]
 
 
