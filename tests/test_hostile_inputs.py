@@ -78,6 +78,7 @@ def files(tmp_path_factory) -> Path:
     (d / "latin1.toml").write_bytes(GRID.replace("[model]", "# caf\xe9\n[model]").encode("latin-1"))
     (d / "seed31.toml").write_text(GRID.replace("seeds = 2", "seeds = [2147483648]"))
     (d / "scale0.toml").write_text(GRID.replace("hidden = 3", "hidden = 3\ninit_scale = 0.0"))
+    (d / "denormal.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [5e-324, 1e-3]"))
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((20, 3)), (np.arange(20) % 2).astype(float)
     big = x.copy()
@@ -244,6 +245,7 @@ CLI_REFUSALS = [
     ("npz-random-bytes", "sweep {f}/random.toml --out {f}/o-random --no-progress", "not an .npz"),
     ("seed-2^31", "sweep {f}/seed31.toml --out {f}/o-seed --no-progress", "[0, 2^31)"),
     ("init-scale-0", "sweep {f}/scale0.toml --dry-run", "init_scale"),
+    ("lr-denormal", "sweep {f}/denormal.toml --out {f}/o-denormal --no-progress", "smallest normal float"),
     ("out-empty-sweep", "sweep {f}/grid.toml --out '' --no-progress", "not empty"),
     ("out-empty-reproduce", "reproduce fig3 --quick --out '' --no-progress", "not empty"),
     ("out-symlink-loop", "sweep {f}/grid.toml --out {f}/loop --no-progress", "symbolic link"),
@@ -550,6 +552,7 @@ API_REFUSALS += [
     ("config-lr-10^400", lambda: thermosgd.config_from_dict({"train": {"lr": 10**400}}), "too large"),
     ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
     ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),
+    ("config-lr-denormal", lambda: thermosgd.config_from_dict({"train": {"lr": [5e-324, 1e-3]}}), "normal float"),
     ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
     (
         "bound-3d-inputs",
@@ -596,6 +599,14 @@ def test_version_and_no_progress(tmp_path, capsys):
     printed, err = capsys.readouterr()
     assert "[fig3]" in printed and "report: " in printed and f"results and figures in {out}" in printed
     assert "unit" not in err  # no progress lines
+
+
+def test_a_sweep_over_a_huge_lr_range_draws_without_warnings(tmp_path, files):
+    """η from 1e-300 to 1e-3: the rescaled iterations t·(η/η_ref)² leave the float range; those curves
+    are left out of the rescaled panels (no OverflowError, no RuntimeWarning; warnings are errors here)."""
+    (tmp_path / "tiny.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [1e-300, 1e-3]"))
+    assert main(["sweep", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert list((tmp_path / "o" / "figures").glob("*.png"))
 
 
 def test_data_tensors_are_cast_where_no_value_changes():
