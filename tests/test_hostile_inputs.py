@@ -553,6 +553,8 @@ API_REFUSALS += [
     ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
     ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),
     ("config-lr-denormal", lambda: thermosgd.config_from_dict({"train": {"lr": [5e-324, 1e-3]}}), "normal float"),
+    ("config-assign-field", lambda: setattr(_cfg().train, "lr", 0.1), "cfg.replace(train={'lr': ...})"),
+    ("config-assign-section", lambda: setattr(_cfg(), "train", None), "cfg.replace(train={...})"),
     ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
     (
         "bound-3d-inputs",

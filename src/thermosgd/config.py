@@ -187,6 +187,13 @@ class UnitConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """A two-layer sweep's validated configuration: sections ``model``, ``data``, ``train``, ``sweep``.
+
+    Frozen: ``cfg.train.lr = 0.1`` or ``cfg.train = ...`` raises :class:`FrozenConfigError` (a
+    ``UsageError`` and a ``dataclasses.FrozenInstanceError``). Change a config by making a checked
+    copy: ``cfg = cfg.replace(train={"lr": [0.1]})``.
+    """
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -215,7 +222,37 @@ class SweepConfig:
         return from_dict(raw)
 
 
+class FrozenConfigError(UsageError, dataclasses.FrozenInstanceError):
+    """An assignment to a configuration (frozen): the message says how to change one.
+
+    Both a :class:`~thermosgd.errors.UsageError` and the
+    :class:`dataclasses.FrozenInstanceError` a frozen dataclass raises, so either ``except`` catches it.
+    """
+
+
+def _say_how_to_change(cls: type, section: str | None) -> None:
+    """Replace a frozen config class's ``__setattr__``/``__delattr__`` (both refuse every assignment) by
+    ones whose error names :meth:`SweepConfig.replace`; ``section`` is the class's section, None for
+    :class:`SweepConfig` itself. ``__init__`` and :func:`dataclasses.replace` set fields through
+    ``object.__setattr__`` and are not affected."""
+
+    def refuse(self, name: str, *value) -> None:
+        key = name if section is None else f"{section}.{name}"
+        how = f"{name}={{...}}" if section is None else f"{section}={{{name!r}: ...}}"
+        raise FrozenConfigError(
+            f"cannot assign to cfg.{key}: a config is frozen (validated once); "
+            f"make a changed copy with cfg = cfg.replace({how}), which checks the new values",
+            param=name,
+        )
+
+    cls.__setattr__ = refuse  # type: ignore[method-assign]
+    cls.__delattr__ = refuse  # type: ignore[method-assign, assignment]
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sweep": UnitConfig}
+for _name, _cls in _SECTIONS.items():
+    _say_how_to_change(_cls, _name)
+_say_how_to_change(SweepConfig, None)
 _CHOICES = {
     ("model", "init"): ("torch", "gaussian"),
     ("data", "inputs"): ("gaussian", "uniform", "file"),
