@@ -44,6 +44,7 @@ from thermosgd.instruments import (
     log_spaced,
     weight_norms,
 )
+from thermosgd.reproduce.experiments import run_equal_error
 from thermosgd.sweep.run import run_sweep, status
 from thermosgd.sweep.store import RUN_MARKER, stale_temporaries, temporary_path
 from thermosgd.twolayer import theory
@@ -555,6 +556,11 @@ API_REFUSALS += [
     ("config-lr-denormal", lambda: thermosgd.config_from_dict({"train": {"lr": [5e-324, 1e-3]}}), "normal float"),
     ("config-assign-field", lambda: setattr(_cfg().train, "lr", 0.1), "cfg.replace(train={'lr': ...})"),
     ("config-assign-section", lambda: setattr(_cfg(), "train", None), "cfg.replace(train={...})"),
+    (
+        "equal-error-record-every-huge",
+        lambda: run_equal_error(quick=True, record_every=10**9),
+        "at most steps/4",
+    ),
     ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
     (
         "bound-3d-inputs",

@@ -232,6 +232,12 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
     _positive_int("seeds", s["seeds"], 2)
     _positive_int("steps", s["steps"])
     _positive_int("record_every", s["record_every"])
+    if s["record_every"] > s["steps"] // 4:
+        raise UsageError(
+            f"record_every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4}): checked fewer "
+            "times, the learning rates would be compared at (nearly) equal time, not at equal error",
+            param="record_every",
+        )
     _positive_int("batch_size", s["batch_size"])
     _positive_int("train_size", s["train_size"], 2)
     if not 0 < s["target"] < 1:
