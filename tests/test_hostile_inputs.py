@@ -44,8 +44,10 @@ from thermosgd.instruments import (
     log_spaced,
     weight_norms,
 )
+from thermosgd.reproduce.experiments import run_equal_error
 from thermosgd.sweep.run import run_sweep, status
 from thermosgd.sweep.store import RUN_MARKER, stale_temporaries, temporary_path
+from thermosgd.twolayer import theory
 from thermosgd.walk import Reflect, parse_g, simulate
 
 GRID = """[model]
@@ -77,6 +79,7 @@ def files(tmp_path_factory) -> Path:
     (d / "latin1.toml").write_bytes(GRID.replace("[model]", "# caf\xe9\n[model]").encode("latin-1"))
     (d / "seed31.toml").write_text(GRID.replace("seeds = 2", "seeds = [2147483648]"))
     (d / "scale0.toml").write_text(GRID.replace("hidden = 3", "hidden = 3\ninit_scale = 0.0"))
+    (d / "denormal.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [5e-324, 1e-3]"))
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((20, 3)), (np.arange(20) % 2).astype(float)
     big = x.copy()
@@ -229,6 +232,8 @@ CLI_REFUSALS = [
     ("walk-eta-1e308", "walk --g 1+0.5*q --eta 1e308 --particles 10 --steps 2", "--eta must be between"),
     ("walk-eta-1e140", "walk --g 1+0.5*q --eta 1e140 --particles 10 --steps 2", "choose a smaller eta"),
     ("walk-g-1e-300", "walk --g 1e-300 --eta 0.05 --particles 10 --steps 2", "double precision"),
+    ("walk-g-2-million-chars", "walk --g " + "1+" * 10**6 + "1 --eta 0.05 --particles 10 --steps 2", "at most 400"),
+    ("walk-g-nested-parens", "walk --g " + "(" * 150 + "q" + ")" * 150 + " --eta 0.05 --particles 10", "at most 32"),
     ("dry-run-cuda-9999", "sweep {f}/cuda.toml --dry-run", "cuda:9999"),
     ("equal-error-record-every-huge", "equal-error --quick --record-every 1000000000", "at most steps/4"),
     ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
@@ -241,6 +246,7 @@ CLI_REFUSALS = [
     ("npz-random-bytes", "sweep {f}/random.toml --out {f}/o-random --no-progress", "not an .npz"),
     ("seed-2^31", "sweep {f}/seed31.toml --out {f}/o-seed --no-progress", "[0, 2^31)"),
     ("init-scale-0", "sweep {f}/scale0.toml --dry-run", "init_scale"),
+    ("lr-denormal", "sweep {f}/denormal.toml --out {f}/o-denormal --no-progress", "smallest normal float"),
     ("out-empty-sweep", "sweep {f}/grid.toml --out '' --no-progress", "not empty"),
     ("out-empty-reproduce", "reproduce fig3 --quick --out '' --no-progress", "not empty"),
     ("out-symlink-loop", "sweep {f}/grid.toml --out {f}/loop --no-progress", "symbolic link"),
@@ -547,6 +553,14 @@ API_REFUSALS += [
     ("config-lr-10^400", lambda: thermosgd.config_from_dict({"train": {"lr": 10**400}}), "too large"),
     ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
     ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),
+    ("config-lr-denormal", lambda: thermosgd.config_from_dict({"train": {"lr": [5e-324, 1e-3]}}), "normal float"),
+    ("config-assign-field", lambda: setattr(_cfg().train, "lr", 0.1), "cfg.replace(train={'lr': ...})"),
+    ("config-assign-section", lambda: setattr(_cfg(), "train", None), "cfg.replace(train={...})"),
+    (
+        "equal-error-record-every-huge",
+        lambda: run_equal_error(quick=True, record_every=10**9),
+        "at most steps/4",
+    ),
     ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
     (
         "bound-3d-inputs",
@@ -560,6 +574,18 @@ API_REFUSALS += [
     ("gv-meta-inputs", lambda: gradient_variance(_mlp(), _bce, X.to("meta"), Y), "meta"),
     ("data-meta", lambda: thermosgd.train(_file_cfg(), data=(X.to("meta"), Y)), "meta"),
     ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
+    ("parse-g-2-million-chars", lambda: parse_g("(" * 2 * 10**6), "2000000 characters; at most 400"),
+    ("parse-g-nested-brackets", lambda: parse_g("[" * 100 + "q" + "]" * 100), "100 levels deep; at most 32"),
+    ("theory-h-v-units", lambda: theory.h_v(torch.ones(3), torch.ones(4, 5), torch.ones(3)), "W (4, 5)"),
+    ("theory-h-w-b", lambda: theory.h_w(1.0, torch.ones(3, 5), torch.ones(3, 1, 2)), "b (3, 1, 2)"),
+    ("theory-phi1-units", lambda: theory.phi1(torch.ones(4, 5), torch.ones(3), 0.25), "W (4, 5), b (3,)"),
+    ("theory-psi-err2", lambda: theory.psi(1.0, torch.ones(3, 5), 0.1, torch.ones(2)), "err2 (2,)"),
+    (
+        "theory-flow-lr",
+        lambda: theory.thermophoretic_flow(1.0, torch.ones(3, 5), 0.1, 0.25, torch.ones(2), 4),
+        "lr (2,)",
+    ),
+    ("theory-string", lambda: theory.activation_rate("w", 0.1), "W must be a float or a tensor"),
 ]
 
 
@@ -581,6 +607,14 @@ def test_version_and_no_progress(tmp_path, capsys):
     printed, err = capsys.readouterr()
     assert "[fig3]" in printed and "report: " in printed and f"results and figures in {out}" in printed
     assert "unit" not in err  # no progress lines
+
+
+def test_a_sweep_over_a_huge_lr_range_draws_without_warnings(tmp_path, files):
+    """η from 1e-300 to 1e-3: the rescaled iterations t·(η/η_ref)² leave the float range; those curves
+    are left out of the rescaled panels (no OverflowError, no RuntimeWarning; warnings are errors here)."""
+    (tmp_path / "tiny.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [1e-300, 1e-3]"))
+    assert main(["sweep", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert list((tmp_path / "o" / "figures").glob("*.png"))
 
 
 def test_data_tensors_are_cast_where_no_value_changes():
@@ -779,6 +813,41 @@ def test_a_fifo_is_never_opened_as_a_file(tmp_path, files, capsys):
     (out / ".lock").unlink()
     os.mkfifo(out / ".lock")
     _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
+
+
+def test_links_planted_in_a_reproduce_folder_are_replaced_not_followed(tmp_path, capsys):
+    """``ln -s ../victim.txt run/summary.json`` (and report.md, the wall-time file) in a finished ``reproduce``
+    folder: the re-run replaces each link with its own file and never writes through it. (A linked
+    index.html is refused: it is not a page of ours.)"""
+    from thermosgd.report.provenance import WALL_TIME
+
+    victim, out = _victim(tmp_path), tmp_path / "fig3"
+    argv = ["reproduce", "fig3", "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    names = ("summary.json", "report.md", WALL_TIME)
+    for name in names:
+        (out / name).unlink()
+        (out / name).symlink_to("../victim.txt")
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert victim.read_bytes() == VICTIM
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in names)
+    assert json.loads((out / "summary.json").read_text())["preset"] == "fig3"
+
+
+def test_links_planted_for_an_experiments_files_are_replaced_not_followed(tmp_path):
+    """``drift``/``equal-error``/``generalization --out`` write their table and summary the same way."""
+    from matplotlib.figure import Figure
+
+    from thermosgd.reproduce.experiments import _write
+
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    for name in ("drift.md", "drift.json", "drift.png", "drift.pdf"):
+        (out / name).symlink_to("../victim.txt")
+    _write(out, "drift", Figure(), "| table |\n", {"experiment": "drift"})
+    assert victim.read_bytes() == VICTIM
+    assert (out / "drift.md").read_text() == "| table |\n" and not (out / "drift.md").is_symlink()
 
 
 # --------------------------------------------------------------------------- data loss: every --out

@@ -135,24 +135,8 @@ def _run_drift(args) -> int:
     )
 
 
-def _record_every_fits(args) -> None:
-    """The training error must be checked several times: with one check at the end the learning rates
-    would be compared at equal time, not at equal error (as drift: at most steps/4)."""
-    from thermosgd import presets
-    from thermosgd.errors import UsageError
-
-    steps = args.steps if args.steps is not None else presets.get("equal-error").size(quick=args.quick)[1]
-    if args.record_every is not None and steps >= 1 and args.record_every > steps // 4:
-        raise UsageError(
-            f"--record-every ({args.record_every}) must be at most steps/4 ({steps // 4}): checked fewer times, "
-            "the learning rates would be compared at (nearly) equal time, not at equal error"
-        )
-
-
 def _run_equal_error(args) -> int:
     from thermosgd.reproduce.experiments import run_equal_error
-
-    _record_every_fits(args)
 
     return _emit(
         args,
