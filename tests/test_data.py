@@ -129,3 +129,33 @@ def test_digits_substitute_is_labeled():
     assert train.substitute and train.name == "digits" and train.images.max() <= 16
     with pytest.raises(UsageError, match="unknown data set"):
         load_dataset("mnist")
+
+
+def test_loaded_files_are_named_for_their_fingerprint(tmp_path):
+    """The loaders name the files they read; their fingerprint is the SHA-256 of each file's bytes
+    (twin: hashlib on the bytes), and it changes when a file's numbers do."""
+    import hashlib
+
+    from thermosgd.files import changed_inputs, fingerprint
+
+    write_fashion(tmp_path, gz=True)
+    data = load_fashion_mnist(tmp_path)
+    assert sorted(p.split("/")[-1] for p in data.files) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    before = fingerprint(data.files)
+    assert before == {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in data.files}
+    write_fashion(tmp_path, gz=True, seed=1)
+    assert "train-images-idx3-ubyte.gz changed" in changed_inputs(before, fingerprint(data.files))
+    write_cifar(tmp_path)
+    assert len(load_cifar10(tmp_path).files) == 5
+
+
+def test_a_gzip_bomb_is_refused_before_it_expands(tmp_path):
+    """The header's declared size is checked before decompressing; a stream longer than declared is refused."""
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 3_000_000, 28, 28)  # 2.35 GB declared
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(header + bytes(10**6)))
+    with pytest.raises(UsageError, match="nothing was decompressed"):
+        read_idx(tmp_path / "bomb.gz")
+    longer = bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + bytes(10**6)  # declares 10 bytes, holds 1 MB
+    (tmp_path / "long.gz").write_bytes(gzip.compress(longer))
+    with pytest.raises(UsageError, match="has more"):
+        read_idx(tmp_path / "long.gz")

@@ -15,7 +15,6 @@ SPLITTING = {
     "deep/runs.py",
     "analysis/drift.py",
     "twolayer/drift.py",
-    "twolayer/fused.py",
 }
 
 

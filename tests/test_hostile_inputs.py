@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import shutil
 import struct
@@ -25,15 +26,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
 import thermosgd
 from thermosgd import UsageError
 from thermosgd.cli import main
 from thermosgd.config import from_dict
-from thermosgd.instruments import Recorder, activation_rates, gradient_variance, hessian_trace
+from thermosgd.instruments import (
+    Recorder,
+    activation_rates,
+    combine_runs,
+    every,
+    gradient_variance,
+    hessian_trace,
+    hessian_trace_bound,
+    log_spaced,
+    weight_norms,
+)
+from thermosgd.reproduce.experiments import run_equal_error
 from thermosgd.sweep.run import run_sweep, status
-from thermosgd.sweep.store import RUN_MARKER, stale_temporaries
+from thermosgd.sweep.store import RUN_MARKER, stale_temporaries, temporary_path
+from thermosgd.twolayer import theory
 from thermosgd.walk import Reflect, parse_g, simulate
 
 GRID = """[model]
@@ -65,6 +79,7 @@ def files(tmp_path_factory) -> Path:
     (d / "latin1.toml").write_bytes(GRID.replace("[model]", "# caf\xe9\n[model]").encode("latin-1"))
     (d / "seed31.toml").write_text(GRID.replace("seeds = 2", "seeds = [2147483648]"))
     (d / "scale0.toml").write_text(GRID.replace("hidden = 3", "hidden = 3\ninit_scale = 0.0"))
+    (d / "denormal.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [5e-324, 1e-3]"))
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((20, 3)), (np.arange(20) % 2).astype(float)
     big = x.copy()
@@ -78,6 +93,17 @@ def files(tmp_path_factory) -> Path:
     }.items():
         np.savez(d / f"{name}.npz", **arrays)
         (d / f"{name}.toml").write_text(_with_data(f"{name}.npz"))
+    np.savez(d / "encrypted.npz", x=x, y=y)
+    raw = bytearray((d / "encrypted.npz").read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set the "encrypted" flag of every member
+        at = raw.find(sig)
+        while at >= 0:
+            raw[at + offset] |= 1
+            at = raw.find(sig, at + 4)
+    (d / "encrypted.npz").write_bytes(bytes(raw))
+    (d / "encrypted.toml").write_text(_with_data("encrypted.npz"))
+    os.mkfifo(d / "fifo.toml")
+    (d / "cuda.toml").write_text(GRID.replace("[train]", '[train]\ndevice = "cuda:9999"'))
     with zipfile.ZipFile(d / "notnpy.npz", "w") as z:
         z.writestr("x.txt", "1 2 3")
         z.writestr("y.txt", "0 1")
@@ -100,6 +126,20 @@ def files(tmp_path_factory) -> Path:
     (d / "gz").mkdir()
     (d / "gz" / "train-images-idx3-ubyte.gz").write_bytes(broken)
     (d / "gz" / "train-labels-idx1-ubyte.gz").write_bytes(broken)
+    # IDX image files the CNN cannot take (non-square, 0×0), a gzip bomb (declares 2.4 GB) and a FIFO.
+    labels = _idx_header(8, [2]) + b"\0\0"
+    for name, dims in {"wide": [2, 1, 5000], "narrow": [2, 28, 5], "empty": [2, 0, 0]}.items():
+        (d / name).mkdir()
+        (d / name / "train-images-idx3-ubyte").write_bytes(_idx_header(8, dims) + b"\0" * math.prod(dims))
+        (d / name / "train-labels-idx1-ubyte").write_bytes(labels)
+    (d / "bomb").mkdir()
+    (d / "bomb" / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(_idx_header(8, [3_000_000, 28, 28]) + bytes(10**6))
+    )
+    (d / "bomb" / "train-labels-idx1-ubyte").write_bytes(labels)
+    (d / "fifo").mkdir()
+    os.mkfifo(d / "fifo" / "train-images-idx3-ubyte")
+    (d / "fifo" / "train-labels-idx1-ubyte").write_bytes(labels)
     # Folders holding runs of ours, one of another kind, and damaged markers.
     (d / "walkrun").mkdir()
     (d / "walkrun" / RUN_MARKER).write_text(
@@ -178,6 +218,24 @@ CLI_REFUSALS = [
         "reproduce fig2-bottom --quick --no-progress --data-dir {f}/gz --out {f}/o-gz",
         "corrupt gzip",
     ),
+    ("npz-encrypted", "sweep {f}/encrypted.toml --out {f}/o-encrypted --no-progress", "encrypted"),
+    ("config-fifo", "sweep {f}/fifo.toml --dry-run", "not a regular file"),
+    (
+        "walk-out-user-folder",
+        "walk --g 1 --eta 0.05 --particles 10 --steps 2 --out {f}/userfolder",
+        "holds no thermosgd results",
+    ),
+    ("drift-out-user-folder", "drift --quick --out {f}/userfolder", "holds no thermosgd results"),
+    ("equal-error-out-sweep", "equal-error --quick --out {s}", "holds a two-layer sweep"),
+    ("generalization-out-walk-run", "generalization --quick --out {f}/walkrun", "another kind"),
+    ("walk-eta-1e-320", "walk --g 1 --eta 1e-320 --particles 10 --steps 2", "--eta must be between"),
+    ("walk-eta-1e308", "walk --g 1+0.5*q --eta 1e308 --particles 10 --steps 2", "--eta must be between"),
+    ("walk-eta-1e140", "walk --g 1+0.5*q --eta 1e140 --particles 10 --steps 2", "choose a smaller eta"),
+    ("walk-g-1e-300", "walk --g 1e-300 --eta 0.05 --particles 10 --steps 2", "double precision"),
+    ("walk-g-2-million-chars", "walk --g " + "1+" * 10**6 + "1 --eta 0.05 --particles 10 --steps 2", "at most 400"),
+    ("walk-g-nested-parens", "walk --g " + "(" * 150 + "q" + ")" * 150 + " --eta 0.05 --particles 10", "at most 32"),
+    ("dry-run-cuda-9999", "sweep {f}/cuda.toml --dry-run", "cuda:9999"),
+    ("equal-error-record-every-huge", "equal-error --quick --record-every 1000000000", "at most steps/4"),
     ("npz-complex", "sweep {f}/complex.toml --out {f}/o-complex --no-progress", "complex"),
     ("npz-float32-overflow", "sweep {f}/f32overflow.toml --out {f}/o-f32 --no-progress", "x holds values up to"),
     ("npz-strings", "sweep {f}/strings.toml --out {f}/o-str --no-progress", "real numbers"),
@@ -188,6 +246,7 @@ CLI_REFUSALS = [
     ("npz-random-bytes", "sweep {f}/random.toml --out {f}/o-random --no-progress", "not an .npz"),
     ("seed-2^31", "sweep {f}/seed31.toml --out {f}/o-seed --no-progress", "[0, 2^31)"),
     ("init-scale-0", "sweep {f}/scale0.toml --dry-run", "init_scale"),
+    ("lr-denormal", "sweep {f}/denormal.toml --out {f}/o-denormal --no-progress", "smallest normal float"),
     ("out-empty-sweep", "sweep {f}/grid.toml --out '' --no-progress", "not empty"),
     ("out-empty-reproduce", "reproduce fig3 --quick --out '' --no-progress", "not empty"),
     ("out-symlink-loop", "sweep {f}/grid.toml --out {f}/loop --no-progress", "symbolic link"),
@@ -202,6 +261,18 @@ CLI_REFUSALS = [
     ),
     ("generalization-diverges", "generalization --quick --lr 5 10 20", "η = 5, |B| = 1"),
     ("equal-error-diverges", "equal-error --quick --lr 5 10", "η = 10, |B| = 1"),
+]
+
+IDX_FOLDERS = {  # folder of the files fixture -> words of the refusal
+    "wide": "1×5000",
+    "narrow": "28×5",
+    "empty": "0×0",
+    "bomb": "nothing was decompressed",
+    "fifo": "files not found",  # a FIFO is not taken for a file (and never opened)
+}
+CLI_REFUSALS += [
+    (f"idx-{k}", f"reproduce fig2-bottom --quick --no-progress --data-dir {{f}}/{k} --out {{f}}/o-{k}", words)
+    for k, words in IDX_FOLDERS.items()
 ]
 
 
@@ -378,12 +449,184 @@ API_REFUSALS = [
 ]
 
 
+def _record(instruments, steps=(0,), schedule=None):
+    rec = Recorder(instruments, schedule or every(1))
+    for step in steps:
+        rec(step, _mlp())
+    return rec
+
+
+def _flip_kind():
+    calls = iter([1.0, {"a": 1.0}])
+    return _record({"x": lambda m: next(calls)}, steps=(0, 1))
+
+
+def _conflicting_runs():
+    runs = [_record({"x": lambda m, v=v: v}).to_dataset(lr=0.1, batch_size=1, seed=0) for v in (1.0, 2.0)]
+    return combine_runs(runs)
+
+
+def _sweep_like(lr=(0.05, 0.1), steps=(0, 10, 20, 30)) -> xr.Dataset:
+    """A tiny lr sweep in the results format (values need not be physical: the checks run first)."""
+    shape = (len(lr), 1, 3, len(steps))
+    m = np.random.default_rng(0).random(shape) + np.arange(len(steps))
+    coords = {"lr": list(lr), "batch_size": [1], "seed": [0, 1, 2], "step": list(steps)}
+    return xr.Dataset(
+        {
+            "m": (("lr", "batch_size", "seed", "step"), m),
+            "diverged": (("lr", "batch_size", "seed"), np.zeros(shape[:3], bool)),
+        },
+        coords=coords,
+    )
+
+
+def _fit(ds=None, n_boot_override=0, **kw):
+    from thermosgd.analysis.collapse import fit_collapse
+
+    return fit_collapse(_sweep_like() if ds is None else ds, "m", "lr", n_boot=n_boot_override, **kw)
+
+
+API_REFUSALS += [
+    ("fit-dataarray", lambda: _fit(_sweep_like()["m"]), "expected an xarray Dataset"),
+    ("fit-path", lambda: _fit("runs/fig3"), "thermosgd.load(path)"),
+    ("fit-bounds-inf", lambda: _fit(bounds=(0.0, math.inf)), "finite"),
+    ("fit-bounds-nan", lambda: _fit(bounds=(math.nan, 2.0)), "finite"),
+    ("fit-bounds-10^400", lambda: _fit(bounds=(0, 10**400)), "too large"),
+    ("fit-bounds-reversed", lambda: _fit(bounds=(2.0, 0.0)), "low < high"),
+    ("fit-bounds-equal", lambda: _fit(bounds=(1.0, 1.0)), "low < high"),
+    ("fit-n-grid-0", lambda: _fit(n_grid=0), "n_grid"),
+    ("fit-n-grid-1", lambda: _fit(n_grid=1), "n_grid"),
+    ("fit-n-grid-negative", lambda: _fit(n_grid=-5), "n_grid"),
+    ("fit-n-boot-2.5", lambda: _fit(_sweep_like(), n_boot_override=2.5), "n_boot"),
+    ("fit-window-int", lambda: _fit(window=5), "window"),
+    ("fit-lr-nan", lambda: _fit(_sweep_like(lr=(0.05, math.nan))), "NaN"),
+    ("fit-lr-inf", lambda: _fit(_sweep_like(lr=(0.05, math.inf))), "NaN or infinite"),
+    ("fit-lr-strings", lambda: _fit(_sweep_like(lr=("a", "b"))), "numbers"),
+    ("fit-reference-0", lambda: _fit(reference=0.0), "reference"),
+    ("fit-reference-nan", lambda: _fit(reference=math.nan), "reference"),
+    ("fit-reference-negative", lambda: _fit(reference=-0.1), "reference"),
+    ("fit-negative-steps", lambda: _fit(_sweep_like(steps=(-10, 0, 10, 20))), "steps must be >= 0"),
+    ("every-2.5", lambda: every(2.5), "integer >= 1"),
+    ("every-nan", lambda: every(math.nan), "integer >= 1"),
+    ("every-0.5", lambda: every(0.5), "integer >= 1"),
+    ("every-string", lambda: every("a"), "integer >= 1"),
+    ("every-bool", lambda: every(True), "integer >= 1"),
+    ("every-start-float", lambda: every(2, start=1.5), "start"),
+    ("log-spaced-points-2.5", lambda: log_spaced(100, points=2.5), "points"),
+    ("log-spaced-points-10^9", lambda: log_spaced(10**12, points=10**9), "at most"),
+    ("log-spaced-max-float", lambda: log_spaced(100.5), "max_step"),
+    ("recorder-schedule-int", lambda: Recorder({"x": lambda m: 1.0}, 5), "callable step -> bool"),
+    ("recorder-instruments-list", lambda: Recorder([lambda m: 1.0], every(1)), "mapping"),
+    ("recorder-name-diverged", lambda: _record({"diverged": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-lr", lambda: _record({"lr": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-step", lambda: _record({"step": lambda m: 1.0}), "uses itself"),
+    ("recorder-name-layer-dim", lambda: _record({"layer_w": lambda m: 1.0}), "uses itself"),
+    ("recorder-x-and-x-layer", lambda: _record({"x": lambda m: {"a": 1.0}, "x_layer": lambda m: 2.0}), "both write"),
+    ("recorder-float-step", lambda: _record({"x": lambda m: 1.0}, steps=(1.2,)), "integer >= 0"),
+    ("recorder-negative-step", lambda: _record({"x": lambda m: 1.0}, steps=(-1,)), "integer >= 0"),
+    ("recorder-string-result", lambda: _record({"x": lambda m: "a"}), "returned str"),
+    ("recorder-vector-result", lambda: _record({"x": lambda m: torch.ones(3)}), "shape (3,)"),
+    ("recorder-layer-string", lambda: _record({"x": lambda m: {"a": "b"}}), "not a number"),
+    ("recorder-mixed-kinds", _flip_kind, "per layer at some steps"),
+    (
+        "to-dataset-float-steps",
+        lambda: _record({"x": lambda m: 1.0}).to_dataset(lr=0.1, batch_size=1, seed=0, steps=[0.5]),
+        "integer",
+    ),
+    ("combine-not-datasets", lambda: combine_runs(["a"]), "expected datasets"),
+    (
+        "combine-a-dataset",
+        lambda: combine_runs(_record({"x": lambda m: 1.0}).to_dataset(lr=0.1, batch_size=1, seed=0)),
+        "list",
+    ),
+    ("combine-conflicting", _conflicting_runs, "disagree"),
+    ("weight-norms-string", lambda: weight_norms("model"), "torch.nn.Module"),
+    ("weight-norms-lazy", lambda: weight_norms(nn.Sequential(nn.LazyLinear(2))), "not initialised"),
+    ("simulate-g-raises", lambda: simulate(lambda q: 1 / 0, torch.zeros(4, 1), 0.1, 2), "ZeroDivisionError"),
+    ("simulate-g-shape", lambda: simulate(lambda q: torch.ones(3, 7), torch.zeros(4, 1), 0.1, 2), "g failed"),
+    ("simulate-record-string", lambda: simulate(parse_g("1"), torch.zeros(4, 1), 0.1, 2, record="a"), "record"),
+    ("simulate-complex-q0", lambda: simulate(parse_g("1"), torch.zeros(4, 1) + 1j, 0.1, 2), "real numbers"),
+    ("simulate-eta-bool", lambda: simulate(parse_g("1"), torch.zeros(4, 1), True, 2), "eta must be"),
+    ("status-None", lambda: thermosgd.status(None), "expected a results folder"),
+    ("status-int", lambda: thermosgd.status(5), "expected a results folder"),
+    ("reproduce-one-string", lambda: thermosgd.run_presets("nosuch"), "unknown preset 'nosuch'"),
+    ("config-lr-10^400", lambda: thermosgd.config_from_dict({"train": {"lr": 10**400}}), "too large"),
+    ("config-runaway-10^400", lambda: thermosgd.config_from_dict({"train": {"runaway_factor": 10**400}}), "too large"),
+    ("config-init-scale-10^400", lambda: _cfg(init_scale=10**400), "too large"),
+    ("config-lr-denormal", lambda: thermosgd.config_from_dict({"train": {"lr": [5e-324, 1e-3]}}), "normal float"),
+    ("config-assign-field", lambda: setattr(_cfg().train, "lr", 0.1), "cfg.replace(train={'lr': ...})"),
+    ("config-assign-section", lambda: setattr(_cfg(), "train", None), "cfg.replace(train={...})"),
+    (
+        "equal-error-record-every-huge",
+        lambda: run_equal_error(quick=True, record_every=10**9),
+        "at most steps/4",
+    ),
+    ("config-replace-int", lambda: _cfg().replace(train=5), "must be a dict"),
+    (
+        "bound-3d-inputs",
+        lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:, None, :].repeat(1, 2, 1)),
+        "first layer takes 3",
+    ),
+    ("bound-wrong-dim", lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:, :2]), "first layer takes 3"),
+    ("bound-0-samples", lambda: hessian_trace_bound(_mlp(), nn.BCEWithLogitsLoss(), X[:0]), "N >= 1"),
+    ("bound-meta-model", lambda: hessian_trace_bound(_mlp().to("meta"), nn.BCEWithLogitsLoss(), X), "meta"),
+    ("gv-chunk-string", lambda: gradient_variance(_mlp(), _bce, X, Y, fast=False, chunk_size="8"), "chunk_size"),
+    ("gv-meta-inputs", lambda: gradient_variance(_mlp(), _bce, X.to("meta"), Y), "meta"),
+    ("data-meta", lambda: thermosgd.train(_file_cfg(), data=(X.to("meta"), Y)), "meta"),
+    ("hessian-samples-10^7", lambda: hessian_trace(_mlp().eval(), _bce, X, Y, samples=10**7), "GiB"),
+    ("parse-g-2-million-chars", lambda: parse_g("(" * 2 * 10**6), "2000000 characters; at most 400"),
+    ("parse-g-nested-brackets", lambda: parse_g("[" * 100 + "q" + "]" * 100), "100 levels deep; at most 32"),
+    ("theory-h-v-units", lambda: theory.h_v(torch.ones(3), torch.ones(4, 5), torch.ones(3)), "W (4, 5)"),
+    ("theory-h-w-b", lambda: theory.h_w(1.0, torch.ones(3, 5), torch.ones(3, 1, 2)), "b (3, 1, 2)"),
+    ("theory-phi1-units", lambda: theory.phi1(torch.ones(4, 5), torch.ones(3), 0.25), "W (4, 5), b (3,)"),
+    ("theory-psi-err2", lambda: theory.psi(1.0, torch.ones(3, 5), 0.1, torch.ones(2)), "err2 (2,)"),
+    (
+        "theory-flow-lr",
+        lambda: theory.thermophoretic_flow(1.0, torch.ones(3, 5), 0.1, 0.25, torch.ones(2), 4),
+        "lr (2,)",
+    ),
+    ("theory-string", lambda: theory.activation_rate("w", 0.1), "W must be a float or a tensor"),
+]
+
+
 @pytest.mark.parametrize("case, call, words", API_REFUSALS, ids=[c[0] for c in API_REFUSALS])
 def test_api_refusal_is_usage_error(case, call, words):
     with pytest.raises(UsageError) as info:
         call()
     assert words in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_version_and_no_progress(tmp_path, capsys):
+    """``--version`` answers; ``reproduce --no-progress`` drops the bars only: verdicts and the closing table print."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"thermosgd {thermosgd.__version__}\n"
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "fig3", "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]) == 0
+    printed, err = capsys.readouterr()
+    assert "[fig3]" in printed and "report: " in printed and f"results and figures in {out}" in printed
+    assert "unit" not in err  # no progress lines
+
+
+def test_a_sweep_over_a_huge_lr_range_draws_without_warnings(tmp_path, files):
+    """η from 1e-300 to 1e-3: the rescaled iterations t·(η/η_ref)² leave the float range; those curves
+    are left out of the rescaled panels (no OverflowError, no RuntimeWarning; warnings are errors here)."""
+    (tmp_path / "tiny.toml").write_text(GRID.replace("lr = [0.05, 0.1]", "lr = [1e-300, 1e-3]"))
+    assert main(["sweep", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert list((tmp_path / "o" / "figures").glob("*.png"))
+
+
+def test_data_tensors_are_cast_where_no_value_changes():
+    """bfloat16, sparse and negated-view tensors train exactly as their plain float32 equals do."""
+    cfg = _file_cfg()
+
+    def v_norm(x):
+        return thermosgd.train(cfg, data=(x, Y))["v_norm"].values
+
+    np.testing.assert_array_equal(v_norm(X.bfloat16()), v_norm(X.bfloat16().float()))
+    np.testing.assert_array_equal(v_norm(X.to_sparse()), v_norm(X))
+    np.testing.assert_array_equal(v_norm(torch._neg_view(X)), v_norm(-X))
 
 
 def test_api_cases_that_are_accepted():
@@ -461,13 +704,262 @@ def test_only_our_own_stale_temporaries_are_cleaned(tmp_path):
     out = tmp_path / "r"
     cfg = _cfg()
     run_sweep(cfg, out, progress=False)
-    ours = out / "units" / f".thermosgd-tmp-{dead}-unit-00000.nc"
-    keep = [out / ".results.nc.tmp-123", out / ".draft.tmp-notes", out / f".thermosgd-tmp-{live}-results.nc"]
+    ours = temporary_path(out / "units" / "unit-00000.nc", pid=dead)
+    keep = [
+        out / ".results.nc.tmp-123",
+        out / ".draft.tmp-notes",
+        temporary_path(out / "results.nc", pid=live),
+        out / ".thermosgd-tmp-999999-notes.txt",  # named like our old temporaries: the user's
+        out / f".thermosgd-tmp-{dead}-0123456789abcdef-results.nc",  # a token that does not check out
+    ]
     for p in [ours, *keep]:
         p.write_text("x")
     assert stale_temporaries(out) == [ours]
     run_sweep(cfg, out, progress=False)
     assert not ours.exists() and all(p.read_text() == "x" for p in keep)
+
+
+# --------------------------------------------------------------------------- security: links in a run folder
+
+VICTIM = b"the user's own file\n"
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(VICTIM)
+    return victim
+
+
+def _refused(argv, capsys, words: str) -> None:
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert words in err, err
+
+
+def test_symlinked_lock_in_a_new_folder_is_not_followed(tmp_path, files, capsys):
+    """``ln -s ../victim.txt o/.lock``: the folder is not empty (the link counts) and nothing is written."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    (out / ".lock").symlink_to("../victim.txt")
+    before = _snapshot(out)
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not empty (.lock)")
+    assert victim.read_bytes() == VICTIM and _snapshot(out) == before
+
+
+def test_symlinked_lock_in_a_sweep_folder_is_not_followed(tmp_path, files, capsys):
+    """The same link planted in a folder that holds a finished sweep: the lock refuses to open it."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    (out / ".lock").unlink()
+    (out / ".lock").symlink_to("../victim.txt")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "symbolic link")
+    os.link(victim, tmp_path / "hardlink")
+    (out / ".lock").unlink()
+    os.link(victim, out / ".lock")  # a hard link: writing our pid would change the victim too
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
+    assert victim.read_bytes() == VICTIM
+
+
+def test_symlinked_temporaries_are_not_followed(tmp_path, files, capsys):
+    """Links named like temporaries for 3000 pids around ours (old and new name forms): a new folder holding
+    them is not empty; planted in a sweep folder, none is written through and config.json stays a file."""
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    pids = range(max(1, os.getpid() - 1500), os.getpid() + 1500)
+    for pid in pids:
+        (out / f".thermosgd-tmp-{pid}-config.json").symlink_to("../victim.txt")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not empty")
+    shutil.rmtree(out)
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    (out / "results.nc").unlink()  # the re-run rewrites config.json, results.nc and its checksum
+    for pid in pids:
+        for name in ("config.json", "results.nc", "results.nc.sha256"):
+            (out / f".thermosgd-tmp-{pid}-{name}").symlink_to("../victim.txt")
+        (out / temporary_path(out / "config.json", pid=pid).name).symlink_to("../victim.txt")
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    assert victim.read_bytes() == VICTIM
+    for name in ("config.json", "results.nc", "results.nc.sha256"):
+        assert (out / name).is_file() and not (out / name).is_symlink()
+    thermosgd.load(out)
+
+
+def test_symlinked_units_folder_is_refused(tmp_path, files, capsys):
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    shutil.rmtree(out / "units")
+    elsewhere.mkdir()
+    (out / "units").symlink_to(elsewhere)
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_fifo_is_never_opened_as_a_file(tmp_path, files, capsys):
+    """A FIFO as the config, results.nc, a unit file or .lock is refused at once (a reader would block)."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    _refused(["sweep", fifo, "--dry-run"], capsys, "not a regular file")
+    out = tmp_path / "o"
+    assert main(["sweep", str(files / "grid.toml"), "--out", str(out), "--no-progress"]) == 0
+    unit = out / "units" / "unit-00000.nc"
+    unit.unlink()
+    os.mkfifo(unit)
+    assert status(out).corrupt == 1  # a FIFO unit is not done; a run would replace it
+    (out / "results.nc").unlink()
+    os.mkfifo(out / "results.nc")
+    with pytest.raises(UsageError, match="not a regular file"):
+        thermosgd.load(out / "results.nc")
+    assert "results.nc is NOT usable" in status(out).line()  # read, never blocked on
+    (out / ".lock").unlink()
+    os.mkfifo(out / ".lock")
+    _refused(["sweep", files / "grid.toml", "--out", out, "--no-progress"], capsys, "not a plain file")
+
+
+def test_links_planted_in_a_reproduce_folder_are_replaced_not_followed(tmp_path, capsys):
+    """``ln -s ../victim.txt run/summary.json`` (and report.md, the wall-time file) in a finished ``reproduce``
+    folder: the re-run replaces each link with its own file and never writes through it. (A linked
+    index.html is refused: it is not a page of ours.)"""
+    from thermosgd.report.provenance import WALL_TIME
+
+    victim, out = _victim(tmp_path), tmp_path / "fig3"
+    argv = ["reproduce", "fig3", "--seeds", "2", "--steps", "20", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    names = ("summary.json", "report.md", WALL_TIME)
+    for name in names:
+        (out / name).unlink()
+        (out / name).symlink_to("../victim.txt")
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert victim.read_bytes() == VICTIM
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in names)
+    assert json.loads((out / "summary.json").read_text())["preset"] == "fig3"
+
+
+def test_links_planted_for_an_experiments_files_are_replaced_not_followed(tmp_path):
+    """``drift``/``equal-error``/``generalization --out`` write their table and summary the same way."""
+    from matplotlib.figure import Figure
+
+    from thermosgd.reproduce.experiments import _write
+
+    victim, out = _victim(tmp_path), tmp_path / "o"
+    out.mkdir()
+    for name in ("drift.md", "drift.json", "drift.png", "drift.pdf"):
+        (out / name).symlink_to("../victim.txt")
+    _write(out, "drift", Figure(), "| table |\n", {"experiment": "drift"})
+    assert victim.read_bytes() == VICTIM
+    assert (out / "drift.md").read_text() == "| table |\n" and not (out / "drift.md").is_symlink()
+
+
+# --------------------------------------------------------------------------- data loss: every --out
+
+
+def _user_folder(tmp_path: Path) -> Path:
+    d = tmp_path / "mine"
+    (d / "figures").mkdir(parents=True)
+    for name in ("walk.json", "density.png", "drift.md", "equal_error.json", "generalization.png", "notes.txt"):
+        (d / name).write_bytes(f"the user's {name}\n".encode())
+    return d
+
+
+OUT_COMMANDS = {
+    "walk": "walk --g 1+0.5*q --eta 0.05 --particles 10 --steps 2",
+    "drift": "drift --quick",
+    "equal-error": "equal-error --quick",
+    "generalization": "generalization --quick",
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_COMMANDS))
+def test_out_into_a_users_folder_is_refused_and_nothing_is_touched(command, tmp_path, files, lr_bs_sweep, capsys):
+    d = _user_folder(tmp_path)
+    before, sweep_before = _snapshot(d), _snapshot(lr_bs_sweep)
+    argv = OUT_COMMANDS[command].split()
+    _refused([*argv, "--out", d], capsys, "holds no thermosgd results")
+    _refused([*argv, "--out", lr_bs_sweep], capsys, "holds a two-layer sweep")
+    _refused([*argv, "--out", files / "walkrun"], capsys, "another kind of thermosgd run")
+    assert _snapshot(d) == before and _snapshot(lr_bs_sweep) == sweep_before
+
+
+def test_a_commands_folder_is_its_own_after_the_run(tmp_path):
+    """Checked before the run, marked after it: a re-run of the same command is accepted, any other refused."""
+    from thermosgd.sweep.store import check_output_folder, mark_command_folder
+
+    out = check_output_folder(tmp_path / "o", "command", "drift")
+    out.mkdir()
+    (out / "drift.md").write_text("the run's table\n")
+    mark_command_folder(out, "drift")
+    assert check_output_folder(out, "command", "drift") == out
+    for kind, command in (("command", "walk"), ("run", None), ("sweep", None)):
+        with pytest.raises(UsageError, match="another kind of thermosgd run"):
+            check_output_folder(out, kind, command)
+
+
+def test_walk_out_reuses_its_own_folder_only(tmp_path, capsys, monkeypatch):
+    """A second ``walk --out`` into the first one's folder rewrites it; ``drift --out`` there is refused;
+    a quoted '~/x' is expanded once (nothing is written under a folder named '~')."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    argv = OUT_COMMANDS["walk"].split()
+    for _ in range(2):
+        assert main([*argv, "--out", "~/w"]) == 0
+    out = tmp_path / "home" / "w"
+    assert (out / "walk.json").is_file() and not (tmp_path / "~").exists()
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "density.pdf", "density.png", "walk.json"]
+    victim = _victim(tmp_path)
+    for name in ("density.png", "density.pdf", "walk.json"):  # links planted in a folder of ours
+        (out / name).unlink()
+        (out / name).symlink_to(victim)
+    assert main([*argv, "--out", str(out)]) == 0
+    assert victim.read_bytes() == VICTIM
+    assert all((out / n).is_file() and not (out / n).is_symlink() for n in ("density.png", "density.pdf", "walk.json"))
+    capsys.readouterr()
+    _refused(["drift", "--quick", "--out", out], capsys, "`thermosgd walk`")
+
+
+# --------------------------------------------------------------------------- changed input files
+
+
+@pytest.fixture
+def data_sweep(tmp_path):
+    """A finished sweep on ``d.npz``, and a function that changes d.npz's numbers."""
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 3)), y=(np.arange(20) % 2).astype(float))
+    (tmp_path / "d.toml").write_text(_with_data("d.npz"))
+    out = tmp_path / "r"
+    assert main(["sweep", str(tmp_path / "d.toml"), "--out", str(out), "--no-progress"]) == 0
+
+    def change():
+        np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 3)), y=(np.arange(20) % 2).astype(float))
+
+    return tmp_path / "d.toml", out, change
+
+
+def test_rerun_on_a_changed_data_file_is_refused(data_sweep, capsys):
+    cfg, out, change = data_sweep
+    assert json.loads((out / "inputs.json").read_text()) == {str(cfg.parent / "d.npz"): _sha(cfg.parent / "d.npz")}
+    change()
+    before = _snapshot(out)
+    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "d.npz changed since the run started")
+    assert _snapshot(out) == before
+
+
+def test_resume_on_a_changed_data_file_is_refused(data_sweep, capsys):
+    """Interrupted (one unit and the merged results missing), then the data file changes: the resume would
+    mix seeds trained on both files, so it is refused and the finished units are kept as they were."""
+    cfg, out, change = data_sweep
+    (out / "units" / "unit-00001.nc").unlink()
+    (out / "results.nc").unlink()
+    change()
+    before = _snapshot(out)
+    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "choose a new --out folder")
+    assert _snapshot(out) == before
+    assert main(["sweep", str(cfg), "--out", str(out.parent / "fresh"), "--no-progress"]) == 0  # as the line says
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- verification of results.nc

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thermosgd.errors import UsageError
+from thermosgd.files import read_regular
 
 #: Upper bounds on the size of any run, checked once for every entry point (``presets`` re-exports them).
 MAX_SEEDS = 1_000_000
@@ -91,7 +93,7 @@ class TrainConfig:
 
     Attributes:
         loss: "bce" (binary cross-entropy on logit f, Eq. 15–16) or "mse" (½(f−y)²).
-        lr: learning rates η (each > 0).
+        lr: learning rates η (each > 0 and a normal float, at least 2.2e-308).
         batch_size: batch sizes |B| (each ≥ 1).
         seeds: number of seeds (0, 1, ..., seeds-1) or an explicit list.
         steps: SGD iterations T.
@@ -185,6 +187,13 @@ class UnitConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """A two-layer sweep's validated configuration: sections ``model``, ``data``, ``train``, ``sweep``.
+
+    Frozen: ``cfg.train.lr = 0.1`` or ``cfg.train = ...`` raises :class:`FrozenConfigError` (a
+    ``UsageError`` and a ``dataclasses.FrozenInstanceError``). Change a config by making a checked
+    copy: ``cfg = cfg.replace(train={"lr": [0.1]})``.
+    """
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -207,11 +216,43 @@ class SweepConfig:
         for section, values in sections.items():
             if section not in raw:
                 raise UsageError(f"unknown config section [{section}]; allowed: {', '.join(raw)}")
+            if not isinstance(values, dict):
+                raise UsageError(f"replace: {section}= must be a dict of keys, e.g. {section}={{...}}, got {values!r}")
             raw[section].update(values)
         return from_dict(raw)
 
 
+class FrozenConfigError(UsageError, dataclasses.FrozenInstanceError):
+    """An assignment to a configuration (frozen): the message says how to change one.
+
+    Both a :class:`~thermosgd.errors.UsageError` and the
+    :class:`dataclasses.FrozenInstanceError` a frozen dataclass raises, so either ``except`` catches it.
+    """
+
+
+def _say_how_to_change(cls: type, section: str | None) -> None:
+    """Replace a frozen config class's ``__setattr__``/``__delattr__`` (both refuse every assignment) by
+    ones whose error names :meth:`SweepConfig.replace`; ``section`` is the class's section, None for
+    :class:`SweepConfig` itself. ``__init__`` and :func:`dataclasses.replace` set fields through
+    ``object.__setattr__`` and are not affected."""
+
+    def refuse(self, name: str, *value) -> None:
+        key = name if section is None else f"{section}.{name}"
+        how = f"{name}={{...}}" if section is None else f"{section}={{{name!r}: ...}}"
+        raise FrozenConfigError(
+            f"cannot assign to cfg.{key}: a config is frozen (validated once); "
+            f"make a changed copy with cfg = cfg.replace({how}), which checks the new values",
+            param=name,
+        )
+
+    cls.__setattr__ = refuse  # type: ignore[method-assign]
+    cls.__delattr__ = refuse  # type: ignore[method-assign, assignment]
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "sweep": UnitConfig}
+for _name, _cls in _SECTIONS.items():
+    _say_how_to_change(_cls, _name)
+_say_how_to_change(SweepConfig, None)
 _CHOICES = {
     ("model", "init"): ("torch", "gaussian"),
     ("data", "inputs"): ("gaussian", "uniform", "file"),
@@ -250,7 +291,12 @@ def _check_scalar(section: str, key: str, value: Any, kind: type) -> Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise UsageError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the largest float
+            raise UsageError(
+                f"{where} is too large for a floating-point number (got an integer of {len(str(value))} digits)"
+            ) from None
     if kind is str:
         if not isinstance(value, str):
             raise UsageError(f"{where} must be a string, got {value!r}")
@@ -337,8 +383,7 @@ def _check_values(cfg: SweepConfig) -> None:
         if value < 0:
             raise UsageError(f"[{section}] {key} must be nonnegative, got {value}")
     t = cfg.train
-    if any(not (0 < lr < 1e30) for lr in t.lr):
-        raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
+    _check_lr(t.lr)
     if t.seed > _MAX_SEED:
         raise UsageError(f"[train] seed must be below 2^63, got {t.seed}")
     if t.steps > MAX_STEPS:
@@ -551,6 +596,19 @@ def study_from_dict(raw: dict[str, Any]) -> StudyConfig:
     return cfg
 
 
+def _check_lr(lrs: tuple[float, ...]) -> None:
+    """Learning rates: positive, finite, below 1e30 and normal floats (a subnormal η such as 5e-324
+    makes every update round to nothing, and the rescaled iterations t·η/η_ref under- or overflow)."""
+    if any(not (0 < lr < 1e30) for lr in lrs):
+        raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(lrs)}")
+    tiny = [lr for lr in lrs if lr < sys.float_info.min]
+    if tiny:
+        raise UsageError(
+            f"[train] lr = {tiny[0]:g} is below the smallest normal float ({sys.float_info.min:.3g}): "
+            "steps that small would not move the parameters"
+        )
+
+
 def _check_study(cfg: StudyConfig) -> None:
     for (section, key), allowed in _STUDY_CHOICES.items():
         value = getattr(getattr(cfg, section), key)
@@ -572,8 +630,7 @@ def _check_study(cfg: StudyConfig) -> None:
             raise UsageError(f"{where} must be at least {low}, got {value}")
     if d.test_size < 0 or t.seed < 0 or t.seed > _MAX_SEED:
         raise UsageError("[data] test_size and [train] seed must be nonnegative (seed below 2^63)")
-    if any(not (0 < lr < 1e30) for lr in t.lr):
-        raise UsageError(f"[train] lr must be positive, finite and below 1e30, got {list(t.lr)}")
+    _check_lr(t.lr)
     if any(b < 1 for b in t.batch_size):
         raise UsageError(f"[train] batch_size must be ≥ 1, got {list(t.batch_size)}")
     if t.steps > MAX_STEPS:
@@ -605,11 +662,7 @@ def load_study_toml(path: str | Path) -> StudyConfig:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's table (at most 1 MiB, UTF-8), or one UsageError line."""
-    try:
-        with open(path, "rb") as fh:  # bounded: the path may be a device or a pipe (/dev/zero)
-            raw_bytes = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    raw_bytes = read_regular(path, "config", MAX_CONFIG_BYTES)  # a pipe or device is refused, never read
     if len(raw_bytes) > MAX_CONFIG_BYTES:
         raise UsageError(
             f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a sweep configuration is a few lines of TOML"

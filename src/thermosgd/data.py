@@ -23,10 +23,12 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from thermosgd.errors import UsageError
+from thermosgd.files import open_regular, read_regular
 
 ENV_VAR = "THERMOSGD_DATA"
 FASHION_SOURCE = "https://github.com/zalandoresearch/fashion-mnist"
@@ -52,6 +54,11 @@ FASHION_CLASSES = (
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATASETS = ("fashion-mnist", "cifar10", "digits")
 _SUBSTITUTE_HINT = "or use the bundled digits substitute (dataset='digits', CLI --substitute-digits)"
+#: The largest data file read (declared size, checked before reading or decompressing):
+#: Fashion-MNIST's largest file holds 47 MB, CIFAR-10's 31 MB.
+MAX_IDX_BYTES = 2 << 30
+#: Largest image side accepted (pixels); the models build layers from the image size.
+MAX_IMAGE_SIDE = 1024
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -66,6 +73,7 @@ class ImageData:
         classes: class names, indexed by label.
         scale: multiply ``images`` by this to get values in ``[0, 1]``.
         substitute: True for the digits stand-in (say so in every figure and config).
+        files: the files read (absolute paths), for :func:`thermosgd.files.fingerprint`.
     """
 
     images: np.ndarray
@@ -74,6 +82,7 @@ class ImageData:
     classes: tuple[str, ...]
     scale: float
     substitute: bool = False
+    files: tuple[str, ...] = ()
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -84,38 +93,65 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def _open_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UsageError(f"{path}: corrupt gzip file ({exc})") from None
-    return raw
-
-
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (as used by MNIST/Fashion-MNIST), gzipped or not.
 
     Format: two zero bytes, a type byte (0x08 = unsigned byte, ...), the number of
     dims, then each dim as a big-endian uint32, then the data in C order, big-endian.
+    The size the header declares is checked against :data:`MAX_IDX_BYTES` before
+    any data is read or decompressed (a gzip bomb never expands).
 
     Returns:
         Array of shape ``dims`` (native byte order).
     """
     path = Path(path)
-    raw = _open_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
-        raise UsageError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    ndim, dtype = raw[3], np.dtype(_IDX_TYPES[raw[2]])
+    with open_regular(path, "IDX file") as raw_fh:
+        gzipped = raw_fh.read(2) == b"\x1f\x8b"
+        raw_fh.seek(0)
+        size = None if gzipped else os.fstat(raw_fh.fileno()).st_size
+        fh = gzip.GzipFile(fileobj=raw_fh) if gzipped else raw_fh
+        try:
+            return _parse_idx(path, fh, size)
+        except (OSError, EOFError, zlib.error) as exc:
+            if gzipped:
+                raise UsageError(f"{path}: corrupt gzip file ({exc})") from None
+            raise
+
+
+def _parse_idx(path: Path, fh: BinaryIO | gzip.GzipFile, size: int | None) -> np.ndarray:
+    """The IDX array in ``fh``; ``size``: the file's length (None when gzipped: known only by reading)."""
+    magic = fh.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_TYPES or magic[3] == 0:
+        raise UsageError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+    ndim, dtype = magic[3], np.dtype(_IDX_TYPES[magic[2]])
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    head = fh.read(4 * ndim)
+    if len(head) < 4 * ndim:
         raise UsageError(f"{path}: truncated IDX header")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4"))
     expected = header + math.prod(dims) * dtype.itemsize  # Python ints: no int64 overflow
-    if len(raw) != expected:
-        raise UsageError(f"{path}: IDX size mismatch (dims {dims} need {expected} bytes, file has {len(raw)})")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    if size is not None and size != expected:
+        raise UsageError(f"{path}: IDX size mismatch (dims {dims} need {expected} bytes, file has {size})")
+    if expected > MAX_IDX_BYTES:
+        raise UsageError(
+            f"{path}: IDX dims {dims} need {expected} bytes, more than the {MAX_IDX_BYTES >> 30} GiB "
+            "a data file may hold here (a damaged header, or a decompression bomb); nothing was decompressed"
+        )
+    body = fh.read(expected - header + 1)  # one byte more than declared: a longer file is refused
+    if len(body) != expected - header:
+        has = f"{header + len(body)}" if len(body) < expected - header else "more"
+        raise UsageError(f"{path}: IDX size mismatch (dims {dims} need {expected} bytes, file has {has})")
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _image_size(path: Path, hw: tuple[int, ...]) -> None:
+    """Square images of a sensible size: the models derive their layers from the side (28 for Fashion-MNIST)."""
+    h, w = hw
+    if not (1 <= h <= MAX_IMAGE_SIDE and h == w):
+        raise UsageError(
+            f"{path}: images are {h}×{w} pixels; expected square images with sides from 1 to {MAX_IMAGE_SIDE} "
+            "(Fashion-MNIST's are 28×28)"
+        )
 
 
 def _missing(what: str, expected: str, searched: list[Path] | None, source: str) -> UsageError:
@@ -166,6 +202,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, split: str 
             f"{image_path} / {label_path}: expected uint8 images (N, H, W) and uint8 labels (N,), "
             f"got {images.dtype}{images.shape} and {labels.dtype}{labels.shape}"
         )
+    _image_size(image_path, images.shape[1:])
     if len(images) != len(labels):
         raise UsageError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
     if labels.size and labels.max() >= len(FASHION_CLASSES):
@@ -176,6 +213,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, split: str 
         name="fashion-mnist",
         classes=FASHION_CLASSES,
         scale=1 / 255,
+        files=tuple(str(p.resolve()) for p in (image_path, label_path)),
     )
 
 
@@ -202,7 +240,9 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, split: str = "tra
         raise _missing("CIFAR-10 (binary version)", expected, candidates, CIFAR_SOURCE)
     records = []
     for n in names:
-        raw = (folder / n).read_bytes()
+        raw = read_regular(folder / n, "CIFAR-10 file", MAX_IDX_BYTES)
+        if len(raw) > MAX_IDX_BYTES:
+            raise UsageError(f"{folder / n}: larger than {MAX_IDX_BYTES >> 30} GiB; CIFAR-10's files hold 31 MB")
         if len(raw) == 0 or len(raw) % 3073:
             raise UsageError(
                 f"{folder / n}: size {len(raw)} is not a multiple of 3073 bytes "
@@ -219,6 +259,7 @@ def load_cifar10(data_dir: str | os.PathLike | None = None, *, split: str = "tra
         name="cifar10",
         classes=CIFAR_CLASSES,
         scale=1 / 255,
+        files=tuple(str((folder / n).resolve()) for n in names),
     )
 
 

@@ -43,6 +43,11 @@ def interval(low, high, decimals: int = 2) -> str:
     return f"[{fixed(low, decimals)}, {fixed(high, decimals)}]"
 
 
+def sig_interval(low, high, digits: int = 3) -> str:
+    """An interval of values of any scale, ``"[2.1e-05, 0.000184]"`` (:func:`sig` at each end)."""
+    return f"[{sig(low, digits)}, {sig(high, digits)}]"
+
+
 def plus_minus(x, err, decimals: int = 2) -> str:
     """A value with its standard error, ``"1.07 ± 0.05"`` (just the value if the error is missing)."""
     if _finite(err) is None:

@@ -442,7 +442,7 @@ _ANALYSIS = [
         metric="drift",
         seeds=None,
         steps=800,
-        in_default_set=False,
+        in_default_set=True,
         figures=("drift",),
         description="beyond the figures (Sec. 5, Eq. 27): measured excess drift of b and V² vs the predicted "
         "thermophoretic drift, its η and |B| exponents, and err2 over time",
@@ -476,7 +476,7 @@ _ANALYSIS = [
         metric="equal_error",
         seeds=32,
         steps=8000,
-        in_default_set=False,
+        in_default_set=True,
         figures=("equal_error",),
         description="Sec. 5 after Eq. 28: activation rate and ‖V‖ when each η first reaches the same training "
         "error on a teacher task",
@@ -500,7 +500,7 @@ _ANALYSIS = [
         metric="generalization",
         seeds=16,
         steps=4000,
-        in_default_set=False,
+        in_default_set=True,
         figures=("generalization",),
         description="beyond the paper: test accuracy vs final activation rate and ‖V‖ over an (η, |B|) grid on "
         "a teacher task",
@@ -525,9 +525,9 @@ _MECHANISM = Preset(
     experiment="mechanism",
     over="lr",
     metric="activation_rate",
-    seeds=8,
+    seeds=32,
     steps=2000,
-    in_default_set=False,
+    in_default_set=True,
     figures=("mechanism_fig3", "mechanism_fig7", "mechanism_fig5"),
     description="beyond the figures: the fig3 and fig7 settings under four noise models (sgd, gd, gaussian, "
     "frozen; shared initialization) and under SVAG (l = 8), fig5's |B| sweep at η = 0.05 under sgd and "
@@ -556,9 +556,9 @@ _SDE_LIMIT = Preset(
     experiment="sde-limit",
     over="lr",
     metric="activation_rate",
-    seeds=8,
+    seeds=32,
     steps=3000,
-    in_default_set=False,
+    in_default_set=True,
     figures=("sde_limit_fig3", "sde_limit_fig7"),
     description="beyond the figures: the fig3 and fig7 settings under SVAG ([train] svag = l, l ∈ {1, 2, 4, 8}; "
     "Li, Malladi & Arora 2021), activation rate against k/l: is the fall a continuous-time (SDE) effect?",

@@ -11,8 +11,26 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
-__all__ = ["bar", "interactive"]
+__all__ = ["bar", "interactive", "no_bars"]
+
+_NO_BARS: ContextVar[bool] = ContextVar("thermosgd_no_bars", default=False)
+
+
+@contextmanager
+def no_bars() -> Iterator[None]:
+    """Within this block every bar is silent; printed results (verdict lines, tables) are not affected.
+
+    ``reproduce --no-progress`` drops the bars only: its verdicts and closing table still print.
+    """
+    token = _NO_BARS.set(True)
+    try:
+        yield
+    finally:
+        _NO_BARS.reset(token)
 
 
 def interactive(stream=None) -> bool:
@@ -51,7 +69,7 @@ def bar(
         A tqdm bar on a terminal, else a line writer or a silent counter.
     """
     stream = sys.stderr if stream is None else stream
-    if not enabled:
+    if not enabled or _NO_BARS.get():
         return _Silent(total, initial)
     if interactive(stream):
         from tqdm.auto import tqdm

@@ -61,3 +61,30 @@ def test_weight_norms_match_direct_sum():
     assert got.value == pytest.approx(math.sqrt(float((w0**2).sum() + (w3**2).sum())), rel=1e-6)
     with pytest.raises(UsageError, match="no submodule with a 'weight'"):
         weight_norms(nn.ReLU())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norms_use_the_weight_the_forward_uses():
+    """Twin: a layer under weight_norm or spectral_norm (parametrizations and the old hooks) counts with the
+    weight its eval-mode forward multiplies by, read back from the forward itself (output - bias on unit inputs)."""
+    from torch.nn.utils import parametrizations
+
+    wrappers = [
+        parametrizations.weight_norm,
+        parametrizations.spectral_norm,
+        torch.nn.utils.weight_norm,
+        torch.nn.utils.spectral_norm,
+    ]
+    for wrap in wrappers:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), wrap(nn.Linear(4, 2)))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # as after SGD steps: the stored weight is stale
+        model.eval()
+        last = model[2]
+        with torch.no_grad():
+            used = last(torch.eye(4)) - last(torch.zeros(1, 4))  # row i = W[:, i]: the weight the forward used
+        norms = weight_norms(model)
+        assert list(norms.per_layer) == ["0", "2"], wrap
+        assert norms.last == pytest.approx(float(used.norm()), rel=1e-6), wrap

@@ -19,7 +19,7 @@ import thermosgd
 from thermosgd.cli import main
 from thermosgd.config import load_toml
 from thermosgd.sweep.run import LOCK_FILE, lock_holder, status
-from thermosgd.sweep.store import stale_temporaries
+from thermosgd.sweep.store import stale_temporaries, temporary_path
 from thermosgd.sweep.units import checksum_file, plan_units, unit_file, unit_state
 
 # Six one-seed units of ~0.1–0.3 s each: long enough for kills to land inside a
@@ -171,9 +171,9 @@ def test_leftovers_of_a_killed_writer_are_ignored(sweep, tmp_path):
 
     unit_file(out, units[0]).unlink()
     checksum_file(out, units[0]).unlink()
-    (out / "units" / ".thermosgd-tmp-999999-unit-00000.nc").write_bytes(good[:100])  # half-written data
-    (out / "units" / ".thermosgd-tmp-999999-unit-00002.nc.sha256").write_text("0" * 64 + "\n")
-    (out / ".thermosgd-tmp-999999-results.nc").write_bytes(b"CDF\x02")
+    temporary_path(out / "units" / "unit-00000.nc", pid=999999).write_bytes(good[:100])  # half-written data
+    temporary_path(out / "units" / "unit-00002.nc.sha256", pid=999999).write_text("0" * 64 + "\n")
+    temporary_path(out / "results.nc", pid=999999).write_bytes(b"CDF\x02")
     checksum_file(out, units[1]).unlink()  # killed between the two renames
     sums = checksum_file(out, units[2]).read_text()
     unit_file(out, units[2]).write_bytes(good)  # new data, old checksum

@@ -130,7 +130,7 @@ def test_auto_units_are_whole_engine_calls_of_bounded_work(seeds, steps, M, N, l
 
 
 def test_auto_executor_uses_every_core_only_when_it_pays(monkeypatch):
-    from thermosgd.sweep import run
+    from thermosgd.sweep import plan as run
 
     monkeypatch.setattr(run, "usable_cores", lambda: 2)
     small = from_dict({"train": {"seeds": 8, "steps": 300}})
@@ -155,7 +155,7 @@ def test_auto_executor_uses_every_core_only_when_it_pays(monkeypatch):
 
 def test_cli_default_is_auto(tmp_path, capsys, monkeypatch):
     from thermosgd.cli import main
-    from thermosgd.sweep import run
+    from thermosgd.sweep import plan as run
 
     monkeypatch.setattr(run, "usable_cores", lambda: 2)
     cfg = tmp_path / "c.toml"

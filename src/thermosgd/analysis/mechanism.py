@@ -130,8 +130,9 @@ def assess(
         ``reproduces`` (bool) and ``words`` (one sentence).
     """
     rows = end_values(ds, over)
-    boot = {} if n_boot is None else {"n_boot": n_boot}  # default: the verdicts' own resample count
-    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, margin=margin, **boot)
+    # n_boot None: the verdicts' own resample count (judge's default).
+    boot = {} if n_boot is None else {"n_boot": int(n_boot)}
+    verdict = judge(ds, name, "activation_rate", over, include_diverged=include_diverged, margin=margin, **boot)  # type: ignore[arg-type]
     strongest = rows[-1] if over == "lr" else rows[0]
     change = strongest["activation_rate"]
     falls = bool(

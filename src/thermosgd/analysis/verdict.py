@@ -289,7 +289,7 @@ def judge_difference(diff, se, claimed: int = RISES) -> Judgement:
     if not _finite(se):
         return Judgement(INCONCLUSIVE, "no standard error")
     low, high = diff - Z95 * se, diff + Z95 * se
-    text = f"95% interval {fmt.interval(low, high, 3)}"
+    text = f"95% interval {fmt.sig_interval(low, high)}"
     if low > 0 or high < 0:
         right = (low > 0) == (claimed == RISES)
         return Judgement(AGREES if right else OPPOSITE, f"{text} excludes 0 {'on' if right else 'against'} the claim")
@@ -318,7 +318,7 @@ def judge_equivalence(diff, ci: tuple[float, float] | None, margin: float) -> Ju
     if not _finite(diff) or ci is None or not _finite(*ci) or not _finite(margin) or margin < 0:
         return Judgement(NOT_MEASURED, "no interval for the difference")
     low, high = ci
-    text = f"difference {fmt.signed(diff)} {fmt.interval(low, high, 3)}, margin ±{fmt.sig(margin)}"
+    text = f"difference {fmt.signed(diff)} {fmt.sig_interval(low, high)}, margin ±{fmt.sig(margin)}"
     if -margin <= low and high <= margin:
         return Judgement(AGREES, f"{text}: the CI lies within the margin")
     if high < -margin or low > margin:
@@ -370,7 +370,7 @@ class DirectionChange:
         return ", ".join(p for p in parts if p)
 
     def text(self) -> str:
-        return f"{self.setting()}: {fmt.signed(self.change)} {fmt.interval(self.ci_low, self.ci_high, 3)}"
+        return f"{self.setting()}: {fmt.signed(self.change)} {fmt.sig_interval(self.ci_low, self.ci_high)}"
 
 
 def t_interval(x: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:

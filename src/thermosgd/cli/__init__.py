@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="thermosgd",
         description="Thermophoresis of SGD (Wei & Schwab): simulate, measure, fit, reproduce.",
     )
+    from thermosgd import __version__
+
+    parser.add_argument("--version", action="version", version=f"thermosgd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for module in (reproduce, report, sweep, study, walk, collapse, experiments):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from thermosgd.errors import UsageError
@@ -19,7 +20,7 @@ def out_folder(text: str) -> Path:
     """argparse type of every ``--out``: an empty string would silently mean the current folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("must be a folder path, not empty")
-    return Path(text)
+    return Path(os.path.expanduser(text))  # once, here: xarray would expand a quoted '~' for some files only
 
 
 def add_executor_args(p: argparse.ArgumentParser) -> None:

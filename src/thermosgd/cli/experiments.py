@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--clones", type=int, help="clones for the one-step estimate (default 4096)")
     p.add_argument("--record-every", type=int, help="record every k steps (default 20)")
     p.add_argument("--labels", choices=("random", "teacher"), help="random labels (paper, default) or a teacher")
-    p.set_defaults(func=_run_drift)
+    p.set_defaults(func=_guarded(_run_drift, "drift"))
 
     p = subparsers.add_parser(
         "equal-error",
@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--record-every", type=int, help="check the training error every k steps (default 10)")
     p.add_argument("--target", type=float, help="target training error ε (default 0.1)")
     p.add_argument("--train-size", type=int, help="training set size (default 256)")
-    p.set_defaults(func=_run_equal_error)
+    p.set_defaults(func=_guarded(_run_equal_error, "equal-error"))
 
     p = subparsers.add_parser(
         "generalization",
@@ -75,7 +75,27 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, help="SGD steps (default 4000)")
     p.add_argument("--train-size", type=int, help="training set size (default 256)")
     p.add_argument("--test-size", type=int, help="held-out set size (default 2000)")
-    p.set_defaults(func=_run_generalization)
+    p.set_defaults(func=_guarded(_run_generalization, "generalization"))
+
+
+def _guarded(run, command: str):
+    """``run`` with the sweep's folder rule on ``--out``: refused before the experiment runs unless new,
+    empty or an earlier ``thermosgd COMMAND --out`` (touching nothing); marked as COMMAND's once written."""
+
+    def guarded(args) -> int:
+        from thermosgd.sweep.store import check_output_folder, mark_command_folder, unlink_links
+
+        if args.out is not None:
+            args.out = check_output_folder(args.out, "command", command)
+            if args.out.is_dir():  # the figure writer would follow a link planted under one of our names
+                stem = command.replace("-", "_")
+                unlink_links(args.out, [f"{stem}.{ext}" for ext in ("png", "pdf", "md", "json")])
+        code = run(args)
+        if args.out is not None:  # checked before the run; its files are ours now
+            mark_command_folder(args.out, command)
+        return code
+
+    return guarded
 
 
 def _emit(args, payload: dict) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
-from thermosgd import presets
+from thermosgd import presets, progress
 from thermosgd.cli.common import (
     add_device_arg,
     add_executor_args,
@@ -52,7 +53,9 @@ def register(sub) -> None:
         action="store_true",
         help="keep replicas flagged as diverged (runaway or non-finite) in the collapse fits",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (verdict lines and the closing table still print)"
+    )
     add_margin_arg(p)
     p.set_defaults(func=run)
 
@@ -76,12 +79,19 @@ def run(args) -> int:
         from thermosgd.twolayer import fused
 
         fused.require()  # numba missing: one line before anything runs
-    from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
 
     margin = margin_value(args)
     assert margin is not None  # not a "recorded" option: the default applies
 
     data_dir = args.data_dir or (Path(os.environ["THERMOSGD_DATA"]) if os.environ.get("THERMOSGD_DATA") else None)
+    with progress.no_bars() if args.no_progress else contextlib.nullcontext():
+        _run(args, data_dir, margin)
+    return 0
+
+
+def _run(args, data_dir, margin: float) -> None:
+    from thermosgd.reproduce import reproduce  # heavy: torch, xarray, matplotlib
+
     reproduce(
         args.names or None,
         out=args.out,
@@ -91,10 +101,9 @@ def run(args) -> int:
         substitute_digits=args.substitute_digits,
         quick=args.quick,
         include_diverged=args.include_diverged,
-        progress=not args.no_progress,
+        progress=True,  # the lines and the closing table; --no-progress silences the bars only
         device=args.device or "cpu",
         fused=args.fused is not False,
         margin=margin,
         **executor_kwargs(args),
     )
-    return 0

@@ -69,8 +69,11 @@ def _sweep(args) -> int:
 def _dry_run(cfg, out: Path | None, executor: dict) -> None:
     """Print the grid, the units and the estimated cost; with --out, what a real run would
     still do there. Refuses (like a real run) a sweep that would not fit."""
+    from thermosgd.checks import torch_device
     from thermosgd.sweep.run import check_config, plan_sweep, status
     from thermosgd.sweep.store import CONFIG_FILE, check_output_folder
+
+    torch_device(cfg.train.device, "[train] device")  # the refusal a real run would give (no such GPU)
 
     plan = plan_sweep(cfg, **executor)
     units = plan.units

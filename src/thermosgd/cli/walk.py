@@ -16,6 +16,9 @@ from thermosgd.errors import UsageError
 
 __all__ = ["register", "run"]
 
+#: Step sizes the walk and its measurement grid can represent in double precision.
+ETA_RANGE = (1e-150, 1e150)
+
 
 def register(subparsers) -> None:
     """Add the ``walk`` subcommand."""
@@ -53,6 +56,8 @@ def register(subparsers) -> None:
 def _check_args(args) -> None:
     if not (math.isfinite(args.eta) and args.eta > 0):
         raise UsageError(f"--eta must be positive, got {args.eta}")
+    if not ETA_RANGE[0] <= args.eta <= ETA_RANGE[1]:  # beyond, eta·g under- or overflows double precision
+        raise UsageError(f"--eta must be between {ETA_RANGE[0]:g} and {ETA_RANGE[1]:g}, got {args.eta:g}")
     for name in ("particles", "steps", "dim"):
         if getattr(args, name) <= 0:
             raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -66,6 +71,10 @@ def _check_args(args) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one walk; print a summary (or JSON); return 0."""
     _check_args(args)
+    if args.out is not None:  # refused before the walk runs; a refusal touches nothing
+        from thermosgd.sweep.store import check_output_folder
+
+        args.out = check_output_folder(args.out, "command", "walk")
     import torch
 
     from thermosgd.jsonsafe import json_safe
@@ -73,7 +82,26 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = run_walk(
+    try:
+        out = _walk(args, run_walk)
+    except UsageError:
+        raise
+    except (OverflowError, ValueError) as exc:  # the measurement grid scales with eta·g (walk.compare)
+        raise UsageError(
+            f"the walk's steps eta·g are too small or too large for double precision ({exc}); "
+            "choose eta and g so that eta·g lies between 1e-150 and 1e150"
+        ) from None
+    if args.out is not None:
+        _write(args.out, out)
+    if args.json:
+        print(json.dumps(json_safe(out)))
+    else:
+        _print_summary(out)
+    return 0
+
+
+def _walk(args, run_walk) -> dict:
+    return run_walk(
         args.g,
         eta=args.eta,
         particles=args.particles,
@@ -84,24 +112,16 @@ def run(args: argparse.Namespace) -> int:
         shared=not args.independent,
         seed=args.seed,
     )
-    if args.out is not None:
-        _write(args.out, out)
-    if args.json:
-        print(json.dumps(json_safe(out)))
-    else:
-        _print_summary(out)
-    return 0
 
 
 def _write(out_dir, out: dict) -> None:
+    """walk.json and the density figure, into a folder that is new, empty or an earlier ``walk --out``."""
     from thermosgd.figures.walk import plot_density_over_time
     from thermosgd.jsonsafe import json_safe
+    from thermosgd.sweep.store import claim_command_folder, write_text
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create --out {out_dir}: {exc.strerror}") from None
-    (out_dir / "walk.json").write_text(json.dumps(json_safe(out), indent=1))
+    out_dir = claim_command_folder(out_dir, "walk")
+    write_text(out_dir / "walk.json", json.dumps(json_safe(out), indent=1))
     d = out["density"]
     plot_density_over_time(
         d["centers"], d["steps"], d["rho"], out_dir / "density", title=f"g = {out['g']}, {out['domain']}"

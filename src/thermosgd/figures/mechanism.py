@@ -25,7 +25,7 @@ def noise_models_figure(
     """``metric`` against the paper's rescaled time (t·η² or t/|B|), one panel per noise model, shared y axis.
 
     Args:
-        runs: {noise model: results dataset}, in panel order.
+        runs: {noise model (or a setting such as "l = 8"): results dataset}, in panel order.
         over: the swept parameter, ``"lr"`` or ``"batch_size"``.
         title: the figure's title.
         metric: data variable to plot.
@@ -38,7 +38,9 @@ def noise_models_figure(
     fig = Figure(figsize=(3.4 * n, 3.2), layout="constrained")
     axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
     for i, (ax, (noise, ds)) in enumerate(zip(axes, runs.items())):
-        label = f"noise = {noise}" + (f"\n{fits[noise]}" if fits and noise in fits else "")
+        # keys name a noise model ("sgd") or a whole setting ("l = 8", as the SDE limit's panels are keyed)
+        name = noise if "=" in noise else f"noise = {noise}"
+        label = name + (f"\n{fits[noise]}" if fits and noise in fits else "")
         collapse_panel(ax, ds, metric, over, PAPER_EXPONENT[over], title=label, legend=i == 0)
         if i:
             ax.set_ylabel("")

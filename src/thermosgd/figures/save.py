@@ -7,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from thermosgd.sweep.store import atomic_file
+
 DPI = 140
 
 
@@ -20,5 +22,8 @@ def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        # Through an exclusively created temporary, renamed into place: a link planted under the
+        # figure's name is replaced, never written through (sweep.store.atomic_file).
+        with atomic_file(path) as fh:
+            fig.savefig(fh, format=path.suffix[1:], dpi=DPI, bbox_inches="tight")
     return paths

@@ -29,8 +29,11 @@ from thermosgd.figures.save import save_figure
 
 def rescaled_steps(steps: np.ndarray, value: float, ref: float, over: str, exponent: float) -> np.ndarray:
     """Rescaled iterations: t·(η/η_ref)^α for lr, t·(|B|/|B|_ref)^(−β) for batch_size."""
-    ratio = value / ref
-    return steps * ratio ** (exponent if over == "lr" else -exponent)
+    # In float64 with IEEE semantics: a ratio beyond the float range (η from 1e-300 to 1e-3, squared)
+    # gives inf, not Python's OverflowError; such points are left out of the panel (see _draw_panels).
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        factor = np.power(np.float64(value) / np.float64(ref), exponent if over == "lr" else -exponent)
+        return steps * factor
 
 
 def seed_summary(da: xr.DataArray, diverged: xr.DataArray | None = None) -> tuple[xr.DataArray, xr.DataArray]:
@@ -121,6 +124,8 @@ def _draw_panels(ds: xr.Dataset, metric: str, over: str, exponents: list[float],
                     continue
                 e = sem.sel({over: v, other: w}).values
                 x = rescaled_steps(steps, float(v), ref, over, expo)
+                if not np.isfinite(x).all():  # rescaled beyond the float range: nothing to draw
+                    continue
                 color = cmap(i / max(len(values) - 1, 1))
                 label = _label(over, v) + ("" if ds.sizes[other] == 1 else f", {_label(other, w)}")
                 ax.plot(x, m, color=color, lw=1.4, ls=["-", "--", ":", "-."][j % 4], label=label)

@@ -12,7 +12,7 @@ def trainable_parameters(model: nn.Module, instrument: str) -> dict[str, torch.T
     """The parameters with ``requires_grad=True``, by qualified name, in model order."""
     if not isinstance(model, nn.Module):
         raise UsageError(f"{instrument}: expected a torch.nn.Module, got {type(model).__name__}")
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    params: dict[str, torch.Tensor] = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise UsageError(
             f"{instrument}: {type(model).__name__} has no parameters with requires_grad=True, "
@@ -26,6 +26,8 @@ def batch_size(inputs: torch.Tensor, targets: torch.Tensor, instrument: str, *, 
     for label, t in (("inputs", inputs), ("targets", targets)):
         if not isinstance(t, torch.Tensor) or t.ndim == 0:
             raise UsageError(f"{instrument}: {label} must be a tensor with a leading batch dimension")
+        if t.is_meta:
+            raise UsageError(f"{instrument}: {label} are on the 'meta' device (shapes only, no data); pass real values")
     if inputs.shape[0] != targets.shape[0]:
         raise UsageError(
             f"{instrument}: inputs and targets have different batch sizes "
@@ -139,3 +141,62 @@ def call_loss(loss_fn, outputs: torch.Tensor, targets: torch.Tensor, instrument:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise UsageError(f"{instrument}: loss_fn must return a scalar tensor, got {shape}")
     return loss.sum()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the OS can give now (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def fits_in_memory(nbytes: int, what: str, instrument: str) -> None:
+    """Refuse an allocation of ``nbytes`` larger than half the memory available now (before making it)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail // 2:
+        raise UsageError(
+            f"{instrument}: {what} would need {nbytes / 2**30:.3g} GiB, more than half of the "
+            f"{avail / 2**30:.3g} GiB available; use fewer samples"
+        )
+
+
+def probes_fit(
+    samples: int, chunk: int | None, params: dict[str, torch.Tensor], instrument: str, work: int = 0
+) -> None:
+    """The ``samples × P`` probe matrix of a trace estimator and the work of ``chunk`` probes at once
+    (``work`` elements per probe, e.g. the forward's activations) fit in memory."""
+    first = next(iter(params.values()))
+    n = sum(p.numel() for p in params.values())
+    at_once = samples if chunk is None else min(samples, chunk)
+    # A Hessian-vector product holds a few copies of the parameters and the activations per probe.
+    need = (samples * n + at_once * 4 * (n + work)) * first.element_size()
+    fits_in_memory(need, f"{samples} probes of {n} parameters", instrument)
+
+
+def mlp_inputs(inputs, first: nn.Linear, layers: list[nn.Linear], instrument: str) -> None:
+    """Inputs ``(N, *shape)`` that flatten to the first layer's ``in_features``, N >= 1, real and on a device
+    with data (not ``meta``); the layers' weights must hold data too."""
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2 or inputs.shape[0] == 0:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise UsageError(f"{instrument}: inputs must be a tensor (N, *input_shape) with N >= 1 samples, got {shape}")
+    if inputs.is_meta or any(layer.weight.is_meta for layer in layers):
+        raise UsageError(f"{instrument}: the inputs or the model are on the 'meta' device (no data); load real values")
+    if inputs.is_complex() or inputs.dtype == torch.bool:
+        raise UsageError(f"{instrument}: inputs must be real numbers, got {inputs.dtype}")
+    features = inputs[0].numel()
+    if features != first.in_features:
+        raise UsageError(
+            f"{instrument}: each sample has {features} values {tuple(inputs.shape[1:])} but the first layer "
+            f"takes {first.in_features}"
+        )
+
+
+def check_chunk_size(value, instrument: str) -> None:
+    """``chunk_size`` is None (all at once) or an integer >= 1 (a string such as "8" is refused, not parsed)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise UsageError(f"{instrument}: chunk_size must be None or an integer >= 1, got {value!r}")

@@ -47,6 +47,7 @@ from thermosgd.instruments import _moments
 from thermosgd.instruments._checks import (
     batch_size,
     call_loss,
+    check_chunk_size,
     forward,
     loss_callable,
     model_dtype,
@@ -363,6 +364,7 @@ def gradient_variance(
             f"gradient_variance: convention must be one of {', '.join(_moments.CONVENTIONS)}, got {convention!r}"
         )
     n = batch_size(inputs, targets, "gradient_variance", at_least=2)
+    check_chunk_size(chunk_size, "gradient_variance")
     trainable_parameters(model, "gradient_variance")
     loss_callable(loss_fn, "gradient_variance")
     per_sample_safe(model, "gradient_variance")

@@ -39,9 +39,11 @@ from thermosgd.instruments._checks import (
     batch_size,
     call_loss,
     loss_callable,
+    mlp_inputs,
     model_dtype,
     output_tensor,
     per_sample_safe,
+    probes_fit,
     trainable_parameters,
 )
 
@@ -127,6 +129,7 @@ def hessian_trace(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise UsageError(f"{name}: samples must be >= 2 for a standard error, got {samples}")
     params = {k: p.detach() for k, p in params.items()}
+    probes_fit(samples, chunk_size, params, name, inputs.numel())
     frozen = {k: p.detach() for k, p in model.named_parameters() if k not in params}
     buffers = {k: b.detach() for k, b in model.named_buffers()}
 
@@ -288,8 +291,7 @@ def hessian_trace_bound(model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor)
         sum loss) and the per-sample bounds ``(N,)``.
     """
     linears = _mlp_layers(model)
-    if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1:
-        raise UsageError("hessian_trace_bound: inputs must be a tensor with a leading batch dimension")
+    mlp_inputs(inputs, linears[0], linears, "hessian_trace_bound")
     x = inputs.reshape(1, inputs.shape[0], -1)
     weights = [layer.weight.unsqueeze(0) for layer in linears]
     biases = [None if layer.bias is None else layer.bias.unsqueeze(0) for layer in linears]

@@ -35,19 +35,51 @@ Schedule = Callable[[int], bool]
 RUN_DIMS = ("lr", "batch_size", "seed")
 
 
+#: Names the results format uses itself: an instrument's variable may not take one.
+RESERVED = ("diverged", "lr", "batch_size", "seed", "step")
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is one number (a 1-element tensor or array counts), else None."""
+    if isinstance(value, torch.Tensor):
+        return float(value.reshape(-1)[0]) if value.numel() == 1 and not value.is_complex() else None
+    if isinstance(value, np.ndarray):
+        return float(value.reshape(-1)[0]) if value.size == 1 and np.isrealobj(value) else None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _scalar(name: str, result: Any) -> float:
+    value = _number(result)
+    if value is None:
+        shape = f" of shape {tuple(result.shape)}" if hasattr(result, "shape") else ""
+        raise UsageError(
+            f"Recorder: instrument '{name}' returned {type(result).__name__}{shape}; expected one number, "
+            "a {layer: number} mapping, or an object with to_record(name)"
+        )
+    return value
+
+
 def _fields(name: str, result: Any) -> dict[str, float | dict[str, float]]:
     if hasattr(result, "to_record"):
-        return result.to_record(name)
+        fields = result.to_record(name)
+        if not isinstance(fields, Mapping):
+            raise UsageError(f"Recorder: instrument '{name}': to_record returned {type(fields).__name__}, not a dict")
+        return {str(k): _layers(name, v) if isinstance(v, Mapping) else _scalar(name, v) for k, v in fields.items()}
     if isinstance(result, Mapping):
-        return {f"{name}_layer": {str(k): float(v) for k, v in result.items()}}
-    if isinstance(result, torch.Tensor) and result.numel() == 1:
-        return {name: float(result)}
-    if isinstance(result, (int, float, np.number)):
-        return {name: float(result)}
-    raise UsageError(
-        f"Recorder: instrument '{name}' returned {type(result).__name__}; expected a number, "
-        "a {layer: number} mapping, or an object with to_record(name)"
-    )
+        return {f"{name}_layer": _layers(name, result)}
+    return {name: _scalar(name, result)}
+
+
+def _layers(name: str, result: Mapping) -> dict[str, float]:
+    out = {}
+    for k, v in result.items():
+        value = _number(v)
+        if value is None:
+            raise UsageError(f"Recorder: instrument '{name}' gave layer {k!r} a {type(v).__name__}, not a number")
+        out[str(k)] = value
+    return out
 
 
 def layer_dim(variable: str) -> str:
@@ -72,14 +104,25 @@ class Recorder:
     """
 
     def __init__(self, instruments: Mapping[str, Instrument], schedule: Schedule):
-        if not instruments:
-            raise UsageError("Recorder: give at least one instrument")
+        if not isinstance(instruments, Mapping) or not instruments:
+            raise UsageError("Recorder: give the instruments as a non-empty {name: fn(model)} mapping")
+        for name, fn in instruments.items():
+            if not isinstance(name, str) or not name or not callable(fn):
+                raise UsageError(f"Recorder: instrument {name!r} must be a non-empty name with a callable fn(model)")
+        if not callable(schedule):
+            raise UsageError(
+                "Recorder: the schedule must be a callable step -> bool such as every(k), "
+                f"got {type(schedule).__name__}"
+            )
         self.instruments = dict(instruments)
         self.schedule = schedule
         self.records: dict[int, dict[str, float | dict[str, float]]] = {}
+        self._kinds: dict[str, tuple[str, bool]] = {}  # variable -> (instrument, per layer)
+        self._made: dict[str, frozenset[str]] = {}  # instrument -> the variables it writes
 
     def __call__(self, step: int, model: nn.Module) -> bool:
         """Record at ``step`` if the schedule fires; return whether it did."""
+        step = _step(step)
         if not self.schedule(step):
             return False
         self.record(step, {name: fn(model) for name, fn in self.instruments.items()})
@@ -88,10 +131,35 @@ class Recorder:
     def record(self, step: int, results: Mapping[str, Any]) -> None:
         """Store results computed elsewhere (e.g. for a whole ensemble at once) at ``step``:
         instrument name -> result, in the forms listed in the module docstring."""
+        step = _step(step)
         row: dict[str, float | dict[str, float]] = {}
         for name, result in results.items():
-            row.update(_fields(name, result))
+            fields = _fields(str(name), result)
+            for var, value in fields.items():
+                self._claim(var, str(name), isinstance(value, Mapping))
+                row[var] = value
+            made = self._made.setdefault(str(name), frozenset(fields))
+            if made != frozenset(fields):
+                raise UsageError(
+                    f"Recorder: instrument '{name}' gave {sorted(fields)} at step {step} but {sorted(made)} "
+                    "before; an instrument must return the same kind of result (per layer at some steps, not others)"
+                )
         self.records[step] = row
+
+    def _claim(self, var: str, instrument: str, per_layer: bool) -> None:
+        """One variable, one instrument, one kind: a clash would overwrite data silently."""
+        if var in RESERVED or var.startswith("layer_"):
+            raise UsageError(
+                f"Recorder: instrument '{instrument}' would write variable '{var}', a name the results format "
+                f"uses itself ({', '.join(RESERVED)}, layer_*); rename the instrument"
+            )
+        owner, was_layered = self._kinds.setdefault(var, (instrument, per_layer))
+        if owner != instrument:
+            raise UsageError(
+                f"Recorder: instruments '{owner}' and '{instrument}' both write variable '{var}'; rename one"
+            )
+        if was_layered != per_layer:
+            raise UsageError(f"Recorder: instrument '{instrument}' gave '{var}' per layer at some steps, not others")
 
     def to_dataset(
         self,
@@ -112,22 +180,23 @@ class Recorder:
         """
         lr, batch_size = _coordinate("lr", lr, float), _coordinate("batch_size", batch_size, int)
         seed = _coordinate("seed", seed, int)
-        steps = sorted(self.records) if steps is None else sorted(steps)
+        steps = sorted(self.records) if steps is None else sorted(_step(s) for s in steps)
         names: dict[str, list[str] | None] = {}
         for row in self.records.values():
             for var, value in row.items():
                 if isinstance(value, Mapping):
-                    known = names.setdefault(var, [])
+                    known = names.setdefault(var, []) or []
                     known.extend(k for k in value if k not in known)
+                    names[var] = known
                 else:
                     names.setdefault(var, None)
-        coords = {
+        coords: dict[str, Any] = {
             "lr": [float(lr)],
             "batch_size": [int(batch_size)],
             "seed": [int(seed)],
             "step": np.asarray(steps, dtype=np.int64),
         }
-        data_vars = {}
+        data_vars: dict[str, Any] = {}
         for var, layers in names.items():
             if layers is None:
                 arr = np.full((len(steps),), np.nan)
@@ -139,12 +208,19 @@ class Recorder:
                 for i, s in enumerate(steps):
                     value = self.records.get(s, {}).get(var, {})
                     for j, layer in enumerate(layers):
-                        arr[i, j] = value.get(layer, math.nan)
+                        arr[i, j] = value.get(layer, math.nan) if isinstance(value, Mapping) else math.nan
                 dim = layer_dim(var)
                 coords[dim] = np.asarray(layers, dtype=str)
                 data_vars[var] = (("lr", "batch_size", "seed", "step", dim), arr.reshape(1, 1, 1, *arr.shape))
         data_vars["diverged"] = (RUN_DIMS, np.full((1, 1, 1), bool(diverged)))
         return xr.Dataset(data_vars, coords=coords)
+
+
+def _step(step: Any) -> int:
+    """A step is a whole number >= 0: 1.2 and 1.7 would otherwise both be stored as step 1."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise UsageError(f"Recorder: a step must be an integer >= 0, got {step!r}")
+    return int(step)
 
 
 def _coordinate(name: str, value: Any, kind: type):
@@ -169,14 +245,21 @@ def combine_runs(
     Missing combinations and steps are NaN; a run absent from ``runs`` counts as not
     diverged. ``attrs["config"]`` is the JSON of ``config`` and ``attrs["kind"] = kind``.
     """
-    if not runs:
-        raise UsageError("combine_runs: no runs to combine")
-    ds = xr.merge(
-        [r.assign(diverged=r["diverged"].astype(np.float64)) for r in runs],
-        join="outer",
-        compat="no_conflicts",
-        combine_attrs="drop",
-    )
+    if isinstance(runs, (str, xr.Dataset)) or not runs:
+        raise UsageError("combine_runs: give a non-empty list of datasets from Recorder.to_dataset")
+    for r in runs:
+        if not isinstance(r, xr.Dataset) or "diverged" not in r:
+            raise UsageError(f"combine_runs: expected datasets from Recorder.to_dataset, got {type(r).__name__}")
+    try:
+        ds = xr.merge(
+            [r.assign(diverged=r["diverged"].astype(np.float64)) for r in runs],
+            join="outer",
+            compat="no_conflicts",
+            combine_attrs="drop",
+        )
+    except (xr.MergeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"combine_runs: two runs disagree on the same run and step ({first})") from None
     ds["diverged"] = ds["diverged"].fillna(0).astype(bool)
     ds = ds.transpose(*RUN_DIMS, "step", ...)
     ds.attrs["kind"] = kind

@@ -12,6 +12,19 @@ import numpy as np
 
 from thermosgd.errors import UsageError
 
+#: More log-spaced points than this is no schedule (and would take minutes to lay out).
+MAX_POINTS = 100_000
+
+
+def _whole(value, what: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; a float (2.5, nan, even 2.0), a bool or a string is refused.
+
+    A float step would be rounded silently (1.2 and 1.7 would both become step 1).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UsageError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
 
 @dataclass(frozen=True)
 class Every:
@@ -28,15 +41,20 @@ class Every:
     last: int | None = None
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.start < 0:
-            raise UsageError(f"Every: need k >= 1 and start >= 0, got k={self.k}, start={self.start}")
+        object.__setattr__(self, "k", _whole(self.k, "every: the period k", 1))
+        object.__setattr__(self, "start", _whole(self.start, "every: start", 0))
+        if self.last is not None:
+            object.__setattr__(self, "last", _whole(self.last, "every: last", 0))
 
     def __call__(self, step: int) -> bool:
         return step == self.last or (step >= self.start and (step - self.start) % self.k == 0)
 
     def steps(self, max_step: int) -> list[int]:
-        """The recorded steps in ``0..max_step``."""
-        return [s for s in range(max_step + 1) if self(s)]
+        """The recorded steps in ``0..max_step`` (laid out arithmetically: no loop over every step)."""
+        found = set(range(self.start, max_step + 1, self.k))
+        if self.last is not None and self.last <= max_step:
+            found.add(self.last)
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -53,8 +71,10 @@ class LogSpaced:
     points: int = 30
 
     def __post_init__(self) -> None:
-        if self.max_step < 0 or self.points < 1:
-            raise UsageError(f"LogSpaced: need max_step >= 0 and points >= 1, got {self.max_step}, {self.points}")
+        object.__setattr__(self, "max_step", _whole(self.max_step, "log_spaced: max_step", 0))
+        object.__setattr__(self, "points", _whole(self.points, "log_spaced: points", 1))
+        if self.points > MAX_POINTS:
+            raise UsageError(f"log_spaced: points must be at most {MAX_POINTS}, got {self.points}")
 
     @cached_property
     def _steps(self) -> frozenset[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from thermosgd.errors import UsageError
 from thermosgd.jsonsafe import json_safe
 from thermosgd.report.collect import collect
 from thermosgd.report.records import Report
+from thermosgd.sweep.store import write_text
 
 __all__ = ["render", "write_report", "check_page", "INDEX", "PAGE_MARKER"]
 
@@ -135,14 +135,6 @@ def write_report(runs_dir: str | os.PathLike, report: Report | None = None) -> P
         report = collect(runs_dir)
     check_page(runs_dir, report)
     page = render(report)
-    path = runs_dir / INDEX
-    fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".index-", suffix=".html.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # Through the store's writer: an exclusively created temporary renamed into place, so a link
+    # planted as index.html is replaced, never written through.
+    return write_text(runs_dir / INDEX, page)

@@ -19,6 +19,7 @@ from thermosgd.analysis.verdict import (
     NOT_MEASURED,
     RISES,
     RULES,
+    VERDICTS,
     judge_correlation,
     judge_difference,
     judge_exponent,
@@ -616,8 +617,33 @@ def _generic(sec: Section, exp: Experiment, folder: Path, margin: float | None =
         over = (fit or {}).get("over", "lr") if isinstance(fit, dict) else "lr"
         label = f"{METRIC.get(metric, metric)}: {SYMBOL.get(over, over)} exponent"
         sec.claims.append(fit_claim(label, fit, over, margin=margin))
+    sec.claims += _judged_rows(data)
     verdict = data.get("verdict")
     if isinstance(verdict, str) and verdict:
         sec.notes.append(verdict)
     elif isinstance(verdict, list):
         sec.notes += [str(v) for v in verdict]
+
+
+def _judged_rows(data: dict) -> list[Claim]:
+    """The rows analysis already judged (``analysis.mechanism``'s claims; the SDE limit's l_max vs l = 1 per
+    setting), formatted: the mechanism's claims stand in the summary as rows of their own."""
+    rows = []
+    for c in data.get("claims") or []:
+        if isinstance(c, dict):
+            label = f"{c.get('setting', '')}: {c.get('statement', c.get('claim', ''))}"
+            paper = "CI > 0" if c.get("rule") == "difference" else "|diff| ≤ margin"
+            rows.append(_judged_row(label, f"{c.get('compared', '')}: {paper}", c))
+    for setting, entries in (data.get("results") or {}).items() if data.get("preset") == "sde-limit" else ():
+        for e in entries if isinstance(entries, list) else ():
+            v = e.get("versus") if isinstance(e, dict) else None
+            if isinstance(v, dict):
+                label = f"{setting}, η = {fmt.sig(v.get('value'))}: activation-rate fall, l = {v.get('l')} vs l = 1"
+                rows.append(_judged_row(label, "|diff| ≤ margin", v))
+    return rows
+
+
+def _judged_row(label: str, paper: str, c: dict) -> Claim:
+    status = str(c["status"]) if c.get("status") in VERDICTS else NOT_MEASURED
+    measured = f"{fmt.signed(c.get('difference'))} {fmt.sig_interval(c.get('ci_low'), c.get('ci_high'))}"
+    return Claim(label, paper, measured, status, str(c.get("reason", "")))

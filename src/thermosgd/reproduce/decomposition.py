@@ -20,6 +20,7 @@ from thermosgd import presets
 from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, parts, shares
 from thermosgd.errors import UsageError
 from thermosgd.jsonsafe import json_safe
+from thermosgd.sweep.store import safe_folder, save_dataset, write_text
 from thermosgd.twolayer.decomposition import NOISES, DecompositionSettings, decomposition_runs
 from thermosgd.twolayer.drift import DriftSetup
 
@@ -60,8 +61,7 @@ def reproduce_decomposition(
     preset: presets.Preset, out: Path, *, seeds=None, steps=None, quick: bool = False, progress: bool = True, **_
 ) -> dict:
     """Run, store, estimate and report; returns the summary written to ``decomposition.json``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_folder(Path(out))
     s = settings_of(preset, seeds=seeds, steps=steps, quick=quick)
     setup = DriftSetup(**preset.settings(quick=quick)["setup"])
     path = out / "decomposition.nc"
@@ -69,8 +69,7 @@ def reproduce_decomposition(
         ds = xr.load_dataset(path)
     else:
         ds = decomposition_runs(setup, s, progress=progress)
-        ds.to_netcdf(path.with_suffix(".nc.part"))
-        path.with_suffix(".nc.part").replace(path)
+        save_dataset(ds, path)  # atomically, never through a link planted under its name
     summary = {
         "preset": preset.name,
         "claim": preset.claim,
@@ -80,8 +79,8 @@ def reproduce_decomposition(
         "shares": shares(ds),
     }
     summary["verdict"] = _in_words(summary["shares"])
-    (out / "decomposition.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(preset, summary))
+    write_text(out / "decomposition.json", json.dumps(json_safe(summary), indent=2) + "\n")
+    write_text(out / "report.md", report_markdown(preset, summary))
     if progress:
         print(f"[decomposition] tables in {out / 'report.md'}")
     return summary

@@ -28,7 +28,7 @@ from thermosgd.figures.comparisons import equal_error_figure, generalization_fig
 from thermosgd.figures.drift import drift_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
-from thermosgd.sweep.store import load, save_dataset
+from thermosgd.sweep.store import load, safe_folder, save_dataset, write_text
 from thermosgd.twolayer.drift import DriftSetup, drift_runs
 from thermosgd.twolayer.engine import train
 
@@ -45,11 +45,10 @@ RAW_DATASETS = {
 def _write(out: Path | None, name: str, fig, table: str, payload: dict) -> list[str]:
     if out is None:
         return []
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = safe_folder(Path(out))
     files = [str(p) for p in save_figure(fig, out / name)]
-    (out / f"{name}.md").write_text(table)
-    (out / f"{name}.json").write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+    write_text(out / f"{name}.md", table)
+    write_text(out / f"{name}.json", json.dumps(json_safe(payload), indent=2) + "\n")
     raw = [str(out / f"{stem}.nc") for stem in RAW_DATASETS[payload["experiment"]]]
     return raw + files + [str(out / f"{name}.md"), str(out / f"{name}.json")]
 
@@ -233,6 +232,12 @@ def run_equal_error(out=None, *, quick: bool = False, **overrides) -> dict:
     _positive_int("seeds", s["seeds"], 2)
     _positive_int("steps", s["steps"])
     _positive_int("record_every", s["record_every"])
+    if s["record_every"] > s["steps"] // 4:
+        raise UsageError(
+            f"record_every ({s['record_every']}) must be at most steps/4 ({s['steps'] // 4}): checked fewer "
+            "times, the learning rates would be compared at (nearly) equal time, not at equal error",
+            param="record_every",
+        )
     _positive_int("batch_size", s["batch_size"])
     _positive_int("train_size", s["train_size"], 2)
     if not 0 < s["target"] < 1:

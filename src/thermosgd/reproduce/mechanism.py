@@ -33,6 +33,7 @@ from thermosgd.jsonsafe import json_safe
 from thermosgd.reproduce.decomposition import reproduce_decomposition
 from thermosgd.reproduce.sde_limit import reproduce_sde_limit
 from thermosgd.sweep.run import run_sweep
+from thermosgd.sweep.store import write_text
 
 
 def reproduce_mechanism(
@@ -109,8 +110,8 @@ def reproduce_mechanism(
     summary["settings"].update(svag=factor, margin=margin, finite=finite)
     # The claims in words too: the report's generic reader shows the "verdict" lines on the page.
     summary["verdict"] += [f"{c.setting}: {c.statement}: {c.status} ({c.reason})" for c in claims]
-    (out / "mechanism.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(preset, summary))
+    write_text(out / "mechanism.json", json.dumps(json_safe(summary), indent=2) + "\n")
+    write_text(out / "report.md", report_markdown(preset, summary))
     if progress:
         for line in summary["verdict"]:
             print(f"[mechanism] {line}")

@@ -28,7 +28,7 @@ from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
 from thermosgd.sweep.run import folder_lock
 from thermosgd.sweep.store import RUN_MARKER as MARKER
-from thermosgd.sweep.store import check_output_folder, output_path
+from thermosgd.sweep.store import check_output_folder, output_path, read_meta, write_text
 
 
 def reproduce(
@@ -73,6 +73,7 @@ def reproduce(
     """
     torch_device(device, "device")  # a missing GPU fails before anything is written
     margin = check_margin(margin)
+    names = [names] if isinstance(names, str) else names  # reproduce("fig3"): one name, never its letters
     if seeds is not None:
         presets.check_count("seeds", seeds, presets.MAX_SEEDS)
     if steps is not None:
@@ -183,7 +184,7 @@ def _record_wall_time(folder: Path, seconds: float) -> None:
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {k: machine[k] for k in ("thermosgd", "torch", "CPU", "GPU") if k in machine},
     }
-    (folder / WALL_TIME).write_text(json.dumps(info) + "\n")
+    write_text(folder / WALL_TIME, json.dumps(info) + "\n")
 
 
 def _claim_folder(folder: Path, run: dict) -> bool:
@@ -196,8 +197,8 @@ def _claim_folder(folder: Path, run: dict) -> bool:
     marker = folder / MARKER
     if marker.exists():
         try:
-            old = json.loads(marker.read_text())
-        except (OSError, UnicodeDecodeError, ValueError):
+            old = json.loads(read_meta(marker))
+        except (OSError, UsageError, ValueError, RecursionError):
             old = None
         if not isinstance(old, dict):
             raise UsageError(
@@ -210,7 +211,7 @@ def _claim_folder(folder: Path, run: dict) -> bool:
         return False
     if any(f.name != ".lock" for f in folder.iterdir()):
         raise UsageError(f"{folder} already holds other files; choose a new --out folder")
-    marker.write_text(json.dumps(run) + "\n")
+    write_text(marker, json.dumps(run) + "\n")
     return True
 
 

@@ -24,6 +24,7 @@ from thermosgd.figures.mechanism import noise_models_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
 from thermosgd.sweep.run import run_sweep
+from thermosgd.sweep.store import write_text
 
 __all__ = ["reproduce_sde_limit", "report_markdown"]
 
@@ -83,8 +84,8 @@ def reproduce_sde_limit(
         for r in rows
         for v in [r["versus"]]
     ]
-    (out / "sde-limit.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(preset, summary))
+    write_text(out / "sde-limit.json", json.dumps(json_safe(summary), indent=2) + "\n")
+    write_text(out / "report.md", report_markdown(preset, summary))
     if progress:
         for line in summary["verdict"]:
             print(f"[sde-limit] {line}")

@@ -22,7 +22,7 @@ from thermosgd.figures import sweep_figure
 from thermosgd.figures.collapse import collapse_panel
 from thermosgd.jsonsafe import json_safe
 from thermosgd.sweep.run import run_sweep, usable_cores
-from thermosgd.sweep.store import load
+from thermosgd.sweep.store import load, write_text
 
 
 def reproduce_twolayer(
@@ -125,8 +125,8 @@ def write_summary(out: Path, preset: presets.Preset, ds: xr.Dataset, verdicts: l
     were judged with, the substitute data if any) and ``report.md`` of one experiment's folder."""
     assert preset.over is not None
     summary = summarize(ds, preset.name, preset.experiment, preset.over, verdicts)
-    (out / "summary.json").write_text(json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
-    (out / "report.md").write_text(report_markdown(preset, summary, verdicts))
+    write_text(out / "summary.json", json.dumps(json_safe(summary.to_dict()), indent=2) + "\n")
+    write_text(out / "report.md", report_markdown(preset, summary, verdicts))
 
 
 def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdict: Verdict | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from thermosgd.figures import walk as walk_figures
 from thermosgd.jsonsafe import json_safe
 from thermosgd.reproduce.walk_suite import run_suite
+from thermosgd.sweep.store import safe_folder, write_text
 
 
 def _pm(value, err, digits=3):
@@ -74,9 +75,9 @@ def reproduce_walk(out_dir: Path, *, quick: bool = False, seed: int = 0) -> dict
     start = time.perf_counter()
     suite = run_suite(quick=quick, seed=seed)
     suite["seconds"] = time.perf_counter() - start
-    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    safe_folder(out_dir / "figures")
     files = walk_figures.write_figures(suite, out_dir / "figures")
-    (out_dir / "walk_report.json").write_text(json.dumps(json_safe(suite), indent=1))
-    (out_dir / "walk_report.md").write_text(report_markdown(suite))
+    write_text(out_dir / "walk_report.json", json.dumps(json_safe(suite), indent=1))
+    write_text(out_dir / "walk_report.md", report_markdown(suite))
     files += [str(out_dir / "walk_report.json"), str(out_dir / "walk_report.md")]
     return {**suite, "files": files}

@@ -7,27 +7,22 @@ units; the merged ``results.nc`` is bit-identical to an uninterrupted run.
 Layout of a sweep folder (see also ``store``)::
 
     DIR/
-      .lock           flock'ed by the process writing to DIR (holds its pid)
+      .lock           flock'ed by the process writing to DIR (holds its pid; see ``lock``)
       config.json     the configuration; another config is refused
+      inputs.json     SHA-256 of the input data files; changed inputs are refused
       units/          unit-00000.nc + unit-00000.nc.sha256, ... (see ``units``)
       results.nc      all units merged along ``seed``, written last, with its
                       checksum file results.nc.sha256 (see ``store``)
 
 A sweep writes only into a new or empty folder or one holding its own earlier
-run (see :func:`thermosgd.sweep.store.check_output_folder`).
+run (see :func:`thermosgd.sweep.store.check_output_folder`). What it will do is
+decided by ``plan``; how far a folder has got is ``status``.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import os
-import time
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,310 +32,33 @@ from thermosgd.checks import require_config, torch_device
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.progress import bar as progress_bar
-from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
+from thermosgd.sweep.executors import check_scheduler, open_executor
+from thermosgd.sweep.lock import LOCK_FILE, folder_lock, lock_holder
+from thermosgd.sweep.plan import PROCESSES_PAY_SECONDS, SweepPlan, plan_sweep, usable_cores
+from thermosgd.sweep.status import SweepStatus, status
 from thermosgd.sweep.store import (
-    CONFIG_FILE,
-    RESULTS_FILE,
+    check_config,
+    check_inputs,
     check_output_folder,
-    results_problem,
     save_results,
     stale_temporaries,
     write_config,
 )
-from thermosgd.sweep.units import (
-    CORRUPT,
-    DONE,
-    MISSING,
-    Stamp,
-    Unit,
-    call_seeds,
-    compute_unit,
-    plan_units,
-    read_unit,
-    study_units,
-    unit_state,
-    write_unit,
-)
-from thermosgd.twolayer import budget
+from thermosgd.sweep.units import Unit, compute_unit, read_unit, write_unit
 
-LOCK_FILE = ".lock"
-_LOCK_PATIENCE = 0.5  # seconds a sweep waits for the lock (``status`` holds it for microseconds)
-
-
-@contextmanager
-def folder_lock(out: Path) -> Iterator[int]:
-    """Exclusive lock on a results folder; released by the OS if the process dies.
-
-    Yields the lock file's descriptor (forked worker processes close their copy).
-
-    A lock file left behind by a killed process does not block: ``flock`` locks
-    belong to open files, and the kernel drops them with the process.
-    """
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fh = open(out / LOCK_FILE, "a+")
-    except OSError as exc:
-        raise UsageError(f"cannot write to output folder {out}: {exc.strerror}") from None
-    if not _try_flock(fh, fcntl.LOCK_EX, patience=_LOCK_PATIENCE):
-        fh.close()
-        pid = _lock_pid(out)
-        raise UsageError(
-            f"another thermosgd process{f' (pid {pid})' if pid else ''} is writing to {out}; "
-            "wait for it or choose another --out"
-        )
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        yield fh.fileno()
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
-
-
-def _try_flock(fh, mode: int, patience: float = 0.0) -> bool:
-    """Take ``mode`` on ``fh`` without blocking; retry for ``patience`` seconds."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            fcntl.flock(fh, mode | fcntl.LOCK_NB)
-            return True
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _lock_pid(out: Path) -> int | None:
-    try:
-        return int((out / LOCK_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def lock_holder(out: str | os.PathLike) -> int | None:
-    """Pid of the process writing to ``out`` (0 if unknown), or None when nobody holds the lock."""
-    path = Path(out) / LOCK_FILE
-    try:
-        fh = open(path)
-    except OSError:
-        return None
-    with fh:
-        # A shared lock is granted unless a sweep holds the exclusive one. It is
-        # dropped at once; a sweep starting meanwhile waits _LOCK_PATIENCE for it.
-        if not _try_flock(fh, fcntl.LOCK_SH):
-            return _lock_pid(Path(out)) or 0
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
-
-
-def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diff = _first_difference(va, vb, f"{prefix}[{key}] ")
-            if diff:
-                return diff
-        elif va != vb:
-            return f"{prefix}{key}: {va!r} there, {vb!r} now"
-    return ""
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"{path} is not a sweep configuration; choose a new --out folder")
-    return raw
-
-
-def check_config(out: Path, cfg: SweepConfig | Stamp) -> None:
-    """Refuse a folder that holds results of another configuration."""
-    path = Path(out) / CONFIG_FILE
-    if not path.exists():
-        return
-    old = _read_config(path)
-    new = json.loads(json.dumps(cfg.to_dict()))
-    if old != new:
-        raise UsageError(
-            f"{out} holds results of a different config ({_first_difference(old, new)}); choose a new --out folder"
-        )
-
-
-@dataclass(frozen=True)
-class SweepStatus:
-    """How far a sweep folder has got.
-
-    Attributes:
-        units: units in the plan; done + missing + corrupt == units.
-        done: units whose file and checksum are in place.
-        missing: units never written.
-        corrupt: unit files that fail their checksum (or lack one): recomputed
-            on the next run.
-        replicas: replicas (lr × batch size × seed) in the done units.
-        diverged: of those, replicas that diverged (recorded, then frozen).
-        merged: ``results.nc`` exists.
-        running: pid of the process writing to the folder now (0 if unknown),
-            None when none is.
-        results_problem: why ``results.nc`` fails its checksum or configuration
-            check (None when it passes, is absent, or a sweep is writing it).
-    """
-
-    units: int
-    done: int
-    missing: int
-    corrupt: int
-    replicas: int
-    diverged: int
-    merged: bool
-    running: int | None = None
-    results_problem: str | None = None
-
-    def line(self) -> str:
-        if self.running is None and self.results_problem:
-            state = (
-                f"results.nc is NOT usable: {self.results_problem}; re-run the same command "
-                "to rebuild it from the finished units"
-            )
-        elif self.running is None:
-            state = f"results.nc {'written and verified' if self.merged else 'not yet written'}"
-        else:
-            state = f"a sweep is running on it{f' (pid {self.running})' if self.running else ''}"
-        return (
-            f"{self.done}/{self.units} units done, {self.missing} missing, {self.corrupt} corrupt; "
-            f"{self.diverged} of {self.replicas} replicas in finished units diverged; {state}"
-        )
-
-
-def status(out: str | os.PathLike) -> SweepStatus:
-    """How far a results folder has got (reads config.json and the unit files; writes nothing)."""
-    from thermosgd.config import from_dict
-
-    out = Path(out)
-    path = out / CONFIG_FILE
-    if not path.exists():
-        raise UsageError(f"{out} is not a sweep folder (no {CONFIG_FILE})")
-    raw = _read_config(path)
-    cfg: SweepConfig | Stamp
-    if isinstance(raw.get("study"), dict):  # a study folder (thermosgd.studies): units are blocks of its seeds
-        try:
-            study_train, study_sweep = raw["study"]["train"], raw["study"]["sweep"]
-            units, cfg = study_units(study_train["seeds"], study_sweep["seeds_per_unit"]), Stamp(raw)
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{out} is not a sweep folder (its {CONFIG_FILE} is not a study's)") from None
-    else:
-        try:
-            sweep_cfg = from_dict(raw)
-        except UsageError as exc:
-            raise UsageError(f"{out} is not a two-layer sweep folder ({str(exc).split('; choose')[0]})") from None
-        units, cfg = plan_units(sweep_cfg), sweep_cfg
-    states = []
-    diverged = replicas = 0
-    for u in units:
-        state = unit_state(out, u)
-        if state == DONE:
-            ds = read_unit(out, u, cfg)
-            if ds is None:  # checksum fine but not this config's unit
-                state = CORRUPT
-            else:
-                diverged += int(ds["diverged"].values.sum())
-                replicas += int(ds["diverged"].size)
-        states.append(state)
-    running = lock_holder(out)
-    return SweepStatus(
-        units=len(units),
-        done=states.count(DONE),
-        missing=states.count(MISSING),
-        corrupt=states.count(CORRUPT),
-        replicas=replicas,
-        diverged=diverged,
-        merged=(out / RESULTS_FILE).exists(),
-        running=running,
-        results_problem=None if running is not None else results_problem(out),
-    )
-
-
-# Worker processes pay when the units' work on one core is at least this long:
-# starting the pool (a forkserver importing torch, then the workers) costs
-# 1–2 s on an unloaded 2-core machine (benchmarks/bench_whole_command.py).
-PROCESSES_PAY_SECONDS = 5.0
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """What a sweep will do, decided before anything is written.
-
-    Attributes:
-        units: the work units.
-        call_seeds: seeds per engine call.
-        executor: "inline", "processes" or "dask" ("auto" resolved).
-        workers: worker processes (None: the executor's default).
-        cost: estimated peak memory and wall-clock time.
-    """
-
-    units: list[Unit]
-    call_seeds: int
-    executor: str
-    workers: int | None
-    scheduler: str | None
-    cost: budget.Cost
-
-
-def plan_sweep(
-    cfg: SweepConfig, *, executor: str | None = "inline", workers: int | None = None, scheduler: str | None = None
-) -> SweepPlan:
-    """Units, where they run (``executor="auto"``: worker processes on every core when that
-    pays, else inline) and what that costs; refuses a sweep that would not fit.
-
-    Raises:
-        UsageError: bad executor arguments, or a sweep too large for this machine's
-            memory, for NetCDF files, or longer than 30 days (see ``budget.check``).
-    """
-    kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
-    units = plan_units(cfg)
-    c = call_seeds(cfg)
-    pos = {s: i for i, s in enumerate(cfg.train.seeds)}
-    unit_calls = [pos[u.seeds[-1]] // c - pos[u.seeds[0]] // c + 1 for u in units]  # see units.engine_calls
-    g = budget.Grid.of(cfg)
-
-    def model(where: str, parallel: int):
-        def cost_of(x: budget.Grid) -> budget.Cost:
-            # Smaller grids tried for a suggestion keep the call size and unit shape.
-            n = max(1, round(len(unit_calls) * x.seeds / g.seeds))
-            return budget.sweep_cost(x, unit_calls[:n], min(c, x.seeds), workers=parallel, where=where)
-
-        return cost_of
-
-    if kind == "auto":
-        kind, parallel = "inline", min(usable_cores(), len(units))
-        inline_cost = model("inline", 1)(g)
-        avail = budget.available_memory()
-        if parallel >= 2 and inline_cost.seconds >= PROCESSES_PAY_SECONDS:
-            par = model("processes", parallel)(g)
-            if avail is None or par.memory <= avail:
-                kind, workers = "processes", parallel
-    if kind == "inline":
-        cost_of = model("inline", 1)
-    elif kind == "processes" or (kind == "dask" and not scheduler):
-        n = workers or (usable_cores() if kind == "processes" else 2)
-        cost_of = model("processes", n)
-    else:  # a remote cluster: each unit on one of its cores, as many side by side as there are units
-        cost_of = model("remote", len(units))
-    cost = budget.check(g, cost_of, what="the sweep", netcdf=True)
-    return SweepPlan(units, c, kind, workers, scheduler, cost)
+__all__ = [  # the lock, plan and status names are re-exported: callers import them from here
+    "LOCK_FILE",
+    "PROCESSES_PAY_SECONDS",
+    "SweepPlan",
+    "SweepStatus",
+    "check_config",
+    "folder_lock",
+    "lock_holder",
+    "plan_sweep",
+    "run_sweep",
+    "status",
+    "usable_cores",
+]
 
 
 def run_sweep(
@@ -386,8 +104,10 @@ def run_sweep(
         from thermosgd.twolayer.engine import load_user_data
 
         load_user_data(cfg, None, None)
+    inputs = [cfg.data.file] if cfg.data.inputs == "file" else []
     with folder_lock(out) as lock_fd:
         check_config(out, cfg)
+        check_inputs(out, inputs)  # a changed data file is refused, never mixed into old results
         write_config(cfg.to_dict(), out)
         for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
             tmp.unlink(missing_ok=True)
@@ -416,6 +136,7 @@ def run_sweep(
                     step_progress=progress and kind == "inline",
                 )
         merged = _merge(cfg, out, units, have)
+        check_inputs(out, inputs)  # changed while the units ran: the merged results would mix both
         save_results(merged, out, cfg.to_dict())
     return merged
 

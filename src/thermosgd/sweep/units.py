@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,8 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd.config import SweepConfig, from_dict
-from thermosgd.sweep.store import file_sha256, save_dataset, temporary_path
+from thermosgd.errors import UsageError
+from thermosgd.sweep.store import file_sha256, read_meta, save_dataset, write_text
 from thermosgd.twolayer import budget
 
 UNITS_DIR = "units"
@@ -115,6 +115,7 @@ def plan_units(cfg: SweepConfig) -> list[Unit]:
             math.ceil(t / per_call) if i == 0 else max(1, math.floor(t / per_call)) for i, t in enumerate(UNIT_SECONDS)
         )
         k = c * max(1, min(hi, max(lo, math.ceil(calls / MIN_UNITS))))
+    assert isinstance(k, int)  # the config allows "auto" or an int
     return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
 
 
@@ -153,10 +154,7 @@ def checksum_file(out: Path, unit: Unit) -> Path:
 def write_unit(ds: xr.Dataset, out: Path, unit: Unit) -> Path:
     """Store one unit's results: data file renamed into place, then its checksum."""
     path = save_dataset(ds, unit_file(out, unit))
-    sums = checksum_file(out, unit)
-    tmp = temporary_path(sums)
-    tmp.write_text(file_sha256(path) + "\n")
-    os.replace(tmp, sums)
+    write_text(checksum_file(out, unit), file_sha256(path) + "\n")
     return path
 
 
@@ -166,8 +164,8 @@ def unit_state(out: Path, unit: Unit) -> str:
     if not path.exists():
         return MISSING
     try:
-        ok = sums.read_text().strip() == file_sha256(path)
-    except (OSError, UnicodeDecodeError):
+        ok = read_meta(sums).strip() == file_sha256(path)
+    except (OSError, UsageError):
         return CORRUPT
     return DONE if ok else CORRUPT
 
@@ -242,7 +240,8 @@ def _unused_seeds(used, n: int) -> list[int]:
     """The ``n`` smallest nonnegative integers not in ``used`` (distinct filler seeds)."""
     if n == 0:
         return []
-    taken, out, s = set(used), [], 0
+    taken, s = set(used), 0
+    out: list[int] = []
     while len(out) < n:
         if s not in taken:
             out.append(s)

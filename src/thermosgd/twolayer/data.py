@@ -23,6 +23,7 @@ import torch
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.files import open_regular
 from thermosgd.seeds import derive_seed, generator, stream  # noqa: F401 (derive_seed is re-exported)
 
 _NAMES = ("init", "data", "probe", "teacher", "trainset", "test", "noise", "noise_init")
@@ -222,11 +223,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` (a zip of ``.npy`` members, as ``numpy.savez`` writes), never unpickled."""
     where = f"[data] file {path}"
     save_hint = "save it with numpy.savez(path, x=x, y=y)"
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(6)
-    except OSError as exc:
-        raise UsageError(f"cannot read {where}: {exc.strerror}") from None
+    with open_regular(path, "[data] file") as fh:  # a FIFO or device is refused, never read
+        magic = fh.read(6)
     if magic == b"\x93NUMPY":
         raise UsageError(f"{where} is a single .npy array, not an .npz holding x and y; {save_hint}")
     if not zipfile.is_zipfile(path):
@@ -241,7 +239,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                 arrays[k] = f[k]
     except UsageError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot read {where}: {first}") from None
     return arrays
@@ -254,7 +253,12 @@ def _real_array(v, name: str) -> np.ndarray:
             raise UsageError(f"{name} requires grad; pass {name}.detach() (the data are not trained)")
         if v.is_complex():
             raise UsageError(f"{name} is complex ({v.dtype}); the model takes real inputs")
-        v = v.detach().cpu().numpy()
+        if v.is_meta:
+            raise UsageError(f"{name} is on the 'meta' device (shapes only, no data); pass real values")
+        # Casts that keep every value: sparse -> dense, bfloat16/half -> float32, a negated view resolved.
+        v = v.to_dense() if v.layout != torch.strided else v
+        v = v.float() if v.dtype in (torch.bfloat16, torch.float16) else v
+        v = v.detach().resolve_neg().cpu().numpy()
     try:
         a = np.asarray(v)
     except (ValueError, TypeError) as exc:

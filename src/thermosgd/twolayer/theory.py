@@ -9,6 +9,8 @@ form for Gaussian inputs ``x ~ N(0, I_M)``, where ``z ~ N(b, s²)`` with
 All functions take float or tensor arguments, compute in float64 with torch
 (so autograd works) and broadcast over leading dims: ``V: (...)``,
 ``W: (..., M)``, ``b: (...)``, result ``(...)`` (``h_w``: ``(..., M)``).
+Shapes that do not broadcast raise :class:`~thermosgd.errors.UsageError`
+naming every argument's shape.
 
 The loss-residual factor ``(p − y)²`` of Eq. 23 and 25 enters through
 ``err2 = E[(p − y)²]``, under the paper's assumption (Sec. 5) that ``p − y``
@@ -49,6 +51,8 @@ import math
 
 import torch
 
+from thermosgd.errors import UsageError
+
 Tensor = torch.Tensor
 _DTYPE = torch.float64
 _LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
@@ -76,6 +80,33 @@ def _t(value) -> Tensor:
     if isinstance(value, Tensor):
         return value.to(_DTYPE)
     return torch.as_tensor(value, dtype=_DTYPE)
+
+
+def _check_shapes(**args) -> None:
+    """Refuse arguments whose shapes do not broadcast over the same units (one line naming every shape).
+
+    ``W`` is ``(..., M)`` and is compared by its leading dims; every other argument is ``(...)``.
+    Without this check a mismatch surfaces as torch's RuntimeError from deep inside a formula.
+    """
+    shapes = {}
+    for name, value in args.items():
+        try:
+            shapes[name] = tuple(_t(value).shape)
+        except (TypeError, ValueError, RuntimeError):
+            raise UsageError(
+                f"{name} must be a float or a tensor of real numbers, got {type(value).__name__}", param=name
+            ) from None
+    units: tuple[int, ...] = ()
+    for name, shape in shapes.items():
+        try:
+            units = tuple(torch.broadcast_shapes(units, shape[:-1] if name == "W" else shape))
+        except RuntimeError:
+            shown = ", ".join(f"{n} {s}" for n, s in shapes.items())
+            raise UsageError(
+                f"argument shapes do not match: {shown}; W is (..., M) and every other argument (...), "
+                "and the leading dims of all must broadcast together (one entry per unit)",
+                param=name,
+            ) from None
 
 
 def _gaussian_stats(W, b) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -146,6 +177,7 @@ def activation_rate(W, b) -> Tensor:
     Returns:
         ``(...)`` activation probability in ``[0, 1]``.
     """
+    _check_shapes(W=W, b=b)
     _, _, _, a = _gaussian_stats(W, b)
     return torch.exp(torch.special.log_ndtr(a))
 
@@ -164,6 +196,7 @@ def h_v(V, W, b) -> Tensor:
     Returns:
         ``(...)``.
     """
+    _check_shapes(V=V, W=W, b=b)
     _, _, s, a = _gaussian_stats(W, b)
     log_q, _, _, _, j2 = _scaled_moments(a)
     return _expand(s * s * torch.exp(log_q + torch.log(j2)), _t(V).shape)
@@ -180,6 +213,7 @@ def h_w(V, W, b) -> Tensor:
     Returns:
         ``(..., M)``, one entry per input coordinate ``j``.
     """
+    _check_shapes(V=V, W=W, b=b)
     W, _, s, a = _gaussian_stats(W, b)
     V = _t(V)
     log_q, log_pdf, j0, _, _ = _scaled_moments(a)
@@ -201,6 +235,7 @@ def h_b(V, W, b) -> Tensor:
     Returns:
         ``(...)``.
     """
+    _check_shapes(V=V, W=W, b=b)
     V = _t(V)
     return V * V * activation_rate(W, b)
 
@@ -221,6 +256,7 @@ def phi1(W, b, err2) -> Tensor:
     Returns:
         ``(...)``.
     """
+    _check_shapes(W=W, b=b, err2=err2)
     _, _, s, a = _gaussian_stats(W, b)
     log_q, _, _, _, j2 = _scaled_moments(a)
     return torch.sqrt(_t(err2)) * s * torch.exp(0.5 * log_q) * torch.sqrt(j2)
@@ -237,6 +273,7 @@ def phi2(W, b, err2) -> Tensor:
     Returns:
         ``(...)``.
     """
+    _check_shapes(W=W, b=b, err2=err2)
     _, _, _, a = _gaussian_stats(W, b)
     return torch.sqrt(_t(err2)) * torch.exp(0.5 * torch.special.log_ndtr(a))  # no underflow of Φ
 
@@ -249,6 +286,7 @@ def dphi1_db(W, b, err2) -> Tensor:
     Returns:
         ``(...)``, same broadcasting as :func:`phi1`.
     """
+    _check_shapes(W=W, b=b, err2=err2)
     _, _, _, a = _gaussian_stats(W, b)
     log_q, _, _, j1, j2 = _scaled_moments(a)
     return torch.sqrt(_t(err2)) * torch.exp(0.5 * log_q) * j1 / torch.sqrt(j2)
@@ -260,6 +298,7 @@ def dphi2_db(W, b, err2) -> Tensor:
     Returns:
         ``(...)``, same broadcasting as :func:`phi2`.
     """
+    _check_shapes(W=W, b=b, err2=err2)
     _, _, s, a = _gaussian_stats(W, b)
     # φ(a)/√Φ(a) in logs: both factors underflow far in the lower tail.
     log_ratio = -0.5 * a * a + _LOG_INV_SQRT_2PI - 0.5 * torch.special.log_ndtr(a)
@@ -298,6 +337,7 @@ def psi(V, W, b, err2, rho=1.0) -> Tensor:
     Returns:
         ``(...)``. Proportional to ``err2`` (ψ = err2 · ψ|_{err2=1}).
     """
+    _check_shapes(V=V, W=W, b=b, err2=err2, rho=rho)
     _, _, s, a = _gaussian_stats(W, b)
     V = _t(V)
     log_q, log_pdf, j0, j1, j2 = _scaled_moments(a)
@@ -323,4 +363,5 @@ def thermophoretic_flow(V, W, b, err2, lr, batch_size, rho=1.0) -> Tensor:
     Returns:
         ``(...)`` flow density (per step, in parameter units times ``ρ``).
     """
+    _check_shapes(V=V, W=W, b=b, err2=err2, rho=rho, lr=lr, batch_size=batch_size)
     return _t(lr) ** 2 / _t(batch_size) * psi(V, W, b, err2, rho)

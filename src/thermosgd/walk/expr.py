@@ -45,7 +45,10 @@ _BINOPS: dict[type[ast.operator], Callable[..., torch.Tensor]] = {
     ast.Div: torch.div,
     ast.Pow: torch.pow,
 }
+#: Limits checked before a formula is parsed or compiled, so that no formula (millions of
+#: characters, parentheses nested thousands deep) can exhaust memory or the parser's stack.
 _MAX_LEN = 400
+_MAX_DEPTH = 32
 _MAX_NODES = 200
 
 Node = Callable[[torch.Tensor], torch.Tensor]
@@ -68,19 +71,19 @@ def parse_g(text: str, dim: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
         built from torch ops (differentiable).
 
     Raises:
-        UsageError: The formula does not parse or uses anything outside the
-            whitelist.
+        UsageError: The formula does not parse, uses anything outside the
+            whitelist, or is too large: more than 400 characters, brackets nested
+            more than 32 deep, or more than 200 parts (checked before compiling).
     """
     if not isinstance(text, str) or not text.strip():
         raise UsageError("empty expression for g")
-    if len(text) > _MAX_LEN:
-        raise UsageError(f"expression for g is longer than {_MAX_LEN} characters")
+    _check_size(text)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise UsageError(f"cannot parse expression {text!r}: {exc.msg}") from None
     if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
-        raise UsageError(f"expression for g has more than {_MAX_NODES} parts")
+        raise UsageError(f"expression for g has more than {_MAX_NODES} parts (numbers, names, operations)")
     body = tree.body
     if isinstance(body, (ast.Tuple, ast.List)):
         if len(body.elts) != dim:
@@ -98,6 +101,23 @@ def parse_g(text: str, dim: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
 
     g.__doc__ = f"g(q) = {text}"
     return g
+
+
+def _check_size(text: str) -> None:
+    """Refuse a formula too long or too deeply nested to compile (before :func:`ast.parse` sees it)."""
+    if len(text) > _MAX_LEN:
+        raise UsageError(f"expression for g has {len(text)} characters; at most {_MAX_LEN} are accepted")
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if deepest > _MAX_DEPTH:
+        raise UsageError(
+            f"expression for g nests brackets {deepest} levels deep; at most {_MAX_DEPTH} are accepted",
+        )
 
 
 def _compile(node: ast.AST, dim: int, text: str) -> Node:

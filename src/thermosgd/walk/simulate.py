@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from thermosgd.errors import UsageError
@@ -235,14 +236,28 @@ def as_field(value: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def _step_eq8(q, g, eta, noise, shared, gen):
     """Eq. 8: ``dq = -eta g(q) zeta``; returns the jump ``(particles, D)``."""
-    gq = as_field(g(q), q)
+    try:
+        gq = as_field(g(q), q)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's g: any failure is reported as one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(
+            f"g failed on positions of shape {tuple(q.shape)}: {type(exc).__name__}{': ' + first if first else ''} "
+            "(g must map (particles, D) positions to (particles,) or (particles, D) positive values)"
+        ) from None
     ok = (gq > 0) & torch.isfinite(gq)
     if not bool(ok.all()):
         bad = torch.nonzero(~ok)[0]
         where = q[bad[0]].tolist()
-        raise UsageError(f"g must be positive and finite, but g(q={where}) = {gq[bad[0], bad[1]].item():.4g}")
+        far = f"; the walk got that far with eta = {eta:.4g}: choose a smaller eta" if q.abs().max() > 1e100 else ""
+        raise UsageError(f"g must be positive and finite, but g(q={where}) = {gq[bad[0], bad[1]].item():.4g}{far}")
     zeta = _noise((q.shape[0], 1 if shared else q.shape[1]), noise, q.dtype, gen)
-    return -eta * gq * zeta
+    dq = -eta * gq * zeta
+    if not bool(torch.isfinite(dq).all()):  # eta, not g: g was positive and finite here
+        big = float(gq.abs().max())
+        raise UsageError(f"the step eta g(q) zeta overflows (eta = {eta:.4g}, g up to {big:.4g}); choose a smaller eta")
+    return dq
 
 
 def _step_eq4(q, kick, eta, gen):
@@ -347,7 +362,13 @@ def _schedule(record, steps: int) -> Callable[[int], bool]:
         return lambda t: t == 0 or t == steps
     if callable(record):
         return record
-    wanted = {int(t) for t in record}
+    try:
+        items = list(record)
+    except TypeError:
+        raise UsageError(f"record must be a callable step -> bool or a list of steps, got {record!r}") from None
+    if isinstance(record, str) or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in items):
+        raise UsageError(f"record must be a callable step -> bool or a list of integer steps, got {record!r}")
+    wanted = {int(t) for t in items}
     return lambda t: t in wanted
 
 
@@ -395,6 +416,18 @@ def simulate(
         UsageError: Nonpositive eta or steps, an unknown noise law, positions
             outside the box, or g <= 0 (or not finite) at a visited position.
     """
+    q, gen = _checked_inputs(g, kick, domain, eta, steps, noise, q0, seed)
+    counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
+    step = (
+        (lambda q: _step_eq8(q, g, eta, noise, shared, gen))
+        if kick is None
+        else (lambda q: _step_eq4(q, kick, eta, gen))
+    )
+    return _run(q, step, domain, steps, counter, _schedule(record, steps), eta)
+
+
+def _checked_inputs(g, kick, domain, eta, steps, noise, q0, seed) -> tuple[torch.Tensor, torch.Generator]:
+    """:func:`simulate`'s arguments checked (one UsageError line each); the positions and the generator."""
     if (g is None) == (kick is None):
         raise UsageError("give exactly one of g (Eq. 8) and kick (Eq. 4)")
     if isinstance(g, str):
@@ -405,13 +438,18 @@ def simulate(
         raise UsageError(f"{'g' if kick is None else 'kick'} must be a function, got {type(g or kick).__name__}")
     if not isinstance(domain, (Free, Periodic, Reflect)):
         raise UsageError(f"domain must be Free(), Periodic(lo, hi) or Reflect(lo, hi), got {domain!r}")
-    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
+    if isinstance(eta, bool) or not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
         raise UsageError(f"eta must be a positive number, got {eta}")
     if not (isinstance(steps, int) and steps > 0):
         raise UsageError(f"steps must be a positive integer, got {steps}")
     if noise not in ("binary", "gaussian"):
         raise UsageError(f"noise must be 'binary' or 'gaussian', got {noise!r}")
-    q = torch.as_tensor(q0)
+    try:
+        q = torch.as_tensor(q0)
+    except (TypeError, ValueError, RuntimeError):
+        raise UsageError(f"q0 must be a (particles, D) array of real numbers, got {type(q0).__name__}") from None
+    if q.is_complex() or q.dtype == torch.bool:
+        raise UsageError(f"q0 must hold real numbers, got {q.dtype}")
     if not q.is_floating_point():
         q = q.to(torch.get_default_dtype())
     q = q.reshape(-1, 1).clone() if q.dim() == 1 else q.clone()
@@ -422,13 +460,7 @@ def simulate(
         gen = torch.Generator().manual_seed(int(seed))
     except (TypeError, ValueError, OverflowError, RuntimeError):
         raise UsageError(f"seed must be an integer in [0, 2^63), got {seed!r}") from None
-    counter = None if planes is None else _Counter(planes, domain, q.shape[1], q.dtype)
-    step = (
-        (lambda q: _step_eq8(q, g, eta, noise, shared, gen))
-        if kick is None
-        else (lambda q: _step_eq4(q, kick, eta, gen))
-    )
-    return _run(q, step, domain, steps, counter, _schedule(record, steps), eta)
+    return q, gen
 
 
 def _run(q, step, domain, steps: int, counter: _Counter | None, wanted, eta: float) -> WalkResult:

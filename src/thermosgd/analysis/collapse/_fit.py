@@ -28,6 +28,7 @@ from thermosgd.analysis.collapse._data import (
 )
 from thermosgd.analysis.collapse._score import _Scorer
 from thermosgd.analysis.collapse._search import _polish, _search, expanded_percentiles
+from thermosgd.analysis.fit_args import check_fit_args
 from thermosgd.errors import UsageError
 
 
@@ -173,9 +174,8 @@ def fit_collapse(
 
 def _fit(ds, metric, over, window, n_boot, seed, *, ci_level, reference, bounds, n_grid, pairing):
     """:func:`fit_collapse`, also returning the ``(n_boot',)`` bootstrap exponents (for coverage studies)."""
-    if isinstance(window, str):
-        window = parse_window(window)
-    window = _check_window(window)
+    check_fit_args(ds, over, window=window, n_boot=n_boot, reference=reference, bounds=bounds, n_grid=n_grid)
+    window = _check_window(parse_window(window) if isinstance(window, str) else window)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"the bootstrap seed must be a non-negative integer (got {seed!r})")
     if not 0 < ci_level < 1:
