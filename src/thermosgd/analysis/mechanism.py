@@ -264,10 +264,11 @@ class MechanismClaim:
             :data:`~thermosgd.analysis.verdict.RULES` key that judged it.
         value: the swept value compared (the strongest setting), ``over`` its name.
         difference, se, ci_low, ci_high: the mean over seeds of the per-seed difference of
-            the activation rate's change (first to last step), its standard error and 95% t-interval.
+            the metric's change (first to last step), its standard error and 95% t-interval.
         seeds: seeds compared. reference: sgd's mean change there.
-        margin: the equivalence margin in activation-rate units (None for the difference rule).
+        margin: the equivalence margin in the metric's units (None for the difference rule).
         status, reason: the verdict word and why.
+        metric: the metric whose change is compared (default the activation rate).
     """
 
     claim: str
@@ -286,6 +287,7 @@ class MechanismClaim:
     margin: float | None
     status: str
     reason: str
+    metric: str = "activation_rate"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -347,7 +349,9 @@ def paired_change(
     return {**out, "difference": mean, "se": float(d.std(ddof=1) / math.sqrt(d.size)), "ci_low": low, "ci_high": high}
 
 
-def _judged(key: str, setting: str, over: str, p: dict, margin: float | None) -> MechanismClaim:
+def _judged(
+    key: str, setting: str, over: str, p: dict, margin: float | None, metric: str = "activation_rate"
+) -> MechanismClaim:
     statement, compared, rule = _STATEMENTS[key]
     if not math.isfinite(p["difference"]):
         j = Judgement(NOT_MEASURED, "fewer than 2 seeds compared")
@@ -374,6 +378,7 @@ def _judged(key: str, setting: str, over: str, p: dict, margin: float | None) ->
         margin,
         j.status,
         j.reason,
+        metric,
     )
 
 
@@ -384,6 +389,7 @@ def mechanism_claims(
     *,
     svag: xr.Dataset | None = None,
     margin: float = DEFAULT_MARGIN,
+    metric: str = "activation_rate",
 ) -> list[MechanismClaim]:
     """The mechanism's claims in one setting (module docstring), for the noise models present.
 
@@ -392,6 +398,8 @@ def mechanism_claims(
         setting: the setting's name. over: the swept parameter.
         svag: results of sgd under ``[train] svag`` = l > 1, for the SDE-limit claim.
         margin: the practical margin, a fraction (see the module docstring for its reference).
+        metric: the metric whose change (first to last step) is compared; any variable of the
+            results with dims (lr, batch_size, seed, step), e.g. a study's ``grad_var``.
     """
     m = check_margin(margin)
     sgd = by_noise.get("sgd")
@@ -400,17 +408,17 @@ def mechanism_claims(
     out = []
     gd = by_noise.get("gd")
     if gd is not None:
-        out.append(_judged("needs_noise", setting, over, paired_change(gd, sgd, over), None))
+        out.append(_judged("needs_noise", setting, over, paired_change(gd, sgd, over, metric=metric), None, metric))
     if "gaussian" in by_noise:
-        p = paired_change(by_noise["gaussian"], sgd, over)
-        out.append(_judged("second_moments_suffice", setting, over, p, m * abs(p["reference"])))
+        p = paired_change(by_noise["gaussian"], sgd, over, metric=metric)
+        out.append(_judged("second_moments_suffice", setting, over, p, m * abs(p["reference"]), metric))
     if "frozen" in by_noise and gd is not None:
-        noise_fall = paired_change(sgd, gd, over)["difference"]
-        p = paired_change(by_noise["frozen"], gd, over)
-        out.append(_judged("needs_theta_dependence", setting, over, p, m * abs(noise_fall)))
+        noise_fall = paired_change(sgd, gd, over, metric=metric)["difference"]
+        p = paired_change(by_noise["frozen"], gd, over, metric=metric)
+        out.append(_judged("needs_theta_dependence", setting, over, p, m * abs(noise_fall), metric))
     if svag is not None:
-        p = paired_change(svag, sgd, over)
-        out.append(_judged("survives_sde_limit", setting, over, p, m * abs(p["reference"])))
+        p = paired_change(svag, sgd, over, metric=metric)
+        out.append(_judged("survives_sde_limit", setting, over, p, m * abs(p["reference"]), metric))
     return out
 
 

@@ -66,6 +66,10 @@ _TITLE = {
     "equal-error": ("Activation rate and ‖V‖ at equal training error", "Sec. 5, after Eq. 28"),
     "generalization": ("Sparsity and test accuracy (beyond the paper)", "Sec. 5 discussion, App. A.5"),
     "mechanism": ("Noise-ablation controls (beyond the paper)", "Sec. 3, Eq. 23–27; a control, not in the paper"),
+    "mechanism-deep": (
+        "Noise-ablation controls on a deep net (beyond the paper)",
+        "Sec. 3, Eq. 23–27 and Sec. 6, Fig. 2 middle (online); a control, not in the paper",
+    ),
 }
 
 # Experiments the report knows that the preset table may not have yet.

@@ -12,7 +12,9 @@ ordinary resumable sweep under ``OUT/runs/SETTING-NOISE``; the numbers
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
@@ -31,6 +33,7 @@ from thermosgd.figures.mechanism import noise_models_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
 from thermosgd.reproduce.decomposition import reproduce_decomposition
+from thermosgd.reproduce.mechanism_deep import reproduce_mechanism_deep
 from thermosgd.reproduce.sde_limit import reproduce_sde_limit
 from thermosgd.sweep.run import run_sweep
 from thermosgd.sweep.store import write_text
@@ -52,7 +55,7 @@ def reproduce_mechanism(
 ) -> list[Verdict]:
     """Run every (setting, noise model), assess them, draw one figure per setting, write the report.
 
-    ``sde-limit`` and ``decomposition`` (kind "mechanism" too) run in their own modules. ``n_boot``:
+    ``sde-limit``, ``decomposition`` and ``mechanism-deep`` (kind "mechanism" too) run in their own modules. ``n_boot``:
     resamples of each collapse fit's interval; ``margin``: the practical margin of every verdict.
 
     Returns:
@@ -61,18 +64,11 @@ def reproduce_mechanism(
     if preset.name == "decomposition":
         reproduce_decomposition(preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress)
         return []
-    if preset.name == "sde-limit":
-        return reproduce_sde_limit(
-            preset,
-            out,
-            seeds=seeds,
-            steps=steps,
-            quick=quick,
-            progress=progress,
-            device=device,
-            margin=margin,
-            **executor,
+    if preset.name in _OWN_RUNNER:  # the same arguments as the SDE limit's runner
+        own: dict[str, Any] = dict(
+            seeds=seeds, steps=steps, quick=quick, progress=progress, device=device, margin=margin
         )
+        return _OWN_RUNNER[preset.name](preset, out, **own, **executor)
     out = Path(out)
     seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
     params = preset.settings(quick=quick)
@@ -116,6 +112,12 @@ def reproduce_mechanism(
         for line in summary["verdict"]:
             print(f"[mechanism] {line}")
     return [a["verdict"] for by_noise in assessed.values() for a in by_noise.values()]
+
+
+_OWN_RUNNER: dict[str, Callable[..., list]] = {
+    "sde-limit": reproduce_sde_limit,
+    "mechanism-deep": reproduce_mechanism_deep,
+}
 
 
 def _noise_runs(sweep: _Sweeper, params: dict) -> tuple[dict[str, dict[str, xr.Dataset]], dict[str, str]]:

@@ -259,6 +259,7 @@ def _run_other(
             include_diverged=run["include_diverged"],
             progress=progress,
             device=run.get("device", "cpu"),
+            margin=margin,
             **executor,
         )
         return []
