@@ -38,12 +38,15 @@ otherwise it is ``None`` with the reason.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import xarray as xr
 from scipy.special import stdtrit
 
-__all__ = ["mean_interval", "parts", "shares", "LEVEL", "CONTRASTS", "DETAIL"]
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, FALLS, Judgement, judge_difference, judge_equivalence
+
+__all__ = ["mean_interval", "parts", "shares", "claims", "DecompositionClaim", "LEVEL", "CONTRASTS", "DETAIL"]
 
 LEVEL = 0.95
 #: Noise-model contrasts of the shares: name → (minuend, subtrahend); "free" is the noise-free path.
@@ -174,3 +177,85 @@ def _share_intervals(cut: dict, total: np.ndarray, n_sgd: dict, idx: np.ndarray,
 
 def _observables(ds: xr.Dataset) -> list[str]:
     return [str(v) for v in ds.data_vars if f"{v}_free" in ds]
+
+
+@dataclass(frozen=True)
+class DecompositionClaim:
+    """One judged row of the closing table: a part of the claim at one anchor, at the longest horizon.
+
+    Attributes:
+        setting: e.g. ``"activation rate, 100 steps from step 0"``. statement: the claim part in words.
+        compared: the contrast, e.g. ``"sgd − frozen"``. rule: the
+            :data:`~thermosgd.analysis.verdict.RULES` key that judged it.
+        paper, measured: what the claim expects and what was measured, as text.
+        difference, ci_low, ci_high: the contrast's mean over states and its 95% t-interval.
+        margin: the equivalence margin in the observable's units (None for the difference rule).
+        status, reason: the verdict word and why.
+    """
+
+    setting: str
+    statement: str
+    compared: str
+    rule: str
+    paper: str
+    measured: str
+    difference: float
+    ci_low: float
+    ci_high: float
+    margin: float | None
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def claims(rows: list[dict], *, observable: str = "activation_rate", margin: float = DEFAULT_MARGIN) -> list:
+    """The claim's parts judged per anchor at the longest horizon, from :func:`shares`' rows.
+
+    * "θ-dependence carries the fall": the contrast sgd − frozen is negative (the difference
+      rule, claimed: falls, on its t-interval over states);
+    * "state-independent noise does not": the contrast frozen − gd lies within ± ``margin`` of
+      SGD's noise-induced change (the equivalence rule).
+
+    Returns:
+        :class:`DecompositionClaim` rows, anchor by anchor, the two parts each.
+    """
+    last = max((r["horizon"] for r in rows if r["observable"] == observable), default=None)
+    out = []
+    for r in rows:
+        if r["observable"] != observable or r["horizon"] != last:
+            continue
+        setting = f"{observable.replace('_', ' ')}, {last} steps from step {r['anchor']}"
+        n_sgd = r["sgd_noise_induced"]
+        theta, state = r["contrasts"]["theta_dependence"], r["contrasts"]["state_independent"]
+        j = judge_difference(theta["mean"], theta["se"], FALLS)
+        out.append(_claim(setting, "θ-dependence of the noise carries the fall", "sgd − frozen", theta, j, None))
+        band = margin * abs(n_sgd["mean"]) if math.isfinite(n_sgd["mean"]) else math.nan
+        j = judge_equivalence(state["mean"], (state["low"], state["high"]), band)
+        out.append(_claim(setting, "state-independent noise does not", "frozen − gd", state, j, band))
+    return out
+
+
+def _claim(
+    setting: str, statement: str, compared: str, x: dict, j: Judgement, band: float | None
+) -> DecompositionClaim:
+    paper = "CI < 0" if band is None else "|diff| ≤ margin"
+    measured = f"{x['mean']:+.3g} [{x['low']:+.3g}, {x['high']:+.3g}]"
+    if band is not None:
+        measured += f", margin ±{band:.2g}"
+    rule = "difference" if band is None else "equivalence"
+    return DecompositionClaim(
+        setting,
+        statement,
+        compared,
+        rule,
+        f"{compared}: {paper}",
+        measured,
+        x["mean"],
+        x["low"],
+        x["high"],
+        band,
+        j.status,
+        j.reason,
+    )

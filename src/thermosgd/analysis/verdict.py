@@ -15,7 +15,9 @@ out; the report and the CLI only format what is decided here. One vocabulary
 - a rank correlation (generalization, :func:`judge_correlation`);
 - an equivalence within a margin (mechanism rows such as "second moments suffice",
   :func:`judge_equivalence`);
-- an upper bound checked at every step (the Hessian-trace row, :func:`judge_bound`).
+- an upper bound checked at every step (the Hessian-trace row, :func:`judge_bound`);
+- a metric claimed to fall with another one (the Hessian trace with the activation rate,
+  :func:`judge_follows`).
 
 The collapse fit (:func:`~thermosgd.analysis.collapse.fit_collapse`) already ignores
 replicas marked ``diverged``; :func:`left_out` counts them per swept value so that
@@ -68,6 +70,7 @@ __all__ = [
     "judge_direction",
     "judge_equivalence",
     "judge_exponent",
+    "judge_follows",
     "judge_pooled",
     "judge_ratio",
     "judge_sign",
@@ -113,6 +116,9 @@ RULES = {
     "±m·(reference), 'disagrees' if it lies wholly outside, 'inconclusive' otherwise.",
     "bound": "An upper bound: 'agrees' if no recorded step exceeds it by more than 3 s.e., 'disagrees' "
     "(a bug or a broken assumption) otherwise.",
+    "follows": "A metric claimed to fall with a driver (the activation rate): 'inconclusive' unless the driver "
+    "falls significantly at the strongest setting (95% t-interval over seeds); then the direction rule on the "
+    "metric's own change there.",
 }
 
 
@@ -445,6 +451,32 @@ def judge_direction(changes: Sequence[DirectionChange], claimed: int = FALLS) ->
     if top.sign == claimed:
         return Judgement(AGREES, f"the metric {word} as claimed (strongest setting {top.text()})")
     return Judgement(AGREES, f"no significant change at the strongest setting ({top.text()}), but elsewhere")
+
+
+def judge_follows(
+    metric: Sequence[DirectionChange], driver: Sequence[DirectionChange], claimed: int = FALLS
+) -> Judgement:
+    """A metric claimed to move with a driver (:data:`RULES` ``"follows"``).
+
+    Args:
+        metric: the metric's change per setting (:func:`direction_changes`).
+        driver: the driver's change per setting, e.g. the activation rate's.
+        claimed: the direction both are claimed to move in.
+
+    Returns:
+        "inconclusive" when the driver does not move as claimed at the strongest setting
+        (nothing to follow), else :func:`judge_direction` on the metric.
+    """
+    if not metric or not driver:
+        return Judgement(NOT_MEASURED, "no setting with ≥ 2 seeds to test the direction")
+    word = "fall" if claimed == FALLS else "rise"
+    top = _strongest(driver)
+    if top.sign != claimed:
+        return Judgement(
+            INCONCLUSIVE, f"the driver did not {word} significantly at the strongest setting ({top.text()})"
+        )
+    j = judge_direction(metric, claimed)
+    return Judgement(j.status, f"{j.reason}; the driver changes by {top.text()}")
 
 
 # --------------------------------------------------------------------------- a fitted claim

@@ -65,6 +65,7 @@ _TITLE = {
     "drift": ("Drift of b and V² against Eq. 27", "Sec. 5, Eq. 23–27"),
     "equal-error": ("Activation rate and ‖V‖ at equal training error", "Sec. 5, after Eq. 28"),
     "generalization": ("Sparsity and test accuracy (beyond the paper)", "Sec. 5 discussion, App. A.5"),
+    "hessian-bound": ("Hessian trace and its upper bound (earlier version, App. A.8)", "App. A.8 of 000, Eq. 62–64"),
     "mechanism": ("Noise-ablation controls (beyond the paper)", "Sec. 3, Eq. 23–27; a control, not in the paper"),
     "mechanism-deep": (
         "Noise-ablation controls on a deep net (beyond the paper)",

@@ -65,6 +65,17 @@ EXPECTED = {
         ("activation rate at the smaller η > at the larger η", "difference > 0"),
         ("‖V‖ at the smaller η > at the larger η", "difference > 0"),
     ),
+    "hessian-bound": tuple(
+        (f"{setting}: {what}", paper)
+        for setting in ("two-layer", "mlp")
+        for what, paper in (
+            ("trace ≤ bound + 3 s.e. at every step", "no violation"),
+            ("trace falls with the activation rate", "falls"),
+            ("bound falls with the activation rate", "falls"),
+            ("trace: η exponent α of its fall", "α = 2 (as the activation rate)"),
+            ("bound: η exponent α of its fall", "α = 2 (as the activation rate)"),
+        )
+    ),
     "generalization": (
         ("activation rate falls as η²/|B| grows", "Spearman ρ < 0"),
         ("test accuracy rises as the activation rate falls", "Spearman ρ < 0"),
@@ -632,6 +643,9 @@ def _judged_rows(data: dict) -> list[Claim]:
     for c in data.get("claims") or []:
         if isinstance(c, dict):
             label = f"{c.get('setting', '')}: {c.get('statement', c.get('claim', ''))}"
+            if isinstance(c.get("paper"), str):  # a row that states its expectation itself (hessian-bound)
+                rows.append(_judged_row(label, c["paper"], c))
+                continue
             paper = "CI > 0" if c.get("rule") == "difference" else "|diff| ≤ margin"
             rows.append(_judged_row(label, f"{c.get('compared', '')}: {paper}", c))
     for setting, entries in (data.get("results") or {}).items() if data.get("preset") == "sde-limit" else ():
@@ -645,5 +659,7 @@ def _judged_rows(data: dict) -> list[Claim]:
 
 def _judged_row(label: str, paper: str, c: dict) -> Claim:
     status = str(c["status"]) if c.get("status") in VERDICTS else NOT_MEASURED
-    measured = f"{fmt.signed(c.get('difference'))} {fmt.sig_interval(c.get('ci_low'), c.get('ci_high'))}"
+    measured = c.get("measured")
+    if not isinstance(measured, str):
+        measured = f"{fmt.signed(c.get('difference'))} {fmt.sig_interval(c.get('ci_low'), c.get('ci_high'))}"
     return Claim(label, paper, measured, status, str(c.get("reason", "")))

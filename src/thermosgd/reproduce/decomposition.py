@@ -17,7 +17,8 @@ from pathlib import Path
 import xarray as xr
 
 from thermosgd import presets
-from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, parts, shares
+from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, claims, parts, shares
+from thermosgd.analysis.verdict import DEFAULT_MARGIN, RULES
 from thermosgd.errors import UsageError
 from thermosgd.jsonsafe import json_safe
 from thermosgd.sweep.store import safe_folder, save_dataset, write_text
@@ -58,9 +59,20 @@ def settings_of(preset: presets.Preset, *, seeds=None, steps=None, quick: bool =
 
 
 def reproduce_decomposition(
-    preset: presets.Preset, out: Path, *, seeds=None, steps=None, quick: bool = False, progress: bool = True, **_
+    preset: presets.Preset,
+    out: Path,
+    *,
+    seeds=None,
+    steps=None,
+    quick: bool = False,
+    progress: bool = True,
+    margin: float = DEFAULT_MARGIN,
+    **_,
 ) -> dict:
-    """Run, store, estimate and report; returns the summary written to ``decomposition.json``."""
+    """Run, store, estimate and report; returns the summary written to ``decomposition.json``.
+
+    Its ``claims`` are the closing table's rows (:func:`~thermosgd.analysis.decomposition.claims`,
+    judged with the equivalence ``margin``)."""
     out = safe_folder(Path(out))
     s = settings_of(preset, seeds=seeds, steps=steps, quick=quick)
     setup = DriftSetup(**preset.settings(quick=quick)["setup"])
@@ -78,7 +90,12 @@ def reproduce_decomposition(
         "parts": parts(ds),
         "shares": shares(ds),
     }
-    summary["verdict"] = _in_words(summary["shares"])
+    judged = claims(summary["shares"], margin=margin)
+    summary["margin"], summary["rules"] = margin, {k: RULES[k] for k in ("difference", "equivalence")}
+    summary["claims"] = [c.to_dict() for c in judged]
+    summary["verdict"] = _in_words(summary["shares"]) + [
+        f"{c.setting}: {c.statement} ({c.compared}): {c.measured}: {c.status} ({c.reason})" for c in judged
+    ]
     write_text(out / "decomposition.json", json.dumps(json_safe(summary), indent=2) + "\n")
     write_text(out / "report.md", report_markdown(preset, summary))
     if progress:
@@ -164,5 +181,19 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         lines.append(
             f"| {_LABELS.get(r['observable'], r['observable'])} | {r['anchor']} | {r['horizon']} | "
             f"{_ci(r['sgd_noise_induced'])} | {cells} | {r['note']} |"
+        )
+    lines += [
+        "",
+        "## The claim, judged",
+        "",
+        " ".join(f"{k.capitalize()}: {rule}" for k, rule in summary.get("rules", {}).items()),
+        "",
+        "| at | claim | compared | expected | measured [95% CI] | verdict | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in summary.get("claims", []):
+        lines.append(
+            f"| {c['setting']} | {c['statement']} | {c['compared']} | {c['paper']} | {c['measured']} | "
+            f"**{c['status']}** | {c['reason']} |"
         )
     return "\n".join(lines) + "\n"

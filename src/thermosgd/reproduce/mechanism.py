@@ -62,7 +62,7 @@ def reproduce_mechanism(
         One :class:`~thermosgd.analysis.verdict.Verdict` per run (preset ``mechanism/SETTING-NOISE``).
     """
     if preset.name == "decomposition":
-        reproduce_decomposition(preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress)
+        reproduce_decomposition(preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress, margin=margin)
         return []
     if preset.name in _OWN_RUNNER:  # the same arguments as the SDE limit's runner
         own: dict[str, Any] = dict(

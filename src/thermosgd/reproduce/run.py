@@ -23,6 +23,7 @@ from thermosgd.report.html import check_page
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
 from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.hessian_bound import run_hessian_bound
 from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
@@ -243,6 +244,7 @@ def _run_other(
             "drift": experiments.run_drift,
             "equal-error": experiments.run_equal_error,
             "generalization": experiments.run_generalization,
+            "hessian-bound": run_hessian_bound,
         }[p.name]
         overrides = {} if steps is None else {"steps": steps}
         if seeds is not None and p.name != "drift":  # drift clones states instead of seeds
