@@ -12,7 +12,8 @@ import pytest
 import torch
 import xarray as xr
 
-from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, mean_interval, parts, shares
+from thermosgd.analysis.decomposition import CONTRASTS, DETAIL, claims, mean_interval, parts, shares
+from thermosgd.analysis.verdict import VERDICTS
 from thermosgd.errors import UsageError
 from thermosgd.twolayer.decomposition import (
     NOISES,
@@ -179,3 +180,44 @@ def test_frozen_cov_noise_has_the_full_covariance_and_frozens_diagonal():
         torch.testing.assert_close(cov, torch.cov(g[r].T) / 3, rtol=1e-10, atol=1e-14)
         diag = per_sample_variance(W, b, V, x, y, "bce")[r] / 3
         torch.testing.assert_close(torch.diagonal(cov), diag, rtol=1e-8, atol=1e-14)
+
+
+def _summary(mean: float, half: float) -> dict:
+    """A :func:`mean_interval` record with a symmetric interval (se = half / 1.96)."""
+    return {"mean": mean, "se": half / 1.96, "low": mean - half, "high": mean + half, "n": 16}
+
+
+def _share_row(anchor: int, horizon: int, theta: dict, state: dict) -> dict:
+    return {
+        "anchor": anchor,
+        "horizon": horizon,
+        "observable": "activation_rate",
+        "sgd_noise_induced": _summary(-0.01, 0.001),
+        "contrasts": {"theta_dependence": theta, "state_independent": state},
+    }
+
+
+@pytest.mark.parametrize(
+    ("theta", "state", "expected"),
+    [
+        # θ-dependence carries a resolved fall; state-independent noise within ±0.1 × |N| = ±0.001
+        (_summary(-0.009, 0.001), _summary(0.0001, 0.0005), ("agrees", "agrees")),
+        # θ-dependence does not resolve; state-independent noise carries 40% of the fall
+        (_summary(-0.001, 0.002), _summary(-0.004, 0.001), ("no effect", "disagrees")),
+        # θ-dependence pushes the other way; the state-independent interval straddles the margin
+        (_summary(0.005, 0.001), _summary(-0.001, 0.001), ("opposite", "inconclusive")),
+    ],
+)
+def test_claims_judge_each_part_at_the_longest_horizon(theta, state, expected):
+    rows = [_share_row(0, 1, _summary(0.5, 0.1), _summary(0.5, 0.1)), _share_row(0, 100, theta, state)]
+    judged = claims(rows, margin=0.1)
+    assert [c.compared for c in judged] == ["sgd − frozen", "frozen − gd"]
+    assert tuple(c.status for c in judged) == expected
+    assert judged[1].margin == pytest.approx(0.001) and judged[0].margin is None
+    assert all(c.setting == "activation rate, 100 steps from step 0" for c in judged)
+
+
+def test_claims_of_a_run_one_pair_per_anchor(runs):
+    judged = claims(shares(runs, n_boot=50), margin=0.1)
+    assert [c.setting for c in judged[::2]] == [f"activation rate, 5 steps from step {a}" for a in SMALL.anchors]
+    assert all(c.status in VERDICTS and c.reason for c in judged)

@@ -33,6 +33,11 @@ from thermosgd.analysis.verdict import (
 )
 from thermosgd.errors import UsageError
 
+# a metric's change at η = 0.1 over 8 seeds: a significant fall, a significant rise, none
+_FALL = V.DirectionChange(0.1, 1.0, -1.0, -1.5, -0.5, 8, 0.0, 100.0)
+_RISE = V.DirectionChange(0.1, 1.0, 1.0, 0.5, 1.5, 8, 0.0, 100.0)
+_FLAT = V.DirectionChange(0.1, 1.0, 0.0, -0.5, 0.5, 8, 0.0, 100.0)
+
 RULE_CASES = [
     # (rule, args, kwargs, expected status)
     ("judge_exponent", (2.0, 1.9, 2.1), {}, AGREES),
@@ -68,6 +73,11 @@ RULE_CASES = [
     ("judge_bound", (0, 12), {}, AGREES),
     ("judge_bound", (2, 12), {}, DISAGREES),
     ("judge_bound", (None, 0), {}, NOT_MEASURED),
+    ("judge_follows", ((_FALL,), (_FALL,)), {}, AGREES),
+    ("judge_follows", ((_RISE,), (_FALL,)), {}, OPPOSITE),
+    ("judge_follows", ((_FLAT,), (_FALL,)), {}, NO_EFFECT),
+    ("judge_follows", ((_FALL,), (_FLAT,)), {}, INCONCLUSIVE),  # the driver did not fall: nothing to follow
+    ("judge_follows", ((), (_FALL,)), {}, NOT_MEASURED),
 ]
 
 

@@ -134,6 +134,8 @@ def identify(folder: Path) -> str | None:
         ("equal_error.json", "equal-error"),
         ("generalization.json", "generalization"),
         ("mechanism.json", "mechanism"),
+        ("hessian-bound.json", "hessian-bound"),
+        ("decomposition.json", "decomposition"),
     ):
         if (folder / file).exists():
             return key
