@@ -93,12 +93,12 @@ def reproduce_decomposition(
     judged = claims(summary["shares"], margin=margin)
     summary["margin"], summary["rules"] = margin, {k: RULES[k] for k in ("difference", "equivalence")}
     summary["claims"] = [c.to_dict() for c in judged]
-    summary["verdict"] = _in_words(summary["shares"]) + [
-        f"{c.setting}: {c.statement} ({c.compared}): {c.measured}: {c.status} ({c.reason})" for c in judged
-    ]
+    summary["verdict"] = _in_words(summary["shares"])  # the claims stand on the page as rows of their own
     write_text(out / "decomposition.json", json.dumps(json_safe(summary), indent=2) + "\n")
     write_text(out / "report.md", report_markdown(preset, summary))
     if progress:
+        for c in judged:
+            print(f"[decomposition] {c.setting}: {c.statement} ({c.compared}): {c.measured}: {c.status}")
         print(f"[decomposition] tables in {out / 'report.md'}")
     return summary
 
