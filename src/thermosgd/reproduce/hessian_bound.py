@@ -117,7 +117,7 @@ def _summary(runs: dict[str, xr.Dataset], results: list[SettingResult], margin: 
     preset = presets.get(PRESET)
     settings: dict = {}
     for name, ds in runs.items():
-        config = json.loads(ds.attrs.get("config", "{}"))
+        config = json.loads(ds.attrs.get("config", "{}")).get("study", {})
         settings[f"{name}: η"] = ", ".join(f"{v:g}" for v in ds["lr"].values)
         settings[f"{name}: seeds × steps"] = f"{ds.sizes['seed']} × {int(ds['step'].values[-1])}"
         settings[f"{name}: probe set, Hutchinson probes, recorded steps"] = (
