@@ -70,3 +70,11 @@ def test_decomposition_rows_stand_on_the_page(tmp_path):
 def test_decomposition_defaults_fit_the_default_set():
     p = presets.get("decomposition")
     assert p in presets.default_set() and p.size() == (16, 1500)
+
+
+def test_one_seed_is_refused_in_library_terms(tmp_path):
+    from thermosgd.errors import UsageError
+
+    with pytest.raises(UsageError, match="seeds must be at least 2 for hessian-bound") as err:
+        run_hessian_bound(tmp_path, quick=True, progress=False, seeds=1)
+    assert err.value.param == "seeds" and not any(tmp_path.iterdir())

@@ -23,6 +23,7 @@ from torch import nn
 from thermosgd import presets
 from thermosgd.analysis.hessian_bound import SIGMAS, SettingResult, assess_setting
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, RULES
+from thermosgd.errors import UsageError
 from thermosgd.figures.hessian_bound import hessian_bound_figure
 from thermosgd.figures.save import save_figure
 from thermosgd.jsonsafe import json_safe
@@ -82,6 +83,8 @@ def run_hessian_bound(
     margin: float = DEFAULT_MARGIN,
 ) -> dict:
     """Run both studies into ``out/runs/``, then analyse what they wrote; returns the summary."""
+    if seeds is not None and seeds < 2:
+        raise UsageError(f"seeds must be at least 2 for {PRESET}: its intervals are over seeds", param="seeds")
     out = safe_folder(Path(out))
     params = presets.get(PRESET).settings(quick=quick)
     for name in params["settings"]:
