@@ -226,9 +226,15 @@ def check_bound(ds: xr.Dataset, *, sigmas: float = SIGMAS) -> BoundCheck:
     worst = {d: ds[d].values[k].item() for d, k in zip(dims, i)}
     worst.update(trace=float(t[i]), stderr=float(s[i]), bound=float(b[i]))
     ratio = t[ok] / b[ok]
-    return BoundCheck(
-        checked, violations, float(ratio.max()), float(np.median(ratio)), worst, judge_bound(violations, checked)
-    )
+    judged = judge_bound(violations, checked)
+    if violations:  # never noise at 3 s.e. on every step: say what it means and where to look
+        judged = Judgement(
+            judged.status,
+            f"{judged.reason}: a bug or a broken assumption of Eq. 62; the worst at η = {fmt.sig(worst['lr'])}, "
+            f"seed {worst['seed']}, step {worst['step']}: trace {fmt.sig(worst['trace'])} ± "
+            f"{fmt.sig(worst['stderr'])}, bound {fmt.sig(worst['bound'])}",
+        )
+    return BoundCheck(checked, violations, float(ratio.max()), float(np.median(ratio)), worst, judged)
 
 
 def check_fall(ds: xr.Dataset, metric: str) -> FallCheck:
