@@ -43,7 +43,7 @@ class Preset:
         name: CLI name, e.g. ``"fig3"``.
         kind: ``"twolayer"`` (vectorized engine), ``"deep"`` (instruments on deep
             nets), ``"walk"`` (random-walk lab), ``"analysis"`` (an experiment
-            beyond the figures: drift, equal error, generalization) or
+            beyond the figures: drift, equal error, generalization, the Hessian-trace bound) or
             ``"mechanism"`` (two-layer presets rerun under the noise models of
             ``[train] noise``).
         description: what the figure shows.
