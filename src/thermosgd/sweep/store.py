@@ -408,7 +408,8 @@ def check_output_folder(out: str | os.PathLike, kind: str, command: str | None =
     if CONFIG_FILE in ours:
         if kind != "sweep":
             raise UsageError(
-                f"{out} holds a two-layer sweep ({CONFIG_FILE}), not {_what(kind, command)}; choose a new output folder",
+                f"{out} holds a two-layer sweep ({CONFIG_FILE}), not {_what(kind, command)}; "
+                "choose a new output folder",
                 param="out",
             )
         return out
