@@ -504,6 +504,8 @@ class _Plan:
 
 
 class _NoBar:
+    """Drift runs show no progress bar."""
+
     def update(self, n: int) -> None:
         pass
 
@@ -526,7 +528,7 @@ class _DriftBackend:
         L, K, Q, P = self.grid
         R, G = Q * P, L * K
         self.batch, self.R, self.M = max(bss), R, M
-        # Steps per chunk: bounds a chunk's memory (the draws, not the results, depend on nothing else).
+        # Steps per chunk bound a chunk's memory; results do not depend on it (one draw per step, in order).
         self.plan = _Plan(self.batch, max(1, min(16, (1 << 22) // (R * self.batch * (M + 1)))))
         self.W, self.b, self.V = (
             W0.expand(G * R, N, M).clone(),
