@@ -951,7 +951,7 @@ def test_resume_on_a_changed_data_file_is_refused(data_sweep, capsys):
     (out / "results.nc").unlink()
     change()
     before = _snapshot(out)
-    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "choose a new --out folder")
+    _refused(["sweep", cfg, "--out", out, "--no-progress"], capsys, "choose a new output folder (--out)")
     assert _snapshot(out) == before
     assert main(["sweep", str(cfg), "--out", str(out.parent / "fresh"), "--no-progress"]) == 0  # as the line says
 

@@ -105,9 +105,9 @@ def test_unreachable_scheduler_is_one_line_exit_2(address, tmp_path, capsys, mon
     "kwargs, words",
     [
         ({"kind": "threads"}, "allowed: auto, inline, processes, dask"),
-        ({"workers": 0}, "--workers must be at least 1"),
+        ({"workers": 0}, "workers must be at least 1"),
         ({"kind": "processes", "scheduler": "tcp://h:1"}, "cannot be combined"),
-        ({"workers": 2, "scheduler": "tcp://h:1"}, "--scheduler"),
+        ({"workers": 2, "scheduler": "tcp://h:1"}, "with a scheduler"),
     ],
 )
 def test_bad_executor_arguments(kwargs, words):

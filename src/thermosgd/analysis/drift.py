@@ -178,20 +178,54 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
     windows = windows or {"early": (0.0, T / 4), "late": (3 * T / 4, T)}
     rng = np.random.default_rng(seed)
     Q = traj.sizes["block"]
-    boot_idx = rng.integers(0, Q, size=(n_boot, Q))
+    boot_idx = rng.integers(0, Q, size=(n_boot, Q))  # drawn first: the one-step draws follow on the same rng
     s = DriftSummary()
     lrs, bss = traj["lr"].values, traj["batch_size"].values
     grid = [(float(a), int(c)) for a in lrs for c in bss]
     glr = np.array([g[0] for g in grid])
     gbs = np.array([g[1] for g in grid])
 
-    # One step at the initialization.
+    s.one_step = _one_step_rows(one, grid)
+    v2 = np.array([row["V2_excess"] for row in s.one_step])
+    v2se = np.array([row["V2_excess_se"] for row in s.one_step])
+    # Clones of different grid points use independent minibatches: parametric draws.
+    draws = v2 + v2se * rng.standard_normal((n_boot, len(v2)))
+    s.fits["one_step_V2_excess"] = fit_scaling(glr, gbs, v2, draws).to_dict()
+
+    parts = excess_parts(traj)
+    for q in ("b", "V2", "V2_var", "V2_shift"):
+        for name, win in windows.items():
+            _window_summary(s, traj, parts[q], q, name, win, grid, boot_idx)
+
+    e2 = traj["err2"].mean("block")
+    for name, win in windows.items():
+        w = _window_mean(e2, win)
+        s.err2[name] = {f"lr={lr:g},B={bs}": float(w.sel(lr=lr, batch_size=bs)) for lr, bs in grid}
+    s.err2["initial"] = float(e2.isel(step=0).mean())
+    s.notes = _unfittable(lrs, bss) + list(_NOTES)
+    return s
+
+
+_NOTES = (
+    "all drifts are per SGD step, averaged over hidden units; measured = slope of "
+    "E[q]_SGD - q_ref (mean-gradient reference on the same samples) over the window",
+    "predicted = paper's J_t/rho projected on b and V^2 (psi as printed, with its factor 1/2; "
+    "Eq. 10 without it would double the prediction), err2 measured",
+    "one step: b_excess should be 0 (unbiased noise), V2_excess should equal the Ito term eta^2 var/|B| (> 0)",
+    "trajectories: V2 = V2_var (replica variance of V: accumulated Ito/diffusion piece) + V2_shift "
+    "(E[V]^2 - V_ref^2: the mean-shift piece, the one comparable with the paper's drift of V^2)",
+)
+
+
+def _one_step_rows(one: xr.Dataset, grid: list[tuple[float, int]]) -> list[dict]:
+    """One row per grid point of the one-step drift at the initialization, averaged over units."""
     um = one.mean("unit")
     N = one.sizes["unit"]
+    rows = []
     for lr, bs in grid:
         r = um.sel(lr=lr, batch_size=bs)
         se = lambda k: float(np.sqrt((one[k].sel(lr=lr, batch_size=bs) ** 2).sum()) / N)  # noqa: E731
-        s.one_step.append(
+        rows.append(
             {
                 "lr": lr,
                 "batch_size": bs,
@@ -211,66 +245,50 @@ def drift_summary(one: xr.Dataset, traj: xr.Dataset, *, windows=None, n_boot: in
                 "V2_excess_over_predicted": _ratio(float(r["V2_excess"]), float(r["V2_predicted"])),
             }
         )
-    v2 = np.array([row["V2_excess"] for row in s.one_step])
-    v2se = np.array([row["V2_excess_se"] for row in s.one_step])
-    # Clones of different grid points use independent minibatches: parametric draws.
-    draws = v2 + v2se * rng.standard_normal((n_boot, len(v2)))
-    s.fits["one_step_V2_excess"] = fit_scaling(glr, gbs, v2, draws).to_dict()
+    return rows
 
-    # Whole trajectories.
-    parts = excess_parts(traj)
-    for q in ("b", "V2", "V2_var", "V2_shift"):
-        ex = parts[q].mean("unit")  # (lr, bs, block, step)
-        pred = traj["b_predicted" if q == "b" else "V2_predicted"].mean("unit")
-        for name, win in windows.items():
-            d = window_drift(traj, ex, win)  # (lr, bs, block)
-            p = _window_mean(pred, win)
-            dm, pm = d.mean("block"), p.mean("block")
-            dse = d.std("block", ddof=1) / math.sqrt(Q)
-            per_unit = window_drift(traj, parts[q].mean("block"), win)
-            for lr, bs in grid:
-                m, e = float(dm.sel(lr=lr, batch_size=bs)), float(dse.sel(lr=lr, batch_size=bs))
-                # The variance piece is diffusion, not a drift: the paper predicts no drift for it.
-                pv = float(pm.sel(lr=lr, batch_size=bs)) if q != "V2_var" else float("nan")
-                s.windows.append(
-                    {
-                        "quantity": q,
-                        "window": name,
-                        "steps": list(win),
-                        "lr": lr,
-                        "batch_size": bs,
-                        "measured": m,
-                        "measured_se": e,
-                        "z": m / e if e > 0 else float("nan"),
-                        "predicted": pv,
-                        "measured_over_predicted": _ratio(m, pv),
-                        "units_negative": float((per_unit.sel(lr=lr, batch_size=bs) < 0).mean()),
-                    }
-                )
-            vals = np.array([float(dm.sel(lr=lr, batch_size=bs)) for lr, bs in grid])
-            dv = d.values.reshape(len(grid), Q)  # (grid, block), grid order lr-major
-            draws = dv[:, boot_idx].mean(-1).T  # (n_boot, grid)
-            s.fits[f"{q}_{name}"] = fit_scaling(glr, gbs, vals, draws).to_dict()
-            pvals = np.array([float(pm.sel(lr=lr, batch_size=bs)) for lr, bs in grid])
-            if q in ("b", "V2_shift"):
-                # The prediction is a deterministic function of the recorded states: no interval.
-                s.fits[f"{q}_{name}_predicted"] = fit_scaling(glr, gbs, pvals).to_dict()
 
-    e2 = traj["err2"].mean("block")
-    for name, win in windows.items():
-        w = _window_mean(e2, win)
-        s.err2[name] = {f"lr={lr:g},B={bs}": float(w.sel(lr=lr, batch_size=bs)) for lr, bs in grid}
-    s.err2["initial"] = float(e2.isel(step=0).mean())
-    s.notes = _unfittable(lrs, bss) + [
-        "all drifts are per SGD step, averaged over hidden units; measured = slope of "
-        "E[q]_SGD - q_ref (mean-gradient reference on the same samples) over the window",
-        "predicted = paper's J_t/rho projected on b and V^2 (psi as printed, with its factor 1/2; "
-        "Eq. 10 without it would double the prediction), err2 measured",
-        "one step: b_excess should be 0 (unbiased noise), V2_excess should equal the Ito term eta^2 var/|B| (> 0)",
-        "trajectories: V2 = V2_var (replica variance of V: accumulated Ito/diffusion piece) + V2_shift "
-        "(E[V]^2 - V_ref^2: the mean-shift piece, the one comparable with the paper's drift of V^2)",
-    ]
-    return s
+def _window_summary(
+    s: DriftSummary, traj: xr.Dataset, part: xr.DataArray, q: str, name: str, win, grid, boot_idx
+) -> None:
+    """Quantity ``q``'s measured and predicted drift over window ``win`` (named ``name``): one row per
+    grid point into ``s.windows``, and its η, |B| exponent fits (bootstrap over blocks) into ``s.fits``."""
+    Q = traj.sizes["block"]
+    glr = np.array([g[0] for g in grid])
+    gbs = np.array([g[1] for g in grid])
+    pred = traj["b_predicted" if q == "b" else "V2_predicted"].mean("unit")
+    d = window_drift(traj, part.mean("unit"), win)  # (lr, bs, block)
+    p = _window_mean(pred, win)
+    dm, pm = d.mean("block"), p.mean("block")
+    dse = d.std("block", ddof=1) / math.sqrt(Q)
+    per_unit = window_drift(traj, part.mean("block"), win)
+    for lr, bs in grid:
+        m, e = float(dm.sel(lr=lr, batch_size=bs)), float(dse.sel(lr=lr, batch_size=bs))
+        # The variance piece is diffusion, not a drift: the paper predicts no drift for it.
+        pv = float(pm.sel(lr=lr, batch_size=bs)) if q != "V2_var" else float("nan")
+        s.windows.append(
+            {
+                "quantity": q,
+                "window": name,
+                "steps": list(win),
+                "lr": lr,
+                "batch_size": bs,
+                "measured": m,
+                "measured_se": e,
+                "z": m / e if e > 0 else float("nan"),
+                "predicted": pv,
+                "measured_over_predicted": _ratio(m, pv),
+                "units_negative": float((per_unit.sel(lr=lr, batch_size=bs) < 0).mean()),
+            }
+        )
+    vals = np.array([float(dm.sel(lr=lr, batch_size=bs)) for lr, bs in grid])
+    dv = d.values.reshape(len(grid), Q)  # (grid, block), grid order lr-major
+    draws = dv[:, boot_idx].mean(-1).T  # (n_boot, grid)
+    s.fits[f"{q}_{name}"] = fit_scaling(glr, gbs, vals, draws).to_dict()
+    if q in ("b", "V2_shift"):
+        # The prediction is a deterministic function of the recorded states: no interval.
+        pvals = np.array([float(pm.sel(lr=lr, batch_size=bs)) for lr, bs in grid])
+        s.fits[f"{q}_{name}_predicted"] = fit_scaling(glr, gbs, pvals).to_dict()
 
 
 def _unfittable(lrs, bss) -> list[str]:

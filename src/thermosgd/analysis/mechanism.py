@@ -38,6 +38,7 @@ noise model starts from the same initialization per seed):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -452,5 +453,25 @@ def sde_limit_rows(by_l: dict[int, xr.Dataset], over: str, *, margin: float = DE
                 "by_l": cells,
                 "versus": {**p, "l": top, "margin": claim.margin, "status": claim.status, "reason": claim.reason},
             }
+        )
+    return rows
+
+
+def claim_rows(claims: list[dict], first: str, value: Callable[[dict], str], digits: str) -> list[str]:
+    """Markdown rows of the mechanism claims' table, shared by the two-layer and the deep reports.
+
+    Args:
+        claims: the claims as dicts (:func:`mechanism_claims`' fields).
+        first: the key of the first column (``"setting"`` or ``"metric"``).
+        value: writes the compared value's cell of a claim.
+        digits: format of the differences and margins (``".4f"``, ``".3g"``).
+    """
+    rows = []
+    for c in claims:
+        margin = "—" if c["margin"] is None else f"±{c['margin']:{digits}}"
+        rows.append(
+            f"| {c[first]} | {c['statement']} | {c['compared']} | {value(c)} | "
+            f"{c['difference']:+{digits}} [{c['ci_low']:+{digits}}, {c['ci_high']:+{digits}}] | {margin} | "
+            f"{c['seeds']} | **{c['status']}** | {c['reason']} |"
         )
     return rows

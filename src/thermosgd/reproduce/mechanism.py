@@ -22,6 +22,7 @@ from thermosgd import presets
 from thermosgd.analysis.mechanism import (
     METRICS,
     assess,
+    claim_rows,
     end_values,
     mechanism_claims,
     paired_change,
@@ -295,13 +296,7 @@ def _claims_markdown(summary: dict) -> list[str]:
             "| setting | claim | compared | value | difference [95% CI] | margin | seeds | verdict | why |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for c in summary["claims"]:
-            margin = "—" if c["margin"] is None else f"±{c['margin']:.4f}"
-            lines.append(
-                f"| {c['setting']} | {c['statement']} | {c['compared']} | {c['over']} = {c['value']:g} | "
-                f"{c['difference']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {margin} | {c['seeds']} | "
-                f"**{c['status']}** | {c['reason']} |"
-            )
+        lines += claim_rows(summary["claims"], "setting", lambda c: f"{c['over']} = {c['value']:g}", ".4f")
     f = summary.get("sampling")
     if f:
         d = f["reshuffle_minus_iid"]

@@ -28,7 +28,7 @@ import xarray as xr
 from torch import nn
 
 from thermosgd import presets
-from thermosgd.analysis.mechanism import mechanism_claims
+from thermosgd.analysis.mechanism import claim_rows, mechanism_claims
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, RULES, direction_changes, judge_direction
 from thermosgd.deep.models import mlp
 from thermosgd.jsonsafe import json_safe
@@ -208,11 +208,5 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
         "| metric | claim | compared | η | difference [95% CI] | margin | seeds | verdict | why |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for c in summary["claims"]:
-        margin = "—" if c["margin"] is None else f"±{c['margin']:.3g}"
-        lines.append(
-            f"| {c['metric']} | {c['statement']} | {c['compared']} | {c['value']:g} | "
-            f"{c['difference']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] | {margin} | {c['seeds']} | "
-            f"**{c['status']}** | {c['reason']} |"
-        )
+    lines += claim_rows(summary["claims"], "metric", lambda c: f"{c['value']:g}", ".3g")
     return "\n".join(lines) + "\n"

@@ -204,14 +204,15 @@ def _claim_folder(folder: Path, run: dict) -> bool:
         if not isinstance(old, dict):
             raise UsageError(
                 f"{marker} is unreadable or damaged, so the run in {folder} cannot be identified; "
-                "choose a new --out folder"
+                "choose a new output folder",
+                param="out",
             )
         if old != run:
             diff = ", ".join(f"{k}: {old.get(k)!r} there, {v!r} now" for k, v in run.items() if old.get(k) != v)
-            raise UsageError(f"{folder} holds results of another run ({diff}); choose a new --out folder")
+            raise UsageError(f"{folder} holds results of another run ({diff}); choose a new output folder", param="out")
         return False
     if any(f.name != ".lock" for f in folder.iterdir()):
-        raise UsageError(f"{folder} already holds other files; choose a new --out folder")
+        raise UsageError(f"{folder} already holds other files; choose a new output folder", param="out")
     write_text(marker, json.dumps(run) + "\n")
     return True
 

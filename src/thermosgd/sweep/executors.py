@@ -63,12 +63,16 @@ def resolve_kind(kind: str | None = "inline", *, workers: int | None = None, sch
     if kind in ("auto", "inline") and workers is not None and not scheduler:
         kind = "dask"
     if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+        raise UsageError(f"workers must be at least 1, got {workers}", param="workers")
     if scheduler:
         if kind == "processes":
-            raise UsageError("--scheduler runs units on Dask; it cannot be combined with --executor processes")
+            raise UsageError(
+                "a scheduler runs units on Dask; it cannot be combined with the processes executor", param="scheduler"
+            )
         if workers is not None:
-            raise UsageError("--workers starts a local cluster; with --scheduler the cluster's own workers are used")
+            raise UsageError(
+                "workers start a local cluster; with a scheduler the cluster's own workers are used", param="workers"
+            )
         return "dask"
     return kind
 

@@ -308,9 +308,9 @@ def read_config(path: Path) -> dict:
     try:
         raw = json.loads(read_meta(path))
     except (OSError, UsageError, ValueError, RecursionError):
-        raise UsageError(f"{path} is unreadable; choose a new --out folder") from None
+        raise UsageError(f"{path} is unreadable; choose a new output folder", param="out") from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path} is not a sweep configuration; choose a new --out folder")
+        raise UsageError(f"{path} is not a sweep configuration; choose a new output folder", param="out")
     return raw
 
 
@@ -323,7 +323,8 @@ def check_config(out: Path, cfg: _Stamped) -> None:
     new = json.loads(json.dumps(cfg.to_dict()))
     if old != new:
         raise UsageError(
-            f"{out} holds results of a different config ({_first_difference(old, new)}); choose a new --out folder"
+            f"{out} holds results of a different config ({_first_difference(old, new)}); choose a new output folder",
+            param="out",
         )
 
 
@@ -400,19 +401,23 @@ def check_output_folder(out: str | os.PathLike, kind: str, command: str | None =
         if kind == "sweep" or (kind == "run" and made_by) or (kind == "command" and made_by != command):
             raise UsageError(
                 f"{out} holds another kind of thermosgd run ({_describe_run(out)}), not "
-                f"{_what(kind, command)}; choose a new --out folder"
+                f"{_what(kind, command)}; choose a new output folder",
+                param="out",
             )
         return out
     if CONFIG_FILE in ours:
         if kind != "sweep":
             raise UsageError(
-                f"{out} holds a two-layer sweep ({CONFIG_FILE}), not {_what(kind, command)}; choose a new --out folder"
+                f"{out} holds a two-layer sweep ({CONFIG_FILE}), not {_what(kind, command)}; "
+                "choose a new output folder",
+                param="out",
             )
         return out
     shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
     raise UsageError(
-        f"{out} is not empty ({shown}) and holds no thermosgd results; choose a new or empty "
-        "--out folder (nothing was written)"
+        f"{out} is not empty ({shown}) and holds no thermosgd results (nothing was written); "
+        "choose a new or empty output folder",
+        param="out",
     )
 
 
@@ -469,13 +474,15 @@ def check_inputs(folder: str | os.PathLike, files) -> None:
         recorded = None
     if not isinstance(recorded, dict):
         raise UsageError(
-            f"{path} is damaged, so the inputs of the run in {folder} are unknown; choose a new --out folder"
+            f"{path} is damaged, so the inputs of the run in {folder} are unknown; choose a new output folder",
+            param="out",
         )
     why = changed_inputs(recorded, now)
     if why:
         raise UsageError(
-            f"{why}; the results in {folder} were computed from the old file. To use the new one, "
-            "choose a new --out folder (nothing was changed)"
+            f"{why}; the results in {folder} were computed from the old file (nothing was changed). "
+            "To use the new one, choose a new output folder",
+            param="out",
         )
 
 

@@ -59,6 +59,7 @@ import xarray as xr
 
 from thermosgd.config import SweepConfig, from_dict
 from thermosgd.errors import UsageError
+from thermosgd.instruments import _moments as moments
 from thermosgd.twolayer import theory
 from thermosgd.twolayer.data import DATA, INIT, PROBE, SampleStream, generator
 from thermosgd.twolayer.losses import dloss_df
@@ -251,13 +252,18 @@ def population_moments(W, b, V, x, y, loss: str, random_labels: bool) -> dict:
     n = x.shape[0]
     ga, gs = e.unsqueeze(-1) * a, e.unsqueeze(-1) * s  # per-x (label-averaged) terms
     G_V, G_b = ga.mean(1), V * gs.mean(1)
-    var_V = (e2.unsqueeze(-1) * a * a).mean(1) - G_V**2
-    var_b = V * V * (e2.unsqueeze(-1) * s).mean(1) - G_b**2
+    # The label-averaged variances are _moments' ÷|B| ones over 2n samples: each x with the two
+    # errors e ± sqrt(e2 − e²) (y = 0 and y = 1 for random labels, whose mean square is e2).
+    spread = (e2 - e * e).clamp_min(0.0).sqrt()
+    e_pm = torch.cat([e - spread, e + spread], 1).unsqueeze(-1)  # (S, 2n, 1)
+    a_pm, s_pm = torch.cat([a, a], 1), torch.cat([s, s], 1)
+    var_V = moments.normalize(moments.linear_weight_deviations(a_pm, e_pm, per_entry=True), 2 * n, "biased")
+    var_b = moments.normalize(moments.bias_deviations(e_pm * s_pm * V.unsqueeze(1), per_entry=True), 2 * n, "biased")
     return {
         "G_b": G_b,
         "G_V": G_V,
         "var_b": var_b,
-        "var_V": var_V,
+        "var_V": var_V[:, 0],
         "se_G_V": ga.std(1) / math.sqrt(n),
         "se_G_b": V.abs() * gs.std(1) / math.sqrt(n),
         "err2": e2.mean(1),
@@ -303,6 +309,23 @@ def _check_grid(lrs, bss):
     return lrs, bss
 
 
+_ONE_STEP_VARS = (
+    "b_step",
+    "b_step_se",
+    "b_gradient",
+    "b_excess",
+    "b_excess_se",
+    "b_predicted",
+    "V2_step",
+    "V2_step_se",
+    "V2_gradient",
+    "V2_excess",
+    "V2_excess_se",
+    "V2_ito",
+    "V2_predicted",
+)
+
+
 def one_step_drift(
     setup: DriftSetup, states, lrs, batch_sizes, *, clones: int = 4096, pop_size: int = 1 << 14, seed: int = 1
 ) -> xr.Dataset:
@@ -324,79 +347,72 @@ def one_step_drift(
     """
     lrs, bss = _check_grid(lrs, batch_sizes)
     if clones < 2:
-        raise UsageError(f"clones must be >= 2, got {clones}")
+        raise UsageError(f"clones must be >= 2, got {clones}", param="clones")
     cfg = setup.config()
-    random_labels = setup.labels == "random"
     W, b, V = (torch.as_tensor(t, dtype=_F64) for t in states)
     L, K, N, M = W.shape
     stream = SampleStream(cfg, setup.seed, 0, dtype=_F64)
     px, py = stream.sample(pop_size, generator(setup.seed, seed, PROBE))
-    pop = population_moments(
-        W.reshape(L * K, N, M), b.reshape(L * K, N), V.reshape(L * K, N), px, py, setup.loss, random_labels
-    )
-    R, Bmax = clones, max(bss)
-    Wc = W.reshape(L * K, 1, N, M).expand(L * K, R, N, M).reshape(-1, N, M).clone()
-    bc = b.reshape(L * K, 1, N).expand(L * K, R, N).reshape(-1, N).clone()
-    Vc = V.reshape(L * K, 1, N).expand(L * K, R, N).reshape(-1, N).clone()
-    x, y = stream.sample(L * K * R * Bmax, generator(setup.seed, seed, DATA))
-    sgd_step(Wc, bc, Vc, x.view(-1, Bmax, M), y.view(-1, Bmax), _grid_wl(lrs, bss, R, Bmax), setup.loss)
-    bc, Vc = bc.view(L, K, R, N), Vc.view(L, K, R, N)
-    out = {
-        k: np.full((L, K, N), np.nan)
-        for k in (
-            "b_step",
-            "b_step_se",
-            "b_gradient",
-            "b_excess",
-            "b_excess_se",
-            "b_predicted",
-            "V2_step",
-            "V2_step_se",
-            "V2_gradient",
-            "V2_excess",
-            "V2_excess_se",
-            "V2_ito",
-            "V2_predicted",
-        )
-    }
+    flat = (W.reshape(L * K, N, M), b.reshape(L * K, N), V.reshape(L * K, N))
+    pop = population_moments(*flat, px, py, setup.loss, setup.labels == "random")
+    bc, Vc = _clone_step(setup, stream, (W, b, V), lrs, bss, clones, generator(setup.seed, seed, DATA))
+    out = {k: np.full((L, K, N), np.nan) for k in _ONE_STEP_VARS}
     err2 = pop["err2"].view(L, K)
     for li, lr in enumerate(lrs):
         for ki, bs in enumerate(bss):
-            g = li * K + ki
-            ob = one_step_moments(
-                b[li, ki], bc[li, ki], pop["G_b"][g], lr, grad_var=pop["var_b"][g] / bs, mean_grad_se=pop["se_G_b"][g]
-            )
-            ov = one_step_moments(
-                V[li, ki], Vc[li, ki], pop["G_V"][g], lr, grad_var=pop["var_V"][g] / bs, mean_grad_se=pop["se_G_V"][g]
-            )
-            pb, pv = predicted_drift(V[li, ki], W[li, ki], b[li, ki], err2[li, ki], lr, bs)
-            vals = {
-                "b_step": ob.dq,
-                "b_step_se": ob.dq_se,
-                "b_gradient": ob.gradient,
-                "b_excess": ob.excess,
-                "b_excess_se": ob.excess_se,
-                "b_predicted": pb.numpy(),
-                "V2_step": ov.dq2,
-                "V2_step_se": ov.dq2_se,
-                "V2_gradient": ov.gradient_q2,
-                "V2_excess": ov.excess_q2,
-                "V2_excess_se": ov.excess_q2_se,
-                "V2_ito": ov.ito,
-                "V2_predicted": pv.numpy(),
-            }
+            vals = _one_step_values(pop, li * K + ki, (W[li, ki], b[li, ki], V[li, ki]), bc[li, ki], Vc[li, ki], lr, bs)
             for k, v in vals.items():
                 out[k][li, ki] = v
     dims = ("lr", "batch_size", "unit")
     ds = xr.Dataset({k: (dims, v) for k, v in out.items()}, coords={"lr": lrs, "batch_size": bss, "unit": np.arange(N)})
     ds["err2"] = (("lr", "batch_size"), err2.numpy().copy())
-    ds.attrs.update(clones=R, pop_size=pop_size, labels=setup.labels, loss=setup.loss)
+    ds.attrs.update(clones=clones, pop_size=pop_size, labels=setup.labels, loss=setup.loss)
     return ds
+
+
+def _clone_step(setup: DriftSetup, stream: SampleStream, states, lrs, bss, clones: int, gen):
+    """``clones`` copies of each grid point's state after one SGD step: ``b``, ``V`` (L, K, R, N)."""
+    W, b, V = states
+    L, K, N, M = W.shape
+    R, Bmax = clones, max(bss)
+    Wc = W.reshape(L * K, 1, N, M).expand(L * K, R, N, M).reshape(-1, N, M).clone()
+    bc = b.reshape(L * K, 1, N).expand(L * K, R, N).reshape(-1, N).clone()
+    Vc = V.reshape(L * K, 1, N).expand(L * K, R, N).reshape(-1, N).clone()
+    x, y = stream.sample(L * K * R * Bmax, gen)
+    sgd_step(Wc, bc, Vc, x.view(-1, Bmax, M), y.view(-1, Bmax), _grid_wl(lrs, bss, R, Bmax), setup.loss)
+    return bc.view(L, K, R, N), Vc.view(L, K, R, N)
+
+
+def _one_step_values(pop: dict, g: int, state, b1, V1, lr: float, bs: int) -> dict[str, np.ndarray]:
+    """One grid point's variables of :func:`one_step_drift`, each (N,): state ``(W, b, V)`` before the
+    step, ``b1``, ``V1`` (R, N) the clones after it, ``pop`` the population moments (point ``g``)."""
+    W, b, V = state
+    ob = one_step_moments(b, b1, pop["G_b"][g], lr, grad_var=pop["var_b"][g] / bs, mean_grad_se=pop["se_G_b"][g])
+    ov = one_step_moments(V, V1, pop["G_V"][g], lr, grad_var=pop["var_V"][g] / bs, mean_grad_se=pop["se_G_V"][g])
+    pb, pv = predicted_drift(V, W, b, pop["err2"][g], lr, bs)
+    return {
+        "b_step": ob.dq,
+        "b_step_se": ob.dq_se,
+        "b_gradient": ob.gradient,
+        "b_excess": ob.excess,
+        "b_excess_se": ob.excess_se,
+        "b_predicted": pb.numpy(),
+        "V2_step": ov.dq2,
+        "V2_step_se": ov.dq2_se,
+        "V2_gradient": ov.gradient_q2,
+        "V2_excess": ov.excess_q2,
+        "V2_excess_se": ov.excess_q2_se,
+        "V2_ito": ov.ito,
+        "V2_predicted": pv.numpy(),
+    }
 
 
 # --------------------------------------------------------------------------
 # Whole trajectories
 # --------------------------------------------------------------------------
+
+_TRAJ_UNIT_VARS = ("b", "V", "V2", "b_ref", "V_ref", "V2_ref", "b_predicted", "V2_predicted")
+_TRAJ_VARS = ("err2", "activation_rate")
 
 
 def trajectory_drift(
@@ -416,7 +432,8 @@ def trajectory_drift(
     grid points see the same minibatch draws (common random numbers, which
     sharpens the η and |B| comparisons). Each block also carries a reference
     replica that steps with the mean gradient over the block's pooled
-    minibatches (``per_block·|B|`` samples).
+    minibatches (``per_block·|B|`` samples). Trained by the engine's one loop
+    (:func:`thermosgd.twolayer.engine._integrate`) with :class:`_DriftBackend`.
 
     Args:
         setup: model and task (Gaussian inputs).
@@ -434,79 +451,158 @@ def trajectory_drift(
         and (lr, batch_size, block, step): ``err2`` (E[(∂ℓ/∂f)²] on the fresh
         minibatch of that step), ``activation_rate``.
     """
+    from thermosgd.twolayer.engine import _integrate
+
     lrs, bss = _check_grid(lrs, batch_sizes)
     if blocks < 2 or per_block < 1 or steps < 1 or record_every < 1:
         raise UsageError("need blocks >= 2, per_block >= 1, steps >= 1, record_every >= 1")
-    cfg = setup.config()
-    random_labels = setup.labels == "random"
-    W0, b0, V0 = initial_state(setup)
-    N, M = W0.shape
-    L, K, Q, P = len(lrs), len(bss), blocks, per_block
-    R, Bmax, G = Q * P, max(bss), len(lrs) * len(bss)
-    W = W0.expand(G * R, N, M).clone()
-    b = b0.expand(G * R, N).clone()
-    V = V0.expand(G * R, N).clone()
-    Wr, br, Vr = W0.expand(G * Q, N, M).clone(), b0.expand(G * Q, N).clone(), V0.expand(G * Q, N).clone()
-    wl = _grid_wl(lrs, bss, R, Bmax)
-    # Reference: block q's pooled samples, weight η/(P·|B|) on each replica's first |B|.
-    wl_ref = _grid_wl(lrs, bss, Q, Bmax).view(G * Q, 1, Bmax).expand(G * Q, P, Bmax) / P
-    wl_ref = wl_ref.reshape(G * Q, P * Bmax).contiguous()
-    lr_t = torch.tensor(lrs, dtype=_F64).view(L, 1, 1).expand(L, K, R).reshape(-1, 1)
-    bs_t = torch.tensor(bss, dtype=_F64).view(1, K, 1).expand(L, K, R).reshape(-1, 1)
-    valid = (wl > 0).to(_F64)
-    stream = SampleStream(cfg, setup.seed, 0, dtype=_F64)
-    gen = generator(setup.seed, seed, DATA)
-
     rec_steps = np.unique(np.append(np.arange(0, steps + 1, record_every), steps))
-    shape = (len(rec_steps), L, K, Q)
-    buf = {
-        k: np.full((*shape, N), np.nan)
-        for k in ("b", "V", "V2", "b_ref", "V_ref", "V2_ref", "b_predicted", "V2_predicted")
-    }
-    buf.update({k: np.full(shape, np.nan) for k in ("err2", "activation_rate")})
-
-    def block_mean(t):  # (G·R, ...) -> (L, K, Q, ...)
-        return t.reshape(L, K, Q, P, *t.shape[1:]).mean(3).numpy()
-
-    def record(i, x, y):
-        z = torch.baddbmm(b.unsqueeze(1), x, W.mT)
-        f = torch.bmm(z.clamp_min(0.0), V.unsqueeze(-1)).squeeze(-1)
-        _, e2 = _residual(f, y, setup.loss, random_labels)
-        err2 = (e2 * valid).sum(-1) / valid.sum(-1)  # (G·R,)
-        err2_blk = torch.from_numpy(block_mean(err2))  # (L, K, Q)
-        e2_rep = err2_blk.unsqueeze(3).expand(L, K, Q, P).reshape(-1, 1)
-        pb, pv = predicted_drift(V, W, b, e2_rep, lr_t, bs_t)
-        buf["err2"][i] = err2_blk.numpy()
-        buf["activation_rate"][i] = block_mean(torch.special.ndtr(b / W.norm(dim=-1)).mean(-1))
-        buf["b"][i], buf["V"][i], buf["V2"][i] = block_mean(b), block_mean(V), block_mean(V * V)
-        buf["b_predicted"][i], buf["V2_predicted"][i] = block_mean(pb), block_mean(pv)
-        buf["b_ref"][i] = br.view(L, K, Q, N).numpy()
-        buf["V_ref"][i] = Vr.view(L, K, Q, N).numpy()
-        buf["V2_ref"][i] = (Vr * Vr).view(L, K, Q, N).numpy()
-
-    ri = 0
-    for step in range(steps + 1):
-        x, y = stream.sample(R * Bmax, gen)
-        x, y = x.view(1, R, Bmax, M), y.view(1, R, Bmax)
-        xg = x.expand(G, R, Bmax, M).reshape(G * R, Bmax, M)
-        yg = y.expand(G, R, Bmax).reshape(G * R, Bmax)
-        if step == rec_steps[ri]:
-            record(ri, xg, yg)
-            ri += 1
-        if step == steps:
-            break
-        sgd_step(W, b, V, xg, yg, wl, setup.loss)
-        sgd_step(Wr, br, Vr, xg.view(G * Q, P * Bmax, M), yg.view(G * Q, P * Bmax), wl_ref, setup.loss)
-    if not (torch.isfinite(W).all() and torch.isfinite(V).all()):
-        raise UsageError("SGD diverged in the drift experiment; use smaller learning rates")
-
+    backend = _DriftBackend(setup, lrs, bss, blocks, per_block, seed)
+    N = backend.W.shape[1]
+    shape = (len(rec_steps), len(lrs), len(bss), blocks)
+    buf = _Buffers({k: np.full((*shape, N), np.nan) for k in _TRAJ_UNIT_VARS})
+    buf.arrays.update({k: np.full(shape, np.nan) for k in _TRAJ_VARS})
+    due = set(rec_steps.tolist())
+    _integrate(backend, backend, backend.plan, buf, _NoGuard(), _NoBar(), due.__contains__, lambda s: True, steps, 1)
+    if not (torch.isfinite(backend.W).all() and torch.isfinite(backend.V).all()):
+        raise UsageError("SGD diverged in the drift experiment; use smaller learning rates", param="lrs")
     d5 = ("step", "lr", "batch_size", "block", "unit")
-    ds = xr.Dataset(
-        {k: (d5 if v.ndim == 5 else d5[:-1], v) for k, v in buf.items()},
-        coords={"step": rec_steps, "lr": lrs, "batch_size": bss, "block": np.arange(Q), "unit": np.arange(N)},
-    ).transpose("lr", "batch_size", "block", "step", ...)
-    ds.attrs.update(per_block=P, blocks=Q, labels=setup.labels, loss=setup.loss, setup=json.dumps(setup.__dict__))
+    coords = {"step": rec_steps, "lr": lrs, "batch_size": bss, "block": np.arange(blocks), "unit": np.arange(N)}
+    ds = xr.Dataset({k: (d5 if v.ndim == 5 else d5[:-1], v) for k, v in buf.arrays.items()}, coords=coords)
+    ds = ds.transpose("lr", "batch_size", "block", "step", ...)
+    ds.attrs.update(
+        per_block=per_block, blocks=blocks, labels=setup.labels, loss=setup.loss, setup=json.dumps(setup.__dict__)
+    )
     return ds
+
+
+class _Buffers:
+    """The engine loop's record sink for :func:`trajectory_drift`: record i's values into numpy arrays."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays = arrays
+
+    def put(self, i: int, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.arrays[k][i] = v.numpy()
+
+
+class _NoGuard:
+    """Drift runs freeze no replica; divergence is refused once, at the end."""
+
+    def update(self, step: int, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.bool)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The loop's :class:`~thermosgd.twolayer.engine.Plan` for drift runs: plain SGD, no normal draws."""
+
+    batch: int
+    chunk: int
+    draws: None = None
+
+
+class _NoBar:
+    """Drift runs show no progress bar."""
+
+    def update(self, n: int) -> None:
+        pass
+
+
+class _DriftBackend:
+    """The SGD replicas and mean-gradient references of :func:`trajectory_drift`, as an engine backend.
+
+    Also the loop's sample source and plan: step s uses the s-th draw of ``R·|B|max`` samples,
+    shared by every grid point, and a record at step s measures on that same minibatch (the one
+    step s then trains on). Draw 0 is taken here; the loop's chunks bring draws 1, 2, ... in order.
+    """
+
+    by_stream = False
+
+    def __init__(self, setup: DriftSetup, lrs: list[float], bss: list[int], blocks: int, per_block: int, seed: int):
+        self.loss, self.random_labels = setup.loss, setup.labels == "random"
+        W0, b0, V0 = initial_state(setup)
+        N, M = W0.shape
+        self.grid = (len(lrs), len(bss), blocks, per_block)
+        L, K, Q, P = self.grid
+        R, G = Q * P, L * K
+        self.batch, self.R, self.M = max(bss), R, M
+        # Steps per chunk bound a chunk's memory; results do not depend on it (one draw per step, in order).
+        self.plan = _Plan(self.batch, max(1, min(16, (1 << 22) // (R * self.batch * (M + 1)))))
+        self.W, self.b, self.V = (
+            W0.expand(G * R, N, M).clone(),
+            b0.expand(G * R, N).clone(),
+            V0.expand(G * R, N).clone(),
+        )
+        self.Wr, self.br, self.Vr = (t.expand(G * Q, *t.shape).clone() for t in (W0, b0, V0))
+        self.wl = _grid_wl(lrs, bss, R, self.batch)
+        # Reference: block q's pooled samples, weight η/(P·|B|) on each replica's first |B|.
+        wl_ref = _grid_wl(lrs, bss, Q, self.batch).view(G * Q, 1, self.batch).expand(G * Q, P, self.batch) / P
+        self.wl_ref = wl_ref.reshape(G * Q, P * self.batch).contiguous()
+        self.lr_t = torch.tensor(lrs, dtype=_F64).view(L, 1, 1).expand(L, K, R).reshape(-1, 1)
+        self.bs_t = torch.tensor(bss, dtype=_F64).view(1, K, 1).expand(L, K, R).reshape(-1, 1)
+        self.valid = (self.wl > 0).to(_F64)
+        self.stream = SampleStream(setup.config(), setup.seed, 0, dtype=_F64)
+        self.gen = generator(setup.seed, seed, DATA)
+        self._use(*self._draw())
+        self.pending: tuple = ()
+
+    def _draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.stream.sample(self.R * self.batch, self.gen)
+
+    def _use(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Make one draw the current minibatch of every grid point: (G·R, |B|max, M), (G·R, |B|max)."""
+        G = self.grid[0] * self.grid[1]
+        self.x = x.view(1, self.R, self.batch, self.M).expand(G, -1, -1, -1).reshape(-1, self.batch, self.M)
+        self.y = y.view(1, self.R, self.batch).expand(G, -1, -1).reshape(-1, self.batch)
+
+    def chunk(self, n: int, batch: int, chunk: int, by_stream: bool = False) -> tuple:
+        """The loop's :class:`~thermosgd.twolayer.engine.Samples`: the next n draws, one per step,
+        as x (n, R·|B|max, M), y (n, R·|B|max) (``batch`` and ``chunk`` are the plan's own)."""
+        xs, ys = zip(*(self._draw() for _ in range(n)))
+        return torch.stack(xs), torch.stack(ys)
+
+    def start_chunk(self, chunk: tuple) -> None:
+        self.pending = chunk
+
+    def advance(self, c0: int, n: int) -> None:
+        G, Q, P = self.grid[0] * self.grid[1], self.grid[2], self.grid[3]
+        for c in range(c0, c0 + n):
+            sgd_step(self.W, self.b, self.V, self.x, self.y, self.wl, self.loss)
+            xr_, yr_ = self.x.view(G * Q, P * self.batch, self.M), self.y.view(G * Q, P * self.batch)
+            sgd_step(self.Wr, self.br, self.Vr, xr_, yr_, self.wl_ref, self.loss)
+            self._use(self.pending[0][c], self.pending[1][c])
+
+    def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
+        """Block means (L, K, Q, ...) on the current minibatch, and the references."""
+        L, K, Q, P = self.grid
+        W, b, V = self.W, self.b, self.V
+
+        def block_mean(t: torch.Tensor) -> torch.Tensor:  # (G·R, ...) -> (L, K, Q, ...)
+            return t.reshape(L, K, Q, P, *t.shape[1:]).mean(3)
+
+        z = torch.baddbmm(b.unsqueeze(1), self.x, W.mT)
+        f = torch.bmm(z.clamp_min(0.0), V.unsqueeze(-1)).squeeze(-1)
+        _, e2 = _residual(f, self.y, self.loss, self.random_labels)
+        err2 = block_mean((e2 * self.valid).sum(-1) / self.valid.sum(-1))  # (L, K, Q)
+        pb, pv = predicted_drift(V, W, b, err2.unsqueeze(3).expand(L, K, Q, P).reshape(-1, 1), self.lr_t, self.bs_t)
+        ref = (L, K, Q, -1)
+        return {
+            "err2": err2,
+            "activation_rate": block_mean(torch.special.ndtr(b / W.norm(dim=-1)).mean(-1)),
+            "b": block_mean(b),
+            "V": block_mean(V),
+            "V2": block_mean(V * V),
+            "b_predicted": block_mean(pb),
+            "V2_predicted": block_mean(pv),
+            "b_ref": self.br.view(ref),
+            "V_ref": self.Vr.view(ref),
+            "V2_ref": (self.Vr * self.Vr).view(ref),
+        }
+
+    def freeze(self, bad: torch.Tensor) -> None:
+        """Nothing to freeze (:class:`_NoGuard` flags none)."""
 
 
 def drift_runs(

@@ -228,12 +228,42 @@ class Backend(Protocol):
         """NaN parameters and zero step sizes from here on for the replicas in ``bad``."""
 
 
+class Samples(Protocol):
+    """Where :func:`_integrate` draws its chunks of samples: :class:`_Data`, or the drift runs' stream."""
+
+    def chunk(self, n: int, batch: int, chunk: int, by_stream: bool = False) -> tuple: ...
+
+
+class Plan(Protocol):
+    """What :func:`_integrate` reads of a stepper (:class:`_Stepper`): samples per step, steps per
+    chunk, and the normal draws of the noise models that have them."""
+
+    @property
+    def batch(self) -> int: ...
+    @property
+    def chunk(self) -> int: ...
+    @property
+    def draws(self) -> NormalStreams | None: ...
+
+
+class Sink(Protocol):
+    """Where recorded values go (:class:`~thermosgd.twolayer.results.Records`)."""
+
+    def put(self, i: int, values: dict[str, torch.Tensor]) -> None: ...
+
+
+class Guard(Protocol):
+    """What flags replicas to freeze after a record (:class:`~thermosgd.twolayer.divergence.Watch`)."""
+
+    def update(self, step: int, values: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
 def _integrate(
     backend: Backend,
-    data: _Data,
-    stepper: _Stepper,
-    records: Records,
-    watch: divergence.Watch,
+    data: Samples,
+    stepper: Plan,
+    records: Sink,
+    watch: Guard,
     bar,
     record,
     probe_due,

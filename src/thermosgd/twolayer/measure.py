@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from thermosgd.instruments import _moments as moments
 from thermosgd.twolayer.losses import dloss_df, loss_value
 from thermosgd.twolayer.params import Params
 
@@ -97,9 +98,10 @@ def probe_metrics(
         need_grads: compute loss, error and gradient variances.
         exact_rate: the activation rate is computed elsewhere (skip the count).
 
-    Gradient variance uses per-sample gradients without materializing them:
-    for W the per-entry second moments summed over entries equal E[‖δ‖²‖x‖²],
-    so the cost is one forward and backward pass over the probe set.
+    Gradient variances are :mod:`~thermosgd.instruments._moments`' (unbiased): the two-layer net
+    ``f = V·relu(W x + b)`` is three linear maps whose per-sample gradients are (output error ⊗
+    input): V's with error ``e = ∂ℓ/∂f`` and input ``a = relu(z)``; W's with errors
+    ``δ = e V ⊙ 1[z > 0]`` and input x; b's the errors δ. Never materialized, in float64.
     """
     P = px.shape[-2]
     N, M = p.V.shape[-1], px.shape[-1]
@@ -115,14 +117,15 @@ def probe_metrics(
     out["loss"] = loss_value(f, py, loss).mean(-1)
     out["error"] = ((f > 0).to(f.dtype) != py).to(f.dtype).mean(-1)
     e = dloss_df(f, py, loss)  # per-sample ∂ℓ/∂f
-    corr = P / (P - 1)
-    gV_mean = torch.bmm(e.unsqueeze(1), a).squeeze(1) / P
-    var_V = (torch.bmm((e * e).unsqueeze(1), a * a).squeeze(1).sum(-1) / P - gV_mean.pow(2).sum(-1)) * corr
     delta = s * (e.unsqueeze(-1) * p.V.unsqueeze(1))  # (R, P, N)
-    d2 = delta.pow(2).sum(-1)  # ‖δ_i‖², (R, P)
-    var_b = (d2.mean(-1) - delta.mean(1).pow(2).sum(-1)) * corr
-    gW_mean = torch.bmm(delta.mT, px) / P
-    var_W = ((d2 * px.pow(2).sum(-1)).mean(-1) - gW_mean.pow(2).sum((-1, -2))) * corr
+    var_V, var_W, var_b = (
+        moments.normalize(m2, P).to(f.dtype)
+        for m2 in (
+            moments.linear_weight_deviations(a, e.unsqueeze(-1)),
+            moments.linear_weight_deviations(px, delta),
+            moments.bias_deviations(delta),
+        )
+    )
     n_b = N if bias else 0
     total = var_V + var_W + (var_b if n_b else 0)
     out["grad_var_V"] = var_V / (N * bsz)

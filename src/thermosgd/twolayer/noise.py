@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from thermosgd.instruments import _moments as moments
 from thermosgd.twolayer.losses import dloss_df
 
 
@@ -42,9 +43,9 @@ def per_sample_variance(
 ) -> torch.Tensor:
     """Unbiased variance over G samples of each parameter entry's per-sample gradient.
 
-    Computed in float64 from first and second moments without forming the
-    per-sample gradients: for W, Σ_i (δ_in x_im)² = ((δ²)ᵀ x²)_nm is one batched
-    matmul.
+    Per entry from :mod:`~thermosgd.instruments._moments`, in float64, without forming the
+    per-sample gradients: W's are the errors ``δ = e V ⊙ 1[z > 0]`` times the inputs x,
+    b's the errors δ, V's the error ``e = ∂ℓ/∂f`` times ``a = relu(z)``.
 
     Args:
         W: (R, N, M); b: (R, N); V: (R, N) — the parameters.
@@ -60,14 +61,12 @@ def per_sample_variance(
     z = torch.baddbmm(b.unsqueeze(1), x, W.mT)  # (R, G, N)
     a = z.clamp_min(0.0)
     e = dloss_df(torch.bmm(a, V.unsqueeze(-1)).squeeze(-1), y, loss)  # (R, G)
-    gV = e.unsqueeze(-1) * a  # (R, G, N): per-sample ∂ℓ/∂V
     delta = e.unsqueeze(-1) * (z > 0).to(z.dtype) * V.unsqueeze(1)  # per-sample ∂ℓ/∂b
 
-    def var(total, total_sq):
-        return (total_sq - total * total / G) / (G - 1)
+    def var(m2: torch.Tensor) -> torch.Tensor:
+        return moments.normalize(m2, G).flatten(1)
 
-    var_W = var(torch.bmm(delta.mT, x), torch.bmm((delta * delta).mT, x * x))  # (R, N, M)
-    var_b = var(delta.sum(1), (delta * delta).sum(1)) if bias else torch.zeros_like(b)
-    var_V = var(gV.sum(1), (gV * gV).sum(1))
-    out = torch.cat([var_W.flatten(1), var_b, var_V], 1).clamp_min_(0.0)  # rounding can go below 0
-    return out.to(dt)
+    var_W = var(moments.linear_weight_deviations(x, delta, per_entry=True))  # (R, N·M)
+    var_b = var(moments.bias_deviations(delta, per_entry=True)) if bias else torch.zeros_like(b)
+    var_V = var(moments.linear_weight_deviations(a, e.unsqueeze(-1), per_entry=True))  # (R, 1·N)
+    return torch.cat([var_W, var_b, var_V], 1).clamp_min_(0.0).to(dt)  # rounding can go below 0
