@@ -1,7 +1,6 @@
 """Deep models, and every deep preset (a study) at tiny size."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from torch import nn
 from thermosgd import presets
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.errors import UsageError
-from thermosgd.instruments import every, weight_norms
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.sweep.store import load
 

@@ -39,8 +39,9 @@ def register(sub) -> None:
     p.add_argument(
         "--substitute-digits",
         action="store_true",
-        help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
-        "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)",
+        help="deep image presets: use scikit-learn's bundled 8x8 digits even where Fashion-MNIST / CIFAR-10 "
+        "are present (without --data-dir and with the files absent from $THERMOSGD_DATA, digits is the default); "
+        "labeled 'substitute: digits' in every table, title, file name and summary",
     )
     add_executor_args(p)
     add_device_arg(p)

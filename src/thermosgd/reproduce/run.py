@@ -22,7 +22,7 @@ from thermosgd.report import collect, summary_table, write_report
 from thermosgd.report.html import check_page
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
-from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.deep import image_data_missing, reproduce_deep
 from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
 from thermosgd.reproduce.walk import reproduce_walk
@@ -141,12 +141,17 @@ def _plan(names: list[str] | None, out: Path | None, quick: bool):
 
 def _run_locked(p: presets.Preset, folder: Path, options: dict, other: dict, executor: dict) -> None:
     """A walk, deep, analysis or mechanism preset, in its folder, locked and marked as this run's."""
+    # Without the paper's image files in $THERMOSGD_DATA the image presets run on the digits substitute,
+    # and say so; a --data-dir given without them is an error (a typo must not silently substitute).
+    substitute = other["substitute_digits"] or (other["data_dir"] is None and image_data_missing(p, None))
+    if substitute and not other["substitute_digits"]:
+        print(f"[{p.name}] the paper's {p.params['dataset']} files are absent: running on digits (substitute: digits)")
     run = {
         "experiment": p.experiment,
         "seeds": options["seeds"],
         "steps": options["steps"],
         "quick": options["quick"],
-        "substitute_digits": other["substitute_digits"],
+        "substitute_digits": substitute,
         "include_diverged": options["include_diverged"],
     }
     if options["device"] != "cpu":  # absent on the CPU, so folders written before the option still match
