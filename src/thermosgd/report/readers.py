@@ -242,7 +242,10 @@ def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
     sec.config = pretty_json(config)
     run = config_of(config)
     if run.substitute:  # named in the section's title and in the closing table too
-        sec.name = f"{exp.name} ({run.substitute_label})"
+        batch = config.get("batch_label")  # |B| near the substitute's set size: said on the row itself
+        sec.name = f"{exp.name} ({run.substitute_label}; {batch})" if batch else f"{exp.name} ({run.substitute_label})"
+        if config.get("batch_note"):
+            sec.notes.append(str(config["batch_note"]))
         sec.title = run.on_data(sec.title)
         sec.notes.append(
             f"Substitute data: {run.dataset} instead of the paper's {run.dataset_paper}. "

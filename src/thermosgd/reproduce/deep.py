@@ -37,7 +37,7 @@ import xarray as xr
 from torch import nn
 
 from thermosgd import presets
-from thermosgd.analysis.run_config import run_config
+from thermosgd.analysis.run_config import DATASET_NAME, run_config
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.data import ImageData, load_dataset
 from thermosgd.deep.models import cnn, mlp, two_layer
@@ -71,16 +71,20 @@ def image_data_missing(preset: presets.Preset, data_dir: Path | None) -> bool:
     return False
 
 
-def batch_note(batch_sizes, n_train: int, dataset: str) -> str:
-    """Words on a batch size that is a large part of the training set (the digits substitute's |B| = 1000)."""
+def batch_note(batch_sizes, n_train: int, dataset: str) -> tuple[str, str]:
+    """Words on batch sizes that are a large part of the training set (the digits substitute's |B| = 1000):
+    ``(short label, sentence)``, or ``("", "")`` when every |B| is at most a quarter of the set."""
     big = [b for b in batch_sizes if b > n_train // 4]
     if not big:
-        return ""
-    return (
-        f"|B| = {', '.join(map(str, big))} of {dataset}'s {n_train} training samples: minibatches are drawn with "
-        "replacement, so the noise covariance is still Σ/|B|, but each step sees a large share of a small set "
-        "(the paper's |B| ≤ 1000 was 2% of CIFAR-10's 50000)"
+        return "", ""
+    label = f"|B| ≤ {max(big)} of {n_train} samples"
+    sentence = (
+        f"|B| = {', '.join(map(str, big))} of the {n_train} {DATASET_NAME.get(dataset, dataset)} training samples: "
+        "minibatches are drawn with replacement, so the noise covariance is still Σ/|B|, but each step sees a "
+        "large share of a small set, which the network fits quickly (the paper's |B| ≤ 1000 was 2% of CIFAR-10's "
+        "50000); read this row as a test on other data, not as the paper's figure"
     )
+    return label, sentence
 
 
 def _factory(model: str, shape: tuple[int, ...], out_dim: int, width: int) -> Callable[..., nn.Module]:
@@ -179,9 +183,9 @@ def deep_study(
     }
     if substitute:
         config["note"] = f"SUBSTITUTE DATA: {source} instead of the paper's {p['dataset']}"
-        note = batch_note(p["batch_sizes"], n_train, source)
+        label, note = batch_note(p["batch_sizes"], n_train, source)
         if note:
-            config["batch_note"] = note
+            config["batch_label"], config["batch_note"] = label, note
     return spec, _factory(p["model"], shape, out_dim, p["width"]), data, config
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from thermosgd import fmt, presets
+from thermosgd.analysis.run_config import DATASET_NAME
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
@@ -145,7 +146,8 @@ def _run_locked(p: presets.Preset, folder: Path, options: dict, other: dict, exe
     # and say so; a --data-dir given without them is an error (a typo must not silently substitute).
     substitute = other["substitute_digits"] or (other["data_dir"] is None and image_data_missing(p, None))
     if substitute and not other["substitute_digits"]:
-        print(f"[{p.name}] the paper's {p.params['dataset']} files are absent: running on digits (substitute: digits)")
+        paper = DATASET_NAME.get(p.params["dataset"], p.params["dataset"])
+        print(f"[{p.name}] the paper's {paper} files are absent: running on digits (substitute: digits)")
     run = {
         "experiment": p.experiment,
         "seeds": options["seeds"],
