@@ -26,7 +26,7 @@ from thermosgd.analysis.verdict import (
     judge_sign,
 )
 from thermosgd.errors import UsageError
-from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment
+from thermosgd.report.catalogue import CUSTOM_STUDY, CUSTOM_SWEEP, Experiment
 from thermosgd.report.common import (
     EXPONENT,
     METRIC,
@@ -83,6 +83,7 @@ def reader(exp: Experiment):
         "generalization": _generalization,
         "mechanism": _generic,
         CUSTOM_SWEEP: _custom_sweep,
+        CUSTOM_STUDY: _custom_study,
     }
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
@@ -164,6 +165,44 @@ def _custom_sweep(sec: Section, exp: Experiment, folder: Path, margin: float | N
     )
     if (folder / "results.nc").exists():
         sec.collapses += collapses(sec, folder, ["activation_rate", "v_norm"], over, {})
+
+
+def _custom_study(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
+    """A study of the user's model: named by its folder and factory, what was run, its curves and the
+    command that fits it (no paper claim)."""
+    stamp = read_json(folder / "config.json") or {}
+    study = stamp.get("study", {})
+    model, data, train = (study.get(k, {}) for k in ("model", "data", "train"))
+    factory = model.get("factory") or "a model factory given in Python"
+    sec.name = f"{sec.name} (study of {factory})"
+    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
+    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
+    sec.config = pretty_json(stamp)
+    source = data.get("source", "?")
+    if source == "gaussian":
+        source += ", online" if data.get("online") else f", {data.get('train_size')} training samples"
+    sec.run = [
+        ("model", factory),
+        ("data", source),
+        ("loss", str(train.get("loss", "?"))),
+        ("η", ", ".join(f"{v:g}" for v in train.get("lr", []))),
+        ("|B|", ", ".join(str(v) for v in train.get("batch_size", []))),
+        ("seeds", str(seed_count(train.get("seeds")))),
+        ("steps", str(train.get("steps"))),
+        ("noise model", str(train.get("noise", "sgd"))),
+    ]
+    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric grad_var --over {over}"
+    sec.claims.append(
+        Claim(
+            "collapse exponent",
+            "no claim of the paper",
+            fmt.NA,
+            NOT_MEASURED,
+            f"a study of {factory}: the report fits only the paper's presets; `{sec.command}` fits this one",
+        )
+    )
+    if (folder / "results.nc").exists():
+        sec.collapses += collapses(sec, folder, ["grad_var", "activation_rate"], over, {})
 
 
 def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
