@@ -281,7 +281,9 @@ def load_digits(*, split: str = "train") -> ImageData:
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError:
-        raise UsageError("the digits substitute needs scikit-learn (a dependency of thermosgd): pip install scikit-learn") from None
+        raise UsageError(
+            "the digits substitute needs scikit-learn (a dependency of thermosgd): pip install scikit-learn"
+        ) from None
     bunch = sk_digits()
     images = bunch.images.astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

@@ -145,26 +145,10 @@ def _custom_sweep(sec: Section, exp: Experiment, folder: Path, margin: float | N
     """A sweep no preset ran: what was run, its curves, and the command that fits it (no paper claim)."""
     config = read_json(folder / "config.json") or {}
     train = config.get("train", {})
-    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
-    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
     sec.config = pretty_json(config)
     sec.run = _twolayer_run(config, {})
-    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric activation_rate --over {over}"
-    if sizes.get("lr", 0) >= 2 and sizes.get("batch_size", 0) >= 2:
-        sec.command += " --select batch_size=" + str(train["batch_size"][0])
-    sec.claims.append(
-        Claim(
-            "collapse exponent",
-            "no claim of the paper",
-            fmt.NA,
-            NOT_MEASURED,
-            f"a custom sweep ({sizes.get('lr', '?')} η × {sizes.get('batch_size', '?')} |B| × "
-            f"{seed_count(train.get('seeds'))} seeds): the report fits only the paper's presets; "
-            f"`{sec.command}` fits this one",
-        )
-    )
-    if (folder / "results.nc").exists():
-        sec.collapses += collapses(sec, folder, ["activation_rate", "v_norm"], over, {})
+    what = f"a custom sweep ({{lr}} η × {{batch_size}} |B| × {seed_count(train.get('seeds'))} seeds)"
+    _no_claim(sec, folder, train, what, ["activation_rate", "v_norm"])
 
 
 def _custom_study(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
@@ -175,8 +159,6 @@ def _custom_study(sec: Section, exp: Experiment, folder: Path, margin: float | N
     model, data, train = (study.get(k, {}) for k in ("model", "data", "train"))
     factory = model.get("factory") or "a model factory given in Python"
     sec.name = f"{sec.name} (study of {factory})"
-    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
-    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
     sec.config = pretty_json(stamp)
     source = data.get("source", "?")
     if source == "gaussian":
@@ -191,18 +173,30 @@ def _custom_study(sec: Section, exp: Experiment, folder: Path, margin: float | N
         ("steps", str(train.get("steps"))),
         ("noise model", str(train.get("noise", "sgd"))),
     ]
-    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric grad_var --over {over}"
+    _no_claim(sec, folder, train, f"a study of {factory}", ["grad_var", "activation_rate"])
+
+
+def _no_claim(sec: Section, folder: Path, train: dict, what: str, metrics: list[str]) -> None:
+    """A run no preset made: the ``collapse`` command that fits it (over the swept parameter), a claim row
+    that says the report judges only the paper's presets, and its curves. ``what`` may name ``{lr}`` and
+    ``{batch_size}``, the sizes of the grid."""
+    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
+    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
+    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric {metrics[0]} --over {over}"
+    if sizes.get("lr", 0) >= 2 and sizes.get("batch_size", 0) >= 2:
+        sec.command += " --select batch_size=" + str(train["batch_size"][0])
+    what = what.format(lr=sizes.get("lr", "?"), batch_size=sizes.get("batch_size", "?"))
     sec.claims.append(
         Claim(
             "collapse exponent",
             "no claim of the paper",
             fmt.NA,
             NOT_MEASURED,
-            f"a study of {factory}: the report fits only the paper's presets; `{sec.command}` fits this one",
+            f"{what}: the report fits only the paper's presets; `{sec.command}` fits this one",
         )
     )
     if (folder / "results.nc").exists():
-        sec.collapses += collapses(sec, folder, ["grad_var", "activation_rate"], over, {})
+        sec.collapses += collapses(sec, folder, metrics, over, {})
 
 
 def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
