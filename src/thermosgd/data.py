@@ -53,7 +53,10 @@ FASHION_CLASSES = (
 )
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 DATASETS = ("fashion-mnist", "cifar10", "digits")
-_SUBSTITUTE_HINT = "or use the bundled digits substitute (dataset='digits', CLI --substitute-digits)"
+_SUBSTITUTE_HINT = (
+    "or use the bundled digits substitute (dataset='digits'; `thermosgd reproduce` uses it when the files are "
+    "absent from $THERMOSGD_DATA and no --data-dir is given, or with --substitute-digits)"
+)
 #: The largest data file read (declared size, checked before reading or decompressing):
 #: Fashion-MNIST's largest file holds 47 MB, CIFAR-10's 31 MB.
 MAX_IDX_BYTES = 2 << 30
@@ -278,7 +281,9 @@ def load_digits(*, split: str = "train") -> ImageData:
     try:
         from sklearn.datasets import load_digits as sk_digits
     except ImportError:
-        raise UsageError("the digits substitute needs scikit-learn: pip install 'thermosgd[digits]'") from None
+        raise UsageError(
+            "the digits substitute needs scikit-learn (a dependency of thermosgd): pip install scikit-learn"
+        ) from None
     bunch = sk_digits()
     images = bunch.images.astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

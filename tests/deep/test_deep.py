@@ -1,7 +1,6 @@
-"""Deep models, the SGD loop, and every deep preset at tiny size."""
+"""Deep models, and every deep preset (a study) at tiny size."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -9,10 +8,8 @@ import torch
 from torch import nn
 
 from thermosgd import presets
-from thermosgd.deep import Run, TrainSet, train_sweep
 from thermosgd.deep.models import cnn, mlp, two_layer
 from thermosgd.errors import UsageError
-from thermosgd.instruments import every, weight_norms
 from thermosgd.reproduce.deep import reproduce_deep
 from thermosgd.sweep.store import load
 
@@ -40,37 +37,6 @@ def test_models_are_seeded_without_touching_global_state():
     assert not torch.equal(a[1].weight, c[1].weight)
 
 
-def _setup(seed):
-    gen = torch.Generator().manual_seed(seed)
-    data = TrainSet(torch.randn(32, 3, generator=gen), torch.randint(0, 2, (32, 1), generator=gen).float())
-    return Run(mlp(3, 4, 2, 1, seed=seed), data, {"w": lambda m: weight_norms(m).value})
-
-
-def test_divergent_run_is_marked_and_others_continue():
-    ds = train_sweep(
-        _setup,
-        nn.BCEWithLogitsLoss(),
-        lrs=(0.1, 1e30),
-        batch_sizes=(4,),
-        seeds=(0,),
-        steps=6,
-        schedule=every(1),
-        progress=False,
-    )
-    assert ds["diverged"].sel(lr=1e30).item() and not ds["diverged"].sel(lr=0.1).item()
-    assert np.isfinite(ds["w"].sel(lr=0.1)).all()
-    tail = ds["w"].sel(lr=1e30).squeeze().values
-    assert np.isfinite(tail[0]) and np.isnan(tail[-1])
-
-
-def test_sweep_is_reproducible():
-    kwargs = dict(lrs=(0.1,), batch_sizes=(2, 4), seeds=(0, 1), steps=5, schedule=every(5), progress=False)
-    a = train_sweep(_setup, nn.BCEWithLogitsLoss(), **kwargs)
-    b = train_sweep(_setup, nn.BCEWithLogitsLoss(), **kwargs)
-    np.testing.assert_array_equal(a["w"].values, b["w"].values)
-    assert a["w"].dims == ("lr", "batch_size", "seed", "step") and a.sizes["seed"] == 2
-
-
 def _check(verdicts, out, name, over):
     """The folder holds the results, config, figures and a verdict on the plotted metric."""
     assert len(verdicts) == 1 and verdicts[0].preset == name and verdicts[0].over == over
@@ -90,7 +56,8 @@ def test_fig2_middle_tiny(tmp_path):
     ds, config = _check(
         reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False), tmp_path, "fig2-middle", "lr"
     )
-    assert "grad_var_layer" in ds and "trace_bound" in ds and not config["substitute"]
+    assert "grad_var_layer" in ds and "last_weight_norm" in ds and "v_norm" not in ds and not config["substitute"]
+    assert "not divided by |B|" in ds.attrs["grad_var_definition"]
 
 
 def test_fig2_bottom_tiny_on_idx_files(tmp_path):
@@ -163,19 +130,29 @@ def test_missing_data_and_bad_names(tmp_path, monkeypatch):
     }
 
 
-def test_online_gaussian_is_fresh_per_index_and_reproducible():
-    from thermosgd.deep.runs import OnlineGaussian
+def test_removed_second_path_points_to_the_study_api():
+    import thermosgd.deep
 
-    a, b = OnlineGaussian(5, seed=3), OnlineGaussian(5, seed=3)
-    x1, y1 = a.batch(torch.tensor([7, 8, 7]))
-    x2, _ = b.batch(torch.tensor([7]))
-    assert torch.equal(x1[0], x1[2]) and torch.equal(x1[0], x2[0])  # a sample is a function of its index
-    assert not torch.equal(x1[0], x1[1]) and set(y1.flatten().tolist()) <= {0.0, 1.0}
-    assert not torch.equal(OnlineGaussian(5, seed=4).batch(torch.tensor([7]))[0], x2)
-    # Fresh samples: over many indices the inputs are standard normal (mean 0, var 1; 4000 draws, 5 s.e.).
-    x, y = a.batch(torch.arange(1000, 1800))
-    assert abs(float(x.mean())) < 5 / math.sqrt(x.numel()) and abs(float(x.var()) - 1) < 5 * math.sqrt(2 / x.numel())
-    assert abs(float(y.mean()) - 0.5) < 5 * 0.5 / math.sqrt(y.numel())
+    for name in ("train_deep", "train_sweep", "train_run", "DeepSpec", "Run", "TrainSet"):
+        with pytest.warns(DeprecationWarning, match="thermosgd.study"), pytest.raises(AttributeError, match="study"):
+            getattr(thermosgd.deep, name)
+
+
+def test_a_deep_preset_is_a_study_in_its_folder(tmp_path):
+    """The preset's folder holds the study it ran (resumable); a rerun reads its units and trains nothing."""
+    from thermosgd.reproduce.deep import reproduce_deep
+
+    reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False)
+    stamp = json.loads((tmp_path / "study" / "config.json").read_text())
+    assert stamp["study"]["train"]["loss"] == "bce" and stamp["study"]["data"]["train_size"] == 48
+    first = load(tmp_path)
+    units = sorted((tmp_path / "study").rglob("*.nc"))
+    mtimes = [p.stat().st_mtime_ns for p in units]
+    reproduce_deep("fig2-middle", tmp_path, quick=True, progress=False)
+    assert [p.stat().st_mtime_ns for p in units if "results" not in p.name] == [
+        m for p, m in zip(units, mtimes) if "results" not in p.name
+    ]
+    np.testing.assert_array_equal(load(tmp_path)["grad_var"].values, first["grad_var"].values)
 
 
 def test_fig2_middle_online_preset(tmp_path):

@@ -7,14 +7,15 @@ ReLU threshold may flip: atol = one unit-sample of the probe set.
 """
 
 import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from thermosgd import presets
-from thermosgd.deep import Run, TrainSet, train_sweep
 from thermosgd.deep.ensemble import (
     Ensemble,
     LastWeightNorm,
@@ -26,33 +27,61 @@ from thermosgd.deep.ensemble import (
     replica_losses,
 )
 from thermosgd.deep.models import cnn, mlp, two_layer
-from thermosgd.deep.runs import DeepSpec, _gaussian_set, _image_set, _instruments, _model
 from thermosgd.instruments import every, log_spaced, weight_norms
 
+
+def _load_loops():
+    spec = importlib.util.spec_from_file_location("deep_sgd_loops", Path(__file__).parent / "sgd_loops.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+T = _load_loops()  # the sequential twin and the ensemble loop (tests only)
+Run, TrainSet, train_sweep = T.Run, T.TrainSet, T.train_sweep
 RTOL = 1e-4
 
 
-def _preset_setup(name, dataset=None, **changes):
+def _preset_setup(model, *, seeds, lrs, batch_sizes, steps, points, n_train, probe_size):
+    """A deep preset's model family on a small set: Gaussian inputs with BCE (mlp), digits with
+    cross-entropy (cnn, two-layer); instruments on the first ``probe_size`` samples."""
     from thermosgd.data import load_dataset
 
-    p = dataclasses.replace(DeepSpec.from_preset(presets.get(name)), **changes)
-    if p.dataset == "gaussian":
-        images, shape, out_dim, loss_fn = None, (p.gaussian_dim,), 1, nn.BCEWithLogitsLoss()
+    if model == "mlp":
+        gen = torch.Generator().manual_seed(2)
+        x = torch.randn(n_train, 100, generator=gen)
+        y = (torch.randperm(n_train, generator=gen) < n_train // 2).float().unsqueeze(1)
+        data, loss_fn = TrainSet(x, y), nn.BCEWithLogitsLoss()
     else:
-        images = load_dataset(dataset, None, split="train")
-        shape, out_dim, loss_fn = tuple(images.images.shape[1:]), len(images.classes), nn.CrossEntropyLoss()
+        images = load_dataset("digits", None, split="train")
+        data = TrainSet(torch.from_numpy(images.images[:n_train]), torch.from_numpy(images.labels[:n_train]), 1 / 16)
+        loss_fn = nn.CrossEntropyLoss()
+    build = {
+        "mlp": lambda s: mlp(100, 100, 6, 1, seed=s),
+        "cnn": lambda s: cnn(1, 8, 10, seed=s, padding=2),
+        "two-layer": lambda s: two_layer(64, 300, 10, seed=s),
+    }[model]
 
     def setup(seed):
-        data = _gaussian_set(p, seed) if images is None else _image_set(p, images)
-        model = _model(p, shape, out_dim, seed)
-        return Run(model, data, _instruments(p, model, data, loss_fn))
+        xp, yp = data.batch(torch.arange(probe_size))
+        tools = {
+            "loss": ProbeLoss(loss_fn, xp, yp),
+            "activation_rate": ProbeActivationRates(xp),
+            "grad_var": ProbeGradientVariance(loss_fn, xp, yp),
+        }
+        if model == "two-layer":
+            tools["v_norm"] = LastWeightNorm()
+        if model != "cnn":
+            tools["trace_bound"] = ProbeTraceBound(loss_fn, xp)
+        return Run(build(seed), data, tools)
 
     kwargs = dict(
-        lrs=p.lrs,
-        batch_sizes=p.batch_sizes,
-        seeds=range(p.seeds),
-        steps=p.steps,
-        schedule=log_spaced(p.steps, p.points),
+        lrs=lrs,
+        batch_sizes=batch_sizes,
+        seeds=range(seeds),
+        steps=steps,
+        schedule=log_spaced(steps, points),
         progress=False,
     )
     return setup, loss_fn, kwargs
@@ -71,10 +100,8 @@ def _assert_close(a, b, probe_units=None):
 @pytest.mark.parametrize("batched", [True, False], ids=["by hand", "vmap"])
 def test_fig2_middle_ensemble_equals_sequential(batched, monkeypatch):
     """6-layer MLP, BCE: the hand-written backward (and the vmap path) against torch.optim.SGD."""
-    import thermosgd.deep.train as T
-
     setup, loss_fn, kw = _preset_setup(
-        "fig2-middle", seeds=2, lrs=(0.05, 0.1), steps=80, points=8, n_train=64, probe_size=16
+        "mlp", seeds=2, lrs=(0.05, 0.1), batch_sizes=(1,), steps=80, points=8, n_train=64, probe_size=16
     )
     if not batched:
         real = T.train_ensemble
@@ -89,9 +116,9 @@ def test_fig2_middle_ensemble_equals_sequential(batched, monkeypatch):
 def test_image_presets_ensemble_equals_sequential(name):
     """CNN (grouped convolution, autograd backward), two-layer with cross-entropy, a |B| sweep."""
     setup, loss_fn, kw = _preset_setup(
-        name,
-        dataset="digits",
+        "cnn" if name == "fig2-bottom" else "two-layer",
         seeds=2,
+        lrs={"fig2-bottom": (0.025, 0.05, 0.1), "fig11": (0.01, 0.02, 0.04), "fig13": (0.02,)}[name],
         steps=6 if name == "fig2-bottom" else 12,
         points=3,
         n_train=64,

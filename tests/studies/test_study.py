@@ -370,3 +370,20 @@ def test_fashion_mnist_files_from_data_dir_and_their_fingerprint(tmp_path):
     before = resolve(spec, model=factory).fingerprint
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels[:-1] + bytes([(labels[-1] + 1) % 10]))
     assert resolve(spec, model=factory).fingerprint != before
+
+
+def test_report_on_a_parent_folder_lists_the_study(reference, tmp_path):
+    """A study folder gets its own section, named by its folder and factory, with its curves
+    and the command that fits it (no claim of the paper, so no verdict)."""
+    from thermosgd.report import collect, summary_table
+
+    path, _ = reference
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    shutil.copytree(path.parent / "ref", parent / "mine")
+    report = collect(parent)
+    (sec,) = [s for s in report.sections if s.experiment == "study"]
+    assert sec.name == "mine (study of mymodels:layernorm_mlp)" and sec.measured
+    assert "mine" not in report.unrecognized and not any("mine" in w for w in report.warnings)
+    assert "--metric grad_var --over lr" in sec.command and sec.collapses
+    assert "mine (study of mymodels:layernorm_mlp)" in summary_table(report)

@@ -23,7 +23,8 @@ def register(sub) -> None:
         "reproduce",
         help="run the paper's experiments and write results + figures",
         description="Run preset experiments of the paper. Without NAME: the default set "
-        "(all figures that need no downloaded data) at a small size, under runs/ (--quick: runs-quick/).",
+        "(every figure; the image presets on scikit-learn's digits, marked 'substitute: digits', unless the paper's "
+        "files are in $THERMOSGD_DATA) at a small size, under runs/ (--quick: runs-quick/).",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="preset(s); see --list")
     p.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -39,8 +40,9 @@ def register(sub) -> None:
     p.add_argument(
         "--substitute-digits",
         action="store_true",
-        help="deep image presets: use scikit-learn's bundled 8x8 digits instead of "
-        "Fashion-MNIST / CIFAR-10 (clearly labeled in figures and config)",
+        help="deep image presets: use scikit-learn's bundled 8x8 digits even where Fashion-MNIST / CIFAR-10 "
+        "are present (without --data-dir and with the files absent from $THERMOSGD_DATA, digits is the default); "
+        "labeled 'substitute: digits' in every table, title, file name and summary",
     )
     add_executor_args(p)
     add_device_arg(p)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from thermosgd import presets
 
-__all__ = ["CUSTOM_SWEEP", "Experiment", "experiments", "by_key", "preset_of"]
+__all__ = ["CUSTOM_STUDY", "CUSTOM_SWEEP", "Experiment", "experiments", "by_key", "preset_of"]
 
 #: The key of a two-layer sweep that no preset ran (``thermosgd sweep my.toml --out runs/mine``).
 CUSTOM_SWEEP = "sweep"
+#: The key of a study of the user's own model (``thermosgd study my.toml --out runs/mine``).
+CUSTOM_STUDY = "study"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,17 @@ EXTRA = (
         claim="A sweep from your own configuration (thermosgd sweep): no claim of the paper is attached to it, "
         "so it gets no verdict here; `thermosgd collapse` fits its exponents.",
         source="thermosgd sweep",
+        optional=True,
+    ),
+    Experiment(
+        CUSTOM_STUDY,
+        CUSTOM_STUDY,
+        "study",
+        (),
+        title="Study of your model",
+        claim="A study of a model of your own (thermosgd study): no claim of the paper is attached to it, "
+        "so it gets no verdict here; `thermosgd collapse` fits its exponents.",
+        source="thermosgd study",
         optional=True,
     ),
 )

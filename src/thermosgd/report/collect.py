@@ -16,7 +16,7 @@ from pathlib import Path
 
 from thermosgd import fmt
 from thermosgd.analysis.verdict import NOT_MEASURED, check_margin
-from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment, by_key, experiments, preset_of
+from thermosgd.report.catalogue import CUSTOM_STUDY, CUSTOM_SWEEP, Experiment, by_key, experiments, preset_of
 from thermosgd.report.common import EXPONENT, PAPER_EXPONENT, SYMBOL, exponent_label, json_problem, read_json
 from thermosgd.report.provenance import (
     embedded_figures,
@@ -141,6 +141,8 @@ def identify(folder: Path) -> str | None:
             return key
     if _is_twolayer_config(config):
         return _experiment_of(folder.name) or CUSTOM_SWEEP
+    if isinstance(config.get("study"), dict) and "inputs_sha256" in config:  # a study's stamp
+        return CUSTOM_STUDY
     return None
 
 
@@ -168,7 +170,7 @@ def _experiment_of(name) -> str | None:
 
 
 def _section(exp: Experiment, folder: Path, runs_dir: Path, used_ids: set, margin: float | None) -> Section:
-    custom = exp.key == CUSTOM_SWEEP  # labelled by its folder: it is no preset of the paper
+    custom = exp.key in (CUSTOM_SWEEP, CUSTOM_STUDY)  # labelled by its folder: it is no preset of the paper
     sec = Section(
         id=_unique_id(folder.name if folder != runs_dir else exp.name, used_ids),
         experiment=exp.key,

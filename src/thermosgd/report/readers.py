@@ -26,7 +26,7 @@ from thermosgd.analysis.verdict import (
     judge_sign,
 )
 from thermosgd.errors import UsageError
-from thermosgd.report.catalogue import CUSTOM_SWEEP, Experiment
+from thermosgd.report.catalogue import CUSTOM_STUDY, CUSTOM_SWEEP, Experiment
 from thermosgd.report.common import (
     EXPONENT,
     METRIC,
@@ -94,6 +94,7 @@ def reader(exp: Experiment):
         "generalization": _generalization,
         "mechanism": _generic,
         CUSTOM_SWEEP: _custom_sweep,
+        CUSTOM_STUDY: _custom_study,
     }
     return by_key.get(exp.key) or {"twolayer": _twolayer, "deep": _deep}.get(exp.kind, _generic)
 
@@ -155,26 +156,58 @@ def _custom_sweep(sec: Section, exp: Experiment, folder: Path, margin: float | N
     """A sweep no preset ran: what was run, its curves, and the command that fits it (no paper claim)."""
     config = read_json(folder / "config.json") or {}
     train = config.get("train", {})
-    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
-    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
     sec.config = pretty_json(config)
     sec.run = _twolayer_run(config, {})
-    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric activation_rate --over {over}"
+    what = f"a custom sweep ({{lr}} η × {{batch_size}} |B| × {seed_count(train.get('seeds'))} seeds)"
+    _no_claim(sec, folder, train, what, ["activation_rate", "v_norm"])
+
+
+def _custom_study(sec: Section, exp: Experiment, folder: Path, margin: float | None = None) -> None:
+    """A study of the user's model: named by its folder and factory, what was run, its curves and the
+    command that fits it (no paper claim)."""
+    stamp = read_json(folder / "config.json") or {}
+    study = stamp.get("study", {})
+    model, data, train = (study.get(k, {}) for k in ("model", "data", "train"))
+    factory = model.get("factory") or "a model factory given in Python"
+    sec.name = f"{sec.name} (study of {factory})"
+    sec.config = pretty_json(stamp)
+    source = data.get("source", "?")
+    if source == "gaussian":
+        source += ", online" if data.get("online") else f", {data.get('train_size')} training samples"
+    sec.run = [
+        ("model", factory),
+        ("data", source),
+        ("loss", str(train.get("loss", "?"))),
+        ("η", ", ".join(f"{v:g}" for v in train.get("lr", []))),
+        ("|B|", ", ".join(str(v) for v in train.get("batch_size", []))),
+        ("seeds", str(seed_count(train.get("seeds")))),
+        ("steps", str(train.get("steps"))),
+        ("noise model", str(train.get("noise", "sgd"))),
+    ]
+    _no_claim(sec, folder, train, f"a study of {factory}", ["grad_var", "activation_rate"])
+
+
+def _no_claim(sec: Section, folder: Path, train: dict, what: str, metrics: list[str]) -> None:
+    """A run no preset made: the ``collapse`` command that fits it (over the swept parameter), a claim row
+    that says the report judges only the paper's presets, and its curves. ``what`` may name ``{lr}`` and
+    ``{batch_size}``, the sizes of the grid."""
+    sizes = {k: len(v) for k in ("lr", "batch_size") if isinstance(v := train.get(k), list)}
+    over = "batch_size" if sizes.get("lr", 0) < 2 and sizes.get("batch_size", 0) >= 2 else "lr"
+    sec.command = f"thermosgd collapse {shlex.quote(str(folder))} --metric {metrics[0]} --over {over}"
     if sizes.get("lr", 0) >= 2 and sizes.get("batch_size", 0) >= 2:
         sec.command += " --select batch_size=" + str(train["batch_size"][0])
+    what = what.format(lr=sizes.get("lr", "?"), batch_size=sizes.get("batch_size", "?"))
     sec.claims.append(
         Claim(
             "collapse exponent",
             "no claim of the paper",
             fmt.NA,
             NOT_MEASURED,
-            f"a custom sweep ({sizes.get('lr', '?')} η × {sizes.get('batch_size', '?')} |B| × "
-            f"{seed_count(train.get('seeds'))} seeds): the report fits only the paper's presets; "
-            f"`{sec.command}` fits this one",
+            f"{what}: the report fits only the paper's presets; `{sec.command}` fits this one",
         )
     )
     if (folder / "results.nc").exists():
-        sec.collapses += collapses(sec, folder, ["activation_rate", "v_norm"], over, {})
+        sec.collapses += collapses(sec, folder, metrics, over, {})
 
 
 def _twolayer_run(config: dict, summary: dict) -> list[tuple[str, str]]:
@@ -253,7 +286,10 @@ def _deep(sec: Section, exp: Experiment, folder: Path, margin: float | None = No
     sec.config = pretty_json(config)
     run = config_of(config)
     if run.substitute:  # named in the section's title and in the closing table too
-        sec.name = f"{exp.name} ({run.substitute_label})"
+        batch = config.get("batch_label")  # |B| near the substitute's set size: said on the row itself
+        sec.name = f"{exp.name} ({run.substitute_label}; {batch})" if batch else f"{exp.name} ({run.substitute_label})"
+        if config.get("batch_note"):
+            sec.notes.append(str(config["batch_note"]))
         sec.title = run.on_data(sec.title)
         sec.notes.append(
             f"Substitute data: {run.dataset} instead of the paper's {run.dataset_paper}. "

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from thermosgd import fmt, presets
+from thermosgd.analysis.run_config import DATASET_NAME
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, check_margin
 from thermosgd.checks import torch_device
 from thermosgd.errors import UsageError
@@ -22,7 +23,7 @@ from thermosgd.report import collect, summary_table, write_report
 from thermosgd.report.html import check_page
 from thermosgd.report.provenance import WALL_TIME, environment
 from thermosgd.reproduce import experiments
-from thermosgd.reproduce.deep import reproduce_deep
+from thermosgd.reproduce.deep import image_data_missing, reproduce_deep
 from thermosgd.reproduce.hessian_bound import run_hessian_bound
 from thermosgd.reproduce.mechanism import reproduce_mechanism
 from thermosgd.reproduce.twolayer import reproduce_twolayer
@@ -142,12 +143,18 @@ def _plan(names: list[str] | None, out: Path | None, quick: bool):
 
 def _run_locked(p: presets.Preset, folder: Path, options: dict, other: dict, executor: dict) -> None:
     """A walk, deep, analysis or mechanism preset, in its folder, locked and marked as this run's."""
+    # Without the paper's image files in $THERMOSGD_DATA the image presets run on the digits substitute,
+    # and say so; a --data-dir given without them is an error (a typo must not silently substitute).
+    substitute = other["substitute_digits"] or (other["data_dir"] is None and image_data_missing(p, None))
+    if substitute and not other["substitute_digits"]:
+        paper = DATASET_NAME.get(p.params["dataset"], p.params["dataset"])
+        print(f"[{p.name}] the paper's {paper} files are absent: running on digits (substitute: digits)")
     run = {
         "experiment": p.experiment,
         "seeds": options["seeds"],
         "steps": options["steps"],
         "quick": options["quick"],
-        "substitute_digits": other["substitute_digits"],
+        "substitute_digits": substitute,
         "include_diverged": options["include_diverged"],
     }
     if options["device"] != "cpu":  # absent on the CPU, so folders written before the option still match

@@ -29,9 +29,9 @@ from thermosgd.progress import bar as progress_bar
 from thermosgd.studies import engine
 from thermosgd.studies.spec import Study, resolve
 from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
-from thermosgd.sweep.run import check_config, folder_lock, usable_cores
-from thermosgd.sweep.store import CONFIG_FILE, check_output_folder, save_results, stale_temporaries, write_config
-from thermosgd.sweep.units import Stamp, Unit, read_unit, study_units, write_unit
+from thermosgd.sweep.run import check_config, resumed_units, usable_cores
+from thermosgd.sweep.store import CONFIG_FILE, check_output_folder, save_results
+from thermosgd.sweep.units import Stamp, Unit, study_units, write_unit
 from thermosgd.threads import threads_for
 
 
@@ -148,12 +148,7 @@ def run_study(
     stamped = Stamp(study.stamp())
     plan = plan_study(study, executor=executor, workers=workers, scheduler=scheduler)
     check_scheduler(scheduler)
-    with folder_lock(out) as lock_fd:
-        check_config(out, stamped)
-        write_config(study.stamp(), out)
-        for tmp in stale_temporaries(out):
-            tmp.unlink(missing_ok=True)
-        have = {u.index: ds for u in plan.units if (ds := read_unit(out, u, stamped)) is not None}
+    with resumed_units(out, stamped, study.stamp(), plan.units) as (lock_fd, have):
         todo = [u for u in plan.units if u.index not in have]
         compute: Callable = compute_portable_unit if plan.executor != "inline" else _inline(study)
         with (

@@ -22,7 +22,9 @@ decided by ``plan``; how far a folder has got is ``status``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,7 @@ __all__ = [  # the lock, plan and status names are re-exported: callers import t
     "folder_lock",
     "lock_holder",
     "plan_sweep",
+    "resumed_units",
     "run_sweep",
     "status",
     "usable_cores",
@@ -105,14 +108,8 @@ def run_sweep(
 
         load_user_data(cfg, None, None)
     inputs = [cfg.data.file] if cfg.data.inputs == "file" else []
-    with folder_lock(out) as lock_fd:
-        check_config(out, cfg)
-        check_inputs(out, inputs)  # a changed data file is refused, never mixed into old results
-        write_config(cfg.to_dict(), out)
-        for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
-            tmp.unlink(missing_ok=True)
+    with resumed_units(out, cfg, cfg.to_dict(), plan.units, inputs) as (lock_fd, have):
         units = plan.units
-        have = {u.index: ds for u in units if (ds := read_unit(out, u, cfg)) is not None}
         todo = [u for u in units if u.index not in have]
         if todo:
             with (
@@ -139,6 +136,33 @@ def run_sweep(
         check_inputs(out, inputs)  # changed while the units ran: the merged results would mix both
         save_results(merged, out, cfg.to_dict())
     return merged
+
+
+@contextmanager
+def resumed_units(out: Path, config, stamp: dict, units: list[Unit], inputs=None) -> Iterator[tuple[int, dict]]:
+    """The folder of a sweep or study, locked, ready to resume: its config checked and written,
+    stale temporaries gone, and the units already on disk read.
+
+    Args:
+        out: the results folder (checked by :func:`check_output_folder`).
+        config: what the folder's ``config.json`` must match (a SweepConfig, or a study's stamp).
+        stamp: the configuration written to ``config.json``.
+        units: every unit of the run.
+        inputs: input files whose fingerprints the folder records (a changed one is refused);
+            None: the run records none (a study fingerprints its inputs in its stamp).
+
+    Yields:
+        ``(lock_fd, {unit index: its Dataset})``: the lock's descriptor (for worker processes
+        to inherit) and the finished units.
+    """
+    with folder_lock(out) as lock_fd:
+        check_config(out, config)
+        if inputs is not None:
+            check_inputs(out, inputs)  # a changed data file is refused, never mixed into old results
+        write_config(stamp, out)
+        for tmp in stale_temporaries(out):  # ours (by name), and their writers are gone
+            tmp.unlink(missing_ok=True)
+        yield lock_fd, {u.index: ds for u in units if (ds := read_unit(out, u, config)) is not None}
 
 
 def _run_units(

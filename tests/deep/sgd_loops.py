@@ -1,15 +1,14 @@
-"""Plain SGD on any ``nn.Module`` with instruments recorded on a schedule.
+"""The test twin of the ensemble: plain SGD on any ``nn.Module``, one run after another.
+
+Not a product path (the deep presets are studies, :mod:`thermosgd.studies`): this is
+the sequential reference loop (``torch.optim.SGD``, one run at a time) that the tests of
+:class:`thermosgd.deep.ensemble.Ensemble` compare its batched step and instruments
+against, and the small ensemble loop that drives ``Ensemble.step`` the same way.
 
 One run = one (lr, batch_size, seed); a sweep trains every run, merged into the
 project's results format (dims ``lr, batch_size, seed, step``). Every random draw comes
 from generators seeded by the run's seed: the same seed gives the same initial
-weights, training set and minibatch sequence for every lr and batch size (common
-random numbers, so curves differ only by the swept hyperparameter).
-
-:func:`train_sweep` trains all seeds × learning rates of one batch size as one
-ensemble (:mod:`thermosgd.deep.ensemble`) by default; ``ensemble=False`` runs
-:func:`train_run` once per run, one after the other, the reference the ensemble is
-tested against (same seeds, same curves to floating-point tolerance).
+weights, training set and minibatch sequence for every lr and batch size.
 """
 
 from __future__ import annotations
