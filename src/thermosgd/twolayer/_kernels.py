@@ -438,7 +438,8 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
             grad[:] = 0
             for t0 in range(0, G, T):
                 t = min(T, G - t0)
-                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], xs[s, c, t0 : t0 + t], ys[s, c], t0, mse, e, grad)
+                x = xs[s, c, t0 : t0 + t]
+                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], x, ys[s, c], t0, mse, e, grad)
             for a in range(k):
                 r = order[first + a]
                 for i in range(N):
