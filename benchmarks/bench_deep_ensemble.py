@@ -189,6 +189,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=0, help="default: the preset's (steps table: 8)")
     ap.add_argument("--steps", type=int, default=0, help="default: the preset's (steps table: 60)")
     args = ap.parse_args(argv)
+    from thermosgd.threads import passive_waits
+
+    passive_waits()  # as the console script does, before torch loads (here and in the subprocesses)
     if args.preset is None:
         step_table(args.seeds or 8, args.steps or 60)
         return
