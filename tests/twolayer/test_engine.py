@@ -243,3 +243,29 @@ def test_teacher_task_is_learnable():
     assert float(ds.error.isel(step=0).squeeze()) > 0.25
     assert float(ds.error.isel(step=-1).squeeze()) < 0.15
     assert float(ds.test_error.isel(step=-1).squeeze()) < 0.25
+
+
+@pytest.mark.parametrize("inputs", ["gaussian", "uniform"])
+def test_control_samples_in_float64_are_the_float32_draws_widened(inputs):
+    """The G-sample noise models draw their fresh samples in float32 (4x faster than torch's float64
+    sampler) from the same generators: a float64 run sees exactly the float32 run's samples."""
+    from thermosgd.twolayer.engine import _Data
+
+    def chunk(noise, dtype):
+        cfg = from_dict(
+            {
+                "model": {"inputs": 3, "hidden": 2},
+                "data": {"inputs": inputs},
+                "train": {"noise": noise, "gd_batch": 8, "seeds": 2, "lr": [0.1, 0.2], "dtype": dtype},
+            }
+        )
+        dt = torch.float64 if dtype == "float64" else torch.float32
+        return _Data(cfg, [0, 1], None, dt).chunk(3, 8, 4)
+
+    x64, y64 = chunk("gd", "float64")
+    x32, y32 = chunk("gd", "float32")
+    assert x64.dtype == torch.float64 and y64.dtype == torch.float64
+    torch.testing.assert_close(x64, x32.double(), rtol=0, atol=0)
+    torch.testing.assert_close(y64, y32.double(), rtol=0, atol=0)
+    xs, _ = chunk("sgd", "float64")  # plain SGD keeps its float64 stream
+    assert not torch.equal(xs, x64)

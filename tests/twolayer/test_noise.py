@@ -194,12 +194,13 @@ def test_engine_run_matches_a_per_replica_loop(noise):
     assert chunk >= t.steps
     for seed in t.seeds:
         W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), F64)
-        stream = SampleStream(cfg, t.seed, seed, dtype=F64)
-        xs, ys = stream.batches(chunk, G)
+        # The G-sample models draw fresh samples in float32 and widen them (engine._draw_dtype).
+        stream = SampleStream(cfg, t.seed, seed, dtype=torch.float32)
+        xs, ys = (v.double() for v in stream.batches(chunk, G))
         P = W0.numel() + 2 * b0.numel()
         z = torch.randn(chunk, G if noise == "gaussian" else P, generator=generator(t.seed, seed, NOISE), dtype=F64)
         if noise == "frozen":
-            x0, y0 = stream.draw(G, generator(t.seed, seed, NOISE_INIT))
+            x0, y0 = (v.double() for v in stream.draw(G, generator(t.seed, seed, NOISE_INIT)))
             sigma2 = per_sample_grads(W0, b0, V0, x0, y0).var(0, unbiased=True)
         for lr in t.lr:
             for bs in t.batch_size:

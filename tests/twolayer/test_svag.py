@@ -107,18 +107,19 @@ def _twin_updates(cfg, seed: int, noise: str):
     """Per replica (lr, |B|): a function update(θ, u) → θ after SVAG update u, from the documented streams."""
     t, G, l_ = cfg.train, cfg.train.gd_batch, cfg.train.svag
     W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), F64)
-    stream = SampleStream(cfg, t.seed, seed, dtype=F64)
+    # "sgd" draws in the run's dtype; the G-sample models draw fresh samples in float32 and widen them.
+    stream = SampleStream(cfg, t.seed, seed, dtype=F64 if noise == "sgd" else torch.float32)
     c1, c2 = svag_coefficients(l_)
     if noise == "sgd":
         Bmax = max(t.batch_size)
         xs, ys = stream.batches(_CHUNK, 2 * Bmax)  # two minibatches per update, one chunk as the engine
     else:
         chunk = min(_CHUNK, (1 << 18) // (G * cfg.model.inputs))
-        xs, ys = stream.batches(chunk, G)
+        xs, ys = (v.double() for v in stream.batches(chunk, G))
         P = W0.numel() + 2 * b0.numel()
         z = torch.randn(chunk, G if noise == "gaussian" else P, generator=generator(t.seed, seed, NOISE), dtype=F64)
     if noise == "frozen":
-        x0, y0 = stream.draw(G, generator(t.seed, seed, NOISE_INIT))
+        x0, y0 = (v.double() for v in stream.draw(G, generator(t.seed, seed, NOISE_INIT)))
         sigma2 = NOISE_TESTS.per_sample_grads(W0, b0, V0, x0, y0).var(0, unbiased=True)
 
     def update(theta, u, lr, bs):

@@ -18,6 +18,7 @@ import sys
 from thermosgd.cli import collapse, experiments, report, reproduce, study, sweep, walk
 from thermosgd.cli.common import Parser, flag
 from thermosgd.errors import UsageError
+from thermosgd.threads import passive_waits
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The ``thermosgd`` console script and ``python -m thermosgd``: :func:`main`, then exit with its code."""
+    passive_waits()  # before torch loads: idle OpenMP threads sleep instead of spinning on shared cores
     code = main()
     # At exit Python runs a last garbage collection over every object torch, scipy and
     # matplotlib created: 0.4–1.4 s measured, a tenth of a short reproduce. A finished command

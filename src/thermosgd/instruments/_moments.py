@@ -90,27 +90,33 @@ def conv2d_patches(x: torch.Tensor, kernel_size, stride, padding, dilation) -> t
     return F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride).mT
 
 
+#: Samples whose patches :func:`conv2d_weight_grads` unfolds at once: a chunk's im2col copy stays in
+#: the cache (32 samples of 10 channels, 5x5 kernels, 8x8 outputs: 2 MiB in float32).
+_PATCH_CHUNK = 32
+
+
 def conv2d_weight_grads(x: torch.Tensor, delta: torch.Tensor, kernel_size, stride, padding, dilation) -> torch.Tensor:
     """Per-sample Conv2d weight gradients ``(N, C_out, C_in, kh, kw)`` (groups 1, zero padding).
 
-    One bmm per kernel offset: ``G[n, :, :, i, j] = delta_n (C_out, L) @ x_n[:, shifted (i, j)]^T``;
-    on CPU several times faster than im2col and than vmap's grouped convolutions. Equal to
-    ``linear_weight_deviations``' gradients on :func:`conv2d_patches` (tested).
+    ``G_n = delta_n (C_out, L) @ patches_n^T (L, C_in·kh·kw)``, one bmm per chunk of
+    :data:`_PATCH_CHUNK` samples on their unfolded patches (:func:`conv2d_patches`). On the CPU
+    1.4x faster than one bmm per kernel offset, which was itself several times faster than
+    im2col of all samples at once and than vmap's grouped convolutions (measured on the
+    fig2-bottom CNN's probe set, 3072 samples). Equal to ``linear_weight_deviations``'
+    gradients on :func:`conv2d_patches` (tested).
 
     Args:
         x: ``(N, C_in, H, W)`` layer inputs (fold any replica dim into ``N``).
         delta: ``(N, C_out, H_out, W_out)`` output errors.
     """
     n, c_out, h_out, w_out = delta.shape
-    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = kernel_size, stride, dilation, padding
-    xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
+    kh, kw = kernel_size
     d = delta.reshape(n, c_out, h_out * w_out)
-    out = delta.new_empty(n, c_out, x.shape[1], kh, kw)
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, :, i * dh : i * dh + sh * (h_out - 1) + 1 : sh, j * dw : j * dw + sw * (w_out - 1) + 1 : sw]
-            out[:, :, :, i, j] = torch.bmm(d, window.reshape(n, x.shape[1], h_out * w_out).transpose(1, 2))
-    return out
+    out = delta.new_empty(n, c_out, x.shape[1] * kh * kw)
+    for s in range(0, n, _PATCH_CHUNK):
+        patches = F.unfold(x[s : s + _PATCH_CHUNK], kernel_size, dilation=dilation, padding=padding, stride=stride)
+        torch.bmm(d[s : s + _PATCH_CHUNK], patches.mT, out=out[s : s + _PATCH_CHUNK])
+    return out.reshape(n, c_out, x.shape[1], kh, kw)
 
 
 def merge(

@@ -397,84 +397,125 @@ def row_probe(Z, V, py, seed, xx, mse, grads, delta, out, r0, r1):  # pragma: no
             out[5, r] = (sb / P - mb) * corr
 
 
-#: Samples per tile of :func:`sample_steps`: a tile's inputs and pre-activations ((M + N)·T numbers,
-#: 40 KiB for 10×10 in float64) stay in the L1 cache while every pass over them runs.
+#: Samples per tile of :func:`sample_steps` at most: a tile's pre-activations stay in the L2 cache
+#: while the per-sample pass runs over them.
 TILE = 256
+
+#: Multiply-adds of one matrix product below which OpenBLAS runs it on the calling thread
+#: (65536 · GEMM_MULTITHREAD_THRESHOLD = 4): the kernels are split over threads by the caller,
+#: and OpenBLAS's own workers would spin-wait for cores those threads already use.
+BLAS_ONE_THREAD = 1 << 18
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def sample_steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, r0, r1):  # pragma: no cover - compiled
-    """Steps c0..c0+n of the chunk for replicas r0..r1 with many samples per step (the G-sample noise
-    models), in place, one replica at a time.
+def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1):  # pragma: no cover
+    """Steps c0..c0+n of the chunk for replica groups g0..g1 with many samples per step (the G-sample
+    noise models), in place.
 
-    W (R, N, M), b, V (R, N), wl (R, G), stream (R,); xs (streams, chunk, G, M), ys (streams, chunk, G).
-    The G samples go in tiles of :data:`TILE` (:func:`_sample_tile`), the gradient is summed over
-    the tiles, and the parameters move once per step (every sample sees the pre-step parameters).
+    W (R, N, M), b, V (R, N), wl (R, G); xs (streams, chunk, G, M), ys (streams, chunk, G).
+    Group g is the replicas ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]``
+    (the learning rates and batch sizes of one seed when streams are shared): their first
+    layers are stacked into one matrix, so the forward pass over a tile of samples is one
+    matrix product for the whole group, and so is W's gradient (:func:`_group_tile`). A
+    replica's numbers depend only on its own rows of these products, never on its group.
+    The parameters move once per step (every sample sees the pre-step parameters).
     """
     _, N, M = W.shape
     G = xs.shape[2]
     dt = W.dtype
-    T = min(TILE, G)
-    X = np.empty((M, T), dt)
-    Z = np.empty((N, T), dt)
+    kmax = 1
+    for g in range(g0, g1):
+        kmax = max(kmax, starts[g + 1] - starts[g])
+    T = max(16, min(TILE, G, BLAS_ONE_THREAD // (kmax * N * M)))
+    Wg = np.empty((kmax * N, M), dt)
+    grad = np.empty((kmax * N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), one row per (member, unit)
     e = np.empty(T, dt)
-    grad = np.empty((N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), row i
-    for r in range(r0, r1):
-        s = stream[r]
+    for g in range(g0, g1):
+        first, k, s = starts[g], starts[g + 1] - starts[g], gstream[g]
         for c in range(c0, c0 + n):
+            for a in range(k):
+                Wg[a * N : (a + 1) * N] = W[order[first + a]]
             grad[:] = 0
             for t0 in range(0, G, T):
-                _sample_tile(W[r], b[r], V[r], xs[s, c], ys[s, c], wl[r], t0, min(T, G - t0), mse, X, Z, e, grad)
-            for i in range(N):
-                for m in range(M):
-                    W[r, i, m] -= grad[i, m]
-                if bias:
-                    b[r, i] -= grad[i, M]
-                V[r, i] -= grad[i, M + 1]
+                t = min(T, G - t0)
+                x = xs[s, c, t0 : t0 + t]
+                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], x, ys[s, c], t0, mse, e, grad)
+            for a in range(k):
+                r = order[first + a]
+                for i in range(N):
+                    row = grad[a * N + i]
+                    for m in range(M):
+                        W[r, i, m] -= row[m]
+                    if bias:
+                        b[r, i] -= row[M]
+                    V[r, i] -= row[M + 1]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def _sample_tile(W, b, V, x, y, wl, t0, T, mse, X, Z, e, grad):  # pragma: no cover - compiled
-    """Samples t0..t0+T of one step of one replica, added to ``grad`` (N, M + 2).
+def _group_tile(Wg, b, V, wl, members, x, y, t0, mse, e, grad):  # pragma: no cover - compiled
+    """Samples t0..t0+T of one step of a group, added to ``grad`` (k·N, M + 2).
 
-    W (N, M), b, V (N,); x (G, M), y (G,), wl (G,). The tile's samples are first transposed
-    into X (M, ≥T), so that every inner loop runs over them (vectorized): the forward pass as
-    N·M multiply-adds of length T, W's gradient as N·M dot products of length T.
+    Wg (k·N, M): the members' W stacked; x (T, M) the tile's inputs; y (G,) the step's labels.
+    One product gives every member's pre-activations (k·N, T); a pass per member over
+    its N rows turns them into δ = w ∂ℓ/∂b per sample (and sums b's and V's gradients);
+    a second product gives W's gradient δ x.
     """
-    N, M = W.shape
-    dt = W.dtype
-    zero, one = np.zeros(1, dt)[0], np.ones(1, dt)[0]
-    for j in range(T):
-        for m in range(M):
-            X[m, j] = x[t0 + j, m]
-    for j in range(T):
-        e[j] = zero  # f, then w ∂ℓ/∂f
-    for i in range(N):  # forward at the pre-step parameters
-        bi, vi = b[i], V[i]
+    N, M = b.shape[1], x.shape[1]
+    T = x.shape[0]
+    Z = np.dot(Wg, x.T)
+    zero, one = np.zeros(1, Z.dtype)[0], np.ones(1, Z.dtype)[0]  # typed constants: no float64 promotion
+    for a in range(members.shape[0]):
+        r = members[a]
         for j in range(T):
-            Z[i, j] = bi
-        for m in range(M):
-            w = W[i, m]
+            e[j] = zero  # f, then w ∂ℓ/∂f
+        for i in range(N):  # forward at the pre-step parameters
+            bi, vi = b[r, i], V[r, i]
+            row = Z[a * N + i]
             for j in range(T):
-                Z[i, j] += w * X[m, j]
-        for j in range(T):
-            e[j] += max(Z[i, j], zero) * vi
-    for j in range(T):
-        f, yj = e[j], y[t0 + j]
-        e[j] = (f - yj if mse else one / (one + np.exp(-f)) - yj) * wl[t0 + j]
-    for i in range(N):
-        vi = V[i]
-        gv, gb = zero, zero
-        for j in range(T):
-            z = Z[i, j]
-            gv += e[j] * max(z, zero)
-            d = e[j] * vi * (one if z > zero else zero)  # NaN·0 stays NaN, as torch
-            Z[i, j] = d
-            gb += d
-        for m in range(M):
-            acc = zero
+                z = row[j] + bi
+                row[j] = z
+                e[j] += max(z, zero) * vi
+        residuals(e[:T], y[t0 : t0 + T], wl[r, t0 : t0 + T], mse)
+        for i in range(N):
+            vi = V[r, i]
+            row = Z[a * N + i]
+            gv, gb = zero, zero
             for j in range(T):
-                acc += Z[i, j] * X[m, j]
-            grad[i, m] += acc
-        grad[i, M] += gb
-        grad[i, M + 1] += gv
+                z = row[j]
+                gv += e[j] * max(z, zero)
+                d = e[j] * vi * (one if z > zero else zero)  # NaN·0 stays NaN, as torch
+                row[j] = d
+                gb += d
+            grad[a * N + i, M] += gb
+            grad[a * N + i, M + 1] += gv
+    grad[: Z.shape[0], :M] += np.dot(Z, x)
+
+
+#: 1/k! for k = 12, 11, ..., 0: the Taylor polynomial of e^r in :func:`residuals`, highest power first.
+_EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(12, -1, -1))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def residuals(f, y, w, mse):  # pragma: no cover - compiled
+    """f ← w (∂ℓ/∂f)(f, y) in place, for f, y, w (T,): mse f − y, bce σ(f) − y.
+
+    σ's exponential is evaluated here (range reduction to r = x − k ln 2, |r| ≤ ln 2 / 2,
+    then e^r by its Taylor polynomial to r¹², relative error below 2·10⁻¹⁶) rather than by
+    libm's exp, which this LLVM does not vectorize: the loop then runs in SIMD lanes.
+    NaN stays NaN; |x| is capped at ~708 (σ is then 0 or 1 to within 10⁻³⁰⁷).
+    """
+    if mse:
+        for j in range(f.shape[0]):
+            f[j] = (f[j] - y[j]) * w[j]
+        return
+    for j in range(f.shape[0]):
+        fj = np.float64(f[j])
+        x = min(max(-fj, -708.0), 709.0)
+        k = np.floor(x * 1.4426950408889634 + 0.5)
+        r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10  # ln 2 split: k·(high part) is exact
+        p = 0.0
+        for c in numba.literal_unroll(_EXP_TAYLOR):
+            p = p * r + c
+        ex = p * np.int64((np.int64(k) + 1023) << 52).view(np.float64)  # p · 2^k
+        out = (1.0 / (1.0 + ex) - y[j]) * w[j]
+        f[j] = out if fj == fj else fj  # NaN in, NaN out (min/max above would drop it)

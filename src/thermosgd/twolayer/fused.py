@@ -199,8 +199,8 @@ def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool
     so one replica at a time keeps its W in cache and skips inactive units' rows;
     below, replicas side by side in lanes vectorize better (both measured in
     ``benchmarks/bench_engine.py``). With ``many_samples`` (the G-sample noise
-    models) one replica at a time with the samples innermost
-    (:func:`~thermosgd.twolayer._kernels.sample_steps`) for every net size.
+    models) the replicas that read one sample stream step together, as matrix products over
+    tiles of samples (:func:`~thermosgd.twolayer._kernels.sample_steps`), for every net size.
     """
     if many_samples or p.W.shape[2] >= ROW_INPUTS:
         return RowEnsemble(p, wl, stream, many_samples)
@@ -226,7 +226,7 @@ class RowEnsemble:
     """
 
     def __init__(self, p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool = False):
-        self.many_samples = many_samples  # steps through _kernels.sample_steps
+        self.many_samples = many_samples  # steps through _kernels.sample_steps, a group of replicas at a time
         for t in (p.W, p.b, p.V):
             if not t.is_contiguous():
                 raise ValueError("RowEnsemble needs contiguous parameters")  # init_ensemble makes them so
@@ -235,6 +235,11 @@ class RowEnsemble:
         self.wl = wl.detach().clone().contiguous().numpy()
         self.stream = np.ascontiguousarray(stream, dtype=np.int64)
         self.R = self.W.shape[0]
+        # The G-sample kernel steps the replicas of one stream together (their first layers as one
+        # matrix): group g is order[starts[g]:starts[g + 1]], in replica order, reading gstream[g].
+        self.order = np.argsort(self.stream, kind="stable")
+        self.starts = np.flatnonzero(np.r_[True, np.diff(self.stream[self.order]) != 0, True])
+        self.gstream = self.stream[self.order[self.starts[:-1]]]
 
     def store(self, p: Params) -> None:
         """Nothing to copy: the arrays are views of ``p``'s tensors."""
@@ -243,7 +248,18 @@ class RowEnsemble:
     def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
         """As :meth:`LaneEnsemble.steps`."""
         k = _kernels()
-        kernel = k.sample_steps if self.many_samples else (k.row_steps1 if ys.shape[2] == 1 else k.row_steps)
+        if self.many_samples:
+            groups = (self.order, self.starts, self.gstream)
+            _parallel(
+                lambda g0, g1: k.sample_steps(
+                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1
+                ),
+                len(self.gstream),
+                threads,
+                self.W.size * n * ys.shape[2],
+            )
+            return
+        kernel = k.row_steps1 if ys.shape[2] == 1 else k.row_steps
         _parallel(
             lambda r0, r1: kernel(
                 self.W, self.b, self.V, xs, ys, self.wl, self.stream, c0, n, loss == "mse", bias, r0, r1
