@@ -18,7 +18,7 @@ replica); any other instrument is called on a per-replica ``nn.Module`` into
 which that replica's parameters are copied.
 
 Not bit-identical to training the runs one after another
-(:func:`thermosgd.deep.train.train_run`): batched kernels sum in another order,
+(the sequential per-run loop, ``tests/deep/sgd_loops.py``): batched kernels sum in another order,
 so curves agree to floating-point tolerance (tested), and the sequential loop
 stays available as the reference.
 """
@@ -197,7 +197,7 @@ class Ensemble:
         Returns:
             The ``(E,)`` losses before the step, and which replicas were updated: the
             live ones whose loss is finite (a non-finite loss stops a replica, as in
-            :func:`thermosgd.deep.train.train_run`).
+            the sequential loop in ``tests/deep/sgd_loops.py``).
         """
         if self.by_hand:
             return self._sgd_by_hand(loss_fn, x, y, lr, alive)
