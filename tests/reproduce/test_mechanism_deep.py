@@ -14,13 +14,13 @@ from thermosgd.reproduce import mechanism_deep as md
 from thermosgd.reproduce import reproduce, twolayer
 
 NOISES = ["sgd", "gd", "gaussian", "frozen"]
-SEEDS, STEPS = 16, 500  # the default size (docs/mechanism.md)
+SEEDS, STEPS = 16, 400  # the default size (docs/mechanism.md)
 
 
 def test_mechanism_deep_is_in_the_default_set_at_the_largest_eta():
     p = presets.get("mechanism-deep")
     assert p.kind == "mechanism" and p in presets.default_set()
-    assert p.size() == (SEEDS, STEPS) and p.settings()["gd_batch"] == 128
+    assert p.size() == (SEEDS, STEPS) and p.settings()["gd_batch"] == 256
     lrs = {md.study_spec(p, n, seeds=4, steps=10)["train"]["lr"][0] for n in NOISES}
     assert lrs == {max(presets.get("fig2-middle-online").params["lrs"])}  # the claims' η, for every noise model
 
