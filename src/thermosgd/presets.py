@@ -607,7 +607,7 @@ _MECHANISM_DEEP = Preset(
     experiment="mechanism-deep",
     over="lr",
     metric="grad_var",
-    # 16 × 400 steps: ≈ 40 s of CPU in each of 2 processes (gd and gaussian in a side process); of the sizes of
+    # 16 × 400 steps: 35 s on 2 cores (gd and gaussian in a side process, 33–35 s of CPU each); of the sizes of
     # that cost compared (12 × 500, 16 × 400, 24 × 263), the narrowest intervals against their margins.
     # --steps 1000 is the full size (docs/mechanism.md compares the two)
     seeds=16,
@@ -624,7 +624,7 @@ _MECHANISM_DEEP = Preset(
     params={
         "setting": "fig2-middle-online",
         "noises": ["sgd", "gd", "gaussian", "frozen"],
-        # gd keeps |B|/G = 1/256 of SGD's noise variance. G = 128 costs 0.7× per control step, but with
+        # gd keeps |B|/G = 1/256 of SGD's noise variance. G = 128 costs 0.6–0.7× per control step, but with
         # twice that residual noise gd's own activation-rate change became a significant fall
         "gd_batch": 256,
         "points": 8,  # recorded steps: only the first and last enter the numbers
