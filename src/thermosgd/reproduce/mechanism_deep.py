@@ -1,25 +1,32 @@
 """``thermosgd reproduce mechanism-deep``: fig2-middle-online under the four noise models, as studies.
 
 fig2-middle-online's model and data (the 6-layer fully connected ReLU net of
-width 100, online Gaussian inputs with random binary labels, |B| = 1, its η
-sweep) run with the study runner (:func:`thermosgd.studies.run.study`) under
+width 100, online Gaussian inputs with random binary labels, |B| = 1) run at its
+largest η with the study runner (:func:`thermosgd.studies.run.study`) under
 ``[train] noise`` = "sgd", "gd", "gaussian" and "frozen" (``gd_batch`` samples
 per step for the last three), each a resumable results folder under
 ``OUT/runs/fig2-middle-online-NOISE``. Every noise model starts from the same
-network per seed (the deep preset's own initialization).
+network per seed (the deep preset's own initialization). Only the largest η is
+run: every number below is taken there, and each η of a study sees the same
+samples and draws, so the others would cost time and add nothing (alone, the
+largest η's replicas differ from the sweep's by float rounding only; the η sweep
+itself is fig2-middle-online's). With two usable cores, "gd" and "gaussian"
+train in a forked side process while "sgd" and "frozen" train here.
 
 The numbers go to ``mechanism-deep.json`` and ``report.md``: per noise model and
 metric (``grad_var``, ``activation_rate``) the change from step 0 to the last
-step at the largest η with its 95% t-interval over seeds, judged by the
-direction rule; then the two-layer mechanism's claims
+step with its 95% t-interval over seeds, judged by the direction rule; then the
+two-layer mechanism's claims
 (:func:`thermosgd.analysis.mechanism.mechanism_claims`) for each metric. Studies
-run in this process on the CPU (their model is a Python factory), whatever
-executor or device is asked for.
+run on the CPU (their model is a Python factory), whatever executor or device is
+asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,9 @@ from thermosgd.analysis.mechanism import claim_rows, mechanism_claims
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, RULES, direction_changes, judge_direction
 from thermosgd.deep.models import mlp
 from thermosgd.jsonsafe import json_safe
+from thermosgd.reproduce.twolayer import _side_process
 from thermosgd.studies.run import study
+from thermosgd.sweep.store import load
 
 __all__ = ["SETTING", "METRICS", "fig2_mlp", "reproduce_mechanism_deep", "report_markdown"]
 
@@ -50,21 +59,68 @@ def fig2_mlp(seed: int) -> nn.Module:
 
 
 def study_spec(preset: presets.Preset, noise: str, *, seeds: int, steps: int, quick: bool = False) -> dict:
-    """The study of one noise model: fig2-middle-online's data, η sweep, |B| and schedule."""
-    deep = presets.get(SETTING).settings(quick=quick)
+    """The study of one noise model: fig2-middle-online's data, largest η and |B|; the preset's G and records."""
+    deep, params = presets.get(SETTING).settings(quick=quick), preset.settings(quick=quick)
     return {
         "data": {"source": "gaussian", "dim": deep["gaussian_dim"], "online": True, "probe_size": deep["probe_size"]},
         "train": {
             "loss": "bce",
-            "lr": list(deep["lrs"]),
+            "lr": [max(deep["lrs"])],  # the claims' setting (module docstring)
             "batch_size": list(presets.get(SETTING).params["batch_sizes"]),  # |B| = 1 at every size
             "seeds": seeds,
             "steps": steps,
             "noise": noise,
-            "gd_batch": preset.settings(quick=quick)["gd_batch"],
+            "gd_batch": params["gd_batch"],
         },
-        "record": {"points": deep["points"]},
+        # Only step 0 and the last step enter the numbers; the points between show the path in results.nc.
+        "record": {"points": params["points"]},
     }
+
+
+def run_studies(
+    preset: presets.Preset,
+    out: Path,
+    *,
+    seeds: int,
+    steps: int,
+    quick: bool = False,
+    progress: bool = True,
+    side: bool = True,
+) -> dict[str, xr.Dataset]:
+    """Every noise model's study into ``out/runs``; {noise model: results}. With ``side`` and two usable
+    cores the G-sample controls "gd" and "gaussian" run in a forked side process (one intra-op thread, as
+    here), so a replica's bits do not depend on where it trained."""
+    noises = list(preset.settings(quick=quick)["noises"])
+    beside = [n for n in noises if n in _BESIDE]
+    pool = _side_process() if side and beside else None
+    here = noises if pool is None else [n for n in noises if n not in beside]
+    with pool if pool is not None else contextlib.nullcontext(), warnings.catch_warnings():
+        # Python ≥ 3.12 warns on fork() beside torch's OpenMP threads: the child runs one intra-op thread.
+        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
+        later = (
+            [pool.submit(_run_one, preset.name, n, out, seeds, steps, quick, progress) for n in beside] if pool else []
+        )
+        for noise in here:
+            _run_one(preset.name, noise, out, seeds, steps, quick, progress)
+        for f in later:
+            f.result()
+    return {n: load(_folder(out, n)) for n in noises}
+
+
+# The two G-sample controls that cost about what "sgd" and "frozen" cost together (profiled on 2 cores).
+_BESIDE = ("gd", "gaussian")
+
+
+def _folder(out: Path, noise: str) -> Path:
+    return out / "runs" / f"{SETTING}-{noise}"
+
+
+def _run_one(name: str, noise: str, out: Path, seeds: int, steps: int, quick: bool, progress: bool) -> None:
+    """One noise model's study into its folder (by preset name: a worker process receives this)."""
+    if progress:
+        print(f"[mechanism-deep] {SETTING}, noise = {noise}", flush=True)
+    spec = study_spec(presets.get(name), noise, seeds=seeds, steps=steps, quick=quick)
+    study(spec, _folder(out, noise), model=fig2_mlp, progress=progress)
 
 
 def reproduce_mechanism_deep(
@@ -84,14 +140,10 @@ def reproduce_mechanism_deep(
     out = Path(out)
     seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
     params = preset.settings(quick=quick)
+    inline = executor.get("executor") == "inline"
     if progress and (device != "cpu" or executor.get("executor") not in (None, "auto", "inline")):
-        print("[mechanism-deep] studies of a Python model factory run inline on the CPU")
-    runs: dict[str, xr.Dataset] = {}
-    for noise in params["noises"]:
-        if progress:
-            print(f"[mechanism-deep] {SETTING}, noise = {noise}")
-        spec = study_spec(preset, noise, seeds=seeds, steps=steps, quick=quick)
-        runs[noise] = study(spec, out / "runs" / f"{SETTING}-{noise}", model=fig2_mlp, progress=progress)
+        print("[mechanism-deep] studies of a Python model factory run on the CPU, here and in one forked process")
+    runs = run_studies(preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress, side=not inline)
     falls = {noise: {m: fall(ds, m) for m in METRICS} for noise, ds in runs.items()}
     claims = [c for m in METRICS for c in mechanism_claims(runs, f"{SETTING} ({m})", "lr", margin=margin, metric=m)]
     spec = study_spec(preset, "sgd", seeds=seeds, steps=steps, quick=quick)
@@ -100,6 +152,8 @@ def reproduce_mechanism_deep(
         "seeds": seeds,
         "steps": steps,
         "gd_batch": params["gd_batch"],
+        # gd's mean gradient over G fresh samples keeps |B|/G of SGD's noise variance (not none)
+        "gd_residual_noise": min(spec["train"]["batch_size"]) / params["gd_batch"],
         "margin": margin,
         "noise_models": list(params["noises"]),
         "lrs": spec["train"]["lr"],
@@ -179,7 +233,8 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
     lines += [
         f"{SETTING}'s model and data as studies: {summary['seeds']} seeds × {summary['steps']} steps, "
         f"η ∈ {{{', '.join(f'{v:g}' for v in s['lrs'])}}}, |B| = {', '.join(str(b) for b in s['batch_size'])}, "
-        f"G = gd_batch = {summary['gd_batch']} samples per step for gd, gaussian and frozen, probe set of "
+        f"G = gd_batch = {summary['gd_batch']} samples per step for gd, gaussian and frozen (gd's mean gradient "
+        f"keeps {s['gd_residual_noise']:.2g} of SGD's noise variance), probe set of "
         f"{s['probe_size']} samples. Every noise model starts from the same network per seed.",
         "",
         "## The fall at the largest η",
