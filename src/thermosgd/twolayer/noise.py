@@ -55,6 +55,15 @@ def per_sample_variance(
     Returns:
         (R, P) variances, entries ordered (W row-major, b, V), P = N·M + 2N, in W's dtype.
     """
+    # One replica at a time: batched matmuls may block differently for different replica counts,
+    # and a replica's σ₀ must be the same bits alone or in any grid (a frozen run's layout promise).
+    rows = [_replica_variance(*(t[r : r + 1] for t in (W, b, V, x, y)), loss, bias) for r in range(W.shape[0])]
+    return torch.cat(rows, 0) if rows else torch.zeros(0, W.shape[1] * W.shape[2] + 2 * W.shape[1], dtype=W.dtype)
+
+
+def _replica_variance(
+    W: torch.Tensor, b: torch.Tensor, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor, loss: str, bias: bool
+) -> torch.Tensor:
     dt = W.dtype
     W, b, V, x, y = (t.to(torch.float64) for t in (W, b, V, x, y))
     G = x.shape[1]
