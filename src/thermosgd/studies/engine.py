@@ -199,15 +199,27 @@ def _build(study: Study, seeds: tuple[int, ...], bi: int) -> tuple[Ensemble, lis
     return Ensemble(replicas), parts
 
 
-def _replicas(ens: Ensemble, first: int, count: int) -> Ensemble:
-    """A copy of replicas ``first`` … ``first + count - 1`` as an ensemble of their own.
+def _replicas(ens: Ensemble, first: int, modules: list[nn.Module]) -> Ensemble:
+    """A copy of replicas ``first`` … ``first + len(modules) - 1`` as an ensemble of their own
+    (``modules``: as many modules of the architecture to copy them through).
 
     Measurements run on each seed's own ensemble, the same in every layout: the
     instruments' elementwise kernels (exp, log1p, …) round the last elements of a
     tensor on a scalar path and the rest on a vector path, so on the whole ensemble a
     replica's bits would depend on its place in it.
     """
-    return Ensemble([ens.load_into(copy.deepcopy(ens.template), e) for e in range(first, first + count)])
+    return Ensemble([ens.load_into(m, first + i) for i, m in enumerate(modules)])
+
+
+def _finite(ens: Ensemble) -> torch.Tensor:
+    """``ens.finite()`` for the price of one read of the parameters in the usual case.
+
+    A sum over a replica's entries is finite whenever they all are, barring overflow;
+    only when some sum is not (divergence, or overflow) is every entry checked.
+    """
+    with torch.no_grad():
+        sums = torch.stack([p.reshape(ens.size, -1).sum(1) for p in ens.params.values()], 1)
+    return ens.finite() if not bool(torch.isfinite(sums).all()) else torch.ones(ens.size, dtype=torch.bool)
 
 
 def _guarded(each):
@@ -228,6 +240,19 @@ def _guarded(each):
     return losses
 
 
+def _mean_loss(each):
+    """One replica's mean per-sample loss (called under vmap by ``Ensemble.step``), guarded as in
+    :func:`_guarded` by ``GUARD`` padding samples after each replica's own."""
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = out.shape[0]
+        out = torch.cat([out, out.new_zeros(GUARD, *out.shape[1:])])
+        y = torch.cat([y, y[:1].expand(GUARD, *y.shape[1:])])
+        return each(out.unsqueeze(0), y.unsqueeze(0))[0, :n].mean()
+
+    return loss
+
+
 class _Noise:
     """Each step's per-sample weights and "frozen" noise, every seed from its own generator."""
 
@@ -235,6 +260,7 @@ class _Noise:
         t = study.cfg.train
         self.noise, self.n, self.bs, self.dtype = t.noise, n, t.batch_size[bi], study.data.dtype
         self.lr = torch.tensor(t.lr, dtype=self.dtype)
+        self.lr_all = self.lr.repeat(len(seeds))
         self.gens = [generator(t.seed, seed, NOISE, bi) for seed in seeds]
         L = len(t.lr)
         self.sigma2 = (
@@ -275,20 +301,25 @@ def train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int])
     streams = [study.data.stream(seed, bi) for seed in seeds]
     each, n = _guarded(models.sample_losses(t.loss)), t.batch_size[bi] if t.noise == "sgd" else t.gd_batch
     noise = _Noise(study, ens, seeds, bi, n)
+    plain, mean = t.noise == "sgd" and ens.by_hand, _mean_loss(models.sample_losses(t.loss))
+    modules = [copy.deepcopy(ens.template) for _ in range(L)]
     records: list[dict] = []
     wanted = set(steps)
     for step in range(t.steps + 1):
         if step in wanted:
             values = [
-                measure(study, _replicas(ens, i * L, L), p.probe, p.test, p.hess_gen) for i, p in enumerate(parts)
+                measure(study, _replicas(ens, i * L, modules), p.probe, p.test, p.hess_gen) for i, p in enumerate(parts)
             ]
             records.append(_mask(_join(values), alive))
         if step == t.steps:
             break
         x, y = _stack([s.next(n) for s in streams], L)
-        w, extra = noise.draw()
-        _, updated = ens.weighted_step(each, x, y, w, alive, extra)
-        newly = alive & ~(updated & ens.finite())
+        if plain:  # SGD on a Linear/ReLU stack: the ensemble's hand-written backward, updates in place
+            _, updated = ens.step(mean, x, y, noise.lr_all, alive)
+        else:
+            w, extra = noise.draw()
+            _, updated = ens.weighted_step(each, x, y, w, alive, extra)
+        newly = alive & ~(updated & _finite(ens))
         diverged[newly.numpy()] = step
         alive &= ~newly
     return records, diverged
