@@ -103,3 +103,17 @@ def test_a_big_unit_trains_as_several_ensembles(monkeypatch):
     assert cuts == [[(0,), (1,), (2,)]]
     for name in whole.data_vars:
         np.testing.assert_array_equal(cut[name].values, whole[name].values, err_msg=name)
+
+
+def test_a_model_with_other_layers_trains_each_seed_alone():
+    """LayerNorm, tanh and the like may round a replica by its place in the ensemble: one seed each."""
+    from thermosgd.studies.run import resolve
+
+    def layernorm(seed: int):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Linear(100, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 1)
+        )
+
+    assert engine.ensemble_seeds(resolve(_spec(3, 3, "float32"), model=layernorm), (0, 1, 2)) == [(0,), (1,), (2,)]
+    assert engine.ensemble_seeds(resolve(_spec(3, 3, "float32"), model=_mlp), (0, 1, 2)) == [(0, 1, 2)]

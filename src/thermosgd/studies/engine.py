@@ -9,7 +9,8 @@ replica's numbers depend on its seed, batch size and the config's learning rates
 only, never on the seeds beside it, the unit layout or the executor: a resumed or
 redistributed study is bit-identical to an uninterrupted one. Training the seeds
 together pays the per-step Python and dispatch cost once per step instead of once
-per seed.
+per seed; plain SGD ("sgd" noise) on a Linear/ReLU stack takes the ensemble's
+hand-written in-place step, the other noise models its weighted step.
 """
 
 from __future__ import annotations
@@ -241,8 +242,11 @@ def _guarded(each):
 
 
 def _mean_loss(each):
-    """One replica's mean per-sample loss (called under vmap by ``Ensemble.step``), guarded as in
-    :func:`_guarded` by ``GUARD`` padding samples after each replica's own."""
+    """One replica's mean per-sample loss, for ``Ensemble.step`` (which vmaps it over the replicas).
+
+    Each replica's samples are followed by ``GUARD`` padding samples, so the scalar tail
+    of an elementwise kernel (see :func:`_guarded`) falls in the last replica's padding.
+    """
 
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n = out.shape[0]
