@@ -119,16 +119,20 @@ def plan_units(cfg: SweepConfig) -> list[Unit]:
     return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
 
 
-STUDY_UNITS = 16  # a study's "auto" layout: about this many units (a kill loses at most one)
+STUDY_UNITS = 16  # a study's "auto" layout: at most about this many units (a kill loses at most one)
+STUDY_MIN_SEEDS = 8  # ... of at least this many seeds: a unit's seeds train as one ensemble (3x at 8 seeds)
 
 
 def study_units(seeds: tuple[int, ...] | list[int], seeds_per_unit: int | str) -> list[Unit]:
     """A study's units (:mod:`thermosgd.studies`): consecutive blocks of its seeds.
 
-    A study's replica never depends on its unit, so the layout only decides what a
-    kill loses: ``"auto"`` cuts about ``STUDY_UNITS`` units.
+    A study's replica never depends on its unit, so the layout decides what a kill
+    loses and how many seeds share one ensemble: ``"auto"`` puts at least
+    ``STUDY_MIN_SEEDS`` seeds in a unit (a unit's seeds train together, which is
+    where the ensemble's speed comes from) and cuts at most about ``STUDY_UNITS`` units.
     """
-    k = max(1, math.ceil(len(seeds) / STUDY_UNITS)) if isinstance(seeds_per_unit, str) else int(seeds_per_unit)
+    auto = max(min(STUDY_MIN_SEEDS, len(seeds)), math.ceil(len(seeds) / STUDY_UNITS), 1)
+    k = auto if isinstance(seeds_per_unit, str) else int(seeds_per_unit)
     return [Unit(i, tuple(seeds[j : j + k])) for i, j in enumerate(range(0, len(seeds), k))]
 
 
