@@ -57,7 +57,11 @@ def per_sample_variance(
     """
     # One replica at a time: batched matmuls may block differently for different replica counts,
     # and a replica's σ₀ must be the same bits alone or in any grid (a frozen run's layout promise).
-    rows = [_replica_variance(*(t[r : r + 1] for t in (W, b, V, x, y)), loss, bias) for r in range(W.shape[0])]
+    one = [W[r : r + 1] for r in range(W.shape[0])]
+    rows = [
+        _replica_variance(w, b[r : r + 1], V[r : r + 1], x[r : r + 1], y[r : r + 1], loss, bias)
+        for r, w in enumerate(one)
+    ]
     return torch.cat(rows, 0) if rows else torch.zeros(0, W.shape[1] * W.shape[2] + 2 * W.shape[1], dtype=W.dtype)
 
 
