@@ -268,10 +268,17 @@ def train_ensemble(
         )
 
 
+def _record_ensemble(ens, runs, step, alive, recorders) -> None:
+    """Every instrument of every live replica at ``step``, on that replica's own module
+    (its ``Run.model``, into which the replica's parameters are copied first)."""
+    for e in range(ens.size):
+        if bool(alive[e]):
+            model = ens.load_into(runs[e].model, e)
+            recorders[e].record(step, {name: tool(model) for name, tool in runs[e].instruments.items()})
+
+
 def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, schedule, record_steps, bar):
     """The body of :func:`train_ensemble`."""
-    from thermosgd.deep.ensemble import record_ensemble
-
     recorders = [Recorder(run.instruments, schedule) for run in runs]
     lr = torch.tensor([g[0] for g in grid], dtype=next(iter(ens.params.values())).dtype)
     seed_list = list(dict.fromkeys(int(s) for s in seeds))
@@ -285,7 +292,7 @@ def _train_ensemble(ens, runs, grid, loss_fn, *, batch_size, seeds, steps, sched
     chunk = max(1, min(256, (1 << 24) // max(1, len(grid) * batch_size * sample)))
     for step in range(steps + 1):
         if schedule(step):
-            record_ensemble(ens, runs, step, alive, recorders)
+            _record_ensemble(ens, runs, step, alive, recorders)
         if step == steps:
             break
         if step % chunk == 0:

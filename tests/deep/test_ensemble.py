@@ -6,7 +6,6 @@ rounding only; over these short runs every recorded value agrees to rtol 1e-4
 ReLU threshold may flip: atol = one unit-sample of the probe set.
 """
 
-import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -16,18 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from thermosgd.deep.ensemble import (
-    Ensemble,
-    LastWeightNorm,
-    ProbeActivationRates,
-    ProbeGradientVariance,
-    ProbeLoss,
-    ProbeTraceBound,
-    output_gradient,
-    replica_losses,
-)
+from thermosgd.deep.ensemble import Ensemble, output_gradient, replica_losses
 from thermosgd.deep.models import cnn, mlp, two_layer
-from thermosgd.instruments import every, log_spaced, weight_norms
+from thermosgd.instruments import (
+    activation_rates,
+    every,
+    gradient_variance,
+    hessian_trace_bound,
+    log_spaced,
+    weight_norms,
+)
+from thermosgd.instruments.activations import replica_activation_rates
+from thermosgd.instruments.gradient_variance import replica_gradient_variance_batched
+from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
+from thermosgd.instruments.norms import replica_weight_norms
 
 
 def _load_loops():
@@ -66,14 +67,14 @@ def _preset_setup(model, *, seeds, lrs, batch_sizes, steps, points, n_train, pro
     def setup(seed):
         xp, yp = data.batch(torch.arange(probe_size))
         tools = {
-            "loss": ProbeLoss(loss_fn, xp, yp),
-            "activation_rate": ProbeActivationRates(xp),
-            "grad_var": ProbeGradientVariance(loss_fn, xp, yp),
+            "loss": lambda m: _probe_loss(m, loss_fn, xp, yp),
+            "activation_rate": lambda m: activation_rates(m, xp),
+            "grad_var": lambda m: gradient_variance(m, loss_fn, xp, yp),
         }
         if model == "two-layer":
-            tools["v_norm"] = LastWeightNorm()
+            tools["v_norm"] = lambda m: weight_norms(m).last
         if model != "cnn":
-            tools["trace_bound"] = ProbeTraceBound(loss_fn, xp)
+            tools["trace_bound"] = lambda m: hessian_trace_bound(m, loss_fn, xp)
         return Run(build(seed), data, tools)
 
     kwargs = dict(
@@ -85,6 +86,11 @@ def _preset_setup(model, *, seeds, lrs, batch_sizes, steps, points, n_train, pro
         progress=False,
     )
     return setup, loss_fn, kwargs
+
+
+def _probe_loss(model, loss_fn, x, y) -> float:
+    with torch.no_grad():
+        return float(loss_fn(model(x), y))
 
 
 def _assert_close(a, b, probe_units=None):
@@ -154,54 +160,79 @@ def _replicas(build, n=4):
     return [build(seed) for seed in range(n)]
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn", "two-layer"])
-def test_batched_instruments_equal_the_module_instruments(arch):
-    """Every Probe* instrument on the ensemble, replica by replica, against the instrument
-    of thermosgd.instruments on that replica's own module (after some training, so the
-    replicas differ)."""
+def _trained_replicas(arch):
+    """Four replicas of ``arch`` after three ensemble steps at different rates (so they
+    differ), each replica's own module, its loss and per-replica probe batches."""
     gen = torch.Generator().manual_seed(0)
     if arch == "mlp":
         models, loss_fn = _replicas(lambda s: mlp(12, 9, 4, 1, seed=s)), nn.BCEWithLogitsLoss()
-        xs = [torch.randn(10, 12, generator=gen) for _ in models]
-        ys = [torch.randint(0, 2, (10, 1), generator=gen).float() for _ in models]
+        x = torch.randn(4, 10, 12, generator=gen)
+        y = torch.randint(0, 2, (4, 10, 1), generator=gen).float()
     elif arch == "cnn":
         models, loss_fn = (
             _replicas(lambda s: cnn(1, 8, 3, seed=s, channels=3, kernel_size=3, conv_layers=2, padding=1)),
             nn.CrossEntropyLoss(),
         )
-        xs = [torch.randn(6, 1, 8, 8, generator=gen) for _ in models]
-        ys = [torch.randint(0, 3, (6,), generator=gen) for _ in models]
+        x = torch.randn(4, 6, 1, 8, 8, generator=gen)
+        y = torch.randint(0, 3, (4, 6), generator=gen)
     else:
         models, loss_fn = _replicas(lambda s: two_layer(12, 7, 3, seed=s)), nn.CrossEntropyLoss(reduction="sum")
-        xs = [torch.randn(10, 12, generator=gen) for _ in models]
-        ys = [torch.randint(0, 3, (10,), generator=gen) for _ in models]
+        x = torch.randn(4, 10, 12, generator=gen)
+        y = torch.randint(0, 3, (4, 10), generator=gen)
     ens = Ensemble(models)
-    x, y = torch.stack(xs), torch.stack(ys)
     lr = torch.tensor([0.5, 0.2, 0.1, 0.05])
     for _ in range(3):
         ens.step(loss_fn, x, y, lr, torch.ones(4, dtype=torch.bool))
-    mods = [ens.load_into(m, e) for e, m in enumerate(models)]
-    tools = [
-        ProbeLoss(loss_fn, xs[0], ys[0]),
-        ProbeActivationRates(xs[0]),
-        ProbeGradientVariance(loss_fn, xs[0], ys[0]),
-        LastWeightNorm(),
-    ]
-    if arch != "cnn":
-        tools.append(ProbeTraceBound(loss_fn, xs[0]))
-    for tool in tools:
-        objs = [
-            dataclasses.replace(tool, **{k: v for k, v in (("x", xs[e]), ("y", ys[e])) if hasattr(tool, k)})
-            for e in range(4)
-        ]
-        batched = type(tool).ensemble(ens, objs)
-        for e in range(4):
-            one = objs[e](mods[e])
-            got, want = (batched[e], one) if isinstance(one, float) else (batched[e].value, one.value)
-            np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{type(tool).__name__} replica {e}")
-            if hasattr(one, "per_layer"):
-                assert list(batched[e].per_layer) == list(one.per_layer)
-                np.testing.assert_allclose(list(batched[e].per_layer.values()), list(one.per_layer.values()), rtol=1e-5)
+    return ens, [ens.load_into(m, e) for e, m in enumerate(models)], loss_fn, x, y
+
+
+def _close(got: dict, want: dict, what: str) -> None:
+    assert list(got) == list(want), what
+    np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=1e-5, err_msg=what)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "two-layer"])
+def test_replica_instruments_on_an_ensemble_equal_the_module_instruments(arch):
+    """The replica instruments the study engine runs on an ensemble (loss, activation rates,
+    weight norms, gradient variance on the batched layers, the Eq. 62 trace bound), replica
+    by replica, against the instrument of thermosgd.instruments on that replica's own module
+    after some training. float32; rtol 1e-5."""
+    ens, mods, loss_fn, x, y = _trained_replicas(arch)
+    assert ens.layers is not None  # the hand-batched layers, as the engine uses them
+    with torch.no_grad():
+        losses = ens.losses(loss_fn, x, y)
+    rate, rate_layer = replica_activation_rates(ens.template, ens.params, ens.buffers, x)
+    norm, norm_layer = replica_weight_norms(ens.template, ens.params)
+    var, var_layer = replica_gradient_variance_batched(ens, loss_fn, x, y)
+    for e, m in enumerate(mods):
+        np.testing.assert_allclose(float(losses[e]), _probe_loss(m, loss_fn, x[e], y[e]), rtol=1e-5)
+        want_rate = activation_rates(m, x[e])
+        np.testing.assert_allclose(float(rate[e]), want_rate.value, rtol=1e-5)
+        _close({k: float(v[e]) for k, v in rate_layer.items()}, want_rate.per_layer, f"rates {e}")
+        want_norm = weight_norms(m)
+        np.testing.assert_allclose(float(norm[e]), want_norm.value, rtol=1e-5)
+        _close({k: float(v[e]) for k, v in norm_layer.items()}, want_norm.per_layer, f"norms {e}")
+        np.testing.assert_allclose(float(list(norm_layer.values())[-1][e]), want_norm.last, rtol=1e-5)
+        want_var = gradient_variance(m, loss_fn, x[e], y[e])
+        np.testing.assert_allclose(float(var[e]), want_var.value, rtol=1e-5)
+        _close({k: float(v[e]) for k, v in var_layer.items()}, want_var.per_layer, f"grad var {e}")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "two-layer"])
+def test_stacked_trace_bound_on_an_ensemble_equals_the_module_bound(arch):
+    """stacked_trace_bound from an ensemble's stacked weights (as the study engine calls it)
+    against hessian_trace_bound on each replica's module: per sample and reduced. rtol 1e-5."""
+    ens, mods, loss_fn, x, _ = _trained_replicas(arch)
+    names = {id(m): name for name, m in ens.template.named_modules()}
+    linears = _mlp_layers(ens.template)
+    weights = [ens.params[f"{names[id(m)]}.weight"] for m in linears]
+    biases = [ens.params.get(f"{names[id(m)]}.bias") for m in linears]
+    per_sample = stacked_trace_bound(loss_fn, x.reshape(ens.size, x.shape[1], -1), weights, biases)
+    values = per_sample.sum(1) if loss_fn.reduction == "sum" else per_sample.mean(1)
+    for e, m in enumerate(mods):
+        want = hessian_trace_bound(m, loss_fn, x[e])
+        np.testing.assert_allclose(float(values[e]), want.value, rtol=1e-5)
+        np.testing.assert_allclose(per_sample[e].numpy(), want.per_sample.double().numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,14 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from thermosgd.deep.ensemble import Ensemble, ensemble_gradient_variance
+from thermosgd.deep.ensemble import Ensemble
 from thermosgd.instruments import activation_rates, gradient_variance, per_sample_gradients, weight_norms
 from thermosgd.instruments.activations import replica_activation_rates
-from thermosgd.instruments.gradient_variance import replica_gradient_variance, replica_per_sample_gradients
+from thermosgd.instruments.gradient_variance import (
+    replica_gradient_variance,
+    replica_gradient_variance_batched,
+    replica_per_sample_gradients,
+)
 from thermosgd.instruments.norms import replica_weight_norms
 
 RTOL = 1e-9
@@ -55,7 +59,7 @@ def test_replica_gradient_variance_is_each_replicas(path, inputs):
     if path == "hooks":
         ens = Ensemble([copy.deepcopy(m) for m in models])
         assert ens.layers is not None
-        total, per_layer = ensemble_gradient_variance(ens, loss, x, y)
+        total, per_layer = replica_gradient_variance_batched(ens, loss, x, y)
     else:
         params, buffers = stack_module_state(models)
         total, per_layer = replica_gradient_variance(

@@ -11,11 +11,9 @@ paper's networks) the same computation is written as batched matrix products
 and a grouped convolution, which skips vmap's per-call overhead (several times
 faster at the paper's small batches; the two are tested against each other).
 
-Instruments run per replica at the (few) recorded steps: the ``Probe*``
-instruments below compute every replica at once on the batched layers (the
-same formulas as :mod:`thermosgd.instruments`, tested against them replica by
-replica); any other instrument is called on a per-replica ``nn.Module`` into
-which that replica's parameters are copied.
+The instruments are not here: their batched (replica) forms live next to the
+single-model ones in :mod:`thermosgd.instruments` and take an ensemble's stacked
+parameters (or, for the gradient variance on the batched layers, the ensemble itself).
 
 Not bit-identical to training the runs one after another
 (the sequential per-run loop, ``tests/deep/sgd_loops.py``): batched kernels sum in another order,
@@ -27,8 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -36,19 +33,6 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from thermosgd.errors import UsageError
-from thermosgd.instruments import (
-    ActivationRates,
-    GradientVariance,
-    TraceBound,
-    _moments,
-    activation_rates,
-    gradient_variance,
-    hessian_trace_bound,
-    weight_norms,
-)
-from thermosgd.instruments.gradient_variance import _one_sample_loss, layer_deviations
-from thermosgd.instruments.hessian import _mlp_layers, stacked_trace_bound
-from thermosgd.instruments.norms import replica_weight_norms
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -401,184 +385,3 @@ def output_gradient(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> tupl
         per = out[0].numel() if kind is not nn.CrossEntropyLoss else out[0].numel() // out.shape[-1]
         grad = grad / per
     return losses, grad.reshape(E, *out.shape[1:])
-
-
-# Instruments that know how to measure a whole ensemble at once. Called on one
-# module, each is exactly the instrument of thermosgd.instruments it names.
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeLoss:
-    """Mean loss on a fixed probe batch (float)."""
-
-    loss_fn: LossFn
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __call__(self, model: nn.Module) -> float:
-        with torch.no_grad():
-            return float(self.loss_fn(model(self.x), self.y))
-
-    @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeLoss]) -> list[float]:
-        x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
-        with torch.no_grad():
-            return [float(v) for v in ens.losses(objs[0].loss_fn, x, y)]
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeActivationRates:
-    """:func:`thermosgd.instruments.activation_rates` on a fixed probe batch."""
-
-    x: torch.Tensor
-
-    def __call__(self, model: nn.Module) -> ActivationRates:
-        return activation_rates(model, self.x)
-
-    @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeActivationRates]) -> list[ActivationRates]:
-        seen: dict = {}
-        with torch.no_grad():
-            ens.forward(torch.stack([o.x for o in objs]), capture=seen)
-        relus = [name for name, layer in ens.layers or [] if isinstance(layer, nn.ReLU)]
-        active = {n: (seen[n] > 0).reshape(ens.size, -1).sum(1) for n in relus}
-        total = {n: seen[n][0].numel() for n in relus}
-        out = []
-        for e in range(ens.size):
-            per_layer = {n: int(active[n][e]) / total[n] for n in relus}
-            value = sum(int(active[n][e]) for n in relus) / sum(total.values())
-            out.append(ActivationRates(value=value, per_layer=per_layer))
-        return out
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeGradientVariance:
-    """:func:`thermosgd.instruments.gradient_variance` (unbiased) on a fixed probe batch."""
-
-    loss_fn: LossFn
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __call__(self, model: nn.Module) -> GradientVariance:
-        return gradient_variance(model, self.loss_fn, self.x, self.y)
-
-    @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeGradientVariance]) -> list[GradientVariance]:
-        """:func:`ensemble_gradient_variance` of every replica on its probe batch."""
-        x, y = torch.stack([o.x for o in objs]), torch.stack([o.y for o in objs])
-        total, per_layer = ensemble_gradient_variance(ens, objs[0].loss_fn, x, y)
-        return [
-            GradientVariance(
-                value=float(total[e]),
-                per_layer={k: float(v[e]) for k, v in per_layer.items()},
-                batch_size=x.shape[1],
-                convention="unbiased",
-            )
-            for e in range(ens.size)
-        ]
-
-
-def ensemble_gradient_variance(
-    ens: Ensemble, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The hooks path of ``gradient_variance`` (unbiased) for all replicas on the batched layers.
-
-    Layer inputs (LayerNorm: its normalized input) and the gradients of the per-sample
-    losses with respect to the layer outputs go through :mod:`thermosgd.instruments._moments`.
-
-    Args:
-        ens: an ensemble with batched layers (``ens.layers`` not None).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on one sample.
-        x: ``(E, n, *input_shape)``; y: ``(E, n, *target_shape)``.
-
-    Returns:
-        float64 ``(E,)`` mean over parameter entries, and layer name -> ``(E,)``.
-    """
-    assert ens.layers is not None
-    n = x.shape[1]
-    seen: dict = {}
-    with torch.enable_grad():
-        out = ens.forward(x, capture=seen)
-        per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
-        layers = [(name, layer) for name, layer in ens.layers if name in seen and isinstance(seen[name], tuple)]
-        deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
-    m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
-    for (name, layer), delta in zip(layers, deltas):
-        prefix = f"{name}." if name else ""
-        for pname, value in layer_deviations(layer, seen[name][0].detach(), delta).items():
-            m2[prefix + pname] = value
-    sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
-    return _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")
-
-
-@dataclass(frozen=True, eq=False)
-class LastWeightNorm:
-    """``weight_norms(model).last``: the last layer's ``||V||`` (float)."""
-
-    def __call__(self, model: nn.Module) -> float:
-        return weight_norms(model).last
-
-    @staticmethod
-    def ensemble(ens: Ensemble, objs: list[LastWeightNorm]) -> list[float]:
-        last = list(replica_weight_norms(ens.template, ens.params)[1].values())[-1]
-        return [float(v) for v in last]
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeTraceBound:
-    """:func:`thermosgd.instruments.hessian_trace_bound` (Eq. 62) on a fixed probe batch."""
-
-    loss_fn: LossFn
-    x: torch.Tensor
-
-    def __call__(self, model: nn.Module) -> TraceBound:
-        return hessian_trace_bound(model, self.loss_fn, self.x)
-
-    @staticmethod
-    def ensemble(ens: Ensemble, objs: list[ProbeTraceBound]) -> list[TraceBound]:
-        """``hessian_trace_bound``'s forward and backward products, batched over replicas."""
-        loss_fn = objs[0].loss_fn
-        linears = _mlp_layers(ens.template)
-        names = {id(m): name for name, m in ens.template.named_modules()}
-        x = torch.stack([o.x for o in objs])
-        weights, biases = [], []
-        for layer in linears:
-            prefix = names[id(layer)]
-            weights.append(ens.params[f"{prefix}.weight"])
-            biases.append(ens.params.get(f"{prefix}.bias"))
-        per_sample = stacked_trace_bound(loss_fn, x.reshape(ens.size, x.shape[1], -1), weights, biases)
-        values = per_sample.sum(1) if getattr(loss_fn, "reduction", "mean") == "sum" else per_sample.mean(1)
-        dtype = x.dtype if x.is_floating_point() else torch.float32
-        return [TraceBound(value=float(values[e]), per_sample=per_sample[e].to(dtype)) for e in range(ens.size)]
-
-
-def record_ensemble(ens: Ensemble, runs: list[Any], step: int, alive: torch.Tensor, recorders: list) -> None:
-    """Run every instrument of every live replica at ``step`` and store the results.
-
-    An instrument whose objects all share a class with an ``ensemble`` method is
-    computed for all replicas at once when the layers are batched by hand; any
-    other is called on each replica's own module (its ``Run.model``), into which
-    the replica's parameters are copied first.
-    """
-    live = [e for e in range(ens.size) if bool(alive[e])]
-    if not live:
-        return
-    results: dict[int, dict[str, Any]] = {e: {} for e in live}
-    loaded: set[int] = set()
-    for name in runs[live[0]].instruments:
-        objs = [runs[e].instruments[name] for e in range(ens.size)]
-        kind = type(objs[0])
-        batched = getattr(kind, "ensemble", None)
-        if ens.layers is not None and batched is not None and all(type(o) is kind for o in objs):
-            values = batched(ens, objs)
-            if values is not None:
-                for e in live:
-                    results[e][name] = values[e]
-                continue
-        for e in live:
-            if e not in loaded:
-                ens.load_into(runs[e].model, e)
-                loaded.add(e)
-            results[e][name] = objs[e](runs[e].model)
-    for e in live:
-        recorders[e].record(step, results[e])

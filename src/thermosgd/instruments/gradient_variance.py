@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -428,3 +429,48 @@ def replica_gradient_variance(
     m2 = {k: _moments.deviations(g) for k, g in grads.items()}
     n = next(iter(grads.values())).shape[1]
     return _moments.layer_means(m2, {k: g[0, 0].numel() for k, g in grads.items()}, n, convention)
+
+
+class _Stacked(Protocol):
+    """What :func:`replica_gradient_variance_batched` needs of an ensemble
+    (:class:`thermosgd.deep.ensemble.Ensemble`; duck-typed, as instruments sit below ``deep``)."""
+
+    layers: list[tuple[str, nn.Module]] | None
+    params: dict[str, torch.Tensor]
+
+    def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor: ...
+
+
+def replica_gradient_variance_batched(
+    ens: _Stacked, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The hooks path of :func:`gradient_variance` (unbiased) for all replicas of an ensemble at once.
+
+    Layer inputs (LayerNorm: its normalized input) and the gradients of the per-sample
+    losses with respect to the layer outputs, captured by the ensemble's batched forward
+    pass, go through :func:`layer_deviations` and :mod:`thermosgd.instruments._moments`.
+
+    Args:
+        ens: an ensemble with batched layers (``ens.layers`` not None) whose
+            ``forward(x, capture=seen)`` stores layer name -> ``(input, output)``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` on one sample.
+        x: ``(E, n, *input_shape)``; y: ``(E, n, *target_shape)``.
+
+    Returns:
+        float64 ``(E,)`` mean over parameter entries, and layer name -> ``(E,)``.
+    """
+    assert ens.layers is not None
+    n = x.shape[1]
+    seen: dict = {}
+    with torch.enable_grad():
+        out = ens.forward(x, capture=seen)
+        per_sample = vmap(vmap(lambda o, t: _one_sample_loss(loss_fn, o.unsqueeze(0), t)))(out, y)
+        layers = [(name, layer) for name, layer in ens.layers if name in seen and isinstance(seen[name], tuple)]
+        deltas = torch.autograd.grad(per_sample.sum(), [seen[name][1] for name, _ in layers])
+    m2: dict[str, torch.Tensor] = {}  # parameter name -> (E,) summed squared deviations
+    for (name, layer), delta in zip(layers, deltas):
+        prefix = f"{name}." if name else ""
+        for pname, value in layer_deviations(layer, seen[name][0].detach(), delta).items():
+            m2[prefix + pname] = value
+    sizes = {pname: p[0].numel() for pname, p in ens.params.items()}
+    return _moments.layer_means({k: m2[k] for k in ens.params}, sizes, n, "unbiased")

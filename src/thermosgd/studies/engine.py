@@ -25,11 +25,15 @@ import torch
 import xarray as xr
 from torch import nn
 
-from thermosgd.deep.ensemble import Ensemble, batched_layers, ensemble_gradient_variance
+from thermosgd.deep.ensemble import Ensemble, batched_layers
 from thermosgd.deep.noise import frozen_noise, step_weights
 from thermosgd.errors import UsageError
 from thermosgd.instruments.activations import replica_activation_rates
-from thermosgd.instruments.gradient_variance import replica_gradient_variance, replica_per_sample_gradients
+from thermosgd.instruments.gradient_variance import (
+    replica_gradient_variance,
+    replica_gradient_variance_batched,
+    replica_per_sample_gradients,
+)
 from thermosgd.instruments.hessian import _mlp_layers, hessian_trace, stacked_trace_bound
 from thermosgd.instruments.norms import replica_weight_norms
 from thermosgd.instruments.schedule import log_spaced
@@ -123,7 +127,7 @@ def _grad_var(ens: Ensemble, loss_fn, x: torch.Tensor, y: torch.Tensor) -> tuple
     """Per-sample gradient variance of every replica: by layer hooks on the batched layers, else
     by torch.func over chunks of replicas that keep the per-sample gradients in memory bounds."""
     if ens.layers is not None:
-        return ensemble_gradient_variance(ens, loss_fn, x, y)
+        return replica_gradient_variance_batched(ens, loss_fn, x, y)
     E, n = ens.size, x.shape[1]
     chunk = max(1, GRAD_ELEMENTS // (n * sum(p[0].numel() for p in ens.params.values())))
     parts = [
