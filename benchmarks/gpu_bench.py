@@ -7,8 +7,8 @@ Run by hand::
 
 Cases: the two-layer presets fig3 and fig2-top on grids of at least 65 536 replicas
 (the preset's own recording, ``thermosgd.train`` with ``device = "cuda"``), one deep
-preset (fig2-middle, its quick size, as an ensemble on the GPU) and a study if
-``thermosgd.study`` exists (through ``examples/study_your_model.py``). A case that
+preset (fig2-middle, its quick size, as a study on the GPU) and a study (the spec of
+``examples/study_your_model.py`` with ``[train] device`` set). A case that
 cannot run here (a missing module, no GPU, a timeout) is a row saying why, not a
 failure of the whole check. Throughput is replica-steps per second, timed after a
 warm-up run (CUDA initialization, kernel caches).
@@ -17,7 +17,6 @@ warm-up run (CUDA initialization, kernel caches).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -32,18 +31,37 @@ import json, sys, time
 import torch
 import thermosgd
 from thermosgd.presets import get, twolayer_config
+from thermosgd.twolayer import engine
 name, replicas, steps, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cfg = twolayer_config(get(name), seeds=2, steps=20000)
 seeds = -(-replicas // (len(cfg.train.lr) * len(cfg.train.batch_size)))
 cfg = twolayer_config(get(name), seeds=seeds, steps=20000).replace(train={"steps": steps, "device": device})
 thermosgd.train(cfg.replace(train={"seeds": 2, "steps": 2 * cfg.train.record_every}))  # warm-up
-if device != "cpu":
-    torch.cuda.synchronize()
-t0 = time.perf_counter()
-ds = thermosgd.train(cfg)
-dt = time.perf_counter() - t0
+
+def timed(c):
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    ds = thermosgd.train(c)
+    return ds, time.perf_counter() - t0
+
+ds, dt = timed(cfg)
 R = ds.sizes["lr"] * ds.sizes["batch_size"] * ds.sizes["seed"]
-print(json.dumps({"replicas": int(R), "steps": steps, "seconds": dt, "rate": R * steps / dt}))
+_, dt_sparse = timed(cfg.replace(train={"record_every": steps, "probe_every": steps}))
+# The CPU's share: drawing one chunk of samples for the largest block of seeds, on 1 and on k threads.
+per_seed = len(cfg.train.lr) * len(cfg.train.batch_size) * cfg.model.hidden * cfg.model.inputs
+block = min(seeds, max(1, engine._GPU_BLOCK_ENTRIES // per_seed))
+data = engine._Data(cfg, list(range(block)), None, torch.float32)
+k = data.draw_threads
+draw = {}
+for threads in (1, k):
+    data.draw_threads = threads
+    t0 = time.perf_counter()
+    data.chunk(engine._CHUNK, 1, engine._CHUNK)
+    draw[threads] = (time.perf_counter() - t0) / engine._CHUNK
+print(json.dumps({"replicas": int(R), "steps": steps, "seconds": dt, "rate": R * steps / dt,
+    "note": f"sparse recording {R * steps / dt_sparse:.3g}/s; CPU draws {draw[1] * 1e3:.2f} ms/step on 1 thread, "
+            f"{draw[k] * 1e3:.2f} on {k} ({block} seeds per block)"}))
 """
 
 DEEP = r"""
@@ -55,6 +73,20 @@ with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
     reproduce_deep("fig2-middle", Path(tmp) / "run", quick=True, progress=False, device=device)
     print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+STUDY = r"""
+import copy, importlib.util, json, sys, time
+import thermosgd
+device, example = sys.argv[1], sys.argv[2]
+spec_ = importlib.util.spec_from_file_location("example", example)
+mod = importlib.util.module_from_spec(spec_)
+spec_.loader.exec_module(mod)
+spec = copy.deepcopy(mod.SPEC)
+spec["train"]["device"] = device
+t0 = time.perf_counter()
+ds = thermosgd.study(spec, progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 
 
@@ -90,10 +122,9 @@ def cases(dry: bool) -> list[tuple[str, str, list[str], float, float | None]]:
     ]
     rows.append(("deep fig2-middle (quick)", "3 η × 2 seeds", [py, "-c", DEEP, device], 120.0, None))
     example = ROOT / "examples" / "study_your_model.py"
-    if importlib.util.find_spec("thermosgd.study") is not None and example.exists():
-        rows.append(("study (examples/study_your_model.py)", "the example's", [py, str(example)], 120.0, None))
-    else:
-        rows.append(("study", "-", [], 0.0, None))
+    rows.append(
+        ("study (examples/study_your_model.py)", "the example's", [py, "-c", STUDY, device, str(example)], 120.0, None)
+    )
     return rows
 
 
@@ -105,11 +136,9 @@ def main() -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     table = []
+    notes: list[str] = []
     for name, size, argv, timeout, target in cases(args.cpu_dry_run):
         if args.only not in name:
-            continue
-        if not argv:
-            table.append((name, size, "-", "-", "skipped: thermosgd.study does not exist in this checkout"))
             continue
         t0 = time.perf_counter()
         result, why = run_case(argv, timeout, env)
@@ -119,11 +148,15 @@ def main() -> None:
         elif "rate" in result:
             verdict = "ran" if target is None else ("meets" if result["rate"] >= target else "below") + f" {target:.0e}"
             table.append((name, size, f"{result['rate']:.3g}", wall, verdict))
+            if result.get("note"):
+                notes.append(f"{name}: {result['note']}")
         else:
             table.append((name, size, "-", f"{result['seconds']:.0f} s", "ran"))
     print(f"\n{'case':38s} {'size':16s} {'replica-steps/s':>16s} {'wall':>7s}  result")
     for row in table:
         print(f"{row[0]:38s} {row[1]:16s} {row[2]:>16s} {row[3]:>7s}  {row[4]}")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import thermosgd
 from thermosgd.config import from_dict
 from thermosgd.errors import UsageError
 from thermosgd.twolayer.data import DATA, SampleStream, generator
-from thermosgd.twolayer.engine import _CHUNK, _Data
+from thermosgd.twolayer.engine import _CHUNK, _Data, draw_threads
 
 
 def _cfg(sampling: str | None, n: int = 24, **train):
@@ -114,3 +114,24 @@ def test_reshuffled_replica_does_not_depend_on_the_seeds_trained_with_it():
     together = thermosgd.train(cfg)
     alone = thermosgd.train(cfg, seeds=[1])
     np.testing.assert_array_equal(together.v_norm.sel(seed=[1]).values, alone.v_norm.values)
+
+
+@pytest.mark.parametrize("sampling", ["online", "reshuffle"])
+def test_chunks_drawn_on_several_threads_are_the_one_thread_chunks(sampling):
+    """Beside a GPU a chunk's streams are drawn on several threads: each stream keeps its generator,
+    so the chunks (two in a row: the generators' states carry over) are the same bits."""
+    if sampling == "online":
+        cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 7, "share_data": False}})
+    else:
+        cfg = _cfg("reshuffle", n=16, seeds=7, lr=[0.05, 0.1], share_data=False)
+    one, many = (_Data(cfg, list(range(7)), None, torch.float64) for _ in range(2))
+    many.draw_threads = 3  # 14 streams over 3 threads, unequal parts
+    for _ in range(2):
+        for a, b in zip(one.chunk(_CHUNK, 2, _CHUNK), many.chunk(_CHUNK, 2, _CHUNK)):
+            assert torch.equal(a, b)
+
+
+def test_draw_threads_only_beside_a_gpu():
+    assert draw_threads("cpu", 10**5) == 1
+    assert draw_threads("cuda", 8) == 1  # too few streams to split
+    assert 1 <= draw_threads("cuda", 10**5) <= 8

@@ -28,6 +28,7 @@ N hidden units, M inputs, P probe samples.
 from __future__ import annotations
 
 import dataclasses
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -493,6 +494,7 @@ class _Data:
             else [SampleStream(cfg, t.seed, *c[1:], dtype=self.draw_dtype, dataset=user) for c in self.coords]
         )
         self.probes = per_seed  # the probe set is per seed in either case
+        self.draw_threads = draw_threads(cfg.train.device, len(self.streams))
 
     def _per_seed(self, v: torch.Tensor) -> torch.Tensor:
         """(S, ...) per-seed tensor → (L·K·S, ...) in replica order (lr, batch, seed)."""
@@ -532,13 +534,37 @@ class _Data:
         S, M = len(self.streams), self.streams[0].M
         x = torch.empty(S, chunk * batch, M, dtype=self.draw_dtype)
         y = torch.empty(S, chunk * batch, dtype=self.draw_dtype)
-        for st, xi, yi in zip(self.streams, x.unbind(), y.unbind()):
-            st.batches_into(xi, yi)
+        jobs = list(zip(self.streams, x.unbind(), y.unbind()))
+
+        def fill(part: range) -> None:
+            for i in part:
+                jobs[i][0].batches_into(jobs[i][1], jobs[i][2])
+
+        k = self.draw_threads
+        if k == 1:
+            fill(range(S))
+        else:  # each stream owns its generator: the same numbers whichever thread draws it
+            with ThreadPoolExecutor(k, thread_name_prefix="thermosgd-draw") as pool:
+                list(pool.map(fill, (range(i * S // k, (i + 1) * S // k) for i in range(k))))
         x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
         if not by_stream:
             x, y = x.transpose(0, 1), y.transpose(0, 1)
         # No copy unless n < chunk, the samples were drawn narrower, or steps go first.
         return x.to(self.dtype).contiguous(), y.to(self.dtype).contiguous()
+
+
+def draw_threads(device: str, streams: int) -> int:
+    """Threads that draw a chunk's sample streams: one on the CPU, several beside a GPU.
+
+    On the CPU the compiled or torch step already uses the cores, and the chunk is drawn
+    on one thread beside it. Beside a GPU the cores are idle, and one thread drawing
+    tens of thousands of streams would be what the GPU waits for. torch's samplers
+    release the GIL, but each stream's call holds it for a few microseconds of Python,
+    so more than about eight threads buy nothing.
+    """
+    if device == "cpu" or streams < 64:
+        return 1
+    return max(1, min(8, (os.cpu_count() or 1) - 2, streams // 32))
 
 
 def _draw_dtype(cfg: SweepConfig, dtype: torch.dtype, user: UserData | None) -> torch.dtype:
