@@ -41,3 +41,22 @@ def test_sig(x, text):
 def test_signed_and_percent():
     assert fmt.signed(0.02199) == "+0.022" and fmt.signed(-0.3428) == "-0.343"
     assert fmt.percent(0.875) == "88%" and fmt.percent(None) == "n/a"
+
+
+def test_narrow_intervals_show_their_width_and_sign():
+    """fig13 on digits fitted β = -0.0013 [-0.0042, 0.0016]: two decimals wrote "[0.00, 0.00]"."""
+    assert fmt.interval(-0.004249, 0.001570) == "[-0.004, 0.002]"
+    assert fmt.estimate(-0.001333, -0.004249, 0.001570) == "-0.001 [-0.004, 0.002]"
+    assert fmt.estimate(0.9905, 0.9893, 0.9921) == "0.991 [0.989, 0.992]"
+    assert fmt.estimate(1.9, 1.8, 2.0) == "1.90 [1.80, 2.00]"  # wide: the usual two decimals
+    assert fmt.estimate(0.19, None, None) == "0.19 (no CI)"
+    assert fmt.interval(1.0, 1.0) == "[1.00, 1.00]"  # a point interval stays a point
+    assert fmt.interval(0.1, 0.1 + 1e-12) == "[0.100000, 0.100000]"  # at most six decimals
+
+
+def test_a_verdict_line_shows_a_narrow_interval():
+    from thermosgd.analysis.verdict import Verdict
+
+    v = Verdict("fig13", "activation_rate", "batch_size", "opposite", 1.0, -0.001333, -0.004249, 0.001570)
+    assert "fitted β = -0.001, 95% CI [-0.004, 0.002]" in v.line()
+    assert v.fitted() == "β = -0.001 [-0.004, 0.002]"

@@ -1,8 +1,10 @@
 """How numbers are written: one place for the CLI verdict lines, reports and the HTML page.
 
 Exponents, ratios and their intervals are written with two decimals (the
-precision the verdict lines have always used); other measured values with three
-significant digits. A missing or non-finite value is written ``n/a``, so a
+precision the verdict lines have always used), or with as many more (up to six) as
+an interval needs to show its width: a narrow interval written "[0.99, 0.99]" would
+claim a precision the fit does not have and hide which side of zero it lies on.
+Other measured values are written with three significant digits. A missing or non-finite value is written ``n/a``, so a
 record with a field left out still formats.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["NA", "fixed", "exponent", "interval", "plus_minus", "sig", "signed", "percent"]
+__all__ = ["NA", "fixed", "exponent", "interval", "estimate", "plus_minus", "sig", "signed", "percent"]
 
 NA = "n/a"
 
@@ -38,9 +40,30 @@ def exponent(x) -> str:
     return fixed(x, 2)
 
 
+def width_decimals(low, high, decimals: int = 2) -> int:
+    """``decimals``, or more (up to 6) until ``low`` and ``high`` are written differently."""
+    lo, hi = _finite(low), _finite(high)
+    if lo is None or hi is None or lo == hi:
+        return decimals
+    while decimals < 6 and fixed(lo, decimals) == fixed(hi, decimals):
+        decimals += 1
+    return decimals
+
+
 def interval(low, high, decimals: int = 2) -> str:
-    """A confidence interval, ``"[1.10, 3.86]"``."""
-    return f"[{fixed(low, decimals)}, {fixed(high, decimals)}]"
+    """A confidence interval, ``"[1.10, 3.86]"``; narrow ones with the decimals that show their width,
+    ``"[-0.004, 0.002]"``."""
+    d = width_decimals(low, high, decimals)
+    return f"[{fixed(low, d)}, {fixed(high, d)}]"
+
+
+def estimate(x, low, high, decimals: int = 2) -> str:
+    """An estimate and its interval at one precision, ``"0.990 [0.987, 0.993]"``; ``"0.19 (no CI)"``
+    without an interval."""
+    if _finite(low) is None or _finite(high) is None:
+        return f"{fixed(x, decimals)} (no CI)"
+    d = width_decimals(low, high, decimals)
+    return f"{fixed(x, d)} {interval(low, high, d)}"
 
 
 def sig_interval(low, high, digits: int = 3) -> str:

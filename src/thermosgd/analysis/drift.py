@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from thermosgd import fmt
 from thermosgd.errors import UsageError
 from thermosgd.fitting import loglog_regression, percentile_interval
 
@@ -310,7 +311,8 @@ def _exponent_cells(f: dict, key: str, missing: str | None) -> str:
     v, ci = f[key], f[key + "_ci"]
     if missing or not math.isfinite(v):
         return f"n/a ({missing or 'the values differ in sign'}) | "
-    return f"{v:.2f} | [{ci[0]:.2f}, {ci[1]:.2f}]"
+    d = fmt.width_decimals(ci[0], ci[1])
+    return f"{fmt.fixed(v, d)} | {fmt.interval(ci[0], ci[1], d)}"
 
 
 def _fmt(v, se=None):

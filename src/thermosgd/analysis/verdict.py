@@ -583,10 +583,7 @@ class Verdict:
         (too few seeds); ``n/a`` without a fit."""
         if self.exponent is None:
             return "n/a"
-        text = f"{self.symbol} = {self.exponent:.{digits}f}"
-        if self.ci_low is None or self.ci_high is None:
-            return text + " (no CI)"
-        return text + f" [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
+        return f"{self.symbol} = {fmt.estimate(self.exponent, self.ci_low, self.ci_high, digits)}"
 
     def line(self) -> str:
         """The one-line verdict printed by ``reproduce`` (same words and numbers as the report)."""
@@ -594,8 +591,14 @@ class Verdict:
         if self.status == NOT_MEASURED:
             text = f"not measured: {self.note}"
         else:
-            ci = "no CI" if self.ci_low is None else f"95% CI {fmt.interval(self.ci_low, self.ci_high)}"
-            fitted = "no fit" if self.exponent is None else f"fitted {sym} = {fmt.exponent(self.exponent)}, {ci}"
+            if self.exponent is None:
+                fitted = "no fit"
+            elif self.ci_low is None or self.ci_high is None:
+                fitted = f"fitted {sym} = {fmt.exponent(self.exponent)}, no CI"
+            else:
+                d = fmt.width_decimals(self.ci_low, self.ci_high)
+                ci = fmt.interval(self.ci_low, self.ci_high, d)
+                fitted = f"fitted {sym} = {fmt.fixed(self.exponent, d)}, 95% CI {ci}"
             text = f"{fitted}; paper {sym} = {fmt.sig(self.paper)}: {self.status.upper()}"
             text += f" ({self.note})" if self.note else ""
         if self.left_out:

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from thermosgd import fmt
 from thermosgd.analysis.collapse import (
     EXPONENT_SYMBOL,
     SIGN,
@@ -149,10 +150,6 @@ def collapse_figure(ds: xr.Dataset, fit: CollapseFit) -> Figure:
         if fit.over == "batch_size" and e == 1:
             title = "rescaled by 1/|B|"
         collapse_panel(ax, ds, fit.metric, fit.over, e, reference=fit.reference, title=title, legend=i == 0)
-    if np.isfinite(fit.ci_low):
-        ci = f" [{fit.ci_low:.2f}, {fit.ci_high:.2f}]"
-    else:
-        ci = ""
     collapse_panel(
         axes[-1],
         ds,
@@ -161,7 +158,7 @@ def collapse_figure(ds: xr.Dataset, fit: CollapseFit) -> Figure:
         fit.exponent,
         reference=fit.reference,
         window=fit.window,
-        title=f"fitted {greek} = {fit.exponent:.2f}{ci}",
+        title=f"fitted {greek} = {fmt.estimate(fit.exponent, fit.ci_low, fit.ci_high).replace(' (no CI)', '')}",
         legend=False,
     )
     fig.suptitle(f"{fit.metric}: collapse over {fit.over} (paper: {greek} = {fit.predicted:g})", fontsize="medium")

@@ -502,7 +502,7 @@ def _drift(sec: Section, exp: Experiment, folder: Path, margin: float | None = N
                 claim_of(
                     label,
                     f"{sym} = {fmt.sig(PAPER_EXPONENT[over])}",
-                    f"{sym} = {fmt.exponent(fit[exp_key])} {fmt.interval(*ci[:2])}",
+                    f"{sym} = {fmt.estimate(fit[exp_key], *ci[:2])}",
                     j,
                 )
             )

@@ -72,9 +72,7 @@ def fit_claim(
         why = unreadable or str(f.get("reason") or "no collapse fit (needs ≥ 2 swept values and ≥ 2 seeds)")
         return Claim(label, paper, fmt.NA, NOT_MEASURED, why, short)
     lo, hi = f.get("ci_low"), f.get("ci_high")
-    measured = f"{sym} = {fmt.exponent(exponent)} " + (
-        fmt.interval(lo, hi) if number(lo) is not None and number(hi) is not None else "(no CI)"
-    )
+    measured = f"{sym} = {fmt.estimate(exponent, number(lo), number(hi))}"
     bounds = f.get("bounds") if isinstance(f.get("bounds"), list) and len(f["bounds"]) == 2 else None
     j = judge_exponent(
         predicted, number(lo), number(hi), margin=DEFAULT_MARGIN if margin is None else margin, bounds=bounds
@@ -87,11 +85,7 @@ def fit_claim(
 
 def _verdict_claim(label: str, v: Verdict) -> Claim:
     sym = v.symbol
-    measured = fmt.NA if v.exponent is None else v.fitted()
-    if v.exponent is not None and v.ci_low is not None and v.ci_high is not None:
-        measured = f"{sym} = {fmt.exponent(v.exponent)} {fmt.interval(v.ci_low, v.ci_high)}"
-    elif v.exponent is not None:
-        measured = f"{sym} = {fmt.exponent(v.exponent)} (no CI)"
+    measured = fmt.NA if v.exponent is None else f"{sym} = {fmt.estimate(v.exponent, v.ci_low, v.ci_high)}"
     why = _with_level(v.note, v.fit or {})
     detail, short = _left_out(v)
     return Claim(

@@ -18,7 +18,7 @@ from typing import Any
 
 import xarray as xr
 
-from thermosgd import presets
+from thermosgd import fmt, presets
 from thermosgd.analysis.mechanism import (
     METRICS,
     assess,
@@ -249,8 +249,7 @@ def report_markdown(preset: presets.Preset, summary: dict) -> str:
             fit = (
                 "n/a"
                 if v["exponent"] is None
-                else f"{v['symbol']} = {v['exponent']:.2f}"
-                + (" (no CI)" if v["ci_low"] is None else f" [{v['ci_low']:.2f}, {v['ci_high']:.2f}]")
+                else f"{v['symbol']} = {fmt.estimate(v['exponent'], v['ci_low'], v['ci_high'])}"
             )
             gone = sum(x["count"] for x in v["left_out"])
             c = a["versus_sgd"] or {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from thermosgd import presets
+from thermosgd import fmt, presets
 from thermosgd.analysis.summary import RunSummary, summarize
 from thermosgd.analysis.verdict import DEFAULT_MARGIN, Verdict, judge
 from thermosgd.figures import sweep_figure
@@ -136,8 +136,8 @@ def twolayer_figure(ds: xr.Dataset, preset: presets.Preset, folder: Path, verdic
     assert over is not None  # a two-layer preset sweeps η or |B|
     if verdict is not None and verdict.exponent is not None:
         sym = presets.EXPONENT_SYMBOL[over]
-        ci = "" if verdict.ci_low is None else f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}] (95%)"
-        extra_title = f"fitted {sym} = {verdict.exponent:.2f}{ci}: {verdict.status}"
+        value = fmt.estimate(verdict.exponent, verdict.ci_low, verdict.ci_high)
+        extra_title = f"fitted {sym} = {value}{'' if verdict.ci_low is None else ' (95%)'}: {verdict.status}"
         exponent = verdict.exponent
         extra = lambda ax: collapse_panel(ax, ds, preset.metric, over, exponent)  # noqa: E731
     return sweep_figure(
