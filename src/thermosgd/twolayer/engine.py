@@ -164,7 +164,7 @@ def _train(
     # the draws are bit-identical on every device (only the arithmetic differs).
     p = _to_device(init_ensemble(cfg, seeds, dtype), dev)
     data = _Data(cfg, seeds, user, dtype)
-    probe = _to_device(data.probe_set(), dev)
+    probe = data.probe_set(dev)
     stepper = _to_device(_stepper(cfg, p, data, S, dtype, dev), dev)
 
     # SVAG runs l updates per configured step: schedules count updates, records keep configured steps.
@@ -513,14 +513,16 @@ class _Data:
         xs, ys = zip(*(st.draw(n, g) for st, g in zip(self.streams, self.generators(NOISE_INIT))))
         return self.replicate(torch.stack(xs).to(self.dtype)), self.replicate(torch.stack(ys).to(self.dtype))
 
-    def probe_set(self) -> ProbeSet:
-        px, py = (torch.stack(v) for v in zip(*(st.probe() for st in self.probes)))  # (S, P, M), (S, P)
+    def probe_set(self, device: torch.device = torch.device("cpu")) -> ProbeSet:
+        """The probe (and test) sets on ``device``, one row per replica; moved per seed and then
+        replicated there, so a GPU run copies L·K times fewer bytes from the CPU."""
+        px, py = (torch.stack(v).to(device) for v in zip(*(st.probe() for st in self.probes)))  # (S, P, M), (S, P)
         bsz = torch.tensor(self.batch_sizes, dtype=self.dtype).view(1, self.K, 1)
         out = ProbeSet(self._per_seed(px), self._per_seed(py), bsz.expand(self.L, self.K, self.S).reshape(-1))
         tests = [st.test() for st in self.probes]
         if tests[0] is not None:
-            out.test_x, out.test_y = (self._per_seed(torch.stack(v)) for v in zip(*tests))
-        return out
+            out.test_x, out.test_y = (self._per_seed(torch.stack(v).to(device)) for v in zip(*tests))
+        return _to_device(out, device)
 
     def chunk(self, n: int, batch: int, chunk: int, by_stream: bool = False):
         """Samples for n ≤ chunk steps: x (n, streams, batch, M), y (n, streams, batch).

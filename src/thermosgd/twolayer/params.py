@@ -58,19 +58,29 @@ def init_ensemble(cfg: SweepConfig, seeds, dtype: torch.dtype) -> Params:
     t = cfg.train
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
     N, M = cfg.model.hidden, cfg.model.inputs
-    flat = torch.empty(L, K, S, N * M + 2 * N, dtype=dtype)
-    for si, seed in enumerate(seeds):
-        for li in range(L):
-            for ki in range(K):
-                if t.share_init and (li or ki):
-                    flat[li, ki, si] = flat[0, 0, si]
-                    continue
-                extra = () if t.share_init else (li, ki)
-                W, b, V = init_params(cfg, generator(t.seed, seed, INIT, *extra), dtype)
-                flat[li, ki, si] = torch.cat([W.reshape(-1), b, V])
+    P = N * M + 2 * N
+    if t.share_init:  # one draw per seed, broadcast over the grid in one copy
+        one = torch.empty(S, P, dtype=dtype)
+        for si, seed in enumerate(seeds):
+            _put(one[si], *init_params(cfg, generator(t.seed, seed, INIT), dtype))
+        flat = one.expand(L, K, S, P)
+    else:
+        flat = torch.empty(L, K, S, P, dtype=dtype)
+        for si, seed in enumerate(seeds):
+            for li in range(L):
+                for ki in range(K):
+                    _put(flat[li, ki, si], *init_params(cfg, generator(t.seed, seed, INIT, li, ki), dtype))
     R = L * K * S
     return Params(
         W=flat[..., : N * M].reshape(R, N, M).contiguous(),
         b=flat[..., N * M : N * M + N].reshape(R, N).contiguous(),
         V=flat[..., N * M + N :].reshape(R, N).contiguous(),
     )
+
+
+def _put(row: torch.Tensor, W: torch.Tensor, b: torch.Tensor, V: torch.Tensor) -> None:
+    """One replica's (W, b, V) into its flat row (W row-major, then b, then V)."""
+    n = W.numel()
+    row[:n].copy_(W.reshape(-1))
+    row[n : n + len(b)].copy_(b)
+    row[n + len(b) :].copy_(V)
