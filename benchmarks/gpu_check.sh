@@ -8,7 +8,8 @@
 # A GPU machine here may reach no package registry and may have another Python, another torch
 # and no Dask: the package is installed without dependencies (or, if even that fails, used from
 # src/ through PYTHONPATH), every import is lazy, and whatever cannot run is a table row saying
-# why. PYTHON picks the interpreter (default python3).
+# why. PYTHON picks the interpreter (default python3); TESTS_TIMEOUT and BENCH_TIMEOUT (seconds,
+# default 120 and 420) cap the two parts on a machine whose time is short.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -44,12 +45,12 @@ if "$PY" -c "import pytest" 2>/dev/null; then
         tests="not run in --cpu-dry-run (they need a GPU): $(echo $files)"
     else
         log=$(mktemp)
-        timeout 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider $files >"$log" 2>&1
+        timeout "${TESTS_TIMEOUT:-120}" "$PY" -m pytest -q -m gpu -p no:cacheprovider $files >"$log" 2>&1
         tests="$(tail -n 1 "$log") (pytest -m gpu $(echo $files))"
         rm -f "$log"
     fi
 fi
 
-timeout 420 "$PY" benchmarks/gpu_bench.py $DRY "${ONLY[@]}"
+timeout "${BENCH_TIMEOUT:-420}" "$PY" benchmarks/gpu_bench.py $DRY "${ONLY[@]}"
 echo "GPU-marked tests: $tests"
 echo "total wall time: $(( $(date +%s) - start )) s"
