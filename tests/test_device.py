@@ -142,6 +142,10 @@ def test_cuda_float32_run_is_reproducible():
 @pytest.mark.gpu
 @needs_gpu
 def test_deep_preset_on_cuda_equals_cpu_to_tolerance(tmp_path):
+    """fig2-middle (quick) trained on the GPU: the same initial weights and draws as on the CPU, float32
+    arithmetic in another order. Loss-like values to rtol 1e-4 (a few float32 ulps grown over the run);
+    grad_var, a mean of sums of squared deviations reduced in another order, to 1e-3; activation rates and
+    accuracy, counts, to two sign flips of a value within rounding of zero."""
     import xarray as xr
 
     from thermosgd.reproduce.deep import reproduce_deep
@@ -149,9 +153,19 @@ def test_deep_preset_on_cuda_equals_cpu_to_tolerance(tmp_path):
     reproduce_deep("fig2-middle", tmp_path / "cpu", quick=True, progress=False)
     reproduce_deep("fig2-middle", tmp_path / "gpu", quick=True, progress=False, device="cuda")
     cpu, gpu = (xr.load_dataset(tmp_path / k / "results.nc") for k in ("cpu", "gpu"))
+    config = json.loads(gpu.attrs["config"])
+    assert config["device"] == "cuda" and "device" not in json.loads(cpu.attrs["config"])
+    assert json.loads((tmp_path / "gpu" / "study" / "config.json").read_text())["study"]["train"]["device"] == "cuda"
+    probe, width = config["probe_size"], config["width"]
+    assert sorted(gpu.data_vars) == sorted(cpu.data_vars)
     for name in cpu.data_vars:
-        if name.startswith("trace_bound") or name.startswith("grad_var"):
-            rtol = 1e-3  # float32 sums of many squares, reduced in another order on the GPU
+        a, b = gpu[name].values, cpu[name].values
+        if name.startswith("diverged"):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        elif name.startswith("activation_rate"):
+            np.testing.assert_allclose(a, b, rtol=0, atol=2 / (probe * width), err_msg=name)
+        elif name == "accuracy":
+            np.testing.assert_allclose(a, b, rtol=0, atol=2 / probe, err_msg=name)
         else:
-            rtol = 1e-4
-        np.testing.assert_allclose(gpu[name].values, cpu[name].values, rtol=rtol, atol=1e-6, err_msg=name)
+            rtol = 1e-3 if name.startswith("grad_var") else 1e-4
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6, err_msg=name)

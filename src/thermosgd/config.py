@@ -520,6 +520,11 @@ class StudyTrainConfig:
         loss: "bce" (logistic loss on a scalar logit, labels in {0, 1}), "cross_entropy"
             (softmax over logits, integer labels) or "mse" (½‖f − y‖², as the two-layer "mse").
         lr, batch_size, seeds, steps, seed, dtype, noise, gd_batch: as in :class:`TrainConfig`.
+        device: where the arithmetic runs: "cpu", "cuda" or "cuda:N". Models are built and
+            every random number is drawn on the CPU as on a CPU run, then moved, so the
+            initial weights and draws are bit-identical on every device; results equal the
+            CPU's to floating-point tolerance (docs/devices.md). A study folder resumes only
+            on the device it was started on.
     """
 
     loss: str = "bce"
@@ -531,6 +536,7 @@ class StudyTrainConfig:
     dtype: str = "float32"
     noise: str = "sgd"
     gd_batch: int = 1024
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -615,6 +621,7 @@ def _check_study(cfg: StudyConfig) -> None:
         if value not in allowed:
             raise UsageError(f"[{section}] {key} = {value!r} is not one of: {', '.join(allowed)}")
     m, d, t, r = cfg.model, cfg.data, cfg.train, cfg.record
+    check_device_name(t.device, "[train] device")
     if m.factory and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", m.factory):
         raise UsageError(f'[model] factory must read "module:function", got {m.factory!r}')
     for where, value, low in (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thermosgd.cli.common import add_executor_args, executor_kwargs, out_folder
+from thermosgd.cli.common import add_device_arg, add_executor_args, executor_kwargs, out_folder
 from thermosgd.errors import UsageError
 
 
@@ -23,15 +23,18 @@ def register(sub) -> None:
         help="print the grid, its units and the estimated time and memory (from a short trial run); write nothing",
     )
     add_executor_args(p)
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_study)
 
 
 def _study(args) -> int:
+    from thermosgd.studies.engine import device
     from thermosgd.studies.run import plan_study, run_study
     from thermosgd.studies.spec import resolve
 
-    study = resolve(args.config)
+    study = resolve(args.config, device=args.device)
+    device(study)  # a missing GPU: one line, before the dry run's trial or anything written
     if args.dry_run:
         _dry_run(study, args.out, plan_study(study, **executor_kwargs(args)))
         return 0
@@ -57,6 +60,7 @@ def _dry_run(study, out: Path | None, plan) -> None:
     print(f"batch_size  {list(t.batch_size)}")
     print(f"seeds       {len(t.seeds)} ({t.seeds[0]} … {t.seeds[-1]})")
     print(f"steps       {t.steps}, noise {t.noise}" + ("" if t.noise == "sgd" else f" (G = {t.gd_batch})"))
+    print(f"device      {t.device}")
     print(f"plan        {plan.line(study)} (from a short trial run here, ±3×)")
     if out is not None:
         check_folder(study, out)

@@ -19,8 +19,8 @@ Labels:
 
 Images are scaled to ``[0, 1]`` (pixel / 255; digits / 16) and not centered.
 Instruments run on a fixed probe set: the first ``probe_size`` training samples
-(online: ``probe_size`` fresh samples drawn once). Studies run in this process on
-the CPU (their model is a Python factory).
+(online: ``probe_size`` fresh samples drawn once). Studies run in this process
+(their model is a Python factory), on the CPU or on the ``device`` asked for.
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ def reproduce_deep(
         dataset: replace the image data set, e.g. ``"digits"`` (a labeled substitute).
         include_diverged: keep diverged replicas in the collapse fit.
         progress: show progress.
-        device: studies train on the CPU; another device is noted and ignored.
+        device: where the study trains: "cpu", "cuda" or "cuda:N" (docs/devices.md); recorded
+            in the preset's configuration unless "cpu".
         margin: practical margin of the exponent's verdict (a fraction of the paper's value).
 
     Returns:
@@ -241,10 +242,11 @@ def reproduce_deep(
         preset, seeds=seeds, steps=steps, quick=quick, data_dir=data_dir, dataset=dataset
     )
     config["probe_size"] = spec["data"]["probe_size"]
-    if progress and device != "cpu":
-        print(f"[{preset.name}] deep presets run as studies, in this process on the CPU")
+    if device != "cpu":  # absent on the CPU, so folders written before the option still match
+        config["device"] = device
     out = Path(out)
-    ds = preset_results(study(spec, out / "study", model=factory, data=data, progress=progress), config)
+    ds = study(spec, out / "study", model=factory, data=data, device=device, progress=progress)
+    ds = preset_results(ds, config)
     write_config(config, out)
     save_results(ds, out, config)
     draw_preset_figures(ds, out / "figures")

@@ -11,15 +11,17 @@ run: every number below is taken there, and each η of a study sees the same
 samples and draws, so the others would cost time and add nothing (alone, the
 largest η's replicas differ from the sweep's by float rounding only; the η sweep
 itself is fig2-middle-online's). With two usable cores, "gd" and "gaussian"
-train in a forked side process while "sgd" and "frozen" train here.
+train in a forked side process while "sgd" and "frozen" train here; on a GPU
+(``device``) all four train here, one after another (a forked child cannot use
+the CUDA its parent has started, and the GPU is where the parallelism is).
 
 The numbers go to ``mechanism-deep.json`` and ``report.md``: per noise model and
 metric (``grad_var``, ``activation_rate``) the change from step 0 to the last
 step with its 95% t-interval over seeds, judged by the direction rule; then the
 two-layer mechanism's claims
 (:func:`thermosgd.analysis.mechanism.mechanism_claims`) for each metric. Studies
-run on the CPU (their model is a Python factory), whatever executor or device is
-asked for.
+run in this process and its side process (their model is a Python factory),
+whatever executor is asked for.
 """
 
 from __future__ import annotations
@@ -86,13 +88,15 @@ def run_studies(
     quick: bool = False,
     progress: bool = True,
     side: bool = True,
+    device: str = "cpu",
 ) -> dict[str, xr.Dataset]:
-    """Every noise model's study into ``out/runs``; {noise model: results}. With ``side`` and two usable
-    cores the G-sample controls "gd" and "gaussian" run in a forked side process (one intra-op thread, as
-    here), so a replica's bits do not depend on where it trained."""
+    """Every noise model's study into ``out/runs``, on ``device``; {noise model: results}. With ``side``
+    and two usable cores the G-sample controls "gd" and "gaussian" run in a forked side process (one
+    intra-op thread, as here), so a replica's bits do not depend on where it trained; never on a GPU
+    (a forked child cannot use the CUDA its parent has started)."""
     noises = list(preset.settings(quick=quick)["noises"])
     beside = [n for n in noises if n in _BESIDE]
-    pool = _side_process() if side and beside else None
+    pool = _side_process() if side and beside and device == "cpu" else None
     here = noises if pool is None else [n for n in noises if n not in beside]
     with pool if pool is not None else contextlib.nullcontext(), warnings.catch_warnings():
         # Python ≥ 3.12 warns on fork() beside torch's OpenMP threads: the child runs one intra-op thread.
@@ -101,7 +105,7 @@ def run_studies(
             [pool.submit(_run_one, preset.name, n, out, seeds, steps, quick, progress) for n in beside] if pool else []
         )
         for noise in here:
-            _run_one(preset.name, noise, out, seeds, steps, quick, progress)
+            _run_one(preset.name, noise, out, seeds, steps, quick, progress, device)
         for f in later:
             f.result()
     return {n: load(_folder(out, n)) for n in noises}
@@ -115,12 +119,14 @@ def _folder(out: Path, noise: str) -> Path:
     return out / "runs" / f"{SETTING}-{noise}"
 
 
-def _run_one(name: str, noise: str, out: Path, seeds: int, steps: int, quick: bool, progress: bool) -> None:
+def _run_one(
+    name: str, noise: str, out: Path, seeds: int, steps: int, quick: bool, progress: bool, device: str = "cpu"
+) -> None:
     """One noise model's study into its folder (by preset name: a worker process receives this)."""
     if progress:
         print(f"[mechanism-deep] {SETTING}, noise = {noise}", flush=True)
     spec = study_spec(presets.get(name), noise, seeds=seeds, steps=steps, quick=quick)
-    study(spec, _folder(out, noise), model=fig2_mlp, progress=progress)
+    study(spec, _folder(out, noise), model=fig2_mlp, device=device, progress=progress)
 
 
 def reproduce_mechanism_deep(
@@ -141,9 +147,11 @@ def reproduce_mechanism_deep(
     seeds, steps = preset.size(seeds=seeds, steps=steps, quick=quick)
     params = preset.settings(quick=quick)
     inline = executor.get("executor") == "inline"
-    if progress and (device != "cpu" or executor.get("executor") not in (None, "auto", "inline")):
-        print("[mechanism-deep] studies of a Python model factory run on the CPU, here and in one forked process")
-    runs = run_studies(preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress, side=not inline)
+    if progress and executor.get("executor") not in (None, "auto", "inline"):
+        print("[mechanism-deep] studies of a Python model factory run here and in one forked process")
+    runs = run_studies(
+        preset, out, seeds=seeds, steps=steps, quick=quick, progress=progress, side=not inline, device=device
+    )
     falls = {noise: {m: fall(ds, m) for m in METRICS} for noise, ds in runs.items()}
     claims = [c for m in METRICS for c in mechanism_claims(runs, f"{SETTING} ({m})", "lr", margin=margin, metric=m)]
     spec = study_spec(preset, "sgd", seeds=seeds, steps=steps, quick=quick)

@@ -11,6 +11,11 @@ redistributed study is bit-identical to an uninterrupted one. Training the seeds
 together pays the per-step Python and dispatch cost once per step instead of once
 per seed; plain SGD ("sgd" noise) on a Linear/ReLU stack takes the ensemble's
 hand-written in-place step, the other noise models its weighted step.
+
+On a GPU (``[train] device``) the models are built and every random number is
+drawn on the CPU exactly as on a CPU run; then the ensemble's parameters, the
+probe sets and each step's samples and noise are moved to the device, which
+comes from one place (:func:`device`). Records come back to the CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 import xarray as xr
 from torch import nn
 
+from thermosgd.checks import torch_device
 from thermosgd.deep.ensemble import Ensemble, batched_layers
 from thermosgd.deep.noise import frozen_noise, step_weights
 from thermosgd.errors import UsageError
@@ -48,6 +54,24 @@ GUARD = 64  # elements past the last replica's loss: more than two AVX-512 vecto
 #: Layers whose batched kernels keep each replica's bits whatever the ensemble (bmm, grouped
 #: convolution, ReLU, reshapes): models of these alone train all of a unit's seeds as one ensemble.
 SHARED_LAYERS = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten)
+
+
+def device(study: Study) -> torch.device:
+    """Where ``study`` trains: ``[train] device``, refused in one line when this machine lacks that GPU."""
+    try:
+        return torch_device(study.cfg.train.device, "[train] device")
+    except UsageError as exc:
+        raise UsageError(str(exc), param="device") from None
+
+
+def _on(samples: Samples, dev: torch.device) -> Samples:
+    """``samples`` on ``dev`` (the same tensors on the CPU)."""
+    return Samples(samples.x.to(dev), samples.y.to(dev))
+
+
+def _cpu(values: dict) -> dict:
+    """:func:`measure`'s values on the CPU."""
+    return {k: ({n: x.cpu() for n, x in v.items()} if isinstance(v, dict) else v.cpu()) for k, v in values.items()}
 
 
 def record_steps(study: Study) -> list[int]:
@@ -77,7 +101,8 @@ def measure(study: Study, ens: Ensemble, probe: Samples, test: Samples | None, h
     """Every instrument of every replica of one seed's ensemble on the seed's probe (and held-out) set.
 
     Returns:
-        name -> ``(E,)`` float64 for the overall variables, and ``name_layer`` -> {layer: ``(E,)``}.
+        name -> ``(E,)`` float64 for the overall variables, and ``name_layer`` -> {layer: ``(E,)``},
+        on the CPU whatever the ensemble's device.
     """
     loss, E = study.cfg.train.loss, ens.size
     out: dict = {}
@@ -103,7 +128,7 @@ def measure(study: Study, ens: Ensemble, probe: Samples, test: Samples | None, h
         bound = _trace_bound(study, ens, probe)
         if bound is not None:
             out["hessian_trace_bound"] = bound
-    return out
+    return _cpu(out)
 
 
 def _trace_bound(study: Study, ens: Ensemble, probe: Samples) -> torch.Tensor | None:
@@ -168,6 +193,7 @@ def _frozen_variance(study: Study, ens: Ensemble, seed: int, bi: int, first: int
     """σ₀² of ``seed`` (replicas ``first`` on): each entry's unbiased per-sample-gradient variance at
     initialization on G samples, ``(L, *shape)``."""
     s = study.data.stream(seed, bi, NOISE_INIT).next(study.cfg.train.gd_batch)
+    s = _on(s, next(iter(ens.params.values())).device)
     one = {k: v[first : first + 1] for k, v in ens.params.items()}
     grads = replica_per_sample_gradients(
         ens.template,
@@ -189,9 +215,10 @@ class _Seed:
     hess_gen: torch.Generator
 
 
-def _build(study: Study, seeds: tuple[int, ...], bi: int) -> tuple[Ensemble, list[_Seed]]:
-    """One ensemble of every seed × learning rate (replica ``e``: seed ``seeds[e // L]``), each
-    seed's model from the factory (checked), and what each seed is measured on."""
+def _build(study: Study, seeds: tuple[int, ...], bi: int, dev: torch.device) -> tuple[Ensemble, list[_Seed]]:
+    """One ensemble of every seed × learning rate (replica ``e``: seed ``seeds[e // L]``) on ``dev``,
+    each seed's model from the factory (built and checked on the CPU, so its initial weights
+    are the same bits on every device, then copied to ``dev``), and what each seed is measured on."""
     t, dtype = study.cfg.train, study.data.dtype
     replicas, parts = [], []
     for seed in seeds:
@@ -199,8 +226,10 @@ def _build(study: Study, seeds: tuple[int, ...], bi: int) -> tuple[Ensemble, lis
         models.check_layers(model)
         probe = study.data.probe(seed)
         models.check_independent(model, t.loss, probe.x, probe.y)
-        replicas += [copy.deepcopy(model) for _ in t.lr]
-        parts.append(_Seed(probe, study.data.held_out(seed), generator(t.seed, seed, HESSIAN, bi)))
+        replicas += [copy.deepcopy(model).to(dev) for _ in t.lr]
+        test = study.data.held_out(seed)
+        hess = generator(t.seed, seed, HESSIAN, bi)  # on the CPU: hessian_trace moves its probes
+        parts.append(_Seed(_on(probe, dev), None if test is None else _on(test, dev), hess))
     return Ensemble(replicas), parts
 
 
@@ -224,7 +253,10 @@ def _finite(ens: Ensemble) -> torch.Tensor:
     """
     with torch.no_grad():
         sums = torch.stack([p.reshape(ens.size, -1).sum(1) for p in ens.params.values()], 1)
-    return ens.finite() if not bool(torch.isfinite(sums).all()) else torch.ones(ens.size, dtype=torch.bool)
+        if bool(torch.isfinite(sums).all()):
+            return torch.ones(ens.size, dtype=torch.bool, device=sums.device)
+        # ens.finite() itself, on the parameters' device (its accumulator is made on the CPU)
+        return torch.stack([torch.isfinite(p.reshape(ens.size, -1)).all(1) for p in ens.params.values()]).all(0)
 
 
 def _guarded(each):
@@ -262,13 +294,18 @@ def _mean_loss(each):
 
 
 class _Noise:
-    """Each step's per-sample weights and "frozen" noise, every seed from its own generator."""
+    """Each step's per-sample weights and "frozen" noise, every seed from its own generator.
 
-    def __init__(self, study: Study, ens: Ensemble, seeds: tuple[int, ...], bi: int, n: int):
+    The normals and the weights are computed on the CPU (the same bits on every device)
+    and moved to ``dev``; the "frozen" noise is σ₀ (on ``dev``) times moved normals.
+    """
+
+    def __init__(self, study: Study, ens: Ensemble, seeds: tuple[int, ...], bi: int, n: int, dev: torch.device):
         t = study.cfg.train
-        self.noise, self.n, self.bs, self.dtype = t.noise, n, t.batch_size[bi], study.data.dtype
+        self.noise, self.n, self.bs, self.dtype, self.dev = t.noise, n, t.batch_size[bi], study.data.dtype, dev
         self.lr = torch.tensor(t.lr, dtype=self.dtype)
-        self.lr_all = self.lr.repeat(len(seeds))
+        self.lr_dev = self.lr.to(dev)
+        self.lr_all = self.lr.repeat(len(seeds)).to(dev)
         self.gens = [generator(t.seed, seed, NOISE, bi) for seed in seeds]
         L = len(t.lr)
         self.sigma2 = (
@@ -285,10 +322,12 @@ class _Noise:
             ws.append(step_weights(self.noise, self.lr, self.bs, self.n, z))
             if self.sigma2 is not None:
                 s2 = self.sigma2[si]
-                draws = {k: torch.randn(v.shape[1:], generator=gen, dtype=self.dtype) for k, v in s2.items()}
-                extras.append(frozen_noise(s2, self.lr, self.bs, draws))
+                draws = {
+                    k: torch.randn(v.shape[1:], generator=gen, dtype=self.dtype).to(self.dev) for k, v in s2.items()
+                }
+                extras.append(frozen_noise(s2, self.lr_dev, self.bs, draws))
         extra = {k: torch.cat([e[k] for e in extras]) for k in extras[0]} if extras else None
-        return torch.cat(ws), extra
+        return torch.cat(ws).to(self.dev), extra
 
 
 def train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int]) -> tuple[list[dict], np.ndarray]:
@@ -302,13 +341,13 @@ def train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int])
         Per recorded step, :func:`measure`'s values (NaN for replicas that diverged
         earlier), and ``(S·L,)`` the step at which each replica diverged (-1: never).
     """
-    t = study.cfg.train
-    ens, parts = _build(study, seeds, bi)
+    t, dev = study.cfg.train, device(study)
+    ens, parts = _build(study, seeds, bi, dev)
     E, L = ens.size, len(t.lr)
-    alive, diverged = torch.ones(E, dtype=torch.bool), np.full(E, -1, dtype=np.int64)
+    alive, diverged = torch.ones(E, dtype=torch.bool, device=dev), np.full(E, -1, dtype=np.int64)
     streams = [study.data.stream(seed, bi) for seed in seeds]
     each, n = _guarded(models.sample_losses(t.loss)), t.batch_size[bi] if t.noise == "sgd" else t.gd_batch
-    noise = _Noise(study, ens, seeds, bi, n)
+    noise = _Noise(study, ens, seeds, bi, n, dev)
     plain, mean = t.noise == "sgd" and ens.by_hand, _mean_loss(models.sample_losses(t.loss))
     modules = [copy.deepcopy(ens.template) for _ in range(L)]
     records: list[dict] = []
@@ -318,17 +357,17 @@ def train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int])
             values = [
                 measure(study, _replicas(ens, i * L, modules), p.probe, p.test, p.hess_gen) for i, p in enumerate(parts)
             ]
-            records.append(_mask(_join(values), alive))
+            records.append(_mask(_join(values), alive.cpu()))
         if step == t.steps:
             break
-        x, y = _stack([s.next(n) for s in streams], L)
+        x, y = _stack([_on(s.next(n), dev) for s in streams], L)  # drawn on the CPU, moved per seed
         if plain:  # SGD on a Linear/ReLU stack: the ensemble's hand-written backward, updates in place
             _, updated = ens.step(mean, x, y, noise.lr_all, alive)
         else:
             w, extra = noise.draw()
             _, updated = ens.weighted_step(each, x, y, w, alive, extra)
         newly = alive & ~(updated & _finite(ens))
-        diverged[newly.numpy()] = step
+        diverged[newly.cpu().numpy()] = step
         alive &= ~newly
     return records, diverged
 

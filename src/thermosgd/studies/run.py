@@ -12,6 +12,7 @@ the merged ``results.nc`` is identical array for array to an uninterrupted run
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from thermosgd.studies import engine
 from thermosgd.studies.spec import Study, resolve
 from thermosgd.sweep.executors import check_scheduler, open_executor, resolve_kind
 from thermosgd.sweep.run import check_config, resumed_units, usable_cores
-from thermosgd.sweep.store import CONFIG_FILE, check_output_folder, save_results
+from thermosgd.sweep.store import CONFIG_FILE, check_output_folder, read_config, save_results
 from thermosgd.sweep.units import Stamp, Unit, study_units, write_unit
 from thermosgd.threads import threads_for
 
@@ -98,18 +99,25 @@ def _with_steps(cfg: StudyConfig, steps: int) -> StudyConfig:
 
 def plan_study(study: Study, *, executor: str | None = "inline", workers: int | None = None, scheduler=None):
     """Units, where they run (``"auto"``: worker processes when the study is portable,
-    has several units and takes long enough, else inline) and what that costs."""
+    has several units and takes long enough, else inline; on a GPU always inline) and what that costs."""
     kind = resolve_kind(executor, workers=workers, scheduler=scheduler)
     if kind not in ("inline", "auto") and not study.portable:
         raise UsageError(
             "a study given as Python objects runs in this process (executor inline); "
             "write it as a study TOML (factory module:function, data from [data]) to use workers"
         )
+    gpu = study.cfg.train.device != "cpu"
+    if gpu and kind == "processes":  # the trial run below starts CUDA here, which a forked worker cannot use
+        raise UsageError(
+            f"a study on {study.cfg.train.device} runs in this process (executor inline) or on Dask workers, "
+            "not in local worker processes",
+            param="executor",
+        )
     units = plan_units(study)
     seconds, memory = estimate(study)
     if kind == "auto":
         parallel = min(usable_cores(), len(units))
-        kind = "processes" if study.portable and parallel >= 2 and seconds >= 5.0 else "inline"
+        kind = "processes" if study.portable and parallel >= 2 and seconds >= 5.0 and not gpu else "inline"
         workers = parallel if kind == "processes" else None
     n = 1 if kind == "inline" else (workers or usable_cores())
     return StudyPlan(units, kind, workers, seconds / max(1, min(n, len(units))), memory)
@@ -141,9 +149,11 @@ def run_study(
     """Run (or resume) ``study`` into ``out``; return the merged results (as :func:`thermosgd.load` would).
 
     Raises:
-        UsageError: the folder holds something else or another study, is locked, or
-            the study's inputs cannot be fingerprinted and the folder has earlier units.
+        UsageError: the folder holds something else or another study (or this study on
+            another device), is locked, or the study's inputs cannot be fingerprinted and
+            the folder has earlier units; ``[train] device`` is a GPU this machine lacks.
     """
+    engine.device(study)  # a missing GPU fails before anything is written
     out = check_folder(study, out)
     stamped = Stamp(study.stamp())
     plan = plan_study(study, executor=executor, workers=workers, scheduler=scheduler)
@@ -188,6 +198,7 @@ def check_folder(study: Study, out: str | os.PathLike) -> Path:
     try:
         check_config(out, Stamp(study.stamp()))
     except UsageError as exc:
+        _check_device(study, out)
         if "inputs_sha256" in str(exc).split("(", 1)[-1].split(":", 1)[0]:
             raise UsageError(
                 f"{out} holds results of this study made with other inputs: the model factory's file or the "
@@ -196,6 +207,27 @@ def check_folder(study: Study, out: str | os.PathLike) -> Path:
             ) from None
         raise
     return out
+
+
+def _check_device(study: Study, out: Path) -> None:
+    """Refuse, naming the devices, a folder that holds this very study run on another device.
+
+    Its units would mix results that differ in the last bits (docs/devices.md); a
+    folder written on one device resumes on that device only.
+    """
+    old = read_config(out / CONFIG_FILE)
+    new = json.loads(json.dumps(study.stamp()))
+    train = old["study"].get("train") if isinstance(old.get("study"), dict) else None
+    if not isinstance(train, dict):
+        return  # not a study's folder: check_config's own message says what differs
+    was = train.pop("device", "cpu")
+    new["study"]["train"].pop("device", None)
+    if old == new and was != study.cfg.train.device:
+        raise UsageError(
+            f"{out} holds this study run on device {was!r}; results on another device differ in the last bits, "
+            f"so it resumes only with device {was!r}; choose a new output folder for {study.cfg.train.device!r}",
+            param="out",
+        )
 
 
 def _inline(study: Study) -> Callable:
@@ -225,7 +257,14 @@ def merge(parts: list[xr.Dataset], seeds) -> xr.Dataset:
 
 
 def study(
-    spec, out: str | os.PathLike | None = None, *, model: Callable | None = None, data=None, test_data=None, **options
+    spec,
+    out: str | os.PathLike | None = None,
+    *,
+    model: Callable | None = None,
+    data=None,
+    test_data=None,
+    device: str | None = None,
+    **options,
 ) -> xr.Dataset:
     """Run a study: every lr × batch size × seed of any ``nn.Module``, instruments on a schedule.
 
@@ -236,6 +275,7 @@ def study(
         model: a factory ``model(seed=s) -> nn.Module``, replacing ``[model] factory``.
         data: the training set as ``(x, y)`` tensors or a ``torch.utils.data.Dataset``.
         test_data: a held-out set, likewise.
+        device: "cpu", "cuda" or "cuda:N", replacing ``[train] device`` (docs/devices.md).
         **options: with ``out``, :func:`run_study`'s ``executor``, ``workers``, ``scheduler``
             (a TOML study only; as for sweeps) and ``progress``.
 
@@ -245,10 +285,11 @@ def study(
         ``test_*``, ``hessian_trace`` when asked), per-layer ``*_layer`` variables with a
         layer dimension, and ``diverged``.
     """
-    resolved = resolve(spec, model=model, data=data, test_data=test_data)
+    resolved = resolve(spec, model=model, data=data, test_data=test_data, device=device)
     if out is None:
         if options:
             raise UsageError(f"study: {', '.join(options)} apply only with out=FOLDER")
+        engine.device(resolved)
         units = plan_units(resolved)
         return merge([engine.compute_unit(resolved, u.seeds) for u in units], resolved.cfg.train.seeds)
     return run_study(resolved, out, **{"progress": False, **options})

@@ -10,6 +10,7 @@ tensors).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from thermosgd.config import StudyConfig, is_study, load_study_toml, study_from_dict
+from thermosgd.config import StudyConfig, check_device_name, is_study, load_study_toml, study_from_dict
 from thermosgd.errors import UsageError
 from thermosgd.studies.data import Samples, StudyData, from_dataset, given
 from thermosgd.studies.model import factory_file, fingerprint, import_factory
@@ -46,8 +47,16 @@ class Study:
     portable: bool
 
     def stamp(self) -> dict[str, Any]:
-        """What identifies the study's results: ``config.json`` and every unit's ``attrs["config"]``."""
-        return {"study": self.cfg.to_dict(), "inputs_sha256": self.fingerprint}
+        """What identifies the study's results: ``config.json`` and every unit's ``attrs["config"]``.
+
+        ``[train] device`` is in it unless "cpu": results on a GPU differ from the CPU's in
+        the last bits, so a folder resumes only on its own device, and a CPU folder written
+        before the option still resumes.
+        """
+        cfg = self.cfg.to_dict()
+        if cfg["train"]["device"] == "cpu":
+            del cfg["train"]["device"]
+        return {"study": cfg, "inputs_sha256": self.fingerprint}
 
 
 def _hash_tensors(h, samples: Samples | None) -> None:
@@ -79,7 +88,7 @@ def _samples(obj, cfg: StudyConfig, what: str) -> Samples | None:
     raise UsageError(f"{what} must be a pair (x, y) of tensors or a torch Dataset, got {type(obj).__name__}")
 
 
-def resolve(spec, *, model: Callable | None = None, data=None, test_data=None) -> Study:
+def resolve(spec, *, model: Callable | None = None, data=None, test_data=None, device: str | None = None) -> Study:
     """A :class:`Study` from a TOML path or a config dict, with optional Python objects.
 
     Args:
@@ -88,6 +97,8 @@ def resolve(spec, *, model: Callable | None = None, data=None, test_data=None) -
         model: a factory ``model(seed=s) -> nn.Module``, replacing ``[model] factory``.
         data: the training set, ``(x, y)`` tensors or a ``Dataset``, replacing [data].
         test_data: a held-out set, likewise.
+        device: "cpu", "cuda" or "cuda:N", replacing ``[train] device`` (the spelling is
+            checked here; whether the GPU exists, where training starts).
     """
     if isinstance(spec, (str, Path)):
         cfg = load_study_toml(spec)
@@ -102,6 +113,12 @@ def resolve(spec, *, model: Callable | None = None, data=None, test_data=None) -
         cfg = spec
     else:
         raise UsageError(f"study: spec must be a TOML path, a dict or a StudyConfig, got {type(spec).__name__}")
+    if device is not None:
+        try:
+            check_device_name(device, "device")
+        except UsageError as exc:
+            raise UsageError(str(exc), param="device") from None
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
     train, test = _samples(data, cfg, "data"), _samples(test_data, cfg, "test_data")
     h = hashlib.sha256()
     if model is not None:
