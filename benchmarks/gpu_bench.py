@@ -81,7 +81,7 @@ spec_.loader.exec_module(mod)
 spec = copy.deepcopy(mod.SPEC)
 spec["train"]["device"] = device
 t0 = time.perf_counter()
-ds = thermosgd.study(spec, progress=False)
+ds = thermosgd.study(spec)
 print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 

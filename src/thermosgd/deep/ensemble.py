@@ -316,7 +316,7 @@ class Ensemble:
 
     def finite(self) -> torch.Tensor:
         """``(E,)`` bool: every parameter of the replica is finite."""
-        ok = torch.ones(self.size, dtype=torch.bool)
+        ok = torch.ones(self.size, dtype=torch.bool, device=next(iter(self.params.values())).device)
         with torch.no_grad():
             for p in self.params.values():
                 ok &= torch.isfinite(p.reshape(self.size, -1)).all(1)

@@ -255,8 +255,7 @@ def _finite(ens: Ensemble) -> torch.Tensor:
         sums = torch.stack([p.reshape(ens.size, -1).sum(1) for p in ens.params.values()], 1)
         if bool(torch.isfinite(sums).all()):
             return torch.ones(ens.size, dtype=torch.bool, device=sums.device)
-        # ens.finite() itself, on the parameters' device (its accumulator is made on the CPU)
-        return torch.stack([torch.isfinite(p.reshape(ens.size, -1)).all(1) for p in ens.params.values()]).all(0)
+    return ens.finite()
 
 
 def _guarded(each):
