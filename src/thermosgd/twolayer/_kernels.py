@@ -412,9 +412,10 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
     """Steps c0..c0+n of the chunk for replica groups g0..g1 with many samples per step (the G-sample
     noise models), in place.
 
-    W (R, N, M), b, V (R, N), wl (R, G); xs (streams, chunk, G, M), ys (streams, chunk, G).
-    Group g is the replicas ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]``
-    (the learning rates and batch sizes of one seed when streams are shared): their first
+    W (R, N, M), b, V (R, N), wl (R, G); xs (streams, chunk, G, M), ys (streams, chunk, G), in W's
+    dtype or narrower (float32 draws of a float64 run, widened here tile by tile, so the engine's
+    drawing thread skips a pass over the whole chunk). Group g is the replicas
+    ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]`` (the learning rates and batch sizes of one seed when streams are shared): their first
     layers are stacked into one matrix, so the forward pass over a tile of samples is one
     matrix product for the whole group, and so is W's gradient (:func:`_group_tile`). A
     replica's numbers depend only on its own rows of these products, never on its group.
@@ -430,6 +431,7 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
     Wg = np.empty((kmax * N, M), dt)
     grad = np.empty((kmax * N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), one row per (member, unit)
     e = np.empty(T, dt)
+    X = np.empty((T, M), dt)  # the tile's inputs widened to W's dtype (float64 runs draw them in float32)
     for g in range(g0, g1):
         first, k, s = starts[g], starts[g + 1] - starts[g], gstream[g]
         for c in range(c0, c0 + n):
@@ -439,7 +441,10 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
             for t0 in range(0, G, T):
                 t = min(T, G - t0)
                 x = xs[s, c, t0 : t0 + t]
-                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], x, ys[s, c], t0, mse, e, grad)
+                for j in range(t):  # exact: widening changes no number, and the copy costs 1/(k·N) of a product
+                    for m in range(M):
+                        X[j, m] = x[j, m]
+                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], X[:t], ys[s, c], t0, mse, e, grad)
             for a in range(k):
                 r = order[first + a]
                 for i in range(N):
