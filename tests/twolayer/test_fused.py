@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import thermosgd
 from thermosgd.config import from_dict
 from thermosgd.errors import UsageError
 from thermosgd.twolayer import fused
+from thermosgd.twolayer.params import Params
 
 pytest.importorskip("numba")
 
@@ -151,6 +153,30 @@ def test_a_control_replica_is_the_same_bits_alone_or_in_a_grid(noise, share_data
     alone = thermosgd.train(cfg, seeds=[3])
     together = thermosgd.train(cfg).sel(seed=[3])
     _close(alone, together, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("noise", ["gd", "frozen"])
+def test_the_control_kernel_widens_float32_draws_exactly(noise):
+    """float64 runs hand the G-sample kernel their float32 draws as drawn (no pass widening the
+    chunk on the drawing thread): the kernel widens them tile by tile, to the same bits as
+    steps on the widened chunk ("frozen" with its noise, added in the kernel)."""
+    rng = np.random.default_rng(5)
+    R, N, M, G, S, C = 6, 5, 7, 300, 3, 4  # G is not a multiple of the tile: a short last tile
+    xs = rng.standard_normal((S, C, G, M)).astype(np.float32)
+    ys = rng.integers(0, 2, (S, C, G)).astype(np.float32)
+    stream = np.arange(R) % S
+    ends = {}
+    for x, y in ((xs, ys), (xs.astype(np.float64), ys.astype(np.float64))):
+        f64 = torch.float64  # the same start for both: the parameters move in place
+        W = torch.linspace(-1, 1, R * N * M, dtype=f64).view(R, N, M)
+        p = Params(W, torch.full((R, N), 0.1, dtype=f64), torch.linspace(-1, 1, R * N, dtype=f64).view(R, N))
+        ens = fused.ensemble(p, torch.full((R, G), 0.3 / G, dtype=torch.float64), stream, many_samples=True)
+        P = N * M + 2 * N
+        z = (np.linspace(-2, 2, C * S * P).reshape(C, S, P), np.full((R, P), 0.01)) if noise == "frozen" else None
+        ens.steps(x, y, 0, C, loss="bce", bias=True, threads=1, noise=z)
+        ends[x.dtype.name] = [t.clone() for t in (p.W, p.b, p.V)]
+    for a, b in zip(ends["float32"], ends["float64"]):
+        assert torch.equal(a, b)
 
 
 def test_the_vectorized_sigmoid_equals_the_exact_one():

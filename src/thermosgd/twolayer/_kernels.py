@@ -408,17 +408,20 @@ BLAS_ONE_THREAD = 1 << 18
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1):  # pragma: no cover
+def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1, zs, zscale):  # pragma: no cover
     """Steps c0..c0+n of the chunk for replica groups g0..g1 with many samples per step (the G-sample
     noise models), in place.
 
-    W (R, N, M), b, V (R, N), wl (R, G); xs (streams, chunk, G, M), ys (streams, chunk, G).
-    Group g is the replicas ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]``
-    (the learning rates and batch sizes of one seed when streams are shared): their first
-    layers are stacked into one matrix, so the forward pass over a tile of samples is one
-    matrix product for the whole group, and so is W's gradient (:func:`_group_tile`). A
-    replica's numbers depend only on its own rows of these products, never on its group.
-    The parameters move once per step (every sample sees the pre-step parameters).
+    W (R, N, M), b, V (R, N), wl (R, G); xs (streams, chunk, G, M), ys (streams, chunk, G), in W's
+    dtype or narrower (float32 draws of a float64 run, widened here tile by tile, so the engine's
+    drawing thread skips a pass over the whole chunk). Group g is the replicas
+    ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]`` (the learning rates and
+    batch sizes of one seed when streams are shared): their first layers are stacked into one
+    matrix, so the forward pass over a tile of samples is one matrix product for the whole group,
+    and so is W's gradient (:func:`_group_tile`). A replica's numbers depend only on its own rows
+    of these products, never on its group. The parameters move once per step (every sample sees
+    the pre-step parameters). "frozen" adds its noise after each step (:func:`_frozen_noise`):
+    zs (chunk, streams, P) normal draws and zscale (R, P) = η·scale; other models pass empty ones.
     """
     _, N, M = W.shape
     G = xs.shape[2]
@@ -430,6 +433,7 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
     Wg = np.empty((kmax * N, M), dt)
     grad = np.empty((kmax * N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), one row per (member, unit)
     e = np.empty(T, dt)
+    X = np.empty((T, M), dt)  # the tile's inputs widened to W's dtype (float64 runs draw them in float32)
     for g in range(g0, g1):
         first, k, s = starts[g], starts[g + 1] - starts[g], gstream[g]
         for c in range(c0, c0 + n):
@@ -439,7 +443,10 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
             for t0 in range(0, G, T):
                 t = min(T, G - t0)
                 x = xs[s, c, t0 : t0 + t]
-                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], x, ys[s, c], t0, mse, e, grad)
+                for j in range(t):  # exact: widening changes no number, and the copy costs 1/(k·N) of a product
+                    for m in range(M):
+                        X[j, m] = x[j, m]
+                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], X[:t], ys[s, c], t0, mse, e, grad)
             for a in range(k):
                 r = order[first + a]
                 for i in range(N):
@@ -449,6 +456,22 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
                     if bias:
                         b[r, i] -= row[M]
                     V[r, i] -= row[M + 1]
+                if zs.shape[0]:
+                    _frozen_noise(W[r], b[r], V[r], zscale[r], zs[c, s], bias)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _frozen_noise(W, b, V, a, z, bias):  # pragma: no cover - compiled
+    """θ ← θ − a ⊙ z for one replica, entries (W row-major, b, V) of a, z (P,): the noise of
+    :func:`~thermosgd.twolayer.steps.frozen_noise`, rounded as there (product, then difference;
+    no fastmath, so no fused multiply-add)."""
+    N, M = W.shape
+    for i in range(N):
+        for m in range(M):
+            W[i, m] -= a[i * M + m] * z[i * M + m]
+        if bias:
+            b[i] -= a[N * M + i] * z[N * M + i]
+        V[i] -= a[N * M + N + i] * z[N * M + N + i]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")

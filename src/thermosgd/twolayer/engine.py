@@ -107,7 +107,8 @@ def train(
     N, M = cfg.model.hidden, cfg.model.inputs
     per_seed = len(t.lr) * len(t.batch_size) * N * M  # W entries per seed
     if t.noise != "sgd":  # the G-sample steps' intermediates (R, G, N) and (R, G, M) dominate
-        per_seed += len(t.lr) * len(t.batch_size) * t.gd_batch * (N + M)
+        # (the compiled kernel tiles them: there a seed's samples, shared by its replicas, count once)
+        per_seed += (1 if fused.applies(cfg) and t.share_data else len(t.lr) * len(t.batch_size)) * t.gd_batch * (N + M)
     block = max(1, (_BLOCK_ENTRIES if cfg.train.device == "cpu" else _GPU_BLOCK_ENTRIES) // per_seed)
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     # The fused path splits whole multi-step calls over threads: it uses every thread it is given.
@@ -186,6 +187,7 @@ def _train(
         # Replica r reads stream r % S when streams are shared per seed (replica order lr, batch, seed).
         stream = np.arange(R) % (data.S if t.share_data else R)
         backend = fused.FusedBackend(cfg, p, stepper, stream, data.replicate, probe, S, fused_threads)
+        data.widen = t.noise == "sgd"  # the G-sample kernel takes narrower draws as they are
     else:
         backend = TorchBackend(cfg, p, data, probe, stepper, _dense(records.steps, t.steps))
     try:
@@ -477,6 +479,8 @@ class _Data:
         self.L, self.K, self.S = len(t.lr), len(t.batch_size), len(seeds)
         self.shared, self.batch_sizes, self.dtype = t.share_data, t.batch_size, dtype
         self.draw_dtype = _draw_dtype(cfg, dtype, user)
+        # Chunks widened to ``dtype`` here; the compiled G-sample kernel widens them itself (fused.FusedBackend).
+        self.widen = True
         per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
         if self.draw_dtype != dtype:  # the same coordinates (so the same generators), drawn narrower
             per_seed_draws = [SampleStream(cfg, t.seed, s, dtype=self.draw_dtype) for s in seeds]
@@ -551,8 +555,9 @@ class _Data:
         x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
         if not by_stream:
             x, y = x.transpose(0, 1), y.transpose(0, 1)
-        # No copy unless n < chunk, the samples were drawn narrower, or steps go first.
-        return x.to(self.dtype).contiguous(), y.to(self.dtype).contiguous()
+        # No copy unless n < chunk, the samples were drawn narrower (and are widened), or steps go first.
+        dt = self.dtype if self.widen else self.draw_dtype
+        return x.to(dt).contiguous(), y.to(dt).contiguous()
 
 
 def draw_threads(device: str, streams: int) -> int:

@@ -48,7 +48,7 @@ from thermosgd.errors import UsageError
 from thermosgd.twolayer.lanes import LANES
 from thermosgd.twolayer.measure import ProbeSet, measure
 from thermosgd.twolayer.params import Params
-from thermosgd.twolayer.steps import frozen_noise, gaussian_weights, gd_weights
+from thermosgd.twolayer.steps import frozen_scale, gaussian_weights, gd_weights
 
 
 def available() -> bool:
@@ -207,15 +207,6 @@ def ensemble(p: Params, wl: torch.Tensor, stream: np.ndarray, many_samples: bool
     return LaneEnsemble(p, wl, stream)
 
 
-def _subtract(p: Params, delta: torch.Tensor, bias: bool) -> None:
-    """p ← p − delta in place, delta (R, P) ordered (W row-major, b, V); b only if ``bias``."""
-    R, N, M = p.W.shape
-    p.W.sub_(delta[:, : N * M].view(R, N, M))
-    if bias:
-        p.b.sub_(delta[:, N * M : N * M + N])
-    p.V.sub_(delta[:, N * M + N :])
-
-
 class RowEnsemble:
     """R replicas' W, b, V in torch's own layout, shared with ``p`` (no copies).
 
@@ -245,14 +236,27 @@ class RowEnsemble:
         """Nothing to copy: the arrays are views of ``p``'s tensors."""
         assert p is self.p
 
-    def steps(self, xs: np.ndarray, ys: np.ndarray, c0: int, n: int, *, loss: str, bias: bool, threads: int) -> None:
-        """As :meth:`LaneEnsemble.steps`."""
+    def steps(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        c0: int,
+        n: int,
+        *,
+        loss: str,
+        bias: bool,
+        threads: int,
+        noise: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """As :meth:`LaneEnsemble.steps`; ``noise`` = (zs (chunk, streams, P), η·scale (R, P)) adds
+        "frozen"'s noise after each step (G-sample kernel only)."""
         k = _kernels()
         if self.many_samples:
             groups = (self.order, self.starts, self.gstream)
+            zs, zscale = noise if noise is not None else (np.empty((0, 0, 0), self.W.dtype), self.W[:0, 0])
             _parallel(
                 lambda g0, g1: k.sample_steps(
-                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1
+                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale
                 ),
                 len(self.gstream),
                 threads,
@@ -328,10 +332,6 @@ class RowEnsemble:
     def set_weights(self, wl: torch.Tensor) -> None:
         """New (R, B) per-sample step weights for the next steps."""
         self.wl = np.ascontiguousarray(wl.numpy())
-
-    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
-        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
-        _subtract(self.p, delta, bias)
 
 
 class LaneEnsemble:
@@ -481,14 +481,6 @@ class LaneEnsemble:
         """New (R, B) per-sample step weights for the next steps (padded lanes stay 0)."""
         self.wl = self._soa(wl)
 
-    def subtract(self, delta: torch.Tensor, *, bias: bool) -> None:
-        """θ ← θ − delta for (R, P) ``delta`` ordered (W row-major, b, V); b only if ``bias``."""
-        R, N, M = self.R, self.W.shape[1], self.W.shape[2]
-        self.W -= self._soa(delta[:, : N * M].reshape(R, N, M))
-        if bias:
-            self.b -= self._soa(delta[:, N * M : N * M + N])
-        self.V -= self._soa(delta[:, N * M + N :])
-
 
 class FusedBackend:
     """The compiled backend of :func:`thermosgd.twolayer.engine._integrate` (its ``Backend`` interface).
@@ -499,7 +491,7 @@ class FusedBackend:
     step kernel with its per-sample weights (:mod:`thermosgd.twolayer.steps`): "sgd"
     and "gd" fixed ones (many steps per call), "gaussian" new ones each step (from
     :func:`~thermosgd.twolayer.steps.gaussian_weights`), "frozen" the "gd" step plus
-    :func:`~thermosgd.twolayer.steps.frozen_noise` added to the parameters.
+    :func:`~thermosgd.twolayer.steps.frozen_noise` added to the parameters in the kernel.
 
     Args:
         cfg: the configuration. p: the initial parameters (R replicas).
@@ -545,13 +537,13 @@ class FusedBackend:
             self.ens.steps(xs, ys, c0, n, **kw)
             return
         st = self.stepper
+        if self.noise == "frozen":  # the "gd" step plus its noise, in the kernel: all n steps in one call
+            zscale = np.ascontiguousarray(frozen_scale(st.lr, st.scale).numpy())
+            self.ens.steps(xs, ys, c0, n, noise=(zs.numpy(), zscale), **kw)
+            return
         for c in range(c0, c0 + n):
-            z = self.replicate(zs[c])
-            if self.noise == "gaussian":
-                self.ens.set_weights(gaussian_weights(st.lr, st.batch_size, z))
+            self.ens.set_weights(gaussian_weights(st.lr, st.batch_size, self.replicate(zs[c])))
             self.ens.steps(xs, ys, c, 1, **kw)
-            if self.noise == "frozen":
-                self.ens.subtract(frozen_noise(st.lr, st.scale, z), bias=self.bias)
 
     def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
         ens, probe = self.ens, self.probe

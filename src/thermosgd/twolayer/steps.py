@@ -226,4 +226,10 @@ def frozen_step(
 
 def frozen_noise(lr: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The noise part η ξ of the "frozen" step: (R, P) = lr (R,) × scale (R, P) ⊙ z (R, P), entries (W, b, V)."""
-    return (lr.unsqueeze(-1) * scale).mul_(z)
+    return frozen_scale(lr, scale).mul_(z)
+
+
+def frozen_scale(lr: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """η × scale, (R, P): the factor of the normal draws in :func:`frozen_noise` (the compiled
+    kernel takes it as it is, and multiplies in the draws itself, rounding as there)."""
+    return lr.unsqueeze(-1) * scale
