@@ -27,36 +27,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 TWOLAYER = r"""
-import json, sys, time
-import torch
+import json, sys
 import thermosgd
 from thermosgd.presets import get, twolayer_config
-from thermosgd.twolayer import engine
 name, replicas, steps, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cfg = twolayer_config(get(name), seeds=2, steps=20000)
 seeds = -(-replicas // (len(cfg.train.lr) * len(cfg.train.batch_size)))
 cfg = twolayer_config(get(name), seeds=seeds, steps=20000).replace(train={"steps": steps, "device": device})
 thermosgd.train(cfg.replace(train={"seeds": 2, "steps": 2 * cfg.train.record_every}))  # warm-up
 
-inner = [0.0]
-real = engine._integrate
-
-def clocked(*a, **k):  # the training loop alone: train() less set-up (seeds, probe sets) and assembly
-    t0 = time.perf_counter()
-    real(*a, **k)
-    if device != "cpu":
-        torch.cuda.synchronize()
-    inner[0] += time.perf_counter() - t0
-
-engine._integrate = clocked
-if device != "cpu":
-    torch.cuda.synchronize()
-t0 = time.perf_counter()
-ds = thermosgd.train(cfg)
-dt = time.perf_counter() - t0
-R = ds.sizes["lr"] * ds.sizes["batch_size"] * ds.sizes["seed"]
+sys.path.insert(0, "benchmarks")
+from gpu_profile import timed_train  # train()'s seconds and the training loop's own
+dt, loop = timed_train(cfg, device)
+R = len(cfg.train.lr) * len(cfg.train.batch_size) * len(cfg.train.seeds)
 print(json.dumps({"replicas": int(R), "steps": steps, "seconds": dt, "rate": R * steps / dt,
-    "note": f"the training loop alone {R * steps / inner[0]:.3g}/s; set-up and assembly {dt - inner[0]:.1f} s "
+    "note": f"the training loop alone {R * steps / loop:.3g}/s; set-up and assembly {dt - loop:.1f} s "
             f"of {dt:.1f} s"}))
 """
 
