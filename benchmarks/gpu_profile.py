@@ -2,21 +2,26 @@
 
 Run by hand on a CUDA machine (``gpu_check.sh`` runs it after the benchmarks)::
 
-    python benchmarks/gpu_profile.py [--replicas 65536] [--cpu-dry-run]
+    python benchmarks/gpu_profile.py [--replicas 65536] [--cpu-dry-run] [--tables FILE]
 
 For fig3 and fig2-top on the benchmark's grid it prints, from one process:
 
-- the whole ``train()``, and the part inside the training loop (``engine._integrate``);
-- the loop again with free draws (every chunk replaced by the first one, drawn once):
-  the rate the device and the Python that drives it reach alone;
-- torch's profiler over a short run: the ten ops with the most self CPU time and the ten
-  with the most device time.
+- the whole ``train()``, and the part inside the training loop (``engine._integrate``), as run by
+  default (steps replayed as CUDA graphs, streams drawn in worker processes);
+- the loop again with eager steps (no graphs), and with free draws (every chunk replaced by the
+  first one, drawn once): the rate the device and the Python that drives it reach alone;
+- milliseconds per step to draw a chunk on 1 and 8 threads and on 4, 8 and 14 processes;
+- the step's parts as single kernels, timed with CUDA events (fig2-top's size): which of the
+  batched-GEMM and element-wise forms is faster here;
+- torch's profiler over a short run: the ops with the most self CPU time and with the most device
+  time (into ``--tables``, default stdout).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -68,52 +73,110 @@ def free_draws():
 
 
 def draw_scaling(cfg, seeds: int) -> str:
-    """ms per step to draw one chunk of ``seeds`` streams on 1, 4 and 8 threads, with torch's
-    intra-op threads as they are and with one."""
-    out, before = [], torch.get_num_threads()
-    for intra in (before, 1):
-        torch.set_num_threads(intra)
+    """ms per step to draw one chunk of ``seeds`` streams on 1 and 8 threads and on 4, 8, 14 processes."""
+    out = []
+    for kind, k in (("threads", 1), ("threads", 8), ("processes", 4), ("processes", 8), ("processes", 14)):
         data = engine._Data(cfg, list(range(seeds)), None, torch.float32)
-        for k in (1, 4, 8):
-            data.draw_threads = k
+        data.draw_threads, data.draw_processes = (k, 1) if kind == "threads" else (1, k)
+        data.start(1, engine._CHUNK)
+        try:
+            data.chunk(engine._CHUNK, 1, engine._CHUNK)  # the workers' first call pays their start
             t0 = time.perf_counter()
             data.chunk(engine._CHUNK, 1, engine._CHUNK)
-            out.append(f"{k} threads/{intra} intra-op: {(time.perf_counter() - t0) / engine._CHUNK * 1e3:.2f}")
-    torch.set_num_threads(before)
+            out.append(f"{k} {kind}: {(time.perf_counter() - t0) / engine._CHUNK * 1e3:.2f}")
+        finally:
+            data.close()
     return "draws, ms/step: " + ", ".join(out)
+
+
+def step_parts(replicas: int, n: int, device: str) -> str:
+    """ms per call of the step's parts for ``replicas`` nets of n × n, float32, |B| = 1."""
+    from thermosgd.twolayer.steps import sgd_step
+
+    g = torch.Generator(device=device).manual_seed(0)
+    W = torch.randn(replicas, n, n, device=device, generator=g) / n**0.5
+    b, V = torch.zeros(replicas, n, device=device), torch.randn(replicas, n, device=device, generator=g)
+    x, y = torch.randn(replicas, 1, n, device=device, generator=g), torch.zeros(replicas, 1, device=device)
+    wl, rn = torch.full((replicas, 1), 1e-9, device=device), W.pow(2).sum(-1)
+    delta = torch.randn(replicas, 1, n, device=device, generator=g) * 1e-9
+    parts = {
+        "sgd_step (with ||W_i||^2 tracked)": lambda: sgd_step(W, b, V, x, y, wl, "bce", True, rn),
+        "z = baddbmm(b, x, W^T)": lambda: torch.baddbmm(b.unsqueeze(1), x, W.mT),
+        "z = bmm(W, x^T)": lambda: torch.bmm(W, x.mT),
+        "W.addcmul_(delta, x) (rank 1)": lambda: W.addcmul_(delta.mT, x, value=-1.0),
+        "W.baddbmm_(delta^T, x)": lambda: W.baddbmm_(delta.mT, x, alpha=-1.0),
+        "W.pow(2).sum(-1) (one read of W)": lambda: W.pow(2).sum(-1),
+    }
+    out = []
+    for name, fn in parts.items():
+        fn()
+        if device == "cpu":
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            ms = (time.perf_counter() - t0) / 5 * 1e3
+        else:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(20):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end) / 20
+        out.append(f"  {name}: {ms:.3f} ms")
+    gb = W.numel() * W.element_size() / 1e9
+    return f"step parts, {replicas} replicas of {n}x{n} float32 (W is {gb:.2f} GB):\n" + "\n".join(out)
+
+
+def loop_rates(cfg, device: str, R: int, steps: int) -> str:
+    """The training loop's rate by default, with eager steps, and with free draws."""
+    whole, loop = timed_train(cfg, device)
+    engine.TorchBackend.cuda_graphs = False
+    try:
+        _, eager = timed_train(cfg, device)
+    finally:
+        engine.TorchBackend.cuda_graphs = True
+    undo = free_draws()
+    try:
+        _, loop_free = timed_train(cfg, device)
+    finally:
+        undo()
+    return (
+        f"train() {whole:.1f} s (set-up and assembly {whole - loop:.1f} s), loop {R * steps / loop:.3g} "
+        f"replica-steps/s, eager steps {R * steps / eager:.3g}, free draws {R * steps / loop_free:.3g}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--replicas", type=int, default=65536)
     ap.add_argument("--cpu-dry-run", action="store_true")
+    ap.add_argument("--tables", default="", help="write the profiler's tables to this file (default: stdout)")
     args = ap.parse_args()
     device = "cpu" if args.cpu_dry_run else "cuda"
     replicas = 64 if args.cpu_dry_run else args.replicas
+    tables = []
     for name, steps in (("fig3", 2048), ("fig2-top", 512)):
         cfg = grid(name, replicas, steps, device)
         thermosgd.train(cfg.replace(train={"seeds": 2, "steps": 2 * cfg.train.record_every}))  # warm-up
         R = len(cfg.train.lr) * len(cfg.train.batch_size) * len(cfg.train.seeds)
-        whole, loop = timed_train(cfg, device)
-        undo = free_draws()
-        try:
-            _, loop_free = timed_train(cfg, device)
-        finally:
-            undo()
-        print(
-            f"{name}: {R} replicas × {steps} steps: train() {whole:.1f} s (set-up and assembly {whole - loop:.1f} s), "
-            f"loop {R * steps / loop:.3g} replica-steps/s, loop with free draws {R * steps / loop_free:.3g}"
-        )
-        print(draw_scaling(cfg, min(len(cfg.train.seeds), 16384)))
+        print(f"{name}: {R} replicas × {steps} steps: {loop_rates(cfg, device, R, steps)}", flush=True)
+        print(draw_scaling(cfg, min(len(cfg.train.seeds), 16384)), flush=True)
         acts = [torch.profiler.ProfilerActivity.CPU] + (
             [torch.profiler.ProfilerActivity.CUDA] if device != "cpu" else []
         )
         with torch.profiler.profile(activities=acts) as prof:
             thermosgd.train(cfg.replace(train={"steps": 256}))
         ka = prof.key_averages()
-        print(ka.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40))
+        tables.append(f"== {name}\n" + ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
         if device != "cpu":
-            print(ka.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=40))
+            tables.append(ka.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=40))
+    print(step_parts(replicas, 100 if device != "cpu" else 10, device), flush=True)
+    if args.tables:
+        Path(args.tables).write_text("\n".join(tables))
+        print(f"profiler tables: {args.tables}")
+    else:
+        print("\n".join(tables))
 
 
 if __name__ == "__main__":

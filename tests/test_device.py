@@ -169,3 +169,42 @@ def test_deep_preset_on_cuda_equals_cpu_to_tolerance(tmp_path):
         else:
             rtol = 1e-3 if name.startswith("grad_var") else 1e-4
             np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_graphs_replay_the_eager_steps(monkeypatch):
+    """float64 over chunk boundaries, with runs of 7 steps (replayed as 4 + 2 + 1) and a diverging
+    replica frozen between replays: graphs vs the eager loop on the GPU to 1e-9 relative (the same
+    kernels; cuBLAS may pick another algorithm under capture)."""
+    from thermosgd.twolayer.engine import TorchBackend
+
+    cfg = _cfg("sgd", dtype="float64", steps=300).replace(train={"record_every": 7, "lr": [0.05, 3.0]})
+    graphs = thermosgd.train(cfg, device="cuda")
+    monkeypatch.setattr(TorchBackend, "cuda_graphs", False)
+    eager = thermosgd.train(cfg, device="cuda")
+    for name in eager.data_vars:
+        np.testing.assert_allclose(graphs[name].values, eager[name].values, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert bool(eager.diverged.any())
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_with_drawing_processes_equals_cpu(monkeypatch):
+    """600 seeds: beside the GPU the streams are drawn in worker processes; the same draws as the CPU's."""
+    from thermosgd.twolayer import workers
+
+    started = []
+
+    class Counted(workers.StreamWorkers):
+        def __init__(self, *args):
+            super().__init__(*args)
+            started.append(len(self._procs))
+
+    cfg = _cfg("sgd", dtype="float64", steps=20).replace(train={"seeds": 600})
+    cpu = thermosgd.train(cfg)
+    monkeypatch.setattr(workers, "StreamWorkers", Counted)
+    gpu = thermosgd.train(cfg, device="cuda")
+    assert started and started[0] >= 1
+    for name in cpu.data_vars:
+        np.testing.assert_allclose(gpu[name].values, cpu[name].values, rtol=1e-9, atol=1e-12, err_msg=name)

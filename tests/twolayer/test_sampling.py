@@ -14,8 +14,9 @@ import torch
 import thermosgd
 from thermosgd.config import from_dict
 from thermosgd.errors import UsageError
+from thermosgd.twolayer import engine, workers
 from thermosgd.twolayer.data import DATA, SampleStream, generator
-from thermosgd.twolayer.engine import _CHUNK, _Data, draw_threads
+from thermosgd.twolayer.engine import _CHUNK, _Data, draw_processes, draw_threads
 
 
 def _cfg(sampling: str | None, n: int = 24, **train):
@@ -135,3 +136,71 @@ def test_draw_threads_only_beside_a_gpu():
     assert draw_threads("cpu", 10**5) == 1
     assert draw_threads("cuda", 8) == 1  # too few streams to split
     assert 1 <= draw_threads("cuda", 10**5) <= 8
+
+
+@pytest.mark.parametrize("sampling", ["online", "reshuffle"])
+@pytest.mark.parametrize("by_stream", [False, True])
+def test_chunks_drawn_in_worker_processes_are_the_one_process_chunks(sampling, by_stream):
+    """Beside a GPU the streams are drawn in forked processes that own them: the same bits, chunk after
+    chunk (the generators' and epochs' states live on in the workers), in either layout."""
+    if sampling == "online":
+        cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 7, "share_data": False}})
+    else:
+        cfg = _cfg("reshuffle", n=16, seeds=7, lr=[0.05, 0.1], share_data=False)
+    one, many = (_Data(cfg, list(range(7)), None, torch.float64) for _ in range(2))
+    many.draw_processes = 3  # 14 streams over 3 processes, unequal parts
+    many.start(2, _CHUNK)
+    try:
+        for n in (_CHUNK, _CHUNK, 5):  # whole chunks, then a partial one
+            kept = many.chunk(n, 2, _CHUNK, by_stream=by_stream)
+            again = many.chunk(n, 2, _CHUNK, by_stream=by_stream)  # must not overwrite what was returned
+            for a, b in zip(
+                one.chunk(n, 2, _CHUNK, by_stream=by_stream) + one.chunk(n, 2, _CHUNK, by_stream=by_stream),
+                kept + again,
+            ):
+                assert torch.equal(a, b)
+    finally:
+        many.close()
+    assert many._workers is None
+
+
+def test_training_with_drawing_processes_is_the_same_run(monkeypatch):
+    """train() with its streams drawn in worker processes (forced here on the CPU) gives the same bits."""
+    cfg = from_dict(
+        {"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 2, "seeds": 3, "steps": 300, "record_every": 50}}
+    )
+    alone = thermosgd.train(cfg)
+    monkeypatch.setattr(engine, "draw_processes", lambda device, streams: 2)
+    started = []
+
+    class Counted(workers.StreamWorkers):
+        def __init__(self, *args):
+            super().__init__(*args)
+            started.append(len(self._procs))
+
+    monkeypatch.setattr(workers, "StreamWorkers", Counted)
+    forked = thermosgd.train(cfg)
+    assert started == [2]
+    for name in ("v_norm", "w_norm", "activation_rate", "loss"):
+        np.testing.assert_array_equal(forked[name].values, alone[name].values)
+
+
+def test_a_failing_drawing_process_is_reported_in_one_message(monkeypatch):
+    cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 4}})
+    data = _Data(cfg, list(range(4)), None, torch.float64)
+    data.draw_processes = 2
+
+    def broken(x, y):
+        raise ValueError("disk on fire")
+
+    monkeypatch.setattr(data.streams[3], "batches_into", broken)  # the fork inherits it
+    data.start(1, _CHUNK)
+    with pytest.raises(RuntimeError, match="drawing samples failed: ValueError: disk on fire"):
+        data.chunk(_CHUNK, 1, _CHUNK)
+    data.close()
+
+
+def test_draw_processes_only_beside_a_gpu_with_many_streams():
+    assert draw_processes("cpu", 10**5) == 1
+    assert draw_processes("cuda", 100) == 1  # too few streams to be worth a fork
+    assert 1 <= draw_processes("cuda", 10**5) <= 16

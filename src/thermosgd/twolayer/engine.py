@@ -43,7 +43,7 @@ from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.progress import bar as progress_bar
 from thermosgd.threads import threads_for
-from thermosgd.twolayer import budget, divergence, fused
+from thermosgd.twolayer import budget, divergence, fused, graphs, workers
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
@@ -191,8 +191,10 @@ def _train(
     else:
         backend = TorchBackend(cfg, p, data, probe, stepper, _dense(records.steps, t.steps))
     try:
+        data.start(stepper.batch, stepper.chunk)
         _integrate(backend, data, stepper, records, watch, bar, record, probe_due, updates, per_step)
     finally:
+        data.close()
         fused.release_threads()
     bar.close()
     method = (
@@ -324,6 +326,8 @@ class TorchBackend:
     """
 
     by_stream = False
+    #: On a CUDA device, replay the steps between records as CUDA graphs (:mod:`~thermosgd.twolayer.graphs`).
+    cuda_graphs = True
 
     def __init__(self, cfg: SweepConfig, p: Params, data: _Data, probe: ProbeSet, stepper: _Stepper, track_norms):
         self.p, self.data, self.probe, self.stepper = p, data, probe, stepper
@@ -331,6 +335,9 @@ class TorchBackend:
         self.dev = p.W.device
         self.row_norms2 = p.W.pow(2).sum(-1) if cfg.train.noise == "sgd" and track_norms else None
         self.chunk: tuple = ()
+        capture = graphs.capture_for(self.dev) if self.cuda_graphs else None
+        self.graphs = None if capture is None else graphs.StepGraphs(self._step, stepper.chunk, capture)
+        self.warm = False  # graphs are captured after one eager call has set up the libraries' state
 
     def start_chunk(self, chunk: tuple) -> None:
         self.chunk = tuple(None if v is None else v.to(self.dev) for v in chunk)  # no copy on the CPU
@@ -339,11 +346,22 @@ class TorchBackend:
         _freeze_nonfinite(self.p, self.stepper.rates(), self.row_norms2)
 
     def advance(self, c0: int, n: int) -> None:
+        if self.graphs is not None and self.warm:
+            try:
+                self.graphs.run(self.chunk, c0, n)
+                return
+            except RuntimeError as err:  # captured nothing was replayed: step eagerly from here on
+                graphs.say_fallback(err)
+                self.graphs = None
         xs, ys, zs = self.chunk
-        rep = self.data.replicate
         for c in range(c0, c0 + n):
-            z = None if zs is None else rep(zs[c])
-            self.stepper.step(self.p, rep(xs[c]), rep(ys[c]), z, self.row_norms2)
+            self._step(xs[c], ys[c], None if zs is None else zs[c])
+        self.warm = True
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> None:
+        """One step of every replica on one step's samples (per stream: replicated here)."""
+        rep = self.data.replicate
+        self.stepper.step(self.p, rep(x), rep(y), None if z is None else rep(z), self.row_norms2)
 
     def measure(self, with_probe: bool) -> dict[str, torch.Tensor]:
         p = self.p
@@ -499,6 +517,8 @@ class _Data:
         )
         self.probes = per_seed  # the probe set is per seed in either case
         self.draw_threads = draw_threads(cfg.train.device, len(self.streams))
+        self.draw_processes = draw_processes(cfg.train.device, len(self.streams))
+        self._workers: workers.StreamWorkers | None = None
 
     def _per_seed(self, v: torch.Tensor) -> torch.Tensor:
         """(S, ...) per-seed tensor → (L·K·S, ...) in replica order (lr, batch, seed)."""
@@ -528,6 +548,20 @@ class _Data:
             out.test_x, out.test_y = (self._per_seed(torch.stack(v).to(device)) for v in zip(*tests))
         return _to_device(out, device)
 
+    def start(self, batch: int, chunk: int) -> None:
+        """Fork the drawing processes (``draw_processes`` > 1, beside a GPU) for chunks of ``chunk``
+        steps of ``batch`` samples; from here on the streams are drawn there. Call :meth:`close` after."""
+        if self.draw_processes > 1 and self._workers is None and workers.available():
+            self._workers = workers.StreamWorkers(
+                self.streams, chunk * batch, self.streams[0].M, self.draw_dtype, self.draw_processes
+            )
+
+    def close(self) -> None:
+        """Stop the drawing processes, if any."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
     def chunk(self, n: int, batch: int, chunk: int, by_stream: bool = False):
         """Samples for n ≤ chunk steps: x (n, streams, batch, M), y (n, streams, batch).
 
@@ -538,8 +572,28 @@ class _Data:
         steps must see the same first T minibatches as a longer run.
         """
         S, M = len(self.streams), self.streams[0].M
-        x = torch.empty(S, chunk * batch, M, dtype=self.draw_dtype)
-        y = torch.empty(S, chunk * batch, dtype=self.draw_dtype)
+        if self._workers is not None:
+            if self._workers.y.shape[1] != chunk * batch:
+                raise ValueError("the drawing processes were started for another chunk size")
+            x, y = self._workers.fill()
+        else:
+            x, y = self._draw(chunk * batch)
+        buffers = x.data_ptr(), y.data_ptr()
+        x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
+        if not by_stream:
+            x, y = x.transpose(0, 1), y.transpose(0, 1)
+        # No copy unless n < chunk, the samples were drawn narrower (and are widened), or steps go first.
+        dt = self.dtype if self.widen else self.draw_dtype
+        x, y = x.to(dt).contiguous(), y.to(dt).contiguous()
+        if self._workers is not None and (x.data_ptr(), y.data_ptr()) == buffers:
+            x, y = x.clone(), y.clone()  # the shared buffer is drawn into again at the next call
+        return x, y
+
+    def _draw(self, per_stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every stream's next ``per_stream`` samples in this process: x (S, per_stream, M), y (S, per_stream)."""
+        S, M = len(self.streams), self.streams[0].M
+        x = torch.empty(S, per_stream, M, dtype=self.draw_dtype)
+        y = torch.empty(S, per_stream, dtype=self.draw_dtype)
         jobs = list(zip(self.streams, x.unbind(), y.unbind()))
 
         def fill(part: range) -> None:
@@ -552,12 +606,7 @@ class _Data:
         else:  # each stream owns its generator: the same numbers whichever thread draws it
             with ThreadPoolExecutor(k, thread_name_prefix="thermosgd-draw") as pool:
                 list(pool.map(fill, (range(i * S // k, (i + 1) * S // k) for i in range(k))))
-        x, y = x.view(S, chunk, batch, M)[:, :n], y.view(S, chunk, batch)[:, :n]
-        if not by_stream:
-            x, y = x.transpose(0, 1), y.transpose(0, 1)
-        # No copy unless n < chunk, the samples were drawn narrower (and are widened), or steps go first.
-        dt = self.dtype if self.widen else self.draw_dtype
-        return x.to(dt).contiguous(), y.to(dt).contiguous()
+        return x, y
 
 
 def draw_threads(device: str, streams: int) -> int:
@@ -572,6 +621,18 @@ def draw_threads(device: str, streams: int) -> int:
     if device == "cpu" or streams < 64:
         return 1
     return max(1, min(8, (os.cpu_count() or 1) - 2, streams // 32))
+
+
+def draw_processes(device: str, streams: int) -> int:
+    """Processes that draw a chunk's streams (:mod:`~thermosgd.twolayer.workers`): beside a GPU where
+    processes can be forked, one per free core up to 16, with at least 256 streams each; else 1 (none).
+
+    On the CPU the step uses the cores. Beside a GPU, threads stall on the GIL that the process
+    launching the GPU's kernels needs too (:func:`draw_threads`); processes do not.
+    """
+    if device == "cpu" or streams < 512 or not workers.available():
+        return 1
+    return max(1, min(16, (os.cpu_count() or 1) - 2, streams // 256))
 
 
 def _draw_dtype(cfg: SweepConfig, dtype: torch.dtype, user: UserData | None) -> torch.dtype:
