@@ -9,7 +9,8 @@
 # and no Dask: the package is installed without dependencies (or, if even that fails, used from
 # src/ through PYTHONPATH), every import is lazy, and whatever cannot run is a table row saying
 # why. PYTHON picks the interpreter (default python3); TESTS_TIMEOUT and BENCH_TIMEOUT (seconds,
-# default 120 and 420) cap the two parts on a machine whose time is short.
+# default 120 and 420) cap the two parts on a machine whose time is short; GPU_TESTS_LOG, if set,
+# is where the tests' whole output is kept.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -47,6 +48,7 @@ if "$PY" -c "import pytest" 2>/dev/null; then
         log=$(mktemp)
         timeout "${TESTS_TIMEOUT:-120}" "$PY" -m pytest -q -m gpu -p no:cacheprovider $files >"$log" 2>&1
         tests="$(tail -n 1 "$log") (pytest -m gpu $(echo $files))"
+        if [ -n "${GPU_TESTS_LOG:-}" ]; then cp "$log" "$GPU_TESTS_LOG"; fi
         rm -f "$log"
     fi
 fi
