@@ -8,9 +8,10 @@ For fig3 and fig2-top on the benchmark's grid it prints, from one process:
 
 - the whole ``train()``, and the part inside the training loop (``engine._integrate``), as run by
   default (steps replayed as CUDA graphs, streams drawn in worker processes);
-- the loop again with eager steps (no graphs), and with free draws (every chunk replaced by the
+- the loop again with eager steps (no graphs), with batched GEMMs for the tiny products
+  (``steps.TINY_ON_GPU`` = 0), and with free draws (every chunk replaced by the
   first one, drawn once): the rate the device and the Python that drives it reach alone;
-- milliseconds per step to draw a chunk on 1 and 8 threads and on 4, 8 and 14 processes;
+- milliseconds per step to draw a chunk on 8 threads and on 8 and 14 processes;
 - the step's parts as single kernels, timed with CUDA events (fig2-top's size): which of the
   batched-GEMM and element-wise forms is faster here;
 - torch's profiler over a short run: the ops with the most self CPU time and with the most device
@@ -28,6 +29,7 @@ import torch
 import thermosgd
 from thermosgd.presets import get, twolayer_config
 from thermosgd.twolayer import engine
+from thermosgd.twolayer import steps as steps_mod
 
 
 def grid(name: str, replicas: int, steps: int, device: str):
@@ -73,9 +75,9 @@ def free_draws():
 
 
 def draw_scaling(cfg, seeds: int) -> str:
-    """ms per step to draw one chunk of ``seeds`` streams on 1 and 8 threads and on 4, 8, 14 processes."""
+    """ms per step to draw one chunk of ``seeds`` streams on 8 threads and on 8 and 14 processes."""
     out = []
-    for kind, k in (("threads", 1), ("threads", 8), ("processes", 4), ("processes", 8), ("processes", 14)):
+    for kind, k in (("threads", 8), ("processes", 8), ("processes", 14)):
         data = engine._Data(cfg, list(range(seeds)), None, torch.float32)
         data.draw_threads, data.draw_processes = (k, 1) if kind == "threads" else (1, k)
         data.start(1, engine._CHUNK)
@@ -103,6 +105,7 @@ def step_parts(replicas: int, n: int, device: str) -> str:
         "sgd_step (with ||W_i||^2 tracked)": lambda: sgd_step(W, b, V, x, y, wl, "bce", True, rn),
         "z = baddbmm(b, x, W^T)": lambda: torch.baddbmm(b.unsqueeze(1), x, W.mT),
         "z = bmm(W, x^T)": lambda: torch.bmm(W, x.mT),
+        "z = sum(x * W^T) (element-wise)": lambda: (x.unsqueeze(-1) * W.mT.unsqueeze(1)).sum(-2),
         "W.addcmul_(delta, x) (rank 1)": lambda: W.addcmul_(delta.mT, x, value=-1.0),
         "W.baddbmm_(delta^T, x)": lambda: W.baddbmm_(delta.mT, x, alpha=-1.0),
         "W.pow(2).sum(-1) (one read of W)": lambda: W.pow(2).sum(-1),
@@ -136,6 +139,11 @@ def loop_rates(cfg, device: str, R: int, steps: int) -> str:
         _, eager = timed_train(cfg, device)
     finally:
         engine.TorchBackend.cuda_graphs = True
+    tiny, steps_mod.TINY_ON_GPU = steps_mod.TINY_ON_GPU, 0
+    try:
+        _, gemm = timed_train(cfg, device)
+    finally:
+        steps_mod.TINY_ON_GPU = tiny
     undo = free_draws()
     try:
         _, loop_free = timed_train(cfg, device)
@@ -143,7 +151,8 @@ def loop_rates(cfg, device: str, R: int, steps: int) -> str:
         undo()
     return (
         f"train() {whole:.1f} s (set-up and assembly {whole - loop:.1f} s), loop {R * steps / loop:.3g} "
-        f"replica-steps/s, eager steps {R * steps / eager:.3g}, free draws {R * steps / loop_free:.3g}"
+        f"replica-steps/s, eager steps {R * steps / eager:.3g}, batched GEMMs for tiny products "
+        f"{R * steps / gemm:.3g}, free draws {R * steps / loop_free:.3g}"
     )
 
 
@@ -166,12 +175,13 @@ def main() -> None:
             [torch.profiler.ProfilerActivity.CUDA] if device != "cpu" else []
         )
         with torch.profiler.profile(activities=acts) as prof:
-            thermosgd.train(cfg.replace(train={"steps": 256}))
+            thermosgd.train(cfg.replace(train={"steps": 32}))
         ka = prof.key_averages()
         tables.append(f"== {name}\n" + ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
         if device != "cpu":
             tables.append(ka.table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=40))
-    print(step_parts(replicas, 100 if device != "cpu" else 10, device), flush=True)
+    for n in (10, 100) if device != "cpu" else (10,):
+        print(step_parts(replicas, n, device), flush=True)
     if args.tables:
         Path(args.tables).write_text("\n".join(tables))
         print(f"profiler tables: {args.tables}")

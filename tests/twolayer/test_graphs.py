@@ -108,3 +108,28 @@ def test_a_failed_capture_steps_eagerly_and_says_so_once(monkeypatch, capsys):
 def test_graphs_only_on_a_cuda_device():
     assert graphs.capture_for(torch.device("cpu")) is None
     assert graphs.capture_for(torch.device("cuda", 0)) is graphs._cuda_capture
+
+
+@pytest.mark.parametrize("noise,train", [("sgd", {}), ("sgd", {"batch_size": [1, 3]}), ("gaussian", {})])
+def test_the_gpu_element_wise_products_are_the_batched_ones(monkeypatch, noise, train):
+    """On a GPU, tiny batched products are element-wise products and sums (steps._bmm). Forced here on
+    the CPU for every size that would take that form on a GPU: the whole run in float64 equals the
+    batched-GEMM run to 1e-12 relative (the same sums in another order)."""
+    from thermosgd.twolayer import steps
+
+    cfg = _cfg(noise, **train).replace(train={"lr": [0.05, 0.1]})
+    reference = thermosgd.train(cfg)
+    taken = []
+
+    def tiny(a, b):
+        small = a.shape[-2] * a.shape[-1] + b.shape[-2] * b.shape[-1] <= steps.TINY_ON_GPU
+        taken.append(small)
+        return small
+
+    monkeypatch.setattr(steps, "_tiny", tiny)
+    element_wise = thermosgd.train(cfg)
+    assert any(taken)
+    for name in reference.data_vars:
+        np.testing.assert_allclose(
+            element_wise[name].values, reference[name].values, rtol=1e-12, atol=1e-14, err_msg=name
+        )

@@ -43,6 +43,7 @@ from thermosgd.instruments.gradient_variance import (
 from thermosgd.instruments.hessian import _mlp_layers, hessian_trace, stacked_trace_bound
 from thermosgd.instruments.norms import replica_weight_norms
 from thermosgd.instruments.schedule import log_spaced
+from thermosgd.precision import full_float32
 from thermosgd.studies import model as models
 from thermosgd.studies.data import HESSIAN, NOISE, NOISE_INIT, Samples, generator
 from thermosgd.studies.spec import Study
@@ -340,6 +341,11 @@ def train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int])
         Per recorded step, :func:`measure`'s values (NaN for replicas that diverged
         earlier), and ``(S·L,)`` the step at which each replica diverged (-1: never).
     """
+    with full_float32():  # the same float32 arithmetic on every device
+        return _train_seeds(study, seeds, bi, steps)
+
+
+def _train_seeds(study: Study, seeds: tuple[int, ...], bi: int, steps: list[int]) -> tuple[list[dict], np.ndarray]:
     t, dev = study.cfg.train, device(study)
     ens, parts = _build(study, seeds, bi, dev)
     E, L = ens.size, len(t.lr)

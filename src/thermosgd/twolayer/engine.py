@@ -41,6 +41,7 @@ from thermosgd.checks import replica_seeds, require_config, torch_device
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
+from thermosgd.precision import full_float32
 from thermosgd.progress import bar as progress_bar
 from thermosgd.threads import threads_for
 from thermosgd.twolayer import budget, divergence, fused, graphs, workers
@@ -113,7 +114,7 @@ def train(
     work = per_seed * min(block, len(seeds)) * (max(t.batch_size) if t.noise == "sgd" else 1)
     # The fused path splits whole multi-step calls over threads: it uses every thread it is given.
     fused_threads = torch.get_num_threads()
-    with threads_for(work):
+    with threads_for(work), full_float32():
         if len(seeds) <= block:
             return _train(cfg, seeds, user, progress=progress, desc=desc, fused_threads=fused_threads)
         # Replicas never interact, so blocks of seeds can run one after another:
