@@ -46,7 +46,7 @@ if "$PY" -c "import pytest" 2>/dev/null; then
         tests="not run in --cpu-dry-run (they need a GPU): $(echo $files)"
     else
         log=$(mktemp)
-        timeout "${TESTS_TIMEOUT:-120}" "$PY" -m pytest -q -m gpu -p no:cacheprovider $files >"$log" 2>&1
+        timeout "${TESTS_TIMEOUT:-120}" "$PY" -m pytest -m gpu -p no:cacheprovider $files >"$log" 2>&1
         tests="$(tail -n 1 "$log") (pytest -m gpu $(echo $files))"
         if [ -n "${GPU_TESTS_LOG:-}" ]; then cp "$log" "$GPU_TESTS_LOG"; fi
         rm -f "$log"
