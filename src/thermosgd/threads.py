@@ -41,25 +41,3 @@ def threads_for(work: int):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def each(fn, n: int, threads: int = 1) -> None:
-    """``fn(i)`` for i in 0..n-1, split into ``threads`` contiguous parts run on as many threads.
-
-    For per-seed draws beside a GPU: each seed draws from its own generator into its own
-    rows, so the numbers do not depend on the thread that draws them.
-    """
-    if threads <= 1 or n < 2:
-        for i in range(n):
-            fn(i)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    k = min(threads, n)
-
-    def part(j: int) -> None:
-        for i in range(j * n // k, (j + 1) * n // k):
-            fn(i)
-
-    with ThreadPoolExecutor(k, thread_name_prefix="thermosgd-seeds") as pool:
-        list(pool.map(part, range(k)))

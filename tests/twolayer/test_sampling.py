@@ -204,26 +204,3 @@ def test_draw_processes_only_beside_a_gpu_with_many_streams():
     assert draw_processes("cpu", 10**5) == 1
     assert draw_processes("cuda", 100) == 1  # too few streams to be worth a fork
     assert 1 <= draw_processes("cuda", 10**5) <= 16
-
-
-@pytest.mark.parametrize("share_init", [True, False])
-def test_set_up_drawn_on_several_threads_is_the_same(share_init):
-    """Beside a GPU the initial weights, probe and test sets of the seeds are drawn on several threads."""
-    from thermosgd.twolayer.params import init_ensemble
-
-    cfg = from_dict(
-        {
-            "model": {"inputs": 3, "hidden": 4},
-            "data": {"probe_size": 8, "test_size": 6},
-            "train": {"seed": 5, "seeds": 7, "lr": [0.05, 0.1], "share_init": share_init},
-        }
-    )
-    one = init_ensemble(cfg, range(7), torch.float64)
-    many = init_ensemble(cfg, range(7), torch.float64, threads=3)
-    for name in ("W", "b", "V"):
-        assert torch.equal(getattr(one, name), getattr(many, name)) and getattr(many, name).is_contiguous()
-    a, b = (_Data(cfg, list(range(7)), None, torch.float64) for _ in range(2))
-    b.draw_threads = 3
-    pa, pb = a.probe_set(), b.probe_set()
-    for name in ("x", "y", "batch_size", "test_x", "test_y"):
-        assert torch.equal(getattr(pa, name), getattr(pb, name))

@@ -43,7 +43,7 @@ from thermosgd.errors import UsageError
 from thermosgd.instruments.schedule import every
 from thermosgd.precision import full_float32
 from thermosgd.progress import bar as progress_bar
-from thermosgd.threads import each, threads_for
+from thermosgd.threads import threads_for
 from thermosgd.twolayer import budget, divergence, fused, graphs, workers
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
@@ -164,7 +164,7 @@ def _train(
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
     # Every random number is drawn on the CPU, as on a CPU-only run, then moved:
     # the draws are bit-identical on every device (only the arithmetic differs).
-    p = _to_device(init_ensemble(cfg, seeds, dtype, dev, threads=draw_threads(t.device, len(seeds))), dev)
+    p = _to_device(init_ensemble(cfg, seeds, dtype), dev)
     data = _Data(cfg, seeds, user, dtype)
     probe = data.probe_set(dev)
     stepper = _to_device(_stepper(cfg, p, data, S, dtype, dev), dev)
@@ -541,15 +541,10 @@ class _Data:
     def probe_set(self, device: torch.device = torch.device("cpu")) -> ProbeSet:
         """The probe (and test) sets on ``device``, one row per replica; moved per seed and then
         replicated there, so a GPU run copies L·K times fewer bytes from the CPU."""
-        probes, tests = [None] * self.S, [None] * self.S
-
-        def draw(i: int) -> None:  # each seed from its own generators: the same numbers on any thread
-            probes[i], tests[i] = self.probes[i].probe(), self.probes[i].test()
-
-        each(draw, self.S, self.draw_threads)
-        px, py = (torch.stack(v).to(device) for v in zip(*probes))  # (S, P, M), (S, P)
+        px, py = (torch.stack(v).to(device) for v in zip(*(st.probe() for st in self.probes)))  # (S, P, M), (S, P)
         bsz = torch.tensor(self.batch_sizes, dtype=self.dtype).view(1, self.K, 1)
         out = ProbeSet(self._per_seed(px), self._per_seed(py), bsz.expand(self.L, self.K, self.S).reshape(-1))
+        tests = [st.test() for st in self.probes]
         if tests[0] is not None:
             out.test_x, out.test_y = (self._per_seed(torch.stack(v).to(device)) for v in zip(*tests))
         return _to_device(out, device)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 
 from thermosgd.config import SweepConfig
-from thermosgd.threads import each
 from thermosgd.twolayer.data import INIT, generator
 
 
@@ -46,45 +45,31 @@ def init_params(cfg: SweepConfig, gen: torch.Generator, dtype: torch.dtype):
     return W * s, b * s, V * s
 
 
-def init_ensemble(
-    cfg: SweepConfig, seeds, dtype: torch.dtype, device: torch.device | None = None, threads: int = 1
-) -> Params:
+def init_ensemble(cfg: SweepConfig, seeds, dtype: torch.dtype) -> Params:
     """Initial parameters of the grid ``cfg.train.lr × cfg.train.batch_size × seeds``.
 
     With ``share_init`` the replicas of one seed share one draw; otherwise each
     (seed, lr index, batch index) draws its own. Either way a replica's numbers
     depend only on its coordinates, never on the other seeds trained with it.
 
-    Args:
-        device: where the parameters go (default the CPU). The draws are made on the CPU
-            either way; with ``share_init`` one row per seed is moved and replicated there.
-        threads: seeds drawn on this many threads (beside a GPU; the same numbers).
-
     Returns:
         :class:`Params` with R = L·K·S replicas (contiguous tensors).
     """
-    t, seeds = cfg.train, list(seeds)
+    t = cfg.train
     L, K, S = len(t.lr), len(t.batch_size), len(seeds)
     N, M = cfg.model.hidden, cfg.model.inputs
     P = N * M + 2 * N
     if t.share_init:  # one draw per seed, broadcast over the grid in one copy
-
-        def draw(si: int) -> None:
-            _put(one[si], *init_params(cfg, generator(t.seed, seeds[si], INIT), dtype))
-
         one = torch.empty(S, P, dtype=dtype)
-        each(draw, S, threads)
-        flat = one.to(device or "cpu").expand(L, K, S, P)
+        for si, seed in enumerate(seeds):
+            _put(one[si], *init_params(cfg, generator(t.seed, seed, INIT), dtype))
+        flat = one.expand(L, K, S, P)
     else:
-
-        def draw_all(si: int) -> None:
+        flat = torch.empty(L, K, S, P, dtype=dtype)
+        for si, seed in enumerate(seeds):
             for li in range(L):
                 for ki in range(K):
-                    _put(flat[li, ki, si], *init_params(cfg, generator(t.seed, seeds[si], INIT, li, ki), dtype))
-
-        flat = torch.empty(L, K, S, P, dtype=dtype)
-        each(draw_all, S, threads)
-        flat = flat.to(device or "cpu")
+                    _put(flat[li, ki, si], *init_params(cfg, generator(t.seed, seed, INIT, li, ki), dtype))
     R = L * K * S
     return Params(
         W=flat[..., : N * M].reshape(R, N, M).contiguous(),
