@@ -204,3 +204,24 @@ def test_draw_processes_only_beside_a_gpu_with_many_streams():
     assert draw_processes("cpu", 10**5) == 1
     assert draw_processes("cuda", 100) == 1  # too few streams to be worth a fork
     assert 1 <= draw_processes("cuda", 10**5) <= 16
+
+
+def test_drawing_processes_leave_ctrl_c_to_the_trainer():
+    """An interrupt reaches the whole process group: the workers ignore it (the trainer stops them),
+    and keep drawing until told to stop."""
+    import os
+    import signal
+
+    cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 4}})
+    one, many = (_Data(cfg, list(range(4)), None, torch.float64) for _ in range(2))
+    many.draw_processes = 2
+    many.start(1, _CHUNK)
+    try:
+        for a, b in zip(one.chunk(_CHUNK, 1, _CHUNK), many.chunk(_CHUNK, 1, _CHUNK)):  # the workers are serving
+            assert torch.equal(a, b)
+        for proc in many._workers._procs:
+            os.kill(proc.pid, signal.SIGINT)
+        for a, b in zip(one.chunk(_CHUNK, 1, _CHUNK), many.chunk(_CHUNK, 1, _CHUNK)):
+            assert torch.equal(a, b)
+    finally:
+        many.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import multiprocessing as mp
+import signal
 import sys
 import warnings
 
@@ -103,6 +104,9 @@ class StreamWorkers:
 def _serve(conn, streams, x: torch.Tensor, y: torch.Tensor) -> None:
     """A worker's loop: on each request draw every owned stream's next chunk into its rows."""
     torch.set_num_threads(1)  # one core per worker; a stream's draw is one serial torch call anyway
+    # Ctrl-C reaches the whole process group: the trainer handles it and stops the workers, which
+    # would otherwise each print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             msg = conn.recv()
