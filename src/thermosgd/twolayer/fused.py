@@ -34,6 +34,7 @@ of being tracked incrementally. numba's on-disk cache goes to :func:`cache_dir`
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -139,20 +140,51 @@ def release_threads() -> None:
 _MIN_PARALLEL_WORK = 1 << 20
 
 
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The kernels' worker threads, at least ``threads`` of them (made or grown on demand)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = ThreadPoolExecutor(max_workers=max(threads, 2), thread_name_prefix="thermosgd-fused")
+    return _POOL
+
+
 def _parallel(fn, blocks: int, threads: int, work: int) -> None:
     """``fn(k0, k1)`` over contiguous ranges of ``blocks`` blocks, on up to ``threads`` threads.
 
     ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
     """
-    global _POOL
     parts = max(1, min(threads, blocks, 1 + work // _MIN_PARALLEL_WORK))
     if parts == 1:
         fn(0, blocks)
         return
-    if _POOL is None or _POOL._max_workers < parts:
-        _POOL = ThreadPoolExecutor(max_workers=max(parts, 2), thread_name_prefix="thermosgd-fused")
+    pool = _pool(parts)
     edges = [blocks * i // parts for i in range(parts + 1)]
-    for f in [_POOL.submit(fn, edges[i], edges[i + 1]) for i in range(parts)]:
+    for f in [pool.submit(fn, edges[i], edges[i + 1]) for i in range(parts)]:
+        f.result()
+
+
+def _queue(fn, items: int, workers: int, work: int) -> None:
+    """``fn(i, i + 1)`` for every item, on up to ``workers`` threads (this one among them) that each
+    take the next item from one counter when done with the last.
+
+    Unlike :func:`_parallel`'s fixed shares, a thread held up (by the engine's drawing thread,
+    or another job, taking its core) delays only the item it holds: the others take the rest.
+    ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
+    """
+    workers = max(1, min(workers, items, 1 + work // _MIN_PARALLEL_WORK))
+    if workers == 1:
+        fn(0, items)
+        return
+    pool = _pool(workers - 1)
+    counter = itertools.count()  # next() on it is atomic under the GIL: each item is taken once
+
+    def take() -> None:
+        while (i := next(counter)) < items:
+            fn(i, i + 1)
+
+    helpers = [pool.submit(take) for _ in range(workers - 1)]
+    take()
+    for f in helpers:
         f.result()
 
 
@@ -254,12 +286,17 @@ class RowEnsemble:
         if self.many_samples:
             groups = (self.order, self.starts, self.gstream)
             zs, zscale = noise if noise is not None else (np.empty((0, 0, 0), self.W.dtype), self.W[:0, 0])
-            _parallel(
+            N, M = self.W.shape[1:]
+            T = k.sample_tile(self.starts, N, M, ys.shape[2])  # the same tiles however groups are split
+            # One group per item, one worker more than ``threads``: the engine's drawing thread needs
+            # its core only while it draws (0.75 ms per fig3 step, the kernel 1.1 ms), and the queue
+            # lets the kernel take that core's idle time (docs/benchmarks.md, the controls).
+            _queue(
                 lambda g0, g1: k.sample_steps(
-                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale
+                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale, T
                 ),
                 len(self.gstream),
-                threads,
+                threads + 1,
                 self.W.size * n * ys.shape[2],
             )
             return
