@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,11 @@ _POOL: ThreadPoolExecutor | None = None
 def release_threads() -> None:
     """End the kernels' worker threads (a training call ends with this: a process that forks
     afterwards, as ``reproduce``'s side process does, must have no other thread)."""
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=True)
-        _POOL = None
+    global _POOL, _SPARE
+    for pool in (_POOL, _SPARE):
+        if pool is not None:
+            pool.shutdown(wait=True)
+    _POOL = _SPARE = None
 
 
 #: Multiply-adds per call below which one thread is faster than waking others (measured:
@@ -163,29 +165,49 @@ def _parallel(fn, blocks: int, threads: int, work: int) -> None:
         f.result()
 
 
-def _queue(fn, items: int, workers: int, work: int) -> None:
-    """``fn(i, i + 1)`` for every item, on up to ``workers`` threads (this one among them) that each
-    take the next item from one counter when done with the last.
+def _queue(fn, items: int, threads: int, work: int, spare: int = 0) -> None:
+    """``fn(i, i + 1)`` for every item, on up to ``threads`` threads (this one among them) and
+    ``spare`` more at the lowest priority (:func:`_spare_pool`), each taking the next item
+    from one counter when done with the last.
 
     Unlike :func:`_parallel`'s fixed shares, a thread held up (by the engine's drawing thread,
     or another job, taking its core) delays only the item it holds: the others take the rest.
     ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
     """
-    workers = max(1, min(workers, items, 1 + work // _MIN_PARALLEL_WORK))
+    workers = max(1, min(threads + spare, items, 1 + work // _MIN_PARALLEL_WORK))
     if workers == 1:
         fn(0, items)
         return
-    pool = _pool(workers - 1)
     counter = itertools.count()  # next() on it is atomic under the GIL: each item is taken once
 
     def take() -> None:
         while (i := next(counter)) < items:
             fn(i, i + 1)
 
-    helpers = [pool.submit(take) for _ in range(workers - 1)]
+    normal = min(threads, workers) - 1
+    helpers = [_pool(normal).submit(take) for _ in range(normal)]
+    helpers += [_spare_pool(workers - 1 - normal).submit(take) for _ in range(workers - 1 - normal)]
     take()
     for f in helpers:
         f.result()
+
+
+_SPARE: ThreadPoolExecutor | None = None
+
+
+def _spare_pool(threads: int) -> ThreadPoolExecutor:
+    """Worker threads at the lowest scheduling priority (nice 19, where the OS sets it per thread):
+    they run when a core would otherwise idle, never ahead of the engine's drawing thread."""
+    global _SPARE
+    if _SPARE is None or _SPARE._max_workers < threads:
+        _SPARE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thermosgd-spare", initializer=_nice)
+    return _SPARE
+
+
+def _nice() -> None:
+    """This thread at nice 19 (Linux sets the priority of one thread by its id; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _probe_values(
@@ -288,16 +310,18 @@ class RowEnsemble:
             zs, zscale = noise if noise is not None else (np.empty((0, 0, 0), self.W.dtype), self.W[:0, 0])
             N, M = self.W.shape[1:]
             T = k.sample_tile(self.starts, N, M, ys.shape[2])  # the same tiles however groups are split
-            # One group per item, one worker more than ``threads``: the engine's drawing thread needs
-            # its core only while it draws (0.75 ms per fig3 step, the kernel 1.1 ms), and the queue
-            # lets the kernel take that core's idle time (docs/benchmarks.md, the controls).
+            # One group per item, and a spare worker at the lowest priority: the engine's drawing
+            # thread needs its core only while it draws (0.75 ms of CPU per fig3 step, the kernel
+            # 1.1 ms), and the spare takes that core when it would idle, never ahead of the drawing
+            # (docs/benchmarks.md, the controls).
             _queue(
                 lambda g0, g1: k.sample_steps(
                     self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale, T
                 ),
                 len(self.gstream),
-                threads + 1,
+                threads,
                 self.W.size * n * ys.shape[2],
+                spare=1,
             )
             return
         kernel = k.row_steps1 if ys.shape[2] == 1 else k.row_steps
