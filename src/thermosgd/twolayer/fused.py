@@ -165,24 +165,31 @@ def _parallel(fn, blocks: int, threads: int, work: int) -> None:
         f.result()
 
 
-def _queue(fn, items: int, threads: int, work: int, spare: int = 0) -> None:
-    """``fn(i, i + 1)`` for every item, on up to ``threads`` threads (this one among them) and
-    ``spare`` more at the lowest priority (:func:`_spare_pool`), each taking the next item
-    from one counter when done with the last.
+#: Multiply-adds per item of :func:`_queue` at least (about 0.2 ms here): each item costs a
+#: kernel call from Python, about 15 µs (the gaussian control calls once per step).
+_MIN_ITEM_WORK = 1 << 21
+
+
+def _queue(fn, blocks: int, threads: int, work: int, spare: int = 0) -> None:
+    """``fn(k0, k1)`` over items of contiguous blocks (of at least :data:`_MIN_ITEM_WORK`), on up to
+    ``threads`` threads (this one among them) and ``spare`` more at the lowest priority
+    (:func:`_spare_pool`), each taking the next item from one counter when done with the last.
 
     Unlike :func:`_parallel`'s fixed shares, a thread held up (by the engine's drawing thread,
     or another job, taking its core) delays only the item it holds: the others take the rest.
     ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
     """
+    per = max(1, -(-blocks * _MIN_ITEM_WORK // max(work, 1)))
+    items = -(-blocks // per)
     workers = max(1, min(threads + spare, items, 1 + work // _MIN_PARALLEL_WORK))
     if workers == 1:
-        fn(0, items)
+        fn(0, blocks)
         return
     counter = itertools.count()  # next() on it is atomic under the GIL: each item is taken once
 
     def take() -> None:
         while (i := next(counter)) < items:
-            fn(i, i + 1)
+            fn(i * per, min(blocks, (i + 1) * per))
 
     normal = min(threads, workers) - 1
     helpers = [_pool(normal).submit(take) for _ in range(normal)]
@@ -310,7 +317,7 @@ class RowEnsemble:
             zs, zscale = noise if noise is not None else (np.empty((0, 0, 0), self.W.dtype), self.W[:0, 0])
             N, M = self.W.shape[1:]
             T = k.sample_tile(self.starts, N, M, ys.shape[2])  # the same tiles however groups are split
-            # One group per item, and a spare worker at the lowest priority: the engine's drawing
+            # Groups from a queue, and a spare worker at the lowest priority: the engine's drawing
             # thread needs its core only while it draws (0.75 ms of CPU per fig3 step, the kernel
             # 1.1 ms), and the spare takes that core when it would idle, never ahead of the drawing
             # (docs/benchmarks.md, the controls).
