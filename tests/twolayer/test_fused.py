@@ -253,6 +253,7 @@ def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
 def _same_bits_on_1_and_3_threads(cfg, monkeypatch) -> None:
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)  # split even these small calls
     monkeypatch.setattr(fused, "_MIN_ITEM_WORK", 1)  # one group per queue item
+    monkeypatch.setattr(fused, "_MIN_QUEUE_WORK", 1)
     runs = []
     for threads in (1, 3):
         monkeypatch.setattr("torch.get_num_threads", lambda: threads)
@@ -279,6 +280,7 @@ def test_the_control_kernels_tiles_do_not_depend_on_the_split(monkeypatch):
     ys = rng.integers(0, 2, (3, C, G)).astype(np.float32)
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
     monkeypatch.setattr(fused, "_MIN_ITEM_WORK", 1)  # each group its own call
+    monkeypatch.setattr(fused, "_MIN_QUEUE_WORK", 1)
     ends = []
     for threads in (1, 3):
         p = Params(
@@ -309,7 +311,7 @@ def test_the_spare_worker_runs_at_the_lowest_priority():
         seen[i0] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         time.sleep(0.005)  # releases the GIL: lets the spare take items (no time is measured)
 
-    fused._queue(item, 40, 1, 40 * fused._MIN_ITEM_WORK, spare=1)  # one block per item
+    fused._queue(item, 40, 1, 40 * max(fused._MIN_ITEM_WORK, fused._MIN_QUEUE_WORK), spare=1)  # a block per item
     fused.release_threads()
     assert sorted(seen) == list(range(40))
     base = os.getpriority(os.PRIO_PROCESS, 0)

@@ -166,8 +166,13 @@ def _parallel(fn, blocks: int, threads: int, work: int) -> None:
 
 
 #: Multiply-adds per item of :func:`_queue` at least (about 0.2 ms here): each item costs a
-#: kernel call from Python, about 15 µs (the gaussian control calls once per step).
+#: kernel call from Python, about 15 µs.
 _MIN_ITEM_WORK = 1 << 21
+
+#: Multiply-adds per call below which :func:`_queue` splits it as :func:`_parallel` does (about
+#: 1.5 ms here): the gaussian control's one-step calls (6.5 M on the fig3 grid) ran 5–10% slower
+#: through the queue than on one thread (bench_controls.py, 2026-12-04).
+_MIN_QUEUE_WORK = 1 << 24
 
 
 def _queue(fn, blocks: int, threads: int, work: int, spare: int = 0) -> None:
@@ -177,12 +182,15 @@ def _queue(fn, blocks: int, threads: int, work: int, spare: int = 0) -> None:
 
     Unlike :func:`_parallel`'s fixed shares, a thread held up (by the engine's drawing thread,
     or another job, taking its core) delays only the item it holds: the others take the rest.
-    ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
+    A call of less ``work`` (multiply-adds) than :data:`_MIN_QUEUE_WORK` goes to :func:`_parallel`.
     """
-    per = max(1, -(-blocks * _MIN_ITEM_WORK // max(work, 1)))
+    if work < _MIN_QUEUE_WORK:
+        _parallel(fn, blocks, threads, work)
+        return
+    per = max(1, -(-blocks * _MIN_ITEM_WORK // work))
     items = -(-blocks // per)
-    workers = max(1, min(threads + spare, items, 1 + work // _MIN_PARALLEL_WORK))
-    if workers == 1:
+    workers = min(threads + spare, items)
+    if workers <= 1:
         fn(0, blocks)
         return
     counter = itertools.count()  # next() on it is atomic under the GIL: each item is taken once
