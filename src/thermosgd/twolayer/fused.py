@@ -171,7 +171,7 @@ _MIN_ITEM_WORK = 1 << 21
 
 #: Multiply-adds per call below which :func:`_queue` splits it as :func:`_parallel` does (about
 #: 1.5 ms here): the gaussian control's one-step calls (6.5 M on the fig3 grid) ran 5–10% slower
-#: through the queue than on one thread (bench_controls.py, 2026-12-04).
+#: through the queue than split so (bench_controls.py, 2026-12-04).
 _MIN_QUEUE_WORK = 1 << 24
 
 
