@@ -245,8 +245,15 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 @pytest.mark.parametrize("batch_size", [[1], [1, 2]])
 def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
     """Blocks of replicas are split over threads; replicas never mix, so 1 and 3 threads agree exactly."""
-    cfg = _cfg(steps=40, seeds=list(range(12)), M=M, fused=True, batch_size=batch_size)
+    _same_bits_on_1_and_3_threads(
+        _cfg(steps=40, seeds=list(range(12)), M=M, fused=True, batch_size=batch_size), monkeypatch
+    )
+
+
+def _same_bits_on_1_and_3_threads(cfg, monkeypatch) -> None:
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)  # split even these small calls
+    monkeypatch.setattr(fused, "_MIN_ITEM_WORK", 1)  # one group per queue item
+    monkeypatch.setattr(fused, "_MIN_QUEUE_WORK", 1)
     runs = []
     for threads in (1, 3):
         monkeypatch.setattr("torch.get_num_threads", lambda: threads)
@@ -254,13 +261,74 @@ def test_the_thread_count_changes_no_bit(M, batch_size, monkeypatch):
     _close(runs[0], runs[1], rtol=0, atol=0)
 
 
-def test_no_kernel_thread_outlives_a_training_call(monkeypatch):
+@pytest.mark.parametrize("noise", ["gd", "gaussian", "frozen"])
+def test_the_control_kernels_workers_change_no_bit(noise, monkeypatch):
+    """The G-sample kernel's groups are taken from a queue by ``threads`` workers and a spare one:
+    1 and 3 threads (2 and 4 workers) agree exactly."""
+    _same_bits_on_1_and_3_threads(
+        _cfg(noise=noise, gd_batch=200, steps=20, seeds=list(range(12)), fused=True), monkeypatch
+    )
+
+
+def test_the_control_kernels_tiles_do_not_depend_on_the_split(monkeypatch):
+    """Groups of unequal sizes (3, 1, 2 replicas of a 20×20 net): the tile length, which the
+    largest group bounds, is the same whether one call steps every group or each its own."""
+    rng = np.random.default_rng(8)
+    R, N, M, G, C = 6, 20, 20, 300, 3
+    stream = np.array([0, 0, 0, 1, 2, 2])
+    xs = rng.standard_normal((3, C, G, M)).astype(np.float32)
+    ys = rng.integers(0, 2, (3, C, G)).astype(np.float32)
+    monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
+    monkeypatch.setattr(fused, "_MIN_ITEM_WORK", 1)  # each group its own call
+    monkeypatch.setattr(fused, "_MIN_QUEUE_WORK", 1)
+    ends = []
+    for threads in (1, 3):
+        p = Params(
+            torch.linspace(-0.5, 0.5, R * N * M, dtype=torch.float64).view(R, N, M),
+            torch.full((R, N), 0.1, dtype=torch.float64),
+            torch.linspace(-1, 1, R * N, dtype=torch.float64).view(R, N),
+        )
+        ens = fused.ensemble(p, torch.full((R, G), 0.3 / G, dtype=torch.float64), stream, many_samples=True)
+        assert fused._kernels().sample_tile(ens.starts, N, M, G) < fused._kernels().TILE  # bounded by the group of 3
+        ens.steps(xs, ys, 0, C, loss="bce", bias=True, threads=threads)
+        ends.append([t.clone() for t in (p.W, p.b, p.V)])
+    fused.release_threads()  # called outside train(): end the kernels' threads as train() does
+    for a, b in zip(*ends):
+        assert torch.equal(a, b)
+
+
+def test_the_spare_worker_runs_at_the_lowest_priority():
+    """The queue's spare worker takes items at nice 19 (Linux), so it never runs ahead of the
+    engine's drawing thread; every item runs once."""
+    import os
+    import sys
+    import threading
+    import time
+
+    seen: dict[int, int] = {}
+
+    def item(i0, i1):
+        seen[i0] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        time.sleep(0.005)  # releases the GIL: lets the spare take items (no time is measured)
+
+    fused._queue(item, 40, 1, 40 * max(fused._MIN_ITEM_WORK, fused._MIN_QUEUE_WORK), spare=1)  # a block per item
+    fused.release_threads()
+    assert sorted(seen) == list(range(40))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if sys.platform.startswith("linux"):
+        assert set(seen.values()) == {base, 19}, seen
+    else:
+        assert set(seen.values()) == {base}
+
+
+@pytest.mark.parametrize("noise", ["sgd", "gd"])
+def test_no_kernel_thread_outlives_a_training_call(noise, monkeypatch):
     """A process that forks after training (reproduce's side process) must have no other thread."""
     import threading
 
     monkeypatch.setattr(fused, "_MIN_PARALLEL_WORK", 1)
     monkeypatch.setattr("torch.get_num_threads", lambda: 3)
-    thermosgd.train(_cfg(fused=True, steps=12, seeds=list(range(12))))
+    thermosgd.train(_cfg(fused=True, steps=12, seeds=list(range(12)), noise=noise, gd_batch=100))
     ours = [t for t in threading.enumerate() if t.name.startswith("thermosgd-")]  # other tests' threads may live on
     assert not ours, ours
 

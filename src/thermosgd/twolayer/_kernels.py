@@ -408,7 +408,9 @@ BLAS_ONE_THREAD = 1 << 18
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1, zs, zscale):  # pragma: no cover
+def sample_steps(  # pragma: no cover - compiled
+    W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1, zs, zscale, T
+):
     """Steps c0..c0+n of the chunk for replica groups g0..g1 with many samples per step (the G-sample
     noise models), in place.
 
@@ -422,6 +424,7 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
     of these products, never on its group. The parameters move once per step (every sample sees
     the pre-step parameters). "frozen" adds its noise after each step (:func:`_frozen_noise`):
     zs (chunk, streams, P) normal draws and zscale (R, P) = η·scale; other models pass empty ones.
+    T: samples per tile (:func:`sample_tile`, for all groups: a call's range of groups changes no number).
     """
     _, N, M = W.shape
     G = xs.shape[2]
@@ -429,7 +432,6 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
     kmax = 1
     for g in range(g0, g1):
         kmax = max(kmax, starts[g + 1] - starts[g])
-    T = max(16, min(TILE, G, BLAS_ONE_THREAD // (kmax * N * M)))
     Wg = np.empty((kmax * N, M), dt)
     grad = np.empty((kmax * N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), one row per (member, unit)
     e = np.empty(T, dt)
@@ -458,6 +460,13 @@ def sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, 
                     V[r, i] -= row[M + 1]
                 if zs.shape[0]:
                     _frozen_noise(W[r], b[r], V[r], zscale[r], zs[c, s], bias)
+
+
+def sample_tile(starts: np.ndarray, N: int, M: int, G: int) -> int:
+    """Samples per tile of :func:`sample_steps` for the groups of ``starts``: at most :data:`TILE`,
+    and small enough that the largest group's products stay under :data:`BLAS_ONE_THREAD`."""
+    kmax = max(1, int(np.diff(starts).max(initial=1)))
+    return max(16, min(TILE, G, BLAS_ONE_THREAD // (kmax * N * M)))
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")

@@ -34,8 +34,10 @@ of being tracked incrementally. numba's on-disk cache goes to :func:`cache_dir`
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -127,10 +129,11 @@ _POOL: ThreadPoolExecutor | None = None
 def release_threads() -> None:
     """End the kernels' worker threads (a training call ends with this: a process that forks
     afterwards, as ``reproduce``'s side process does, must have no other thread)."""
-    global _POOL
-    if _POOL is not None:
-        _POOL.shutdown(wait=True)
-        _POOL = None
+    global _POOL, _SPARE
+    for pool in (_POOL, _SPARE):
+        if pool is not None:
+            pool.shutdown(wait=True)
+    _POOL = _SPARE = None
 
 
 #: Multiply-adds per call below which one thread is faster than waking others (measured:
@@ -139,21 +142,87 @@ def release_threads() -> None:
 _MIN_PARALLEL_WORK = 1 << 20
 
 
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The kernels' worker threads, at least ``threads`` of them (made or grown on demand)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = ThreadPoolExecutor(max_workers=max(threads, 2), thread_name_prefix="thermosgd-fused")
+    return _POOL
+
+
 def _parallel(fn, blocks: int, threads: int, work: int) -> None:
     """``fn(k0, k1)`` over contiguous ranges of ``blocks`` blocks, on up to ``threads`` threads.
 
     ``work`` (multiply-adds of the whole call) below :data:`_MIN_PARALLEL_WORK` runs on one.
     """
-    global _POOL
     parts = max(1, min(threads, blocks, 1 + work // _MIN_PARALLEL_WORK))
     if parts == 1:
         fn(0, blocks)
         return
-    if _POOL is None or _POOL._max_workers < parts:
-        _POOL = ThreadPoolExecutor(max_workers=max(parts, 2), thread_name_prefix="thermosgd-fused")
+    pool = _pool(parts)
     edges = [blocks * i // parts for i in range(parts + 1)]
-    for f in [_POOL.submit(fn, edges[i], edges[i + 1]) for i in range(parts)]:
+    for f in [pool.submit(fn, edges[i], edges[i + 1]) for i in range(parts)]:
         f.result()
+
+
+#: Multiply-adds per item of :func:`_queue` at least (about 0.2 ms here): each item costs a
+#: kernel call from Python, about 15 µs.
+_MIN_ITEM_WORK = 1 << 21
+
+#: Multiply-adds per call below which :func:`_queue` splits it as :func:`_parallel` does (about
+#: 1.5 ms here): the gaussian control's one-step calls (6.5 M on the fig3 grid) ran 5–10% slower
+#: through the queue than split so (bench_controls.py, 2026-12-04).
+_MIN_QUEUE_WORK = 1 << 24
+
+
+def _queue(fn, blocks: int, threads: int, work: int, spare: int = 0) -> None:
+    """``fn(k0, k1)`` over items of contiguous blocks (of at least :data:`_MIN_ITEM_WORK`), on up to
+    ``threads`` threads (this one among them) and ``spare`` more at the lowest priority
+    (:func:`_spare_pool`), each taking the next item from one counter when done with the last.
+
+    Unlike :func:`_parallel`'s fixed shares, a thread held up (by the engine's drawing thread,
+    or another job, taking its core) delays only the item it holds: the others take the rest.
+    A call of less ``work`` (multiply-adds) than :data:`_MIN_QUEUE_WORK` goes to :func:`_parallel`.
+    """
+    if work < _MIN_QUEUE_WORK:
+        _parallel(fn, blocks, threads, work)
+        return
+    per = max(1, -(-blocks * _MIN_ITEM_WORK // work))
+    items = -(-blocks // per)
+    workers = min(threads + spare, items)
+    if workers <= 1:
+        fn(0, blocks)
+        return
+    counter = itertools.count()  # next() on it is atomic under the GIL: each item is taken once
+
+    def take() -> None:
+        while (i := next(counter)) < items:
+            fn(i * per, min(blocks, (i + 1) * per))
+
+    normal = min(threads, workers) - 1
+    helpers = [_pool(normal).submit(take) for _ in range(normal)]
+    helpers += [_spare_pool(workers - 1 - normal).submit(take) for _ in range(workers - 1 - normal)]
+    take()
+    for f in helpers:
+        f.result()
+
+
+_SPARE: ThreadPoolExecutor | None = None
+
+
+def _spare_pool(threads: int) -> ThreadPoolExecutor:
+    """Worker threads at the lowest scheduling priority (nice 19, where the OS sets it per thread):
+    they run when a core would otherwise idle, never ahead of the engine's drawing thread."""
+    global _SPARE
+    if _SPARE is None or _SPARE._max_workers < threads:
+        _SPARE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thermosgd-spare", initializer=_nice)
+    return _SPARE
+
+
+def _nice() -> None:
+    """This thread at nice 19 (Linux sets the priority of one thread by its id; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _probe_values(
@@ -254,13 +323,20 @@ class RowEnsemble:
         if self.many_samples:
             groups = (self.order, self.starts, self.gstream)
             zs, zscale = noise if noise is not None else (np.empty((0, 0, 0), self.W.dtype), self.W[:0, 0])
-            _parallel(
+            N, M = self.W.shape[1:]
+            T = k.sample_tile(self.starts, N, M, ys.shape[2])  # the same tiles however groups are split
+            # Groups from a queue, and a spare worker at the lowest priority: the engine's drawing
+            # thread needs its core only while it draws (0.75 ms of CPU per fig3 step, the kernel
+            # 1.1 ms), and the spare takes that core when it would idle, never ahead of the drawing
+            # (docs/benchmarks.md, the controls).
+            _queue(
                 lambda g0, g1: k.sample_steps(
-                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale
+                    self.W, self.b, self.V, xs, ys, self.wl, *groups, c0, n, loss == "mse", bias, g0, g1, zs, zscale, T
                 ),
                 len(self.gstream),
                 threads,
                 self.W.size * n * ys.shape[2],
+                spare=1,
             )
             return
         kernel = k.row_steps1 if ys.shape[2] == 1 else k.row_steps
