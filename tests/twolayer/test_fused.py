@@ -403,3 +403,70 @@ def test_cli_fused_flags_are_recorded_and_a_missing_numba_is_refused_when_asked_
     monkeypatch.setattr(fused, "available", lambda: False)
     assert main(["reproduce", "fig3", "--quick", "--fused", "--out", str(tmp_path / "n"), "--no-progress"]) == 2
     assert "need numba" in capsys.readouterr().err and not (tmp_path / "n").exists()
+
+
+_FRESH_OR_CACHED = r"""
+import sys
+import numpy as np
+from thermosgd.twolayer import fused
+k = fused._kernels()
+rng = np.random.default_rng(0)
+R, N, M, G, S, n = 8, 10, 10, 300, 2, 5
+W = rng.standard_normal((R, N, M)) / 3; b = np.zeros((R, N)); V = rng.standard_normal((R, N)) / 3
+xs = rng.standard_normal((S, n, G, M)).astype(np.float32); ys = (rng.random((S, n, G)) < 0.5).astype(np.float32)
+wl = np.full((R, G), 0.5 / G)
+order = np.argsort(np.arange(R) % S, kind="stable"); starts = np.array([0, R // 2, R]); gstream = np.array([0, 1])
+T = k.sample_tile(starts, N, M, G)
+k.sample_steps(W, b, V, xs, ys, wl, order, starts, gstream, 0, n, False, True, 0, S, np.empty((0, 0, 0)), W[:0, 0], T)
+np.save(sys.argv[1], np.concatenate([W.ravel(), b.ravel(), V.ravel()]))
+"""
+
+
+def test_the_control_kernel_compiled_here_equals_the_one_loaded_from_numbas_cache(tmp_path):
+    """The first process compiles the G-sample kernel, the second loads it from numba's disk cache:
+    the same bits (with fastmath's reassoc they differed by 1e-17 on an AVX-512 machine)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.npy"
+        subprocess.run([sys.executable, "-c", _FRESH_OR_CACHED, str(out)], check=True, env=env, timeout=300)
+        outs.append(np.load(out))
+    assert any((tmp_path / "cache").rglob("*.nbi")), "numba cached nothing: the test compared two fresh compiles"
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+_SGD_FRESH_OR_CACHED = r"""
+import sys
+import numpy as np
+import thermosgd
+from thermosgd.config import from_dict
+out = []
+small, big = {"inputs": 10, "hidden": 10}, {"inputs": 40, "hidden": 30}
+for model, batch in ((small, [1]), (big, [1]), (big, [3])):
+    cfg = from_dict({"model": model, "data": {"probe_size": 16}, "train": {"seeds": 2, "steps": 60, "record_every": 10,
+                     "dtype": "float64", "batch_size": batch}})
+    ds = thermosgd.train(cfg)
+    out += [ds[v].values.ravel() for v in sorted(ds.data_vars)]
+np.save(sys.argv[1], np.concatenate(out))
+"""
+
+
+def test_the_sgd_kernels_compiled_here_equal_the_ones_loaded_from_numbas_cache(tmp_path):
+    """The lane kernel (10×10) and both row kernels (40×30, |B| = 1 and 3), compiled in one process and
+    loaded from numba's cache in the next: the same bits."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.npy"
+        subprocess.run([sys.executable, "-c", _SGD_FRESH_OR_CACHED, str(out)], check=True, env=env, timeout=300)
+        outs.append(np.load(out))
+    assert any((tmp_path / "cache").rglob("*.nbi"))
+    np.testing.assert_array_equal(outs[0], outs[1])

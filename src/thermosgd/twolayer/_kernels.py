@@ -18,6 +18,13 @@ from thermosgd.twolayer.lanes import LANES
 Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
 
 
+#: fastmath without ``reassoc`` for the G-sample kernels: reassociated reductions compiled to
+#: different bits in the code numba runs after compiling and in its cached object code (1e-17 on an
+#: AVX-512 machine), so a fresh clone's first run differed from its reruns. Their sums run in
+#: eight explicit lanes instead (:func:`_unit_sums`).
+_NO_REASSOC = {"nnan", "ninf", "nsz", "arcp", "afn", "contract"}
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def steps(W, b, V, xs, ys, wl, stream, c0, n, mse, bias, k0, k1):  # pragma: no cover - compiled
     """Steps c0..c0+n of the chunk for blocks k0..k1, in place.
@@ -407,7 +414,7 @@ TILE = 256
 BLAS_ONE_THREAD = 1 << 18
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
 def sample_steps(  # pragma: no cover - compiled
     W, b, V, xs, ys, wl, order, starts, gstream, c0, n, mse, bias, g0, g1, zs, zscale, T
 ):
@@ -483,7 +490,7 @@ def _frozen_noise(W, b, V, a, z, bias):  # pragma: no cover - compiled
         V[i] -= a[N * M + N + i] * z[N * M + N + i]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
 def _group_tile(Wg, b, V, wl, members, x, y, t0, mse, e, grad):  # pragma: no cover - compiled
     """Samples t0..t0+T of one step of a group, added to ``grad`` (k·N, M + 2).
 
@@ -509,18 +516,54 @@ def _group_tile(Wg, b, V, wl, members, x, y, t0, mse, e, grad):  # pragma: no co
                 e[j] += max(z, zero) * vi
         residuals(e[:T], y[t0 : t0 + T], wl[r, t0 : t0 + T], mse)
         for i in range(N):
-            vi = V[r, i]
-            row = Z[a * N + i]
-            gv, gb = zero, zero
-            for j in range(T):
-                z = row[j]
-                gv += e[j] * max(z, zero)
-                d = e[j] * vi * (one if z > zero else zero)  # NaN·0 stays NaN, as torch
-                row[j] = d
-                gb += d
+            gb, gv = _unit_sums(Z[a * N + i], e, V[r, i], T, zero, one)
             grad[a * N + i, M] += gb
             grad[a * N + i, M + 1] += gv
     grad[: Z.shape[0], :M] += np.dot(Z, x)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
+def _unit_sums(row, e, vi, T, zero, one):  # pragma: no cover - compiled
+    """One hidden unit's pass over a tile: row (T,) pre-activations become δ = e·vi·1[z > 0] in place;
+    returns (Σ δ, Σ e·relu(z)), b's and V's gradient terms.
+
+    The sums run in 8 scalar lanes added in a fixed order at the end: SIMD without reassociation,
+    so they are the same bits in the code numba compiles in this process and in the object code it
+    caches on disk (with ``reassoc`` they were not, by 1e-17 on an AVX-512 machine: a fresh clone's
+    first run differed from its reruns).
+    """
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = zero
+    v0 = v1 = v2 = v3 = v4 = v5 = v6 = v7 = zero
+    T8 = T - T % 8
+    for j in range(0, T8, 8):
+        t, d = _unit_term(row[j], e[j], vi, zero, one)
+        row[j], v0, b0 = d, v0 + t, b0 + d
+        t, d = _unit_term(row[j + 1], e[j + 1], vi, zero, one)
+        row[j + 1], v1, b1 = d, v1 + t, b1 + d
+        t, d = _unit_term(row[j + 2], e[j + 2], vi, zero, one)
+        row[j + 2], v2, b2 = d, v2 + t, b2 + d
+        t, d = _unit_term(row[j + 3], e[j + 3], vi, zero, one)
+        row[j + 3], v3, b3 = d, v3 + t, b3 + d
+        t, d = _unit_term(row[j + 4], e[j + 4], vi, zero, one)
+        row[j + 4], v4, b4 = d, v4 + t, b4 + d
+        t, d = _unit_term(row[j + 5], e[j + 5], vi, zero, one)
+        row[j + 5], v5, b5 = d, v5 + t, b5 + d
+        t, d = _unit_term(row[j + 6], e[j + 6], vi, zero, one)
+        row[j + 6], v6, b6 = d, v6 + t, b6 + d
+        t, d = _unit_term(row[j + 7], e[j + 7], vi, zero, one)
+        row[j + 7], v7, b7 = d, v7 + t, b7 + d
+    for j in range(T8, T):
+        t, d = _unit_term(row[j], e[j], vi, zero, one)
+        row[j], v0, b0 = d, v0 + t, b0 + d
+    gb = ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
+    gv = ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
+    return gb, gv
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy", inline="always")
+def _unit_term(z, ej, vi, zero, one):  # pragma: no cover - compiled
+    """(e·relu(z), δ = e·vi·1[z > 0]) of one sample; NaN·0 stays NaN, as torch."""
+    return ej * max(z, zero), ej * vi * (one if z > zero else zero)
 
 
 #: 1/k! for k = 12, 11, ..., 0: the Taylor polynomial of e^r in :func:`residuals`, highest power first.
