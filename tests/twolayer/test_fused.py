@@ -425,6 +425,12 @@ np.save(sys.argv[1], np.concatenate([W.ravel(), b.ravel(), V.ravel()]))
 def test_the_control_kernel_compiled_here_equals_the_one_loaded_from_numbas_cache(tmp_path):
     """The first process compiles the G-sample kernel, the second loads it from numba's disk cache:
     the same bits (with fastmath's reassoc they differed by 1e-17 on an AVX-512 machine)."""
+    _compiled_then_cached(tmp_path, _FRESH_OR_CACHED)
+
+
+def _compiled_then_cached(tmp_path, script: str) -> None:
+    """Run ``script`` (it saves its numbers to argv[1]) in two processes sharing an empty numba cache
+    directory: the first compiles, the second loads from the cache; their numbers must be equal."""
     import os
     import subprocess
     import sys
@@ -433,7 +439,7 @@ def test_the_control_kernel_compiled_here_equals_the_one_loaded_from_numbas_cach
     outs = []
     for i in range(2):
         out = tmp_path / f"run{i}.npy"
-        subprocess.run([sys.executable, "-c", _FRESH_OR_CACHED, str(out)], check=True, env=env, timeout=300)
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=300)
         outs.append(np.load(out))
     assert any((tmp_path / "cache").rglob("*.nbi")), "numba cached nothing: the test compared two fresh compiles"
     np.testing.assert_array_equal(outs[0], outs[1])
@@ -458,15 +464,4 @@ np.save(sys.argv[1], np.concatenate(out))
 def test_the_sgd_kernels_compiled_here_equal_the_ones_loaded_from_numbas_cache(tmp_path):
     """The lane kernel (10×10) and both row kernels (40×30, |B| = 1 and 3), compiled in one process and
     loaded from numba's cache in the next: the same bits."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    outs = []
-    for i in range(2):
-        out = tmp_path / f"run{i}.npy"
-        subprocess.run([sys.executable, "-c", _SGD_FRESH_OR_CACHED, str(out)], check=True, env=env, timeout=300)
-        outs.append(np.load(out))
-    assert any((tmp_path / "cache").rglob("*.nbi"))
-    np.testing.assert_array_equal(outs[0], outs[1])
+    _compiled_then_cached(tmp_path, _SGD_FRESH_OR_CACHED)
