@@ -117,15 +117,21 @@ def test_reshuffled_replica_does_not_depend_on_the_seeds_trained_with_it():
     np.testing.assert_array_equal(together.v_norm.sel(seed=[1]).values, alone.v_norm.values)
 
 
-@pytest.mark.parametrize("sampling", ["online", "reshuffle"])
-def test_chunks_drawn_on_several_threads_are_the_one_thread_chunks(sampling):
-    """Beside a GPU a chunk's streams are drawn on several threads: each stream keeps its generator,
-    so the chunks (two in a row: the generators' states carry over) are the same bits."""
+def _two_data(sampling: str) -> tuple[_Data, _Data]:
+    """Two identical sample sources of 14 streams (7 seeds × 2 η, one stream per replica)."""
     if sampling == "online":
         cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 7, "share_data": False}})
     else:
         cfg = _cfg("reshuffle", n=16, seeds=7, lr=[0.05, 0.1], share_data=False)
     one, many = (_Data(cfg, list(range(7)), None, torch.float64) for _ in range(2))
+    return one, many
+
+
+@pytest.mark.parametrize("sampling", ["online", "reshuffle"])
+def test_chunks_drawn_on_several_threads_are_the_one_thread_chunks(sampling):
+    """Beside a GPU a chunk's streams are drawn on several threads: each stream keeps its generator,
+    so the chunks (two in a row: the generators' states carry over) are the same bits."""
+    one, many = _two_data(sampling)
     many.draw_threads = 3  # 14 streams over 3 threads, unequal parts
     for _ in range(2):
         for a, b in zip(one.chunk(_CHUNK, 2, _CHUNK), many.chunk(_CHUNK, 2, _CHUNK)):
@@ -143,11 +149,7 @@ def test_draw_threads_only_beside_a_gpu():
 def test_chunks_drawn_in_worker_processes_are_the_one_process_chunks(sampling, by_stream):
     """Beside a GPU the streams are drawn in forked processes that own them: the same bits, chunk after
     chunk (the generators' and epochs' states live on in the workers), in either layout."""
-    if sampling == "online":
-        cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 5, "seeds": 7, "share_data": False}})
-    else:
-        cfg = _cfg("reshuffle", n=16, seeds=7, lr=[0.05, 0.1], share_data=False)
-    one, many = (_Data(cfg, list(range(7)), None, torch.float64) for _ in range(2))
+    one, many = _two_data(sampling)
     many.draw_processes = 3  # 14 streams over 3 processes, unequal parts
     many.start(2, _CHUNK)
     try:
