@@ -146,6 +146,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     """The kernels' worker threads, at least ``threads`` of them (made or grown on demand)."""
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
+        if _POOL is not None:  # idle: every call waits for its items before returning
+            _POOL.shutdown(wait=True)
         _POOL = ThreadPoolExecutor(max_workers=max(threads, 2), thread_name_prefix="thermosgd-fused")
     return _POOL
 
@@ -215,6 +217,8 @@ def _spare_pool(threads: int) -> ThreadPoolExecutor:
     they run when a core would otherwise idle, never ahead of the engine's drawing thread."""
     global _SPARE
     if _SPARE is None or _SPARE._max_workers < threads:
+        if _SPARE is not None:
+            _SPARE.shutdown(wait=True)
         _SPARE = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thermosgd-spare", initializer=_nice)
     return _SPARE
 
