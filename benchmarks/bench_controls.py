@@ -1,6 +1,6 @@
 """The noise-model controls ("gd", "gaussian", "frozen", and SVAG) against a plain batched-torch step.
 
-Run by hand (not a test):  .venv/bin/python benchmarks/bench_controls.py [--quick] [--steps N]
+Run by hand (not a test):  .venv/bin/python benchmarks/bench_controls.py [--quick] [--steps N] [--plain-steps N]
 
 The grid is fig3's: 4 η × 16 seeds (64 replicas) of the 10×10 net, Gaussian inputs,
 random labels, bce, G = ``gd_batch`` = 1024 samples per step and replica, float64,
@@ -9,7 +9,14 @@ torch without this package: fresh samples per seed, per-sample gradients formed
 explicitly, their mean and (for "gaussian") a noise vector with the covariance of the
 per-sample gradients over |B|, no recording. ``train()`` is timed as a user calls it,
 with the default backend, cheap instruments every 10 steps and the probe set at the
-end. Both numbers and their ratio come from one run; throughput is replica-steps/s.
+end, for 2000 steps (the mechanism preset's length; its set-up, the initial statistics and
+the first chunk's draws, is part of the time), and the plain step, which has no set-up, for
+200 (its rate does not depend on the run's length). Both numbers and their ratio come from
+one run; throughput is replica-steps/s.
+
+The plain step runs on one torch thread; ``train()`` runs its kernel on this thread, with a
+drawing thread and a spare kernel thread at the lowest priority beside it (both cores of the
+2-core machine the targets were set on).
 """
 
 from __future__ import annotations
@@ -89,13 +96,15 @@ def engine_run(noise: str, seeds: int, steps: int, G: int, svag: int = 1) -> flo
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer steps (noisier)")
-    ap.add_argument("--steps", type=int, default=0, help="steps per measurement (default 200, --quick 40)")
+    ap.add_argument("--steps", type=int, default=0, help="steps of train() (default 2000, --quick 200)")
+    ap.add_argument("--plain-steps", type=int, default=0, help="steps of the plain step (default 200, --quick 40)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steps = args.steps or (40 if args.quick else 200)
+    steps = args.steps or (200 if args.quick else 2000)
+    plain_steps = args.plain_steps or (40 if args.quick else 200)
     seeds, G = 16, 1024
     print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.2f} at start")
-    print(f"fig3 grid: {len(ETAS)} η × {seeds} seeds, G = {G}, float64, {steps} steps")
+    print(f"fig3 grid: {len(ETAS)} η × {seeds} seeds, G = {G}, float64; train() {steps} steps, plain {plain_steps}")
     # Both paths first run once, untimed, in this process: the plain step ran 1.7-2x faster once
     # train() had run (measured: 3.0-3.6 k replica-steps/s before, 6.1-6.3 k after; loading the
     # compiled kernels alone took it to 4.9 k), so the first baseline measured cold was too slow.
@@ -103,7 +112,7 @@ def main() -> None:
         engine_run(noise, seeds, 10, G)
         plain_run(noise, seeds, 4, G)
     for noise in ("gd", "gaussian", "frozen"):
-        base = plain_run(noise, seeds, steps, G)
+        base = plain_run(noise, seeds, plain_steps, G)
         eng = engine_run(noise, seeds, steps, G)
         print(
             f"  {noise:9s} plain batched torch {base:10,.0f}   train() {eng:10,.0f} replica-steps/s   "

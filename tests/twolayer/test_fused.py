@@ -8,6 +8,7 @@ runs to 1e-4 over a few hundred steps. Seeds are explicit in each config.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ from thermosgd.config import from_dict
 from thermosgd.errors import UsageError
 from thermosgd.twolayer import fused
 from thermosgd.twolayer.params import Params
+
+
+def _load(name):
+    """A helper module beside this file (tests are not a package under --import-mode=importlib)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CACHE = _load("numba_cache")  # compiled-then-cached comparisons
 
 pytest.importorskip("numba")
 
@@ -425,24 +437,7 @@ np.save(sys.argv[1], np.concatenate([W.ravel(), b.ravel(), V.ravel()]))
 def test_the_control_kernel_compiled_here_equals_the_one_loaded_from_numbas_cache(tmp_path):
     """The first process compiles the G-sample kernel, the second loads it from numba's disk cache:
     the same bits (with fastmath's reassoc they differed by 1e-17 on an AVX-512 machine)."""
-    _compiled_then_cached(tmp_path, _FRESH_OR_CACHED)
-
-
-def _compiled_then_cached(tmp_path, script: str) -> None:
-    """Run ``script`` (it saves its numbers to argv[1]) in two processes sharing an empty numba cache
-    directory: the first compiles, the second loads from the cache; their numbers must be equal."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    outs = []
-    for i in range(2):
-        out = tmp_path / f"run{i}.npy"
-        subprocess.run([sys.executable, "-c", script, str(out)], check=True, env=env, timeout=300)
-        outs.append(np.load(out))
-    assert any((tmp_path / "cache").rglob("*.nbi")), "numba cached nothing: the test compared two fresh compiles"
-    np.testing.assert_array_equal(outs[0], outs[1])
+    CACHE.compiled_then_cached(tmp_path, _FRESH_OR_CACHED)
 
 
 _SGD_FRESH_OR_CACHED = r"""
@@ -464,4 +459,4 @@ np.save(sys.argv[1], np.concatenate(out))
 def test_the_sgd_kernels_compiled_here_equal_the_ones_loaded_from_numbas_cache(tmp_path):
     """The lane kernel (10×10) and both row kernels (40×30, |B| = 1 and 3), compiled in one process and
     loaded from numba's cache in the next: the same bits."""
-    _compiled_then_cached(tmp_path, _SGD_FRESH_OR_CACHED)
+    CACHE.compiled_then_cached(tmp_path, _SGD_FRESH_OR_CACHED)

@@ -194,8 +194,8 @@ def test_engine_run_matches_a_per_replica_loop(noise):
     assert chunk >= t.steps
     for seed in t.seeds:
         W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), F64)
-        # The G-sample models draw fresh samples in float32 and widen them (engine._draw_dtype).
-        stream = SampleStream(cfg, t.seed, seed, dtype=torch.float32)
+        # The G-sample models draw fresh samples in float32 (Gaussian inputs from Philox) and widen them.
+        stream = SampleStream(cfg, t.seed, seed, dtype=torch.float32, counter_inputs=True)
         xs, ys = (v.double() for v in stream.batches(chunk, G))
         P = W0.numel() + 2 * b0.numel()
         z = torch.randn(chunk, G if noise == "gaussian" else P, generator=generator(t.seed, seed, NOISE), dtype=F64)

@@ -107,8 +107,11 @@ def _twin_updates(cfg, seed: int, noise: str):
     """Per replica (lr, |B|): a function update(θ, u) → θ after SVAG update u, from the documented streams."""
     t, G, l_ = cfg.train, cfg.train.gd_batch, cfg.train.svag
     W0, b0, V0 = init_params(cfg, generator(t.seed, seed, INIT), F64)
-    # "sgd" draws in the run's dtype; the G-sample models draw fresh samples in float32 and widen them.
-    stream = SampleStream(cfg, t.seed, seed, dtype=F64 if noise == "sgd" else torch.float32)
+    # "sgd" draws in the run's dtype; the G-sample models draw fresh samples in float32 (Gaussian
+    # inputs from Philox) and widen them.
+    stream = SampleStream(
+        cfg, t.seed, seed, dtype=F64 if noise == "sgd" else torch.float32, counter_inputs=noise != "sgd"
+    )
     c1, c2 = svag_coefficients(l_)
     if noise == "sgd":
         Bmax = max(t.batch_size)

@@ -20,8 +20,8 @@ Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
 
 #: fastmath without ``reassoc`` for the G-sample kernels: reassociated reductions compiled to
 #: different bits in the code numba runs after compiling and in its cached object code (1e-17 on an
-#: AVX-512 machine), so a fresh clone's first run differed from its reruns. Their sums run in
-#: eight explicit lanes instead (:func:`_unit_sums`).
+#: AVX-512 machine), so a fresh clone's first run differed from its reruns. Their sums over samples
+#: run in the BLAS instead (:func:`sample_steps`).
 _NO_REASSOC = {"nnan", "ninf", "nsz", "arcp", "afn", "contract"}
 
 
@@ -425,13 +425,20 @@ def sample_steps(  # pragma: no cover - compiled
     dtype or narrower (float32 draws of a float64 run, widened here tile by tile, so the engine's
     drawing thread skips a pass over the whole chunk). Group g is the replicas
     ``order[starts[g]:starts[g + 1]]``, all reading stream ``gstream[g]`` (the learning rates and
-    batch sizes of one seed when streams are shared): their first layers are stacked into one
-    matrix, so the forward pass over a tile of samples is one matrix product for the whole group,
-    and so is W's gradient (:func:`_group_tile`). A replica's numbers depend only on its own rows
-    of these products, never on its group. The parameters move once per step (every sample sees
-    the pre-step parameters). "frozen" adds its noise after each step (:func:`_frozen_noise`):
+    batch sizes of one seed when streams are shared): their [W | b] are stacked into one matrix,
+    so the forward pass over a tile of samples is one matrix product for the whole group, and so
+    is every sum over the samples (:func:`_group_tile`). A replica's numbers depend only on its own
+    rows of these products, never on its group. The parameters move once per step (every sample
+    sees the pre-step parameters). "frozen" adds its noise after each step (:func:`_frozen_noise`):
     zs (chunk, streams, P) normal draws and zscale (R, P) = η·scale; other models pass empty ones.
     T: samples per tile (:func:`sample_tile`, for all groups: a call's range of groups changes no number).
+
+    With e_j = w_j ∂ℓ_j/∂f and s_ij = e_j 1[z_ij > 0], the step's gradient of unit i is
+    v_i Σ_j s_ij x_j (W_i), v_i Σ_j s_ij (b_i) and Σ_j e_j relu(z_ij) = W_i·Σ_j s_ij x_j + b_i Σ_j s_ij
+    (V_i, since relu(z) = z 1[z > 0] and z_ij = W_i·x_j + b_i). So one product of the s-matrix with
+    the tile's [x | 1] gives all three: no sum over samples runs outside the BLAS, whose sums are
+    the same bits in a compiling and a cache-loading process (reassociated loops were not: 1e-17 on
+    an AVX-512 machine, so a fresh clone's first run differed from its reruns).
     """
     _, N, M = W.shape
     G = xs.shape[2]
@@ -439,32 +446,47 @@ def sample_steps(  # pragma: no cover - compiled
     kmax = 1
     for g in range(g0, g1):
         kmax = max(kmax, starts[g + 1] - starts[g])
-    Wg = np.empty((kmax * N, M), dt)
-    grad = np.empty((kmax * N, M + 2), dt)  # Σ_j w_j ∂ℓ_j/∂(W_i, b_i, V_i), one row per (member, unit)
+    Wg = np.empty((kmax * N, M + 1), dt)  # the members' [W_i | b_i], one row per (member, unit)
+    S = np.empty((kmax * N, M + 1), dt)  # Σ_j s_ij (x_j, 1) over the step's tiles
     e = np.empty(T, dt)
-    X = np.empty((T, M), dt)  # the tile's inputs widened to W's dtype (float64 runs draw them in float32)
+    X = np.empty((T, M + 1), dt)  # the tile's [x | 1], x widened to W's dtype (float64 runs draw float32)
+    XT = np.empty((M + 1) * T, dt)  # and transposed, (M + 1, t) for a tile of t (contiguous: see _group_tile)
+    one = np.ones(1, dt)[0]
+    for j in range(T):
+        X[j, M] = one
     for g in range(g0, g1):
         first, k, s = starts[g], starts[g + 1] - starts[g], gstream[g]
         for c in range(c0, c0 + n):
             for a in range(k):
-                Wg[a * N : (a + 1) * N] = W[order[first + a]]
-            grad[:] = 0
+                r = order[first + a]
+                for i in range(N):
+                    for m in range(M):
+                        Wg[a * N + i, m] = W[r, i, m]
+                    Wg[a * N + i, M] = b[r, i]
+            S[:] = 0
             for t0 in range(0, G, T):
                 t = min(T, G - t0)
                 x = xs[s, c, t0 : t0 + t]
+                xT = XT[: (M + 1) * t].reshape((M + 1, t))
                 for j in range(t):  # exact: widening changes no number, and the copy costs 1/(k·N) of a product
+                    xT[M, j] = one
                     for m in range(M):
-                        X[j, m] = x[j, m]
-                _group_tile(Wg[: k * N], b, V, wl, order[first : first + k], X[:t], ys[s, c], t0, mse, e, grad)
+                        X[j, m] = xT[m, j] = x[j, m]
+                members = order[first : first + k]
+                _group_tile(Wg[: k * N], V, wl, members, X[:t], xT, ys[s, c], t0, mse, e, S)
             for a in range(k):
                 r = order[first + a]
                 for i in range(N):
-                    row = grad[a * N + i]
+                    row, wb = S[a * N + i], Wg[a * N + i]  # wb: the pre-step [W_i | b_i]
+                    vi = V[r, i]
+                    gv = wb[M] * row[M]
                     for m in range(M):
-                        W[r, i, m] -= row[m]
+                        gv += wb[m] * row[m]
+                    for m in range(M):
+                        W[r, i, m] -= vi * row[m]
                     if bias:
-                        b[r, i] -= row[M]
-                    V[r, i] -= row[M + 1]
+                        b[r, i] -= vi * row[M]
+                    V[r, i] -= gv
                 if zs.shape[0]:
                     _frozen_noise(W[r], b[r], V[r], zscale[r], zs[c, s], bias)
 
@@ -473,7 +495,7 @@ def sample_tile(starts: np.ndarray, N: int, M: int, G: int) -> int:
     """Samples per tile of :func:`sample_steps` for the groups of ``starts``: at most :data:`TILE`,
     and small enough that the largest group's products stay under :data:`BLAS_ONE_THREAD`."""
     kmax = max(1, int(np.diff(starts).max(initial=1)))
-    return max(16, min(TILE, G, BLAS_ONE_THREAD // (kmax * N * M)))
+    return max(16, min(TILE, G, BLAS_ONE_THREAD // (kmax * N * (M + 1))))
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
@@ -491,80 +513,41 @@ def _frozen_noise(W, b, V, a, z, bias):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
-def _group_tile(Wg, b, V, wl, members, x, y, t0, mse, e, grad):  # pragma: no cover - compiled
-    """Samples t0..t0+T of one step of a group, added to ``grad`` (k·N, M + 2).
+def _group_tile(Wg, V, wl, members, x, xT, y, t0, mse, e, S):  # pragma: no cover - compiled
+    """Samples t0..t0+T of one step of a group, added to ``S`` (k·N, M + 1) (:func:`sample_steps`).
 
-    Wg (k·N, M): the members' W stacked; x (T, M) the tile's inputs; y (G,) the step's labels.
-    One product gives every member's pre-activations (k·N, T); a pass per member over
-    its N rows turns them into δ = w ∂ℓ/∂b per sample (and sums b's and V's gradients);
-    a second product gives W's gradient δ x.
+    Wg (k·N, M + 1): the members' [W | b] stacked; x (T, M + 1) the tile's [x | 1], xT its transpose
+    (a contiguous copy: the forward product ran 1.5x faster on it than on the view x.T); y (G,) the
+    step's labels. One product gives every member's pre-activations z (k·N, T); a pass per member
+    forms e = w ∂ℓ/∂f from f = Σ_i v_i relu(z_i) and overwrites z with s = e 1[z > 0]; a second
+    product adds s [x | 1]. The loops run along the samples, element by element: they vectorize
+    without reassociating any sum.
     """
-    N, M = b.shape[1], x.shape[1]
+    N = V.shape[1]
     T = x.shape[0]
-    Z = np.dot(Wg, x.T)
-    zero, one = np.zeros(1, Z.dtype)[0], np.ones(1, Z.dtype)[0]  # typed constants: no float64 promotion
+    Z = np.dot(Wg, xT)
+    zero = np.zeros(1, Z.dtype)[0]  # a typed constant: no float64 promotion
     for a in range(members.shape[0]):
         r = members[a]
         for j in range(T):
             e[j] = zero  # f, then w ∂ℓ/∂f
         for i in range(N):  # forward at the pre-step parameters
-            bi, vi = b[r, i], V[r, i]
+            vi = V[r, i]
             row = Z[a * N + i]
             for j in range(T):
-                z = row[j] + bi
-                row[j] = z
-                e[j] += max(z, zero) * vi
+                e[j] += max(row[j], zero) * vi
         residuals(e[:T], y[t0 : t0 + T], wl[r, t0 : t0 + T], mse)
         for i in range(N):
-            gb, gv = _unit_sums(Z[a * N + i], e, V[r, i], T, zero, one)
-            grad[a * N + i, M] += gb
-            grad[a * N + i, M + 1] += gv
-    grad[: Z.shape[0], :M] += np.dot(Z, x)
+            row = Z[a * N + i]
+            for j in range(T):
+                row[j] = e[j] if row[j] > zero else zero
+    S[: Z.shape[0]] += np.dot(Z, x)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
-def _unit_sums(row, e, vi, T, zero, one):  # pragma: no cover - compiled
-    """One hidden unit's pass over a tile: row (T,) pre-activations become δ = e·vi·1[z > 0] in place;
-    returns (Σ δ, Σ e·relu(z)), b's and V's gradient terms.
-
-    The sums run in 8 scalar lanes added in a fixed order at the end: SIMD without reassociation,
-    so they are the same bits in the code numba compiles in this process and in the object code it
-    caches on disk (with ``reassoc`` they were not, by 1e-17 on an AVX-512 machine: a fresh clone's
-    first run differed from its reruns).
-    """
-    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = zero
-    v0 = v1 = v2 = v3 = v4 = v5 = v6 = v7 = zero
-    T8 = T - T % 8
-    for j in range(0, T8, 8):
-        t, d = _unit_term(row[j], e[j], vi, zero, one)
-        row[j], v0, b0 = d, v0 + t, b0 + d
-        t, d = _unit_term(row[j + 1], e[j + 1], vi, zero, one)
-        row[j + 1], v1, b1 = d, v1 + t, b1 + d
-        t, d = _unit_term(row[j + 2], e[j + 2], vi, zero, one)
-        row[j + 2], v2, b2 = d, v2 + t, b2 + d
-        t, d = _unit_term(row[j + 3], e[j + 3], vi, zero, one)
-        row[j + 3], v3, b3 = d, v3 + t, b3 + d
-        t, d = _unit_term(row[j + 4], e[j + 4], vi, zero, one)
-        row[j + 4], v4, b4 = d, v4 + t, b4 + d
-        t, d = _unit_term(row[j + 5], e[j + 5], vi, zero, one)
-        row[j + 5], v5, b5 = d, v5 + t, b5 + d
-        t, d = _unit_term(row[j + 6], e[j + 6], vi, zero, one)
-        row[j + 6], v6, b6 = d, v6 + t, b6 + d
-        t, d = _unit_term(row[j + 7], e[j + 7], vi, zero, one)
-        row[j + 7], v7, b7 = d, v7 + t, b7 + d
-    for j in range(T8, T):
-        t, d = _unit_term(row[j], e[j], vi, zero, one)
-        row[j], v0, b0 = d, v0 + t, b0 + d
-    gb = ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
-    gv = ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
-    return gb, gv
-
-
-@numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy", inline="always")
-def _unit_term(z, ej, vi, zero, one):  # pragma: no cover - compiled
-    """(e·relu(z), δ = e·vi·1[z > 0]) of one sample; NaN·0 stays NaN, as torch."""
-    return ej * max(z, zero), ej * vi * (one if z > zero else zero)
-
+#: The polynomials of the Philox normals (:mod:`thermosgd.twolayer.philox`, which documents them).
+_LOG_COEFS = tuple(2.0 / (2 * k + 1) for k in range(10, -1, -1))
+_SIN_COEFS = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9, -1, -1))
+_COS_COEFS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(9, -1, -1))
 
 #: 1/k! for k = 12, 11, ..., 0: the Taylor polynomial of e^r in :func:`residuals`, highest power first.
 _EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(12, -1, -1))
@@ -594,3 +577,135 @@ def residuals(f, y, w, mse):  # pragma: no cover - compiled
         ex = p * np.int64((np.int64(k) + 1023) << 52).view(np.float64)  # p · 2^k
         out = (1.0 / (1.0 + ex) - y[j]) * w[j]
         f[j] = out if fj == fj else fj  # NaN in, NaN out (min/max above would drop it)
+
+
+_U32 = np.uint64(0xFFFFFFFF)
+_S32 = np.uint64(32)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def philox_draw(out, k0, k1, purpose, start, labels):  # pragma: no cover - compiled
+    """Draws start..start+len(out) of the Philox stream (key (k0, k1), ``purpose``) into ``out``:
+    standard normals, or with ``labels`` the lowest bit of each 32-bit word (a fair 0/1 label).
+
+    The arithmetic of :func:`thermosgd.twolayer.philox._draws_numpy`, operation for operation
+    (no fastmath, so nothing is fused or reordered), rounded once to ``out``'s dtype. The whole
+    blocks run in one loop that vectorizes (the normals' quadrant logic has no branches: branches
+    kept it scalar); a partial block at either end is written lane by lane.
+    """
+    n = out.shape[0]
+    if n == 0:
+        return
+    ka = np.empty(10, np.uint64)  # the key of each round
+    kb = np.empty(10, np.uint64)
+    ka[0], kb[0] = k0, k1
+    for r in range(1, 10):
+        ka[r] = (ka[r - 1] + np.uint64(0x9E3779B9)) & _U32
+        kb[r] = (kb[r - 1] + np.uint64(0xBB67AE85)) & _U32
+    first, last = start // 4, (start + n - 1) // 4
+    lo = first if start % 4 == 0 else first + 1  # the whole blocks are lo..hi-1
+    hi = last + 1 if (start + n) % 4 == 0 else last
+    for b in range(first, last + 1, max(1, last - first)):  # the first and the last block, if partial
+        if lo <= b < hi:
+            continue
+        if labels:
+            z0, z1, z2, z3 = _philox_block_bits(np.uint64(b), ka, kb, purpose)
+        else:
+            z0, z1, z2, z3 = _philox_block(np.uint64(b), ka, kb, purpose)
+        for lane in range(4):
+            i = 4 * b + lane - start
+            if 0 <= i < n:
+                out[i] = z0 if lane == 0 else (z1 if lane == 1 else (z2 if lane == 2 else z3))
+    if hi > lo:
+        whole = out[4 * lo - start : 4 * hi - start]
+        if labels:
+            _philox_label_run(whole, lo, ka, kb, purpose)
+        else:
+            _philox_run(whole, lo, ka, kb, purpose)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _philox_run(out, first, ka, kb, purpose):  # pragma: no cover - compiled
+    """The normals of whole blocks first, first + 1, ... into ``out`` (four per block): the loop that vectorizes."""
+    for j in range(out.shape[0] // 4):
+        z0, z1, z2, z3 = _philox_block(np.uint64(first + j), ka, kb, purpose)
+        out[4 * j] = z0
+        out[4 * j + 1] = z1
+        out[4 * j + 2] = z2
+        out[4 * j + 3] = z3
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _philox_label_run(out, first, ka, kb, purpose):  # pragma: no cover - compiled
+    """The labels of whole blocks first, first + 1, ... into ``out`` (four per block)."""
+    for j in range(out.shape[0] // 4):
+        z0, z1, z2, z3 = _philox_block_bits(np.uint64(first + j), ka, kb, purpose)
+        out[4 * j] = z0
+        out[4 * j + 1] = z1
+        out[4 * j + 2] = z2
+        out[4 * j + 3] = z3
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _philox_words(b, ka, kb, purpose):  # pragma: no cover - compiled
+    """Philox4x32-10 of the counter (b mod 2³², b div 2³², purpose, 0) with round keys ka, kb."""
+    c0, c1, c2, c3 = b & _U32, b >> _S32, purpose, np.uint64(0)
+    for r in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * c0, np.uint64(0xCD9E8D57) * c2
+        c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ ka[r], p1 & _U32, (p0 >> _S32) ^ c3 ^ kb[r], p0 & _U32
+    return c0, c1, c2, c3
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _philox_block_bits(b, ka, kb, purpose):  # pragma: no cover - compiled
+    """The four labels (lowest bits) of block b."""
+    c0, c1, c2, c3 = _philox_words(b, ka, kb, purpose)
+    one = np.uint64(1)
+    return np.float64(c0 & one), np.float64(c1 & one), np.float64(c2 & one), np.float64(c3 & one)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _philox_block(b, ka, kb, purpose):  # pragma: no cover - compiled
+    """The four normals of block b: two Box-Muller pairs of its words."""
+    c0, c1, c2, c3 = _philox_words(b, ka, kb, purpose)
+    z0, z1 = _box_muller(c0, c1)
+    z2, z3 = _box_muller(c2, c3)
+    return z0, z1, z2, z3
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
+def _box_muller(wr, wa):  # pragma: no cover - compiled
+    """√(−2 ln u)·(cos 2πu', sin 2πu') for u = (wr + 1)/2³², u' = wa/2³² (:mod:`thermosgd.twolayer.philox`).
+
+    The quadrant turns (cos a, sin a) by arithmetic on its bits, not by branches.
+    """
+    u = (np.float64(wr) + 1.0) * 2.3283064365386963e-10
+    bits = np.float64(u).view(np.int64)
+    e = (bits >> 52) - 1023
+    m = np.int64((bits & 0x000FFFFFFFFFFFFF) | (1023 << 52)).view(np.float64)  # u = m·2^e, m ∈ [1, 2)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    ef = np.float64(e + (1 if big else 0))
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = 0.0
+    for c in numba.literal_unroll(_LOG_COEFS):
+        p = p * s2 + c
+    lnu = (ef * 6.93147180369123816490e-01 + s * p) + ef * 1.90821492927058770002e-10
+    rad = np.sqrt(-2.0 * lnu)
+    x = np.float64(wa) * 2.3283064365386963e-10 * 4.0
+    q = np.floor(x + 0.5)
+    a = (x - q) * 1.5707963267948966
+    a2 = a * a
+    ps = 0.0
+    for c in numba.literal_unroll(_SIN_COEFS):
+        ps = ps * a2 + c
+    pc = 0.0
+    for c in numba.literal_unroll(_COS_COEFS):
+        pc = pc * a2 + c
+    sn = a * ps
+    qi = np.int64(q)
+    odd = (qi & 1) == 1
+    cc = sn if odd else pc
+    ss = pc if odd else sn
+    return rad * (cc * np.float64(1 - 2 * ((qi ^ (qi >> 1)) & 1))), rad * (ss * np.float64(1 - 2 * ((qi >> 1) & 1)))

@@ -24,7 +24,8 @@ import torch
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
 from thermosgd.files import open_regular
-from thermosgd.seeds import derive_seed, generator, stream  # noqa: F401 (derive_seed is re-exported)
+from thermosgd.seeds import derive_seed, generator, stream
+from thermosgd.twolayer import philox
 
 _NAMES = ("init", "data", "probe", "teacher", "trainset", "test", "noise", "noise_init")
 INIT, DATA, PROBE, TEACHER, TRAINSET, TEST, NOISE, NOISE_INIT = (stream(f"twolayer.{n}") for n in _NAMES)
@@ -63,6 +64,7 @@ class SampleStream:
         *extra: int,
         dtype=torch.float32,
         dataset: UserData | None = None,
+        counter_inputs: bool = False,
     ):
         self.cfg, self.dtype = cfg, dtype
         self.M = cfg.model.inputs
@@ -75,6 +77,12 @@ class SampleStream:
             if d.labels == "teacher"
             else None
         )
+        # counter_inputs: the training stream's fresh Gaussian inputs, and its random labels, come
+        # from Philox (:mod:`~thermosgd.twolayer.philox`; purposes 0 and 1), keyed by the data
+        # stream's seed. The engine asks for it for the G-sample noise models.
+        online_gaussian = dataset is None and not d.train_size and d.inputs == "gaussian"
+        self._philox = derive_seed(master, seed, DATA, *extra) if counter_inputs and online_gaussian else None
+        self._read_philox = [0, 0]  # the Philox streams' positions: normals, labels
         self.train_x: torch.Tensor | None = None
         self.train_y: torch.Tensor | None = None
         self._epoch = torch.empty(0, dtype=torch.long)  # the current epoch's order ("reshuffle")
@@ -90,8 +98,20 @@ class SampleStream:
     def inputs(self, n: int, gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
         """n fresh inputs (n, M), drawn into ``out`` when given."""
         if self.cfg.data.inputs == "gaussian":
+            if self._philox is not None and gen is self._gen:
+                return self._counter((n, self.M), False, out)
             return torch.randn(n, self.M, generator=gen, dtype=self.dtype, out=out)
         return torch.rand(n, self.M, generator=gen, dtype=self.dtype, out=out)
+
+    def _counter(self, shape: tuple[int, ...], labels: bool, out: torch.Tensor | None) -> torch.Tensor:
+        """The training stream's next Gaussian inputs (n, M), or random labels (n,), from Philox
+        (``counter_inputs``), into ``out`` when given."""
+        assert self._philox is not None
+        x = out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=self.dtype)
+        draw = philox.labels_into if labels else philox.normals_into
+        draw(x.numpy().reshape(-1), self._philox, int(labels), self._read_philox[labels])
+        self._read_philox[labels] += x.numel()
+        return x if out is None or x is out else out.copy_(x)
 
     def sample(self, n: int, gen: torch.Generator, balanced: bool = False, out=None):
         """Fresh samples: x (n, M), y (n,) in {0, 1}; written into ``out`` = (x, y) when given."""
@@ -100,6 +120,9 @@ class SampleStream:
             y = self.teacher(x, self.center)
         elif balanced:
             y = (torch.arange(n) % 2).to(self.dtype)[torch.randperm(n, generator=gen)]
+        elif self._philox is not None and gen is self._gen:
+            y = self._counter((n,), True, None if out is None else out[1])
+            return x, y
         elif out is not None:  # the same 32-bit draws as the int64 ones below (tested equal)
             return x, torch.randint(0, 2, (n,), generator=gen, out=out[1])
         else:

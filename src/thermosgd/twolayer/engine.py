@@ -500,9 +500,14 @@ class _Data:
         self.draw_dtype = _draw_dtype(cfg, dtype, user)
         # Chunks widened to ``dtype`` here; the compiled G-sample kernel widens them itself (fused.FusedBackend).
         self.widen = True
-        per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user) for s in seeds]
+        # The G-sample models draw G·M fresh inputs per step and stream: Gaussian ones from Philox
+        # (twolayer.philox), which here draws them at about twice the rate of torch's sampler.
+        counter = t.noise != "sgd"
+        per_seed = [SampleStream(cfg, t.seed, s, dtype=dtype, dataset=user, counter_inputs=counter) for s in seeds]
         if self.draw_dtype != dtype:  # the same coordinates (so the same generators), drawn narrower
-            per_seed_draws = [SampleStream(cfg, t.seed, s, dtype=self.draw_dtype) for s in seeds]
+            per_seed_draws = [
+                SampleStream(cfg, t.seed, s, dtype=self.draw_dtype, counter_inputs=counter) for s in seeds
+            ]
         else:
             per_seed_draws = per_seed
         # Coordinates (master, seed[, lr index, batch index]) of each stream.
@@ -514,7 +519,10 @@ class _Data:
         self.streams = (
             per_seed_draws
             if self.shared
-            else [SampleStream(cfg, t.seed, *c[1:], dtype=self.draw_dtype, dataset=user) for c in self.coords]
+            else [
+                SampleStream(cfg, t.seed, *c[1:], dtype=self.draw_dtype, dataset=user, counter_inputs=counter)
+                for c in self.coords
+            ]
         )
         self.probes = per_seed  # the probe set is per seed in either case
         self.draw_threads = draw_threads(cfg.train.device, len(self.streams))

@@ -39,27 +39,18 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from thermosgd.config import SweepConfig
 from thermosgd.errors import UsageError
+from thermosgd.twolayer.compiled import available, cache_dir  # noqa: F401 (cache_dir: where this backend caches)
+from thermosgd.twolayer.compiled import kernels as _kernels
 from thermosgd.twolayer.lanes import LANES
 from thermosgd.twolayer.measure import ProbeSet, measure
 from thermosgd.twolayer.params import Params
 from thermosgd.twolayer.steps import frozen_scale, gaussian_weights, gd_weights
-
-
-def available() -> bool:
-    """Whether numba can be imported."""
-    try:
-        _numba()
-    except ImportError:
-        return False
-    return True
 
 
 def require() -> None:
@@ -91,36 +82,6 @@ def applies(cfg: SweepConfig) -> bool:
             file=sys.stderr,
         )
     return False
-
-
-def cache_dir() -> Path:
-    """Where numba caches the compiled kernels: ``$NUMBA_CACHE_DIR`` if set, else a user cache folder
-    (``$XDG_CACHE_HOME/thermosgd/numba``, default ``~/.cache/thermosgd/numba``), never the source tree."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return Path(os.environ["NUMBA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "thermosgd" / "numba"
-
-
-def _numba():
-    """numba, imported with its on-disk cache pointed at :func:`cache_dir` (raises ImportError)."""
-    where = str(cache_dir())
-    os.environ.setdefault("NUMBA_CACHE_DIR", where)  # read when numba is first imported
-    import numba
-
-    config: Any = numba.config  # numba's config module is typed as it reads its environment
-    if not config.CACHE_DIR:  # numba imported earlier without the variable
-        config.CACHE_DIR = where
-    return numba
-
-
-def _kernels():
-    """The module of compiled loops (:mod:`thermosgd.twolayer._kernels`; compiled on first use,
-    cached on disk by numba under :func:`cache_dir`)."""
-    _numba()
-    from thermosgd.twolayer import _kernels as kernels
-
-    return kernels
 
 
 _POOL: ThreadPoolExecutor | None = None
