@@ -449,11 +449,10 @@ def sample_steps(  # pragma: no cover - compiled
     Wg = np.empty((kmax * N, M + 1), dt)  # the members' [W_i | b_i], one row per (member, unit)
     S = np.empty((kmax * N, M + 1), dt)  # Σ_j s_ij (x_j, 1) over the step's tiles
     e = np.empty(T, dt)
-    X = np.empty((T, M + 1), dt)  # the tile's [x | 1], x widened to W's dtype (float64 runs draw float32)
-    XT = np.empty((M + 1) * T, dt)  # and transposed, (M + 1, t) for a tile of t (contiguous: see _group_tile)
+    # The tile's [x | 1] transposed, (M + 1, t) for a tile of t, x widened to W's dtype (float64 runs
+    # draw float32): contiguous, for the forward product (see _group_tile).
+    XT = np.empty((M + 1) * T, dt)
     one = np.ones(1, dt)[0]
-    for j in range(T):
-        X[j, M] = one
     for g in range(g0, g1):
         first, k, s = starts[g], starts[g + 1] - starts[g], gstream[g]
         for c in range(c0, c0 + n):
@@ -468,12 +467,12 @@ def sample_steps(  # pragma: no cover - compiled
                 t = min(T, G - t0)
                 x = xs[s, c, t0 : t0 + t]
                 xT = XT[: (M + 1) * t].reshape((M + 1, t))
-                for j in range(t):  # exact: widening changes no number, and the copy costs 1/(k·N) of a product
+                for m in range(M):  # exact: widening changes no number, and the copy costs 1/(k·N) of a product
+                    for j in range(t):
+                        xT[m, j] = x[j, m]
+                for j in range(t):
                     xT[M, j] = one
-                    for m in range(M):
-                        X[j, m] = xT[m, j] = x[j, m]
-                members = order[first : first + k]
-                _group_tile(Wg[: k * N], V, wl, members, X[:t], xT, ys[s, c], t0, mse, e, S)
+                _group_tile(Wg[: k * N], V, wl, order[first : first + k], xT, ys[s, c], t0, mse, e, S)
             for a in range(k):
                 r = order[first + a]
                 for i in range(N):
@@ -513,18 +512,18 @@ def _frozen_noise(W, b, V, a, z, bias):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_NO_REASSOC, error_model="numpy")
-def _group_tile(Wg, V, wl, members, x, xT, y, t0, mse, e, S):  # pragma: no cover - compiled
+def _group_tile(Wg, V, wl, members, xT, y, t0, mse, e, S):  # pragma: no cover - compiled
     """Samples t0..t0+T of one step of a group, added to ``S`` (k·N, M + 1) (:func:`sample_steps`).
 
-    Wg (k·N, M + 1): the members' [W | b] stacked; x (T, M + 1) the tile's [x | 1], xT its transpose
-    (a contiguous copy: the forward product ran 1.5x faster on it than on the view x.T); y (G,) the
+    Wg (k·N, M + 1): the members' [W | b] stacked; xT (M + 1, T) the tile's [x | 1] transposed
+    (contiguous: the forward product ran 1.5x faster on it than on a transposed view); y (G,) the
     step's labels. One product gives every member's pre-activations z (k·N, T); a pass per member
     forms e = w ∂ℓ/∂f from f = Σ_i v_i relu(z_i) and overwrites z with s = e 1[z > 0]; a second
     product adds s [x | 1]. The loops run along the samples, element by element: they vectorize
     without reassociating any sum.
     """
     N = V.shape[1]
-    T = x.shape[0]
+    T = xT.shape[1]
     Z = np.dot(Wg, xT)
     zero = np.zeros(1, Z.dtype)[0]  # a typed constant: no float64 promotion
     for a in range(members.shape[0]):
@@ -541,7 +540,7 @@ def _group_tile(Wg, V, wl, members, x, xT, y, t0, mse, e, S):  # pragma: no cove
             row = Z[a * N + i]
             for j in range(T):
                 row[j] = e[j] if row[j] > zero else zero
-    S[: Z.shape[0]] += np.dot(Z, x)
+    S[: Z.shape[0]] += np.dot(Z, xT.T)
 
 
 #: The polynomials of the Philox normals (:mod:`thermosgd.twolayer.philox`, which documents them).
