@@ -166,11 +166,12 @@ def test_chunks_drawn_in_worker_processes_are_the_one_process_chunks(sampling, b
     assert many._workers is None
 
 
-def test_training_with_drawing_processes_is_the_same_run(monkeypatch):
-    """train() with its streams drawn in worker processes (forced here on the CPU) gives the same bits."""
-    cfg = from_dict(
-        {"model": {"inputs": 3, "hidden": 4}, "train": {"seed": 2, "seeds": 3, "steps": 300, "record_every": 50}}
-    )
+@pytest.mark.parametrize("noise", ["sgd", "gd"])
+def test_training_with_drawing_processes_is_the_same_run(monkeypatch, noise):
+    """train() with its streams drawn in worker processes (forced here on the CPU) gives the same bits,
+    for torch's generators ("sgd") and the Philox streams of the G-sample models ("gd")."""
+    train = {"seed": 2, "seeds": 3, "steps": 300, "record_every": 50, "noise": noise, "gd_batch": 16}
+    cfg = from_dict({"model": {"inputs": 3, "hidden": 4}, "train": train})
     alone = thermosgd.train(cfg)
     monkeypatch.setattr(engine, "draw_processes", lambda device, streams: 2)
     started = []

@@ -95,6 +95,11 @@ class SampleStream:
             self.train_x, self.train_y = self.sample(d.train_size, g, balanced=True)
         self.reshuffle = cfg.train.sampling == "reshuffle" and self.train_x is not None
 
+    @property
+    def counter_based(self) -> bool:
+        """Whether the training stream's fresh inputs come from Philox (``counter_inputs`` applied)."""
+        return self._philox is not None
+
     def inputs(self, n: int, gen: torch.Generator, out: torch.Tensor | None = None) -> torch.Tensor:
         """n fresh inputs (n, M), drawn into ``out`` when given."""
         if self.cfg.data.inputs == "gaussian":

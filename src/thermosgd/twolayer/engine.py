@@ -44,7 +44,7 @@ from thermosgd.instruments.schedule import every
 from thermosgd.precision import full_float32
 from thermosgd.progress import bar as progress_bar
 from thermosgd.threads import threads_for
-from thermosgd.twolayer import budget, divergence, fused, graphs, workers
+from thermosgd.twolayer import budget, divergence, fused, graphs, philox, workers
 from thermosgd.twolayer.data import NOISE, NOISE_INIT, SampleStream, UserData, generator
 from thermosgd.twolayer.measure import METRICS, TEST_METRICS, ProbeSet, measure
 from thermosgd.twolayer.noise import NormalStreams, per_sample_variance
@@ -561,6 +561,8 @@ class _Data:
         """Fork the drawing processes (``draw_processes`` > 1, beside a GPU) for chunks of ``chunk``
         steps of ``batch`` samples; from here on the streams are drawn there. Call :meth:`close` after."""
         if self.draw_processes > 1 and self._workers is None and workers.available():
+            if any(s.counter_based for s in self.streams):  # compiled once here, inherited by the forks
+                philox.prepare(torch.empty(0, dtype=self.draw_dtype).numpy().dtype)
             self._workers = workers.StreamWorkers(
                 self.streams, chunk * batch, self.streams[0].M, self.draw_dtype, self.draw_processes
             )

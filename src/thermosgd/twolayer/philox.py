@@ -30,7 +30,7 @@ import numpy as np
 
 from thermosgd.twolayer import compiled
 
-__all__ = ["block", "key_of", "labels_into", "normals_into"]
+__all__ = ["block", "key_of", "labels_into", "normals_into", "prepare"]
 
 #: Philox4x32's multipliers and Weyl key increments (Random123).
 M0, M1 = 0xD2511F53, 0xCD9E8D57
@@ -78,6 +78,13 @@ def labels_into(out: np.ndarray, seed: int, purpose: int, start: int) -> None:
     """Fair 0/1 labels start..start+len(out) of the stream (seed, purpose): the lowest bit of each
     32-bit word (word n is lane n mod 4 of block n div 4), into ``out`` as :func:`normals_into`."""
     _draw_into(out, seed, purpose, start, labels=True)
+
+
+def prepare(dtype: np.dtype | type = np.float32) -> None:
+    """Compile (or load from numba's cache) the loop for ``out`` arrays of ``dtype`` now: processes
+    forked after this inherit it, instead of each compiling it (and writing numba's cache) at once."""
+    if compiled.available():
+        compiled.kernels().philox_draw(np.empty(1, dtype), np.uint64(0), np.uint64(0), np.uint64(0), np.int64(0), False)
 
 
 def _draw_into(out: np.ndarray, seed: int, purpose: int, start: int, labels: bool) -> None:
