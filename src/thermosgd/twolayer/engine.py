@@ -650,11 +650,12 @@ def _draw_dtype(cfg: SweepConfig, dtype: torch.dtype, user: UserData | None) -> 
     """The dtype the training samples are drawn in: ``dtype``, except float32 for the G-sample noise
     models' fresh samples (Gaussian or uniform inputs, random labels) in float64 runs.
 
-    Those models draw G·M inputs per step and stream, and torch's float64 normal sampler
-    (its Box-Muller in doubles) runs at about a quarter of the float32 one: it would cost
-    more than the compiled step. Drawn in float32 and widened, the inputs keep their
-    distribution up to float32 rounding (relative 6·10⁻⁸), from the same seeded
-    generators. Teacher labels (whose teacher is drawn in the run's dtype), training
+    Those models draw G·M inputs per step and stream. Their Gaussian inputs and random
+    labels come from Philox (:mod:`~thermosgd.twolayer.philox`, computed in float64 and
+    rounded once), uniform inputs from torch's sampler, whose float64 normals ran at a
+    quarter of its float32 ones; drawn in float32, a chunk is half the bytes, and the
+    compiled kernel widens each tile as it reads it. The inputs keep their distribution up to
+    float32 rounding (relative 6·10⁻⁸). Teacher labels (whose teacher is drawn in the run's dtype), training
     sets and the user's data are drawn in ``dtype``, as is "sgd" everywhere.
     """
     online = user is None and not cfg.data.train_size and cfg.data.labels == "random"

@@ -12,7 +12,7 @@ A stream is a key (two 32-bit words, from a 63-bit seed of :mod:`thermosgd.seeds
 words. Normal n of the stream is lane n mod 4 of block n div 4; lanes (0, 1) and (2, 3)
 are Box-Muller pairs of u = (k + 1)/2³² ∈ (0, 1] (the radius, so log u is finite; |z| ≤ 6.66)
 and u' = k'/2³² ∈ [0, 1) (the angle): z = √(−2 ln u)·(cos 2πu', sin 2πu'). ln, cos and sin are
-polynomials in float64 (below), accurate to a few 10⁻¹⁶, so that the compiled loop
+polynomials in float64 (below), ln within 4·10⁻¹⁶ relative and sin, cos within 10⁻¹⁵ absolute, so that the compiled loop
 vectorizes (numba's libm calls do not); the result is rounded once to the output dtype.
 
 Labels (:func:`labels_into`) are the lowest bit of each word, one word per label.
