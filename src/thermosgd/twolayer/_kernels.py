@@ -616,29 +616,18 @@ def philox_draw(out, k0, k1, purpose, start, labels):  # pragma: no cover - comp
             if 0 <= i < n:
                 out[i] = z0 if lane == 0 else (z1 if lane == 1 else (z2 if lane == 2 else z3))
     if hi > lo:
-        whole = out[4 * lo - start : 4 * hi - start]
+        _philox_run(out[4 * lo - start : 4 * hi - start], lo, ka, kb, purpose, labels)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+def _philox_run(out, first, ka, kb, purpose, labels):  # pragma: no cover - compiled
+    """The normals (or labels) of whole blocks first, first + 1, ... into ``out`` (four per block):
+    the loop that vectorizes (LLVM takes the loop-invariant ``labels`` out of it)."""
+    for j in range(out.shape[0] // 4):
         if labels:
-            _philox_label_run(whole, lo, ka, kb, purpose)
+            z0, z1, z2, z3 = _philox_block_bits(np.uint64(first + j), ka, kb, purpose)
         else:
-            _philox_run(whole, lo, ka, kb, purpose)
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def _philox_run(out, first, ka, kb, purpose):  # pragma: no cover - compiled
-    """The normals of whole blocks first, first + 1, ... into ``out`` (four per block): the loop that vectorizes."""
-    for j in range(out.shape[0] // 4):
-        z0, z1, z2, z3 = _philox_block(np.uint64(first + j), ka, kb, purpose)
-        out[4 * j] = z0
-        out[4 * j + 1] = z1
-        out[4 * j + 2] = z2
-        out[4 * j + 3] = z3
-
-
-@numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-def _philox_label_run(out, first, ka, kb, purpose):  # pragma: no cover - compiled
-    """The labels of whole blocks first, first + 1, ... into ``out`` (four per block)."""
-    for j in range(out.shape[0] // 4):
-        z0, z1, z2, z3 = _philox_block_bits(np.uint64(first + j), ka, kb, purpose)
+            z0, z1, z2, z3 = _philox_block(np.uint64(first + j), ka, kb, purpose)
         out[4 * j] = z0
         out[4 * j + 1] = z1
         out[4 * j + 2] = z2
