@@ -13,6 +13,7 @@ import math
 import numba
 import numpy as np
 
+from thermosgd.twolayer import philox_constants as PC
 from thermosgd.twolayer.lanes import LANES
 
 Q = LANES  # a compile-time constant: the lane loops have a fixed trip count
@@ -543,10 +544,8 @@ def _group_tile(Wg, V, wl, members, xT, y, t0, mse, e, S):  # pragma: no cover -
     S[: Z.shape[0]] += np.dot(Z, xT.T)
 
 
-#: The polynomials of the Philox normals (:mod:`thermosgd.twolayer.philox`, which documents them).
-_LOG_COEFS = tuple(2.0 / (2 * k + 1) for k in range(10, -1, -1))
-_SIN_COEFS = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9, -1, -1))
-_COS_COEFS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(9, -1, -1))
+#: The polynomials of the Philox normals, as names numba's literal_unroll takes.
+_LOG_COEFS, _SIN_COEFS, _COS_COEFS = PC.LOG_COEFS, PC.SIN_COEFS, PC.COS_COEFS
 
 #: 1/k! for k = 12, 11, ..., 0: the Taylor polynomial of e^r in :func:`residuals`, highest power first.
 _EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(12, -1, -1))
@@ -595,12 +594,12 @@ def philox_draw(out, k0, k1, purpose, start, labels):  # pragma: no cover - comp
     n = out.shape[0]
     if n == 0:
         return
-    ka = np.empty(10, np.uint64)  # the key of each round
-    kb = np.empty(10, np.uint64)
+    ka = np.empty(PC.ROUNDS, np.uint64)  # the key of each round
+    kb = np.empty(PC.ROUNDS, np.uint64)
     ka[0], kb[0] = k0, k1
-    for r in range(1, 10):
-        ka[r] = (ka[r - 1] + np.uint64(0x9E3779B9)) & _U32
-        kb[r] = (kb[r - 1] + np.uint64(0xBB67AE85)) & _U32
+    for r in range(1, PC.ROUNDS):
+        ka[r] = (ka[r - 1] + np.uint64(PC.W0)) & _U32
+        kb[r] = (kb[r - 1] + np.uint64(PC.W1)) & _U32
     first, last = start // 4, (start + n - 1) // 4
     lo = first if start % 4 == 0 else first + 1  # the whole blocks are lo..hi-1
     hi = last + 1 if (start + n) % 4 == 0 else last
@@ -638,8 +637,8 @@ def _philox_run(out, first, ka, kb, purpose, labels):  # pragma: no cover - comp
 def _philox_words(b, ka, kb, purpose):  # pragma: no cover - compiled
     """Philox4x32-10 of the counter (b mod 2³², b div 2³², purpose, 0) with round keys ka, kb."""
     c0, c1, c2, c3 = b & _U32, b >> _S32, purpose, np.uint64(0)
-    for r in range(10):
-        p0, p1 = np.uint64(0xD2511F53) * c0, np.uint64(0xCD9E8D57) * c2
+    for r in range(PC.ROUNDS):
+        p0, p1 = np.uint64(PC.M0) * c0, np.uint64(PC.M1) * c2
         c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ ka[r], p1 & _U32, (p0 >> _S32) ^ c3 ^ kb[r], p0 & _U32
     return c0, c1, c2, c3
 
@@ -667,11 +666,11 @@ def _box_muller(wr, wa):  # pragma: no cover - compiled
 
     The quadrant turns (cos a, sin a) by arithmetic on its bits, not by branches.
     """
-    u = (np.float64(wr) + 1.0) * 2.3283064365386963e-10
+    u = (np.float64(wr) + 1.0) * PC.TWO_M32
     bits = np.float64(u).view(np.int64)
     e = (bits >> 52) - 1023
     m = np.int64((bits & 0x000FFFFFFFFFFFFF) | (1023 << 52)).view(np.float64)  # u = m·2^e, m ∈ [1, 2)
-    big = m > 1.4142135623730951
+    big = m > PC.SQRT2
     m = m * 0.5 if big else m
     ef = np.float64(e + (1 if big else 0))
     s = (m - 1.0) / (m + 1.0)
@@ -679,11 +678,11 @@ def _box_muller(wr, wa):  # pragma: no cover - compiled
     p = 0.0
     for c in numba.literal_unroll(_LOG_COEFS):
         p = p * s2 + c
-    lnu = (ef * 6.93147180369123816490e-01 + s * p) + ef * 1.90821492927058770002e-10
+    lnu = (ef * PC.LN2_HI + s * p) + ef * PC.LN2_LO
     rad = np.sqrt(-2.0 * lnu)
-    x = np.float64(wa) * 2.3283064365386963e-10 * 4.0
+    x = np.float64(wa) * PC.TWO_M32 * 4.0
     q = np.floor(x + 0.5)
-    a = (x - q) * 1.5707963267948966
+    a = (x - q) * PC.HALF_PI
     a2 = a * a
     ps = 0.0
     for c in numba.literal_unroll(_SIN_COEFS):

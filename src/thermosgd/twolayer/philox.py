@@ -24,29 +24,26 @@ the fallback without numba) and the compiled :func:`thermosgd.twolayer._kernels.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from thermosgd.twolayer import compiled
+from thermosgd.twolayer.philox_constants import (
+    COS_COEFS,
+    HALF_PI,
+    LN2_HI,
+    LN2_LO,
+    LOG_COEFS,
+    M0,
+    M1,
+    ROUNDS,
+    SIN_COEFS,
+    SQRT2,
+    TWO_M32,
+    W0,
+    W1,
+)
 
 __all__ = ["block", "key_of", "labels_into", "normals_into", "prepare"]
-
-#: Philox4x32's multipliers and Weyl key increments (Random123).
-M0, M1 = 0xD2511F53, 0xCD9E8D57
-W0, W1 = 0x9E3779B9, 0xBB67AE85
-ROUNDS = 10
-
-#: 2⁻³²: 32-bit words to uniforms.
-TWO_M32 = 2.0**-32
-#: ln 2 split so that e·LN2_HI is exact for |e| < 2¹¹ (fdlibm's split).
-LN2_HI, LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-#: 2/(2k + 1), k = 10..0: ln m = s·Σ_k 2 s^{2k}/(2k + 1), s = (m − 1)/(m + 1), |s| ≤ 0.1716 (m ∈ [√½, √2)).
-LOG_COEFS = tuple(2.0 / (2 * k + 1) for k in range(10, -1, -1))
-#: (−1)^k/(2k + 1)! and (−1)^k/(2k)!, k = 9..0: sin a and cos a for |a| ≤ π/4 (truncation below 10⁻¹⁹).
-SIN_COEFS = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(9, -1, -1))
-COS_COEFS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(9, -1, -1))
-HALF_PI = math.pi / 2
 
 
 def key_of(seed: int) -> tuple[int, int]:
@@ -119,7 +116,7 @@ def _log_numpy(u: np.ndarray) -> np.ndarray:
     bits = u.view(np.int64)
     e = (bits >> 52) - 1023
     m = ((bits & 0x000FFFFFFFFFFFFF) | (1023 << 52)).view(np.float64)  # u = m·2^e, m ∈ [1, 2)
-    big = m > math.sqrt(2.0)
+    big = m > SQRT2
     m = np.where(big, m * 0.5, m)
     e = (e + big).astype(np.float64)
     s = (m - 1.0) / (m + 1.0)
